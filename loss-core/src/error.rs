@@ -1,0 +1,61 @@
+//! The typed error of every loss, and its conversion into [`candle_core::Error`].
+//!
+//! Every check in [`crate::check`] returns a [`LossError`]; it names the loss, the argument and
+//! the shapes involved so that all messages read alike. Losses return `candle_core::Result`, so
+//! the error is wrapped into `candle_core::Error::Wrapped`; callers that want the typed value can
+//! recover it with [`LossError::from_candle`].
+
+use candle_core::{DType, Shape};
+
+/// What was wrong with a loss call.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LossError {
+    /// Two tensors that must have exactly the same shape do not (no broadcasting is done).
+    #[error("{loss}: `{arg}` has shape {got:?} but must match `{other}` of shape {expected:?}")]
+    ShapeMismatch {
+        loss: &'static str,
+        arg: &'static str,
+        got: Shape,
+        other: &'static str,
+        expected: Shape,
+    },
+    /// A tensor has the wrong rank or layout of dimensions.
+    #[error("{loss}: `{arg}` has shape {got:?}, expected {expected}")]
+    BadShape { loss: &'static str, arg: &'static str, got: Shape, expected: String },
+    /// A tensor has a dtype the loss does not accept.
+    #[error("{loss}: `{arg}` has dtype {got:?}, expected {expected}")]
+    BadDType { loss: &'static str, arg: &'static str, got: DType, expected: &'static str },
+    /// Two float tensors of one call have different dtypes (no silent conversion is done).
+    #[error("{loss}: `{arg}` has dtype {got:?} but `{other}` has dtype {expected:?}")]
+    DTypeMismatch {
+        loss: &'static str,
+        arg: &'static str,
+        got: DType,
+        other: &'static str,
+        expected: DType,
+    },
+    /// A scalar parameter is outside its valid range.
+    #[error("{loss}: `{arg}` = {value} is invalid, expected {expected}")]
+    BadParam { loss: &'static str, arg: &'static str, value: f64, expected: &'static str },
+    /// A class index lies outside `[0, C)` and is not `ignore_index`.
+    #[error("{loss}: `{arg}` holds class index {index}, outside [0, {classes}) (target shape {shape:?})")]
+    IndexOutOfRange { loss: &'static str, arg: &'static str, index: i64, classes: usize, shape: Shape },
+    /// Tensor values outside the domain the loss is defined on (e.g. probabilities outside [0, 1]).
+    #[error("{loss}: `{arg}` has values outside {expected} (shape {shape:?})")]
+    BadValues { loss: &'static str, arg: &'static str, expected: &'static str, shape: Shape },
+    /// A reduction the loss does not support (e.g. `batchmean` outside `kl_div`).
+    #[error("{loss}: reduction `{got}` is not supported, expected one of {expected}")]
+    BadReduction { loss: &'static str, got: String, expected: &'static str },
+    /// Options that cannot be combined.
+    #[error("{loss}: {message}")]
+    BadOptions { loss: &'static str, message: String },
+}
+
+impl From<LossError> for candle_core::Error {
+    fn from(e: LossError) -> Self {
+        candle_core::Error::Wrapped(Box::new(e))
+    }
+}
+
+/// `Result` of a loss call: the crate returns `candle_core::Result` so losses compose with `?`.
+pub type Result<T> = candle_core::Result<T>;

@@ -1,0 +1,211 @@
+//! Regression losses: L1 (MAE), L2 (MSE), Smooth L1 (Fast R-CNN) and Huber.
+//!
+//! All take `input` and `target` of exactly the same shape (any rank, including 0-d and empty)
+//! and the same float dtype (f32 or f64); no broadcasting. With `d = input − target`:
+//!
+//! | loss | elementwise value | gradient w.r.t. input |
+//! |---|---|---|
+//! | `l1_loss` | \|d\| | sign(d), 0 at d = 0 (PyTorch) |
+//! | `mse_loss` | d² | 2d |
+//! | `smooth_l1_loss` | ½d²/β if \|d\| < β, else \|d\| − ½β | d/β, or sign(d) |
+//! | `huber_loss` | ½d² if \|d\| < δ, else δ(\|d\| − ½δ) | d, or δ·sign(d) |
+//!
+//! `smooth_l1_loss` with β = 0 is exactly `l1_loss`; `huber_loss = β · smooth_l1_loss` with β = δ.
+//! Sources: `torch.nn.functional.{l1_loss, mse_loss, smooth_l1_loss, huber_loss}`;
+//! Girshick, "Fast R-CNN", ICCV 2015 (Smooth L1); Huber, "Robust Estimation of a Location
+//! Parameter", 1964.
+
+use crate::check;
+use crate::ops;
+use crate::reduction::{reduce, Reduction};
+use crate::Loss;
+use candle_core::{Result, Tensor};
+
+fn diff(loss: &'static str, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+    check::float_pair(loss, "input", input, "target", target)?;
+    input.sub(target)
+}
+
+/// Mean absolute error (L1): `reduce(|input − target|)`.
+///
+/// Shapes: `input` and `target` identical, any rank; f32 or f64. Output: the input's shape for
+/// `Reduction::None`, else 0-d. The gradient at `input == target` is 0, as PyTorch.
+///
+/// # Errors
+/// Shapes or dtypes that differ, a non-float dtype, `Reduction::BatchMean`.
+pub fn l1_loss(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    const LOSS: &str = "l1_loss";
+    let d = diff(LOSS, input, target)?;
+    reduce(LOSS, &ops::abs(&d)?, reduction)
+}
+
+/// Mean squared error (L2): `reduce((input − target)²)`.
+///
+/// Shapes: `input` and `target` identical, any rank; f32 or f64.
+///
+/// # Errors
+/// Shapes or dtypes that differ, a non-float dtype, `Reduction::BatchMean`.
+pub fn mse_loss(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    const LOSS: &str = "mse_loss";
+    let d = diff(LOSS, input, target)?;
+    reduce(LOSS, &d.sqr()?, reduction)
+}
+
+/// Smooth L1 loss (Girshick 2015): `½d²/β` where `|d| < β`, else `|d| − ½β`, `d = input − target`.
+///
+/// `beta` (PyTorch's default 1.0) must be finite and `>= 0`; `beta = 0` is exactly [`l1_loss`].
+/// Shapes: `input` and `target` identical, any rank; f32 or f64.
+///
+/// # Errors
+/// `beta < 0` or not finite, shapes or dtypes that differ, a non-float dtype.
+pub fn smooth_l1_loss(input: &Tensor, target: &Tensor, beta: f64, reduction: Reduction) -> Result<Tensor> {
+    const LOSS: &str = "smooth_l1_loss";
+    check::non_negative(LOSS, "beta", beta)?;
+    let d = diff(LOSS, input, target)?;
+    let ad = ops::abs(&d)?;
+    if beta == 0.0 {
+        return reduce(LOSS, &ad, reduction);
+    }
+    let quadratic = d.sqr()?.affine(0.5 / beta, 0.0)?;
+    let linear = ad.affine(1.0, -0.5 * beta)?;
+    reduce(LOSS, &ad.lt(beta)?.where_cond(&quadratic, &linear)?, reduction)
+}
+
+/// Huber loss: `½d²` where `|d| < δ`, else `δ(|d| − ½δ)`, `d = input − target`.
+///
+/// `delta` (PyTorch's default 1.0) must be finite and `> 0`.
+/// Shapes: `input` and `target` identical, any rank; f32 or f64.
+///
+/// # Errors
+/// `delta <= 0` or not finite, shapes or dtypes that differ, a non-float dtype.
+pub fn huber_loss(input: &Tensor, target: &Tensor, delta: f64, reduction: Reduction) -> Result<Tensor> {
+    const LOSS: &str = "huber_loss";
+    check::positive(LOSS, "delta", delta)?;
+    let d = diff(LOSS, input, target)?;
+    let ad = ops::abs(&d)?;
+    let quadratic = d.sqr()?.affine(0.5, 0.0)?;
+    let linear = ad.affine(delta, -0.5 * delta * delta)?;
+    reduce(LOSS, &ad.lt(delta)?.where_cond(&quadratic, &linear)?, reduction)
+}
+
+/// [`l1_loss`] as a [`Loss`] value (`torch.nn.L1Loss`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct L1Loss {
+    /// Reduction (default `Mean`).
+    pub reduction: Reduction,
+}
+
+/// [`mse_loss`] as a [`Loss`] value (`torch.nn.MSELoss`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MseLoss {
+    /// Reduction (default `Mean`).
+    pub reduction: Reduction,
+}
+
+/// [`smooth_l1_loss`] as a [`Loss`] value (`torch.nn.SmoothL1Loss`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SmoothL1Loss {
+    /// Width of the quadratic zone (default 1.0, `>= 0`).
+    pub beta: f64,
+    /// Reduction (default `Mean`).
+    pub reduction: Reduction,
+}
+
+/// [`huber_loss`] as a [`Loss`] value (`torch.nn.HuberLoss`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HuberLoss {
+    /// Threshold between the quadratic and linear zones (default 1.0, `> 0`).
+    pub delta: f64,
+    /// Reduction (default `Mean`).
+    pub reduction: Reduction,
+}
+
+impl Default for SmoothL1Loss {
+    fn default() -> Self {
+        Self { beta: 1.0, reduction: Reduction::Mean }
+    }
+}
+
+impl Default for HuberLoss {
+    fn default() -> Self {
+        Self { delta: 1.0, reduction: Reduction::Mean }
+    }
+}
+
+impl L1Loss {
+    /// Sets the reduction.
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+}
+
+impl MseLoss {
+    /// Sets the reduction.
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+}
+
+impl SmoothL1Loss {
+    /// Sets `beta`.
+    pub fn with_beta(mut self, beta: f64) -> Self {
+        self.beta = beta;
+        self
+    }
+    /// Sets the reduction.
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+}
+
+impl HuberLoss {
+    /// Sets `delta`.
+    pub fn with_delta(mut self, delta: f64) -> Self {
+        self.delta = delta;
+        self
+    }
+    /// Sets the reduction.
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+}
+
+impl Loss for L1Loss {
+    fn name(&self) -> &'static str {
+        "l1_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        l1_loss(input, target, self.reduction)
+    }
+}
+
+impl Loss for MseLoss {
+    fn name(&self) -> &'static str {
+        "mse_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        mse_loss(input, target, self.reduction)
+    }
+}
+
+impl Loss for SmoothL1Loss {
+    fn name(&self) -> &'static str {
+        "smooth_l1_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        smooth_l1_loss(input, target, self.beta, self.reduction)
+    }
+}
+
+impl Loss for HuberLoss {
+    fn name(&self) -> &'static str {
+        "huber_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        huber_loss(input, target, self.delta, self.reduction)
+    }
+}
