@@ -9,7 +9,13 @@ use candle_core::{DType, Result, Tensor};
 pub fn float(loss: &'static str, arg: &'static str, t: &Tensor) -> Result<()> {
     match t.dtype() {
         DType::F32 | DType::F64 | DType::F16 | DType::BF16 => Ok(()),
-        got => Err(LossError::BadDType { loss, arg, got, expected: "a float dtype (f32 or f64)" }.into()),
+        got => Err(LossError::BadDType {
+            loss,
+            arg,
+            got,
+            expected: "a float dtype (f32 or f64)",
+        }
+        .into()),
     }
 }
 
@@ -17,18 +23,18 @@ pub fn float(loss: &'static str, arg: &'static str, t: &Tensor) -> Result<()> {
 pub fn index(loss: &'static str, arg: &'static str, t: &Tensor) -> Result<()> {
     match t.dtype() {
         DType::U8 | DType::U32 | DType::I64 => Ok(()),
-        got => Err(LossError::BadDType { loss, arg, got, expected: "class indices (u32 or i64)" }.into()),
+        got => Err(LossError::BadDType {
+            loss,
+            arg,
+            got,
+            expected: "class indices (u32 or i64)",
+        }
+        .into()),
     }
 }
 
 /// `a` and `b` must have exactly the same shape (no broadcasting: `[n, 1]` against `[n]` fails).
-pub fn same_shape(
-    loss: &'static str,
-    arg: &'static str,
-    a: &Tensor,
-    other: &'static str,
-    b: &Tensor,
-) -> Result<()> {
+pub fn same_shape(loss: &'static str, arg: &'static str, a: &Tensor, other: &'static str, b: &Tensor) -> Result<()> {
     if a.dims() != b.dims() {
         return Err(LossError::ShapeMismatch {
             loss,
@@ -43,27 +49,22 @@ pub fn same_shape(
 }
 
 /// `a` and `b` must have the same dtype (no silent conversion).
-pub fn same_dtype(
-    loss: &'static str,
-    arg: &'static str,
-    a: &Tensor,
-    other: &'static str,
-    b: &Tensor,
-) -> Result<()> {
+pub fn same_dtype(loss: &'static str, arg: &'static str, a: &Tensor, other: &'static str, b: &Tensor) -> Result<()> {
     if a.dtype() != b.dtype() {
-        return Err(LossError::DTypeMismatch { loss, arg, got: a.dtype(), other, expected: b.dtype() }.into());
+        return Err(LossError::DTypeMismatch {
+            loss,
+            arg,
+            got: a.dtype(),
+            other,
+            expected: b.dtype(),
+        }
+        .into());
     }
     Ok(())
 }
 
 /// Two float tensors of the same shape and dtype: the usual `(input, target)` pair.
-pub fn float_pair(
-    loss: &'static str,
-    arg: &'static str,
-    a: &Tensor,
-    other: &'static str,
-    b: &Tensor,
-) -> Result<()> {
+pub fn float_pair(loss: &'static str, arg: &'static str, a: &Tensor, other: &'static str, b: &Tensor) -> Result<()> {
     float(loss, arg, a)?;
     float(loss, other, b)?;
     same_shape(loss, other, b, arg, a)?;
@@ -80,17 +81,17 @@ pub fn min_rank(loss: &'static str, arg: &'static str, t: &Tensor, min: usize, e
 
 /// The `BadShape` error for `t`.
 pub fn bad_shape(loss: &'static str, arg: &'static str, t: &Tensor, expected: &str) -> candle_core::Error {
-    LossError::BadShape { loss, arg, got: t.shape().clone(), expected: expected.to_string() }.into()
+    LossError::BadShape {
+        loss,
+        arg,
+        got: t.shape().clone(),
+        expected: expected.to_string(),
+    }
+    .into()
 }
 
 /// A 1-D `weight` of length `len`, float, with the dtype of `like`.
-pub fn weight_vector(
-    loss: &'static str,
-    arg: &'static str,
-    w: &Tensor,
-    len: usize,
-    like: &Tensor,
-) -> Result<()> {
+pub fn weight_vector(loss: &'static str, arg: &'static str, w: &Tensor, len: usize, like: &Tensor) -> Result<()> {
     float(loss, arg, w)?;
     if w.dims() != [len] {
         return Err(bad_shape(loss, arg, w, &format!("[{len}] (one value per class)")));
@@ -101,14 +102,26 @@ pub fn weight_vector(
 /// A scalar parameter check: `ok(value)` must hold, `expected` says what is accepted.
 pub fn param(loss: &'static str, arg: &'static str, value: f64, ok: bool, expected: &'static str) -> Result<()> {
     if !ok || value.is_nan() {
-        return Err(LossError::BadParam { loss, arg, value, expected }.into());
+        return Err(LossError::BadParam {
+            loss,
+            arg,
+            value,
+            expected,
+        }
+        .into());
     }
     Ok(())
 }
 
 /// `value >= 0` and finite.
 pub fn non_negative(loss: &'static str, arg: &'static str, value: f64) -> Result<()> {
-    param(loss, arg, value, value >= 0.0 && value.is_finite(), "a finite value >= 0")
+    param(
+        loss,
+        arg,
+        value,
+        value >= 0.0 && value.is_finite(),
+        "a finite value >= 0",
+    )
 }
 
 /// `value > 0` and finite.
@@ -138,20 +151,40 @@ pub fn class_indices(
             continue;
         }
         if i < 0 || i as u64 >= classes as u64 {
-            return Err(LossError::IndexOutOfRange { loss, arg, index: i, classes, shape: target.shape().clone() }.into());
+            return Err(LossError::IndexOutOfRange {
+                loss,
+                arg,
+                index: i,
+                classes,
+                shape: target.shape().clone(),
+            }
+            .into());
         }
     }
     Ok(())
 }
 
 /// All values of `t` must lie in `[lo, hi]` (NaN passes through: it propagates to the output).
-pub fn values_in(loss: &'static str, arg: &'static str, t: &Tensor, lo: f64, hi: f64, expected: &'static str) -> Result<()> {
+pub fn values_in(
+    loss: &'static str,
+    arg: &'static str,
+    t: &Tensor,
+    lo: f64,
+    hi: f64,
+    expected: &'static str,
+) -> Result<()> {
     if t.elem_count() == 0 {
         return Ok(());
     }
     let vals = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
     if vals.iter().any(|&v| v < lo || v > hi) {
-        return Err(LossError::BadValues { loss, arg, expected, shape: t.shape().clone() }.into());
+        return Err(LossError::BadValues {
+            loss,
+            arg,
+            expected,
+            shape: t.shape().clone(),
+        }
+        .into());
     }
     Ok(())
 }

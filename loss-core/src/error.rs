@@ -21,10 +21,20 @@ pub enum LossError {
     },
     /// A tensor has the wrong rank or layout of dimensions.
     #[error("{loss}: `{arg}` has shape {got:?}, expected {expected}")]
-    BadShape { loss: &'static str, arg: &'static str, got: Shape, expected: String },
+    BadShape {
+        loss: &'static str,
+        arg: &'static str,
+        got: Shape,
+        expected: String,
+    },
     /// A tensor has a dtype the loss does not accept.
     #[error("{loss}: `{arg}` has dtype {got:?}, expected {expected}")]
-    BadDType { loss: &'static str, arg: &'static str, got: DType, expected: &'static str },
+    BadDType {
+        loss: &'static str,
+        arg: &'static str,
+        got: DType,
+        expected: &'static str,
+    },
     /// Two float tensors of one call have different dtypes (no silent conversion is done).
     #[error("{loss}: `{arg}` has dtype {got:?} but `{other}` has dtype {expected:?}")]
     DTypeMismatch {
@@ -36,16 +46,36 @@ pub enum LossError {
     },
     /// A scalar parameter is outside its valid range.
     #[error("{loss}: `{arg}` = {value} is invalid, expected {expected}")]
-    BadParam { loss: &'static str, arg: &'static str, value: f64, expected: &'static str },
+    BadParam {
+        loss: &'static str,
+        arg: &'static str,
+        value: f64,
+        expected: &'static str,
+    },
     /// A class index lies outside `[0, C)` and is not `ignore_index`.
     #[error("{loss}: `{arg}` holds class index {index}, outside [0, {classes}) (target shape {shape:?})")]
-    IndexOutOfRange { loss: &'static str, arg: &'static str, index: i64, classes: usize, shape: Shape },
+    IndexOutOfRange {
+        loss: &'static str,
+        arg: &'static str,
+        index: i64,
+        classes: usize,
+        shape: Shape,
+    },
     /// Tensor values outside the domain the loss is defined on (e.g. probabilities outside [0, 1]).
     #[error("{loss}: `{arg}` has values outside {expected} (shape {shape:?})")]
-    BadValues { loss: &'static str, arg: &'static str, expected: &'static str, shape: Shape },
+    BadValues {
+        loss: &'static str,
+        arg: &'static str,
+        expected: &'static str,
+        shape: Shape,
+    },
     /// A reduction the loss does not support (e.g. `batchmean` outside `kl_div`).
     #[error("{loss}: reduction `{got}` is not supported, expected one of {expected}")]
-    BadReduction { loss: &'static str, got: String, expected: &'static str },
+    BadReduction {
+        loss: &'static str,
+        got: String,
+        expected: &'static str,
+    },
     /// Options that cannot be combined.
     #[error("{loss}: {message}")]
     BadOptions { loss: &'static str, message: String },

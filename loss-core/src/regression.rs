@@ -122,13 +122,19 @@ pub struct HuberLoss {
 
 impl Default for SmoothL1Loss {
     fn default() -> Self {
-        Self { beta: 1.0, reduction: Reduction::Mean }
+        Self {
+            beta: 1.0,
+            reduction: Reduction::Mean,
+        }
     }
 }
 
 impl Default for HuberLoss {
     fn default() -> Self {
-        Self { delta: 1.0, reduction: Reduction::Mean }
+        Self {
+            delta: 1.0,
+            reduction: Reduction::Mean,
+        }
     }
 }
 

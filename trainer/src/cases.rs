@@ -95,7 +95,12 @@ pub struct Report {
 impl Report {
     /// The closing line: `cases: N passed, N failed, N skipped`.
     pub fn summary(&self) -> String {
-        format!("cases: {} passed, {} failed, {} skipped", self.passed, self.failed.len(), self.skipped.len())
+        format!(
+            "cases: {} passed, {} failed, {} skipped",
+            self.passed,
+            self.failed.len(),
+            self.skipped.len()
+        )
     }
 }
 
@@ -132,8 +137,13 @@ fn build_inputs(case: &Case, device: &Device) -> Result<(Inputs, BTreeMap<String
     let wants_grad = case.grad.as_ref();
     for (name, spec) in &case.inputs {
         let dtype = spec.dtype.as_deref().unwrap_or("f32");
-        let t = make_tensor(&values(spec).with_context(|| format!("input `{name}`"))?, &spec.shape, dtype, device)
-            .with_context(|| format!("input `{name}`"))?;
+        let t = make_tensor(
+            &values(spec).with_context(|| format!("input `{name}`"))?,
+            &spec.shape,
+            dtype,
+            device,
+        )
+        .with_context(|| format!("input `{name}`"))?;
         if wants_grad.is_some_and(|g| g.contains_key(name)) && t.dtype().is_float() {
             let v = Var::from_tensor(&t)?;
             inputs.insert(name.clone(), v.as_tensor().clone());
@@ -166,7 +176,13 @@ fn compare(what: &str, got: &Tensor, want: &TensorSpec, tol: Tol) -> Result<()> 
     }
     let bad: Vec<usize> = (0..g.len()).filter(|&i| !close(g[i], w[i], tol)).collect();
     if let Some(&i) = bad.first() {
-        bail!("{what}: {} of {} values differ, first at flat index {i}: got {}, expected {}", bad.len(), g.len(), g[i], w[i]);
+        bail!(
+            "{what}: {} of {} values differ, first at flat index {i}: got {}, expected {}",
+            bad.len(),
+            g.len(),
+            g[i],
+            w[i]
+        );
     }
     Ok(())
 }
@@ -178,7 +194,10 @@ pub fn run_case(case: &Case, device: &Device) -> Outcome {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => Outcome::Fail(format!("{e:#}")),
         Err(p) => {
-            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
             Outcome::Fail(format!("panicked: {}", msg.unwrap_or_default()))
         }
     }
@@ -203,7 +222,9 @@ fn run_case_inner(case: &Case, device: &Device) -> Result<Outcome> {
     if let Some(grads) = &case.grad {
         let store = out.sum_all()?.backward()?;
         for (name, want) in grads {
-            let var = vars.get(name).ok_or_else(|| anyhow!("gradient asked for non-float input `{name}`"))?;
+            let var = vars
+                .get(name)
+                .ok_or_else(|| anyhow!("gradient asked for non-float input `{name}`"))?;
             let g = match store.get(var.as_tensor()) {
                 Some(g) => g.clone(),
                 None => var.as_tensor().zeros_like()?,

@@ -4,4 +4,5 @@
 //! runner shared by the CLI (`trainer cases DIR...`) and the test suite.
 
 pub mod cases;
+pub mod experiments;
 pub mod registry;

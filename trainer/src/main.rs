@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "trainer", version, about = "Loss experiments, reference cases and benchmarks for the loss workspace")]
+#[command(
+    name = "trainer",
+    version,
+    about = "Loss experiments, reference cases and benchmarks for the loss workspace"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,7 +34,11 @@ fn main() -> ExitCode {
                     println!("FAIL {id}: {msg}");
                 }
                 println!("{}", report.summary());
-                if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+                if report.failed.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
             }
             Err(e) => {
                 eprintln!("trainer cases: {e:#}");

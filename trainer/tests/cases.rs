@@ -28,5 +28,9 @@ fn reference_cases_pass() {
     }
     eprintln!("{}", report.summary());
     assert!(report.passed > 0, "no case ran");
-    assert!(report.failed.is_empty(), "{} reference cases failed", report.failed.len());
+    assert!(
+        report.failed.is_empty(),
+        "{} reference cases failed",
+        report.failed.len()
+    );
 }

@@ -89,7 +89,10 @@ impl CustomOp1 for UnaryOp {
         if self.derivative {
             candle_core::bail!("{}: second derivatives are not supported", self.name());
         }
-        let d = arg.apply_op1_no_bwd(&UnaryOp { f: self.f, derivative: true })?;
+        let d = arg.apply_op1_no_bwd(&UnaryOp {
+            f: self.f,
+            derivative: true,
+        })?;
         Ok(Some(grad_res.mul(&d)?))
     }
 }

@@ -17,8 +17,8 @@
 //! [`attach_grad`], so CUDA and Metal get identical semantics without kernels of their own.
 //! NaN propagates through every function.
 
-mod cpu;
 pub mod composite;
+mod cpu;
 
 use candle_core::{Result, Tensor};
 pub use cpu::layout_offsets;
@@ -120,7 +120,10 @@ impl Unary {
     /// Applies the primitive to `x` (float dtype, any shape, any device), differentiably.
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
         if x.device().is_cpu() {
-            x.apply_op1(cpu::UnaryOp { f: self, derivative: false })
+            x.apply_op1(cpu::UnaryOp {
+                f: self,
+                derivative: false,
+            })
         } else {
             composite::apply(self, x)
         }

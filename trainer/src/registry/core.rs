@@ -21,8 +21,18 @@ fn run(loss: &'static str, p: &Params, x: &Inputs) -> Result<Tensor> {
     Ok(match loss {
         "l1_loss" => l1_loss(input(loss, x, "input")?, input(loss, x, "target")?, r)?,
         "mse_loss" => mse_loss(input(loss, x, "input")?, input(loss, x, "target")?, r)?,
-        "smooth_l1_loss" => smooth_l1_loss(input(loss, x, "input")?, input(loss, x, "target")?, p.f64("beta", 1.0)?, r)?,
-        "huber_loss" => huber_loss(input(loss, x, "input")?, input(loss, x, "target")?, p.f64("delta", 1.0)?, r)?,
+        "smooth_l1_loss" => smooth_l1_loss(
+            input(loss, x, "input")?,
+            input(loss, x, "target")?,
+            p.f64("beta", 1.0)?,
+            r,
+        )?,
+        "huber_loss" => huber_loss(
+            input(loss, x, "input")?,
+            input(loss, x, "target")?,
+            p.f64("delta", 1.0)?,
+            r,
+        )?,
         _ => unreachable!("listed in NAMES"),
     })
 }

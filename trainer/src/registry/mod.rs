@@ -43,7 +43,9 @@ impl<'a> Params<'a> {
 
     /// An optional number.
     pub fn opt_f64(&self, key: &str) -> anyhow::Result<Option<f64>> {
-        self.get(key).map(|v| number(v).with_context(|| format!("{}: parameter `{key}`", self.loss))).transpose()
+        self.get(key)
+            .map(|v| number(v).with_context(|| format!("{}: parameter `{key}`", self.loss)))
+            .transpose()
     }
 
     /// An integer, or `default`.
@@ -55,7 +57,10 @@ impl<'a> Params<'a> {
     pub fn opt_i64(&self, key: &str) -> anyhow::Result<Option<i64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_i64().map(Some).ok_or_else(|| anyhow!("{}: parameter `{key}` must be an integer, got {v}", self.loss)),
+            Some(v) => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| anyhow!("{}: parameter `{key}` must be an integer, got {v}", self.loss)),
         }
     }
 
@@ -63,7 +68,9 @@ impl<'a> Params<'a> {
     pub fn bool(&self, key: &str, default: bool) -> anyhow::Result<bool> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v.as_bool().ok_or_else(|| anyhow!("{}: parameter `{key}` must be a boolean, got {v}", self.loss)),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| anyhow!("{}: parameter `{key}` must be a boolean, got {v}", self.loss)),
         }
     }
 
@@ -71,7 +78,9 @@ impl<'a> Params<'a> {
     pub fn str(&self, key: &str, default: &'a str) -> anyhow::Result<&'a str> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v.as_str().ok_or_else(|| anyhow!("{}: parameter `{key}` must be a string, got {v}", self.loss)),
+            Some(v) => v
+                .as_str()
+                .ok_or_else(|| anyhow!("{}: parameter `{key}` must be a string, got {v}", self.loss)),
         }
     }
 
@@ -80,7 +89,9 @@ impl<'a> Params<'a> {
         match self.get("reduction") {
             None => Ok(default),
             Some(v) => {
-                let s = v.as_str().ok_or_else(|| anyhow!("{}: `reduction` must be a string", self.loss))?;
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| anyhow!("{}: `reduction` must be a string", self.loss))?;
                 Ok(Reduction::parse(self.loss, s)?)
             }
         }
@@ -116,7 +127,12 @@ pub fn number(v: &Value) -> anyhow::Result<f64> {
 
 /// Looks up a named input tensor.
 pub fn input<'a>(loss: &str, inputs: &'a Inputs, name: &str) -> anyhow::Result<&'a Tensor> {
-    inputs.get(name).ok_or_else(|| anyhow!("{loss}: missing input `{name}` (have {:?})", inputs.keys().collect::<Vec<_>>()))
+    inputs.get(name).ok_or_else(|| {
+        anyhow!(
+            "{loss}: missing input `{name}` (have {:?})",
+            inputs.keys().collect::<Vec<_>>()
+        )
+    })
 }
 
 /// Every loss name the registry knows.
@@ -130,7 +146,9 @@ pub fn names() -> Vec<&'static str> {
 /// Runs the loss `name` with `params` on `inputs`. `None` when no crate implements `name`;
 /// `Some(Err)` when the call itself fails (bad input or bad parameters).
 pub fn call(name: &str, params: &Map<String, Value>, inputs: &Inputs) -> Option<anyhow::Result<Tensor>> {
-    core::call(name, params, inputs).or_else(|| bbox::call(name, params, inputs)).or_else(|| seg::call(name, params, inputs))
+    core::call(name, params, inputs)
+        .or_else(|| bbox::call(name, params, inputs))
+        .or_else(|| seg::call(name, params, inputs))
 }
 
 /// Makes a tensor from flat `data` of `shape` and `dtype` (`"f32"`, `"f64"`, `"u32"`, `"i64"`).
