@@ -44,7 +44,7 @@ fn collect<T: Copy, U>(v: &[T], l: &Layout, f: impl Fn(T) -> U) -> Vec<U> {
 }
 
 /// Maps a float CPU storage (f32, f64, f16, bf16) elementwise through `f` computed in f64.
-pub(crate) fn map_unary(s: &CpuStorage, l: &Layout, f: impl Fn(f64) -> f64, name: &str) -> Result<CpuStorage> {
+pub fn map_unary(s: &CpuStorage, l: &Layout, f: impl Fn(f64) -> f64, name: &str) -> Result<CpuStorage> {
     use half::{bf16, f16};
     Ok(match s {
         CpuStorage::F32(v) => CpuStorage::F32(collect(v, l, |x| f(x as f64) as f32)),
