@@ -113,10 +113,19 @@ pub fn reduce(loss: &'static str, t: &Tensor, reduction: Reduction) -> Result<Te
 
 /// Applies `reduction` with a weighted mean: `Mean` gives `sum(t) / sum(weights)` (PyTorch's
 /// denominator for `cross_entropy`/`nll_loss` with `weight` or `ignore_index`); `weights` has any
-/// shape and the denominator may be 0 (NaN, as PyTorch).
+/// shape and gets no gradient.
+///
+/// A denominator of 0 (every target ignored) gives NaN, as PyTorch, with an all-zero gradient
+/// (no element contributes), also as PyTorch.
 pub fn reduce_weighted_mean(loss: &'static str, t: &Tensor, weights: &Tensor, reduction: Reduction) -> Result<Tensor> {
     match reduction.standard(loss)? {
-        Reduction::Mean => sum_all(t)?.div(&sum_all(weights)?.detach()),
+        Reduction::Mean => {
+            let den = sum_all(&weights.detach())?;
+            let empty = den.eq(0.0)?;
+            let den_safe = empty.where_cond(&den.ones_like()?, &den)?;
+            let nan = empty.where_cond(&den.affine(0.0, f64::NAN)?, &den.zeros_like()?)?;
+            sum_all(t)?.div(&den_safe)?.add(&nan)
+        }
         other => reduce(loss, t, other),
     }
 }

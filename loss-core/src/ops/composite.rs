@@ -63,6 +63,14 @@ pub fn value(f: Unary, x: &Tensor) -> Result<Tensor> {
         Unary::LogSigmoid => softplus(&x.neg()?)?.neg(),
         Unary::Sigmoid => sigmoid(&x),
         Unary::Abs => x.abs(),
+        Unary::Pow { exponent } => {
+            if exponent == 0.0 {
+                // 0⁰ = 1; NaN stays NaN.
+                x.affine(0.0, 0.0)? + 1.0
+            } else {
+                x.powf(exponent)
+            }
+        }
         Unary::Clamp { lo, hi } => {
             let nan = x.ne(&x)?;
             let c = x.maximum(lo)?.minimum(hi)?;
@@ -84,6 +92,15 @@ pub fn derivative(f: Unary, x: &Tensor) -> Result<Tensor> {
             s.mul(&(s.neg()? + 1.0)?)
         }
         Unary::Abs => sign(&x),
+        Unary::Pow { exponent } => {
+            if exponent == 0.0 {
+                x.affine(0.0, 0.0)
+            } else if exponent == 1.0 {
+                x.affine(0.0, 1.0)
+            } else {
+                x.powf(exponent - 1.0)?.affine(exponent, 0.0)
+            }
+        }
         Unary::Clamp { lo, hi } => {
             let inside = x.ge(lo)?.to_dtype(x.dtype())?.mul(&x.le(hi)?.to_dtype(x.dtype())?)?;
             inside.add(&x.affine(0.0, 0.0)?)

@@ -70,6 +70,8 @@ impl CustomOp1 for UnaryOp {
             (Unary::Sigmoid, true) => "sigmoid-grad",
             (Unary::Abs, false) => "abs",
             (Unary::Abs, true) => "abs-grad",
+            (Unary::Pow { .. }, false) => "powf",
+            (Unary::Pow { .. }, true) => "powf-grad",
             (Unary::Clamp { .. }, false) => "clamp",
             (Unary::Clamp { .. }, true) => "clamp-grad",
         }

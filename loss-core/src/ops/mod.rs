@@ -10,6 +10,7 @@
 //! | [`sigmoid`] | 1 / (1 + e⁻ˣ) | σ(x)(1 − σ(x)) | no overflow for any x |
 //! | [`abs`] | \|x\| | sign(x), **0 at x = 0** | PyTorch's rule; Candle gives +1 at 0 |
 //! | [`clamp`] | min(max(x, lo), hi) | 1 on **[lo, hi] including the bounds**, else 0 | PyTorch's rule; Candle gives ½ at a bound |
+//! | [`powf`] | xᵉ for x ≥ 0 (0⁰ = 1) | e·xᵉ⁻¹, **0 when e = 0**, finite at x = 0 for e ≥ 1 | Candle's `powf` is NaN at 0⁰ and its gradient at x = 0 |
 //!
 //! On the CPU each is one `CustomOp1` (value computed in f64 and rounded to the input dtype,
 //! backward = upstream gradient times the derivative above). On any other device the same value
@@ -39,6 +40,11 @@ pub enum Unary {
     Sigmoid,
     /// \|x\| with derivative 0 at 0.
     Abs,
+    /// xᵉ for x ≥ 0 (NaN for x < 0 unless e is 0), with 0⁰ = 1.
+    Pow {
+        /// The exponent e.
+        exponent: f64,
+    },
     /// Clamp into `[lo, hi]` with derivative 1 on the closed interval.
     Clamp {
         /// Lower bound (`-inf` for none).
@@ -75,6 +81,7 @@ impl Unary {
             Unary::LogSigmoid => -softplus64(-x),
             Unary::Sigmoid => sigmoid64(x),
             Unary::Abs => x.abs(),
+            Unary::Pow { exponent } => x.powf(exponent),
             Unary::Clamp { lo, hi } => {
                 if x.is_nan() {
                     x
@@ -103,6 +110,13 @@ impl Unary {
                     -1.0
                 } else {
                     x * 0.0 // 0 at 0, NaN at NaN
+                }
+            }
+            Unary::Pow { exponent } => {
+                if exponent == 0.0 {
+                    x * 0.0
+                } else {
+                    exponent * x.powf(exponent - 1.0)
                 }
             }
             Unary::Clamp { lo, hi } => {
@@ -164,6 +178,12 @@ pub fn abs(x: &Tensor) -> Result<Tensor> {
 /// (the bounds included, PyTorch's `clamp` rule) and 0 outside.
 pub fn clamp(x: &Tensor, lo: f64, hi: f64) -> Result<Tensor> {
     Unary::Clamp { lo, hi }.apply(x)
+}
+
+/// xᵉ elementwise for x ≥ 0, with 0⁰ = 1; gradient e·xᵉ⁻¹ (0 when e = 0, 1 at x = 0 when
+/// e = 1, 0 at x = 0 when e > 1, +inf at x = 0 when 0 < e < 1 as the mathematics says).
+pub fn powf(x: &Tensor, exponent: f64) -> Result<Tensor> {
+    Unary::Pow { exponent }.apply(x)
 }
 
 /// `x · ln y` with `0 · ln y = 0` whenever `x = 0` (also for `y = 0`), as `torch.xlogy`;

@@ -1,0 +1,372 @@
+//! Cross-entropy (hard or soft targets, `weight`, `ignore_index`, `label_smoothing`) and NLL.
+//!
+//! Source: `torch.nn.functional.cross_entropy` and `nll_loss`, including their denominators.
+//! With `logp = log_softmax(input, dim = 1)`, `C` classes, `ε = label_smoothing` and per-class
+//! weights `w` (all 1 when absent):
+//!
+//! - index targets `y`: `ℓᵢ = (1 − ε)·(−w_yᵢ·logp[i, yᵢ]) + (ε / C)·(−Σ_c w_c·logp[i, c])`,
+//!   `ℓᵢ = 0` where `yᵢ = ignore_index`; `mean` divides the sum by `Σ_{i kept} w_yᵢ` (NaN when
+//!   every target is ignored, with a zero gradient);
+//! - probability targets `t` (the logits' shape): `ℓᵢ = −Σ_c w_c·t'[i, c]·logp[i, c]` with
+//!   `t' = (1 − ε)·t + ε / C`; `mean` divides by the number of rows `N·d1·…`.
+
+use crate::check;
+use crate::error::LossError;
+use crate::reduction::{reduce, reduce_weighted_mean, Reduction};
+use crate::Loss;
+use candle_core::{DType, Result, Tensor};
+
+/// PyTorch's default `ignore_index`.
+pub const IGNORE_INDEX: i64 = -100;
+
+/// `log_softmax` over dimension `dim`, stable for large logits.
+pub fn log_softmax(x: &Tensor, dim: usize) -> Result<Tensor> {
+    let m = x.max_keepdim(dim)?.detach();
+    // A row of -inf logits has max -inf: shift by 0 there to keep -inf, not NaN.
+    let finite = m.sub(&m)?.eq(0.0)?;
+    let m = finite.where_cond(&m, &m.zeros_like()?)?;
+    let shifted = x.broadcast_sub(&m)?;
+    let lse = shifted.exp()?.sum_keepdim(dim)?.log()?;
+    shifted.broadcast_sub(&lse)
+}
+
+/// Moves the class dimension (1) of `[N, C, d1, ...]` last and flattens to `[M, C]`.
+pub(crate) fn classes_last(x: &Tensor) -> Result<Tensor> {
+    let c = x.dim(1)?;
+    let x = if x.rank() > 2 {
+        let mut perm: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
+        perm.push(1);
+        x.permute(perm)?.contiguous()?
+    } else {
+        x.clone()
+    };
+    x.reshape(((), c))
+}
+
+/// The shape of the index target that goes with `[N, C, d1, ...]`: `[N, d1, ...]`.
+pub(crate) fn index_target_dims(input: &Tensor) -> Vec<usize> {
+    let mut d = input.dims().to_vec();
+    d.remove(1);
+    d
+}
+
+/// Checks an index target against `input` `[N, C, ...]` and returns it flattened as i64 `[M]`,
+/// together with the "kept" mask (`target != ignore_index`) as u8 `[M]`.
+pub(crate) fn index_target(
+    loss: &'static str,
+    input: &Tensor,
+    target: &Tensor,
+    ignore_index: i64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    check::index(loss, "target", target)?;
+    let want = index_target_dims(input);
+    if target.dims() != want.as_slice() {
+        return Err(check::bad_shape(
+            loss,
+            "target",
+            target,
+            &format!("{want:?} (input {:?} without the class dimension 1)", input.dims()),
+        ));
+    }
+    let classes = input.dim(1)?;
+    check::class_indices(loss, "target", target, classes, Some(ignore_index))?;
+    let y = target.flatten_all()?.to_dtype(DType::I64)?;
+    let kept = y.ne(ignore_index)?;
+    let y_safe = kept.where_cond(&y, &y.zeros_like()?)?;
+    Ok((y_safe, kept, y))
+}
+
+/// Adds a leading batch dimension to unbatched input (`[C]` logits): returns the batched input
+/// and target and whether to squeeze the unreduced result.
+fn batched(loss: &'static str, input: &Tensor, target: &Tensor, index: bool) -> Result<(Tensor, Tensor, bool)> {
+    match input.rank() {
+        0 => Err(check::bad_shape(
+            loss,
+            "input",
+            input,
+            "[N, C], [N, C, d1, ...] or unbatched [C]",
+        )),
+        1 => {
+            let t = if index || target.rank() == 1 {
+                target.unsqueeze(0)?
+            } else {
+                target.clone()
+            };
+            Ok((input.unsqueeze(0)?, t, true))
+        }
+        _ => Ok((input.clone(), target.clone(), false)),
+    }
+}
+
+/// The weighted NLL of index targets from log-probabilities `logp` `[N, C, ...]`: the common core of
+/// [`cross_entropy`] and [`nll_loss`].
+fn nll_core(
+    loss: &'static str,
+    logp: &Tensor,
+    target: &Tensor,
+    weight: Option<&Tensor>,
+    ignore_index: i64,
+    label_smoothing: f64,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    let classes = logp.dim(1)?;
+    let (y_safe, kept, _) = index_target(loss, logp, target, ignore_index)?;
+    let lp = classes_last(logp)?;
+    let picked = lp.gather(&y_safe.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let w_y = match weight {
+        Some(w) => w.index_select(&y_safe, 0)?,
+        None => picked.ones_like()?,
+    };
+    let zeros = picked.zeros_like()?;
+    let mut per = kept.where_cond(&picked.mul(&w_y)?.neg()?, &zeros)?;
+    if label_smoothing > 0.0 {
+        let all = match weight {
+            Some(w) => lp.broadcast_mul(&w.unsqueeze(0)?)?,
+            None => lp.clone(),
+        };
+        let smooth = kept.where_cond(&all.sum(1)?.neg()?, &zeros)?;
+        per = (per.affine(1.0 - label_smoothing, 0.0)? + smooth.affine(label_smoothing / classes as f64, 0.0)?)?;
+    }
+    let den = kept.where_cond(&w_y, &zeros)?;
+    match reduction.standard(loss)? {
+        Reduction::None => per.reshape(index_target_dims(logp)),
+        r => reduce_weighted_mean(loss, &per, &den, r),
+    }
+}
+
+fn check_common(loss: &'static str, input: &Tensor, weight: Option<&Tensor>, label_smoothing: f64) -> Result<()> {
+    check::float(loss, "input", input)?;
+    check::param(
+        loss,
+        "label_smoothing",
+        label_smoothing,
+        (0.0..=1.0).contains(&label_smoothing),
+        "a value in [0, 1]",
+    )?;
+    if let Some(w) = weight {
+        check::weight_vector(loss, "weight", w, input.dim(1)?, input)?;
+    }
+    Ok(())
+}
+
+/// Cross-entropy between logits and class-index or class-probability targets
+/// (`torch.nn.functional.cross_entropy`).
+///
+/// - `input`: logits `[N, C]`, `[N, C, d1, ...]`, or unbatched `[C]`; f32 or f64.
+/// - `target`: class indices `[N]` / `[N, d1, ...]` / `[]` (u32 or i64, each in `[0, C)` or equal to
+///   `ignore_index`), **or** probabilities of exactly the input's shape and dtype.
+/// - `weight`: optional per-class weights `[C]` of the input's dtype.
+/// - `ignore_index` (default [`IGNORE_INDEX`] = -100): targets equal to it contribute 0 and are left
+///   out of the mean's denominator; index targets only (must be negative with probability targets).
+/// - `label_smoothing` in `[0, 1]` (default 0).
+///
+/// Output: `[N, d1, ...]` for `Reduction::None`, else 0-d. Formula and denominators: see the
+/// module docs. Gradients via autodiff of a stable `log_softmax`.
+///
+/// # Errors
+/// Rank 0 input, a target of the wrong shape or dtype, a class index out of range, a `weight` not
+/// of length `C`, `label_smoothing` outside `[0, 1]`, `ignore_index >= 0` with probability
+/// targets, `Reduction::BatchMean`.
+pub fn cross_entropy(
+    input: &Tensor,
+    target: &Tensor,
+    weight: Option<&Tensor>,
+    ignore_index: i64,
+    label_smoothing: f64,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    const LOSS: &str = "cross_entropy";
+    reduction.standard(LOSS)?;
+    let index = !target.dtype().is_float();
+    let (x, t, unbatched) = batched(LOSS, input, target, index)?;
+    check_common(LOSS, &x, weight, label_smoothing)?;
+    let logp = log_softmax(&x, 1)?;
+    let out = if index {
+        nll_core(LOSS, &logp, &t, weight, ignore_index, label_smoothing, reduction)?
+    } else {
+        soft_targets(LOSS, &logp, &t, weight, ignore_index, label_smoothing, reduction)?
+    };
+    if unbatched && reduction == Reduction::None {
+        out.squeeze(0)
+    } else {
+        Ok(out)
+    }
+}
+
+fn soft_targets(
+    loss: &'static str,
+    logp: &Tensor,
+    target: &Tensor,
+    weight: Option<&Tensor>,
+    ignore_index: i64,
+    label_smoothing: f64,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    check::same_shape(loss, "target", target, "input", logp)?;
+    check::same_dtype(loss, "target", target, "input", logp)?;
+    if ignore_index >= 0 {
+        return Err(LossError::BadOptions {
+            loss,
+            message: format!(
+                "`ignore_index` = {ignore_index} is only for class-index targets; probability targets {:?} need it negative (default -100)",
+                target.dims()
+            ),
+        }
+        .into());
+    }
+    let classes = logp.dim(1)?;
+    let t = if label_smoothing > 0.0 {
+        target.affine(1.0 - label_smoothing, label_smoothing / classes as f64)?
+    } else {
+        target.clone()
+    };
+    let mut prod = logp.mul(&t)?;
+    if let Some(w) = weight {
+        let mut shape = vec![1usize; logp.rank()];
+        shape[1] = classes;
+        prod = prod.broadcast_mul(&w.reshape(shape)?)?;
+    }
+    let per = prod.sum(1)?.neg()?;
+    reduce(loss, &per, reduction)
+}
+
+/// Negative log-likelihood of class-index targets given log-probabilities
+/// (`torch.nn.functional.nll_loss`): `ℓᵢ = −w_yᵢ·input[i, yᵢ]`, 0 where `yᵢ = ignore_index`.
+///
+/// - `input`: log-probabilities `[N, C]`, `[N, C, d1, ...]` or unbatched `[C]`; f32 or f64.
+/// - `target`: class indices `[N, d1, ...]` (u32 or i64) in `[0, C)` or equal to `ignore_index`.
+/// - `weight`: optional `[C]`. `mean` divides by `Σ_{i kept} w_yᵢ` (NaN when all are ignored).
+///
+/// Output: `[N, d1, ...]` for `Reduction::None`, else 0-d.
+///
+/// # Errors
+/// As [`cross_entropy`] with index targets.
+pub fn nll_loss(
+    input: &Tensor,
+    target: &Tensor,
+    weight: Option<&Tensor>,
+    ignore_index: i64,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    const LOSS: &str = "nll_loss";
+    reduction.standard(LOSS)?;
+    let (x, t, unbatched) = batched(LOSS, input, target, true)?;
+    check_common(LOSS, &x, weight, 0.0)?;
+    let out = nll_core(LOSS, &x, &t, weight, ignore_index, 0.0, reduction)?;
+    if unbatched && reduction == Reduction::None {
+        out.squeeze(0)
+    } else {
+        Ok(out)
+    }
+}
+
+/// [`cross_entropy`] as a [`Loss`] value (`torch.nn.CrossEntropyLoss`).
+#[derive(Debug, Clone)]
+pub struct CrossEntropyLoss {
+    /// Per-class weights `[C]` (default none).
+    pub weight: Option<Tensor>,
+    /// Ignored target value (default -100).
+    pub ignore_index: i64,
+    /// Label smoothing in `[0, 1]` (default 0).
+    pub label_smoothing: f64,
+    /// Reduction (default `Mean`).
+    pub reduction: Reduction,
+}
+
+impl Default for CrossEntropyLoss {
+    fn default() -> Self {
+        Self {
+            weight: None,
+            ignore_index: IGNORE_INDEX,
+            label_smoothing: 0.0,
+            reduction: Reduction::Mean,
+        }
+    }
+}
+
+impl CrossEntropyLoss {
+    /// Sets the per-class weights.
+    pub fn with_weight(mut self, weight: Tensor) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+    /// Sets `ignore_index`.
+    pub fn with_ignore_index(mut self, ignore_index: i64) -> Self {
+        self.ignore_index = ignore_index;
+        self
+    }
+    /// Sets `label_smoothing`.
+    pub fn with_label_smoothing(mut self, label_smoothing: f64) -> Self {
+        self.label_smoothing = label_smoothing;
+        self
+    }
+    /// Sets the reduction.
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+}
+
+impl Loss for CrossEntropyLoss {
+    fn name(&self) -> &'static str {
+        "cross_entropy"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        cross_entropy(
+            input,
+            target,
+            self.weight.as_ref(),
+            self.ignore_index,
+            self.label_smoothing,
+            self.reduction,
+        )
+    }
+}
+
+/// [`nll_loss`] as a [`Loss`] value (`torch.nn.NLLLoss`).
+#[derive(Debug, Clone)]
+pub struct NllLoss {
+    /// Per-class weights `[C]` (default none).
+    pub weight: Option<Tensor>,
+    /// Ignored target value (default -100).
+    pub ignore_index: i64,
+    /// Reduction (default `Mean`).
+    pub reduction: Reduction,
+}
+
+impl Default for NllLoss {
+    fn default() -> Self {
+        Self {
+            weight: None,
+            ignore_index: IGNORE_INDEX,
+            reduction: Reduction::Mean,
+        }
+    }
+}
+
+impl NllLoss {
+    /// Sets the per-class weights.
+    pub fn with_weight(mut self, weight: Tensor) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+    /// Sets `ignore_index`.
+    pub fn with_ignore_index(mut self, ignore_index: i64) -> Self {
+        self.ignore_index = ignore_index;
+        self
+    }
+    /// Sets the reduction.
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+}
+
+impl Loss for NllLoss {
+    fn name(&self) -> &'static str {
+        "nll_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        nll_loss(input, target, self.weight.as_ref(), self.ignore_index, self.reduction)
+    }
+}

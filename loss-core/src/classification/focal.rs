@@ -1,0 +1,219 @@
+//! Focal losses (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017).
+//!
+//! The modulating factor `(1 − p_t)^γ` down-weights easy examples (`p_t` near 1) so that the
+//! many easy negatives of a dense detector do not swamp the loss; `α` balances the classes.
+//! `(1 − p_t)^γ` uses [`crate::ops::powf`], whose gradient stays finite at `p_t = 1`.
+
+use super::binary::bce_with_logits_elementwise;
+use super::cross_entropy::{classes_last, index_target, log_softmax, IGNORE_INDEX};
+use crate::check;
+use crate::ops;
+use crate::reduction::{reduce, reduce_weighted_mean, Reduction};
+use crate::Loss;
+use candle_core::{Result, Tensor};
+
+fn check_gamma(loss: &'static str, gamma: f64) -> Result<()> {
+    check::non_negative(loss, "gamma", gamma)
+}
+
+/// Sigmoid focal loss of logits, as `torchvision.ops.sigmoid_focal_loss`:
+/// `ℓ = α_t·(1 − p_t)^γ·BCEWithLogits(x, t)` with `p = σ(x)`, `p_t = p·t + (1 − p)·(1 − t)`,
+/// `α_t = α·t + (1 − α)·(1 − t)`.
+///
+/// - `input` `x`: logits, any shape; `target` `t`: the same shape and dtype (0/1, soft allowed).
+/// - `alpha` in `[0, 1]` (torchvision's default 0.25), or `-1` to disable the α weighting.
+/// - `gamma` ≥ 0 (default 2). torchvision's default reduction is `None`.
+///
+/// `1 − p_t` is computed as `t·σ(−x) + (1 − t)·σ(x)`, exact for saturated logits.
+///
+/// # Errors
+/// Shapes or dtypes that differ, `gamma < 0`, `alpha` outside `[0, 1]` and not `-1`,
+/// `Reduction::BatchMean`.
+pub fn sigmoid_focal_loss(
+    input: &Tensor,
+    target: &Tensor,
+    alpha: f64,
+    gamma: f64,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    const LOSS: &str = "sigmoid_focal_loss";
+    reduction.standard(LOSS)?;
+    check_gamma(LOSS, gamma)?;
+    check::param(
+        LOSS,
+        "alpha",
+        alpha,
+        (0.0..=1.0).contains(&alpha) || alpha == -1.0,
+        "a value in [0, 1], or -1 to disable",
+    )?;
+    let ce = bce_with_logits_elementwise(LOSS, input, target, None, None)?;
+    let one_minus_t = (target.neg()? + 1.0)?;
+    let q = target
+        .mul(&ops::sigmoid(&input.neg()?)?)?
+        .add(&one_minus_t.mul(&ops::sigmoid(input)?)?)?;
+    let mut per = ce.mul(&ops::powf(&q, gamma)?)?;
+    if alpha >= 0.0 {
+        let alpha_t = target.affine(alpha, 0.0)?.add(&one_minus_t.affine(1.0 - alpha, 0.0)?)?;
+        per = per.mul(&alpha_t)?;
+    }
+    reduce(LOSS, &per, reduction)
+}
+
+/// Softmax (multi-class) focal loss: `ℓᵢ = −α_{yᵢ}·(1 − p_t)^γ·ln p_t` with
+/// `p_t = softmax(input)[i, yᵢ]`; 0 where `yᵢ = ignore_index`.
+///
+/// - `input`: logits `[N, C]` or `[N, C, d1, ...]`, f32 or f64.
+/// - `target`: class indices `[N, d1, ...]` (u32 or i64) in `[0, C)` or equal to `ignore_index`.
+/// - `alpha`: optional per-class weights `[C]` (none: all 1). `gamma` ≥ 0 (default 2).
+/// - `mean` divides the sum by the number of non-ignored samples (NaN when all are ignored,
+///   with a zero gradient), not by the α weights.
+///
+/// With `gamma = 0` and no `alpha` this is exactly [`super::cross_entropy`].
+///
+/// # Errors
+/// As `cross_entropy` with index targets; `gamma < 0`; an `alpha` not of length `C`.
+pub fn softmax_focal_loss(
+    input: &Tensor,
+    target: &Tensor,
+    alpha: Option<&Tensor>,
+    gamma: f64,
+    ignore_index: i64,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    const LOSS: &str = "softmax_focal_loss";
+    reduction.standard(LOSS)?;
+    check_gamma(LOSS, gamma)?;
+    check::float(LOSS, "input", input)?;
+    check::min_rank(LOSS, "input", input, 2, "[N, C] or [N, C, d1, ...]")?;
+    if let Some(a) = alpha {
+        check::weight_vector(LOSS, "alpha", a, input.dim(1)?, input)?;
+    }
+    let (y_safe, kept, _) = index_target(LOSS, input, target, ignore_index)?;
+    let logp = classes_last(&log_softmax(input, 1)?)?;
+    let logp_t = logp.gather(&y_safe.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let q = (logp_t.exp()?.neg()? + 1.0)?;
+    let mut per = ops::powf(&q, gamma)?.mul(&logp_t)?.neg()?;
+    if let Some(a) = alpha {
+        per = per.mul(&a.index_select(&y_safe, 0)?)?;
+    }
+    let zeros = per.zeros_like()?;
+    let per = kept.where_cond(&per, &zeros)?;
+    match reduction {
+        Reduction::None => per.reshape(super::cross_entropy::index_target_dims(input)),
+        r => {
+            let count = kept.where_cond(&zeros.ones_like()?, &zeros)?;
+            reduce_weighted_mean(LOSS, &per, &count, r)
+        }
+    }
+}
+
+/// [`sigmoid_focal_loss`] as a [`Loss`] value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SigmoidFocalLoss {
+    /// Class balance in `[0, 1]`, or -1 for none (default 0.25).
+    pub alpha: f64,
+    /// Focusing parameter ≥ 0 (default 2).
+    pub gamma: f64,
+    /// Reduction (default `None`, as torchvision).
+    pub reduction: Reduction,
+}
+
+impl Default for SigmoidFocalLoss {
+    fn default() -> Self {
+        Self {
+            alpha: 0.25,
+            gamma: 2.0,
+            reduction: Reduction::None,
+        }
+    }
+}
+
+impl SigmoidFocalLoss {
+    /// Sets `alpha` (-1 disables).
+    pub fn with_alpha(mut self, alpha: f64) -> Self {
+        self.alpha = alpha;
+        self
+    }
+    /// Sets `gamma`.
+    pub fn with_gamma(mut self, gamma: f64) -> Self {
+        self.gamma = gamma;
+        self
+    }
+    /// Sets the reduction.
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+}
+
+impl Loss for SigmoidFocalLoss {
+    fn name(&self) -> &'static str {
+        "sigmoid_focal_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        sigmoid_focal_loss(input, target, self.alpha, self.gamma, self.reduction)
+    }
+}
+
+/// [`softmax_focal_loss`] as a [`Loss`] value.
+#[derive(Debug, Clone)]
+pub struct SoftmaxFocalLoss {
+    /// Per-class weights `[C]` (default none).
+    pub alpha: Option<Tensor>,
+    /// Focusing parameter ≥ 0 (default 2).
+    pub gamma: f64,
+    /// Ignored target value (default -100).
+    pub ignore_index: i64,
+    /// Reduction (default `Mean`).
+    pub reduction: Reduction,
+}
+
+impl Default for SoftmaxFocalLoss {
+    fn default() -> Self {
+        Self {
+            alpha: None,
+            gamma: 2.0,
+            ignore_index: IGNORE_INDEX,
+            reduction: Reduction::Mean,
+        }
+    }
+}
+
+impl SoftmaxFocalLoss {
+    /// Sets the per-class `alpha`.
+    pub fn with_alpha(mut self, alpha: Tensor) -> Self {
+        self.alpha = Some(alpha);
+        self
+    }
+    /// Sets `gamma`.
+    pub fn with_gamma(mut self, gamma: f64) -> Self {
+        self.gamma = gamma;
+        self
+    }
+    /// Sets `ignore_index`.
+    pub fn with_ignore_index(mut self, ignore_index: i64) -> Self {
+        self.ignore_index = ignore_index;
+        self
+    }
+    /// Sets the reduction.
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+}
+
+impl Loss for SoftmaxFocalLoss {
+    fn name(&self) -> &'static str {
+        "softmax_focal_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        softmax_focal_loss(
+            input,
+            target,
+            self.alpha.as_ref(),
+            self.gamma,
+            self.ignore_index,
+            self.reduction,
+        )
+    }
+}
