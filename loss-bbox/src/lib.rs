@@ -1,1 +1,52 @@
-//! placeholder
+//! # loss-bbox
+//!
+//! The IoU family of bounding-box regression losses on [Candle](https://github.com/huggingface/candle)
+//! tensors, with torchvision's (and, where named, mmdetection's) values and gradients, finite on
+//! every degenerate box.
+//!
+//! | item | what | reference |
+//! |---|---|---|
+//! | [`BoxFormat`], [`box_convert`], [`box_area`] | `xyxy`, `xywh`, `cxcywh` boxes | `torchvision.ops` |
+//! | [`box_iou`], [`generalized_box_iou`], [`distance_box_iou`], [`complete_box_iou`] | `[N, 4] × [M, 4] → [N, M]` | `torchvision.ops` |
+//! | [`iou_loss`], [`giou_loss`], [`diou_loss`], [`ciou_loss`] | aligned pairs `[..., 4]` | UnitBox; `torchvision.ops.*_box_iou_loss` |
+//! | [`eiou_loss`] | Efficient-IoU | Zhang et al. 2022 |
+//! | [`extended_iou_loss`], [`siou_loss`] | Extended-IoU, SIoU | mmdetection `EIoULoss`, `SIoULoss` |
+//!
+//! Every loss takes `xyxy` boxes `pred` and `target` of exactly the same shape `[..., 4]` and
+//! float dtype (f32 or f64), an `eps` (> 0) and a [`Reduction`](loss_core::Reduction) (default
+//! `None` for the torchvision family, `Mean` for the mmdetection pair), and is also a config
+//! struct implementing [`loss_core::Loss`]. Bad input is an `Err` naming the loss, the argument
+//! and the shapes. The gradient rules at kinks (ties of `max`/`min`, `clamp` bounds, `h = 0` in
+//! CIoU's `atan(w/h)`) are PyTorch's and are documented once, in [`geometry`].
+//!
+//! On the CPU, [`iou_loss`], [`giou_loss`], [`diou_loss`], [`ciou_loss`] and [`eiou_loss`] run a
+//! fused kernel (one pass forward, analytic gradient backward); elsewhere the same formulas run
+//! as plain Candle ops ([`Kernel`]).
+//!
+//! ```
+//! use candle_core::{Device, Tensor, Var};
+//! use loss_bbox::giou_loss;
+//! use loss_core::Reduction;
+//! let pred = Var::new(&[[0f32, 0., 2., 2.], [1., 1., 2., 3.]], &Device::Cpu)?;
+//! let target = Tensor::new(&[[1f32, 1., 3., 3.], [1., 1., 2., 3.]], &Device::Cpu)?;
+//! let loss = giou_loss(pred.as_tensor(), &target, 1e-7, Reduction::Sum)?;
+//! let grads = loss.backward()?;
+//! let g = grads.get(pred.as_tensor()).unwrap();
+//! assert_eq!(g.dims(), &[2, 4]);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+pub mod boxes;
+mod fused;
+pub mod geometry;
+pub mod losses;
+pub mod mmdet;
+pub mod pairwise;
+
+pub use boxes::{box_area, box_convert, check_boxes, to_xyxy_boxes, BoxFormat};
+pub use losses::{
+    aligned_loss, ciou_loss, diou_loss, eiou_loss, giou_loss, iou_loss, AlignedLoss, CIoULoss, DIoULoss,
+    EfficientIoULoss, GIoULoss, IoULoss, IouMode, Kernel, DEFAULT_EPS,
+};
+pub use mmdet::{extended_iou_loss, siou_loss, ExtendedIoULoss, SIoULoss};
+pub use pairwise::{box_iou, complete_box_iou, distance_box_iou, generalized_box_iou};

@@ -1,0 +1,184 @@
+//! Box formats ([`BoxFormat`]), [`box_convert`] and [`box_area`], as `torchvision.ops`.
+//!
+//! A box is the last dimension (of size 4) of a float tensor. Three formats are known:
+//!
+//! | format | the four numbers | to `xyxy` |
+//! |---|---|---|
+//! | `xyxy` | x1, y1, x2, y2 (top-left and bottom-right corners) | itself |
+//! | `xywh` | x1, y1, w, h (top-left corner, width, height) | x2 = x1 + w, y2 = y1 + h |
+//! | `cxcywh` | cx, cy, w, h (centre, width, height) | x1 = cx − w/2, x2 = cx + w/2 |
+//!
+//! Every other loss and metric of this crate takes `xyxy` boxes. Inverted boxes (`x2 < x1` or
+//! `y2 < y1`) are accepted everywhere, as torchvision accepts them; nothing is clamped.
+//! Source: `torchvision.ops.box_convert`, `torchvision.ops.box_area`.
+
+use candle_core::{Result, Tensor, D};
+use loss_core::{check, LossError};
+use std::fmt;
+
+/// The layout of the four numbers of a box (torchvision's `in_fmt`/`out_fmt` strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BoxFormat {
+    /// `(x1, y1, x2, y2)`: top-left and bottom-right corners (the default).
+    #[default]
+    Xyxy,
+    /// `(x1, y1, w, h)`: top-left corner, width and height.
+    Xywh,
+    /// `(cx, cy, w, h)`: centre, width and height.
+    Cxcywh,
+}
+
+impl BoxFormat {
+    /// Parses torchvision's spelling: `"xyxy"`, `"xywh"` or `"cxcywh"`.
+    ///
+    /// # Errors
+    /// `LossError::BadOptions` naming `loss` and `arg` for any other string (rotated formats such
+    /// as `"xywhr"` are not supported).
+    pub fn parse(loss: &'static str, arg: &'static str, s: &str) -> Result<Self> {
+        match s {
+            "xyxy" => Ok(Self::Xyxy),
+            "xywh" => Ok(Self::Xywh),
+            "cxcywh" => Ok(Self::Cxcywh),
+            _ => Err(LossError::BadOptions {
+                loss,
+                message: format!("`{arg}` = {s:?} is not a box format, expected \"xyxy\", \"xywh\" or \"cxcywh\""),
+            }
+            .into()),
+        }
+    }
+
+    /// torchvision's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Xyxy => "xyxy",
+            Self::Xywh => "xywh",
+            Self::Cxcywh => "cxcywh",
+        }
+    }
+}
+
+impl fmt::Display for BoxFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Checks that `t` is a float tensor of boxes: rank >= 1 and a last dimension of 4.
+///
+/// # Errors
+/// `BadDType` for a non-float tensor, `BadShape` naming `loss`, `arg` and the shape otherwise.
+pub fn check_boxes(loss: &'static str, arg: &'static str, t: &Tensor) -> Result<()> {
+    check::float(loss, arg, t)?;
+    if t.rank() == 0 || t.dim(D::Minus1)? != 4 {
+        return Err(check::bad_shape(loss, arg, t, "[..., 4] boxes"));
+    }
+    Ok(())
+}
+
+/// The four columns of `[..., 4]` boxes, each of shape `[...]` (views, no copy).
+pub(crate) fn columns(t: &Tensor) -> Result<[Tensor; 4]> {
+    let c = |i: usize| t.narrow(D::Minus1, i, 1)?.squeeze(D::Minus1);
+    Ok([c(0)?, c(1)?, c(2)?, c(3)?])
+}
+
+fn stack_columns(c: [Tensor; 4]) -> Result<Tensor> {
+    Tensor::stack(&c, D::Minus1)
+}
+
+fn to_xyxy(c: [Tensor; 4], from: BoxFormat) -> Result<[Tensor; 4]> {
+    let [a, b, w, h] = c;
+    Ok(match from {
+        BoxFormat::Xyxy => [a, b, w, h],
+        BoxFormat::Xywh => {
+            let x2 = (&a + &w)?;
+            let y2 = (&b + &h)?;
+            [a, b, x2, y2]
+        }
+        BoxFormat::Cxcywh => {
+            let hw = w.affine(0.5, 0.0)?;
+            let hh = h.affine(0.5, 0.0)?;
+            [(&a - &hw)?, (&b - &hh)?, (&a + &hw)?, (&b + &hh)?]
+        }
+    })
+}
+
+fn from_xyxy(c: [Tensor; 4], to: BoxFormat) -> Result<[Tensor; 4]> {
+    let [x1, y1, x2, y2] = c;
+    Ok(match to {
+        BoxFormat::Xyxy => [x1, y1, x2, y2],
+        BoxFormat::Xywh => {
+            let w = (&x2 - &x1)?;
+            let h = (&y2 - &y1)?;
+            [x1, y1, w, h]
+        }
+        BoxFormat::Cxcywh => {
+            let cx = (&x1 + &x2)?.affine(0.5, 0.0)?;
+            let cy = (&y1 + &y2)?.affine(0.5, 0.0)?;
+            [cx, cy, (&x2 - &x1)?, (&y2 - &y1)?]
+        }
+    })
+}
+
+/// Converts `[..., 4]` boxes from `in_fmt` to `out_fmt` (`torchvision.ops.box_convert`).
+///
+/// Conversions between `xywh` and `cxcywh` go through `xyxy`, as torchvision's do. The same
+/// format returns the input unchanged. Differentiable (every conversion is linear). Any float
+/// dtype, any device; the output has the input's shape and dtype.
+///
+/// # Errors
+/// A non-float tensor or a last dimension other than 4 (`BadDType`/`BadShape` naming
+/// `box_convert`).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use loss_bbox::{box_convert, BoxFormat};
+/// let b = Tensor::new(&[[10f32, 20., 4., 6.]], &Device::Cpu)?;
+/// let xyxy = box_convert(&b, BoxFormat::Xywh, BoxFormat::Xyxy)?;
+/// assert_eq!(xyxy.to_vec2::<f32>()?, [[10., 20., 14., 26.]]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn box_convert(boxes: &Tensor, in_fmt: BoxFormat, out_fmt: BoxFormat) -> Result<Tensor> {
+    check_boxes("box_convert", "boxes", boxes)?;
+    if in_fmt == out_fmt {
+        return Ok(boxes.clone());
+    }
+    stack_columns(from_xyxy(to_xyxy(columns(boxes)?, in_fmt)?, out_fmt)?)
+}
+
+/// Converts `[..., 4]` boxes in `fmt` to `xyxy` (no copy when `fmt` is `xyxy`).
+///
+/// # Errors
+/// As [`box_convert`], naming `loss` and `arg`.
+pub fn to_xyxy_boxes(loss: &'static str, arg: &'static str, boxes: &Tensor, fmt: BoxFormat) -> Result<Tensor> {
+    check_boxes(loss, arg, boxes)?;
+    if fmt == BoxFormat::Xyxy {
+        return Ok(boxes.clone());
+    }
+    stack_columns(to_xyxy(columns(boxes)?, fmt)?)
+}
+
+/// The area of `[..., 4]` boxes in format `fmt` (`torchvision.ops.box_area`): shape `[...]`.
+///
+/// `xyxy`: `(x2 − x1)·(y2 − y1)`; `xywh` and `cxcywh`: `w·h`. Nothing is clamped: an inverted box
+/// (`x2 < x1` xor `y2 < y1`, or a negative `w` xor `h`) has a **negative** area, one inverted in
+/// both directions a positive one, as torchvision. Differentiable; any float dtype and device.
+///
+/// # Errors
+/// A non-float tensor or a last dimension other than 4 (`BadDType`/`BadShape` naming
+/// `box_area`).
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use loss_bbox::{box_area, BoxFormat};
+/// let b = Tensor::new(&[[0f32, 0., 2., 3.], [2., 2., 1., 3.]], &Device::Cpu)?;
+/// assert_eq!(box_area(&b, BoxFormat::Xyxy)?.to_vec1::<f32>()?, [6., -1.]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn box_area(boxes: &Tensor, fmt: BoxFormat) -> Result<Tensor> {
+    check_boxes("box_area", "boxes", boxes)?;
+    let [a, b, c, d] = columns(boxes)?;
+    match fmt {
+        BoxFormat::Xyxy => (c - a)?.mul(&(d - b)?),
+        BoxFormat::Xywh | BoxFormat::Cxcywh => c.mul(&d),
+    }
+}
