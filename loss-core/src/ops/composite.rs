@@ -53,6 +53,13 @@ fn atan(x: &Tensor) -> Result<Tensor> {
     r.mul(&sign(x)?)
 }
 
+/// `xᵉ` with the value `at_zero` at `x = 0` (Candle's `powf` goes through `ln 0`).
+fn pow_at_zero(x: &Tensor, e: f64, at_zero: f64) -> Result<Tensor> {
+    let zero = x.eq(0.0)?;
+    let safe = zero.where_cond(&x.ones_like()?, x)?;
+    zero.where_cond(&x.affine(0.0, at_zero)?, &safe.powf(e)?)
+}
+
 /// The value of `f` at `x` from plain Candle ops, without gradient.
 pub fn value(f: Unary, x: &Tensor) -> Result<Tensor> {
     let x = x.detach();
@@ -68,7 +75,7 @@ pub fn value(f: Unary, x: &Tensor) -> Result<Tensor> {
                 // 0⁰ = 1; NaN stays NaN.
                 x.affine(0.0, 0.0)? + 1.0
             } else {
-                x.powf(exponent)
+                pow_at_zero(&x, exponent, 0.0)
             }
         }
         Unary::Clamp { lo, hi } => {
@@ -98,7 +105,8 @@ pub fn derivative(f: Unary, x: &Tensor) -> Result<Tensor> {
             } else if exponent == 1.0 {
                 x.affine(0.0, 1.0)
             } else {
-                x.powf(exponent - 1.0)?.affine(exponent, 0.0)
+                let at_zero = if exponent > 1.0 { 0.0 } else { f64::INFINITY };
+                pow_at_zero(&x, exponent - 1.0, at_zero)?.affine(exponent, 0.0)
             }
         }
         Unary::Clamp { lo, hi } => {

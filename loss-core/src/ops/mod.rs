@@ -133,7 +133,7 @@ impl Unary {
 
     /// Applies the primitive to `x` (float dtype, any shape, any device), differentiably.
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
-        if x.device().is_cpu() {
+        if fused_allowed(x) {
             x.apply_op1(cpu::UnaryOp {
                 f: self,
                 derivative: false,
@@ -142,6 +142,30 @@ impl Unary {
             composite::apply(self, x)
         }
     }
+}
+
+thread_local! {
+    static FORCE_COMPOSITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn composite_forced() -> bool {
+    FORCE_COMPOSITE.with(|c| c.get())
+}
+
+/// Runs `f` with every primitive of this module (and every fused kernel that asks
+/// [`fused_allowed`]) taking the composite, any-device path even on the CPU, as CUDA and Metal
+/// do. For tests that hold the two paths equal; affects the current thread only.
+pub fn with_composite<R>(f: impl FnOnce() -> R) -> R {
+    let old = FORCE_COMPOSITE.with(|c| c.replace(true));
+    let out = f();
+    FORCE_COMPOSITE.with(|c| c.set(old));
+    out
+}
+
+/// Whether a CPU fast path may run for `t`: `t` is on the CPU and [`with_composite`] is not in
+/// force. Every fused kernel of the workspace asks this before taking its `CustomOp`.
+pub fn fused_allowed(t: &Tensor) -> bool {
+    t.device().is_cpu() && !composite_forced()
 }
 
 /// atan(x), elementwise; gradient 1 / (1 + x²).
@@ -197,11 +221,18 @@ pub fn xlogy(x: &Tensor, y: &Tensor) -> Result<Tensor> {
 /// Joins a value and a derivative computed without gradient into a differentiable result:
 /// `value(x)` forward, `upstream · derivative` backward. Works on every device.
 ///
-/// The result is `value + (x₀ − x₀.detach()) · derivative` where `x₀` is `x` with non-finite
-/// entries replaced by 0, so the added term is exactly 0 forward.
+/// The result is `value + (x₀ − x₀.detach()) · d` where `x₀` is `x` with non-finite entries
+/// replaced by 0, so the added term is exactly 0 forward. An infinite derivative is clamped to
+/// the dtype's largest finite number (`0 · inf` would make the value NaN).
 pub fn attach_grad(x: &Tensor, value: &Tensor, derivative: &Tensor) -> Result<Tensor> {
     let finite = x.sub(x)?.eq(0.0)?;
     let x0 = finite.where_cond(x, &x.zeros_like()?)?;
     let dx = x0.sub(&x0.detach())?;
-    value.detach().add(&dx.mul(&derivative.detach())?)
+    let big = match x.dtype() {
+        candle_core::DType::F64 => f64::MAX,
+        candle_core::DType::F16 => 65504.0,
+        _ => f32::MAX as f64,
+    };
+    let d = derivative.detach().clamp(-big, big)?;
+    value.detach().add(&dx.mul(&d)?)
 }
