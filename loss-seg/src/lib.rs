@@ -1,1 +1,127 @@
-//! placeholder
+//! # loss-seg
+//!
+//! The overlap losses of segmentation on [Candle](https://github.com/huggingface/candle)
+//! tensors, with MONAI's option set, defaults, values and gradients:
+//!
+//! | loss | per (sample, class) value | reference |
+//! |---|---|---|
+//! | [`dice_loss`] | `1 − (2I + s_nr) / (P + G + s_dr)` (Jaccard: `/(2(P + G − I) + s_dr)`) | Milletari et al. 2016; `monai.losses.DiceLoss` |
+//! | [`tversky_loss`] | `1 − (I + s_nr) / (I + α(P − I) + β(G − I) + s_dr)` | Salehi et al. 2017; `monai.losses.TverskyLoss` |
+//! | [`focal_tversky_loss`] | `tversky^γ` | Abraham & Khan 2019 |
+//! | [`generalized_dice_loss`] | `1 − (2Σ_c w_c I_c + s_nr) / (Σ_c w_c (P_c + G_c) + s_dr)` per sample | Sudre et al. 2017; `monai.losses.GeneralizedDiceLoss` |
+//! | [`dice_ce_loss`] | `λ_dice·Dice + λ_ce·cross_entropy` | `monai.losses.DiceCELoss` |
+//! | [`dice_focal_loss`] | `λ_dice·Dice + λ_focal·sigmoid focal loss` | `monai.losses.DiceFocalLoss` |
+//! | [`lovasz_softmax_loss`] | Lovász extension of the Jaccard loss | Berman et al. 2018; `segmentation_models_pytorch` |
+//!
+//! with `I = Σ p·t`, `P = Σ p` (or `Σ p²` with `squared_pred`), `G = Σ t` (or `Σ t²`), the sums
+//! running over the spatial dimensions of one sample and one class (and over the batch too with
+//! `batch`). These three sums come from one shared step, [`overlap::Overlap`]; each loss is only
+//! its formula on top of them. On the CPU the step is one fused pass with an analytic backward
+//! (f32 and f64); on every other device it is built from plain Candle ops.
+//!
+//! ## Shapes and options (MONAI's)
+//! - `pred`: `[N, C, spatial...]` with at least one spatial dimension (2-D, 3-D, ...), f32 or f64:
+//!   probabilities, or logits with `sigmoid` / `softmax` (never both).
+//! - `target`: the same shape and dtype (one-hot or soft masks), or with `to_onehot_y` class
+//!   indices `[N, 1, spatial...]` (u8, u32 or i64) in `[0, C)`.
+//! - `include_background = false` drops channel 0 after the activation and the one-hot; with
+//!   `C = 1`, `include_background`, `to_onehot_y` and `softmax` are ignored (as MONAI).
+//! - `reduction`: `None` gives `[N, C']` (`[C']` with `batch`; `C'` the classes kept), `Mean`
+//!   and `Sum` a 0-d tensor.
+//!
+//! ## Empty masks
+//! An empty prediction on an empty target gives `1 − s_nr / s_dr = 0` with the default smoothing
+//! (`1e-5` both), MONAI's rule. Where the denominator of a class is exactly 0 (possible only with
+//! `smooth_dr = 0`), this crate takes the ratio as 1: the class scores 0 with a zero gradient
+//! instead of MONAI's NaN (`s_nr = 0`) or −inf (`s_nr > 0`).
+//!
+//! ## Errors
+//! Bad input is an `Err` ([`loss_core::LossError`] wrapped in `candle_core::Error`) naming the
+//! loss, the argument and the shapes: different shapes after `to_onehot_y`, fewer than 3
+//! dimensions, `sigmoid` and `softmax` both set, negative or non-finite smoothing, a `weight` of
+//! the wrong length or with a negative value, class indices out of range. No loss panics.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use loss_seg::{dice_loss, DiceLoss};
+//! let pred = Tensor::new(&[[[0.9f32, 0.1, 0.8, 0.2]]], &Device::Cpu)?; // [1, 1, 4]
+//! let target = Tensor::new(&[[[1.0f32, 0.0, 1.0, 0.0]]], &Device::Cpu)?;
+//! let loss = dice_loss(&pred, &target, &DiceLoss::default())?;
+//! // 1 − (2·1.7 + 1e-5) / (2 + 2 + 1e-5)
+//! assert!((loss.to_scalar::<f32>()? - 0.15).abs() < 1e-5);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+/// `with_*` builders for the option fields that every overlap loss shares.
+macro_rules! common_builders {
+    ($t:ident) => {
+        impl $t {
+            /// Keeps (`true`, the default) or drops channel 0, the background, from the loss.
+            pub fn with_include_background(mut self, include_background: bool) -> Self {
+                self.include_background = include_background;
+                self
+            }
+            /// Reads the target as class indices `[N, 1, spatial...]` and one-hot encodes it.
+            pub fn with_to_onehot_y(mut self, to_onehot_y: bool) -> Self {
+                self.to_onehot_y = to_onehot_y;
+                self
+            }
+            /// Applies a sigmoid to `pred` first (not together with `softmax`).
+            pub fn with_sigmoid(mut self, sigmoid: bool) -> Self {
+                self.sigmoid = sigmoid;
+                self
+            }
+            /// Applies a softmax over the channel dimension of `pred` first (not with `sigmoid`).
+            pub fn with_softmax(mut self, softmax: bool) -> Self {
+                self.softmax = softmax;
+                self
+            }
+            /// Sums over the batch too before the ratio (one value per class).
+            pub fn with_batch(mut self, batch: bool) -> Self {
+                self.batch = batch;
+                self
+            }
+            /// Sets the numerator smoothing term (finite, `>= 0`).
+            pub fn with_smooth_nr(mut self, smooth_nr: f64) -> Self {
+                self.smooth_nr = smooth_nr;
+                self
+            }
+            /// Sets the denominator smoothing term (finite, `>= 0`).
+            pub fn with_smooth_dr(mut self, smooth_dr: f64) -> Self {
+                self.smooth_dr = smooth_dr;
+                self
+            }
+            /// Sets the reduction (`None`, `Mean` or `Sum`).
+            pub fn with_reduction(mut self, reduction: loss_core::Reduction) -> Self {
+                self.reduction = reduction;
+                self
+            }
+            /// The input options as a [`crate::prepare::Prepare`].
+            pub fn prepare_options(&self) -> crate::prepare::Prepare {
+                crate::prepare::Prepare {
+                    include_background: self.include_background,
+                    to_onehot_y: self.to_onehot_y,
+                    sigmoid: self.sigmoid,
+                    softmax: self.softmax,
+                }
+            }
+        }
+    };
+}
+
+pub mod combined;
+pub mod dice;
+mod fused;
+pub mod generalized_dice;
+pub mod lovasz;
+pub mod overlap;
+pub mod prepare;
+pub mod tversky;
+
+pub use combined::{dice_ce_loss, dice_focal_loss, DiceCeLoss, DiceFocalLoss};
+pub use dice::{dice_loss, DiceLoss};
+pub use generalized_dice::{generalized_dice_loss, GeneralizedDiceLoss, Weighting};
+pub use lovasz::{lovasz_softmax_loss, LovaszSoftmaxLoss};
+pub use overlap::Overlap;
+pub use prepare::Prepare;
+pub use tversky::{focal_tversky_loss, tversky_loss, FocalTverskyLoss, TverskyLoss};

@@ -1,0 +1,434 @@
+//! Dice plus a pixelwise loss: MONAI's `DiceCELoss` and `DiceFocalLoss`.
+//!
+//! ```text
+//! dice_ce    = λ_dice·Dice + λ_ce·CE
+//! dice_focal = λ_dice·Dice + λ_focal·Focal
+//! ```
+//!
+//! The Dice term is [`crate::dice_loss`]'s; the pixelwise terms are loss-core's
+//! [`loss_core::cross_entropy`], [`loss_core::binary_cross_entropy_with_logits`] and
+//! [`loss_core::sigmoid_focal_loss`], not re-written here. `pred` holds logits: `sigmoid` /
+//! `softmax` act on the Dice term only, the cross-entropy and the focal loss take the logits.
+//! Source: `monai.losses.DiceCELoss`, `monai.losses.DiceFocalLoss` (MONAI 1.x).
+
+use crate::dice::{dice_per_class, DiceLoss};
+use crate::prepare::{check_pred, class_weight, dense_target};
+use candle_core::{DType, Result, Tensor};
+use loss_core::{
+    binary_cross_entropy_with_logits, check, cross_entropy, reduce, sigmoid_focal_loss, Loss, LossError, Reduction,
+};
+
+/// MONAI's checks of the combined losses: `target` has `pred`'s rank and 1 or `C` channels.
+fn check_layout(loss: &'static str, pred: &Tensor, target: &Tensor) -> Result<()> {
+    check_pred(loss, pred)?;
+    let c = pred.dim(1)?;
+    if target.rank() != pred.rank() || (target.dim(1)? != 1 && target.dim(1)? != c) {
+        return Err(check::bad_shape(
+            loss,
+            "target",
+            target,
+            &format!(
+                "pred's rank with 1 channel (class indices) or {c} (one-hot), as pred {:?}",
+                pred.dims()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `λ ≥ 0` for both weights of the sum.
+fn check_lambdas(loss: &'static str, dice: f64, other_name: &'static str, other: f64) -> Result<()> {
+    check::non_negative(loss, "lambda_dice", dice)?;
+    check::non_negative(loss, other_name, other)
+}
+
+/// MONAI's `DiceCELoss` options, with MONAI's defaults; also the loss as a [`Loss`] value.
+///
+/// The Dice options (`include_background`, `to_onehot_y`, `sigmoid`, `softmax`, `squared_pred`,
+/// `jaccard`, `batch`, `smooth_nr`, `smooth_dr`) are [`DiceLoss`]'s, with its defaults;
+/// `weight = None`, `lambda_dice = 1`, `lambda_ce = 1`, `label_smoothing = 0`,
+/// `reduction = Mean`.
+#[derive(Debug, Clone)]
+pub struct DiceCeLoss {
+    /// Keep channel 0 in the Dice term (ignored when `C = 1`; the CE always uses all `C`).
+    pub include_background: bool,
+    /// The target holds class indices `[N, 1, spatial...]`.
+    pub to_onehot_y: bool,
+    /// Sigmoid on `pred` for the Dice term.
+    pub sigmoid: bool,
+    /// Softmax on `pred` for the Dice term.
+    pub softmax: bool,
+    /// `Σp²`, `Σt²` in the Dice denominator.
+    pub squared_pred: bool,
+    /// Jaccard form of the Dice term.
+    pub jaccard: bool,
+    /// Dice over the batch at once.
+    pub batch: bool,
+    /// Dice numerator smoothing (finite, `>= 0`).
+    pub smooth_nr: f64,
+    /// Dice denominator smoothing (finite, `>= 0`).
+    pub smooth_dr: f64,
+    /// `[C]`: the class weight of the cross-entropy (`pos_weight` of the binary cross-entropy
+    /// when `C = 1`); the Dice term gets `weight[1..]` without background.
+    pub weight: Option<Tensor>,
+    /// Factor of the Dice term (`>= 0`).
+    pub lambda_dice: f64,
+    /// Factor of the cross-entropy term (`>= 0`).
+    pub lambda_ce: f64,
+    /// Label smoothing of the cross-entropy, in `[0, 1]`.
+    pub label_smoothing: f64,
+    /// `Mean` or `Sum` (MONAI refuses `None` here).
+    pub reduction: Reduction,
+}
+
+impl Default for DiceCeLoss {
+    fn default() -> Self {
+        let d = DiceLoss::default();
+        Self {
+            include_background: d.include_background,
+            to_onehot_y: d.to_onehot_y,
+            sigmoid: d.sigmoid,
+            softmax: d.softmax,
+            squared_pred: d.squared_pred,
+            jaccard: d.jaccard,
+            batch: d.batch,
+            smooth_nr: d.smooth_nr,
+            smooth_dr: d.smooth_dr,
+            weight: None,
+            lambda_dice: 1.0,
+            lambda_ce: 1.0,
+            label_smoothing: 0.0,
+            reduction: Reduction::Mean,
+        }
+    }
+}
+
+common_builders!(DiceCeLoss);
+
+impl DiceCeLoss {
+    /// Uses `Σp²` and `Σt²` in the Dice denominator.
+    pub fn with_squared_pred(mut self, squared_pred: bool) -> Self {
+        self.squared_pred = squared_pred;
+        self
+    }
+    /// Uses the Jaccard form of the Dice term.
+    pub fn with_jaccard(mut self, jaccard: bool) -> Self {
+        self.jaccard = jaccard;
+        self
+    }
+    /// Sets the class weight `[C]`.
+    pub fn with_weight(mut self, weight: Tensor) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+    /// Sets the factor of the Dice term.
+    pub fn with_lambda_dice(mut self, lambda_dice: f64) -> Self {
+        self.lambda_dice = lambda_dice;
+        self
+    }
+    /// Sets the factor of the cross-entropy term.
+    pub fn with_lambda_ce(mut self, lambda_ce: f64) -> Self {
+        self.lambda_ce = lambda_ce;
+        self
+    }
+    /// Sets the label smoothing of the cross-entropy.
+    pub fn with_label_smoothing(mut self, label_smoothing: f64) -> Self {
+        self.label_smoothing = label_smoothing;
+        self
+    }
+
+    fn dice(&self, weight: Option<Tensor>) -> DiceLoss {
+        DiceLoss {
+            include_background: self.include_background,
+            to_onehot_y: self.to_onehot_y,
+            sigmoid: self.sigmoid,
+            softmax: self.softmax,
+            squared_pred: self.squared_pred,
+            jaccard: self.jaccard,
+            batch: self.batch,
+            smooth_nr: self.smooth_nr,
+            smooth_dr: self.smooth_dr,
+            weight,
+            reduction: self.reduction,
+        }
+    }
+}
+
+/// The cross-entropy term: index targets `[N, 1, ...]` (squeezed to `[N, ...]`) or one-hot /
+/// probability targets `[N, C, ...]`; binary cross-entropy with logits when `C = 1`.
+fn ce_term(pred: &Tensor, target: &Tensor, weight: Option<&Tensor>, opts: &DiceCeLoss) -> Result<Tensor> {
+    let c = pred.dim(1)?;
+    if c == 1 {
+        let t = if target.dtype().is_float() {
+            target.clone()
+        } else {
+            target.to_dtype(pred.dtype())?
+        };
+        return binary_cross_entropy_with_logits(pred, &t, None, weight, opts.reduction);
+    }
+    if target.dim(1)? == 1 {
+        let t = target.squeeze(1)?;
+        let t = if t.dtype() == DType::U8 {
+            t.to_dtype(DType::U32)?
+        } else {
+            t
+        };
+        cross_entropy(pred, &t, weight, -100, opts.label_smoothing, opts.reduction)
+    } else {
+        let t = if target.dtype().is_float() {
+            target.clone()
+        } else {
+            target.to_dtype(pred.dtype())?
+        };
+        cross_entropy(pred, &t, weight, -100, opts.label_smoothing, opts.reduction)
+    }
+}
+
+/// Dice + cross-entropy of logits `pred` against `target` (MONAI's `DiceCELoss`): a 0-d tensor.
+///
+/// - `pred`: logits `[N, C, spatial...]` (rank ≥ 3), f32 or f64.
+/// - `target`: one-hot or probabilities of `pred`'s shape and dtype (cross-entropy with
+///   probability targets), or class indices `[N, 1, spatial...]` with `to_onehot_y`
+///   (cross-entropy with index targets).
+/// - `C = 1`: the cross-entropy term is [`binary_cross_entropy_with_logits`] with `weight` as
+///   `pos_weight`.
+///
+/// # Errors
+/// `Reduction::None` or `BatchMean`; a negative `lambda_dice` / `lambda_ce`; `label_smoothing`
+/// outside `[0, 1]`; a target of another rank or with neither 1 nor `C` channels; a `weight`
+/// not of length `C` or negative; and the errors of [`crate::dice_loss`] and
+/// [`cross_entropy`].
+pub fn dice_ce_loss(pred: &Tensor, target: &Tensor, opts: &DiceCeLoss) -> Result<Tensor> {
+    const LOSS: &str = "dice_ce_loss";
+    if opts.reduction.standard(LOSS)? == Reduction::None {
+        return Err(LossError::BadReduction {
+            loss: LOSS,
+            got: "none".into(),
+            expected: "\"mean\" or \"sum\"",
+        }
+        .into());
+    }
+    check_lambdas(LOSS, opts.lambda_dice, "lambda_ce", opts.lambda_ce)?;
+    check::unit_interval(LOSS, "label_smoothing", opts.label_smoothing)?;
+    check_layout(LOSS, pred, target)?;
+    let c = pred.dim(1)?;
+    let weight = match &opts.weight {
+        Some(w) => Some(class_weight(LOSS, w, c, pred)?),
+        None => None,
+    };
+    let dice_weight = match &weight {
+        Some(w) if c > 1 && !opts.include_background => Some(w.narrow(0, 1, c - 1)?),
+        Some(w) if c > 1 => Some(w.clone()),
+        _ => None,
+    };
+    let dice = reduce(
+        LOSS,
+        &dice_per_class(LOSS, pred, target, &opts.dice(dice_weight))?,
+        opts.reduction,
+    )?;
+    let ce = ce_term(pred, target, weight.as_ref(), opts)?;
+    dice.affine(opts.lambda_dice, 0.0)?
+        .add(&ce.affine(opts.lambda_ce, 0.0)?)
+}
+
+impl Loss for DiceCeLoss {
+    fn name(&self) -> &'static str {
+        "dice_ce_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        dice_ce_loss(input, target, self)
+    }
+}
+
+/// MONAI's `DiceFocalLoss` options, with MONAI's defaults; also the loss as a [`Loss`] value.
+///
+/// The Dice options are [`DiceLoss`]'s, with its defaults; `weight = None`, `gamma = 2`,
+/// `alpha = None`, `lambda_dice = 1`, `lambda_focal = 1`, `reduction = Mean`.
+#[derive(Debug, Clone)]
+pub struct DiceFocalLoss {
+    /// Keep channel 0 in both terms (ignored when `C = 1`).
+    pub include_background: bool,
+    /// The target holds class indices `[N, 1, spatial...]`.
+    pub to_onehot_y: bool,
+    /// Sigmoid on `pred` for the Dice term.
+    pub sigmoid: bool,
+    /// Softmax on `pred` for the Dice term.
+    pub softmax: bool,
+    /// `Σp²`, `Σt²` in the Dice denominator.
+    pub squared_pred: bool,
+    /// Jaccard form of the Dice term.
+    pub jaccard: bool,
+    /// Dice over the batch at once.
+    pub batch: bool,
+    /// Dice numerator smoothing (finite, `>= 0`).
+    pub smooth_nr: f64,
+    /// Dice denominator smoothing (finite, `>= 0`).
+    pub smooth_dr: f64,
+    /// `[C']` (the classes kept), `>= 0`: per-class factor of both terms; ignored when one class
+    /// is left.
+    pub weight: Option<Tensor>,
+    /// Focusing exponent of the focal term (finite, `>= 0`).
+    pub gamma: f64,
+    /// Class balance of the focal term in `[0, 1]`; `None` for none.
+    pub alpha: Option<f64>,
+    /// Factor of the Dice term (`>= 0`).
+    pub lambda_dice: f64,
+    /// Factor of the focal term (`>= 0`).
+    pub lambda_focal: f64,
+    /// `None` gives `pred`'s shape (`[N, C', spatial...]`), `Mean` / `Sum` a 0-d tensor.
+    pub reduction: Reduction,
+}
+
+impl Default for DiceFocalLoss {
+    fn default() -> Self {
+        let d = DiceLoss::default();
+        Self {
+            include_background: d.include_background,
+            to_onehot_y: d.to_onehot_y,
+            sigmoid: d.sigmoid,
+            softmax: d.softmax,
+            squared_pred: d.squared_pred,
+            jaccard: d.jaccard,
+            batch: d.batch,
+            smooth_nr: d.smooth_nr,
+            smooth_dr: d.smooth_dr,
+            weight: None,
+            gamma: 2.0,
+            alpha: None,
+            lambda_dice: 1.0,
+            lambda_focal: 1.0,
+            reduction: Reduction::Mean,
+        }
+    }
+}
+
+common_builders!(DiceFocalLoss);
+
+impl DiceFocalLoss {
+    /// Uses `Σp²` and `Σt²` in the Dice denominator.
+    pub fn with_squared_pred(mut self, squared_pred: bool) -> Self {
+        self.squared_pred = squared_pred;
+        self
+    }
+    /// Uses the Jaccard form of the Dice term.
+    pub fn with_jaccard(mut self, jaccard: bool) -> Self {
+        self.jaccard = jaccard;
+        self
+    }
+    /// Sets the per-class weight `[C']`.
+    pub fn with_weight(mut self, weight: Tensor) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+    /// Sets the focusing exponent γ.
+    pub fn with_gamma(mut self, gamma: f64) -> Self {
+        self.gamma = gamma;
+        self
+    }
+    /// Sets the class balance α (`None` for none).
+    pub fn with_alpha(mut self, alpha: Option<f64>) -> Self {
+        self.alpha = alpha;
+        self
+    }
+    /// Sets the factor of the Dice term.
+    pub fn with_lambda_dice(mut self, lambda_dice: f64) -> Self {
+        self.lambda_dice = lambda_dice;
+        self
+    }
+    /// Sets the factor of the focal term.
+    pub fn with_lambda_focal(mut self, lambda_focal: f64) -> Self {
+        self.lambda_focal = lambda_focal;
+        self
+    }
+
+    fn dice(&self) -> DiceLoss {
+        DiceLoss {
+            include_background: self.include_background,
+            to_onehot_y: false,
+            sigmoid: self.sigmoid,
+            softmax: self.softmax,
+            squared_pred: self.squared_pred,
+            jaccard: self.jaccard,
+            batch: self.batch,
+            smooth_nr: self.smooth_nr,
+            smooth_dr: self.smooth_dr,
+            weight: self.weight.clone(),
+            reduction: Reduction::None,
+        }
+    }
+}
+
+/// The shape `[1, C', 1, ...]` (rank `rank`) that puts a per-class vector along dimension 1.
+fn along_channels(classes: usize, rank: usize) -> Vec<usize> {
+    let mut shape = vec![1usize; rank];
+    shape[1] = classes;
+    shape
+}
+
+/// Dice + focal loss of logits `pred` against `target` (MONAI's `DiceFocalLoss`).
+///
+/// - `pred`: logits `[N, C, spatial...]` (rank ≥ 3), f32 or f64.
+/// - `target`: 0/1 masks of `pred`'s shape and dtype, or class indices `[N, 1, spatial...]`
+///   with `to_onehot_y`.
+/// - The focal term is always [`sigmoid_focal_loss`] of the logits (per channel, channel 0
+///   dropped without background), times `weight` per class. Its `Sum` is MONAI's: the spatial
+///   *mean* summed over `(N, C')`; its `Mean` the mean over all elements.
+/// - Output: `Mean` / `Sum` a 0-d tensor; `None` the focal term's shape `[N, C', spatial...]`,
+///   the `[N, C']` Dice values (`[C']` with `batch`) broadcast over space and added.
+///
+/// # Errors
+/// A negative `lambda_dice` / `lambda_focal` or `gamma`; `alpha` outside `[0, 1]`; a target of
+/// another rank or with neither 1 nor `C` channels; and the errors of [`crate::dice_loss`].
+pub fn dice_focal_loss(pred: &Tensor, target: &Tensor, opts: &DiceFocalLoss) -> Result<Tensor> {
+    const LOSS: &str = "dice_focal_loss";
+    let reduction = opts.reduction.standard(LOSS)?;
+    check_lambdas(LOSS, opts.lambda_dice, "lambda_focal", opts.lambda_focal)?;
+    check::non_negative(LOSS, "gamma", opts.gamma)?;
+    if let Some(alpha) = opts.alpha {
+        check::unit_interval(LOSS, "alpha", alpha)?;
+    }
+    check_layout(LOSS, pred, target)?;
+    let target = dense_target(LOSS, pred, target, opts.to_onehot_y)?;
+    let dice = dice_per_class(LOSS, pred, &target, &opts.dice())?;
+
+    let c = pred.dim(1)?;
+    let first = usize::from(!opts.include_background && c > 1);
+    let (x, t) = (pred.narrow(1, first, c - first)?, target.narrow(1, first, c - first)?);
+    let mut focal = sigmoid_focal_loss(&x, &t, opts.alpha.unwrap_or(-1.0), opts.gamma, Reduction::None)?;
+    if let (Some(w), true) = (&opts.weight, c - first > 1) {
+        let w = class_weight(LOSS, w, c - first, pred)?;
+        focal = focal.broadcast_mul(&w.reshape(along_channels(c - first, pred.rank()))?)?;
+    }
+    let (dice, focal) = match reduction {
+        Reduction::None => {
+            let shape = along_channels(c - first, pred.rank());
+            let dice = if opts.batch {
+                dice.reshape(shape)?
+            } else {
+                let mut s = shape;
+                s[0] = pred.dim(0)?;
+                dice.reshape(s)?
+            };
+            (dice.broadcast_as(focal.shape())?, focal)
+        }
+        Reduction::Sum => {
+            let spatial: Vec<usize> = (2..pred.rank()).collect();
+            (
+                reduce(LOSS, &dice, reduction)?,
+                reduce(LOSS, &focal.mean(spatial)?, reduction)?,
+            )
+        }
+        _ => (reduce(LOSS, &dice, reduction)?, reduce(LOSS, &focal, reduction)?),
+    };
+    dice.affine(opts.lambda_dice, 0.0)?
+        .add(&focal.affine(opts.lambda_focal, 0.0)?)
+}
+
+impl Loss for DiceFocalLoss {
+    fn name(&self) -> &'static str {
+        "dice_focal_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        dice_focal_loss(input, target, self)
+    }
+}

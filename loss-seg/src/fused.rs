@@ -1,0 +1,214 @@
+//! The fused CPU kernel of [`crate::overlap::Overlap`]: one pass for `I`, `P`, `G` and one pass
+//! for each gradient. f32 and f64; other dtypes and devices take the composite path.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
+
+/// Accumulator lanes: independent partial sums so that the loop vectorises.
+const LANES: usize = 8;
+
+/// `[N, C, spatial...] × 2 → [N, C, 3]` holding `(I, P, G)` per (sample, class).
+pub(crate) struct OverlapOp {
+    /// `P = Σ p²`, `G = Σ t²` instead of `Σ p`, `Σ t`.
+    pub squared: bool,
+}
+
+/// The gradient of one argument `x` of [`OverlapOp`] given the other, `y`, and the upstream
+/// gradient `g` `[N, C, 3]`: `g_I·y + g_x·(1 or 2x)`, where `g_x` is column `own` of `g`.
+struct OverlapGradOp {
+    squared: bool,
+    own: usize,
+}
+
+fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&T::cpu_storage_as_slice(s)?[a..b]),
+        None => bail!("overlap: `{what}` must be contiguous for the fused CPU kernel"),
+    }
+}
+
+/// Rows (N·C) and row length (the spatial size) of a `[N, C, spatial...]` layout.
+fn rows_and_len(l: &Layout) -> Result<(usize, usize)> {
+    let dims = l.dims();
+    if dims.len() < 3 {
+        bail!("overlap: expected [N, C, spatial...], got {dims:?}");
+    }
+    Ok((dims[0] * dims[1], dims[2..].iter().product()))
+}
+
+fn row_stats<T: WithDType>(p: &[T], t: &[T], squared: bool) -> [f64; 3] {
+    let mut acc = [[0f64; LANES]; 3];
+    let (pc, tc) = (p.chunks_exact(LANES), t.chunks_exact(LANES));
+    let (pr, tr) = (pc.remainder(), tc.remainder());
+    for (pa, ta) in pc.zip(tc) {
+        for k in 0..LANES {
+            let (a, b) = (pa[k].to_f64(), ta[k].to_f64());
+            acc[0][k] += a * b;
+            if squared {
+                acc[1][k] += a * a;
+                acc[2][k] += b * b;
+            } else {
+                acc[1][k] += a;
+                acc[2][k] += b;
+            }
+        }
+    }
+    let mut out = acc.map(|lanes| lanes.iter().sum::<f64>());
+    for (&a, &b) in pr.iter().zip(tr) {
+        let (a, b) = (a.to_f64(), b.to_f64());
+        out[0] += a * b;
+        if squared {
+            out[1] += a * a;
+            out[2] += b * b;
+        } else {
+            out[1] += a;
+            out[2] += b;
+        }
+    }
+    out
+}
+
+fn forward<T: WithDType>(p: &[T], t: &[T], rows: usize, len: usize, squared: bool) -> Vec<T> {
+    let mut out = vec![T::zero(); rows * 3];
+    out.par_chunks_mut(3).enumerate().for_each(|(r, o)| {
+        let span = r * len..(r + 1) * len;
+        let s = row_stats(&p[span.clone()], &t[span], squared);
+        for k in 0..3 {
+            o[k] = T::from_f64(s[k]);
+        }
+    });
+    out
+}
+
+fn backward<T: WithDType>(x: &[T], y: &[T], g: &[T], len: usize, squared: bool, own: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    if len == 0 {
+        return out;
+    }
+    let two = T::one() + T::one();
+    out.par_chunks_mut(len).enumerate().for_each(|(r, o)| {
+        let (gi, gx) = (g[3 * r], g[3 * r + own]);
+        let span = r * len..(r + 1) * len;
+        let (xr, yr) = (&x[span.clone()], &y[span]);
+        if squared {
+            let gx2 = gx * two;
+            for ((o, &a), &b) in o.iter_mut().zip(xr).zip(yr) {
+                *o = gi * b + gx2 * a;
+            }
+        } else {
+            for (o, &b) in o.iter_mut().zip(yr) {
+                *o = gi * b + gx;
+            }
+        }
+    });
+    out
+}
+
+impl CustomOp2 for OverlapOp {
+    fn name(&self) -> &'static str {
+        "overlap-stats"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        if l1.dims() != l2.dims() {
+            bail!(
+                "overlap: pred {:?} and target {:?} differ in shape",
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        let (rows, len) = rows_and_len(l1)?;
+        let dims = l1.dims();
+        let shape = Shape::from((dims[0], dims[1], 3));
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(forward::<f32>(
+                contiguous(s1, l1, "pred")?,
+                contiguous(s2, l2, "target")?,
+                rows,
+                len,
+                self.squared,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(forward::<f64>(
+                contiguous(s1, l1, "pred")?,
+                contiguous(s2, l2, "target")?,
+                rows,
+                len,
+                self.squared,
+            )),
+            _ => bail!(
+                "overlap: the fused kernel takes f32 or f64 pairs, got {:?} and {:?}",
+                s1.dtype(),
+                s2.dtype()
+            ),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(
+        &self,
+        pred: &Tensor,
+        target: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let of = |x: &Tensor, y: &Tensor, own: usize| -> Result<Option<Tensor>> {
+            if !x.track_op() {
+                return Ok(None);
+            }
+            let op = OverlapGradOp {
+                squared: self.squared,
+                own,
+            };
+            Ok(Some(x.apply_op3_no_bwd(y, &grad, &op)?))
+        };
+        Ok((of(pred, target, 1)?, of(target, pred, 2)?))
+    }
+}
+
+impl CustomOp3 for OverlapGradOp {
+    fn name(&self) -> &'static str {
+        "overlap-stats-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (rows, len) = rows_and_len(l1)?;
+        if l3.dims().iter().product::<usize>() != rows * 3 || l1.dims() != l2.dims() {
+            bail!(
+                "overlap backward: shapes {:?}, {:?} and gradient {:?} do not fit",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            );
+        }
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(backward::<f32>(
+                contiguous(s1, l1, "x")?,
+                contiguous(s2, l2, "y")?,
+                contiguous(s3, l3, "grad")?,
+                len,
+                self.squared,
+                self.own,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(backward::<f64>(
+                contiguous(s1, l1, "x")?,
+                contiguous(s2, l2, "y")?,
+                contiguous(s3, l3, "grad")?,
+                len,
+                self.squared,
+                self.own,
+            )),
+            _ => bail!("overlap backward: f32 or f64 expected, got {:?}", s1.dtype()),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}

@@ -1,0 +1,179 @@
+//! Lovász-Softmax loss (Berman, Rannen Triki & Blaschko, "The Lovász-Softmax loss: A tractable
+//! surrogate for the optimization of the intersection-over-union measure in neural networks",
+//! CVPR 2018), as `segmentation_models_pytorch`'s `LovaszLoss(mode="multiclass")`.
+//!
+//! With `p = softmax(logits)` over the channels and, for each class `c` present in the
+//! (non-ignored) target, the errors `e_i = |1[y_i = c] − p_{i,c}|` over the valid pixels:
+//!
+//! ```text
+//! loss_c = Σ_k e_(k) · g_k        e_(1) ≥ e_(2) ≥ ... sorted in decreasing order
+//! g_k    = J_k − J_{k−1},  J_k = 1 − (G − F_k) / (G + k − F_k),  J_0 = 0
+//! ```
+//!
+//! where `F_k` counts the foreground pixels among the `k` largest errors and `G` all of them
+//! (`g` is the gradient of the Lovász extension of the Jaccard loss). The loss is the mean of
+//! `loss_c` over the present classes; with `per_image` it is computed per image, then averaged
+//! over the images. No valid pixel at all gives 0 (smp's stated intent; it returns an empty
+//! tensor); with `per_image` such an image contributes 0 to the mean over images.
+//!
+//! The sort runs on the host (one copy of the errors); the gradient flows through Candle ops:
+//! the loss is `Σ e ⊙ W` with the constant `W` holding each pixel's `g_k`, so the gradient
+//! w.r.t. the logits comes from autodiff through the softmax and `|·|` (gradient 0 at 0) on
+//! every device.
+
+use crate::prepare::softmax_channels;
+use candle_core::{DType, Result, Tensor};
+use loss_core::{check, ops, Loss, LossError};
+use rayon::prelude::*;
+
+/// The Lovász-Softmax options (smp's defaults: `per_image = false`, no `ignore_index`); also
+/// the loss as a [`Loss`] value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LovaszSoftmaxLoss {
+    /// Compute the loss per image and average over the images.
+    pub per_image: bool,
+    /// Target value of pixels left out of the loss (`None`: none).
+    pub ignore_index: Option<i64>,
+}
+
+impl LovaszSoftmaxLoss {
+    /// Computes the loss per image, then averages.
+    pub fn with_per_image(mut self, per_image: bool) -> Self {
+        self.per_image = per_image;
+        self
+    }
+    /// Leaves pixels with this target value out.
+    pub fn with_ignore_index(mut self, ignore_index: Option<i64>) -> Self {
+        self.ignore_index = ignore_index;
+        self
+    }
+}
+
+fn check_inputs(loss: &'static str, logits: &Tensor, target: &Tensor) -> Result<()> {
+    check::float(loss, "logits", logits)?;
+    check::min_rank(loss, "logits", logits, 2, "[N, C, d1...]")?;
+    check::index(loss, "target", target)?;
+    let mut want = logits.dims().to_vec();
+    want.remove(1);
+    if target.dims() != want.as_slice() {
+        return Err(LossError::BadShape {
+            loss,
+            arg: "target",
+            got: target.shape().clone(),
+            expected: format!("{want:?} (class indices [N, d1...] of logits {:?})", logits.dims()),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// The Lovász gradient `g` of foreground flags sorted by decreasing error (smp's `_lovasz_grad`).
+fn lovasz_grad(fg_sorted: &[bool]) -> Vec<f64> {
+    let gts = fg_sorted.iter().filter(|&&f| f).count() as f64;
+    let (mut fg_seen, mut bg_seen, mut prev) = (0.0, 0.0, 0.0);
+    fg_sorted
+        .iter()
+        .map(|&f| {
+            if f {
+                fg_seen += 1.0;
+            } else {
+                bg_seen += 1.0;
+            }
+            let jaccard = 1.0 - (gts - fg_seen) / (gts + bg_seen);
+            let g = jaccard - prev;
+            prev = jaccard;
+            g
+        })
+        .collect()
+}
+
+/// For one class over a set of pixels (flat offsets into the `[N, C, S]` errors), the pairs
+/// `(offset, g)`; empty when the class is absent from these pixels.
+fn class_weights(pixels: &[usize], errors: &[f64], fg: &[bool]) -> Vec<(usize, f64)> {
+    if !pixels.iter().any(|&i| fg[i]) {
+        return Vec::new();
+    }
+    let mut order = pixels.to_vec();
+    order.sort_by(|&a, &b| errors[b].total_cmp(&errors[a]));
+    let flags: Vec<bool> = order.iter().map(|&i| fg[i]).collect();
+    order.into_iter().zip(lovasz_grad(&flags)).collect()
+}
+
+/// Lovász-Softmax loss of `logits` against class indices `target` (a 0-d tensor).
+///
+/// - `logits`: `[N, C, d1...]` (rank ≥ 2), f32 or f64; the softmax over dimension 1 is taken
+///   inside.
+/// - `target`: class indices `[N, d1...]` (u8, u32 or i64) in `[0, C)`, or `ignore_index`.
+///
+/// # Errors
+/// Non-float logits or rank below 2, a target that is not of index dtype or not of shape
+/// `[N, d1...]` (logits without dimension 1), a class index out of range that is not
+/// `ignore_index`.
+pub fn lovasz_softmax_loss(logits: &Tensor, target: &Tensor, opts: &LovaszSoftmaxLoss) -> Result<Tensor> {
+    const LOSS: &str = "lovasz_softmax_loss";
+    check_inputs(LOSS, logits, target)?;
+    let (n, c) = (logits.dim(0)?, logits.dim(1)?);
+    check::class_indices(LOSS, "target", target, c, opts.ignore_index)?;
+    let s = logits.elem_count() / (n * c).max(1);
+    let labels = target.flatten_all()?.to_dtype(DType::I64)?.to_vec1::<i64>()?;
+
+    // Foreground flags and errors, [N, C, S] row-major.
+    let mut fg = vec![false; n * c * s];
+    for (img, row) in labels.chunks(s.max(1)).enumerate().take(n) {
+        for (px, &y) in row.iter().enumerate() {
+            if Some(y) != opts.ignore_index {
+                fg[(img * c + y as usize) * s + px] = true;
+            }
+        }
+    }
+    let fg_t = Tensor::from_vec(
+        fg.iter().map(|&f| if f { 1.0 } else { 0.0 }).collect::<Vec<f64>>(),
+        (n, c, s),
+        logits.device(),
+    )?
+    .to_dtype(logits.dtype())?;
+    let probs = softmax_channels(logits)?.reshape((n, c, s))?;
+    let errors = ops::abs(&fg_t.sub(&probs)?)?;
+    let err_host = errors.detach().flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+
+    // The groups of images averaged together: all of them, or one at a time.
+    let groups: Vec<Vec<usize>> = if opts.per_image {
+        (0..n).map(|i| vec![i]).collect()
+    } else {
+        vec![(0..n).collect()]
+    };
+    let mut w = vec![0f64; n * c * s];
+    for images in &groups {
+        let valid: Vec<(usize, usize)> = images
+            .iter()
+            .flat_map(|&img| (0..s).map(move |px| (img, px)))
+            .filter(|&(img, px)| Some(labels[img * s + px]) != opts.ignore_index)
+            .collect();
+        let per_class: Vec<Vec<(usize, f64)>> = (0..c)
+            .into_par_iter()
+            .map(|cls| {
+                let pixels: Vec<usize> = valid.iter().map(|&(img, px)| (img * c + cls) * s + px).collect();
+                class_weights(&pixels, &err_host, &fg)
+            })
+            .collect();
+        let present = per_class.iter().filter(|v| !v.is_empty()).count();
+        if present == 0 {
+            continue;
+        }
+        let scale = 1.0 / (present as f64 * groups.len() as f64);
+        for (i, g) in per_class.into_iter().flatten() {
+            w[i] = g * scale;
+        }
+    }
+    let w_t = Tensor::from_vec(w, (n, c, s), logits.device())?.to_dtype(logits.dtype())?;
+    errors.mul(&w_t)?.sum_all()
+}
+
+impl Loss for LovaszSoftmaxLoss {
+    fn name(&self) -> &'static str {
+        "lovasz_softmax_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        lovasz_softmax_loss(input, target, self)
+    }
+}

@@ -1,0 +1,226 @@
+//! From `(pred, target)` as given to two float tensors of one shape: MONAI's input options.
+//!
+//! In MONAI's order: the activation (`sigmoid` or `softmax` over the channels), then the one-hot
+//! encoding of class-index targets (`to_onehot_y`), then the shape check. Dropping the
+//! background channel (`include_background = false`) is left to the caller as
+//! [`Prepared::first_class`]: every overlap statistic is per class, so the losses compute them on
+//! all `C` channels and drop column 0 of the small `[N, C]` result rather than copying the big
+//! tensors. With `C = 1`, `to_onehot_y`, `softmax` and `include_background` are ignored (MONAI
+//! warns and goes on).
+
+use candle_core::{Result, Tensor};
+use loss_core::{check, ops, LossError};
+
+/// The expected shape of `pred`, for error messages.
+pub const PRED_SHAPE: &str = "[N, C, spatial...] with at least one spatial dimension";
+
+/// MONAI's input options shared by every overlap loss (defaults: MONAI's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepare {
+    /// Keep channel 0 (default `true`); `false` drops it from the loss (ignored when `C = 1`).
+    pub include_background: bool,
+    /// The target holds class indices `[N, 1, spatial...]` to one-hot encode (default `false`;
+    /// ignored when `C = 1`, where the target is used as it is).
+    pub to_onehot_y: bool,
+    /// Apply a sigmoid to `pred` (default `false`).
+    pub sigmoid: bool,
+    /// Apply a softmax over the channel dimension of `pred` (default `false`; ignored when
+    /// `C = 1`).
+    pub softmax: bool,
+}
+
+impl Default for Prepare {
+    fn default() -> Self {
+        Self {
+            include_background: true,
+            to_onehot_y: false,
+            sigmoid: false,
+            softmax: false,
+        }
+    }
+}
+
+/// `pred` after the activation and `target` as floats of the same shape `[N, C, spatial...]`.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The activated prediction, `[N, C, spatial...]`.
+    pub pred: Tensor,
+    /// The target as floats of `pred`'s dtype and shape (one-hot where it held indices).
+    pub target: Tensor,
+    /// 1 when the background channel is to be dropped (`include_background = false`, `C > 1`),
+    /// else 0.
+    pub first_class: usize,
+}
+
+impl Prepared {
+    /// The number of classes kept, `C − first_class`.
+    pub fn classes_kept(&self) -> Result<usize> {
+        Ok(self.pred.dim(1)? - self.first_class)
+    }
+}
+
+/// Refuses `sigmoid` and `softmax` together (MONAI's "Incompatible values").
+pub fn check_activation(loss: &'static str, sigmoid: bool, softmax: bool) -> Result<()> {
+    if sigmoid && softmax {
+        return Err(LossError::BadOptions {
+            loss,
+            message: "`sigmoid` and `softmax` cannot both be set (choose one activation)".into(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Checks `pred`: a float tensor `[N, C, spatial...]` of rank ≥ 3.
+pub fn check_pred(loss: &'static str, pred: &Tensor) -> Result<()> {
+    check::float(loss, "pred", pred)?;
+    check::min_rank(loss, "pred", pred, 3, PRED_SHAPE)
+}
+
+/// Softmax over dimension 1 (the channels), `exp(x − max) / Σ exp(x − max)`.
+///
+/// The max is taken as a constant (it cancels in the value), so the gradient is the softmax's
+/// own `s ⊙ (g − Σ s g)` without a path through the max. Any float dtype, any device.
+pub fn softmax_channels(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(1)?)
+}
+
+/// Applies the activation: `sigmoid` ([`loss_core::ops::sigmoid`]), `softmax` over the channels
+/// (skipped when `C = 1`), or none.
+///
+/// # Errors
+/// `sigmoid` and `softmax` both set.
+pub fn activate(loss: &'static str, pred: &Tensor, sigmoid: bool, softmax: bool) -> Result<Tensor> {
+    check_activation(loss, sigmoid, softmax)?;
+    if sigmoid {
+        ops::sigmoid(pred)
+    } else if softmax && pred.dim(1)? > 1 {
+        softmax_channels(pred)
+    } else {
+        Ok(pred.clone())
+    }
+}
+
+/// One-hot encodes class indices `[N, 1, spatial...]` into `[N, C, spatial...]` of `dtype`.
+///
+/// `target` must have the rank of `pred`, `N` and the spatial dimensions of `pred`, a channel
+/// dimension of 1, an index dtype (u8, u32 or i64) and values in `[0, C)` (read on the host to
+/// report a bad index before any encoding, on every device).
+///
+/// # Errors
+/// A float target (`BadDType`), a target of another shape (`BadShape`, naming the shape
+/// expected), an index outside `[0, C)` (`IndexOutOfRange`).
+pub fn one_hot(loss: &'static str, target: &Tensor, pred: &Tensor) -> Result<Tensor> {
+    let classes = pred.dim(1)?;
+    if target.dtype().is_float() {
+        return Err(LossError::BadDType {
+            loss,
+            arg: "target",
+            got: target.dtype(),
+            expected: "class indices (u8, u32 or i64) with `to_onehot_y`",
+        }
+        .into());
+    }
+    check::index(loss, "target", target)?;
+    let mut want = pred.dims().to_vec();
+    want[1] = 1;
+    if target.dims() != want.as_slice() {
+        return Err(check::bad_shape(
+            loss,
+            "target",
+            target,
+            &format!("{want:?} (class indices [N, 1, spatial...] of pred {:?})", pred.dims()),
+        ));
+    }
+    check::class_indices(loss, "target", target, classes, None)?;
+    let mut shape = vec![1usize; pred.rank()];
+    shape[1] = classes;
+    let ids = Tensor::arange(0u32, classes as u32, target.device())?
+        .to_dtype(target.dtype())?
+        .reshape(shape)?;
+    target.broadcast_eq(&ids)?.to_dtype(pred.dtype())
+}
+
+/// The target as floats of `pred`'s shape and dtype: one-hot of class indices with
+/// `to_onehot_y` (when `C > 1`), else the target itself (class indices with `C = 1` are
+/// converted to `pred`'s dtype, as MONAI uses them as they are).
+///
+/// # Errors
+/// As [`one_hot`]; a float target of another dtype or shape than `pred`; class indices without
+/// `to_onehot_y`.
+pub fn dense_target(loss: &'static str, pred: &Tensor, target: &Tensor, to_onehot_y: bool) -> Result<Tensor> {
+    let classes = pred.dim(1)?;
+    if to_onehot_y && classes > 1 {
+        return one_hot(loss, target, pred);
+    }
+    let target = if target.dtype().is_float() {
+        target.clone()
+    } else if to_onehot_y {
+        check::index(loss, "target", target)?;
+        target.to_dtype(pred.dtype())?
+    } else {
+        return Err(LossError::BadDType {
+            loss,
+            arg: "target",
+            got: target.dtype(),
+            expected: "a float dtype like pred's (class indices need `to_onehot_y`)",
+        }
+        .into());
+    };
+    check::same_shape(loss, "target", &target, "pred", pred)?;
+    check::same_dtype(loss, "target", &target, "pred", pred)?;
+    Ok(target)
+}
+
+/// Checks the options and the inputs, applies the activation and the one-hot encoding.
+///
+/// # Errors
+/// `pred` not float or of rank < 3, `sigmoid` with `softmax`, and the errors of [`dense_target`].
+pub fn prepare(loss: &'static str, pred: &Tensor, target: &Tensor, opts: Prepare) -> Result<Prepared> {
+    check_activation(loss, opts.sigmoid, opts.softmax)?;
+    check_pred(loss, pred)?;
+    let target = dense_target(loss, pred, target, opts.to_onehot_y)?;
+    let pred = activate(loss, pred, opts.sigmoid, opts.softmax)?;
+    let first_class = usize::from(!opts.include_background && pred.dim(1)? > 1);
+    Ok(Prepared {
+        pred,
+        target,
+        first_class,
+    })
+}
+
+/// Checks that a smoothing term is finite and `>= 0`.
+pub fn check_smooth(loss: &'static str, smooth_nr: f64, smooth_dr: f64) -> Result<()> {
+    check::non_negative(loss, "smooth_nr", smooth_nr)?;
+    check::non_negative(loss, "smooth_dr", smooth_dr)
+}
+
+/// A per-class weight `[classes]` on `like`'s device: float, `like`'s dtype, every value `>= 0`.
+///
+/// # Errors
+/// A weight of another length, dtype or rank (`BadShape` names the length expected), a negative
+/// value.
+pub fn class_weight(loss: &'static str, weight: &Tensor, classes: usize, like: &Tensor) -> Result<Tensor> {
+    check::weight_vector(loss, "weight", weight, classes, like)?;
+    check::values_in(loss, "weight", weight, 0.0, f64::INFINITY, "[0, inf)")?;
+    weight.to_device(like.device())
+}
+
+/// `num / den` where `den != 0`, and 1 (with a zero gradient) where `den == 0`.
+///
+/// A zero denominator of an overlap ratio means an empty prediction on an empty target with
+/// `smooth_dr = 0`; the ratio 1 makes that class score 0, a perfect match, instead of NaN.
+pub fn ratio_or_one(num: &Tensor, den: &Tensor) -> Result<Tensor> {
+    let zero = den.eq(0.0)?;
+    let one = den.ones_like()?;
+    let den_safe = zero.where_cond(&one, den)?;
+    let ratio = num.div(&den_safe)?;
+    zero.where_cond(&one, &ratio)
+}
+
+/// The dtype-preserving `1 − x`.
+pub fn one_minus(x: &Tensor) -> Result<Tensor> {
+    x.affine(-1.0, 1.0)
+}
