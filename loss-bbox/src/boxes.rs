@@ -77,6 +77,12 @@ pub fn check_boxes(loss: &'static str, arg: &'static str, t: &Tensor) -> Result<
 
 /// The four columns of `[..., 4]` boxes, each of shape `[...]` (views, no copy).
 pub(crate) fn columns(t: &Tensor) -> Result<[Tensor; 4]> {
+    if t.elem_count() == 0 {
+        // Candle 0.11 gives a narrowed empty tensor a start offset beyond its (empty) storage,
+        // which later ops index out of range: use an empty reduction, still in the graph.
+        let e = t.sum_keepdim(D::Minus1)?.squeeze(D::Minus1)?;
+        return Ok([e.clone(), e.clone(), e.clone(), e]);
+    }
     let c = |i: usize| t.narrow(D::Minus1, i, 1)?.squeeze(D::Minus1);
     Ok([c(0)?, c(1)?, c(2)?, c(3)?])
 }

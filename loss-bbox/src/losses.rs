@@ -42,7 +42,7 @@ use crate::boxes::check_boxes;
 use crate::fused;
 use crate::geometry::{self, Boxes, Overlap};
 use candle_core::{DType, Result, Tensor};
-use loss_core::{check, reduce, Loss, LossError, Reduction};
+use loss_core::{check, ops, reduce, Loss, LossError, Reduction};
 use std::fmt;
 
 /// The form of [`iou_loss`] (mmdetection's `IoULoss(mode=...)`).
@@ -122,7 +122,8 @@ impl AlignedLoss {
 /// Which implementation computes an aligned loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Kernel {
-    /// The fused kernel for f32/f64 CPU tensors, the composite path otherwise (the default).
+    /// The fused kernel for f32/f64 CPU tensors, the composite path otherwise (the default;
+    /// also the composite path inside [`loss_core::ops::with_composite`]).
     #[default]
     Auto,
     /// The fused CPU kernel; an error on any other device, or for a dtype other than f32/f64.
@@ -172,7 +173,7 @@ pub fn aligned_loss(
     reduction.standard(loss)?;
     let fusable = pred.device().is_cpu() && matches!(pred.dtype(), DType::F32 | DType::F64);
     let per_box = match kernel {
-        Kernel::Auto if fusable => fused::elementwise(kind, pred, target, eps)?,
+        Kernel::Auto if fusable && ops::fused_allowed(pred) => fused::elementwise(kind, pred, target, eps)?,
         Kernel::Fused if fusable => fused::elementwise(kind, pred, target, eps)?,
         Kernel::Fused => {
             return Err(LossError::BadOptions {
