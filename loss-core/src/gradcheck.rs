@@ -35,7 +35,12 @@ pub fn check_gradient(f: impl Fn(&Tensor) -> Result<Tensor>, x: &Tensor, h: f64)
         None => vec![0.0; x.elem_count()],
     };
     let base = x.flatten_all()?.to_vec1::<f64>()?;
-    let mut worst = GradCheck { max_error: 0.0, index: 0, autodiff: 0.0, numeric: 0.0 };
+    let mut worst = GradCheck {
+        max_error: 0.0,
+        index: 0,
+        autodiff: 0.0,
+        numeric: 0.0,
+    };
     for i in 0..base.len() {
         let eval = |delta: f64| -> Result<f64> {
             let mut v = base.clone();
@@ -46,7 +51,12 @@ pub fn check_gradient(f: impl Fn(&Tensor) -> Result<Tensor>, x: &Tensor, h: f64)
         let numeric = (eval(h)? - eval(-h)?) / (2.0 * h);
         let err = (auto[i] - numeric).abs() / numeric.abs().max(1.0);
         if !(err <= worst.max_error) {
-            worst = GradCheck { max_error: err, index: i, autodiff: auto[i], numeric };
+            worst = GradCheck {
+                max_error: err,
+                index: i,
+                autodiff: auto[i],
+                numeric,
+            };
         }
     }
     Ok(worst)

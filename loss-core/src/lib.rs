@@ -27,6 +27,7 @@
 pub mod check;
 pub mod classification;
 pub mod error;
+pub mod fused;
 pub mod gradcheck;
 pub mod ops;
 pub mod reduction;

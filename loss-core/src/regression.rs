@@ -11,19 +11,34 @@
 //! | `huber_loss` | ½d² if \|d\| < δ, else δ(\|d\| − ½δ) | d, or δ·sign(d) |
 //!
 //! `smooth_l1_loss` with β = 0 is exactly `l1_loss`; `huber_loss = β · smooth_l1_loss` with β = δ.
+//! On the CPU each runs as one fused kernel ([`crate::fused`]); elsewhere as Candle ops.
+//!
 //! Sources: `torch.nn.functional.{l1_loss, mse_loss, smooth_l1_loss, huber_loss}`;
 //! Girshick, "Fast R-CNN", ICCV 2015 (Smooth L1); Huber, "Robust Estimation of a Location
 //! Parameter", 1964.
 
 use crate::check;
+use crate::fused::{self, Pointwise};
 use crate::ops;
 use crate::reduction::{reduce, Reduction};
 use crate::Loss;
 use candle_core::{Result, Tensor};
 
-fn diff(loss: &'static str, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+/// Validates the pair and runs the fused CPU kernel when it applies (`Ok(Err(d))` hands the
+/// difference `input − target` to the composite path otherwise).
+fn fused_or_diff(
+    loss: &'static str,
+    f: Pointwise,
+    input: &Tensor,
+    target: &Tensor,
+    reduction: Reduction,
+) -> Result<std::result::Result<Tensor, Tensor>> {
     check::float_pair(loss, "input", input, "target", target)?;
-    input.sub(target)
+    reduction.standard(loss)?;
+    if fused::applies(input, reduction) {
+        return Ok(Ok(fused::pointwise(f, input, target, reduction)?));
+    }
+    Ok(Err(input.sub(target)?))
 }
 
 /// Mean absolute error (L1): `reduce(|input − target|)`.
@@ -35,7 +50,10 @@ fn diff(loss: &'static str, input: &Tensor, target: &Tensor) -> Result<Tensor> {
 /// Shapes or dtypes that differ, a non-float dtype, `Reduction::BatchMean`.
 pub fn l1_loss(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
     const LOSS: &str = "l1_loss";
-    let d = diff(LOSS, input, target)?;
+    let d = match fused_or_diff(LOSS, Pointwise::L1, input, target, reduction)? {
+        Ok(fused) => return Ok(fused),
+        Err(d) => d,
+    };
     reduce(LOSS, &ops::abs(&d)?, reduction)
 }
 
@@ -47,7 +65,10 @@ pub fn l1_loss(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<
 /// Shapes or dtypes that differ, a non-float dtype, `Reduction::BatchMean`.
 pub fn mse_loss(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
     const LOSS: &str = "mse_loss";
-    let d = diff(LOSS, input, target)?;
+    let d = match fused_or_diff(LOSS, Pointwise::Mse, input, target, reduction)? {
+        Ok(fused) => return Ok(fused),
+        Err(d) => d,
+    };
     reduce(LOSS, &d.sqr()?, reduction)
 }
 
@@ -61,7 +82,15 @@ pub fn mse_loss(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result
 pub fn smooth_l1_loss(input: &Tensor, target: &Tensor, beta: f64, reduction: Reduction) -> Result<Tensor> {
     const LOSS: &str = "smooth_l1_loss";
     check::non_negative(LOSS, "beta", beta)?;
-    let d = diff(LOSS, input, target)?;
+    let f = if beta == 0.0 {
+        Pointwise::L1
+    } else {
+        Pointwise::SmoothL1 { beta }
+    };
+    let d = match fused_or_diff(LOSS, f, input, target, reduction)? {
+        Ok(fused) => return Ok(fused),
+        Err(d) => d,
+    };
     let ad = ops::abs(&d)?;
     if beta == 0.0 {
         return reduce(LOSS, &ad, reduction);
@@ -81,7 +110,10 @@ pub fn smooth_l1_loss(input: &Tensor, target: &Tensor, beta: f64, reduction: Red
 pub fn huber_loss(input: &Tensor, target: &Tensor, delta: f64, reduction: Reduction) -> Result<Tensor> {
     const LOSS: &str = "huber_loss";
     check::positive(LOSS, "delta", delta)?;
-    let d = diff(LOSS, input, target)?;
+    let d = match fused_or_diff(LOSS, Pointwise::Huber { delta }, input, target, reduction)? {
+        Ok(fused) => return Ok(fused),
+        Err(d) => d,
+    };
     let ad = ops::abs(&d)?;
     let quadratic = d.sqr()?.affine(0.5, 0.0)?;
     let linear = ad.affine(delta, -0.5 * delta * delta)?;

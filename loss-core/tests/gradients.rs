@@ -28,12 +28,18 @@ fn away_from(rng: &mut ChaCha8Rng, shape: &[usize], kinks: &[f64]) -> (Tensor, T
             }
         })
         .collect();
-    (Tensor::from_vec(x, shape, &Device::Cpu).unwrap(), Tensor::from_vec(t, shape, &Device::Cpu).unwrap())
+    (
+        Tensor::from_vec(x, shape, &Device::Cpu).unwrap(),
+        Tensor::from_vec(t, shape, &Device::Cpu).unwrap(),
+    )
 }
 
 fn assert_grad(name: &str, f: impl Fn(&Tensor) -> Result<Tensor>, x: &Tensor) {
     let g = check_gradient(f, x, 1e-6).unwrap();
-    assert!(g.max_error < TOL, "{name}: gradient differs from finite differences: {g:?}");
+    assert!(
+        g.max_error < TOL,
+        "{name}: gradient differs from finite differences: {g:?}"
+    );
 }
 
 fn rng() -> ChaCha8Rng {
@@ -59,7 +65,13 @@ fn regression_gradients() {
 
 fn index_target(r: &mut ChaCha8Rng, n: usize, c: usize, ignore: Option<i64>) -> Tensor {
     let v: Vec<i64> = (0..n)
-        .map(|i| if ignore.is_some() && i % 3 == 1 { ignore.unwrap() } else { r.gen_range(0..c as i64) })
+        .map(|i| {
+            if ignore.is_some() && i % 3 == 1 {
+                ignore.unwrap()
+            } else {
+                r.gen_range(0..c as i64)
+            }
+        })
         .collect();
     Tensor::from_vec(v, n, &Device::Cpu).unwrap()
 }
@@ -72,7 +84,11 @@ fn cross_entropy_gradients() {
     let w = Tensor::new(&[0.5f64, 1.0, 2.0, 0.25], &Device::Cpu).unwrap();
     for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
         assert_grad("ce", |x| cross_entropy(x, &y, None, -100, 0.0, red), &x);
-        assert_grad("ce weight+smoothing", |x| cross_entropy(x, &y, Some(&w), -100, 0.2, red), &x);
+        assert_grad(
+            "ce weight+smoothing",
+            |x| cross_entropy(x, &y, Some(&w), -100, 0.2, red),
+            &x,
+        );
         let lp = x.log_softmax_like();
         assert_grad("nll", |lp| nll_loss(lp, &y, Some(&w), -100, red), &lp);
     }
@@ -80,8 +96,16 @@ fn cross_entropy_gradients() {
     let x3 = rand_tensor(&mut r, &[2, 3, 4], -3.0, 3.0);
     let p = rand_tensor(&mut r, &[2, 3, 4], 0.0, 1.0);
     let p = p.broadcast_div(&p.sum_keepdim(1).unwrap()).unwrap();
-    assert_grad("ce soft", |x| cross_entropy(x, &p, None, -100, 0.1, Reduction::Mean), &x3);
-    assert_grad("ce soft (target)", |p| cross_entropy(&x3, p, Some(&w.narrow(0, 0, 3).unwrap()), -100, 0.0, Reduction::Sum), &p);
+    assert_grad(
+        "ce soft",
+        |x| cross_entropy(x, &p, None, -100, 0.1, Reduction::Mean),
+        &x3,
+    );
+    assert_grad(
+        "ce soft (target)",
+        |p| cross_entropy(&x3, p, Some(&w.narrow(0, 0, 3).unwrap()), -100, 0.0, Reduction::Sum),
+        &p,
+    );
 }
 
 trait LogSoftmaxLike {
@@ -103,11 +127,23 @@ fn binary_gradients() {
     for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
         assert_grad("bce", |p| binary_cross_entropy(p, &t, Some(&w), red), &p);
         let x = rand_tensor(&mut r, &[3, 5], -8.0, 8.0);
-        assert_grad("bce logits", |x| binary_cross_entropy_with_logits(x, &t, Some(&w), Some(&w), red), &x);
-        assert_grad("bce logits (target)", |t| binary_cross_entropy_with_logits(&x, t, None, Some(&w), red), &t);
+        assert_grad(
+            "bce logits",
+            |x| binary_cross_entropy_with_logits(x, &t, Some(&w), Some(&w), red),
+            &x,
+        );
+        assert_grad(
+            "bce logits (target)",
+            |t| binary_cross_entropy_with_logits(&x, t, None, Some(&w), red),
+            &t,
+        );
         let hard = t.ge(0.5).unwrap().to_dtype(candle_core::DType::F64).unwrap();
         assert_grad("sigmoid focal", |x| sigmoid_focal_loss(x, &hard, 0.25, 2.0, red), &x);
-        assert_grad("sigmoid focal gamma 0.5 no alpha", |x| sigmoid_focal_loss(x, &t, -1.0, 0.5, red), &x);
+        assert_grad(
+            "sigmoid focal gamma 0.5 no alpha",
+            |x| sigmoid_focal_loss(x, &t, -1.0, 0.5, red),
+            &x,
+        );
     }
 }
 
@@ -128,7 +164,15 @@ fn divergence_and_focal_gradients() {
     let y = index_target(&mut r, 6, 4, Some(2));
     let a = Tensor::new(&[0.25f64, 0.5, 0.75, 1.0], &Device::Cpu).unwrap();
     for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
-        assert_grad("softmax focal", |x| softmax_focal_loss(x, &y, Some(&a), 2.0, 2, red), &x);
-        assert_grad("softmax focal gamma 1.5", |x| softmax_focal_loss(x, &y, None, 1.5, -100, red), &x);
+        assert_grad(
+            "softmax focal",
+            |x| softmax_focal_loss(x, &y, Some(&a), 2.0, 2, red),
+            &x,
+        );
+        assert_grad(
+            "softmax focal gamma 1.5",
+            |x| softmax_focal_loss(x, &y, None, 1.5, -100, red),
+            &x,
+        );
     }
 }

@@ -37,7 +37,9 @@ const ALL: [Unary; 9] = [
 
 #[test]
 fn cpu_kernel_equals_composite() {
-    let xs: [f64; 14] = [-1e6, -30.0, -2.5, -1.0, -0.3, -1e-9, 0.0, 1e-9, 0.3, 1.0, 2.0, 2.5, 30.0, 1e6];
+    let xs: [f64; 14] = [
+        -1e6, -30.0, -2.5, -1.0, -0.3, -1e-9, 0.0, 1e-9, 0.3, 1.0, 2.0, 2.5, 30.0, 1e6,
+    ];
     for f in ALL {
         let x: Vec<f64> = match f {
             Unary::Log1p => xs.iter().map(|v| v.abs() / (1.0 + v.abs()) - 0.5).collect(),
@@ -50,7 +52,11 @@ fn cpu_kernel_equals_composite() {
         for i in 0..v1.len() {
             assert!(close(v1[i], v2[i], 1e-13), "{f:?} value at {i}: {} vs {}", v1[i], v2[i]);
             // An infinite derivative (x^0.75 at 0) becomes f64::MAX in the composite form.
-            let g2i = if g1[i].is_infinite() && g2[i].abs() == f64::MAX { g1[i] } else { g2[i] };
+            let g2i = if g1[i].is_infinite() && g2[i].abs() == f64::MAX {
+                g1[i]
+            } else {
+                g2[i]
+            };
             assert!(close(g1[i], g2i, 1e-12), "{f:?} grad at {i}: {} vs {}", g1[i], g2[i]);
         }
     }
@@ -91,7 +97,10 @@ fn nan_and_inf_propagate() {
 
 #[test]
 fn f32_and_strided_inputs() {
-    let x = Tensor::new(&[[0.5f32, -2.0], [3.0, 0.0]], &Device::Cpu).unwrap().t().unwrap();
+    let x = Tensor::new(&[[0.5f32, -2.0], [3.0, 0.0]], &Device::Cpu)
+        .unwrap()
+        .t()
+        .unwrap();
     let v = ops::atan(&x).unwrap();
     assert_eq!(v.dtype(), candle_core::DType::F32);
     let got = v.flatten_all().unwrap().to_vec1::<f32>().unwrap();

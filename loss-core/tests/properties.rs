@@ -15,7 +15,12 @@ fn scalar(x: &Tensor) -> f64 {
 }
 
 fn vec(x: &Tensor) -> Vec<f64> {
-    x.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
+    x.flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
 }
 
 fn grad(f: impl Fn(&Tensor) -> Tensor, x: &Tensor) -> Vec<f64> {
@@ -50,10 +55,22 @@ fn gradients_at_the_kinks_follow_pytorch() {
     // l1 at d = 0: 0. smooth_l1 with beta = 0 at d = 0: 0 (no NaN). At |d| = beta: continuous.
     let x = t(&[1.0, 2.0, 3.5]);
     let y = t(&[1.0, 1.0, 2.5]);
-    assert_eq!(grad(|x| l1_loss(x, &y, Reduction::Sum).unwrap(), &x), vec![0.0, 1.0, 1.0]);
-    assert_eq!(grad(|x| smooth_l1_loss(x, &y, 0.0, Reduction::Sum).unwrap(), &x), vec![0.0, 1.0, 1.0]);
-    assert_eq!(grad(|x| smooth_l1_loss(x, &y, 1.0, Reduction::Sum).unwrap(), &x), vec![0.0, 1.0, 1.0]);
-    assert_eq!(grad(|x| huber_loss(x, &y, 1.0, Reduction::Sum).unwrap(), &x), vec![0.0, 1.0, 1.0]);
+    assert_eq!(
+        grad(|x| l1_loss(x, &y, Reduction::Sum).unwrap(), &x),
+        vec![0.0, 1.0, 1.0]
+    );
+    assert_eq!(
+        grad(|x| smooth_l1_loss(x, &y, 0.0, Reduction::Sum).unwrap(), &x),
+        vec![0.0, 1.0, 1.0]
+    );
+    assert_eq!(
+        grad(|x| smooth_l1_loss(x, &y, 1.0, Reduction::Sum).unwrap(), &x),
+        vec![0.0, 1.0, 1.0]
+    );
+    assert_eq!(
+        grad(|x| huber_loss(x, &y, 1.0, Reduction::Sum).unwrap(), &x),
+        vec![0.0, 1.0, 1.0]
+    );
 }
 
 #[test]
@@ -98,7 +115,10 @@ fn logits_of_any_size_stay_finite() {
     let y = Tensor::new(&[1u32], &Device::Cpu).unwrap();
     let ce = scalar(&cross_entropy(&x, &y, None, -100, 0.0, Reduction::Mean).unwrap());
     assert_eq!(ce, 2e4);
-    let g = grad(|x| softmax_focal_loss(x, &y, None, 2.0, -100, Reduction::Sum).unwrap(), &x);
+    let g = grad(
+        |x| softmax_focal_loss(x, &y, None, 2.0, -100, Reduction::Sum).unwrap(),
+        &x,
+    );
     assert!(g.iter().all(|g| g.is_finite()), "{g:?}");
 }
 

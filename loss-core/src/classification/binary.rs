@@ -5,6 +5,7 @@
 //! dimension (one value per class of a multi-label target), as PyTorch's broadcasting does.
 
 use crate::check;
+use crate::fused::{self, Pointwise};
 use crate::ops;
 use crate::reduction::{reduce, Reduction};
 use crate::Loss;
@@ -99,6 +100,10 @@ pub fn binary_cross_entropy_with_logits(
 ) -> Result<Tensor> {
     const LOSS: &str = "binary_cross_entropy_with_logits";
     reduction.standard(LOSS)?;
+    if weight.is_none() && pos_weight.is_none() && fused::applies(input, reduction) {
+        check::float_pair(LOSS, "input", input, "target", target)?;
+        return fused::pointwise(Pointwise::BceLogits, input, target, reduction);
+    }
     let per = bce_with_logits_elementwise(LOSS, input, target, weight, pos_weight)?;
     reduce(LOSS, &per, reduction)
 }

@@ -7,6 +7,7 @@
 use super::binary::bce_with_logits_elementwise;
 use super::cross_entropy::{classes_last, index_target, log_softmax, IGNORE_INDEX};
 use crate::check;
+use crate::fused::{self, Pointwise};
 use crate::ops;
 use crate::reduction::{reduce, reduce_weighted_mean, Reduction};
 use crate::Loss;
@@ -46,6 +47,10 @@ pub fn sigmoid_focal_loss(
         (0.0..=1.0).contains(&alpha) || alpha == -1.0,
         "a value in [0, 1], or -1 to disable",
     )?;
+    if fused::applies(input, reduction) {
+        check::float_pair(LOSS, "input", input, "target", target)?;
+        return fused::pointwise(Pointwise::SigmoidFocal { alpha, gamma }, input, target, reduction);
+    }
     let ce = bce_with_logits_elementwise(LOSS, input, target, None, None)?;
     let one_minus_t = (target.neg()? + 1.0)?;
     let q = target

@@ -10,8 +10,12 @@ use std::f64::consts::FRAC_PI_2;
 pub fn sign(x: &Tensor) -> Result<Tensor> {
     let pos = x.gt(0.0)?.to_dtype(x.dtype())?;
     let neg = x.lt(0.0)?.to_dtype(x.dtype())?;
-    // x * 0 keeps NaN.
-    pos.sub(&neg)?.add(&x.affine(0.0, 0.0)?)
+    keep_nan(x, &pos.sub(&neg)?)
+}
+
+/// `v` where `x` is a number, NaN where `x` is NaN (±inf are numbers here).
+fn keep_nan(x: &Tensor, v: &Tensor) -> Result<Tensor> {
+    x.ne(x)?.where_cond(x, v)
 }
 
 fn sigmoid(x: &Tensor) -> Result<Tensor> {
@@ -73,7 +77,7 @@ pub fn value(f: Unary, x: &Tensor) -> Result<Tensor> {
         Unary::Pow { exponent } => {
             if exponent == 0.0 {
                 // 0⁰ = 1; NaN stays NaN.
-                x.affine(0.0, 0.0)? + 1.0
+                keep_nan(&x, &x.ones_like()?)
             } else {
                 pow_at_zero(&x, exponent, 0.0)
             }
@@ -101,9 +105,9 @@ pub fn derivative(f: Unary, x: &Tensor) -> Result<Tensor> {
         Unary::Abs => sign(&x),
         Unary::Pow { exponent } => {
             if exponent == 0.0 {
-                x.affine(0.0, 0.0)
+                keep_nan(&x, &x.zeros_like()?)
             } else if exponent == 1.0 {
-                x.affine(0.0, 1.0)
+                keep_nan(&x, &x.ones_like()?)
             } else {
                 let at_zero = if exponent > 1.0 { 0.0 } else { f64::INFINITY };
                 pow_at_zero(&x, exponent - 1.0, at_zero)?.affine(exponent, 0.0)
@@ -111,7 +115,7 @@ pub fn derivative(f: Unary, x: &Tensor) -> Result<Tensor> {
         }
         Unary::Clamp { lo, hi } => {
             let inside = x.ge(lo)?.to_dtype(x.dtype())?.mul(&x.le(hi)?.to_dtype(x.dtype())?)?;
-            inside.add(&x.affine(0.0, 0.0)?)
+            keep_nan(&x, &inside)
         }
     }
 }

@@ -1,0 +1,394 @@
+//! Fused CPU kernels for the pointwise losses: one pass forward, one pass backward.
+//!
+//! A pointwise loss `ℓ(x, t)` (L1, MSE, Smooth L1, Huber, BCE with logits, sigmoid focal) runs on
+//! the CPU as one `CustomOp2` whose forward reads `input` and `target` once and writes either the
+//! elementwise loss (`Reduction::None`) or directly the reduced scalar (partial sums in f64, so a
+//! mean over 1e7 f32 values keeps f32's precision), and whose backward writes the analytic
+//! gradient `upstream · ∂ℓ/∂x` in one pass (and `∂ℓ/∂t` only when the target needs a gradient).
+//! Nothing but the inputs is kept for the backward. Large inputs are split over rayon's threads
+//! (above [`PARALLEL_THRESHOLD`] elements); small ones pay no thread overhead.
+//!
+//! The composite path (plain Candle ops, autodiff) of each loss runs on every other device and
+//! under [`crate::ops::with_composite`]; tests hold the two equal.
+
+use crate::reduction::Reduction;
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use num_traits::Float;
+use rayon::prelude::*;
+
+/// Inputs with at least this many elements are processed in parallel.
+pub const PARALLEL_THRESHOLD: usize = 1 << 15;
+const CHUNK: usize = 1 << 14;
+
+/// A pointwise loss with a closed-form value and partial derivatives.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pointwise {
+    /// `|x − t|`.
+    L1,
+    /// `(x − t)²`.
+    Mse,
+    /// Smooth L1 with `beta > 0` (`beta = 0` is `L1`).
+    SmoothL1 {
+        /// Width of the quadratic zone.
+        beta: f64,
+    },
+    /// Huber with `delta > 0`.
+    Huber {
+        /// Threshold.
+        delta: f64,
+    },
+    /// `(1 − t)·x + softplus(−x)` (BCE with logits, no weights).
+    BceLogits,
+    /// torchvision's sigmoid focal loss (`alpha < 0` disables α).
+    SigmoidFocal {
+        /// Class balance, or negative for none.
+        alpha: f64,
+        /// Focusing parameter ≥ 0.
+        gamma: f64,
+    },
+}
+
+#[inline(always)]
+fn sign<F: Float>(d: F) -> F {
+    if d > F::zero() {
+        F::one()
+    } else if d < F::zero() {
+        -F::one()
+    } else {
+        d * F::zero()
+    }
+}
+
+#[inline(always)]
+fn sigmoid<F: Float>(x: F) -> F {
+    if x >= F::zero() {
+        F::one() / (F::one() + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (F::one() + e)
+    }
+}
+
+/// softplus(−x) = ln(1 + e⁻ˣ), stable.
+#[inline(always)]
+fn softplus_neg<F: Float>(x: F) -> F {
+    (-x).max(F::zero()) + (-x.abs()).exp().ln_1p()
+}
+
+impl Pointwise {
+    /// The loss at `(x, t)`.
+    #[inline(always)]
+    pub fn value<F: Float>(self, x: F, t: F) -> F {
+        let half = F::from(0.5).unwrap();
+        match self {
+            Pointwise::L1 => (x - t).abs(),
+            Pointwise::Mse => (x - t) * (x - t),
+            Pointwise::SmoothL1 { beta } => {
+                let b = F::from(beta).unwrap();
+                let d = x - t;
+                let ad = d.abs();
+                if ad < b {
+                    half * d * d / b
+                } else {
+                    ad - half * b
+                }
+            }
+            Pointwise::Huber { delta } => {
+                let k = F::from(delta).unwrap();
+                let d = x - t;
+                let ad = d.abs();
+                if ad < k {
+                    half * d * d
+                } else {
+                    k * (ad - half * k)
+                }
+            }
+            Pointwise::BceLogits => (F::one() - t) * x + softplus_neg(x),
+            Pointwise::SigmoidFocal { alpha, gamma } => {
+                let (q, ce) = focal_parts(x, t);
+                let mut v = ce * pow(q, gamma);
+                if alpha >= 0.0 {
+                    let a = F::from(alpha).unwrap();
+                    v = v * (a * t + (F::one() - a) * (F::one() - t));
+                }
+                v
+            }
+        }
+    }
+
+    /// `(∂ℓ/∂x, ∂ℓ/∂t)` at `(x, t)`, with PyTorch's conventions at the kinks (0 for |d| at 0).
+    #[inline(always)]
+    pub fn grad<F: Float>(self, x: F, t: F) -> (F, F) {
+        let gx = match self {
+            Pointwise::L1 => sign(x - t),
+            Pointwise::Mse => F::from(2.0).unwrap() * (x - t),
+            Pointwise::SmoothL1 { beta } => {
+                let b = F::from(beta).unwrap();
+                let d = x - t;
+                if d.abs() < b {
+                    d / b
+                } else {
+                    sign(d)
+                }
+            }
+            Pointwise::Huber { delta } => {
+                let k = F::from(delta).unwrap();
+                let d = x - t;
+                if d.abs() < k {
+                    d
+                } else {
+                    k * sign(d)
+                }
+            }
+            Pointwise::BceLogits => return (sigmoid(x) - t, -x),
+            Pointwise::SigmoidFocal { alpha, gamma } => return focal_grad(x, t, alpha, gamma),
+        };
+        (gx, -gx)
+    }
+}
+
+/// `xᵍ` with `0⁰ = 1`.
+#[inline(always)]
+fn pow<F: Float>(q: F, gamma: f64) -> F {
+    if gamma == 2.0 {
+        q * q
+    } else {
+        q.powf(F::from(gamma).unwrap())
+    }
+}
+
+/// `(1 − p_t, BCE)` of the focal loss at logit `x`, target `t`.
+#[inline(always)]
+fn focal_parts<F: Float>(x: F, t: F) -> (F, F) {
+    let one = F::one();
+    let q = t * sigmoid(-x) + (one - t) * sigmoid(x);
+    let ce = (one - t) * x + softplus_neg(x);
+    (q, ce)
+}
+
+#[inline(always)]
+fn focal_grad<F: Float>(x: F, t: F, alpha: f64, gamma: f64) -> (F, F) {
+    let one = F::one();
+    let (q, ce) = focal_parts(x, t);
+    let (s, sn) = (sigmoid(x), sigmoid(-x));
+    let qg = pow(q, gamma);
+    // d(q^γ)/dq = γ q^(γ−1): 0 when γ = 0, and taken as 0 at q = 0 (where dq/dx = 0 too).
+    let dqg = if gamma == 0.0 || q == F::zero() {
+        F::zero()
+    } else {
+        F::from(gamma).unwrap() * pow(q, gamma - 1.0)
+    };
+    let dq_dx = (one - t - t) * s * sn;
+    let dq_dt = sn - s;
+    let mut gx = dqg * dq_dx * ce + qg * (s - t);
+    let mut gt = dqg * dq_dt * ce + qg * (-x);
+    if alpha >= 0.0 {
+        let a = F::from(alpha).unwrap();
+        let at = a * t + (one - a) * (one - t);
+        let v = ce * qg;
+        gt = gt * at + (a + a - one) * v;
+        gx = gx * at;
+    }
+    (gx, gt)
+}
+
+fn slice<'a, T>(v: &'a [T], l: &Layout, arg: &str) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("fused loss kernel: `{arg}` must be contiguous"),
+    }
+}
+
+/// Sum of `f(i)` over `0..n` in f64, in parallel chunks above the threshold.
+fn sum_f64(n: usize, f: impl Fn(usize) -> f64 + Sync) -> f64 {
+    let chunk_sum = |lo: usize, hi: usize| {
+        let mut acc = [0.0f64; 8];
+        let mut i = lo;
+        while i + 8 <= hi {
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a += f(i + k);
+            }
+            i += 8;
+        }
+        let mut s: f64 = acc.iter().sum();
+        while i < hi {
+            s += f(i);
+            i += 1;
+        }
+        s
+    };
+    if n >= PARALLEL_THRESHOLD {
+        (0..n.div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| chunk_sum(c * CHUNK, ((c + 1) * CHUNK).min(n)))
+            .sum()
+    } else {
+        chunk_sum(0, n)
+    }
+}
+
+/// Fills `out[i] = f(i)`, in parallel chunks above the threshold.
+fn fill<T: Send>(out: &mut [T], f: impl Fn(usize) -> T + Sync) {
+    if out.len() >= PARALLEL_THRESHOLD {
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
+            for (k, v) in o.iter_mut().enumerate() {
+                *v = f(c * CHUNK + k);
+            }
+        });
+    } else {
+        for (i, v) in out.iter_mut().enumerate() {
+            *v = f(i);
+        }
+    }
+}
+
+/// The forward kernel: elementwise values or the reduced scalar.
+struct ForwardOp {
+    f: Pointwise,
+    reduction: Reduction,
+}
+
+impl ForwardOp {
+    fn run<F: Float + Send + Sync>(&self, x: &[F], t: &[F], shape: &Shape) -> (Vec<F>, Shape) {
+        let f = self.f;
+        match self.reduction {
+            Reduction::None => {
+                let mut out = vec![F::zero(); x.len()];
+                fill(&mut out, |i| f.value(x[i], t[i]));
+                (out, shape.clone())
+            }
+            r => {
+                let s = sum_f64(x.len(), |i| f.value(x[i], t[i]).to_f64().unwrap_or(f64::NAN));
+                let v = if r == Reduction::Mean { s / x.len() as f64 } else { s };
+                (vec![F::from(v).unwrap()], Shape::from(()))
+            }
+        }
+    }
+}
+
+impl CustomOp2 for ForwardOp {
+    fn name(&self) -> &'static str {
+        "fused-pointwise-loss"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(t)) => {
+                let (v, s) = self.run(slice(x, l1, "input")?, slice(t, l2, "target")?, l1.shape());
+                Ok((CpuStorage::F32(v), s))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(t)) => {
+                let (v, s) = self.run(slice(x, l1, "input")?, slice(t, l2, "target")?, l1.shape());
+                Ok((CpuStorage::F64(v), s))
+            }
+            _ => bail!("fused loss kernel: f32 or f64 inputs of one dtype expected"),
+        }
+    }
+
+    fn bwd(&self, x: &Tensor, t: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let scale = if self.reduction == Reduction::Mean {
+            1.0 / x.elem_count() as f64
+        } else {
+            1.0
+        };
+        let grad = grad.contiguous()?;
+        let gx = x.apply_op3_no_bwd(
+            t,
+            &grad,
+            &GradOp {
+                f: self.f,
+                scale,
+                wrt_target: false,
+            },
+        )?;
+        let gt = if t.track_op() {
+            Some(x.apply_op3_no_bwd(
+                t,
+                &grad,
+                &GradOp {
+                    f: self.f,
+                    scale,
+                    wrt_target: true,
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok((Some(gx), gt))
+    }
+}
+
+/// The backward kernel: `upstream · scale · ∂ℓ/∂x` (or `∂ℓ/∂t`); `upstream` is a scalar or has
+/// the inputs' shape.
+struct GradOp {
+    f: Pointwise,
+    scale: f64,
+    wrt_target: bool,
+}
+
+impl GradOp {
+    fn run<F: Float + Send + Sync>(&self, x: &[F], t: &[F], up: &[F]) -> Vec<F> {
+        let (f, wrt_t) = (self.f, self.wrt_target);
+        let pick = move |i: usize| {
+            let (gx, gt) = f.grad(x[i], t[i]);
+            if wrt_t {
+                gt
+            } else {
+                gx
+            }
+        };
+        let mut out = vec![F::zero(); x.len()];
+        if up.len() == 1 && x.len() != 1 {
+            let g = F::from(up[0].to_f64().unwrap_or(f64::NAN) * self.scale).unwrap();
+            fill(&mut out, |i| g * pick(i));
+        } else {
+            let s = F::from(self.scale).unwrap();
+            fill(&mut out, |i| up[i] * s * pick(i));
+        }
+        out
+    }
+}
+
+impl CustomOp3 for GradOp {
+    fn name(&self) -> &'static str {
+        "fused-pointwise-loss-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let shape = l1.shape().clone();
+        match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(t), CpuStorage::F32(g)) => Ok((
+                CpuStorage::F32(self.run(slice(x, l1, "input")?, slice(t, l2, "target")?, slice(g, l3, "grad")?)),
+                shape,
+            )),
+            (CpuStorage::F64(x), CpuStorage::F64(t), CpuStorage::F64(g)) => Ok((
+                CpuStorage::F64(self.run(slice(x, l1, "input")?, slice(t, l2, "target")?, slice(g, l3, "grad")?)),
+                shape,
+            )),
+            _ => bail!("fused loss kernel: f32 or f64 inputs of one dtype expected"),
+        }
+    }
+}
+
+/// Whether the fused kernel can run for this call: CPU (and not forced composite), f32 or f64,
+/// and a `None`/`Mean`/`Sum` reduction.
+pub fn applies(input: &Tensor, reduction: Reduction) -> bool {
+    crate::ops::fused_allowed(input)
+        && matches!(input.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+        && reduction != Reduction::BatchMean
+}
+
+/// Runs the fused kernel of `f` on already-checked `input` and `target` (same shape and dtype).
+pub fn pointwise(f: Pointwise, input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    let x = input.contiguous()?;
+    let t = target.contiguous()?;
+    x.apply_op2(&t, ForwardOp { f, reduction })
+}

@@ -1,0 +1,107 @@
+//! The fused CPU kernels and the composite (any-device) path agree: values and gradients w.r.t.
+//! input and target, rel. 1e-5 in f64 (and f32 within its precision), at kinks too.
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use loss_core::ops::with_composite;
+use loss_core::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+type Pair = fn(&Tensor, &Tensor, Reduction) -> Result<Tensor>;
+
+fn losses() -> Vec<(&'static str, Pair)> {
+    vec![
+        ("l1", |x, t, r| l1_loss(x, t, r)),
+        ("mse", |x, t, r| mse_loss(x, t, r)),
+        ("smooth_l1", |x, t, r| smooth_l1_loss(x, t, 0.5, r)),
+        ("smooth_l1 beta 0", |x, t, r| smooth_l1_loss(x, t, 0.0, r)),
+        ("huber", |x, t, r| huber_loss(x, t, 1.5, r)),
+        ("bce_with_logits", |x, t, r| {
+            binary_cross_entropy_with_logits(x, t, None, None, r)
+        }),
+        ("sigmoid_focal", |x, t, r| sigmoid_focal_loss(x, t, 0.25, 2.0, r)),
+        ("sigmoid_focal g0.5 no alpha", |x, t, r| {
+            sigmoid_focal_loss(x, t, -1.0, 0.5, r)
+        }),
+        ("sigmoid_focal g0", |x, t, r| sigmoid_focal_loss(x, t, 0.75, 0.0, r)),
+    ]
+}
+
+fn inputs(seed: u64, n: usize, dtype: DType) -> (Tensor, Tensor) {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    let mut x: Vec<f64> = (0..n).map(|_| r.gen_range(-6.0..6.0)).collect();
+    let t: Vec<f64> = (0..n)
+        .map(|i| {
+            if i % 3 == 0 {
+                r.gen_range(0.0..1.0)
+            } else {
+                (i % 2) as f64
+            }
+        })
+        .collect();
+    // Kinks: d = 0, |d| = 0.5 (beta), |d| = 1.5 (delta), saturated logits.
+    x[0] = t[0];
+    x[1] = t[1] + 0.5;
+    x[2] = t[2] - 1.5;
+    x[3] = 40.0;
+    x[4] = -40.0;
+    let dev = Device::Cpu;
+    (
+        Tensor::from_vec(x, n, &dev).unwrap().to_dtype(dtype).unwrap(),
+        Tensor::from_vec(t, n, &dev).unwrap().to_dtype(dtype).unwrap(),
+    )
+}
+
+fn run(f: Pair, x: &Tensor, t: &Tensor, r: Reduction) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (vx, vt) = (Var::from_tensor(x).unwrap(), Var::from_tensor(t).unwrap());
+    let out = f(vx.as_tensor(), vt.as_tensor(), r).unwrap();
+    let g = out.sum_all().unwrap().backward().unwrap();
+    let flat = |t: &Tensor| {
+        t.flatten_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+    };
+    (
+        flat(&out),
+        flat(g.get(vx.as_tensor()).unwrap()),
+        flat(g.get(vt.as_tensor()).unwrap()),
+    )
+}
+
+fn assert_close(what: &str, a: &[f64], b: &[f64], rel: f64, abs: f64) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let ok = (x.is_nan() && y.is_nan()) || (x - y).abs() <= abs + rel * x.abs().max(y.abs());
+        assert!(ok, "{what}[{i}]: fused {x} vs composite {y}");
+    }
+}
+
+#[test]
+fn fused_equals_composite_f64() {
+    for (name, f) in losses() {
+        for r in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+            let (x, t) = inputs(1, 257, DType::F64);
+            let fused = run(f, &x, &t, r);
+            let comp = with_composite(|| run(f, &x, &t, r));
+            let what = format!("{name} {r}");
+            assert_close(&format!("{what} value"), &fused.0, &comp.0, 1e-5, 1e-12);
+            assert_close(&format!("{what} d/dinput"), &fused.1, &comp.1, 1e-5, 1e-12);
+            assert_close(&format!("{what} d/dtarget"), &fused.2, &comp.2, 1e-5, 1e-12);
+        }
+    }
+}
+
+#[test]
+fn fused_equals_composite_f32_large() {
+    // Above the parallel threshold, so the chunked rayon path runs.
+    for (name, f) in losses() {
+        let (x, t) = inputs(2, 100_003, DType::F32);
+        let fused = run(f, &x, &t, Reduction::Mean);
+        let comp = with_composite(|| run(f, &x, &t, Reduction::Mean));
+        assert_close(&format!("{name} value"), &fused.0, &comp.0, 1e-5, 1e-7);
+        assert_close(&format!("{name} d/dinput"), &fused.1, &comp.1, 1e-4, 1e-10);
+    }
+}
