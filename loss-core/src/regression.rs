@@ -35,7 +35,7 @@ fn fused_or_diff(
 ) -> Result<std::result::Result<Tensor, Tensor>> {
     check::float_pair(loss, "input", input, "target", target)?;
     reduction.standard(loss)?;
-    if fused::applies(input, reduction) {
+    if fused::applies(input) {
         return Ok(Ok(fused::pointwise(f, input, target, reduction)?));
     }
     Ok(Err(input.sub(target)?))

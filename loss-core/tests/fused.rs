@@ -94,6 +94,75 @@ fn fused_equals_composite_f64() {
     }
 }
 
+fn ce_inputs(seed: u64, n: usize, c: usize, dtype: DType) -> (Tensor, Tensor) {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    let x: Vec<f64> = (0..n * c).map(|_| r.gen_range(-8.0..8.0)).collect();
+    let y: Vec<i64> = (0..n)
+        .map(|i| if i % 7 == 3 { -100 } else { r.gen_range(0..c as i64) })
+        .collect();
+    let dev = Device::Cpu;
+    (
+        Tensor::from_vec(x, (n, c), &dev).unwrap().to_dtype(dtype).unwrap(),
+        Tensor::from_vec(y, n, &dev).unwrap(),
+    )
+}
+
+fn ce_run(x: &Tensor, y: &Tensor, w: Option<&Tensor>, ls: f64, r: Reduction) -> (Vec<f64>, Vec<f64>) {
+    let vx = Var::from_tensor(x).unwrap();
+    let out = cross_entropy(vx.as_tensor(), y, w, -100, ls, r).unwrap();
+    let g = out.sum_all().unwrap().backward().unwrap();
+    let flat = |t: &Tensor| {
+        t.flatten_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+    };
+    (flat(&out), flat(g.get(vx.as_tensor()).unwrap()))
+}
+
+#[test]
+fn fused_cross_entropy_equals_composite() {
+    let w = Tensor::new(&[0.5f64, 1.0, 2.0, 0.25, 1.5], &Device::Cpu).unwrap();
+    for (n, c, dtype) in [(13, 5, DType::F64), (7000, 5, DType::F64), (900, 5, DType::F32)] {
+        let (x, y) = ce_inputs(3, n, c, dtype);
+        let w = w.to_dtype(dtype).unwrap();
+        for r in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+            for (wt, ls) in [(None, 0.0), (Some(&w), 0.0), (None, 0.3), (Some(&w), 0.1)] {
+                let fused = ce_run(&x, &y, wt, ls, r);
+                let comp = with_composite(|| ce_run(&x, &y, wt, ls, r));
+                let what = format!("ce [{n}, {c}] {dtype:?} {r} weight {} smoothing {ls}", wt.is_some());
+                let (rel, abs) = if dtype == DType::F64 {
+                    (1e-5, 1e-12)
+                } else {
+                    (1e-5, 1e-6)
+                };
+                assert_close(&format!("{what} value"), &fused.0, &comp.0, rel, abs);
+                assert_close(&format!("{what} grad"), &fused.1, &comp.1, rel, abs);
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_kl_div_equals_composite() {
+    let f: Pair = |x, t, r| kl_div(x, t, false, r);
+    let g: Pair = |x, t, r| kl_div(x, t, true, r);
+    let (x, t) = inputs(4, 120, DType::F64);
+    let x = x.reshape((8, 15)).unwrap();
+    let t = t.reshape((8, 15)).unwrap();
+    for r in [Reduction::None, Reduction::Mean, Reduction::Sum, Reduction::BatchMean] {
+        for (name, f) in [("kl_div", f), ("kl_div log_target", g)] {
+            let fused = run(f, &x, &t, r);
+            let comp = with_composite(|| run(f, &x, &t, r));
+            assert_close(&format!("{name} {r} value"), &fused.0, &comp.0, 1e-5, 1e-12);
+            assert_close(&format!("{name} {r} d/dinput"), &fused.1, &comp.1, 1e-5, 1e-12);
+            assert_close(&format!("{name} {r} d/dtarget"), &fused.2, &comp.2, 1e-5, 1e-12);
+        }
+    }
+}
+
 #[test]
 fn fused_equals_composite_f32_large() {
     // Above the parallel threshold, so the chunked rayon path runs.

@@ -100,7 +100,7 @@ pub fn binary_cross_entropy_with_logits(
 ) -> Result<Tensor> {
     const LOSS: &str = "binary_cross_entropy_with_logits";
     reduction.standard(LOSS)?;
-    if weight.is_none() && pos_weight.is_none() && fused::applies(input, reduction) {
+    if weight.is_none() && pos_weight.is_none() && fused::applies(input) {
         check::float_pair(LOSS, "input", input, "target", target)?;
         return fused::pointwise(Pointwise::BceLogits, input, target, reduction);
     }

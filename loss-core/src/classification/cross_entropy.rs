@@ -12,6 +12,7 @@
 
 use crate::check;
 use crate::error::LossError;
+use crate::fused::{self, CrossEntropyRows};
 use crate::reduction::{reduce, reduce_weighted_mean, Reduction};
 use crate::Loss;
 use candle_core::{DType, Result, Tensor};
@@ -180,6 +181,22 @@ pub fn cross_entropy(
     let index = !target.dtype().is_float();
     let (x, t, unbatched) = batched(LOSS, input, target, index)?;
     check_common(LOSS, &x, weight, label_smoothing)?;
+    if index && x.rank() == 2 && fused::applies(&x) {
+        index_target(LOSS, &x, &t, ignore_index)?;
+        let weight = weight.map(|w| w.to_dtype(DType::F64)?.to_vec1::<f64>()).transpose()?;
+        let opts = CrossEntropyRows {
+            weight,
+            ignore_index,
+            label_smoothing,
+            reduction,
+        };
+        let out = fused::cross_entropy_rows(&x, &t, opts)?;
+        return if unbatched && reduction == Reduction::None {
+            out.squeeze(0)
+        } else {
+            Ok(out)
+        };
+    }
     let logp = log_softmax(&x, 1)?;
     let out = if index {
         nll_core(LOSS, &logp, &t, weight, ignore_index, label_smoothing, reduction)?

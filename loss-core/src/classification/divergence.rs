@@ -34,6 +34,7 @@
 //! compared through `kl_div`, which takes log-probabilities as they are.)
 
 use crate::check;
+use crate::fused::{self, Pointwise};
 use crate::ops;
 use crate::reduction::{reduce, sum_all, Reduction};
 use crate::Loss;
@@ -55,6 +56,9 @@ use candle_core::{Result, Tensor, D};
 pub fn kl_div(input: &Tensor, target: &Tensor, log_target: bool, reduction: Reduction) -> Result<Tensor> {
     const LOSS: &str = "kl_div";
     check::float_pair(LOSS, "input", input, "target", target)?;
+    if fused::applies(input) {
+        return fused::pointwise(Pointwise::KlDiv { log_target }, input, target, reduction);
+    }
     let per = if log_target {
         target.exp()?.mul(&target.sub(input)?)?
     } else {

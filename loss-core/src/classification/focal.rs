@@ -47,7 +47,7 @@ pub fn sigmoid_focal_loss(
         (0.0..=1.0).contains(&alpha) || alpha == -1.0,
         "a value in [0, 1], or -1 to disable",
     )?;
-    if fused::applies(input, reduction) {
+    if fused::applies(input) {
         check::float_pair(LOSS, "input", input, "target", target)?;
         return fused::pointwise(Pointwise::SigmoidFocal { alpha, gamma }, input, target, reduction);
     }

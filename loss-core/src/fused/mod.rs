@@ -16,9 +16,12 @@ use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape,
 use num_traits::Float;
 use rayon::prelude::*;
 
+mod softmax;
+pub use softmax::{cross_entropy_rows, CrossEntropyRows};
+
 /// Inputs with at least this many elements are processed in parallel.
 pub const PARALLEL_THRESHOLD: usize = 1 << 15;
-const CHUNK: usize = 1 << 14;
+pub(crate) const CHUNK: usize = 1 << 14;
 
 /// A pointwise loss with a closed-form value and partial derivatives.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,6 +42,12 @@ pub enum Pointwise {
     },
     /// `(1 − t)·x + softplus(−x)` (BCE with logits, no weights).
     BceLogits,
+    /// `t·(ln t − x)` with `0·ln 0 = 0` (KL divergence, `x` log-probabilities), or with
+    /// `log_target` `eᵗ·(t − x)`.
+    KlDiv {
+        /// Whether the target holds log-probabilities.
+        log_target: bool,
+    },
     /// torchvision's sigmoid focal loss (`alpha < 0` disables α).
     SigmoidFocal {
         /// Class balance, or negative for none.
@@ -104,6 +113,14 @@ impl Pointwise {
                 }
             }
             Pointwise::BceLogits => (F::one() - t) * x + softplus_neg(x),
+            Pointwise::KlDiv { log_target: false } => {
+                if t == F::zero() {
+                    F::zero()
+                } else {
+                    t * (t.ln() - x)
+                }
+            }
+            Pointwise::KlDiv { log_target: true } => t.exp() * (t - x),
             Pointwise::SigmoidFocal { alpha, gamma } => {
                 let (q, ce) = focal_parts(x, t);
                 let mut v = ce * pow(q, gamma);
@@ -141,6 +158,14 @@ impl Pointwise {
                 }
             }
             Pointwise::BceLogits => return (sigmoid(x) - t, -x),
+            // d/dt is ln t + 1 − x; at t = 0, the 0·ln 0 = 0 branch, 0 − x (as the composite path).
+            Pointwise::KlDiv { log_target: false } => {
+                return (-t, if t == F::zero() { -x } else { t.ln() + F::one() - x });
+            }
+            Pointwise::KlDiv { log_target: true } => {
+                let e = t.exp();
+                return (-e, e * (t - x + F::one()));
+            }
             Pointwise::SigmoidFocal { alpha, gamma } => return focal_grad(x, t, alpha, gamma),
         };
         (gx, -gx)
@@ -192,7 +217,7 @@ fn focal_grad<F: Float>(x: F, t: F, alpha: f64, gamma: f64) -> (F, F) {
     (gx, gt)
 }
 
-fn slice<'a, T>(v: &'a [T], l: &Layout, arg: &str) -> Result<&'a [T]> {
+pub(crate) fn slice<'a, T>(v: &'a [T], l: &Layout, arg: &str) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
         None => bail!("fused loss kernel: `{arg}` must be contiguous"),
@@ -200,7 +225,7 @@ fn slice<'a, T>(v: &'a [T], l: &Layout, arg: &str) -> Result<&'a [T]> {
 }
 
 /// Sum of `f(i)` over `0..n` in f64, in parallel chunks above the threshold.
-fn sum_f64(n: usize, f: impl Fn(usize) -> f64 + Sync) -> f64 {
+pub(crate) fn sum_f64(n: usize, f: impl Fn(usize) -> f64 + Sync) -> f64 {
     let chunk_sum = |lo: usize, hi: usize| {
         let mut acc = [0.0f64; 8];
         let mut i = lo;
@@ -228,7 +253,7 @@ fn sum_f64(n: usize, f: impl Fn(usize) -> f64 + Sync) -> f64 {
 }
 
 /// Fills `out[i] = f(i)`, in parallel chunks above the threshold.
-fn fill<T: Send>(out: &mut [T], f: impl Fn(usize) -> T + Sync) {
+pub(crate) fn fill<T: Send>(out: &mut [T], f: impl Fn(usize) -> T + Sync) {
     if out.len() >= PARALLEL_THRESHOLD {
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
             for (k, v) in o.iter_mut().enumerate() {
@@ -246,6 +271,8 @@ fn fill<T: Send>(out: &mut [T], f: impl Fn(usize) -> T + Sync) {
 struct ForwardOp {
     f: Pointwise,
     reduction: Reduction,
+    /// What the sum is divided by: the element count (`Mean`), the batch size (`BatchMean`), 1.
+    divisor: f64,
 }
 
 impl ForwardOp {
@@ -257,10 +284,9 @@ impl ForwardOp {
                 fill(&mut out, |i| f.value(x[i], t[i]));
                 (out, shape.clone())
             }
-            r => {
+            _ => {
                 let s = sum_f64(x.len(), |i| f.value(x[i], t[i]).to_f64().unwrap_or(f64::NAN));
-                let v = if r == Reduction::Mean { s / x.len() as f64 } else { s };
-                (vec![F::from(v).unwrap()], Shape::from(()))
+                (vec![F::from(s / self.divisor).unwrap()], Shape::from(()))
             }
         }
     }
@@ -286,10 +312,10 @@ impl CustomOp2 for ForwardOp {
     }
 
     fn bwd(&self, x: &Tensor, t: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let scale = if self.reduction == Reduction::Mean {
-            1.0 / x.elem_count() as f64
-        } else {
+        let scale = if self.reduction == Reduction::None {
             1.0
+        } else {
+            1.0 / self.divisor
         };
         let grad = grad.contiguous()?;
         let gx = x.apply_op3_no_bwd(
@@ -378,17 +404,20 @@ impl CustomOp3 for GradOp {
     }
 }
 
-/// Whether the fused kernel can run for this call: CPU (and not forced composite), f32 or f64,
-/// and a `None`/`Mean`/`Sum` reduction.
-pub fn applies(input: &Tensor, reduction: Reduction) -> bool {
-    crate::ops::fused_allowed(input)
-        && matches!(input.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
-        && reduction != Reduction::BatchMean
+/// Whether a fused kernel can run for this call: CPU (and not forced composite), f32 or f64.
+pub fn applies(input: &Tensor) -> bool {
+    crate::ops::fused_allowed(input) && matches!(input.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
 }
 
 /// Runs the fused kernel of `f` on already-checked `input` and `target` (same shape and dtype).
+/// `BatchMean` divides the sum by `input.dim(0)` (1 for a 0-d input).
 pub fn pointwise(f: Pointwise, input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
     let x = input.contiguous()?;
     let t = target.contiguous()?;
-    x.apply_op2(&t, ForwardOp { f, reduction })
+    let divisor = match reduction {
+        Reduction::Mean => x.elem_count() as f64,
+        Reduction::BatchMean if x.rank() > 0 => x.dim(0)? as f64,
+        _ => 1.0,
+    };
+    x.apply_op2(&t, ForwardOp { f, reduction, divisor })
 }
