@@ -33,7 +33,9 @@
 //! An empty prediction on an empty target gives `1 − s_nr / s_dr = 0` with the default smoothing
 //! (`1e-5` both), MONAI's rule. Where the denominator of a class is exactly 0 (possible only with
 //! `smooth_dr = 0`), this crate takes the ratio as 1: the class scores 0 with a zero gradient
-//! instead of MONAI's NaN (`s_nr = 0`) or −inf (`s_nr > 0`).
+//! instead of MONAI's NaN (`s_nr = 0`) or −inf (`s_nr > 0`). Note that `s_nr > 0` with
+//! `s_dr = 0` stays unbounded *near* an empty class: `1 − s_nr / den` tends to −∞ as `den → 0`
+//! (saturated logits can bring `den` down to 1e-35 in f32), so keep `s_dr ≥ s_nr`.
 //!
 //! ## Errors
 //! Bad input is an `Err` ([`loss_core::LossError`] wrapped in `candle_core::Error`) naming the

@@ -18,13 +18,14 @@
 //!   also one pass;
 //! - **composite** (every device, every float dtype): plain Candle ops and autodiff.
 //!
-//! [`Overlap::compute`] takes the fused path where it applies and the composite one elsewhere;
-//! tests hold the two equal in value and gradient.
+//! [`Overlap::compute`] takes the fused path where it applies (f32/f64 and
+//! [`loss_core::ops::fused_allowed`]: on the CPU, outside [`loss_core::ops::with_composite`]) and
+//! the composite one elsewhere; tests hold the two equal in value and gradient.
 
 use crate::fused::OverlapOp;
 use crate::prepare::Prepared;
 use candle_core::{DType, Result, Tensor};
-use loss_core::check;
+use loss_core::{check, ops};
 
 /// Per (sample, class) intersection `I`, prediction sum `P` and target sum `G` (see the module
 /// docs); each `[N, C]`, or `[C]` after [`Overlap::sum_batch`].
@@ -46,13 +47,14 @@ fn check_inputs(pred: &Tensor, target: &Tensor) -> Result<()> {
 
 impl Overlap {
     /// The statistics of `pred` and `target` (`[N, C, spatial...]`, same shape and float dtype,
-    /// any device): the fused CPU pass for f32/f64 on the CPU, the composite form elsewhere.
+    /// any device): the fused CPU pass for f32/f64 where [`loss_core::ops::fused_allowed`], the
+    /// composite form elsewhere.
     ///
     /// # Errors
     /// Shapes or dtypes that differ, a rank below 3.
     pub fn compute(pred: &Tensor, target: &Tensor, squared: bool) -> Result<Self> {
         check_inputs(pred, target)?;
-        if pred.device().is_cpu() && matches!(pred.dtype(), DType::F32 | DType::F64) {
+        if ops::fused_allowed(pred) && matches!(pred.dtype(), DType::F32 | DType::F64) {
             Self::fused_unchecked(pred, target, squared)
         } else {
             Self::composite_unchecked(pred, target, squared)

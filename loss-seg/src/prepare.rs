@@ -212,11 +212,19 @@ pub fn class_weight(loss: &'static str, weight: &Tensor, classes: usize, like: &
 ///
 /// A zero denominator of an overlap ratio means an empty prediction on an empty target with
 /// `smooth_dr = 0`; the ratio 1 makes that class score 0, a perfect match, instead of NaN.
+///
+/// The gradient is PyTorch's `(∂num − (num/den)·∂den) / den`: with `num = 0` and a tiny `den`
+/// it is 0, where Candle's own division backward, `num / den²`, gives `0 / 0 = NaN` once `den²`
+/// underflows.
 pub fn ratio_or_one(num: &Tensor, den: &Tensor) -> Result<Tensor> {
     let zero = den.eq(0.0)?;
     let one = den.ones_like()?;
     let den_safe = zero.where_cond(&one, den)?;
-    let ratio = num.div(&den_safe)?;
+    let den_c = den_safe.detach();
+    let q = num.detach().div(&den_c)?;
+    // Exactly q forward (x − x = 0); the gradient of x backward.
+    let x = num.sub(&q.mul(&den_safe)?)?.div(&den_c)?;
+    let ratio = q.add(&x.sub(&x.detach())?)?;
     zero.where_cond(&one, &ratio)
 }
 

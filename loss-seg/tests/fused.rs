@@ -1,0 +1,147 @@
+//! The fused CPU overlap kernel and the composite (any-device) form held equal, in value and in
+//! gradient w.r.t. both arguments, on random and degenerate inputs, f32 and f64.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor, Var};
+use common::*;
+use loss_core::ops::with_composite;
+use loss_seg::overlap::Overlap;
+use loss_seg::*;
+
+/// Values of `(I, P, G)` and the gradients w.r.t. `pred` and `target` of `Σ (a·I + b·P + c·G)`
+/// with fixed random `a, b, c` (so that each column's gradient is seen).
+fn run(pred: &Tensor, target: &Tensor, squared: bool, fused: bool) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (vp, vt) = (Var::from_tensor(pred).unwrap(), Var::from_tensor(target).unwrap());
+    let o = if fused {
+        Overlap::fused(vp.as_tensor(), vt.as_tensor(), squared).unwrap()
+    } else {
+        Overlap::composite(vp.as_tensor(), vt.as_tensor(), squared).unwrap()
+    };
+    let shape = o.intersection.shape().clone();
+    let n = shape.elem_count();
+    let coef = |k: usize| {
+        let v: Vec<f64> = (0..n).map(|i| 0.3 + 0.1 * ((i * 7 + k * 3) % 11) as f64).collect();
+        Tensor::from_vec(v, shape.clone(), &Device::Cpu)
+            .unwrap()
+            .to_dtype(pred.dtype())
+            .unwrap()
+    };
+    let total = o
+        .intersection
+        .mul(&coef(0))
+        .unwrap()
+        .add(&o.pred_sum.mul(&coef(1)).unwrap())
+        .unwrap()
+        .add(&o.target_sum.mul(&coef(2)).unwrap())
+        .unwrap();
+    let g = total.sum_all().unwrap().backward().unwrap();
+    let mut stats = values(&o.intersection);
+    stats.extend(values(&o.pred_sum));
+    stats.extend(values(&o.target_sum));
+    (
+        stats,
+        values(g.get(vp.as_tensor()).unwrap()),
+        values(g.get(vt.as_tensor()).unwrap()),
+    )
+}
+
+fn assert_paths_equal(what: &str, pred: &Tensor, target: &Tensor) {
+    let tol = if pred.dtype() == DType::F32 { 1e-5 } else { 1e-12 };
+    for squared in [false, true] {
+        let f = run(pred, target, squared, true);
+        let c = run(pred, target, squared, false);
+        assert_close(&format!("{what} squared={squared}: values"), &f.0, &c.0, tol, tol);
+        assert_close(&format!("{what} squared={squared}: d/dpred"), &f.1, &c.1, tol, tol);
+        assert_close(&format!("{what} squared={squared}: d/dtarget"), &f.2, &c.2, tol, tol);
+    }
+}
+
+#[test]
+fn fused_equals_composite_on_random_inputs() {
+    let mut r = rng(11);
+    for shape in [vec![2, 3, 5], vec![2, 3, 4, 5], vec![1, 2, 3, 4, 5], vec![3, 1, 17, 3]] {
+        let p = uniform(&mut r, &shape, 0.0, 1.0);
+        let t = mask(&mut r, &shape, 0.3);
+        assert_paths_equal("f64", &p, &t);
+        assert_paths_equal(
+            "f32",
+            &p.to_dtype(DType::F32).unwrap(),
+            &t.to_dtype(DType::F32).unwrap(),
+        );
+        // Negative and large values (tanh outputs, unnormalised scores).
+        let q = uniform(&mut r, &shape, -5.0, 5.0);
+        assert_paths_equal("signed", &q, &p);
+    }
+}
+
+#[test]
+fn fused_equals_composite_on_degenerate_inputs() {
+    let shape = [2, 3, 4, 4];
+    let zeros = Tensor::zeros(&shape, DType::F64, &Device::Cpu).unwrap();
+    let ones = Tensor::ones(&shape, DType::F64, &Device::Cpu).unwrap();
+    assert_paths_equal("empty on empty", &zeros, &zeros);
+    assert_paths_equal("full on empty", &ones, &zeros);
+    assert_paths_equal("empty on full", &zeros, &ones);
+    assert_paths_equal("full on full", &ones, &ones);
+    // No spatial extent at all.
+    let flat = Tensor::zeros((2, 3, 0), DType::F64, &Device::Cpu).unwrap();
+    assert_paths_equal("zero-size spatial", &flat, &flat);
+}
+
+#[test]
+fn fused_takes_strided_inputs() {
+    // A transposed (non-contiguous) view goes through `contiguous()` first.
+    let mut r = rng(12);
+    let p = uniform(&mut r, &[2, 3, 5, 4], 0.0, 1.0);
+    let t = mask(&mut r, &[2, 3, 5, 4], 0.5);
+    let (pt, tt) = (p.transpose(2, 3).unwrap(), t.transpose(2, 3).unwrap());
+    assert!(!pt.is_contiguous());
+    assert_paths_equal("transposed", &pt, &tt);
+    let f = Overlap::fused(&pt, &tt, false).unwrap();
+    let c = Overlap::fused(&p, &t, false).unwrap();
+    assert_close(
+        "transposed vs plain",
+        &values(&f.intersection),
+        &values(&c.intersection),
+        1e-12,
+        1e-12,
+    );
+}
+
+#[test]
+fn every_loss_agrees_on_both_paths() {
+    let mut r = rng(13);
+    let z = uniform(&mut r, &[2, 3, 6, 6], -3.0, 3.0);
+    let y = labels(&mut r, &[2, 1, 6, 6], 3);
+    let m = one_hot(&y, 3);
+    type LossFn = Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor>>;
+    let (y1, y2, m1) = (y.clone(), y.clone(), m.clone());
+    let losses: Vec<(&str, LossFn)> = vec![
+        (
+            "dice",
+            Box::new(move |x| dice_loss(x, &y1, &DiceLoss::default().with_to_onehot_y(true).with_softmax(true))),
+        ),
+        (
+            "tversky",
+            Box::new(move |x| tversky_loss(x, &m1, &TverskyLoss::default().with_sigmoid(true))),
+        ),
+        (
+            "generalized dice",
+            Box::new(move |x| {
+                let o = GeneralizedDiceLoss::default().with_to_onehot_y(true).with_softmax(true);
+                generalized_dice_loss(x, &y2, &o)
+            }),
+        ),
+        (
+            "dice_focal",
+            Box::new(move |x| dice_focal_loss(x, &m, &DiceFocalLoss::default().with_sigmoid(true))),
+        ),
+    ];
+    for (name, f) in &losses {
+        let fused = value_and_grad(f, &z);
+        let composite = with_composite(|| value_and_grad(f, &z));
+        assert_close(&format!("{name}: value"), &fused.0, &composite.0, 1e-10, 1e-12);
+        assert_close(&format!("{name}: gradient"), &fused.1, &composite.1, 1e-9, 1e-12);
+    }
+}
