@@ -1,0 +1,331 @@
+//! `trainer bench`: forward + backward of each loss on the workloads of
+//! `shared/bench/torch_bench.py`, on the fused (CPU kernel) and the composite (plain Candle ops)
+//! path, with the same JSON rows as that script so `shared/bench/compare.py` can pair them.
+//!
+//! One workload is one loss at one size, f32, reduction mean, gradient w.r.t. the prediction; a
+//! repeat builds a fresh graph, runs `backward` and reads the gradient; the figure is the median
+//! wall time after three warm-up repeats, over at least 7 repeats and 0.5 s. Effective bandwidth
+//! counts the bytes a perfect kernel must move: read prediction and target, write the gradient.
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use loss_core::Reduction;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::time::Instant;
+
+/// The workload list of `torch_bench.py`: `(loss, shape)`.
+pub fn workloads() -> Vec<(&'static str, Vec<usize>)> {
+    let mut w = Vec::new();
+    for l in ["l1_loss", "mse_loss", "smooth_l1_loss", "huber_loss"] {
+        for n in [1_000, 100_000, 1_000_000, 10_000_000] {
+            w.push((l, vec![n]));
+        }
+    }
+    for l in ["binary_cross_entropy_with_logits", "sigmoid_focal_loss"] {
+        for n in [100_000, 1_000_000, 10_000_000] {
+            w.push((l, vec![n]));
+        }
+    }
+    for s in [[10_000, 10], [100_000, 100], [10_000, 1000]] {
+        w.push(("cross_entropy", s.to_vec()));
+    }
+    w.push(("kl_div", vec![10_000, 1000]));
+    for l in ["iou_loss", "giou_loss", "diou_loss", "ciou_loss"] {
+        for n in [1_000, 100_000, 1_000_000] {
+            w.push((l, vec![n, 4]));
+        }
+    }
+    w.push(("dice_loss", vec![8, 4, 128, 128]));
+    w.push(("dice_loss", vec![2, 4, 64, 128, 128]));
+    w
+}
+
+/// One measured workload, in `torch_bench.py`'s JSON row format.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Loss name.
+    pub loss: String,
+    /// Prediction shape.
+    pub shape: Vec<usize>,
+    /// `"fused"` or `"composite"`.
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    /// `"cpu"`, `"cuda:0"`, ...
+    pub device: String,
+    /// Threads used.
+    pub threads: usize,
+    /// Median wall time of forward + backward, ms.
+    pub median_ms: f64,
+    /// Repeats timed.
+    pub reps: usize,
+    /// Bytes a perfect kernel moves (not in torch's rows).
+    #[serde(skip)]
+    pub bytes: f64,
+    /// Elements of the prediction.
+    #[serde(skip)]
+    pub elements: usize,
+}
+
+/// Options of a bench run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Only these losses (empty: all).
+    pub only: Vec<String>,
+    /// Which paths: `fused`, `composite`.
+    pub impls: Vec<String>,
+    /// Threads (rayon and Candle).
+    pub threads: usize,
+    /// Device.
+    pub device: Device,
+    /// Minimum seconds of timed repeats per workload.
+    pub min_seconds: f64,
+}
+
+fn normal(r: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    // Box–Muller.
+    (0..n)
+        .map(|_| {
+            let (u, v): (f64, f64) = (r.gen_range(1e-12..1.0), r.gen());
+            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+        })
+        .collect()
+}
+
+fn uniform(r: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| r.gen::<f32>()).collect()
+}
+
+/// Prediction and target of a workload, made as `torch_bench.py` makes them (same distributions,
+/// seeded ChaCha8 instead of torch's generator).
+fn make_inputs(loss: &str, shape: &[usize], dev: &Device) -> Result<(Tensor, Tensor)> {
+    let mut r = ChaCha8Rng::seed_from_u64(0);
+    let n: usize = shape.iter().product();
+    let t = |v: Vec<f32>, s: &[usize]| Tensor::from_vec(v, s, dev);
+    Ok(match loss {
+        "l1_loss" | "mse_loss" | "smooth_l1_loss" | "huber_loss" => (t(normal(&mut r, n), shape)?, t(normal(&mut r, n), shape)?),
+        "binary_cross_entropy_with_logits" | "sigmoid_focal_loss" => {
+            let x = normal(&mut r, n);
+            let y = uniform(&mut r, n).into_iter().map(|u| if u > 0.5 { 1.0 } else { 0.0 }).collect();
+            (t(x, shape)?, t(y, shape)?)
+        }
+        "cross_entropy" => {
+            let (rows, c) = (shape[0], shape[1]);
+            let y: Vec<u32> = (0..rows).map(|_| r.gen_range(0..c as u32)).collect();
+            (t(normal(&mut r, n), shape)?, Tensor::from_vec(y, rows, dev)?)
+        }
+        "kl_div" => {
+            let x = loss_core::log_softmax(&t(normal(&mut r, n), shape)?, 1)?;
+            let p = loss_core::log_softmax(&t(normal(&mut r, n), shape)?, 1)?.exp()?;
+            (x, p)
+        }
+        "iou_loss" | "giou_loss" | "diou_loss" | "ciou_loss" => {
+            let rows = shape[0];
+            let (mut p, mut g) = (Vec::with_capacity(4 * rows), Vec::with_capacity(4 * rows));
+            for _ in 0..rows {
+                let (x, y) = (r.gen::<f32>() * 100.0, r.gen::<f32>() * 100.0);
+                let (w, h) = (r.gen::<f32>() * 50.0 + 1.0, r.gen::<f32>() * 50.0 + 1.0);
+                g.extend_from_slice(&[x, y, x + w, y + h]);
+                let n2 = normal(&mut r, 2);
+                let (cx, cy) = (x + w / 2.0 + 5.0 * n2[0], y + h / 2.0 + 5.0 * n2[1]);
+                let pw = (w * (0.7 + 0.6 * r.gen::<f32>())).max(0.5);
+                let ph = (h * (0.7 + 0.6 * r.gen::<f32>())).max(0.5);
+                p.extend_from_slice(&[cx - pw / 2.0, cy - ph / 2.0, cx + pw / 2.0, cy + ph / 2.0]);
+            }
+            (t(p, shape)?, t(g, shape)?)
+        }
+        "dice_loss" => {
+            let p = uniform(&mut r, n);
+            let y = uniform(&mut r, n).into_iter().map(|u| if u > 0.5 { 1.0 } else { 0.0 }).collect();
+            (t(p, shape)?, t(y, shape)?)
+        }
+        other => bail!("bench: unknown loss {other:?}"),
+    })
+}
+
+/// The loss of a workload, reduction mean, as the benchmark calls it.
+fn call(loss: &str, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let m = Reduction::Mean;
+    Ok(match loss {
+        "l1_loss" => loss_core::l1_loss(x, y, m)?,
+        "mse_loss" => loss_core::mse_loss(x, y, m)?,
+        "smooth_l1_loss" => loss_core::smooth_l1_loss(x, y, 1.0, m)?,
+        "huber_loss" => loss_core::huber_loss(x, y, 1.0, m)?,
+        "binary_cross_entropy_with_logits" => loss_core::binary_cross_entropy_with_logits(x, y, None, None, m)?,
+        "sigmoid_focal_loss" => loss_core::sigmoid_focal_loss(x, y, 0.25, 2.0, m)?,
+        "cross_entropy" => loss_core::cross_entropy(x, y, None, -100, 0.0, m)?,
+        "kl_div" => loss_core::kl_div(x, y, false, Reduction::BatchMean)?,
+        "iou_loss" => loss_bbox::iou_loss(x, y, loss_bbox::losses::IouMode::Linear, 1e-7, m)?,
+        "giou_loss" => loss_bbox::giou_loss(x, y, 1e-7, m)?,
+        "diou_loss" => loss_bbox::diou_loss(x, y, 1e-7, m)?,
+        "ciou_loss" => loss_bbox::ciou_loss(x, y, 1e-7, m)?,
+        "dice_loss" => loss_seg::dice_loss(x, y, &loss_seg::DiceLoss { reduction: m, ..Default::default() })?,
+        other => bail!("bench: unknown loss {other:?}"),
+    })
+}
+
+/// Bytes a perfect forward + backward moves: read prediction and target, write the gradient.
+fn bytes(x: &Tensor, y: &Tensor) -> f64 {
+    let size = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as f64;
+    2.0 * size(x) + size(y)
+}
+
+fn time_workload(loss: &str, shape: &[usize], composite: bool, opts: &BenchOptions) -> Result<Row> {
+    let (x0, y) = make_inputs(loss, shape, &opts.device)?;
+    let x = Var::from_tensor(&x0)?;
+    let step = || -> Result<()> {
+        let l = call(loss, x.as_tensor(), &y)?;
+        let g = l.backward()?;
+        let grad = g.get(x.as_tensor()).ok_or_else(|| anyhow::anyhow!("{loss}: no gradient"))?;
+        // Make sure the device has finished (a no-op on the CPU).
+        opts.device.synchronize()?;
+        std::hint::black_box(grad);
+        Ok(())
+    };
+    let run = |f: &dyn Fn() -> Result<()>| if composite { loss_core::ops::with_composite(f) } else { f() };
+    for _ in 0..3 {
+        run(&step)?;
+    }
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 7 || (start.elapsed().as_secs_f64() < opts.min_seconds && times.len() < 2000) {
+        let t0 = Instant::now();
+        run(&step)?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let median = if times.len() % 2 == 1 {
+        times[times.len() / 2]
+    } else {
+        0.5 * (times[times.len() / 2 - 1] + times[times.len() / 2])
+    };
+    Ok(Row {
+        loss: loss.to_string(),
+        shape: shape.to_vec(),
+        implementation: if composite { "composite" } else { "fused" }.into(),
+        device: device_name(&opts.device),
+        threads: opts.threads,
+        median_ms: (median * 1e4).round() / 1e4,
+        reps: times.len(),
+        bytes: bytes(&x0, &y),
+        elements: x0.elem_count(),
+    })
+}
+
+/// `"cpu"`, `"cuda:N"` or `"metal:N"`.
+pub fn device_name(d: &Device) -> String {
+    match d.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// Runs the selected workloads; `progress` is called after each row.
+///
+/// # Errors
+/// An unknown loss in `only`, an unknown implementation name, a tensor error.
+pub fn run(opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Row>> {
+    let all = workloads();
+    for o in &opts.only {
+        if !all.iter().any(|(l, _)| l == o) {
+            bail!("bench: unknown loss {o:?} (known: {})", known(&all));
+        }
+    }
+    for i in &opts.impls {
+        if i != "fused" && i != "composite" {
+            bail!("bench: unknown implementation {i:?} (expected fused or composite)");
+        }
+    }
+    let mut rows = Vec::new();
+    for (loss, shape) in all {
+        if !opts.only.is_empty() && !opts.only.iter().any(|o| o == loss) {
+            continue;
+        }
+        for i in &opts.impls {
+            let row = time_workload(loss, &shape, i == "composite", opts)?;
+            progress(&row);
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+fn known(all: &[(&str, Vec<usize>)]) -> String {
+    let mut v: Vec<&str> = all.iter().map(|(l, _)| *l).collect();
+    v.dedup();
+    v.join(", ")
+}
+
+/// Streaming bandwidth `a[i] = b[i]·s + c[i]` over `n` f32 in GB/s (12 bytes an element), into a
+/// reused buffer and into a freshly allocated one, with the rayon pool's threads.
+pub fn stream_bandwidth(n: usize) -> (f64, f64) {
+    use rayon::prelude::*;
+    let b = vec![1.5f32; n];
+    let c = vec![0.5f32; n];
+    let kernel = |a: &mut [f32]| {
+        a.par_chunks_mut(1 << 16).zip(b.par_chunks(1 << 16)).zip(c.par_chunks(1 << 16)).for_each(|((a, b), c)| {
+            for i in 0..a.len() {
+                a[i] = b[i] * 3.0 + c[i];
+            }
+        })
+    };
+    let mut a = vec![0.0f32; n];
+    kernel(&mut a);
+    let gbs = |secs: f64| 12.0 * n as f64 / secs / 1e9;
+    let best = |f: &mut dyn FnMut() -> f64| (0..5).map(|_| f()).fold(f64::INFINITY, f64::min);
+    let reused = best(&mut || {
+        let t = Instant::now();
+        kernel(&mut a);
+        t.elapsed().as_secs_f64()
+    });
+    let fresh = best(&mut || {
+        let t = Instant::now();
+        // `vec![0; n]` takes fresh zero pages from the kernel: the first write faults them in,
+        // as it does for a freshly allocated gradient.
+        let mut f = vec![0.0f32; n];
+        kernel(&mut f);
+        let s = t.elapsed().as_secs_f64();
+        std::hint::black_box(&f);
+        s
+    });
+    std::hint::black_box(&a);
+    (gbs(reused), gbs(fresh))
+}
+
+/// The printed table: ms, elements/s, effective GB/s, fused vs composite, and the distance to the
+/// memory floor at `floor_gbs`.
+pub fn table(rows: &[Row], floor_gbs: f64) -> String {
+    let mut s = format!(
+        "{:34} {:>20} {:>10} {:>11} {:>10} {:>9} {:>10} {:>9}\n",
+        "loss", "shape", "impl", "median ms", "Melem/s", "GB/s", "vs floor", "fused x"
+    );
+    for r in rows {
+        let other = rows.iter().find(|o| o.loss == r.loss && o.shape == r.shape && o.implementation == "composite");
+        let speedup = match (r.implementation.as_str(), other) {
+            ("fused", Some(c)) => format!("{:.2}", c.median_ms / r.median_ms),
+            _ => "-".into(),
+        };
+        let secs = r.median_ms / 1e3;
+        let floor_ms = r.bytes / (floor_gbs * 1e9) * 1e3;
+        s.push_str(&format!(
+            "{:34} {:>20} {:>10} {:>11.3} {:>10.1} {:>9.2} {:>9.1}x {:>9}\n",
+            r.loss,
+            format!("{:?}", r.shape),
+            r.implementation,
+            r.median_ms,
+            r.elements as f64 / secs / 1e6,
+            r.bytes / secs / 1e9,
+            r.median_ms / floor_ms,
+            speedup
+        ));
+    }
+    s
+}
+
+/// Checks that a bench device is usable (the dtype of the workloads is f32).
+pub fn check_device(d: &Device) -> Result<()> {
+    Tensor::zeros(1, DType::F32, d)?;
+    Ok(())
+}
