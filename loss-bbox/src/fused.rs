@@ -220,25 +220,41 @@ fn forward<T: Elem>(kind: AlignedLoss, eps: f64, p: &[T], t: &[T]) -> Vec<T> {
     out
 }
 
-/// Gradients as `[pred grads (n·4) | target grads (n·4)]`.
-fn backward<T: Elem>(kind: AlignedLoss, eps: f64, p: &[T], t: &[T], g: &[T]) -> Vec<T> {
+/// Gradients as `[pred grads (n·4) | target grads (n·4)]`, or only the one of them that
+/// `want = (pred, target)` asks for.
+fn backward<T: Elem>(kind: AlignedLoss, eps: f64, p: &[T], t: &[T], g: &[T], want: (bool, bool)) -> Vec<T> {
     let n = p.len() / 4;
-    let mut out = vec![T::from_f64(0.0); 8 * n];
-    let (gp, gt) = out.split_at_mut(4 * n);
-    gp.par_chunks_mut(4 * CHUNK)
-        .zip(gt.par_chunks_mut(4 * CHUNK))
-        .enumerate()
-        .for_each(|(c, (cp, ct))| {
-            for j in 0..cp.len() / 4 {
-                let i = c * CHUNK + j;
-                let (_, d) = pair(kind, boxes(p, i), boxes(t, i), eps, Some(g[i].to_f64()));
-                for k in 0..4 {
-                    cp[4 * j + k] = T::from_f64(d[k]);
-                    ct[4 * j + k] = T::from_f64(d[4 + k]);
+    let grad = |i: usize| pair(kind, boxes(p, i), boxes(t, i), eps, Some(g[i].to_f64())).1;
+    let write = |dst: &mut [T], src: &[f64]| {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = T::from_f64(*s);
+        }
+    };
+    if want.0 && want.1 {
+        let mut out = vec![T::from_f64(0.0); 8 * n];
+        let (gp, gt) = out.split_at_mut(4 * n);
+        gp.par_chunks_mut(4 * CHUNK)
+            .zip(gt.par_chunks_mut(4 * CHUNK))
+            .enumerate()
+            .for_each(|(c, (cp, ct))| {
+                for j in 0..cp.len() / 4 {
+                    let d = grad(c * CHUNK + j);
+                    write(&mut cp[4 * j..4 * j + 4], &d[..4]);
+                    write(&mut ct[4 * j..4 * j + 4], &d[4..]);
                 }
+            });
+        out
+    } else {
+        let off = if want.0 { 0 } else { 4 };
+        let mut out = vec![T::from_f64(0.0); 4 * n];
+        out.par_chunks_mut(4 * CHUNK).enumerate().for_each(|(c, cp)| {
+            for j in 0..cp.len() / 4 {
+                let d = grad(c * CHUNK + j);
+                write(&mut cp[4 * j..4 * j + 4], &d[off..off + 4]);
             }
         });
-    out
+        out
+    }
 }
 
 /// `CustomOp2(pred, target) -> loss [...]`, the fused forward.
@@ -248,9 +264,14 @@ pub(crate) struct FusedLoss {
     pub eps: f64,
 }
 
-/// `CustomOp3(pred, target, upstream) -> [2, ..., 4]`: the gradients w.r.t. pred and target.
+/// `CustomOp3(pred, target, upstream) -> [k, ..., 4]`: the gradients w.r.t. pred and/or
+/// target (`k` = how many of `want` are set).
 #[derive(Debug, Clone, Copy)]
-struct FusedLossGrad(FusedLoss);
+struct FusedLossGrad {
+    op: FusedLoss,
+    /// `(pred, target)`: which gradients to compute.
+    want: (bool, bool),
+}
 
 fn out_shape(l: &Layout) -> Shape {
     let d = l.dims();
@@ -287,8 +308,17 @@ impl CustomOp2 for FusedLoss {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = pred.apply_op3_no_bwd(target, grad, &FusedLossGrad(*self))?;
-        Ok((Some(g.get(0)?), Some(g.get(1)?)))
+        // Only the gradients Candle will use: a constant target (the usual case) costs nothing.
+        let want = (pred.track_op(), target.track_op());
+        if !want.0 && !want.1 {
+            return Ok((None, None));
+        }
+        let g = pred.apply_op3_no_bwd(target, grad, &FusedLossGrad { op: *self, want })?;
+        Ok(match want {
+            (true, true) => (Some(g.get(0)?), Some(g.get(1)?)),
+            (true, false) => (Some(g.get(0)?), None),
+            _ => (None, Some(g.get(0)?)),
+        })
     }
 }
 
@@ -306,17 +336,18 @@ impl CustomOp3 for FusedLossGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let FusedLoss { kind, eps } = self.0;
+        let FusedLoss { kind, eps } = self.op;
+        let want = self.want;
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(p), CpuStorage::F32(t), CpuStorage::F32(g)) => {
-                CpuStorage::F32(backward(kind, eps, &elems(p, l1), &elems(t, l2), &elems(g, l3)))
+                CpuStorage::F32(backward(kind, eps, &elems(p, l1), &elems(t, l2), &elems(g, l3), want))
             }
             (CpuStorage::F64(p), CpuStorage::F64(t), CpuStorage::F64(g)) => {
-                CpuStorage::F64(backward(kind, eps, &elems(p, l1), &elems(t, l2), &elems(g, l3)))
+                CpuStorage::F64(backward(kind, eps, &elems(p, l1), &elems(t, l2), &elems(g, l3), want))
             }
             _ => bail!("{}: expected f32 or f64 tensors of one dtype", self.name()),
         };
-        let mut dims = vec![2];
+        let mut dims = vec![usize::from(want.0) + usize::from(want.1)];
         dims.extend_from_slice(l1.dims());
         Ok((out, Shape::from(dims)))
     }

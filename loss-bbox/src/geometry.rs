@@ -2,11 +2,11 @@
 //! intersection, union, enclosing box, centre distance and the aspect-ratio angle.
 //!
 //! Two forms of the same quantities live here:
-//! - tensor form ([`Boxes`] and the functions taking it), built from plain Candle ops and
+//! - tensor form (`Boxes` and the functions taking it), built from plain Candle ops and
 //!   differentiated by Candle's autodiff; the same code serves aligned pairs (`[...]` columns
 //!   against `[...]`) and pairwise metrics (`[N, 1]` columns against `[1, M]`, broadcast);
-//! - scalar form ([`max_w`], [`min_w`], [`aspect_angle`]), used by the fused CPU kernel
-//!   ([`crate::fused`]) which carries the gradient by hand.
+//! - scalar form (`max_w`, `min_w`, `aspect_angle_scalar`), used by the fused CPU kernel
+//!   (module `fused`) which carries the gradient by hand.
 //!
 //! # Gradient rules at kinks (PyTorch's, in both forms)
 //! - `max(a, b)` / `min(a, b)` at a tie `a == b`: the gradient is split, ½ to each argument
@@ -16,9 +16,9 @@
 //!   as `torch.clamp` ([`loss_core::ops::clamp`]).
 //! - The losses of torchvision compute the intersection with a mask, `w·h` only where both
 //!   extents are `> 0` (strictly), else 0: boxes that only touch (shared edge) get no gradient
-//!   from the intersection ([`Overlap::Masked`]). The pairwise metrics (and mmdetection's
+//!   from the intersection (`Overlap::Masked`). The pairwise metrics (and mmdetection's
 //!   SIoU) clamp each extent at 0 instead, so at a shared edge the gradient of the positive
-//!   extent passes ([`Overlap::Clamped`]).
+//!   extent passes (`Overlap::Clamped`).
 //! - `atan(w / h)` of CIoU is taken as the angle of the vector `(h, w)`: `atan(w/h)` for `h ≠ 0`,
 //!   `±π/2` (the sign of `w`) for `h = 0` (so a zero-height box is finite, as `atan2(w, 0)`), and
 //!   0 for a point box (`w = h = 0`). Its gradient is `(h, −w)/(w² + h²)` w.r.t. `(w, h)`, which

@@ -33,7 +33,7 @@
 //! - `reduction` defaults to `None`, as torchvision.
 //!
 //! # Kernels
-//! [`Kernel::Auto`] (what the functions use) runs the fused CPU kernel ([`crate::fused`]: one
+//! [`Kernel::Auto`] (what the functions use) runs the fused CPU kernel (module `fused`: one
 //! pass forward, analytic gradient backward) for f32/f64 tensors on the CPU, and the composite
 //! path (plain Candle ops, Candle's autodiff) on every other device or dtype. Both compute the
 //! same values and gradients (held equal by `tests/fused.rs`).

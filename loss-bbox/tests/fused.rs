@@ -140,3 +140,38 @@ fn fused_kernel_refuses_other_dtypes() {
     let l = aligned_loss(AlignedLoss::Giou, &a, &a, 1e-7, Reduction::None, Kernel::Auto).unwrap();
     assert_eq!(l.dtype(), DType::BF16);
 }
+
+#[test]
+fn fused_gradient_of_one_tracked_argument() {
+    // The kernel computes only the gradients Candle asks for: pred alone, target alone.
+    let (p, t) = mixed_pairs(7, 300);
+    let (a, b) = (boxes(&p, DType::F64), boxes(&t, DType::F64));
+    for kind in KINDS {
+        let (_, gp_both, gt_both) = value_and_grads(
+            |x: &Tensor, y: &Tensor| aligned_loss(kind, x, y, 1e-7, Reduction::Sum, Kernel::Composite),
+            &a,
+            &b,
+        );
+        let var = candle_core::Var::from_tensor(&a).unwrap();
+        let l = aligned_loss(kind, var.as_tensor(), &b, 1e-7, Reduction::Sum, Kernel::Fused).unwrap();
+        let g = l.backward().unwrap();
+        assert_close(
+            "pred only",
+            &flat(g.get(var.as_tensor()).unwrap()),
+            &gp_both,
+            1e-5,
+            1e-12,
+        );
+        assert!(g.get(&b).is_none());
+        let var = candle_core::Var::from_tensor(&b).unwrap();
+        let l = aligned_loss(kind, &a, var.as_tensor(), 1e-7, Reduction::Sum, Kernel::Fused).unwrap();
+        let g = l.backward().unwrap();
+        assert_close(
+            "target only",
+            &flat(g.get(var.as_tensor()).unwrap()),
+            &gt_both,
+            1e-5,
+            1e-12,
+        );
+    }
+}
