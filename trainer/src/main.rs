@@ -1,8 +1,20 @@
-//! The `trainer` command line.
+//! The `trainer` command line: argument parsing and exit codes, nothing else.
+//!
+//! Exit status: 0 on success; 1 when reference cases fail or an experiment fails as a whole
+//! (its error is in `summary.json`); 2 for bad input (an unknown experiment, loss or option, a
+//! device this build lacks, an unwritable `--out`, a record that cannot be written), reported
+//! on one line.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use trainer::experiments::boxes::{BoxesConfig, GradMode, Scale};
+use trainer::experiments::imbalanced::ImbalancedConfig;
+use trainer::experiments::regression::RegressionConfig;
+use trainer::experiments::segmentation::SegmentationConfig;
+use trainer::experiments::{self, Context};
+use trainer::progress::ProgressMode;
+use trainer::runner::{self, RunOptions, Spec};
 
 #[derive(Parser)]
 #[command(
@@ -23,12 +35,334 @@ enum Command {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
+    /// Run all four experiments with their default settings (boxes at the reduced scale).
+    All {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run one experiment.
+    Run {
+        #[command(subcommand)]
+        experiment: Experiment,
+    },
 }
 
+/// Options shared by every experiment.
+#[derive(Args, Clone)]
+struct Common {
+    /// The seed every random choice comes from.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Device: cpu, cuda, cuda:N or metal (cuda and metal need a build with that feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Output folder for records, summary.json and report.html.
+    #[arg(long, default_value = "runs")]
+    out: PathBuf,
+    /// No progress display and no printed tables.
+    #[arg(long)]
+    quiet: bool,
+    /// Leave the wall-clock "seconds" out of summary.json (then two runs with one seed give
+    /// byte-identical files).
+    #[arg(long)]
+    no_timings: bool,
+}
+
+#[derive(Subcommand)]
+enum Experiment {
+    /// Experiment 1: L1 vs L2 vs Smooth L1 vs Huber with outliers (diabetes).
+    Regression {
+        #[command(flatten)]
+        common: Common,
+        /// Comma-separated loss variants among mse, l1, smooth_l1, huber, mse_clean.
+        #[arg(long, value_delimiter = ',')]
+        losses: Option<Vec<String>>,
+        /// Shift added to the outlier training targets.
+        #[arg(long, default_value_t = 400.0)]
+        shift: f64,
+        /// Override the number of training steps of both models (default 3,000 linear, 200 MLP).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        steps: Option<u64>,
+    },
+    /// Experiment 2: the box-regression simulation of the DIoU paper.
+    Boxes {
+        #[command(flatten)]
+        common: Common,
+        /// Comma-separated losses among iou, giou, diou, ciou.
+        #[arg(long, value_delimiter = ',')]
+        losses: Option<Vec<String>>,
+        /// Where the gradient comes from.
+        #[arg(long, value_enum, default_value_t = GradArg::Autograd)]
+        grad: GradArg,
+        /// Number of anchor centres: tiny 20, reduced 500, full 5,000.
+        #[arg(long, value_enum, default_value_t = ScaleArg::Reduced)]
+        scale: ScaleArg,
+        /// Float type of the simulation.
+        #[arg(long, value_enum, default_value_t = DTypeArg::F64)]
+        dtype: DTypeArg,
+        /// CSV of anchor centres (x,y a line) instead of sampling them.
+        #[arg(long)]
+        anchors: Option<PathBuf>,
+    },
+    /// Experiment 3: cross-entropy vs focal loss on imbalanced classes (red wine quality).
+    Imbalanced {
+        #[command(flatten)]
+        common: Common,
+        /// Comma-separated loss variants among ce, ce_a75, focal_g2, focal_g2_a25, focal_g2_a75.
+        #[arg(long, value_delimiter = ',')]
+        losses: Option<Vec<String>>,
+        /// Comma-separated tasks among good, poor, multi.
+        #[arg(long, value_delimiter = ',')]
+        tasks: Option<Vec<String>>,
+        /// Override the number of training steps (default 1,000).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        steps: Option<u64>,
+    },
+    /// Experiment 4: Dice vs cross-entropy on small objects (synthetic images).
+    Segmentation {
+        #[command(flatten)]
+        common: Common,
+        /// Comma-separated loss variants among cross_entropy, dice, dice_ce, focal, tversky.
+        #[arg(long, value_delimiter = ',')]
+        losses: Option<Vec<String>>,
+        /// Override the number of training steps.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        steps: Option<u64>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GradArg {
+    Autograd,
+    Paper,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScaleArg {
+    Tiny,
+    Reduced,
+    Full,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DTypeArg {
+    F32,
+    F64,
+}
+
+/// A bad-input error: printed on one line, exit status 2.
+fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
+    let text = msg.to_string();
+    let line = text.lines().next().unwrap_or("").trim();
+    eprintln!("trainer: error: {line}");
+    ExitCode::from(2)
+}
+
+/// `--device` as a Candle device, or why this build cannot use it.
+fn parse_device(s: &str) -> Result<candle_core::Device, String> {
+    let s = s.trim().to_ascii_lowercase();
+    let ordinal = |rest: &str| -> Result<usize, String> {
+        if rest.is_empty() {
+            Ok(0)
+        } else {
+            rest.strip_prefix(':')
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| format!("invalid device '{s}' (expected cpu, cuda, cuda:N or metal)"))
+        }
+    };
+    if s == "cpu" {
+        Ok(candle_core::Device::Cpu)
+    } else if let Some(rest) = s.strip_prefix("cuda") {
+        let n = ordinal(rest)?;
+        if !cfg!(feature = "cuda") {
+            return Err(format!(
+                "device cuda:{n} needs a trainer built with the cuda feature (cargo run --release -p trainer --features cuda -- ...)"
+            ));
+        }
+        candle_core::Device::new_cuda(n).map_err(|e| format!("cannot open cuda:{n}: {e}"))
+    } else if let Some(rest) = s.strip_prefix("metal") {
+        let n = ordinal(rest)?;
+        if !cfg!(feature = "metal") {
+            return Err(format!(
+                "device metal needs a trainer built with the metal feature (cargo run --release -p trainer --features metal -- ...)"
+            ));
+        }
+        candle_core::Device::new_metal(n).map_err(|e| format!("cannot open metal:{n}: {e}"))
+    } else {
+        Err(format!("invalid device '{s}' (expected cpu, cuda, cuda:N or metal)"))
+    }
+}
+
+fn options(common: &Common) -> Result<RunOptions, String> {
+    let device = parse_device(&common.device)?;
+    Ok(RunOptions {
+        out: common.out.clone(),
+        context: Context {
+            seed: common.seed,
+            device,
+            progress: ProgressMode::detect(common.quiet),
+        },
+        timings: !common.no_timings,
+        print: !common.quiet,
+    })
+}
+
+fn boxes_config(
+    losses: Option<&[String]>,
+    grad: GradArg,
+    scale: ScaleArg,
+    dtype: DTypeArg,
+    anchors: Option<PathBuf>,
+) -> anyhow::Result<BoxesConfig> {
+    const KNOWN: [&str; 4] = ["iou", "giou", "diou", "ciou"];
+    let losses = experiments::select_losses("boxes", losses, &KNOWN)?;
+    if let Some(a) = &anchors {
+        anyhow::ensure!(a.is_file(), "--anchors {}: no such file", a.display());
+    }
+    Ok(BoxesConfig {
+        scale: match scale {
+            ScaleArg::Tiny => Scale::Tiny,
+            ScaleArg::Reduced => Scale::Reduced,
+            ScaleArg::Full => Scale::Full,
+        },
+        grad: match grad {
+            GradArg::Autograd => GradMode::Autograd,
+            GradArg::Paper => GradMode::Paper,
+        },
+        dtype: match dtype {
+            DTypeArg::F32 => candle_core::DType::F32,
+            DTypeArg::F64 => candle_core::DType::F64,
+        },
+        anchors,
+        seed: 0,
+        device: candle_core::Device::Cpu,
+        losses,
+    })
+}
+
+/// The experiments and the common options of an `all` or `run` command.
+fn plan(command: Command) -> anyhow::Result<(Vec<Spec>, Common)> {
+    let steps = |s: Option<u64>| s.map(|s| s as usize);
+    Ok(match command {
+        Command::Cases { .. } => unreachable!("handled in main"),
+        Command::All { common } => (
+            vec![
+                Spec::Regression(RegressionConfig::default()),
+                Spec::Boxes(boxes_config(
+                    None,
+                    GradArg::Autograd,
+                    ScaleArg::Reduced,
+                    DTypeArg::F64,
+                    None,
+                )?),
+                Spec::Imbalanced(ImbalancedConfig::default()),
+                Spec::Segmentation(SegmentationConfig::with_losses(None)?),
+            ],
+            common,
+        ),
+        Command::Run { experiment } => match experiment {
+            Experiment::Regression {
+                common,
+                losses,
+                shift,
+                steps: s,
+            } => {
+                anyhow::ensure!(shift.is_finite(), "--shift must be finite, got {shift}");
+                let mut cfg = RegressionConfig::with_losses(losses.as_deref())?;
+                cfg.shift = shift;
+                if let Some(s) = steps(s) {
+                    cfg.linear_steps = s;
+                    cfg.mlp_steps = s;
+                    cfg.log_every = (s / 20).max(1);
+                }
+                (vec![Spec::Regression(cfg)], common)
+            }
+            Experiment::Boxes {
+                common,
+                losses,
+                grad,
+                scale,
+                dtype,
+                anchors,
+            } => (
+                vec![Spec::Boxes(boxes_config(
+                    losses.as_deref(),
+                    grad,
+                    scale,
+                    dtype,
+                    anchors,
+                )?)],
+                common,
+            ),
+            Experiment::Imbalanced {
+                common,
+                losses,
+                tasks,
+                steps: s,
+            } => {
+                let mut cfg = ImbalancedConfig::with_selection(losses.as_deref(), tasks.as_deref())?;
+                if let Some(s) = steps(s) {
+                    cfg.steps = s;
+                    cfg.log_every = (s / 20).max(1);
+                }
+                (vec![Spec::Imbalanced(cfg)], common)
+            }
+            Experiment::Segmentation {
+                common,
+                losses,
+                steps: s,
+            } => {
+                let mut cfg = SegmentationConfig::with_losses(losses.as_deref())?;
+                if let Some(s) = steps(s) {
+                    cfg.steps = s;
+                }
+                (vec![Spec::Segmentation(cfg)], common)
+            }
+        },
+    })
+}
+
+/// glibc's malloc returns freed memory to the kernel eagerly and every training step then
+/// page-faults it back in (most of the run time with small models). Keep it instead.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator tunables; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TOP_PAD, 16 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Cases { dirs } => match trainer::cases::run_dirs(&dirs, &candle_core::Device::Cpu) {
+    // Candle's per-op thread count: the runs themselves go in parallel (trainer::parallel), and
+    // leaving this unset makes Candle look up the CPU topology on every matmul.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+    tune_allocator();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
+                    ExitCode::SUCCESS
+                }
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    ExitCode::from(2)
+                }
+                _ => usage_error(e.render().to_string().trim_start_matches("error: ")),
+            };
+        }
+    };
+    if let Command::Cases { dirs } = cli.command {
+        return match trainer::cases::run_dirs(&dirs, &candle_core::Device::Cpu) {
             Ok(report) => {
                 for (id, msg) in &report.failed {
                     println!("FAIL {id}: {msg}");
@@ -44,6 +378,28 @@ fn main() -> ExitCode {
                 eprintln!("trainer cases: {e:#}");
                 ExitCode::from(2)
             }
-        },
+        };
+    }
+    let (specs, common) = match plan(cli.command) {
+        Ok(p) => p,
+        Err(e) => return usage_error(format!("{e:#}")),
+    };
+    let opts = match options(&common) {
+        Ok(o) => o,
+        Err(e) => return usage_error(e),
+    };
+    match runner::run(&specs, &opts) {
+        Ok(outcome) => {
+            if outcome.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                for (name, msg) in &outcome.errors {
+                    let first = msg.lines().next().unwrap_or("");
+                    eprintln!("trainer: experiment {name} failed: {first}");
+                }
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => usage_error(format!("{e:#}")),
     }
 }

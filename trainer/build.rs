@@ -1,0 +1,31 @@
+//! Records the versions of the main dependencies (from the workspace's Cargo.lock) for
+//! `config.json`.
+
+fn main() {
+    let lock = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
+    println!("cargo:rerun-if-changed={}", lock.display());
+    let text = std::fs::read_to_string(&lock).unwrap_or_default();
+    let wanted = [
+        "candle-core",
+        "candle-nn",
+        "plotters",
+        "linfa-datasets",
+        "rand_chacha",
+        "safetensors",
+    ];
+    let mut out = Vec::new();
+    let mut name: Option<String> = None;
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("name = ") {
+            name = Some(n.trim_matches('"').to_string());
+        } else if let Some(v) = line.strip_prefix("version = ") {
+            if let Some(n) = name.take() {
+                if wanted.contains(&n.as_str()) && !out.iter().any(|(k, _): &(String, String)| *k == n) {
+                    out.push((n, v.trim_matches('"').to_string()));
+                }
+            }
+        }
+    }
+    let s: Vec<String> = out.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("cargo:rustc-env=TRAINER_DEP_VERSIONS={}", s.join(";"));
+}

@@ -1,0 +1,1 @@
+//! Synthetic segmentation images (filled in with the segmentation experiment).

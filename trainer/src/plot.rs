@@ -1,0 +1,280 @@
+//! PNG figures drawn with plotters on an in-memory bitmap, text in DejaVu Sans embedded in the
+//! binary (the `dejavu` crate), so drawing needs no system font library and no font files.
+
+use anyhow::Context;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::sync::Once;
+
+const WIDTH: u32 = 900;
+const HEIGHT: u32 = 540;
+
+/// Colours of the series, in order (the "tab10" palette).
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+fn color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The bytes are DejaVu Sans, a valid TrueType font; registration cannot fail on them.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+    });
+}
+
+/// One curve: a name for the legend and its points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Legend entry.
+    pub name: String,
+    /// `(x, y)` points, in order of x.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One group of bars: a legend name and, per category, `(mean, std)` (std drawn as an error
+/// bar; NaN for none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BarSeries {
+    /// Legend entry.
+    pub name: String,
+    /// `(mean, std)` per category.
+    pub values: Vec<(f64, f64)>,
+}
+
+fn encode_png(rgb: &[u8], w: u32, h: u32) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Best);
+        enc.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
+        let mut writer = enc.write_header().context("PNG header")?;
+        writer.write_image_data(rgb).context("PNG data")?;
+    }
+    Ok(out)
+}
+
+fn render(draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> anyhow::Result<()>) -> anyhow::Result<Vec<u8>> {
+    register_font();
+    let mut buf = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        draw(&root)?;
+        root.present().map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    }
+    encode_png(&buf, WIDTH, HEIGHT)
+}
+
+/// A tick label: 3 significant digits, no trailing zeros, no exponent for usual magnitudes.
+fn tick(v: &f64) -> String {
+    let v = *v;
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let a = v.abs();
+    if !(1e-3..1e6).contains(&a) {
+        return format!("{v:.1e}");
+    }
+    let decimals = (2 - a.log10().floor() as i32).max(0) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("plot: {e}")
+}
+
+fn finite_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    values.filter(|v| v.is_finite()).fold(None, |acc, v| match acc {
+        None => Some((v, v)),
+        Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
+    })
+}
+
+/// A line chart of `series` as a PNG (900 × 540). With `log_y`, the y axis is logarithmic and
+/// points with y ≤ 0 are left out. Non-finite points are left out.
+///
+/// # Errors
+/// A drawing or encoding error.
+pub fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    log_y: bool,
+) -> anyhow::Result<Vec<u8>> {
+    let keep = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite() && (!log_y || y > 0.0);
+    let (x0, x1) = finite_range(
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().filter(|p| keep(p)).map(|p| p.0)),
+    )
+    .unwrap_or((0.0, 1.0));
+    let (y0, y1) = finite_range(
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().filter(|p| keep(p)).map(|p| p.1)),
+    )
+    .unwrap_or((0.1, 1.0));
+    let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
+    render(|root| {
+        let mut builder = ChartBuilder::on(root);
+        builder
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70);
+        macro_rules! draw {
+            ($chart:expr) => {{
+                let mut chart = $chart;
+                chart
+                    .configure_mesh()
+                    .light_line_style(RGBColor(240, 240, 240))
+                    .x_label_formatter(&tick)
+                    .y_label_formatter(&tick)
+                    .y_labels(12)
+                    .x_desc(x_label)
+                    .y_desc(y_label)
+                    .label_style(("sans-serif", 14))
+                    .axis_desc_style(("sans-serif", 16))
+                    .draw()
+                    .map_err(err)?;
+                for (i, s) in series.iter().enumerate() {
+                    let c = color(i);
+                    chart
+                        .draw_series(LineSeries::new(
+                            s.points.iter().copied().filter(|p| keep(p)),
+                            c.stroke_width(2),
+                        ))
+                        .map_err(err)?
+                        .label(s.name.clone())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                }
+                chart
+                    .configure_series_labels()
+                    .label_font(("sans-serif", 14))
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK)
+                    .position(SeriesLabelPosition::UpperRight)
+                    .draw()
+                    .map_err(err)?;
+            }};
+        }
+        if log_y {
+            let (lo, hi) = if y1 > y0 { (y0, y1) } else { (y0 / 2.0, y0 * 2.0) };
+            draw!(builder
+                .build_cartesian_2d(x0..x1, (lo * 0.9..hi * 1.1).log_scale())
+                .map_err(err)?);
+        } else {
+            let pad = if y1 > y0 { 0.05 * (y1 - y0) } else { 1.0 };
+            draw!(builder
+                .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+                .map_err(err)?);
+        }
+        Ok(())
+    })
+}
+
+/// A grouped bar chart as a PNG (900 × 540): one group per category, one bar per series, with
+/// ± std error bars.
+///
+/// # Errors
+/// A drawing or encoding error.
+pub fn bar_chart(title: &str, y_label: &str, categories: &[String], series: &[BarSeries]) -> anyhow::Result<Vec<u8>> {
+    let all = series.iter().flat_map(|s| {
+        s.values.iter().flat_map(|&(m, sd)| {
+            let sd = if sd.is_finite() { sd } else { 0.0 };
+            [m - sd, m + sd, m]
+        })
+    });
+    let (lo, hi) = finite_range(all.chain([0.0])).unwrap_or((0.0, 1.0));
+    let pad = if hi > lo { 0.08 * (hi - lo) } else { 1.0 };
+    let (lo, hi) = (if lo < 0.0 { lo - pad } else { 0.0 }, hi + pad);
+    let ncat = categories.len().max(1);
+    let nser = series.len().max(1);
+    render(|root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(-0.5f64..(ncat as f64 - 0.5), lo..hi)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(RGBColor(240, 240, 240))
+            .y_label_formatter(&tick)
+            .x_labels(0)
+            .y_desc(y_label)
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
+            .draw()
+            .map_err(err)?;
+        let width = 0.8 / nser as f64;
+        for (j, s) in series.iter().enumerate() {
+            let c = color(j);
+            let bars = s
+                .values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.0.is_finite())
+                .map(|(i, &(m, _))| {
+                    let left = i as f64 - 0.4 + j as f64 * width;
+                    Rectangle::new([(left, 0.0), (left + width * 0.92, m)], c.filled())
+                });
+            chart
+                .draw_series(bars)
+                .map_err(err)?
+                .label(s.name.clone())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+            let whiskers = s
+                .values
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.0.is_finite() && v.1.is_finite() && v.1 > 0.0)
+                .map(|(i, &(m, sd))| {
+                    let x = i as f64 - 0.4 + (j as f64 + 0.46) * width;
+                    PathElement::new(vec![(x, m - sd), (x, m + sd)], BLACK.stroke_width(1))
+                });
+            chart.draw_series(whiskers).map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .label_font(("sans-serif", 14))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(err)?;
+        let style = TextStyle::from(("sans-serif", 15).into_font()).pos(plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Center,
+            plotters::style::text_anchor::VPos::Top,
+        ));
+        for (i, name) in categories.iter().enumerate() {
+            let (px, py) = chart.backend_coord(&(i as f64, lo));
+            root.draw(&Text::new(name.clone(), (px, py + 8), style.clone()))
+                .map_err(err)?;
+        }
+        Ok(())
+    })
+}
