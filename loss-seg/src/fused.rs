@@ -1,8 +1,10 @@
-//! The fused CPU kernel of [`crate::overlap::Overlap`]: one pass for `I`, `P`, `G` and one pass
-//! for each gradient. f32 and f64; other dtypes and devices take the composite path.
+//! The fused CPU kernels: the overlap statistics of [`crate::overlap::Overlap`] (one pass for `I`,
+//! `P`, `G` and one pass for each gradient) and the softmax over the channels of
+//! [`crate::prepare::softmax_channels`] (one pass forward, one backward). f32 and f64; other
+//! dtypes and devices take the composite path.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 /// Accumulator lanes: independent partial sums so that the loop vectorises.
@@ -208,6 +210,168 @@ impl CustomOp3 for OverlapGradOp {
                 self.own,
             )),
             _ => bail!("overlap backward: f32 or f64 expected, got {:?}", s1.dtype()),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// Columns per parallel task of the channel softmax.
+const COLUMN_CHUNK: usize = 4096;
+
+/// Splits a contiguous `[N, C, S]` buffer into tasks of `C` row pieces (one per class) covering
+/// columns `s0..s0 + len` of one sample, and runs `f(sample, s0, pieces)` on rayon's threads.
+fn for_each_column_chunk<T: Send>(
+    out: &mut [T],
+    classes: usize,
+    len: usize,
+    f: impl Fn(usize, usize, &mut [&mut [T]]) + Sync + Send,
+) {
+    if classes == 0 || len == 0 {
+        return;
+    }
+    let mut tasks: Vec<(usize, usize, Vec<&mut [T]>)> = Vec::new();
+    for (sample, block) in out.chunks_mut(classes * len).enumerate() {
+        let mut rows: Vec<std::slice::ChunksMut<'_, T>> =
+            block.chunks_mut(len).map(|r| r.chunks_mut(COLUMN_CHUNK)).collect();
+        let mut s0 = 0;
+        loop {
+            let pieces: Vec<&mut [T]> = rows.iter_mut().filter_map(|r| r.next()).collect();
+            if pieces.len() < classes {
+                break;
+            }
+            let width = pieces[0].len();
+            tasks.push((sample, s0, pieces));
+            s0 += width;
+        }
+    }
+    tasks
+        .into_par_iter()
+        .for_each(|(sample, s0, mut pieces)| f(sample, s0, &mut pieces));
+}
+
+/// Softmax over dimension 1 of a contiguous `[N, C, spatial...]` tensor, with its analytic
+/// backward `y ⊙ (g − Σ_c y g)`.
+pub(crate) struct ChannelSoftmaxOp;
+
+/// The backward of [`ChannelSoftmaxOp`] from its output `y` and the upstream gradient `g`.
+struct ChannelSoftmaxGradOp;
+
+fn softmax_forward<T: WithDType + Exp>(x: &[T], classes: usize, len: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    for_each_column_chunk(&mut out, classes, len, |sample, s0, rows| {
+        let base = sample * classes * len + s0;
+        let width = rows[0].len();
+        let mut max = x[base..base + width].to_vec();
+        for c in 1..classes {
+            let xr = &x[base + c * len..base + c * len + width];
+            for (m, &v) in max.iter_mut().zip(xr) {
+                if v > *m || v != v {
+                    *m = v;
+                }
+            }
+        }
+        let mut sum = vec![T::zero(); width];
+        for (c, row) in rows.iter_mut().enumerate() {
+            let xr = &x[base + c * len..base + c * len + width];
+            for ((o, &v), (s, &m)) in row.iter_mut().zip(xr).zip(sum.iter_mut().zip(&max)) {
+                *o = (v - m).exp_();
+                *s += *o;
+            }
+        }
+        for row in rows.iter_mut() {
+            for (o, &s) in row.iter_mut().zip(&sum) {
+                *o /= s;
+            }
+        }
+    });
+    out
+}
+
+fn softmax_backward<T: WithDType>(y: &[T], g: &[T], classes: usize, len: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); y.len()];
+    for_each_column_chunk(&mut out, classes, len, |sample, s0, rows| {
+        let base = sample * classes * len + s0;
+        let width = rows[0].len();
+        let mut dot = vec![T::zero(); width];
+        for c in 0..classes {
+            let (yr, gr) = (&y[base + c * len..][..width], &g[base + c * len..][..width]);
+            for ((d, &a), &b) in dot.iter_mut().zip(yr).zip(gr) {
+                *d += a * b;
+            }
+        }
+        for (c, row) in rows.iter_mut().enumerate() {
+            let (yr, gr) = (&y[base + c * len..][..width], &g[base + c * len..][..width]);
+            for (((o, &a), &b), &d) in row.iter_mut().zip(yr).zip(gr).zip(&dot) {
+                *o = a * (b - d);
+            }
+        }
+    });
+    out
+}
+
+/// `exp` of the kernels' float dtypes.
+trait Exp {
+    fn exp_(self) -> Self;
+}
+
+impl Exp for f32 {
+    fn exp_(self) -> Self {
+        self.exp()
+    }
+}
+
+impl Exp for f64 {
+    fn exp_(self) -> Self {
+        self.exp()
+    }
+}
+
+impl CustomOp1 for ChannelSoftmaxOp {
+    fn name(&self) -> &'static str {
+        "channel-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (rows, len) = rows_and_len(l)?;
+        let classes = if rows == 0 { 0 } else { l.dims()[1] };
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(softmax_forward::<f32>(contiguous(s, l, "x")?, classes, len)),
+            CpuStorage::F64(_) => CpuStorage::F64(softmax_forward::<f64>(contiguous(s, l, "x")?, classes, len)),
+            _ => bail!("channel softmax: f32 or f64 expected, got {:?}", s.dtype()),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(res.apply_op2_no_bwd(&grad.contiguous()?, &ChannelSoftmaxGradOp)?))
+    }
+}
+
+impl CustomOp2 for ChannelSoftmaxGradOp {
+    fn name(&self) -> &'static str {
+        "channel-softmax-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (rows, len) = rows_and_len(l1)?;
+        if l1.dims() != l2.dims() {
+            bail!("channel softmax backward: {:?} and {:?} differ", l1.dims(), l2.dims());
+        }
+        let classes = if rows == 0 { 0 } else { l1.dims()[1] };
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(softmax_backward::<f32>(
+                contiguous(s1, l1, "y")?,
+                contiguous(s2, l2, "grad")?,
+                classes,
+                len,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(softmax_backward::<f64>(
+                contiguous(s1, l1, "y")?,
+                contiguous(s2, l2, "grad")?,
+                classes,
+                len,
+            )),
+            _ => bail!("channel softmax backward: f32 or f64 expected, got {:?}", s1.dtype()),
         };
         Ok((out, l1.shape().clone()))
     }

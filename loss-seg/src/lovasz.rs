@@ -22,7 +22,7 @@
 //! every device.
 
 use crate::prepare::softmax_channels;
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use loss_core::{check, ops, Loss, LossError};
 use rayon::prelude::*;
 
@@ -94,9 +94,24 @@ fn class_weights(pixels: &[usize], errors: &[f64], fg: &[bool]) -> Vec<(usize, f
         return Vec::new();
     }
     let mut order = pixels.to_vec();
-    order.sort_by(|&a, &b| errors[b].total_cmp(&errors[a]));
+    // Decreasing error; ties in pixel order (deterministic, as a stable sort would give).
+    order.sort_unstable_by(|&a, &b| errors[b].total_cmp(&errors[a]).then(a.cmp(&b)));
     let flags: Vec<bool> = order.iter().map(|&i| fg[i]).collect();
     order.into_iter().zip(lovasz_grad(&flags)).collect()
+}
+
+/// Host values built in f64 as a tensor of `like`'s dtype on `like`'s device (converted on the
+/// host: Metal has no f64).
+fn on_device(v: Vec<f64>, shape: (usize, usize, usize), like: &Tensor) -> Result<Tensor> {
+    Tensor::from_vec(v, shape, &Device::Cpu)?
+        .to_dtype(like.dtype())?
+        .to_device(like.device())
+}
+
+/// The values of a float tensor on the host, as f64 (converted on the host: Metal has no f64).
+fn host_values(t: &Tensor) -> Result<Vec<f64>> {
+    let flat = t.flatten_all()?.to_device(&Device::Cpu)?;
+    flat.to_dtype(DType::F64)?.to_vec1::<f64>()
 }
 
 /// Lovász-Softmax loss of `logits` against class indices `target` (a 0-d tensor).
@@ -115,7 +130,11 @@ pub fn lovasz_softmax_loss(logits: &Tensor, target: &Tensor, opts: &LovaszSoftma
     let (n, c) = (logits.dim(0)?, logits.dim(1)?);
     check::class_indices(LOSS, "target", target, c, opts.ignore_index)?;
     let s = logits.elem_count() / (n * c).max(1);
-    let labels = target.flatten_all()?.to_dtype(DType::I64)?.to_vec1::<i64>()?;
+    let labels = target
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::I64)?
+        .to_vec1::<i64>()?;
 
     // Foreground flags and errors, [N, C, S] row-major.
     let mut fg = vec![false; n * c * s];
@@ -126,15 +145,14 @@ pub fn lovasz_softmax_loss(logits: &Tensor, target: &Tensor, opts: &LovaszSoftma
             }
         }
     }
-    let fg_t = Tensor::from_vec(
-        fg.iter().map(|&f| if f { 1.0 } else { 0.0 }).collect::<Vec<f64>>(),
+    let fg_t = on_device(
+        fg.iter().map(|&f| if f { 1.0 } else { 0.0 }).collect(),
         (n, c, s),
-        logits.device(),
-    )?
-    .to_dtype(logits.dtype())?;
+        logits,
+    )?;
     let probs = softmax_channels(logits)?.reshape((n, c, s))?;
     let errors = ops::abs(&fg_t.sub(&probs)?)?;
-    let err_host = errors.detach().flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    let err_host = host_values(&errors.detach())?;
 
     // The groups of images averaged together: all of them, or one at a time.
     let groups: Vec<Vec<usize>> = if opts.per_image {
@@ -165,7 +183,7 @@ pub fn lovasz_softmax_loss(logits: &Tensor, target: &Tensor, opts: &LovaszSoftma
             w[i] = g * scale;
         }
     }
-    let w_t = Tensor::from_vec(w, (n, c, s), logits.device())?.to_dtype(logits.dtype())?;
+    let w_t = on_device(w, (n, c, s), logits)?;
     errors.mul(&w_t)?.sum_all()
 }
 

@@ -8,7 +8,8 @@
 //! tensors. With `C = 1`, `to_onehot_y`, `softmax` and `include_background` are ignored (MONAI
 //! warns and goes on).
 
-use candle_core::{Result, Tensor};
+use crate::fused::ChannelSoftmaxOp;
+use candle_core::{DType, Result, Tensor};
 use loss_core::{check, ops, LossError};
 
 /// The expected shape of `pred`, for error messages.
@@ -77,11 +78,21 @@ pub fn check_pred(loss: &'static str, pred: &Tensor) -> Result<()> {
     check::min_rank(loss, "pred", pred, 3, PRED_SHAPE)
 }
 
-/// Softmax over dimension 1 (the channels), `exp(x − max) / Σ exp(x − max)`.
+/// Softmax over dimension 1 (the channels), `exp(x − max) / Σ exp(x − max)`, for `x` of rank ≥ 2.
 ///
-/// The max is taken as a constant (it cancels in the value), so the gradient is the softmax's
-/// own `s ⊙ (g − Σ s g)` without a path through the max. Any float dtype, any device.
+/// On the CPU (f32/f64, rank ≥ 3, [`loss_core::ops::fused_allowed`]) one fused pass forward and
+/// one backward, `s ⊙ (g − Σ_c s g)`; elsewhere [`softmax_channels_composite`].
 pub fn softmax_channels(x: &Tensor) -> Result<Tensor> {
+    if x.rank() >= 3 && ops::fused_allowed(x) && matches!(x.dtype(), DType::F32 | DType::F64) {
+        return x.contiguous()?.apply_op1(ChannelSoftmaxOp);
+    }
+    softmax_channels_composite(x)
+}
+
+/// [`softmax_channels`] from plain Candle ops (any device, any float dtype). The max is taken as
+/// a constant (it cancels in the value), so the gradient is the softmax's own without a path
+/// through the max.
+pub fn softmax_channels_composite(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(1)?)

@@ -145,3 +145,49 @@ fn every_loss_agrees_on_both_paths() {
         assert_close(&format!("{name}: gradient"), &fused.1, &composite.1, 1e-9, 1e-12);
     }
 }
+
+/// The fused channel softmax and the composite one: values and gradients (of a weighted sum, so
+/// that the `Σ_c s g` term is exercised).
+fn assert_softmax_paths_equal(what: &str, x: &Tensor) {
+    let tol = if x.dtype() == DType::F32 { 1e-6 } else { 1e-14 };
+    let weights = Tensor::arange(0u32, x.elem_count() as u32, &Device::Cpu)
+        .unwrap()
+        .to_dtype(x.dtype())
+        .unwrap()
+        .affine(0.37, 0.0)
+        .unwrap()
+        .sin()
+        .unwrap()
+        .reshape(x.shape())
+        .unwrap();
+    let run = |f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| value_and_grad(|z| f(z)?.mul(&weights), x);
+    let fused = run(&|z| loss_seg::prepare::softmax_channels(z));
+    let composite = run(&|z| loss_seg::prepare::softmax_channels_composite(z));
+    assert_close(&format!("{what}: softmax values"), &fused.0, &composite.0, tol, tol);
+    assert_close(&format!("{what}: softmax gradient"), &fused.1, &composite.1, tol, tol);
+}
+
+#[test]
+fn fused_softmax_equals_composite() {
+    let mut r = rng(14);
+    for shape in [
+        vec![2, 3, 5],
+        vec![2, 4, 70, 70],
+        vec![1, 2, 3, 4, 5],
+        vec![3, 1, 7, 3],
+        vec![2, 5, 9000],
+    ] {
+        let z = uniform(&mut r, &shape, -5.0, 5.0);
+        assert_softmax_paths_equal("f64", &z);
+        assert_softmax_paths_equal("f32", &z.to_dtype(DType::F32).unwrap());
+        assert_softmax_paths_equal("saturated", &z.affine(40.0, 0.0).unwrap());
+    }
+    // A strided view, and NaN propagation.
+    let z = uniform(&mut r, &[2, 3, 4, 5], -5.0, 5.0);
+    assert_softmax_paths_equal("transposed", &z.transpose(2, 3).unwrap());
+    let nan = Tensor::new(&[[[f64::NAN, 1.0]], [[0.0, 2.0]]], &Device::Cpu).unwrap(); // [2, 1, 2]
+    let nan = nan.reshape((1, 2, 2)).unwrap();
+    let s = values(&loss_seg::prepare::softmax_channels(&nan).unwrap());
+    assert!(s[0].is_nan() && s[2].is_nan(), "{s:?}");
+    assert!((s[1] + s[3] - 1.0).abs() < 1e-15);
+}
