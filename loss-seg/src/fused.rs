@@ -265,7 +265,8 @@ fn softmax_forward<T: WithDType + Exp>(x: &[T], classes: usize, len: usize) -> V
         for c in 1..classes {
             let xr = &x[base + c * len..base + c * len + width];
             for (m, &v) in max.iter_mut().zip(xr) {
-                if v > *m || v != v {
+                // A NaN (not comparable with itself) wins, so that it propagates.
+                if v > *m || v.partial_cmp(&v).is_none() {
                     *m = v;
                 }
             }
