@@ -54,6 +54,8 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 /// `with_*` builders for the option fields that every overlap loss shares.
 macro_rules! common_builders {
     ($t:ident) => {
