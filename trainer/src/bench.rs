@@ -104,10 +104,15 @@ fn make_inputs(loss: &str, shape: &[usize], dev: &Device) -> Result<(Tensor, Ten
     let n: usize = shape.iter().product();
     let t = |v: Vec<f32>, s: &[usize]| Tensor::from_vec(v, s, dev);
     Ok(match loss {
-        "l1_loss" | "mse_loss" | "smooth_l1_loss" | "huber_loss" => (t(normal(&mut r, n), shape)?, t(normal(&mut r, n), shape)?),
+        "l1_loss" | "mse_loss" | "smooth_l1_loss" | "huber_loss" => {
+            (t(normal(&mut r, n), shape)?, t(normal(&mut r, n), shape)?)
+        }
         "binary_cross_entropy_with_logits" | "sigmoid_focal_loss" => {
             let x = normal(&mut r, n);
-            let y = uniform(&mut r, n).into_iter().map(|u| if u > 0.5 { 1.0 } else { 0.0 }).collect();
+            let y = uniform(&mut r, n)
+                .into_iter()
+                .map(|u| if u > 0.5 { 1.0 } else { 0.0 })
+                .collect();
             (t(x, shape)?, t(y, shape)?)
         }
         "cross_entropy" => {
@@ -137,7 +142,10 @@ fn make_inputs(loss: &str, shape: &[usize], dev: &Device) -> Result<(Tensor, Ten
         }
         "dice_loss" => {
             let p = uniform(&mut r, n);
-            let y = uniform(&mut r, n).into_iter().map(|u| if u > 0.5 { 1.0 } else { 0.0 }).collect();
+            let y = uniform(&mut r, n)
+                .into_iter()
+                .map(|u| if u > 0.5 { 1.0 } else { 0.0 })
+                .collect();
             (t(p, shape)?, t(y, shape)?)
         }
         other => bail!("bench: unknown loss {other:?}"),
@@ -160,7 +168,14 @@ fn call(loss: &str, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         "giou_loss" => loss_bbox::giou_loss(x, y, 1e-7, m)?,
         "diou_loss" => loss_bbox::diou_loss(x, y, 1e-7, m)?,
         "ciou_loss" => loss_bbox::ciou_loss(x, y, 1e-7, m)?,
-        "dice_loss" => loss_seg::dice_loss(x, y, &loss_seg::DiceLoss { reduction: m, ..Default::default() })?,
+        "dice_loss" => loss_seg::dice_loss(
+            x,
+            y,
+            &loss_seg::DiceLoss {
+                reduction: m,
+                ..Default::default()
+            },
+        )?,
         other => bail!("bench: unknown loss {other:?}"),
     })
 }
@@ -177,13 +192,21 @@ fn time_workload(loss: &str, shape: &[usize], composite: bool, opts: &BenchOptio
     let step = || -> Result<()> {
         let l = call(loss, x.as_tensor(), &y)?;
         let g = l.backward()?;
-        let grad = g.get(x.as_tensor()).ok_or_else(|| anyhow::anyhow!("{loss}: no gradient"))?;
+        let grad = g
+            .get(x.as_tensor())
+            .ok_or_else(|| anyhow::anyhow!("{loss}: no gradient"))?;
         // Make sure the device has finished (a no-op on the CPU).
         opts.device.synchronize()?;
         std::hint::black_box(grad);
         Ok(())
     };
-    let run = |f: &dyn Fn() -> Result<()>| if composite { loss_core::ops::with_composite(f) } else { f() };
+    let run = |f: &dyn Fn() -> Result<()>| {
+        if composite {
+            loss_core::ops::with_composite(f)
+        } else {
+            f()
+        }
+    };
     for _ in 0..3 {
         run(&step)?;
     }
@@ -265,11 +288,14 @@ pub fn stream_bandwidth(n: usize) -> (f64, f64) {
     let b = vec![1.5f32; n];
     let c = vec![0.5f32; n];
     let kernel = |a: &mut [f32]| {
-        a.par_chunks_mut(1 << 16).zip(b.par_chunks(1 << 16)).zip(c.par_chunks(1 << 16)).for_each(|((a, b), c)| {
-            for i in 0..a.len() {
-                a[i] = b[i] * 3.0 + c[i];
-            }
-        })
+        a.par_chunks_mut(1 << 16)
+            .zip(b.par_chunks(1 << 16))
+            .zip(c.par_chunks(1 << 16))
+            .for_each(|((a, b), c)| {
+                for i in 0..a.len() {
+                    a[i] = b[i] * 3.0 + c[i];
+                }
+            })
     };
     let mut a = vec![0.0f32; n];
     kernel(&mut a);
@@ -302,7 +328,9 @@ pub fn table(rows: &[Row], floor_gbs: f64) -> String {
         "loss", "shape", "impl", "median ms", "Melem/s", "GB/s", "vs floor", "fused x"
     );
     for r in rows {
-        let other = rows.iter().find(|o| o.loss == r.loss && o.shape == r.shape && o.implementation == "composite");
+        let other = rows
+            .iter()
+            .find(|o| o.loss == r.loss && o.shape == r.shape && o.implementation == "composite");
         let speedup = match (r.implementation.as_str(), other) {
             ("fused", Some(c)) => format!("{:.2}", c.median_ms / r.median_ms),
             _ => "-".into(),

@@ -10,6 +10,7 @@
 //! - [`experiments`]: the four convergence experiments; [`runner`]: runs them and writes
 //!   [`records`], [`plot`]s and the [`report`].
 
+pub mod bench;
 pub mod cases;
 pub mod data;
 pub mod experiments;

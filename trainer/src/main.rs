@@ -45,6 +45,82 @@ enum Command {
         #[command(subcommand)]
         experiment: Experiment,
     },
+    /// Benchmark forward + backward of each loss on the workloads of shared/bench/torch_bench.py.
+    Bench(BenchArgs),
+}
+
+/// Options of `trainer bench`.
+#[derive(Args)]
+struct BenchArgs {
+    /// Only these losses (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Implementations to time (comma-separated): fused, composite.
+    #[arg(long = "impl", value_delimiter = ',', default_value = "fused,composite")]
+    impls: Vec<String>,
+    /// Threads for rayon and Candle.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Device: cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Write the rows as JSON (torch_bench.py's format) to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Minimum seconds of timed repeats per workload.
+    #[arg(long, default_value_t = 0.5)]
+    min_seconds: f64,
+    /// Skip the memory-bandwidth measurement (the floor is then taken as 46 GB/s).
+    #[arg(long)]
+    no_floor: bool,
+}
+
+/// `trainer bench`: prints the table, writes the JSON rows.
+fn bench(a: BenchArgs) -> ExitCode {
+    std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string());
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(a.threads).build_global();
+    let device = match parse_device(&a.device) {
+        Ok(d) => d,
+        Err(e) => return usage_error(e),
+    };
+    let opts = trainer::bench::BenchOptions {
+        only: a.only,
+        impls: a.impls,
+        threads: a.threads,
+        device,
+        min_seconds: a.min_seconds,
+    };
+    let floor = if a.no_floor {
+        46.0
+    } else {
+        let (reused, fresh) = trainer::bench::stream_bandwidth(100_000_000);
+        println!(
+            "memory floor: a[i] = b[i]*s + c[i] over 1e8 f32 with {} threads: {reused:.1} GB/s into a reused buffer, {fresh:.1} GB/s into a fresh one",
+            a.threads
+        );
+        reused
+    };
+    let progress = |r: &trainer::bench::Row| {
+        eprintln!(
+            "{:34} {:>20} {:>10} {:>10.3} ms",
+            r.loss,
+            format!("{:?}", r.shape),
+            r.implementation,
+            r.median_ms
+        )
+    };
+    let rows = match trainer::bench::run(&opts, progress) {
+        Ok(rows) => rows,
+        Err(e) => return usage_error(format!("{e:#}")),
+    };
+    print!("{}", trainer::bench::table(&rows, floor));
+    if let Some(path) = a.json {
+        let text = serde_json::to_string_pretty(&rows).expect("rows serialise");
+        if let Err(e) = trainer::records::write_atomic(&path, text.as_bytes()) {
+            return usage_error(format!("cannot write {}: {e:#}", path.display()));
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// Options shared by every experiment.
@@ -244,7 +320,7 @@ fn boxes_config(
 fn plan(command: Command) -> anyhow::Result<(Vec<Spec>, Common)> {
     let steps = |s: Option<u64>| s.map(|s| s as usize);
     Ok(match command {
-        Command::Cases { .. } => unreachable!("handled in main"),
+        Command::Cases { .. } | Command::Bench(_) => unreachable!("handled in main"),
         Command::All { common } => (
             vec![
                 Spec::Regression(RegressionConfig::default()),
@@ -379,6 +455,9 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         };
+    }
+    if let Command::Bench(args) = cli.command {
+        return bench(args);
     }
     let (specs, common) = match plan(cli.command) {
         Ok(p) => p,
