@@ -36,6 +36,8 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod boxes;
 mod fused;
 pub mod geometry;
