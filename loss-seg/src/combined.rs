@@ -365,6 +365,36 @@ fn along_channels(classes: usize, rank: usize) -> Vec<usize> {
     shape
 }
 
+/// The focal term of [`dice_focal_loss`] on the kept channels `x`, `t` (`[N, C', spatial...]`):
+/// elementwise for `None`, else MONAI's reduction. Without class weights the reduced forms come
+/// straight from loss-core's reduced `sigmoid_focal_loss` (MONAI's `Sum` is the mean times `N·C'`).
+fn focal_term(loss: &'static str, x: &Tensor, t: &Tensor, opts: &DiceFocalLoss) -> Result<Tensor> {
+    let alpha = opts.alpha.unwrap_or(-1.0);
+    let classes = x.dim(1)?;
+    let weight = match &opts.weight {
+        Some(w) if classes > 1 => Some(class_weight(loss, w, classes, x)?),
+        _ => None,
+    };
+    let Some(w) = weight else {
+        return match opts.reduction {
+            Reduction::Sum => {
+                let rows = (x.dim(0)? * classes) as f64;
+                sigmoid_focal_loss(x, t, alpha, opts.gamma, Reduction::Mean)?.affine(rows, 0.0)
+            }
+            r => sigmoid_focal_loss(x, t, alpha, opts.gamma, r),
+        };
+    };
+    let focal = sigmoid_focal_loss(x, t, alpha, opts.gamma, Reduction::None)?
+        .broadcast_mul(&w.reshape(along_channels(classes, x.rank()))?)?;
+    match opts.reduction {
+        Reduction::Sum => {
+            let spatial: Vec<usize> = (2..x.rank()).collect();
+            reduce(loss, &focal.mean(spatial)?, Reduction::Sum)
+        }
+        r => reduce(loss, &focal, r),
+    }
+}
+
 /// Dice + focal loss of logits `pred` against `target` (MONAI's `DiceFocalLoss`).
 ///
 /// - `pred`: logits `[N, C, spatial...]` (rank ≥ 3), f32 or f64.
@@ -394,31 +424,16 @@ pub fn dice_focal_loss(pred: &Tensor, target: &Tensor, opts: &DiceFocalLoss) -> 
     let c = pred.dim(1)?;
     let first = usize::from(!opts.include_background && c > 1);
     let (x, t) = (pred.narrow(1, first, c - first)?, target.narrow(1, first, c - first)?);
-    let mut focal = sigmoid_focal_loss(&x, &t, opts.alpha.unwrap_or(-1.0), opts.gamma, Reduction::None)?;
-    if let (Some(w), true) = (&opts.weight, c - first > 1) {
-        let w = class_weight(LOSS, w, c - first, pred)?;
-        focal = focal.broadcast_mul(&w.reshape(along_channels(c - first, pred.rank()))?)?;
-    }
-    let (dice, focal) = match reduction {
+    let focal = focal_term(LOSS, &x, &t, opts)?;
+    let dice = match reduction {
         Reduction::None => {
-            let shape = along_channels(c - first, pred.rank());
-            let dice = if opts.batch {
-                dice.reshape(shape)?
-            } else {
-                let mut s = shape;
-                s[0] = pred.dim(0)?;
-                dice.reshape(s)?
-            };
-            (dice.broadcast_as(focal.shape())?, focal)
+            let mut shape = along_channels(c - first, pred.rank());
+            if !opts.batch {
+                shape[0] = pred.dim(0)?;
+            }
+            dice.reshape(shape)?.broadcast_as(focal.shape())?
         }
-        Reduction::Sum => {
-            let spatial: Vec<usize> = (2..pred.rank()).collect();
-            (
-                reduce(LOSS, &dice, reduction)?,
-                reduce(LOSS, &focal.mean(spatial)?, reduction)?,
-            )
-        }
-        _ => (reduce(LOSS, &dice, reduction)?, reduce(LOSS, &focal, reduction)?),
+        _ => reduce(LOSS, &dice, reduction)?,
     };
     dice.affine(opts.lambda_dice, 0.0)?
         .add(&focal.affine(opts.lambda_focal, 0.0)?)
