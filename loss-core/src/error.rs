@@ -2,8 +2,9 @@
 //!
 //! Every check in [`crate::check`] returns a [`LossError`]; it names the loss, the argument and
 //! the shapes involved so that all messages read alike. Losses return `candle_core::Result`, so
-//! the error is wrapped into `candle_core::Error::Wrapped`; callers that want the typed value can
-//! recover it with [`LossError::from_candle`].
+//! the error is wrapped into `candle_core::Error::Wrapped`, whose message is this error's
+//! `Display` (Candle's `Wrapped` holds a `dyn Display`, so the typed value itself cannot be
+//! downcast back out of it; match on the message or call the checks of [`crate::check`]).
 
 use candle_core::{DType, Shape};
 

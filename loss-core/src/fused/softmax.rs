@@ -33,17 +33,21 @@ pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const C1: f32 = 0.693_359_4;
     const C2: f32 = -2.121_944_4e-4;
+    // Adding 1.5·2²³ rounds to the nearest integer without a libm `floor` call (which baseline
+    // x86-64 lacks as an instruction and which would stop the loop from vectorising).
+    const SHIFT: f32 = 12_582_912.0;
     let xc = x.clamp(-103.0, 88.72);
-    let n = (xc * LOG2E + 0.5).floor();
-    let r = xc - n * C1 - n * C2;
+    let kf = (xc * LOG2E + SHIFT) - SHIFT;
+    let r = xc - kf * C1 - kf * C2;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
         * r
         + 5.000_000_1e-1;
     let e = p * r * r + r + 1.0;
-    // 2^n in two factors so that n down to −150 stays representable (subnormals).
-    let n1 = (n * 0.5).floor();
-    let s1 = f32::from_bits(((n1 as i32 + 127) as u32) << 23);
-    let s2 = f32::from_bits((((n - n1) as i32 + 127) as u32) << 23);
+    // 2^k in two factors so that k down to −150 stays representable (subnormals).
+    let k = kf as i32;
+    let k1 = k >> 1;
+    let s1 = f32::from_bits(((k1 + 127) as u32) << 23);
+    let s2 = f32::from_bits(((k - k1 + 127) as u32) << 23);
     let v = e * s1 * s2;
     if x.is_nan() {
         x
@@ -74,15 +78,29 @@ impl RowFloat for f64 {
     }
 }
 
-/// `(max, lse)` of a row; `lse = max + ln Σ exp(x − max)`.
+/// `lse = max + ln Σ exp(x − max)` of a row (NaN if the row holds a NaN), with eight
+/// independent lanes for the maximum and the sum so that the loops vectorise.
 #[inline(always)]
 fn row_lse<F: RowFloat>(row: &[F]) -> F {
-    let m = row
-        .iter()
-        .fold(F::neg_infinity(), |a, &b| if b > a || b.is_nan() { b } else { a });
-    let shift = if m.is_finite() { m } else { F::zero() };
-    let s = row.iter().fold(F::zero(), |acc, &v| acc + (v - shift).fast_exp());
-    shift + s.ln()
+    const L: usize = 8;
+    let chunks = row.chunks_exact(L);
+    let rest = chunks.remainder();
+    let mut m = [F::neg_infinity(); L];
+    for c in chunks.clone() {
+        for k in 0..L {
+            m[k] = m[k].max(c[k]);
+        }
+    }
+    let mx = rest.iter().chain(m.iter()).fold(F::neg_infinity(), |a, &b| a.max(b));
+    let shift = if mx.is_finite() { mx } else { F::zero() };
+    let mut s = [F::zero(); L];
+    for c in chunks {
+        for k in 0..L {
+            s[k] = s[k] + (c[k] - shift).fast_exp();
+        }
+    }
+    let tail = rest.iter().fold(F::zero(), |a, &v| a + (v - shift).fast_exp());
+    shift + (s.iter().fold(F::zero(), |a, &b| a + b) + tail).ln()
 }
 
 fn targets(s: &CpuStorage, l: &Layout) -> Result<Vec<i64>> {
