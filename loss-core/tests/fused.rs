@@ -174,3 +174,22 @@ fn fused_equals_composite_f32_large() {
         assert_close(&format!("{name} d/dinput"), &fused.1, &comp.1, 1e-4, 1e-10);
     }
 }
+
+#[test]
+fn fused_cross_entropy_nd_equals_composite() {
+    let mut r = ChaCha8Rng::seed_from_u64(5);
+    let dev = Device::Cpu;
+    let x: Vec<f64> = (0..4 * 5 * 3 * 2).map(|_| r.gen_range(-5.0..5.0)).collect();
+    let x = Tensor::from_vec(x, (4, 5, 3, 2), &dev).unwrap();
+    let y: Vec<i64> = (0..4 * 3 * 2).map(|i| if i % 5 == 2 { -100 } else { r.gen_range(0..5) }).collect();
+    let y = Tensor::from_vec(y, (4, 3, 2), &dev).unwrap();
+    let w = Tensor::new(&[0.5f64, 1.0, 2.0, 0.25, 1.5], &dev).unwrap();
+    for red in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+        for (wt, ls) in [(None, 0.0), (Some(&w), 0.2)] {
+            let fused = ce_run(&x, &y, wt, ls, red);
+            let comp = with_composite(|| ce_run(&x, &y, wt, ls, red));
+            assert_close(&format!("ce nd {red} value"), &fused.0, &comp.0, 1e-5, 1e-12);
+            assert_close(&format!("ce nd {red} grad"), &fused.1, &comp.1, 1e-5, 1e-12);
+        }
+    }
+}

@@ -19,6 +19,10 @@ pub(crate) fn broadcast_last(loss: &'static str, arg: &'static str, w: &Tensor, 
     if w.dims() == like.dims() {
         return Ok(w.clone());
     }
+    if like.rank() == 0 && w.dims() == [1] {
+        // `[1]` against a 0-d input: the one value (Candle cannot broadcast `[1]` to `[]`).
+        return w.reshape(());
+    }
     let last = like.dims().last().copied();
     let ok = w.rank() == 1 && (w.dim(0)? == 1 || Some(w.dim(0)?) == last);
     if !ok {

@@ -13,7 +13,7 @@
 use crate::check;
 use crate::error::LossError;
 use crate::fused::{self, CrossEntropyRows};
-use crate::reduction::{reduce, reduce_weighted_mean, Reduction};
+use crate::reduction::{reduce, reduce_weighted_mean, sum_all, Reduction};
 use crate::Loss;
 use candle_core::{DType, Result, Tensor};
 
@@ -22,6 +22,10 @@ pub const IGNORE_INDEX: i64 = -100;
 
 /// `log_softmax` over dimension `dim`, stable for large logits.
 pub fn log_softmax(x: &Tensor, dim: usize) -> Result<Tensor> {
+    if x.elem_count() == 0 {
+        // Nothing to normalise (Candle's max refuses empty tensors); keep the graph.
+        return x.affine(1.0, 0.0);
+    }
     let m = x.max_keepdim(dim)?.detach();
     // A row of -inf logits has max -inf: shift by 0 there to keep -inf, not NaN.
     let finite = m.sub(&m)?.eq(0.0)?;
@@ -114,6 +118,23 @@ fn nll_core(
     let (y_safe, kept, _) = index_target(loss, logp, target, ignore_index)?;
     let lp = classes_last(logp)?;
     let picked = lp.gather(&y_safe.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let scaled;
+    let weight = match (weight, reduction) {
+        (Some(w), Reduction::Mean) => {
+            // The mean does not change when every weight is scaled alike: divide them by the
+            // denominator Σ_kept w_y first, so that the gradient w_y / Σ w_y never goes through
+            // 1 / Σ w_y (which overflows for tiny weights, e.g. 1e-39 in f32).
+            let w_y = kept.where_cond(&w.index_select(&y_safe, 0)?, &picked.zeros_like()?)?;
+            let total = sum_all(&w_y)?.detach();
+            if total.to_dtype(DType::F64)?.to_scalar::<f64>()? > 0.0 {
+                scaled = w.detach().broadcast_div(&total)?;
+                Some(&scaled)
+            } else {
+                Some(w)
+            }
+        }
+        (w, _) => w,
+    };
     let w_y = match weight {
         Some(w) => w.index_select(&y_safe, 0)?,
         None => picked.ones_like()?,
@@ -135,8 +156,22 @@ fn nll_core(
     }
 }
 
+/// Logits `[N, C, ...]` need at least one class.
+pub(crate) fn check_classes(loss: &'static str, input: &Tensor) -> Result<()> {
+    if input.dim(1)? == 0 {
+        return Err(check::bad_shape(
+            loss,
+            "input",
+            input,
+            "[N, C, d1, ...] with at least one class (C >= 1)",
+        ));
+    }
+    Ok(())
+}
+
 fn check_common(loss: &'static str, input: &Tensor, weight: Option<&Tensor>, label_smoothing: f64) -> Result<()> {
     check::float(loss, "input", input)?;
+    check_classes(loss, input)?;
     check::param(
         loss,
         "label_smoothing",
@@ -181,20 +216,16 @@ pub fn cross_entropy(
     let index = !target.dtype().is_float();
     let (x, t, unbatched) = batched(LOSS, input, target, index)?;
     check_common(LOSS, &x, weight, label_smoothing)?;
-    if index && x.rank() == 2 && fused::applies(&x) {
+    if index && fused::applies(&x) {
         index_target(LOSS, &x, &t, ignore_index)?;
         let weight = weight.map(|w| w.to_dtype(DType::F64)?.to_vec1::<f64>()).transpose()?;
-        let opts = CrossEntropyRows {
-            weight,
-            ignore_index,
-            label_smoothing,
-            reduction,
-        };
-        let out = fused::cross_entropy_rows(&x, &t, opts)?;
-        return if unbatched && reduction == Reduction::None {
-            out.squeeze(0)
-        } else {
-            Ok(out)
+        let opts = CrossEntropyRows { weight, ignore_index, label_smoothing, reduction };
+        // [N, C, d1, ...] runs as [N·d1·…, C] rows (one copy of the logits, inside the graph).
+        let out = fused::cross_entropy_rows(&classes_last(&x)?, &t.flatten_all()?, opts)?;
+        return match reduction {
+            Reduction::None if unbatched => out.squeeze(0),
+            Reduction::None => out.reshape(t.shape()),
+            _ => Ok(out),
         };
     }
     let logp = log_softmax(&x, 1)?;

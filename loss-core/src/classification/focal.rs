@@ -90,6 +90,7 @@ pub fn softmax_focal_loss(
     check_gamma(LOSS, gamma)?;
     check::float(LOSS, "input", input)?;
     check::min_rank(LOSS, "input", input, 2, "[N, C] or [N, C, d1, ...]")?;
+    super::cross_entropy::check_classes(LOSS, input)?;
     if let Some(a) = alpha {
         check::weight_vector(LOSS, "alpha", a, input.dim(1)?, input)?;
     }

@@ -68,20 +68,25 @@ fn sign<F: Float>(d: F) -> F {
     }
 }
 
-#[inline(always)]
-fn sigmoid<F: Float>(x: F) -> F {
-    if x >= F::zero() {
-        F::one() / (F::one() + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (F::one() + e)
-    }
-}
-
 /// softplus(−x) = ln(1 + e⁻ˣ), stable.
 #[inline(always)]
 fn softplus_neg<F: Float>(x: F) -> F {
-    (-x).max(F::zero()) + (-x.abs()).exp().ln_1p()
+    logistic(x).2
+}
+
+/// `(σ(x), σ(−x), softplus(−x))` from one `e^{−|x|}`.
+#[inline(always)]
+fn logistic<F: Float>(x: F) -> (F, F, F) {
+    let e = (-x.abs()).exp();
+    let one = F::one();
+    let big = one / (one + e);
+    let small = e * big;
+    let sp = (-x).max(F::zero()) + e.ln_1p();
+    if x >= F::zero() {
+        (big, small, sp)
+    } else {
+        (small, big, sp)
+    }
 }
 
 impl Pointwise {
@@ -115,14 +120,15 @@ impl Pointwise {
             Pointwise::BceLogits => (F::one() - t) * x + softplus_neg(x),
             Pointwise::KlDiv { log_target: false } => {
                 if t == F::zero() {
-                    F::zero()
+                    // xlogy(0, 0) − 0·x, as PyTorch: 0 for finite x, NaN for NaN or ±inf.
+                    -(t * x)
                 } else {
                     t * (t.ln() - x)
                 }
             }
             Pointwise::KlDiv { log_target: true } => t.exp() * (t - x),
             Pointwise::SigmoidFocal { alpha, gamma } => {
-                let (q, ce) = focal_parts(x, t);
+                let (q, ce, _, _) = focal_parts(x, t);
                 let mut v = ce * pow(q, gamma);
                 if alpha >= 0.0 {
                     let a = F::from(alpha).unwrap();
@@ -157,7 +163,7 @@ impl Pointwise {
                     k * sign(d)
                 }
             }
-            Pointwise::BceLogits => return (sigmoid(x) - t, -x),
+            Pointwise::BceLogits => return (logistic(x).0 - t, -x),
             // d/dt is ln t + 1 − x; at t = 0, the 0·ln 0 = 0 branch, 0 − x (as the composite path).
             Pointwise::KlDiv { log_target: false } => {
                 return (-t, if t == F::zero() { -x } else { t.ln() + F::one() - x });
@@ -182,20 +188,20 @@ fn pow<F: Float>(q: F, gamma: f64) -> F {
     }
 }
 
-/// `(1 − p_t, BCE)` of the focal loss at logit `x`, target `t`.
+/// `(1 − p_t, BCE, σ(x), σ(−x))` of the focal loss at logit `x`, target `t`.
 #[inline(always)]
-fn focal_parts<F: Float>(x: F, t: F) -> (F, F) {
+fn focal_parts<F: Float>(x: F, t: F) -> (F, F, F, F) {
     let one = F::one();
-    let q = t * sigmoid(-x) + (one - t) * sigmoid(x);
-    let ce = (one - t) * x + softplus_neg(x);
-    (q, ce)
+    let (s, sn, sp) = logistic(x);
+    let q = t * sn + (one - t) * s;
+    let ce = (one - t) * x + sp;
+    (q, ce, s, sn)
 }
 
 #[inline(always)]
 fn focal_grad<F: Float>(x: F, t: F, alpha: f64, gamma: f64) -> (F, F) {
     let one = F::one();
-    let (q, ce) = focal_parts(x, t);
-    let (s, sn) = (sigmoid(x), sigmoid(-x));
+    let (q, ce, s, sn) = focal_parts(x, t);
     let qg = pow(q, gamma);
     // d(q^γ)/dq = γ q^(γ−1): 0 when γ = 0, and taken as 0 at q = 0 (where dq/dx = 0 too).
     let dqg = if gamma == 0.0 || q == F::zero() {
