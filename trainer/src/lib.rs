@@ -15,6 +15,7 @@ pub mod cases;
 pub mod data;
 pub mod experiments;
 pub mod fit;
+pub mod im2col;
 pub mod metrics;
 pub mod models;
 pub mod optim;

@@ -139,17 +139,24 @@ impl Module for Mlp {
     }
 }
 
-/// A 2-D convolution with PyTorch's default initialisation, `"<prefix>.weight"`
-/// `[out, in, k, k]` and `"<prefix>.bias"` `[out]`, stride 1, padding `k / 2` (same size).
+/// A 2-D convolution (cross-correlation, as `torch.nn.Conv2d`) with a square odd kernel `k`,
+/// stride 1 and zero padding `k / 2` (output the input's size), PyTorch's default
+/// initialisation; variables `"<prefix>.weight"` `[out, in, k, k]` and `"<prefix>.bias"` `[out]`.
+///
+/// Computed as [`crate::im2col::im2col`] (`[N, in·k², H·W]`) and one matrix product with the
+/// weight `[out, in·k²]`; on the CPU this trains much faster than Candle's direct `conv2d`,
+/// whose backward goes through a naive `conv_transpose2d`.
 pub struct Conv2d {
-    inner: candle_nn::Conv2d,
+    weight: Tensor,
+    bias: Tensor,
+    k: usize,
 }
 
 impl Conv2d {
-    /// Registers the layer's variables drawn from `rng`.
+    /// Registers the layer's variables drawn from `rng` (weight first, then bias).
     ///
     /// # Errors
-    /// Names already in the map, or a tensor error.
+    /// An even `k`, names already in the map, or a tensor error.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         varmap: &VarMap,
@@ -161,10 +168,15 @@ impl Conv2d {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        if k % 2 == 0 {
+            return Err(candle_core::Error::Msg(format!(
+                "Conv2d {prefix}: kernel size {k} must be odd"
+            )));
+        }
         let fan_in = c_in * k * k;
         let w = init_values(Init::PyTorch, rng, c_out * fan_in, fan_in);
         let b = init_values(Init::PyTorch, rng, c_out, fan_in);
-        let w = new_var(
+        let weight = new_var(
             varmap,
             &format!("{prefix}.weight"),
             &[c_out, c_in, k, k],
@@ -172,19 +184,19 @@ impl Conv2d {
             dtype,
             device,
         )?;
-        let b = new_var(varmap, &format!("{prefix}.bias"), &[c_out], b, dtype, device)?;
-        let cfg = candle_nn::Conv2dConfig {
-            padding: k / 2,
-            ..Default::default()
-        };
-        Ok(Self {
-            inner: candle_nn::Conv2d::new(w, Some(b), cfg),
-        })
+        let bias = new_var(varmap, &format!("{prefix}.bias"), &[c_out], b, dtype, device)?;
+        Ok(Self { weight, bias, k })
     }
 }
 
 impl Module for Conv2d {
+    /// `[N, in, H, W]` to `[N, out, H, W]`.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.inner.forward(xs)
+        let (n, c_in, h, w) = xs.dims4()?;
+        let (c_out, ..) = self.weight.dims4()?;
+        let cols = crate::im2col::im2col(xs, self.k)?;
+        let wmat = self.weight.reshape((c_out, c_in * self.k * self.k))?;
+        let out = wmat.broadcast_matmul(&cols)?.reshape((n, c_out, h, w))?;
+        out.broadcast_add(&self.bias.reshape((1, c_out, 1, 1))?)
     }
 }
