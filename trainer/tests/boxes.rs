@@ -529,9 +529,17 @@ fn f32_runs_follow_the_reference_curves() {
     }
 }
 
-/// Timings of `run` in this build (not a test of speed: run with
+/// CPU time of this process (user + system) in seconds, where `/proc` has it.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit(") ").next()?.split(' ').collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Timings of `run` in this build, wall and CPU (not a test of speed: run with
 /// `cargo test --release -p trainer --test boxes -- --ignored --nocapture`; `BOXES_SCALES=full`
-/// or `all` for the larger scales).
+/// or `all` for the larger scales, `BOXES_MODES=autograd-f32` for one mode).
 #[test]
 #[ignore]
 fn timings() {
@@ -540,32 +548,36 @@ fn timings() {
         Ok("all") => vec![Scale::Tiny, Scale::Reduced, Scale::Full],
         _ => vec![Scale::Tiny, Scale::Reduced],
     };
+    let modes = [
+        ("autograd-f32", GradMode::Autograd, DType::F32),
+        ("autograd-f64", GradMode::Autograd, DType::F64),
+        ("paper-f32", GradMode::Paper, DType::F32),
+        ("paper-f64", GradMode::Paper, DType::F64),
+    ];
+    let wanted = std::env::var("BOXES_MODES").unwrap_or_else(|_| "autograd-f32,paper-f64".to_string());
     for scale in scales {
-        for (grad, dtype) in [
-            (GradMode::Autograd, DType::F32),
-            (GradMode::Paper, DType::F32),
-            (GradMode::Paper, DType::F64),
-        ] {
-            let mut cfg = config(grad, dtype, None);
+        for (name, grad, dtype) in modes.iter().filter(|m| wanted.split(',').any(|w| w == m.0)) {
+            let mut cfg = config(*grad, *dtype, None);
             cfg.scale = scale;
-            let start = std::time::Instant::now();
+            let (start, cpu0) = (std::time::Instant::now(), cpu_seconds());
             let mut each = Vec::new();
             for loss in BoxLoss::ALL {
                 cfg.losses = vec![loss.name().to_string()];
                 let t = std::time::Instant::now();
                 let r = run(&cfg).unwrap();
+                let e200 = r.losses[loss.name()].error[200];
                 each.push(format!(
-                    "{} {:.2} s (E200 {:.1})",
+                    "{} {:.2} s (E200 {e200:.1})",
                     loss.name(),
-                    t.elapsed().as_secs_f64(),
-                    r.losses[loss.name()].error[200]
+                    t.elapsed().as_secs_f64()
                 ));
             }
-            println!(
-                "{scale:?} {grad:?} {dtype:?}: {:.2} s [{}]",
-                start.elapsed().as_secs_f64(),
-                each.join(", ")
-            );
+            let cpu = match (cpu0, cpu_seconds()) {
+                (Some(a), Some(b)) => format!("{:.1} s", b - a),
+                _ => "n/a".to_string(),
+            };
+            let wall = start.elapsed().as_secs_f64();
+            println!("{scale:?} {name}: wall {wall:.2} s, cpu {cpu} [{}]", each.join(", "));
         }
     }
 }

@@ -1,10 +1,11 @@
 //! CPU helpers of the box simulation: the float trait the scalar kernels are written over,
-//! fixed-size chunking over cases on a few threads, zero-copy access to a CPU tensor, and the
+//! fixed-size chunking over cases on rayon's pool, zero-copy access to a CPU tensor, and the
 //! differentiable `(x, y, w, h) → (x1, y1, x2, y2)` conversion (a `CustomOp1` on the CPU, plain
 //! Candle ops elsewhere).
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, WithDType, D};
+use rayon::prelude::*;
 use std::ops::Range;
 
 /// f32 or f64: what the scalar kernels are generic over.
@@ -74,14 +75,17 @@ impl Real for f64 {
 /// not depend on the number of threads.
 pub const CHUNK: usize = 4096;
 
+/// Inputs of at most this many cases run on the calling thread.
+const SEQUENTIAL_MAX: usize = 4 * CHUNK;
+
 /// Runs `f(cases, out)` over the fixed chunks of `0..n` (`out` is the chunk's slice of `out`,
-/// `per_case` values a case) on up to `candle_core::utils::get_num_threads()` threads, and
-/// returns the results in chunk order.
+/// `per_case` values a case) on rayon's pool for large inputs (on the calling thread for small
+/// ones), and returns the results in chunk order.
 pub fn par_chunks<T: Send, R: Send>(
     n: usize,
     out: &mut [T],
     per_case: usize,
-    f: impl Fn(Range<usize>, &mut [T]) -> R + Sync,
+    f: impl Fn(Range<usize>, &mut [T]) -> R + Sync + Send,
 ) -> Vec<R> {
     let chunks = n.div_ceil(CHUNK);
     let mut pieces = Vec::with_capacity(chunks);
@@ -92,31 +96,10 @@ pub fn par_chunks<T: Send, R: Send>(
         pieces.push((cases, head));
         rest = tail;
     }
-    let threads = candle_core::utils::get_num_threads().clamp(1, chunks.max(1));
-    if threads == 1 {
+    if n <= SEQUENTIAL_MAX {
         return pieces.into_iter().map(|(r, s)| f(r, s)).collect();
     }
-    let per_thread = chunks.div_ceil(threads);
-    std::thread::scope(|scope| {
-        let f = &f;
-        let mut handles = Vec::with_capacity(threads);
-        let mut it = pieces.into_iter();
-        loop {
-            let group: Vec<_> = it.by_ref().take(per_thread).collect();
-            if group.is_empty() {
-                break;
-            }
-            handles.push(scope.spawn(move || group.into_iter().map(|(r, s)| f(r, s)).collect::<Vec<R>>()));
-        }
-        let mut all = Vec::with_capacity(chunks);
-        for h in handles {
-            match h.join() {
-                Ok(v) => all.extend(v),
-                Err(e) => std::panic::resume_unwind(e),
-            }
-        }
-        all
-    })
+    pieces.into_par_iter().map(|(r, s)| f(r, s)).collect()
 }
 
 /// Calls `f` with the contiguous CPU data of `t` (made contiguous first if needed).

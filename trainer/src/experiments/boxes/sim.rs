@@ -1,10 +1,11 @@
 //! The simulation loop: 200 updates `B += lr (2 − IoU) s` of every case and the error curve
 //! E(t), in both gradient modes, with a CPU fast path and a plain-Candle path for any device.
 
-use super::kernels::{par_chunks, with_cpu_slice, xywh_to_xyxy_with, Real};
+use super::kernels::{par_chunks, with_cpu_slice, xywh_to_xyxy_with, Real, CHUNK};
 use super::paper::{iou, iou_tensor, paper_gradient, paper_gradient_tensor};
 use super::{autograd, learning_rate, BoxLoss, GradMode, ITERATIONS};
 use candle_core::{bail, DType, Result, Tensor, Var};
+use rayon::prelude::*;
 
 /// E(t) for t = 0..=200 of one loss: the sum over cases of `|x − xg| + |y − yg| + |w − wg| +
 /// |h − hg|` before the first update and after each update.
@@ -22,7 +23,9 @@ pub fn simulate(loss: BoxLoss, grad: GradMode, anchors: &Tensor, targets: &Tenso
         (GradMode::Paper, true, DType::F32) => paper_cpu::<f32>(loss, anchors, targets),
         (GradMode::Paper, true, _) => paper_cpu::<f64>(loss, anchors, targets),
         (GradMode::Paper, false, _) => paper_composite(loss, anchors, targets),
-        (GradMode::Autograd, _, _) => autograd_run(loss, anchors, targets, fast),
+        (GradMode::Autograd, true, DType::F32) => autograd_cpu::<f32>(loss, anchors, targets),
+        (GradMode::Autograd, true, _) => autograd_cpu::<f64>(loss, anchors, targets),
+        (GradMode::Autograd, false, _) => autograd_batch(loss, anchors, targets),
     }
 }
 
@@ -92,25 +95,15 @@ fn paper_cpu<T: Real>(loss: BoxLoss, anchors: &Tensor, targets: &Tensor) -> Resu
     })?
 }
 
-/// The error E of `[N, 4]` boxes against the targets, in plain Candle ops.
+/// The error E of `[N, 4]` boxes against the targets (per-chunk f64 sums on the CPU, plain
+/// Candle ops elsewhere).
 fn error_tensor(b: &Tensor, targets: &Tensor) -> Result<f64> {
     if b.device().is_cpu() {
-        let sum = |bs: &[f64], ts: &[f64]| {
-            bs.chunks(4)
-                .zip(ts.chunks(4))
-                .map(|(p, t)| case_error(p, t))
-                .sum::<f64>()
+        let parts = match b.dtype() {
+            DType::F32 => chunk_errors::<f32>(b, targets)?,
+            _ => chunk_errors::<f64>(b, targets)?,
         };
-        let sum32 = |bs: &[f32], ts: &[f32]| {
-            bs.chunks(4)
-                .zip(ts.chunks(4))
-                .map(|(p, t)| case_error(p, t))
-                .sum::<f64>()
-        };
-        return match b.dtype() {
-            DType::F32 => with_cpu_slice::<f32, _>(b, |bs| with_cpu_slice::<f32, _>(targets, |ts| sum32(bs, ts)))?,
-            _ => with_cpu_slice::<f64, _>(b, |bs| with_cpu_slice::<f64, _>(targets, |ts| sum(bs, ts)))?,
-        };
+        return Ok(parts.into_iter().sum());
     }
     let s = loss_core::reduction::sum_all(&b.sub(targets)?.abs()?)?;
     match s.dtype() {
@@ -134,8 +127,8 @@ fn paper_composite(loss: BoxLoss, anchors: &Tensor, targets: &Tensor) -> Result<
 }
 
 /// One update `b − lr (2 − IoU(b)) g` of every case on the CPU (`g` the loss gradient), and E
-/// after it.
-fn descend_cpu<T: Real>(b: &Tensor, g: &Tensor, targets: &Tensor, lr: f64) -> Result<(Tensor, f64)> {
+/// after it, one partial sum per [`CHUNK`] of cases.
+fn descend_cpu<T: Real>(b: &Tensor, g: &Tensor, targets: &Tensor, lr: f64) -> Result<(Tensor, Vec<f64>)> {
     let lr = T::c(lr);
     let (next, err) = with_cpu_slice::<T, _>(b, |bs| {
         with_cpu_slice::<T, _>(g, |gs| {
@@ -156,7 +149,7 @@ fn descend_cpu<T: Real>(b: &Tensor, g: &Tensor, targets: &Tensor, lr: f64) -> Re
                     }
                     e
                 });
-                (out, parts.into_iter().sum::<f64>())
+                (out, parts)
             })
         })
     })???;
@@ -166,9 +159,10 @@ fn descend_cpu<T: Real>(b: &Tensor, g: &Tensor, targets: &Tensor, lr: f64) -> Re
 
 /// `b − lr (2 − IoU(b)) g` and E after it: the CPU kernel, or plain Candle ops.
 fn descend(b: &Tensor, g: &Tensor, targets: &Tensor, lr: f64, fast: bool) -> Result<(Tensor, f64)> {
+    let total = |(t, parts): (Tensor, Vec<f64>)| (t, parts.into_iter().sum::<f64>());
     match (fast && b.device().is_cpu(), b.dtype()) {
-        (true, DType::F32) => descend_cpu::<f32>(b, g, targets, lr),
-        (true, DType::F64) => descend_cpu::<f64>(b, g, targets, lr),
+        (true, DType::F32) => descend_cpu::<f32>(b, g, targets, lr).map(total),
+        (true, DType::F64) => descend_cpu::<f64>(b, g, targets, lr).map(total),
         _ => {
             let f = iou_tensor(b, targets)?.affine(-lr, 2.0 * lr)?.unsqueeze(1)?;
             let next = b.sub(&g.broadcast_mul(&f)?)?.detach();
@@ -248,8 +242,72 @@ fn paper_step_cpu<T: Real>(loss: BoxLoss, boxes: &Tensor, targets: &Tensor, lr: 
     Tensor::from_vec(out, boxes.shape(), boxes.device())
 }
 
-/// Autograd mode: per iteration, one backward of the summed loss-bbox loss over all cases.
-fn autograd_run(loss: BoxLoss, anchors: &Tensor, targets: &Tensor, fast: bool) -> Result<Vec<f64>> {
+/// Cases per block of the CPU autograd path (a multiple of [`CHUNK`]).
+const BLOCK: usize = 2 * CHUNK;
+
+/// Autograd mode on the CPU, block by block: the cases are independent, so each block of
+/// [`BLOCK`] cases runs its 200 iterations on its own (one backward of the block's summed loss
+/// per iteration), with its tensors small enough to stay in cache and be recycled by the
+/// allocator; blocks run in parallel on rayon's pool. Every case's arithmetic is the same as in
+/// one batch of all cases, and E(t) adds the per-chunk sums in case order, so the curve does not
+/// depend on the block size or the number of threads.
+fn autograd_cpu<T: Real>(loss: BoxLoss, anchors: &Tensor, targets: &Tensor) -> Result<Vec<f64>> {
+    let n = anchors.dim(0)?;
+    let per_block = (0..n.div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|blk| {
+            let (start, len) = (blk * BLOCK, BLOCK.min(n - blk * BLOCK));
+            autograd_block::<T>(loss, &anchors.narrow(0, start, len)?, &targets.narrow(0, start, len)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut e = vec![0.0; ITERATIONS + 1];
+    for block in &per_block {
+        for (et, parts) in e.iter_mut().zip(block) {
+            for p in parts {
+                *et += p;
+            }
+        }
+    }
+    Ok(e)
+}
+
+/// E of `b` against `targets`, one partial sum per [`CHUNK`] of cases (CPU).
+fn chunk_errors<T: Real>(b: &Tensor, targets: &Tensor) -> Result<Vec<f64>> {
+    with_cpu_slice::<T, _>(b, |bs| {
+        with_cpu_slice::<T, _>(targets, |ts| {
+            bs.chunks(4 * CHUNK)
+                .zip(ts.chunks(4 * CHUNK))
+                .map(|(bc, tc)| {
+                    bc.chunks(4)
+                        .zip(tc.chunks(4))
+                        .map(|(p, t)| case_error(p, t))
+                        .sum::<f64>()
+                })
+                .collect()
+        })
+    })?
+}
+
+/// The 200 iterations of one block: per t, the per-chunk partial sums of E(t).
+fn autograd_block<T: Real>(loss: BoxLoss, anchors: &Tensor, targets: &Tensor) -> Result<Vec<Vec<f64>>> {
+    let target_xyxy = xywh_to_xyxy_with(targets, true)?.detach();
+    let mut e = Vec::with_capacity(ITERATIONS + 1);
+    e.push(chunk_errors::<T>(anchors, targets)?);
+    let mut b = anchors.clone();
+    for k in 1..=ITERATIONS {
+        let g = autograd_gradient(loss, &b, &target_xyxy, true)?;
+        let (next, parts) = descend_cpu::<T>(&b, &g, targets, learning_rate(k))?;
+        b = next;
+        e.push(parts);
+    }
+    Ok(e)
+}
+
+/// Autograd mode in one batch of plain Candle ops: per iteration, one backward of the summed
+/// loss-bbox loss over all cases (the path for other devices, and the composite reference on the
+/// CPU).
+fn autograd_batch(loss: BoxLoss, anchors: &Tensor, targets: &Tensor) -> Result<Vec<f64>> {
+    let fast = false;
     let target_xyxy = xywh_to_xyxy_with(targets, fast)?.detach();
     let mut b = anchors.detach();
     let mut e = vec![error_tensor(&b, targets)?];
