@@ -414,9 +414,13 @@ fn tune_allocator() {
 fn tune_allocator() {}
 
 fn main() -> ExitCode {
-    // Candle's per-op thread count: the runs themselves go in parallel (trainer::parallel), and
-    // leaving this unset makes Candle look up the CPU topology on every matmul.
+    // Rayon's global pool (the boxes simulation's data-parallel loops) gets every core; then
+    // RAYON_NUM_THREADS=1 turns off Candle's per-op threads: the training runs go in parallel
+    // instead (trainer::parallel), which is faster for small models, and Candle no longer looks
+    // up the CPU topology on every matmul.
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(cores).build_global();
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
     tune_allocator();

@@ -1,10 +1,11 @@
 //! Independent training runs in parallel, with results in input order (so the records do not
 //! depend on the number of threads).
 //!
-//! The runs share one pool of `TRAINER_THREADS` threads (default: the available cores). Candle's
-//! own per-op parallelism is meant to be off (`RAYON_NUM_THREADS=1`, which the `trainer`
-//! binary sets unless the variable is already set): the models here are small, so one run per
-//! core is faster than splitting each small op across cores.
+//! The runs share one pool of `TRAINER_THREADS` threads (default: the available cores), apart
+//! from Rayon's global pool. Candle's own per-op parallelism is meant to be off
+//! (`RAYON_NUM_THREADS=1`, which the `trainer` binary sets, after sizing Rayon's global pool,
+//! unless the variable is already set): the models here are small, so one run per core is
+//! faster than splitting each small op across cores.
 
 use rayon::prelude::*;
 use std::sync::OnceLock;
