@@ -203,16 +203,19 @@ fn focal_grad<F: Float>(x: F, t: F, alpha: f64, gamma: f64) -> (F, F) {
     let one = F::one();
     let (q, ce, s, sn) = focal_parts(x, t);
     let qg = pow(q, gamma);
-    // d(q^γ)/dq = γ q^(γ−1): 0 when γ = 0, and taken as 0 at q = 0 (where dq/dx = 0 too).
-    let dqg = if gamma == 0.0 || q == F::zero() {
-        F::zero()
-    } else {
-        F::from(gamma).unwrap() * pow(q, gamma - 1.0)
-    };
     let dq_dx = (one - t - t) * s * sn;
     let dq_dt = sn - s;
-    let mut gx = dqg * dq_dx * ce + qg * (s - t);
-    let mut gt = dqg * dq_dt * ce + qg * (-x);
+    // d(q^γ) = γ·q^(γ−1)·dq. For a tiny q (saturated logits) q^(γ−1) overflows while dq (for x)
+    // or ce (for t) is as tiny, so 1/q is folded into that factor: |dq/dx| / q ≤ 1 for t in
+    // [0, 1]. 0 when γ = 0, and at q = 0 (where dq/dx = 0 too).
+    let (fx, ft) = if gamma == 0.0 || q == F::zero() {
+        (F::zero(), F::zero())
+    } else {
+        let g = F::from(gamma).unwrap() * qg;
+        (g * (dq_dx / q) * ce, g * (ce / q) * dq_dt)
+    };
+    let mut gx = fx + qg * (s - t);
+    let mut gt = ft + qg * (-x);
     if alpha >= 0.0 {
         let a = F::from(alpha).unwrap();
         let at = a * t + (one - a) * (one - t);
@@ -230,23 +233,44 @@ pub(crate) fn slice<'a, T>(v: &'a [T], l: &Layout, arg: &str) -> Result<&'a [T]>
     }
 }
 
+/// Runs `f` compiled for AVX2 and FMA when the CPU has them (detected at run time), so that the
+/// kernels' loops vectorise 8 lanes wide on such CPUs while the binary still runs on any x86-64
+/// (and on other architectures `f` runs as it is).
+#[inline(always)]
+pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the features were just detected on this CPU.
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
 /// Sum of `f(i)` over `0..n` in f64, in parallel chunks above the threshold.
 pub(crate) fn sum_f64(n: usize, f: impl Fn(usize) -> f64 + Sync) -> f64 {
     let chunk_sum = |lo: usize, hi: usize| {
-        let mut acc = [0.0f64; 8];
-        let mut i = lo;
-        while i + 8 <= hi {
-            for (k, a) in acc.iter_mut().enumerate() {
-                *a += f(i + k);
+        with_simd(|| {
+            let mut acc = [0.0f64; 8];
+            let mut i = lo;
+            while i + 8 <= hi {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    *a += f(i + k);
+                }
+                i += 8;
             }
-            i += 8;
-        }
-        let mut s: f64 = acc.iter().sum();
-        while i < hi {
-            s += f(i);
-            i += 1;
-        }
-        s
+            let mut s: f64 = acc.iter().sum();
+            while i < hi {
+                s += f(i);
+                i += 1;
+            }
+            s
+        })
     };
     if n >= PARALLEL_THRESHOLD {
         (0..n.div_ceil(CHUNK))
@@ -262,14 +286,18 @@ pub(crate) fn sum_f64(n: usize, f: impl Fn(usize) -> f64 + Sync) -> f64 {
 pub(crate) fn fill<T: Send>(out: &mut [T], f: impl Fn(usize) -> T + Sync) {
     if out.len() >= PARALLEL_THRESHOLD {
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
-            for (k, v) in o.iter_mut().enumerate() {
-                *v = f(c * CHUNK + k);
-            }
+            with_simd(|| {
+                for (k, v) in o.iter_mut().enumerate() {
+                    *v = f(c * CHUNK + k);
+                }
+            })
         });
     } else {
-        for (i, v) in out.iter_mut().enumerate() {
-            *v = f(i);
-        }
+        with_simd(|| {
+            for (i, v) in out.iter_mut().enumerate() {
+                *v = f(i);
+            }
+        })
     }
 }
 

@@ -6,7 +6,7 @@
 //! `p = softmax(x)` recomputed from the row and `W = Σ_c w_c`, times the upstream gradient over
 //! the mean's denominator. Only the inputs are kept for the backward.
 
-use super::{fill, slice, sum_f64, PARALLEL_THRESHOLD};
+use super::{fill, slice, sum_f64, with_simd, PARALLEL_THRESHOLD};
 use crate::reduction::Reduction;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use num_traits::Float;
@@ -37,14 +37,16 @@ pub fn exp_f32(x: f32) -> f32 {
     // x86-64 lacks as an instruction and which would stop the loop from vectorising).
     const SHIFT: f32 = 12_582_912.0;
     let xc = x.clamp(-103.0, 88.72);
-    let kf = (xc * LOG2E + SHIFT) - SHIFT;
+    let tk = xc * LOG2E + SHIFT;
+    let kf = tk - SHIFT;
     let r = xc - kf * C1 - kf * C2;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
         * r
         + 0.5;
     let e = p * r * r + r + 1.0;
     // 2^k in two factors so that k down to −150 stays representable (subnormals).
-    let k = kf as i32;
+    // k is in the low mantissa bits of tk (no float-to-int conversion, which vectorises badly).
+    let k = (tk.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
     let k1 = k >> 1;
     let s1 = f32::from_bits(((k1 + 127) as u32) << 23);
     let s2 = f32::from_bits(((k - k1 + 127) as u32) << 23);
@@ -122,6 +124,7 @@ impl CrossEntropyRows {
     }
 
     /// The per-row loss (0 for an ignored row).
+    #[inline(always)]
     fn row_loss<F: RowFloat>(&self, row: &[F], y: i64) -> f64 {
         if y == self.ignore_index {
             return 0.0;
@@ -151,6 +154,7 @@ impl CrossEntropyRows {
     }
 
     /// Writes `g · ∂ℓᵢ/∂x` of one row into `out`.
+    #[inline(always)]
     fn row_grad<F: RowFloat>(&self, row: &[F], y: i64, g: f64, out: &mut [F]) {
         if y == self.ignore_index || g == 0.0 {
             out.iter_mut().for_each(|o| *o = F::zero());
@@ -205,7 +209,13 @@ impl ForwardOp {
                 } else {
                     sum_f64(n, |i| o.row_loss(&x[i * c..(i + 1) * c], y[i]))
                 };
-                let v = if r == Reduction::Mean { s / o.denominator(y) } else { s };
+                // A zero denominator gives NaN (0/0 as PyTorch), also when label smoothing made
+                // the sum non-zero (PyTorch adds the NaN of its NLL term).
+                let v = match (r, o.denominator(y)) {
+                    (Reduction::Mean, den) if den == 0.0 => f64::NAN,
+                    (Reduction::Mean, den) => s / den,
+                    _ => s,
+                };
                 (vec![F::from(v).unwrap()], Shape::from(()))
             }
         }
@@ -244,8 +254,12 @@ struct GradOp(CrossEntropyRows);
 impl GradOp {
     fn run<F: RowFloat>(&self, x: &[F], y: &[i64], up: &[F], n: usize, c: usize) -> Vec<F> {
         let o = &self.0;
-        let scale = if o.reduction == Reduction::Mean {
-            1.0 / o.denominator(y)
+        // A zero denominator (every target ignored or of weight 0) makes the mean NaN; its
+        // gradient is that of the sum, as the composite path's `reduce_weighted_mean` (all zero
+        // unless label smoothing spreads weight onto other classes), never `0 · inf = NaN`.
+        let den = o.denominator(y);
+        let scale = if o.reduction == Reduction::Mean && den != 0.0 {
+            1.0 / den
         } else {
             1.0
         };
@@ -254,7 +268,8 @@ impl GradOp {
             u.to_f64().unwrap_or(f64::NAN) * scale
         };
         let mut out = vec![F::zero(); n * c];
-        let row = |(i, o_row): (usize, &mut [F])| o.row_grad(&x[i * c..(i + 1) * c], y[i], up_at(i), o_row);
+        let row =
+            |(i, o_row): (usize, &mut [F])| with_simd(|| o.row_grad(&x[i * c..(i + 1) * c], y[i], up_at(i), o_row));
         if n * c >= PARALLEL_THRESHOLD {
             out.par_chunks_mut(c.max(1)).enumerate().for_each(row);
         } else {
