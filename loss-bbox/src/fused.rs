@@ -67,8 +67,11 @@ pub(crate) fn pair(kind: AlignedLoss, p: [f64; 4], t: [f64; 4], eps: f64, g: Opt
         AlignedLoss::Giou => {
             let ac = cw * ch;
             let ace = ac + eps;
-            loss += (ac - union) / ace;
-            let g_ac = ue / (ace * ace);
+            let q = (ac - union) / ace;
+            loss += q;
+            // d q / d ac = (1 − q) / ace (= ue / ace², without the square), as the composite
+            // path's division (`loss_core::ops::div`).
+            let g_ac = (1.0 - q) / ace;
             g_union -= 1.0 / ace;
             g_cw += g_ac * ch;
             g_ch += g_ac * cw;

@@ -140,11 +140,12 @@ pub(crate) fn clamp_min(x: &Tensor, lo: f64) -> Result<Tensor> {
     ops::clamp(x, lo, f64::INFINITY)
 }
 
-/// `num / den` where `den ≠ 0`, and 0 (with a zero gradient) where `den = 0`.
+/// `num / den` where `den ≠ 0`, and 0 (with a zero gradient) where `den = 0`. The division has
+/// PyTorch's gradient ([`ops::div`]), finite for a tiny `den` (a box of area 1e-30).
 pub(crate) fn div_or_zero(num: &Tensor, den: &Tensor) -> Result<Tensor> {
     let zero = den.eq(0.0)?;
     let safe = zero.where_cond(&den.ones_like()?, den)?;
-    zero.where_cond(&num.zeros_like()?, &num.div(&safe)?)
+    zero.where_cond(&num.zeros_like()?, &ops::div(num, &safe)?)
 }
 
 /// The aspect angle `atan(w / h)` with the conventions of the module docs (finite at `h = 0`),

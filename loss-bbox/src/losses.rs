@@ -197,7 +197,7 @@ fn composite(kind: AlignedLoss, pred: &Tensor, target: &Tensor, eps: f64) -> Res
     let t = Boxes::aligned(target)?;
     let inter = geometry::intersection(&p, &t, Overlap::Masked)?;
     let union = geometry::union(&p, &t, &inter)?;
-    let iou = inter.div(&(&union + eps)?)?;
+    let iou = ops::div(&inter, &(&union + eps)?)?;
     let one_minus_iou = iou.affine(-1.0, 1.0)?;
     let enclosing = || geometry::outer_extent(&p, &t);
     match kind {
@@ -207,22 +207,22 @@ fn composite(kind: AlignedLoss, pred: &Tensor, target: &Tensor, eps: f64) -> Res
         AlignedLoss::Giou => {
             let (cw, ch) = enclosing()?;
             let area_c = cw.mul(&ch)?;
-            one_minus_iou.add(&area_c.sub(&union)?.div(&(&area_c + eps)?)?)
+            one_minus_iou.add(&ops::div(&area_c.sub(&union)?, &(&area_c + eps)?)?)
         }
         AlignedLoss::Diou | AlignedLoss::Ciou | AlignedLoss::Eiou => {
             let (cw, ch) = enclosing()?;
             let (cw2, ch2) = (cw.sqr()?, ch.sqr()?);
             let diag = ((&cw2 + &ch2)? + eps)?;
-            let diou = one_minus_iou.add(&geometry::centre_distance2(&p, &t)?.div(&diag)?)?;
+            let diou = one_minus_iou.add(&ops::div(&geometry::centre_distance2(&p, &t)?, &diag)?)?;
             match kind {
                 AlignedLoss::Ciou => {
                     let v = geometry::aspect_term(&t, &p)?;
-                    let alpha = v.div(&((&v - &iou)? + (1.0 + eps))?)?.detach();
+                    let alpha = v.div(&((iou.affine(-1.0, 1.0)? + &v)? + eps)?)?.detach();
                     diou.add(&alpha.mul(&v)?)
                 }
                 AlignedLoss::Eiou => {
-                    let dw = p.width()?.sub(&t.width()?)?.sqr()?.div(&(cw2 + eps)?)?;
-                    let dh = p.height()?.sub(&t.height()?)?.sqr()?.div(&(ch2 + eps)?)?;
+                    let dw = ops::div(&p.width()?.sub(&t.width()?)?.sqr()?, &(cw2 + eps)?)?;
+                    let dh = ops::div(&p.height()?.sub(&t.height()?)?.sqr()?, &(ch2 + eps)?)?;
                     diou.add(&dw)?.add(&dh)
                 }
                 _ => Ok(diou),

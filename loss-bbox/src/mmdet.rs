@@ -77,7 +77,7 @@ pub fn extended_iou_loss(
     let t = Boxes::aligned(target)?;
     let inter = extended_intersection(&p, &t)?;
     let union = (p.area()?.add(&t.area()?)?.sub(&inter)? + eps)?;
-    let x = inter.div(&union)?.affine(-1.0, 1.0)?;
+    let x = ops::div(&inter, &union)?.affine(-1.0, 1.0)?;
     let quadratic = x.sqr()?.affine(0.5 / smooth_point, 0.0)?;
     let linear = x.affine(1.0, -0.5 * smooth_point)?;
     let loss = x.detach().lt(smooth_point)?.where_cond(&quadratic, &linear)?;
@@ -124,7 +124,7 @@ pub fn siou_loss(pred: &Tensor, target: &Tensor, neg_gamma: bool, eps: f64, redu
     let p = Boxes::aligned(pred)?;
     let t = Boxes::aligned(target)?;
     let inter = geometry::intersection(&p, &t, Overlap::Clamped)?;
-    let iou = inter.div(&(geometry::union(&p, &t, &inter)? + eps)?)?;
+    let iou = ops::div(&inter, &(geometry::union(&p, &t, &inter)? + eps)?)?;
     let (cw, ch) = geometry::outer_extent(&p, &t)?;
     let (cw, ch) = (geometry::clamp_min(&cw, eps)?, geometry::clamp_min(&ch, eps)?);
 
@@ -145,8 +145,8 @@ pub fn siou_loss(pred: &Tensor, target: &Tensor, neg_gamma: bool, eps: f64, redu
     } else {
         angle.affine(-1.0, 2.0)?
     };
-    let rho_x = s_cw.div(&cw)?.sqr()?;
-    let rho_y = s_ch.div(&ch)?.sqr()?;
+    let rho_x = ops::div(&s_cw, &cw)?.sqr()?;
+    let rho_y = ops::div(&s_ch, &ch)?.sqr()?;
     let distance = gamma
         .mul(&rho_x)?
         .exp()?

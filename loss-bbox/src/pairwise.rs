@@ -15,7 +15,7 @@
 use crate::boxes::check_boxes;
 use crate::geometry::{self, clamp_min, div_or_zero, Boxes, Overlap};
 use candle_core::{Result, Tensor};
-use loss_core::check;
+use loss_core::{check, ops};
 
 fn check_sets(loss: &'static str, boxes1: &Tensor, boxes2: &Tensor) -> Result<(Boxes, Boxes)> {
     for (arg, t) in [("boxes1", boxes1), ("boxes2", boxes2)] {
@@ -46,7 +46,7 @@ fn diou_iou(a: &Boxes, b: &Boxes, eps: f64) -> Result<(Tensor, Tensor)> {
     let (iou, _) = iou_union(a, b)?;
     let (w, h) = enclosing(a, b)?;
     let diag = ((w.sqr()? + h.sqr()?)? + eps)?;
-    let diou = iou.sub(&geometry::centre_distance2(a, b)?.div(&diag)?)?;
+    let diou = iou.sub(&ops::div(&geometry::centre_distance2(a, b)?, &diag)?)?;
     Ok((diou, iou))
 }
 
@@ -117,6 +117,6 @@ pub fn complete_box_iou(boxes1: &Tensor, boxes2: &Tensor, eps: f64) -> Result<Te
     let (a, b) = check_sets(LOSS, boxes1, boxes2)?;
     let (diou, iou) = diou_iou(&a, &b, eps)?;
     let v = geometry::aspect_term(&a, &b)?;
-    let alpha = v.div(&((&v - &iou)? + (1.0 + eps))?)?.detach();
+    let alpha = v.div(&((iou.affine(-1.0, 1.0)? + &v)? + eps)?)?.detach();
     diou.sub(&alpha.mul(&v)?)
 }

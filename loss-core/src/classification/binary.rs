@@ -112,7 +112,7 @@ pub fn binary_cross_entropy_with_logits(
     reduce(LOSS, &per, reduction)
 }
 
-/// The unreduced [`binary_cross_entropy_with_logits`] (shared with the focal loss).
+/// The unreduced [`binary_cross_entropy_with_logits`].
 pub(crate) fn bce_with_logits_elementwise(
     loss: &'static str,
     input: &Tensor,

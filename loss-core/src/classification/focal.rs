@@ -4,7 +4,6 @@
 //! many easy negatives of a dense detector do not swamp the loss; `α` balances the classes.
 //! `(1 − p_t)^γ` uses [`crate::ops::powf`], whose gradient stays finite at `p_t = 1`.
 
-use super::binary::bce_with_logits_elementwise;
 use super::cross_entropy::{classes_last, index_target, log_softmax, IGNORE_INDEX};
 use crate::check;
 use crate::fused::{self, Pointwise};
@@ -51,17 +50,66 @@ pub fn sigmoid_focal_loss(
         check::float_pair(LOSS, "input", input, "target", target)?;
         return fused::pointwise(Pointwise::SigmoidFocal { alpha, gamma }, input, target, reduction);
     }
-    let ce = bce_with_logits_elementwise(LOSS, input, target, None, None)?;
-    let one_minus_t = (target.neg()? + 1.0)?;
-    let q = target
-        .mul(&ops::sigmoid(&input.neg()?)?)?
-        .add(&one_minus_t.mul(&ops::sigmoid(input)?)?)?;
-    let mut per = ce.mul(&ops::powf(&q, gamma)?)?;
+    check::float_pair(LOSS, "input", input, "target", target)?;
+    reduce(LOSS, &sigmoid_focal_composite(input, target, alpha, gamma)?, reduction)
+}
+
+/// The elementwise sigmoid focal loss from plain Candle ops (any device), with the fused kernel's
+/// analytic gradients w.r.t. `input` and `target` joined by [`ops::attach_grad`].
+///
+/// Autodiff through `q^γ` would multiply `γ·q^(γ−1)` (which overflows for a tiny `q`, i.e.
+/// saturated logits, when `γ < 1`) by `dq` (as tiny): `inf·0 = NaN`. Here `1/q` is folded into
+/// the factor that cancels it, as in the fused kernel, so the gradient is finite for every
+/// finite input with `t` in `[0, 1]`.
+fn sigmoid_focal_composite(input: &Tensor, target: &Tensor, alpha: f64, gamma: f64) -> Result<Tensor> {
+    let (x, t) = (input.detach(), target.detach());
+    let s = ops::sigmoid(&x)?;
+    let sn = ops::sigmoid(&x.neg()?)?;
+    let one_minus_t = (t.neg()? + 1.0)?;
+    let q = t.mul(&sn)?.add(&one_minus_t.mul(&s)?)?;
+    let ce = one_minus_t.mul(&x)?.add(&ops::softplus(&x.neg()?)?)?;
+    let qg = ops::powf(&q, gamma)?;
+    let zeros = q.zeros_like()?;
+    let (fx, ft) = if gamma == 0.0 {
+        (zeros.clone(), zeros.clone())
+    } else {
+        let at_zero = q.eq(0.0)?;
+        let q_safe = at_zero.where_cond(&q.ones_like()?, &q)?;
+        let g = qg.affine(gamma, 0.0)?;
+        let dq_dx = t.affine(-2.0, 1.0)?.mul(&s)?.mul(&sn)?;
+        let fx = g.mul(&dq_dx.div(&q_safe)?)?.mul(&ce)?;
+        let ft = g.mul(&ce.div(&q_safe)?)?.mul(&sn.sub(&s)?)?;
+        (at_zero.where_cond(&zeros, &fx)?, at_zero.where_cond(&zeros, &ft)?)
+    };
+    let mut gx = fx.add(&qg.mul(&s.sub(&t)?)?)?;
+    let mut gt = ft.sub(&qg.mul(&x)?)?;
+    let mut value = ce.mul(&qg)?;
     if alpha >= 0.0 {
-        let alpha_t = target.affine(alpha, 0.0)?.add(&one_minus_t.affine(1.0 - alpha, 0.0)?)?;
-        per = per.mul(&alpha_t)?;
+        let alpha_t = t.affine(alpha, 0.0)?.add(&one_minus_t.affine(1.0 - alpha, 0.0)?)?;
+        gt = gt.mul(&alpha_t)?.add(&value.affine(2.0 * alpha - 1.0, 0.0)?)?;
+        gx = gx.mul(&alpha_t)?;
+        value = value.mul(&alpha_t)?;
     }
-    reduce(LOSS, &per, reduction)
+    ops::attach_grad(input, &value, &gx)?.add(&ops::attach_grad(target, &zeros, &gt)?)
+}
+
+/// `(1 − p)^γ·(−ln p)` of log-probabilities `l = ln p`, with the derivative
+/// `d/dl = q^γ·(γ·p·(l/q) − 1)`, `q = 1 − p`, taking `l/q` at its limit −1 where `q = 0`.
+///
+/// Autodiff through `q^γ` gives `γ·0^(γ−1)·0 = inf·0 = NaN` at `p = 1` for `γ < 1` (and overflows
+/// near it); the derivative above is the same expression with `1/q` folded into `l/q`, finite
+/// everywhere (0 at `p = 1` for `γ > 0`, the cross-entropy's −1 for `γ = 0`).
+fn focal_nll(l: &Tensor, gamma: f64) -> Result<Tensor> {
+    let l0 = l.detach();
+    let p = l0.exp()?;
+    let q = (p.neg()? + 1.0)?;
+    let qg = ops::powf(&q, gamma)?;
+    let value = qg.mul(&l0.neg()?)?;
+    let at_zero = q.eq(0.0)?;
+    let q_safe = at_zero.where_cond(&q.ones_like()?, &q)?;
+    let ratio = at_zero.where_cond(&q.ones_like()?.neg()?, &l0.div(&q_safe)?)?;
+    let derivative = qg.mul(&p.mul(&ratio)?.affine(gamma, -1.0)?)?;
+    ops::attach_grad(l, &value, &derivative)
 }
 
 /// Softmax (multi-class) focal loss: `ℓᵢ = −α_{yᵢ}·(1 − p_t)^γ·ln p_t` with
@@ -97,8 +145,7 @@ pub fn softmax_focal_loss(
     let (y_safe, kept, _) = index_target(LOSS, input, target, ignore_index)?;
     let logp = classes_last(&log_softmax(input, 1)?)?;
     let logp_t = logp.gather(&y_safe.unsqueeze(1)?, 1)?.squeeze(1)?;
-    let q = (logp_t.exp()?.neg()? + 1.0)?;
-    let mut per = ops::powf(&q, gamma)?.mul(&logp_t)?.neg()?;
+    let mut per = focal_nll(&logp_t, gamma)?;
     if let Some(a) = alpha {
         per = per.mul(&a.index_select(&y_safe, 0)?)?;
     }

@@ -11,6 +11,7 @@
 //! | [`abs`] | \|x\| | sign(x), **0 at x = 0** | PyTorch's rule; Candle gives +1 at 0 |
 //! | [`clamp`] | min(max(x, lo), hi) | 1 on **[lo, hi] including the bounds**, else 0 | PyTorch's rule; Candle gives ½ at a bound |
 //! | [`powf`] | xᵉ for x ≥ 0 (0⁰ = 1) | e·xᵉ⁻¹, **0 when e = 0**, finite at x = 0 for e ≥ 1 | Candle's `powf` is NaN at 0⁰ and its gradient at x = 0 |
+//! | [`div`] | a / b | 1/b and **−(a/b)/b** | Candle's gradient −a/b² underflows to 0/0 = NaN for a tiny b |
 //!
 //! On the CPU each is one `CustomOp1` (value computed in f64 and rounded to the input dtype,
 //! backward = upstream gradient times the derivative above). On any other device the same value
@@ -208,6 +209,21 @@ pub fn clamp(x: &Tensor, lo: f64, hi: f64) -> Result<Tensor> {
 /// e = 1, 0 at x = 0 when e > 1, +inf at x = 0 when 0 < e < 1 as the mathematics says).
 pub fn powf(x: &Tensor, exponent: f64) -> Result<Tensor> {
     Unary::Pow { exponent }.apply(x)
+}
+
+/// `num / den` elementwise (same shape), with PyTorch's gradient: `1/den` w.r.t. `num` and
+/// `−(num/den)/den` w.r.t. `den`.
+///
+/// Candle's own division backward computes `−num/den²`, where `den²` underflows to 0 for a `den`
+/// below ~1e-19 (f32) and gives `0/0 = NaN` or `inf` even though the true gradient is
+/// representable. The value is exactly `num / den` for finite operands (a zero-valued
+/// correction term carries the gradient, as [`attach_grad`]); any device.
+pub fn div(num: &Tensor, den: &Tensor) -> Result<Tensor> {
+    let den_c = den.detach();
+    let q = num.detach().div(&den_c)?;
+    // (num − q·den) / den_c is 0 forward; backward 1/den w.r.t. num and −q/den w.r.t. den.
+    let x = num.sub(&q.mul(den)?)?.div(&den_c)?;
+    q.add(&x.sub(&x.detach())?)
 }
 
 /// `x · ln y` with `0 · ln y = 0` whenever `x = 0` (also for `y = 0`), as `torch.xlogy`;

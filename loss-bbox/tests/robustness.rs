@@ -1,0 +1,433 @@
+//! Robustness of every loss and metric of loss-bbox under random input (see
+//! `loss-core/tests/robust/mod.rs` for the three modes and what each asserts): no panic, typed
+//! errors, finite value and gradient inside the domain, NaN in → NaN out; on the fused CPU kernel
+//! and on the composite path.
+//!
+//! Domain (Valid mode): `xyxy` boxes that are not inverted (`x2 >= x1`, `y2 >= y1`), coordinates
+//! 0 or `1e-10 <= |v| <= 1e15`, extents 0 or in `[1e-10, 1e15]` (degenerate boxes included: zero
+//! width or height, points, identical, touching, nested, disjoint, grids full of ties), `eps` in
+//! `[1e-12, 1e3]`, `smooth_point` in `[1e-6, 1e6]`; any format for `box_convert` / `box_area`
+//! (any finite values, `|v| <= 1e15`). No exception inside it: an empty input gives an empty
+//! output, or 0 for `Mean` / `Sum`. Outside it the gradients of degenerate pairs grow like `1/eps`
+//! and `1/area` (and CIoU's like `1/h` near a point box) and leave f32's range (see the crate docs).
+
+#[path = "../../loss-core/tests/robust/mod.rs"]
+mod robust;
+
+use candle_core::DType;
+use loss_bbox::*;
+use loss_core::Reduction;
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use robust::*;
+
+const BOUND: f64 = 1e15;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bx {
+    Aligned(AlignedLoss),
+    Extended,
+    Siou,
+    BoxIou,
+    GeneralizedBoxIou,
+    DistanceBoxIou,
+    CompleteBoxIou,
+    Convert,
+    Area,
+}
+
+impl Bx {
+    fn name(self) -> &'static str {
+        match self {
+            Bx::Aligned(k) => k.name(),
+            Bx::Extended => "extended_iou_loss",
+            Bx::Siou => "siou_loss",
+            Bx::BoxIou => "box_iou",
+            Bx::GeneralizedBoxIou => "generalized_box_iou",
+            Bx::DistanceBoxIou => "distance_box_iou",
+            Bx::CompleteBoxIou => "complete_box_iou",
+            Bx::Convert => "box_convert",
+            Bx::Area => "box_area",
+        }
+    }
+
+    fn pairwise(self) -> bool {
+        matches!(
+            self,
+            Bx::BoxIou | Bx::GeneralizedBoxIou | Bx::DistanceBoxIou | Bx::CompleteBoxIou
+        )
+    }
+
+    fn single(self) -> bool {
+        matches!(self, Bx::Convert | Bx::Area)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct BxCase {
+    loss: Bx,
+    mode: Mode,
+    composite: bool,
+    /// pred / boxes1 / boxes.
+    a: Spec,
+    /// target / boxes2.
+    b: Spec,
+    eps: f64,
+    /// smooth_point (extended_iou_loss).
+    p: f64,
+    /// neg_gamma (siou_loss).
+    flag: bool,
+    fmt_in: BoxFormat,
+    fmt_out: BoxFormat,
+    reduction: Reduction,
+    grad_b: bool,
+    want: Want,
+}
+
+fn format() -> BoxedStrategy<BoxFormat> {
+    prop_oneof![Just(BoxFormat::Xyxy), Just(BoxFormat::Xywh), Just(BoxFormat::Cxcywh)].boxed()
+}
+
+/// A coordinate: a small integer grid (ties, shared edges), or 0 or `±[1e-10, bound]` (two
+/// distinct coordinates then differ by at least ~1e-17 in f32, so no area of the pair falls out of
+/// f32's normal range).
+fn coordinate() -> BoxedStrategy<f64> {
+    prop_oneof![
+        2 => (0..4i32).prop_map(f64::from),
+        1 => prop_oneof![Just(0.0), Just(BOUND), Just(-BOUND), Just(1e-10), Just(0.5)],
+        2 => -10.0..10.0f64,
+        2 => log_uniform(-10.0, BOUND.log10(), true),
+    ]
+    .boxed()
+}
+
+/// An extent: 0, a small integer, or anything in `[1e-10, bound]`. Smaller non-zero extents
+/// leave the domain: an area below f32's normal range makes `d IoU / d I = 1/U` overflow, and
+/// near a point box CIoU's aspect gradient `1/h` is unbounded as `h → 0` (extents of 1e-41
+/// overflow f32 there).
+fn extent() -> BoxedStrategy<f64> {
+    prop_oneof![
+        1 => Just(0.0),
+        2 => (0..4i32).prop_map(f64::from),
+        1 => prop_oneof![Just(1e-10), Just(1e-7), Just(0.5), Just(BOUND)],
+        2 => log_uniform(-10.0, BOUND.log10(), false),
+    ]
+    .boxed()
+}
+
+/// `n` valid `xyxy` boxes (as flat values), in the dtype's arithmetic (`x2 = x1 + w` rounded).
+fn valid_boxes(n: usize, dt: DType) -> BoxedStrategy<Vec<f64>> {
+    proptest::collection::vec((coordinate(), coordinate(), extent(), extent()), n)
+        .prop_map(move |v| {
+            let r = |x: f64| if dt == DType::F32 { x as f32 as f64 } else { x };
+            v.into_iter()
+                .flat_map(|(x, y, w, h)| {
+                    let (x, y) = (r(x), r(y));
+                    [x, y, r(x + r(w)).max(x), r(y + r(h)).max(y)]
+                })
+                .collect()
+        })
+        .boxed()
+}
+
+/// Valid params: `(eps, smooth_point)`.
+fn params() -> BoxedStrategy<(f64, f64)> {
+    (
+        prop_oneof![Just(1e-7), Just(1e-6), Just(1e-12), log_uniform(-12.0, 3.0, false)],
+        prop_oneof![Just(0.1), log_uniform(-6.0, 6.0, false)],
+    )
+        .boxed()
+}
+
+fn valid(loss: Bx) -> BoxedStrategy<BxCase> {
+    let lead = if loss.pairwise() {
+        (0..=4usize, 0..=4usize).prop_map(|(n, m)| (vec![n], vec![m])).boxed()
+    } else {
+        shape(0..=4, 8).prop_map(|s| (s.clone(), s)).boxed()
+    };
+    (float_dtype(), lead, any::<bool>(), any::<bool>(), any::<bool>())
+        .prop_flat_map(move |(dt, (la, lb), composite, flag, grad_b)| {
+            let (na, nb) = (numel(&la), numel(&lb));
+            let mut sa = la.clone();
+            sa.push(4);
+            let mut sb = lb.clone();
+            sb.push(4);
+            let a = if loss.single() {
+                values(finite(BOUND), 4 * na)
+            } else {
+                valid_boxes(na, dt)
+            };
+            (
+                a,
+                valid_boxes(nb, dt),
+                any::<bool>(),
+                params(),
+                format(),
+                format(),
+                reduction(),
+            )
+                .prop_map(move |(a, b, same, (eps, p), fmt_in, fmt_out, reduction)| {
+                    // Identical pairs now and then (aligned losses).
+                    let b = if same && !loss.pairwise() && !loss.single() {
+                        a.clone()
+                    } else {
+                        b
+                    };
+                    BxCase {
+                        loss,
+                        mode: Mode::Valid,
+                        composite,
+                        a: Spec::new(dt, sa.clone(), a),
+                        b: Spec::new(dt, sb.clone(), b),
+                        eps,
+                        p,
+                        flag,
+                        fmt_in,
+                        fmt_out,
+                        reduction,
+                        grad_b,
+                        want: Want::Finite,
+                    }
+                })
+        })
+        .boxed()
+}
+
+fn rows(s: &Spec) -> usize {
+    numel(&s.shape) / 4
+}
+
+/// Puts NaN into some coordinates that the output depends on, and says where NaN must come out.
+fn nan(loss: Bx) -> BoxedStrategy<BxCase> {
+    valid(loss)
+        .prop_filter("a box", move |c| rows(&c.a) > 0 && (loss.single() || rows(&c.b) > 0))
+        .prop_flat_map(|c| {
+            let (na, nb) = (rows(&c.a), rows(&c.b));
+            (Just(c), nan_rows(na), nan_rows(nb), 0..4usize, any::<bool>())
+        })
+        .prop_map(|(mut c, ra, rb, col, in_b)| {
+            c.mode = Mode::Nan;
+            let (na, nb) = (rows(&c.a), rows(&c.b));
+            // box_area in xywh / cxcywh reads only w and h.
+            let col = if c.loss == Bx::Area && c.fmt_in != BoxFormat::Xyxy {
+                2 + col % 2
+            } else {
+                col
+            };
+            let in_b = in_b && !c.loss.single();
+            let (ra, rb) = if in_b { (vec![false; na], rb) } else { (ra, vec![false; nb]) };
+            for (i, &r) in ra.iter().enumerate() {
+                if r {
+                    c.a.values[4 * i + col] = f64::NAN;
+                }
+            }
+            for (j, &r) in rb.iter().enumerate() {
+                if r {
+                    c.b.values[4 * j + col] = f64::NAN;
+                }
+            }
+            c.want = match c.loss {
+                Bx::Convert => Want::NanInRows(ra, 4),
+                Bx::Area => Want::NanAt(ra),
+                l if l.pairwise() => {
+                    let mut m = vec![false; na * nb];
+                    for i in 0..na {
+                        for j in 0..nb {
+                            m[i * nb + j] = ra[i] || rb[j];
+                        }
+                    }
+                    Want::NanAt(m)
+                }
+                _ if c.reduction == Reduction::None => Want::NanAt((0..na).map(|i| ra[i] || rb[i]).collect()),
+                _ => Want::NanAt(vec![true]),
+            };
+            c
+        })
+        .boxed()
+}
+
+/// A row mask with at least one row set.
+fn nan_rows(n: usize) -> BoxedStrategy<Vec<bool>> {
+    if n == 0 {
+        return Just(vec![]).boxed();
+    }
+    (proptest::collection::vec(proptest::bool::weighted(0.2), n), 0..n)
+        .prop_map(|(mut m, i)| {
+            m[i] = true;
+            m
+        })
+        .boxed()
+}
+
+fn wild(loss: Bx) -> BoxedStrategy<BxCase> {
+    let random = (
+        wild_spec(24),
+        prop_oneof![Just(None), wild_spec(24).prop_map(Some)],
+        (any_param(), any_param(), any::<bool>()),
+        (format(), format(), any_reduction(), any::<bool>(), any::<bool>()),
+    )
+        .prop_flat_map(|(a, b, params, rest)| {
+            let same = values(any_value(), numel(&a.shape))
+                .prop_map({
+                    let a = a.clone();
+                    move |v| Spec::new(a.dtype, a.shape.clone(), v)
+                })
+                .boxed();
+            let b = match b {
+                Some(b) => Just(b).boxed(),
+                None => same,
+            };
+            (Just(a), b, Just(params), Just(rest))
+        })
+        .prop_map(
+            move |(a, b, (eps, p, flag), (fmt_in, fmt_out, reduction, composite, grad_b))| BxCase {
+                loss,
+                mode: Mode::Wild,
+                composite,
+                a,
+                b,
+                eps,
+                p,
+                flag,
+                fmt_in,
+                fmt_out,
+                reduction,
+                grad_b,
+                want: Want::Anything,
+            },
+        );
+    // Valid boxes with wild values (inverted boxes, NaN, ±inf, f32::MAX) or parameters.
+    let perturbed = (valid(loss), any_param(), any_param(), any_reduction(), 0..3u8)
+        .prop_flat_map(|(c, eps, p, r, what)| {
+            let (na, nb) = (c.a.values.len(), c.b.values.len());
+            (Just((c, eps, p, r, what)), values(any_value(), na), values(any_value(), nb))
+        })
+        .prop_map(|((mut c, eps, p, r, what), va, vb)| {
+            c.mode = Mode::Wild;
+            c.want = Want::Anything;
+            match what {
+                0 => (c.eps, c.p, c.reduction) = (eps, p, r),
+                1 => c.a.values = va,
+                _ => (c.a.values, c.b.values) = (va, vb),
+            }
+            c
+        });
+    prop_oneof![random, perturbed].boxed()
+}
+
+impl Case for BxCase {
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+    fn composite(&self) -> bool {
+        self.composite
+    }
+    fn check(&self) -> Result<bool, TestCaseError> {
+        let args = vec![
+            Arg::var(self.a.tensor()),
+            Arg {
+                tensor: self.b.tensor(),
+                grad: self.grad_b,
+            },
+        ];
+        let c = self.clone();
+        let got = call(self.composite, args, move |t| {
+            let (a, b, r, eps) = (&t[0], &t[1], c.reduction, c.eps);
+            match c.loss {
+                Bx::Aligned(kind) => aligned_loss(kind, a, b, eps, r, Kernel::Auto),
+                Bx::Extended => extended_iou_loss(a, b, c.p, eps, r),
+                Bx::Siou => siou_loss(a, b, c.flag, eps, r),
+                Bx::BoxIou => box_iou(a, b),
+                Bx::GeneralizedBoxIou => generalized_box_iou(a, b),
+                Bx::DistanceBoxIou => distance_box_iou(a, b, eps),
+                Bx::CompleteBoxIou => complete_box_iou(a, b, eps),
+                Bx::Convert => box_convert(a, c.fmt_in, c.fmt_out),
+                Bx::Area => box_area(a, c.fmt_in),
+            }
+        });
+        verify(self.loss.name(), &got, &self.want)
+    }
+}
+
+fn cases(loss: Bx) -> BoxedStrategy<BxCase> {
+    prop_oneof![4 => valid(loss), 2 => nan(loss), 4 => wild(loss)].boxed()
+}
+
+fn run(loss: Bx, label: &str) {
+    run_property(label, file!(), cases(loss));
+}
+
+#[test]
+fn iou_loss_linear_is_robust() {
+    run(Bx::Aligned(AlignedLoss::Iou(IouMode::Linear)), "iou_loss (linear)");
+}
+
+#[test]
+fn iou_loss_square_is_robust() {
+    run(Bx::Aligned(AlignedLoss::Iou(IouMode::Square)), "iou_loss (square)");
+}
+
+#[test]
+fn iou_loss_log_is_robust() {
+    run(Bx::Aligned(AlignedLoss::Iou(IouMode::Log)), "iou_loss (log)");
+}
+
+#[test]
+fn giou_loss_is_robust() {
+    run(Bx::Aligned(AlignedLoss::Giou), "giou_loss");
+}
+
+#[test]
+fn diou_loss_is_robust() {
+    run(Bx::Aligned(AlignedLoss::Diou), "diou_loss");
+}
+
+#[test]
+fn ciou_loss_is_robust() {
+    run(Bx::Aligned(AlignedLoss::Ciou), "ciou_loss");
+}
+
+#[test]
+fn eiou_loss_is_robust() {
+    run(Bx::Aligned(AlignedLoss::Eiou), "eiou_loss");
+}
+
+#[test]
+fn extended_iou_loss_is_robust() {
+    run(Bx::Extended, "extended_iou_loss");
+}
+
+#[test]
+fn siou_loss_is_robust() {
+    run(Bx::Siou, "siou_loss");
+}
+
+#[test]
+fn box_iou_is_robust() {
+    run(Bx::BoxIou, "box_iou");
+}
+
+#[test]
+fn generalized_box_iou_is_robust() {
+    run(Bx::GeneralizedBoxIou, "generalized_box_iou");
+}
+
+#[test]
+fn distance_box_iou_is_robust() {
+    run(Bx::DistanceBoxIou, "distance_box_iou");
+}
+
+#[test]
+fn complete_box_iou_is_robust() {
+    run(Bx::CompleteBoxIou, "complete_box_iou");
+}
+
+#[test]
+fn box_convert_is_robust() {
+    run(Bx::Convert, "box_convert");
+}
+
+#[test]
+fn box_area_is_robust() {
+    run(Bx::Area, "box_area");
+}

@@ -1,0 +1,926 @@
+//! Robustness of every loss of loss-core under random input (see `robust/mod.rs` for the three
+//! modes and what each asserts): no panic, typed errors, finite value and gradient inside the
+//! domain, NaN in → NaN out; on the fused CPU path and on the composite path.
+//!
+//! Domains (Valid mode) and the documented exceptions, per loss:
+//!
+//! | loss | input | target | exceptions (NaN by definition) |
+//! |---|---|---|---|
+//! | l1, smooth_l1, huber | finite, \|v\| ≤ 1e15 | same | `Mean` of an empty tensor |
+//! | mse | \|v\| ≤ 1e15 | same | as l1 |
+//! | binary_cross_entropy | [0, 1] | [0, 1] | as l1 (p = 0 with t = 1 is clamped to 100) |
+//! | bce_with_logits | \|x\| ≤ 1e15 | \|t\| ≤ 1e6 | as l1 |
+//! | kl_div | \|x\| ≤ 1e12 | [0, 1e6] (log_target: [−1e6, 50]) | as l1; `batchmean` with `dim(0) = 0` |
+//! | sigmoid_focal | \|x\| ≤ 1e15 | [0, 1] | as l1 |
+//! | cross_entropy, nll, softmax_focal | \|x\| ≤ 1e15 | indices in [0, C) or ignore_index | `Mean` with a zero denominator (every target ignored, zero weights, empty batch) |
+//! | cross_entropy (probabilities) | \|x\| ≤ 1e15 | [0, 1] | `Mean` over zero rows |
+//! | entropy | [0, 1e15] | — | `Mean` over zero rows |
+
+mod robust;
+
+use candle_core::{DType, Tensor};
+use loss_core::*;
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use robust::*;
+
+// ---------------------------------------------------------------------------------------------
+// Pointwise losses: input and target of one shape.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pw {
+    L1,
+    Mse,
+    SmoothL1,
+    Huber,
+    Bce,
+    BceLogits,
+    KlDiv,
+    SigmoidFocal,
+}
+
+impl Pw {
+    fn name(self) -> &'static str {
+        match self {
+            Pw::L1 => "l1_loss",
+            Pw::Mse => "mse_loss",
+            Pw::SmoothL1 => "smooth_l1_loss",
+            Pw::Huber => "huber_loss",
+            Pw::Bce => "binary_cross_entropy",
+            Pw::BceLogits => "binary_cross_entropy_with_logits",
+            Pw::KlDiv => "kl_div",
+            Pw::SigmoidFocal => "sigmoid_focal_loss",
+        }
+    }
+
+    /// The input's domain.
+    fn x_dom(self) -> BoxedStrategy<f64> {
+        match self {
+            Pw::Bce => in_range(0.0, 1.0),
+            Pw::KlDiv => finite(1e12),
+            _ => finite(1e15),
+        }
+    }
+
+    /// The target's domain (`flag` is kl_div's `log_target`).
+    fn t_dom(self, flag: bool) -> BoxedStrategy<f64> {
+        match self {
+            Pw::Bce | Pw::SigmoidFocal => in_range(0.0, 1.0),
+            Pw::BceLogits => finite(1e6),
+            Pw::KlDiv if flag => prop_oneof![finite(50.0), in_range(-1e6, 50.0)].boxed(),
+            Pw::KlDiv => prop_oneof![in_range(0.0, 1.0), finite(1e6).prop_map(f64::abs)].boxed(),
+            _ => finite(1e15),
+        }
+    }
+
+    /// Valid `(p, q)`: beta, delta, or focal's (alpha, gamma).
+    fn params(self) -> BoxedStrategy<(f64, f64)> {
+        match self {
+            Pw::SmoothL1 => prop_oneof![Just(0.0), log_uniform(-30.0, 15.0, false)]
+                .prop_map(|b| (b, 0.0))
+                .boxed(),
+            Pw::Huber => log_uniform(-30.0, 15.0, false).prop_map(|d| (d, 0.0)).boxed(),
+            Pw::SigmoidFocal => (
+                prop_oneof![Just(-1.0), in_range(0.0, 1.0)],
+                prop_oneof![Just(0.0), Just(2.0), in_range(0.0, 1.0), 0.0..10.0f64],
+            )
+                .boxed(),
+            _ => Just((0.0, 0.0)).boxed(),
+        }
+    }
+
+    fn reductions(self) -> BoxedStrategy<Reduction> {
+        if self == Pw::KlDiv {
+            any_reduction()
+        } else {
+            reduction()
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct PwCase {
+    loss: Pw,
+    mode: Mode,
+    composite: bool,
+    input: Spec,
+    target: Spec,
+    weight: Option<Spec>,
+    pos_weight: Option<Spec>,
+    p: f64,
+    q: f64,
+    flag: bool,
+    reduction: Reduction,
+    grad_target: bool,
+    /// Flat positions (of the input's shape) holding NaN in input or target (Nan mode).
+    nan: Vec<bool>,
+}
+
+/// A weight-like optional tensor for the binary losses: the input's shape, `[last]`, or `[1]`,
+/// values in `[0, hi]`.
+fn broadcast_weight(dt: DType, shape: &[usize], hi: f64) -> BoxedStrategy<Option<Spec>> {
+    let mut shapes = vec![shape.to_vec(), vec![1]];
+    if let Some(&last) = shape.last() {
+        shapes.push(vec![last]);
+    }
+    let s = proptest::sample::select(shapes).prop_flat_map(move |s| {
+        let n = numel(&s);
+        values(in_range(0.0, hi), n).prop_map(move |v| Spec::new(dt, s.clone(), v))
+    });
+    prop_oneof![Just(None), s.prop_map(Some)].boxed()
+}
+
+fn pw_valid(loss: Pw) -> BoxedStrategy<PwCase> {
+    (float_dtype(), shape(0..=5, 32), any::<bool>(), any::<bool>())
+        .prop_flat_map(move |(dt, s, flag, grad_target)| {
+            let n = numel(&s);
+            let weights = match loss {
+                Pw::Bce => (broadcast_weight(dt, &s, 1e3), Just(None).boxed()).boxed(),
+                Pw::BceLogits => (broadcast_weight(dt, &s, 1e3), broadcast_weight(dt, &s, 1e3)).boxed(),
+                _ => (Just(None), Just(None)).boxed(),
+            };
+            (
+                values(loss.x_dom(), n),
+                values(loss.t_dom(flag), n),
+                weights,
+                loss.params(),
+                loss.reductions(),
+                any::<bool>(),
+            )
+                .prop_map(move |(x, t, (w, pw), (p, q), reduction, composite)| PwCase {
+                    loss,
+                    mode: Mode::Valid,
+                    composite,
+                    input: Spec::new(dt, s.clone(), x),
+                    target: Spec::new(dt, s.clone(), t),
+                    weight: w,
+                    pos_weight: pw,
+                    p,
+                    q,
+                    flag,
+                    reduction,
+                    grad_target,
+                    nan: vec![false; n],
+                })
+        })
+        .boxed()
+}
+
+/// A NaN mask over `n` positions with at least one NaN when `n > 0`.
+fn nan_mask(n: usize) -> BoxedStrategy<Vec<bool>> {
+    if n == 0 {
+        return Just(vec![]).boxed();
+    }
+    (proptest::collection::vec(proptest::bool::weighted(0.15), n), 0..n)
+        .prop_map(|(mut m, i)| {
+            m[i] = true;
+            m
+        })
+        .boxed()
+}
+
+fn pw_nan(loss: Pw) -> BoxedStrategy<PwCase> {
+    pw_valid(loss)
+        .prop_filter("non-empty", |c| !c.nan.is_empty())
+        .prop_flat_map(|c| {
+            let n = c.nan.len();
+            (Just(c), nan_mask(n), nan_mask(n), 0..3u8)
+        })
+        .prop_map(|(mut c, mx, mt, which)| {
+            c.mode = Mode::Nan;
+            // NaN in the input (0), the target (1) or both (2).
+            let (mx, mt) = match which {
+                0 => (mx, vec![false; mt.len()]),
+                1 => (vec![false; mx.len()], mt),
+                _ => (mx, mt),
+            };
+            for i in 0..mx.len() {
+                if mx[i] {
+                    c.input.values[i] = f64::NAN;
+                }
+                if mt[i] {
+                    c.target.values[i] = f64::NAN;
+                }
+                c.nan[i] = mx[i] || mt[i];
+            }
+            c
+        })
+        .boxed()
+}
+
+fn pw_wild(loss: Pw) -> BoxedStrategy<PwCase> {
+    let random = (
+        wild_spec(32),
+        prop_oneof![Just(None), wild_spec(32).prop_map(Some)],
+        prop_oneof![3 => Just(None), 1 => wild_spec(8).prop_map(Some)],
+        prop_oneof![3 => Just(None), 1 => wild_spec(8).prop_map(Some)],
+        (any_param(), any_param(), any::<bool>(), any_reduction(), any::<bool>(), any::<bool>()),
+    )
+        .prop_flat_map(move |(input, target, weight, pos_weight, rest)| {
+            // The target: independent, or the input's shape and dtype with any values.
+            let same = values(any_value(), numel(&input.shape))
+                .prop_map({
+                    let input = input.clone();
+                    move |v| Spec::new(input.dtype, input.shape.clone(), v)
+                })
+                .boxed();
+            let target = match target {
+                Some(t) => Just(t).boxed(),
+                None => same,
+            };
+            (Just(input), target, Just(weight), Just(pos_weight), Just(rest))
+        })
+        .prop_map(move |(input, target, weight, pos_weight, (p, q, flag, reduction, composite, gt))| {
+            let n = numel(&input.shape);
+            PwCase {
+                loss,
+                mode: Mode::Wild,
+                composite,
+                input,
+                target,
+                weight,
+                pos_weight,
+                p,
+                q,
+                flag,
+                reduction,
+                grad_target: gt,
+                nan: vec![false; n],
+            }
+        });
+    // A valid case with wild values or parameters: reaches the checks past the shapes.
+    let perturbed = (pw_valid(loss), any_param(), any_param(), any_reduction(), 0..4u8)
+        .prop_flat_map(|(c, p, q, r, what)| {
+            let n = c.nan.len();
+            (Just((c, p, q, r, what)), values(any_value(), n), values(any_value(), n))
+        })
+        .prop_map(|((mut c, p, q, r, what), x, t)| {
+            c.mode = Mode::Wild;
+            match what {
+                0 => (c.p, c.q) = (p, q),
+                1 => c.input.values = x,
+                2 => c.target.values = t,
+                _ => {
+                    c.reduction = r;
+                    c.input.values = x;
+                    c.target.values = t;
+                }
+            }
+            c
+        });
+    prop_oneof![random, perturbed].boxed()
+}
+
+fn pw_cases(loss: Pw) -> BoxedStrategy<PwCase> {
+    prop_oneof![4 => pw_valid(loss), 2 => pw_nan(loss), 4 => pw_wild(loss)].boxed()
+}
+
+impl PwCase {
+    fn want(&self) -> Want {
+        let n = self.nan.len();
+        match self.mode {
+            Mode::Wild => Want::Anything,
+            Mode::Valid => {
+                let empty_mean = self.reduction == Reduction::Mean && n == 0;
+                let empty_batch = self.reduction == Reduction::BatchMean && self.input.shape.first() == Some(&0);
+                if empty_mean || empty_batch {
+                    Want::AllNan
+                } else {
+                    Want::Finite
+                }
+            }
+            Mode::Nan => match self.reduction {
+                Reduction::None => Want::NanAt(self.nan.clone()),
+                _ => Want::NanAt(vec![true]),
+            },
+        }
+    }
+}
+
+impl Case for PwCase {
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+    fn composite(&self) -> bool {
+        self.composite
+    }
+    fn check(&self) -> Result<bool, TestCaseError> {
+        let mut args = vec![
+            Arg::var(self.input.tensor()),
+            Arg {
+                tensor: self.target.tensor(),
+                grad: self.grad_target,
+            },
+        ];
+        let has_w = self.weight.is_some();
+        if let Some(w) = &self.weight {
+            args.push(Arg::constant(w.tensor()));
+        }
+        if let Some(w) = &self.pos_weight {
+            args.push(Arg::constant(w.tensor()));
+        }
+        let c = self.clone();
+        let got = call(self.composite, args, move |a| {
+            let (x, t, r) = (&a[0], &a[1], c.reduction);
+            let w = if has_w { a.get(2) } else { None };
+            let pw = a.get(if has_w { 3 } else { 2 });
+            match c.loss {
+                Pw::L1 => l1_loss(x, t, r),
+                Pw::Mse => mse_loss(x, t, r),
+                Pw::SmoothL1 => smooth_l1_loss(x, t, c.p, r),
+                Pw::Huber => huber_loss(x, t, c.p, r),
+                Pw::Bce => binary_cross_entropy(x, t, w, r),
+                Pw::BceLogits => binary_cross_entropy_with_logits(x, t, w, pw, r),
+                Pw::KlDiv => kl_div(x, t, c.flag, r),
+                Pw::SigmoidFocal => sigmoid_focal_loss(x, t, c.p, c.q, r),
+            }
+        });
+        verify(self.loss.name(), &got, &self.want())
+    }
+}
+
+#[test]
+fn l1_loss_is_robust() {
+    run_property("l1_loss", file!(), pw_cases(Pw::L1));
+}
+
+#[test]
+fn mse_loss_is_robust() {
+    run_property("mse_loss", file!(), pw_cases(Pw::Mse));
+}
+
+#[test]
+fn smooth_l1_loss_is_robust() {
+    run_property("smooth_l1_loss", file!(), pw_cases(Pw::SmoothL1));
+}
+
+#[test]
+fn huber_loss_is_robust() {
+    run_property("huber_loss", file!(), pw_cases(Pw::Huber));
+}
+
+#[test]
+fn binary_cross_entropy_is_robust() {
+    run_property("binary_cross_entropy", file!(), pw_cases(Pw::Bce));
+}
+
+#[test]
+fn binary_cross_entropy_with_logits_is_robust() {
+    run_property("binary_cross_entropy_with_logits", file!(), pw_cases(Pw::BceLogits));
+}
+
+#[test]
+fn kl_div_is_robust() {
+    run_property("kl_div", file!(), pw_cases(Pw::KlDiv));
+}
+
+#[test]
+fn sigmoid_focal_loss_is_robust() {
+    run_property("sigmoid_focal_loss", file!(), pw_cases(Pw::SigmoidFocal));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Class-index losses: logits [C] or [N, C, d...], targets [N, d...].
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cls {
+    CrossEntropy,
+    Nll,
+    SoftmaxFocal,
+}
+
+impl Cls {
+    fn name(self) -> &'static str {
+        match self {
+            Cls::CrossEntropy => "cross_entropy",
+            Cls::Nll => "nll_loss",
+            Cls::SoftmaxFocal => "softmax_focal_loss",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ClsCase {
+    loss: Cls,
+    mode: Mode,
+    composite: bool,
+    input: Spec,
+    target: Spec,
+    /// `weight` (cross_entropy, nll) or `alpha` (softmax_focal).
+    weight: Option<Spec>,
+    ignore_index: i64,
+    /// label_smoothing (cross_entropy) or gamma (softmax_focal).
+    p: f64,
+    reduction: Reduction,
+    /// Output positions that must be NaN (Nan mode).
+    nan_rows: Vec<bool>,
+}
+
+/// The value an index tensor of `dt` holds for `v` (the casts of [`Spec::tensor`]).
+fn as_index(v: f64, dt: DType) -> i64 {
+    match dt {
+        DType::U8 => v as u8 as i64,
+        DType::U32 => v as u32 as i64,
+        _ => v as i64,
+    }
+}
+
+/// `[N, C, d...]` → `(N·d..., C, D)`: rows, classes, and the size of the trailing dims.
+fn rows_of(shape: &[usize]) -> (usize, usize, usize) {
+    if shape.len() == 1 {
+        return (1, shape[0], 1);
+    }
+    let d: usize = shape[2..].iter().product();
+    (shape[0] * d, shape[1], d)
+}
+
+/// Flat index of logit `(row, class)` in `[N, C, d...]` (`row = n·D + k`).
+fn logit_at(row: usize, class: usize, c: usize, d: usize) -> usize {
+    let (n, k) = (row / d.max(1), row % d.max(1));
+    (n * c + class) * d + k
+}
+
+/// A class weight: 0, or in `[1e-6, 1e6]` (a ratio of 1e12 at most between two classes, so that
+/// label smoothing's `Σ_c w_c·ln p_c / Σ w_y` stays within f32).
+fn class_weight() -> BoxedStrategy<f64> {
+    prop_oneof![1 => Just(0.0), 1 => Just(1.0), 4 => in_range(1e-6, 1e6)].boxed()
+}
+
+fn cls_valid(loss: Cls) -> BoxedStrategy<ClsCase> {
+    let min_rank = if loss == Cls::SoftmaxFocal { 2 } else { 1 };
+    (float_dtype(), index_dtype(), shape(min_rank..=5, 32), any::<bool>())
+        .prop_flat_map(move |(dt, it, mut s, composite)| {
+            // At least one class.
+            let ci = if s.len() == 1 { 0 } else { 1 };
+            s[ci] = s[ci].max(1);
+            cap(&mut s, 32);
+            let (rows, c, _) = rows_of(&s);
+            let tshape: Vec<usize> = if s.len() == 1 {
+                vec![]
+            } else {
+                let mut t = s.clone();
+                t.remove(1);
+                t
+            };
+            let ignore = prop_oneof![Just(-100i64), Just(-1), Just(c as i64), 0..c as i64];
+            let n = numel(&s);
+            (Just((dt, it, s.clone(), tshape, composite, c)), ignore, values(finite(1e15), n))
+                .prop_flat_map(move |((dt, it, s, tshape, composite, c), ii, x)| {
+                    let target = prop_oneof![
+                        4 => (0..c).prop_map(|v| v as f64),
+                        1 => Just(ii as f64),
+                    ];
+                    let weight = prop_oneof![
+                        Just(None),
+                        values(class_weight(), c).prop_map(move |w| Some(Spec::new(dt, vec![c], w))),
+                    ];
+                    let p = match loss {
+                        Cls::CrossEntropy => in_range(0.0, 1.0),
+                        Cls::SoftmaxFocal => prop_oneof![Just(0.0), Just(2.0), 0.0..10.0f64].boxed(),
+                        Cls::Nll => Just(0.0).boxed(),
+                    };
+                    let (s, tshape) = (s.clone(), tshape.clone());
+                    let x = x.clone();
+                    (values(target.boxed(), rows), weight, p, reduction()).prop_map(move |(t, w, p, r)| ClsCase {
+                        loss,
+                        mode: Mode::Valid,
+                        composite,
+                        input: Spec::new(dt, s.clone(), x.clone()),
+                        target: Spec::new(it, tshape.clone(), t),
+                        weight: w,
+                        ignore_index: ii,
+                        p,
+                        reduction: r,
+                        nan_rows: vec![],
+                    })
+                })
+        })
+        .boxed()
+}
+
+impl ClsCase {
+    /// Whether each row is kept (its target is not `ignore_index`).
+    fn kept(&self) -> Vec<bool> {
+        self.target
+            .values
+            .iter()
+            .map(|&v| as_index(v, self.target.dtype) != self.ignore_index)
+            .collect()
+    }
+
+    /// The mean's denominator: Σ over kept rows of w_y (softmax_focal: the count of kept rows).
+    fn denominator(&self) -> f64 {
+        let kept = self.kept();
+        let w = |y: i64| match (&self.weight, self.loss) {
+            (Some(w), Cls::CrossEntropy | Cls::Nll) => {
+                let v = w.values[y as usize];
+                if w.dtype == DType::F32 {
+                    v as f32 as f64
+                } else {
+                    v
+                }
+            }
+            _ => 1.0,
+        };
+        (0..kept.len())
+            .filter(|&i| kept[i])
+            .map(|i| w(as_index(self.target.values[i], self.target.dtype)))
+            .sum()
+    }
+
+    fn want(&self) -> Want {
+        match self.mode {
+            Mode::Wild => Want::Anything,
+            Mode::Valid => {
+                if self.reduction == Reduction::Mean && self.denominator() == 0.0 {
+                    Want::AllNan
+                } else {
+                    Want::Finite
+                }
+            }
+            Mode::Nan => match self.reduction {
+                Reduction::None => Want::NanAt(self.nan_rows.clone()),
+                _ => Want::NanAt(vec![true]),
+            },
+        }
+    }
+}
+
+fn cls_nan(loss: Cls) -> BoxedStrategy<ClsCase> {
+    cls_valid(loss)
+        .prop_filter("a kept row", |c| c.kept().iter().any(|&k| k))
+        .prop_flat_map(|c| {
+            let rows = c.kept().len();
+            (Just(c), nan_mask(rows), any::<u64>())
+        })
+        .prop_map(|(mut c, rows_mask, pick)| {
+            c.mode = Mode::Nan;
+            let kept = c.kept();
+            let (_, classes, d) = rows_of(&c.input.shape);
+            let mut nan_rows = vec![false; kept.len()];
+            for row in 0..kept.len() {
+                if !(rows_mask[row] && kept[row]) {
+                    continue;
+                }
+                // nll_loss reads only the target's logit; the softmax losses every logit of the row.
+                let class = if c.loss == Cls::Nll {
+                    as_index(c.target.values[row], c.target.dtype) as usize
+                } else {
+                    (pick as usize + row) % classes
+                };
+                c.input.values[logit_at(row, class, classes, d)] = f64::NAN;
+                nan_rows[row] = true;
+            }
+            if !nan_rows.iter().any(|&b| b) {
+                // The mask hit only ignored rows: poison the first kept one.
+                let row = kept.iter().position(|&k| k).unwrap();
+                let class = as_index(c.target.values[row], c.target.dtype) as usize;
+                c.input.values[logit_at(row, class, classes, d)] = f64::NAN;
+                nan_rows[row] = true;
+            }
+            c.nan_rows = nan_rows;
+            c
+        })
+        .boxed()
+}
+
+fn cls_wild(loss: Cls) -> BoxedStrategy<ClsCase> {
+    let ignore = prop_oneof![
+        Just(-100i64),
+        Just(-1),
+        0..5i64,
+        Just(255),
+        Just(i64::MIN),
+        Just(i64::MAX)
+    ];
+    let random = (
+        wild_spec(32),
+        wild_spec(16),
+        prop_oneof![Just(None), wild_spec(6).prop_map(Some)],
+        ignore.clone(),
+        any_param(),
+        any_reduction(),
+        any::<bool>(),
+    )
+        .prop_map(move |(input, target, weight, ignore_index, p, reduction, composite)| ClsCase {
+            loss,
+            mode: Mode::Wild,
+            composite,
+            input,
+            target,
+            weight,
+            ignore_index,
+            p,
+            reduction,
+            nan_rows: vec![],
+        });
+    let perturbed = (cls_valid(loss), any_param(), any_reduction(), ignore, 0..4u8)
+        .prop_flat_map(|(c, p, r, ii, what)| {
+            let (nx, nt) = (c.input.values.len(), c.target.values.len());
+            (
+                Just((c, p, r, ii, what)),
+                values(any_value(), nx),
+                values(prop_oneof![-300.0..300.0f64, any_value()].boxed(), nt),
+            )
+        })
+        .prop_map(|((mut c, p, r, ii, what), x, t)| {
+            c.mode = Mode::Wild;
+            match what {
+                0 => c.p = p,
+                1 => c.input.values = x,
+                2 => c.target.values = t.into_iter().map(f64::round).collect(),
+                _ => {
+                    c.reduction = r;
+                    c.ignore_index = ii;
+                }
+            }
+            c
+        });
+    prop_oneof![random, perturbed].boxed()
+}
+
+impl Case for ClsCase {
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+    fn composite(&self) -> bool {
+        self.composite
+    }
+    fn check(&self) -> Result<bool, TestCaseError> {
+        let mut args = vec![Arg::var(self.input.tensor()), Arg::constant(self.target.tensor())];
+        if let Some(w) = &self.weight {
+            args.push(Arg::constant(w.tensor()));
+        }
+        let c = self.clone();
+        let got = call(self.composite, args, move |a| {
+            let (x, t, w, r) = (&a[0], &a[1], a.get(2), c.reduction);
+            match c.loss {
+                Cls::CrossEntropy => cross_entropy(x, t, w, c.ignore_index, c.p, r),
+                Cls::Nll => nll_loss(x, t, w, c.ignore_index, r),
+                Cls::SoftmaxFocal => softmax_focal_loss(x, t, w, c.p, c.ignore_index, r),
+            }
+        });
+        verify(self.loss.name(), &got, &self.want())
+    }
+}
+
+fn cls_cases(loss: Cls) -> BoxedStrategy<ClsCase> {
+    prop_oneof![4 => cls_valid(loss), 2 => cls_nan(loss), 4 => cls_wild(loss)].boxed()
+}
+
+#[test]
+fn cross_entropy_with_class_indices_is_robust() {
+    run_property("cross_entropy", file!(), cls_cases(Cls::CrossEntropy));
+}
+
+#[test]
+fn nll_loss_is_robust() {
+    run_property("nll_loss", file!(), cls_cases(Cls::Nll));
+}
+
+#[test]
+fn softmax_focal_loss_is_robust() {
+    run_property("softmax_focal_loss", file!(), cls_cases(Cls::SoftmaxFocal));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row losses over probabilities: cross_entropy with probability targets, entropy.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    CrossEntropyProbs,
+    Entropy,
+}
+
+impl Rows {
+    fn name(self) -> &'static str {
+        match self {
+            Rows::CrossEntropyProbs => "cross_entropy",
+            Rows::Entropy => "entropy",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RowsCase {
+    loss: Rows,
+    mode: Mode,
+    composite: bool,
+    /// Logits (cross_entropy) or probabilities (entropy).
+    input: Spec,
+    /// Probability targets (cross_entropy).
+    target: Spec,
+    weight: Option<Spec>,
+    ignore_index: i64,
+    /// label_smoothing (cross_entropy); bits if > 0.5 (entropy).
+    p: f64,
+    reduction: Reduction,
+    nan_rows: Vec<bool>,
+}
+
+impl RowsCase {
+    /// `(rows, classes, row of a flat input position)`.
+    fn layout(&self) -> (usize, usize, Box<dyn Fn(usize) -> usize>) {
+        let s = self.input.shape.clone();
+        match self.loss {
+            Rows::Entropy => {
+                let c = *s.last().unwrap();
+                (numel(&s[..s.len() - 1]), c, Box::new(move |i| i / c.max(1)))
+            }
+            Rows::CrossEntropyProbs => {
+                let (rows, c, d) = rows_of(&s);
+                let f = move |i: usize| {
+                    if s.len() == 1 {
+                        return 0;
+                    }
+                    let (n, k) = (i / (c * d), i % d.max(1));
+                    n * d + k
+                };
+                (rows, c, Box::new(f))
+            }
+        }
+    }
+
+    fn want(&self) -> Want {
+        if self.mode == Mode::Wild {
+            return Want::Anything;
+        }
+        let (rows, _, _) = self.layout();
+        match self.mode {
+            Mode::Wild => Want::Anything,
+            Mode::Valid if self.reduction == Reduction::Mean && rows == 0 => Want::AllNan,
+            Mode::Valid => Want::Finite,
+            Mode::Nan => match self.reduction {
+                Reduction::None => Want::NanAt(self.nan_rows.clone()),
+                _ => Want::NanAt(vec![true]),
+            },
+        }
+    }
+}
+
+fn rows_valid(loss: Rows) -> BoxedStrategy<RowsCase> {
+    (float_dtype(), shape(1..=5, 32), any::<bool>())
+        .prop_flat_map(move |(dt, mut s, composite)| {
+            if loss == Rows::CrossEntropyProbs {
+                // At least one class.
+                let ci = usize::from(s.len() > 1);
+                s[ci] = s[ci].max(1);
+                cap(&mut s, 32);
+            }
+            let n = numel(&s);
+            let c = if loss == Rows::Entropy || s.len() == 1 {
+                *s.last().unwrap()
+            } else {
+                s[1]
+            };
+            let x = match loss {
+                Rows::Entropy => prop_oneof![in_range(0.0, 1.0), finite(1e15).prop_map(f64::abs)].boxed(),
+                Rows::CrossEntropyProbs => finite(1e15),
+            };
+            let weight = match loss {
+                Rows::CrossEntropyProbs => prop_oneof![
+                    Just(None),
+                    values(class_weight(), c).prop_map(move |w| Some(Spec::new(dt, vec![c], w))),
+                ]
+                .boxed(),
+                Rows::Entropy => Just(None).boxed(),
+            };
+            let s2 = s.clone();
+            (
+                values(x, n),
+                values(in_range(0.0, 1.0), n),
+                weight,
+                prop_oneof![Just(-100i64), Just(-1)],
+                in_range(0.0, 1.0),
+                reduction(),
+            )
+                .prop_map(move |(x, t, weight, ignore_index, p, reduction)| RowsCase {
+                    loss,
+                    mode: Mode::Valid,
+                    composite,
+                    input: Spec::new(dt, s2.clone(), x),
+                    target: Spec::new(dt, s2.clone(), t),
+                    weight,
+                    ignore_index,
+                    p,
+                    reduction,
+                    nan_rows: vec![],
+                })
+        })
+        .boxed()
+}
+
+fn rows_nan(loss: Rows) -> BoxedStrategy<RowsCase> {
+    rows_valid(loss)
+        .prop_filter("non-empty", |c| numel(&c.input.shape) > 0)
+        .prop_flat_map(|c| {
+            let n = numel(&c.input.shape);
+            (Just(c), nan_mask(n), any::<bool>())
+        })
+        .prop_map(|(mut c, mask, in_target)| {
+            c.mode = Mode::Nan;
+            let (rows, _, row_of) = c.layout();
+            let mut nan_rows = vec![false; rows.max(1)];
+            for (i, &m) in mask.iter().enumerate() {
+                if m {
+                    if in_target && c.loss == Rows::CrossEntropyProbs {
+                        c.target.values[i] = f64::NAN;
+                    } else {
+                        c.input.values[i] = f64::NAN;
+                    }
+                    nan_rows[row_of(i)] = true;
+                }
+            }
+            c.nan_rows = nan_rows;
+            c
+        })
+        .boxed()
+}
+
+fn rows_wild(loss: Rows) -> BoxedStrategy<RowsCase> {
+    let random = (
+        wild_spec(32),
+        wild_spec(32),
+        prop_oneof![Just(None), wild_spec(6).prop_map(Some)],
+        prop_oneof![Just(-100i64), Just(0), Just(3), any::<i64>()],
+        any_param(),
+        any_reduction(),
+        any::<bool>(),
+    )
+        .prop_map(move |(input, target, weight, ignore_index, p, reduction, composite)| RowsCase {
+            loss,
+            mode: Mode::Wild,
+            composite,
+            input,
+            target,
+            weight,
+            ignore_index,
+            p,
+            reduction,
+            nan_rows: vec![],
+        });
+    let perturbed = (rows_valid(loss), any_param(), any_reduction())
+        .prop_flat_map(|(c, p, r)| {
+            let n = c.input.values.len();
+            (Just((c, p, r)), values(any_value(), n), values(any_value(), n))
+        })
+        .prop_map(|((mut c, p, r), x, t)| {
+            c.mode = Mode::Wild;
+            (c.p, c.reduction, c.input.values, c.target.values) = (p, r, x, t);
+            c
+        });
+    prop_oneof![random, perturbed].boxed()
+}
+
+impl Case for RowsCase {
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+    fn composite(&self) -> bool {
+        self.composite
+    }
+    fn check(&self) -> Result<bool, TestCaseError> {
+        let mut args = vec![Arg::var(self.input.tensor()), Arg::constant(self.target.tensor())];
+        if let Some(w) = &self.weight {
+            args.push(Arg::constant(w.tensor()));
+        }
+        let c = self.clone();
+        let got = call(self.composite, args, move |a| {
+            let (x, t, w, r) = (&a[0], &a[1], a.get(2), c.reduction);
+            match c.loss {
+                Rows::CrossEntropyProbs => cross_entropy(x, t, w, c.ignore_index, c.p, r),
+                Rows::Entropy => {
+                    let base = if c.p > 0.5 { EntropyBase::Bits } else { EntropyBase::Nats };
+                    entropy(x, base, r)
+                }
+            }
+        });
+        verify(self.loss.name(), &got, &self.want())
+    }
+}
+
+fn rows_cases(loss: Rows) -> BoxedStrategy<RowsCase> {
+    prop_oneof![4 => rows_valid(loss), 2 => rows_nan(loss), 4 => rows_wild(loss)].boxed()
+}
+
+#[test]
+fn cross_entropy_with_probabilities_is_robust() {
+    run_property("cross_entropy (probability targets)", file!(), rows_cases(Rows::CrossEntropyProbs));
+}
+
+#[test]
+fn entropy_is_robust() {
+    run_property("entropy", file!(), rows_cases(Rows::Entropy));
+}
+
+/// The typed-error check itself: a raw Candle error is refused, a `LossError` accepted.
+#[test]
+fn typed_error_check_tells_loss_errors_from_candle_errors() {
+    let a = Tensor::zeros(3, DType::F32, &candle_core::Device::Cpu).unwrap();
+    let b = Tensor::zeros(4, DType::F32, &candle_core::Device::Cpu).unwrap();
+    let raw = a.add(&b).unwrap_err();
+    assert!(typed("l1_loss", &raw).is_err());
+    let e = l1_loss(&a, &b, Reduction::Mean).unwrap_err();
+    assert!(typed("l1_loss", &e).is_ok());
+    assert!(typed("mse_loss", &e).is_err());
+}
