@@ -99,6 +99,39 @@ fn tick(v: &f64) -> String {
     }
 }
 
+/// The legend corner with the fewest points of `series` near it (in the axis-relative
+/// coordinates, y after the log when `log_y`).
+fn quiet_corner(series: &[Series], x: (f64, f64), y: (f64, f64), log_y: bool) -> SeriesLabelPosition {
+    let ty = |v: f64| if log_y { v.ln() } else { v };
+    let (y0, y1) = (ty(y.0), ty(y.1));
+    let mut count = [0usize; 4]; // upper right, upper left, lower right, lower left
+    for p in series.iter().flat_map(|s| &s.points) {
+        if !(p.0.is_finite() && p.1.is_finite()) || (log_y && p.1 <= 0.0) {
+            continue;
+        }
+        let u = (p.0 - x.0) / (x.1 - x.0).max(1e-300);
+        let v = (ty(p.1) - y0) / (y1 - y0).max(1e-300);
+        let right = u > 0.6;
+        let left = u < 0.4;
+        let up = v > 0.6;
+        let down = v < 0.4;
+        for (i, hit) in [right && up, left && up, right && down, left && down]
+            .into_iter()
+            .enumerate()
+        {
+            count[i] += usize::from(hit);
+        }
+    }
+    let best = (0..4).min_by_key(|&i| (count[i], i)).unwrap_or(0);
+    [
+        SeriesLabelPosition::UpperRight,
+        SeriesLabelPosition::UpperLeft,
+        SeriesLabelPosition::LowerRight,
+        SeriesLabelPosition::LowerLeft,
+    ][best]
+        .clone()
+}
+
 fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow::anyhow!("plot: {e}")
 }
@@ -136,6 +169,7 @@ pub fn line_chart(
     )
     .unwrap_or((0.1, 1.0));
     let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
+    let corner = quiet_corner(series, (x0, x1), (y0, y1), log_y);
     render(|root| {
         let mut builder = ChartBuilder::on(root);
         builder
@@ -174,7 +208,7 @@ pub fn line_chart(
                     .label_font(("sans-serif", 14))
                     .background_style(WHITE.mix(0.85))
                     .border_style(BLACK)
-                    .position(SeriesLabelPosition::UpperRight)
+                    .position(corner.clone())
                     .draw()
                     .map_err(err)?;
             }};
@@ -209,6 +243,9 @@ pub fn bar_chart(title: &str, y_label: &str, categories: &[String], series: &[Ba
     let (lo, hi) = finite_range(all.chain([0.0])).unwrap_or((0.0, 1.0));
     let pad = if hi > lo { 0.08 * (hi - lo) } else { 1.0 };
     let (lo, hi) = (if lo < 0.0 { lo - pad } else { 0.0 }, hi + pad);
+    // headroom above the bars for the legend: about 20 px per entry of a ~420 px plot
+    let frac = ((series.len() as f64 * 20.0 + 20.0) / 420.0).min(0.6);
+    let hi = lo + (hi - lo) / (1.0 - frac);
     let ncat = categories.len().max(1);
     let nser = series.len().max(1);
     render(|root| {
