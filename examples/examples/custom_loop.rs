@@ -20,10 +20,10 @@ use trainer::records::{write_atomic, write_json, write_safetensors};
 fn points(seed: u64, n: usize) -> (Vec<f32>, Vec<f32>) {
     let mut rng = trainer::rng::stream(seed, &["custom_loop"]);
     let xy = trainer::rng::uniform(&mut rng, 2 * n, 1.0);
-    // positives: inside the circle of radius 0.35 (about 38 % of the square)
+    // positives: inside the circle x² + y² < ½ (π/8 ≈ 39 % of the square)
     let labels = xy
         .chunks(2)
-        .map(|p| f32::from(u8::from(p[0] * p[0] + p[1] * p[1] < 0.35 * 0.35 * 3.14)))
+        .map(|p| f32::from(u8::from(p[0] * p[0] + p[1] * p[1] < 0.5)))
         .collect();
     (xy.iter().map(|&v| v as f32).collect(), labels)
 }

@@ -47,7 +47,7 @@ fn check(x: &Tensor, k: usize) -> Result<()> {
             x.shape()
         )));
     }
-    if k % 2 == 0 {
+    if k & 1 == 0 {
         return Err(candle_core::Error::Msg(format!("im2col: kernel size {k} must be odd")));
     }
     if !matches!(x.dtype(), DType::F32 | DType::F64) {

@@ -260,7 +260,7 @@ fn parse_device(s: &str) -> Result<candle_core::Device, String> {
         let n = ordinal(rest)?;
         if !cfg!(feature = "metal") {
             return Err(format!(
-                "device metal needs a trainer built with the metal feature (cargo run --release -p trainer --features metal -- ...)"
+                "device metal:{n} needs a trainer built with the metal feature (cargo run --release -p trainer --features metal -- ...)"
             ));
         }
         candle_core::Device::new_metal(n).map_err(|e| format!("cannot open metal:{n}: {e}"))

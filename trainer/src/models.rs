@@ -168,7 +168,7 @@ impl Conv2d {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        if k % 2 == 0 {
+        if k & 1 == 0 {
             return Err(candle_core::Error::Msg(format!(
                 "Conv2d {prefix}: kernel size {k} must be odd"
             )));
