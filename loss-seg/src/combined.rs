@@ -15,7 +15,7 @@ use crate::dice::{dice_per_class, DiceLoss};
 use crate::prepare::{check_pred, class_weight, dense_target};
 use candle_core::{DType, Result, Tensor};
 use loss_core::{
-    binary_cross_entropy_with_logits, check, cross_entropy, reduce, sigmoid_focal_loss, Loss, LossError, Reduction,
+    binary_cross_entropy_with_logits, check, cross_entropy, ops, reduce, sigmoid_focal_loss, Loss, LossError, Reduction,
 };
 
 /// MONAI's checks of the combined losses: `target` has `pred`'s rank and 1 or `C` channels.
@@ -377,6 +377,8 @@ fn focal_term(loss: &'static str, x: &Tensor, t: &Tensor, opts: &DiceFocalLoss) 
     };
     let Some(w) = weight else {
         return match opts.reduction {
+            // No (sample, class) at all: a sum over nothing, 0 (not the NaN of a mean times 0).
+            Reduction::Sum if x.dim(0)? * classes == 0 => sigmoid_focal_loss(x, t, alpha, opts.gamma, Reduction::Sum),
             Reduction::Sum => {
                 let rows = (x.dim(0)? * classes) as f64;
                 sigmoid_focal_loss(x, t, alpha, opts.gamma, Reduction::Mean)?.affine(rows, 0.0)
@@ -423,7 +425,10 @@ pub fn dice_focal_loss(pred: &Tensor, target: &Tensor, opts: &DiceFocalLoss) -> 
 
     let c = pred.dim(1)?;
     let first = usize::from(!opts.include_background && c > 1);
-    let (x, t) = (pred.narrow(1, first, c - first)?, target.narrow(1, first, c - first)?);
+    let (x, t) = (
+        ops::narrow(pred, 1, first, c - first)?,
+        ops::narrow(&target, 1, first, c - first)?,
+    );
     let focal = focal_term(LOSS, &x, &t, opts)?;
     let dice = match reduction {
         Reduction::None => {

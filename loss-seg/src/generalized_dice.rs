@@ -121,6 +121,10 @@ pub fn class_weights(target_sum: &Tensor, w_type: Weighting) -> Result<Tensor> {
         Weighting::Simple => g.recip()?,
         Weighting::Uniform => return g.ones_like(),
     };
+    if w.elem_count() == 0 {
+        // No sample or no class kept: nothing to replace (Candle's max refuses empty tensors).
+        return Ok(w);
+    }
     let zeros = w.zeros_like()?;
     let infinite = w.abs()?.eq(f64::INFINITY)?;
     let finite = infinite.where_cond(&zeros, &w)?;

@@ -99,7 +99,7 @@ impl Overlap {
         let stats = pred
             .contiguous()?
             .apply_op2(&target.contiguous()?, OverlapOp { squared })?;
-        let column = |k: usize| stats.narrow(2, k, 1)?.squeeze(2);
+        let column = |k: usize| ops::narrow(&stats, 2, k, 1)?.squeeze(2);
         Ok(Self {
             intersection: column(0)?,
             pred_sum: column(1)?,
@@ -114,7 +114,7 @@ impl Overlap {
         }
         let keep = |t: &Tensor| -> Result<Tensor> {
             let c = t.dim(1)?;
-            t.narrow(1, first, c - first)
+            ops::narrow(t, 1, first, c - first)
         };
         Ok(Self {
             intersection: keep(&self.intersection)?,

@@ -93,6 +93,10 @@ pub fn softmax_channels(x: &Tensor) -> Result<Tensor> {
 /// a constant (it cancels in the value), so the gradient is the softmax's own without a path
 /// through the max.
 pub fn softmax_channels_composite(x: &Tensor) -> Result<Tensor> {
+    if x.elem_count() == 0 {
+        // Nothing to normalise (Candle's max refuses empty tensors); keep the graph.
+        return x.affine(1.0, 0.0);
+    }
     let max = x.max_keepdim(1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(1)?)
@@ -227,15 +231,28 @@ pub fn class_weight(loss: &'static str, weight: &Tensor, classes: usize, like: &
 /// The gradient is PyTorch's `(∂num − (num/den)·∂den) / den`: with `num = 0` and a tiny `den`
 /// it is 0, where Candle's own division backward, `num / den²`, gives `0 / 0 = NaN` once `den²`
 /// underflows.
+///
+/// A non-zero `den` below `√m`, `m` the dtype's smallest normal number (1.1e-19 in f32, 1.5e-154
+/// in f64), keeps its exact value but gets a zero gradient. Such a denominator only arises for an
+/// empty target class whose prediction sum is tiny (e.g. sigmoid outputs of −100 logits) with a
+/// smoothing below it; the factor `1/den` of its gradient, times a class weight, a λ or
+/// Tversky's α, overflows to inf, and `inf · 0 = NaN` where the target is 0, while the true
+/// gradient w.r.t. the prediction is 0 there when `smooth_nr = 0` (`num = 0`).
 pub fn ratio_or_one(num: &Tensor, den: &Tensor) -> Result<Tensor> {
     let zero = den.eq(0.0)?;
     let one = den.ones_like()?;
     let den_safe = zero.where_cond(&one, den)?;
-    let den_c = den_safe.detach();
-    let q = num.detach().div(&den_c)?;
+    let q = num.detach().div(&den_safe.detach())?;
+    let threshold = match den.dtype() {
+        DType::F64 => f64::MIN_POSITIVE.sqrt(),
+        DType::F16 => 6.103_515_6e-5f64.sqrt(),
+        _ => (f32::MIN_POSITIVE as f64).sqrt(),
+    };
+    let tiny = den_safe.abs()?.lt(threshold)?;
+    let den_c = tiny.where_cond(&one, &den_safe.detach())?;
     // Exactly q forward (x − x = 0); the gradient of x backward.
     let x = num.sub(&q.mul(&den_safe)?)?.div(&den_c)?;
-    let ratio = q.add(&x.sub(&x.detach())?)?;
+    let ratio = tiny.where_cond(&q, &q.add(&x.sub(&x.detach())?)?)?;
     zero.where_cond(&one, &ratio)
 }
 

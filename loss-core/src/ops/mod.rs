@@ -211,6 +211,22 @@ pub fn powf(x: &Tensor, exponent: f64) -> Result<Tensor> {
     Unary::Pow { exponent }.apply(x)
 }
 
+/// `x.narrow(dim, start, len)` that is safe on an empty `x`.
+///
+/// Candle 0.11 gives a narrowed empty tensor a start offset beyond its (empty) storage, and the
+/// CPU kernels of later ops then index out of range and **panic**. An empty `x` gives a fresh
+/// empty tensor of the narrowed shape instead (it has no element to carry a gradient).
+///
+/// # Errors
+/// As `Tensor::narrow` (a `dim` or range out of bounds).
+pub fn narrow(x: &Tensor, dim: usize, start: usize, len: usize) -> Result<Tensor> {
+    let out = x.narrow(dim, start, len)?;
+    if x.elem_count() == 0 {
+        return Tensor::zeros(out.shape(), x.dtype(), x.device());
+    }
+    Ok(out)
+}
+
 /// `num / den` elementwise (same shape), with PyTorch's gradient: `1/den` w.r.t. `num` and
 /// `−(num/den)/den` w.r.t. `den`.
 ///
