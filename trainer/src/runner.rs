@@ -151,7 +151,12 @@ fn boxes_output(cfg: &BoxesConfig, r: &BoxesReport) -> anyhow::Result<Output> {
             r.cases, r.grad, r.dtype
         ),
         tables: vec![table],
-        notes: Vec::new(),
+        notes: vec![
+            "The autograd mode differentiates this workspace's losses; the paper mode uses the authors' closed-form \
+             gradients, which reproduce their Figure 3(b). The two rank GIoU and DIoU differently: see \
+             docs/losses.md and the docs of trainer::experiments::boxes."
+                .to_string(),
+        ],
         figures: vec![Figure {
             file: "error_curves.png".to_string(),
             caption: "E(t): sum over cases of |x − xg| + |y − yg| + |w − wg| + |h − hg|".to_string(),

@@ -539,6 +539,13 @@ pub fn run(cfg: &RegressionConfig, ctx: &Context) -> anyhow::Result<Output> {
          main runs at equal shifts). metrics.csv labels each run by its training loss and shift.",
         jobs.len()
     )];
+    if cfg.losses.iter().any(|l| l == "huber") && cfg.losses.iter().any(|l| l == "smooth_l1") {
+        notes.push(
+            "huber (δ = 1) is exactly smooth_l1 (β = 1) times δ, and Adam is invariant to a constant factor on the \
+             loss, so their rows coincide."
+                .to_string(),
+        );
+    }
     notes.extend(failures.iter().map(|f| format!("Run {} stopped: {}", f.run, f.message)));
     let section = Section {
         name: "regression".to_string(),
