@@ -108,15 +108,20 @@ fn help_and_cases_still_work() {
     assert_eq!(out.status.code(), Some(2), "cases without a folder is a usage error");
 }
 
+/// Runs an experiment with `threads` run threads; with one, Candle's and Rayon's pools get one
+/// thread too (RAYON_NUM_THREADS=1), so the comparison covers every thread count that matters.
 fn run_small(dir: &Path, experiment: &[&str], threads: &str) -> Output {
     let mut args = vec!["run"];
     args.extend_from_slice(experiment);
     args.extend_from_slice(&["--seed", "7", "--quiet", "--no-timings", "--out", dir.to_str().unwrap()]);
-    let out = Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(&args)
-        .env("TRAINER_THREADS", threads)
-        .output()
-        .expect("run trainer");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trainer"));
+    cmd.args(&args).env("TRAINER_THREADS", threads);
+    if threads == "1" {
+        cmd.env("RAYON_NUM_THREADS", "1");
+    } else {
+        cmd.env_remove("RAYON_NUM_THREADS");
+    }
+    let out = cmd.output().expect("run trainer");
     assert_eq!(
         out.status.code(),
         Some(0),
