@@ -1,5 +1,5 @@
 //! The diabetes data (Efron et al., "Least Angle Regression", 2004) as linfa-datasets ships it:
-//! 442 rows... as that crate returns them, 10 features, the target a measure of disease
+//! 441 rows as that crate returns them, 10 features, the target a measure of disease
 //! progression one year after baseline.
 
 use super::Table;
