@@ -431,3 +431,93 @@ fn box_convert_is_robust() {
 fn box_area_is_robust() {
     run(Bx::Area, "box_area");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Regression tests: each input below made a loss misbehave before its fix.
+
+fn t32(v: &[[f32; 4]]) -> candle_core::Tensor {
+    let flat: Vec<f32> = v.iter().flatten().copied().collect();
+    candle_core::Tensor::from_vec(flat, (v.len(), 4), &candle_core::Device::Cpu).unwrap()
+}
+
+fn flat(t: &candle_core::Tensor) -> Vec<f64> {
+    t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
+}
+
+/// Value and the gradients w.r.t. both arguments of `sum(f(a, b))`.
+fn value_grads(
+    f: impl Fn(&candle_core::Tensor, &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor>,
+    a: &candle_core::Tensor,
+    b: &candle_core::Tensor,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (va, vb) = (
+        candle_core::Var::from_tensor(a).unwrap(),
+        candle_core::Var::from_tensor(b).unwrap(),
+    );
+    let out = f(va.as_tensor(), vb.as_tensor()).unwrap();
+    let g = out.sum_all().unwrap().backward().unwrap();
+    let grad = |v: &candle_core::Var| g.get(v.as_tensor()).map(flat).unwrap_or_else(|| vec![0.0; 4]);
+    (flat(&out), grad(&va), grad(&vb))
+}
+
+fn all_finite(v: &[f64]) -> bool {
+    v.iter().all(|x| x.is_finite())
+}
+
+/// Found by proptest (boxes of area 5.7e-40 against a point): Candle's division gradient
+/// `−a/b²` underflows to `0/0 = NaN` for a tiny union; the ratios now use `ops::div`
+/// (`−(a/b)/b`, PyTorch's). Boxes of 1e-12 × 1e-12 in f32 have `U² = 1e-48 → 0`.
+#[test]
+fn regression_pairwise_metrics_gradient_for_tiny_boxes() {
+    let a = t32(&[[0.0, 0.0, 1e-12, 1e-12], [0.0, 0.0, 1.0, 1.0]]);
+    let b = t32(&[[0.0, 0.0, 1e-12, 1e-12], [5e-13, 0.0, 1.5e-12, 1e-12]]);
+    let metrics: [(&str, Box<dyn Fn(&_, &_) -> _>); 4] = [
+        ("box_iou", Box::new(|x, y| box_iou(x, y))),
+        ("generalized_box_iou", Box::new(|x, y| generalized_box_iou(x, y))),
+        ("distance_box_iou", Box::new(|x, y| distance_box_iou(x, y, 1e-7))),
+        ("complete_box_iou", Box::new(|x, y| complete_box_iou(x, y, 1e-7))),
+    ];
+    for (name, f) in metrics {
+        let (v, ga, gb) = value_grads(|x, y| f(x, y), &a, &b);
+        assert!(all_finite(&v) && all_finite(&ga) && all_finite(&gb), "{name}: {v:?} {ga:?} {gb:?}");
+        assert!((v[0] - 1.0).abs() < 1e-6, "{name}: identical tiny boxes: {v:?}");
+    }
+    for kind in [AlignedLoss::Iou(IouMode::Linear), AlignedLoss::Giou, AlignedLoss::Eiou] {
+        let (v, ga, gb) = loss_core::ops::with_composite(|| {
+            value_grads(|x, y| aligned_loss(kind, x, y, 1e-30, Reduction::Sum, Kernel::Composite), &a, &b)
+        });
+        assert!(all_finite(&v) && all_finite(&ga) && all_finite(&gb), "{kind:?}: {v:?} {ga:?} {gb:?}");
+    }
+}
+
+/// Found by proptest: CIoU's `α = v / ((v − IoU) + (1 + eps))` rounded `1 + eps` to 1 in f32 for
+/// `eps < 1.2e-7`, giving `0/0 = NaN` for identical boxes; now `((1 − IoU) + v) + eps`.
+#[test]
+fn regression_ciou_alpha_of_identical_boxes_with_a_tiny_eps() {
+    let b = t32(&[[6.764_334_4e-9, 0.0, 1.067_643_3e-7, 1.000_000_0e-7]]);
+    for kernel in [Kernel::Fused, Kernel::Composite] {
+        let (v, ga, gb) = value_grads(
+            |x, y| aligned_loss(AlignedLoss::Ciou, x, y, 1e-30, Reduction::None, kernel),
+            &b,
+            &b,
+        );
+        assert!(all_finite(&v) && all_finite(&ga) && all_finite(&gb), "{kernel:?}: {v:?}");
+        assert!(v[0].abs() < 1e-6, "{kernel:?}: {v:?}");
+    }
+    let v = flat(&complete_box_iou(&b, &b, 1e-30).unwrap());
+    assert!((v[0] - 1.0).abs() < 1e-6, "{v:?}");
+}
+
+/// Found while holding the two paths equal after `ops::div`: the fused GIoU derivative of the
+/// enclosing term is now `(1 − q)/(A_c + eps)` as the composite division computes it, so a point
+/// box against a zero-height box gets exactly 0 on both (the fused kernel had −1.9e-9 from
+/// `ue/(A_c + eps)²`).
+#[test]
+fn regression_giou_fused_and_composite_agree_at_degenerate_boxes() {
+    let p = candle_core::Tensor::new(&[[2f64, 4., 3., 4.]], &candle_core::Device::Cpu).unwrap();
+    let t = candle_core::Tensor::new(&[[1f64, 4., 1., 4.]], &candle_core::Device::Cpu).unwrap();
+    let run = |k| value_grads(|x, y| aligned_loss(AlignedLoss::Giou, x, y, 1e-7, Reduction::Sum, k), &p, &t);
+    let (fused, composite) = (run(Kernel::Fused), run(Kernel::Composite));
+    assert_eq!(fused, composite);
+    assert_eq!(fused.1, [0.0; 4]);
+}

@@ -924,3 +924,218 @@ fn typed_error_check_tells_loss_errors_from_candle_errors() {
     assert!(typed("l1_loss", &e).is_ok());
     assert!(typed("mse_loss", &e).is_err());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Regression tests: each input below (minimized by proptest where it found it) made a loss
+// misbehave before its fix.
+
+fn dev() -> candle_core::Device {
+    candle_core::Device::Cpu
+}
+
+fn f32s(v: &[f32], shape: &[usize]) -> Tensor {
+    Tensor::from_vec(v.to_vec(), shape, &dev()).unwrap()
+}
+
+fn flat(t: &Tensor) -> Vec<f64> {
+    t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
+}
+
+/// The value and the gradient w.r.t. `x` of `sum(f(x))`.
+fn value_grad(f: impl Fn(&Tensor) -> candle_core::Result<Tensor>, x: &Tensor) -> (Vec<f64>, Vec<f64>) {
+    let v = candle_core::Var::from_tensor(x).unwrap();
+    let out = f(v.as_tensor()).unwrap();
+    let g = out.sum_all().unwrap().backward().unwrap();
+    let grad = g.get(v.as_tensor()).map(flat).unwrap_or_else(|| vec![0.0; x.elem_count()]);
+    (flat(&out), grad)
+}
+
+/// Runs `f` on the fused path and on the composite path.
+fn on_both_paths(f: impl Fn(&str)) {
+    f("fused");
+    loss_core::ops::with_composite(|| f("composite"));
+}
+
+fn all_finite(v: &[f64]) -> bool {
+    v.iter().all(|x| x.is_finite())
+}
+
+/// Found by proptest: the fused kernel returned 0 for a zero target whatever the input, where the
+/// composite path and PyTorch give `xlogy(0, 0) − 0·x` = NaN for a NaN or infinite input.
+#[test]
+fn regression_kl_div_nan_or_inf_input_at_zero_target_is_nan() {
+    let x = f32s(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -1.0], &[4]);
+    let t = f32s(&[0.0; 4], &[4]);
+    on_both_paths(|path| {
+        let v = flat(&kl_div(&x, &t, false, Reduction::None).unwrap());
+        assert!(v[..3].iter().all(|x| x.is_nan()), "{path}: {v:?}");
+        assert_eq!(v[3], 0.0, "{path}");
+        assert!(flat(&kl_div(&x, &t, false, Reduction::Sum).unwrap())[0].is_nan(), "{path}");
+    });
+}
+
+/// Found by proptest: a `[1]` weight with a 0-d input was a raw Candle error ("cannot broadcast
+/// [1] to []") instead of the one value it is.
+#[test]
+fn regression_binary_losses_take_a_weight_of_one_value_on_a_0d_input() {
+    let x = Tensor::new(0.5f32, &dev()).unwrap();
+    let t = Tensor::new(1f32, &dev()).unwrap();
+    let w = f32s(&[2.0], &[1]);
+    on_both_paths(|path| {
+        let l = binary_cross_entropy_with_logits(&x, &t, Some(&w), Some(&w), Reduction::None).unwrap();
+        assert_eq!(l.dims(), &[] as &[usize], "{path}");
+        let want = 2.0 * 2.0 * (1.0 + (-0.5f64).exp()).ln();
+        assert!((flat(&l)[0] - want).abs() < 1e-6, "{path}: {:?} vs {want}", flat(&l));
+        let l = binary_cross_entropy(&x, &t, Some(&w), Reduction::Sum).unwrap();
+        assert!((flat(&l)[0] - 2.0 * 2f64.ln()).abs() < 1e-6, "{path}");
+    });
+}
+
+/// Found by proptest (`[0, 1, 0, 0]` logits): an empty batch was a raw Candle error ("empty tensor
+/// for reduce" from the max of log_softmax). Now `None` is empty, `Sum` 0 and `Mean` NaN (0/0,
+/// as PyTorch).
+#[test]
+fn regression_class_losses_on_an_empty_batch() {
+    let x = Tensor::zeros((0, 1, 0, 0), DType::F32, &dev()).unwrap();
+    let y = Tensor::zeros((0, 0, 0), DType::U8, &dev()).unwrap();
+    let x2 = Tensor::zeros((0, 3), DType::F64, &dev()).unwrap();
+    let y2 = Tensor::zeros(0, DType::I64, &dev()).unwrap();
+    on_both_paths(|path| {
+        for (x, y) in [(&x, &y), (&x2, &y2)] {
+            let none = cross_entropy(x, y, None, -100, 0.1, Reduction::None).unwrap();
+            assert_eq!(none.elem_count(), 0, "{path}");
+            assert_eq!(flat(&cross_entropy(x, y, None, -100, 0.0, Reduction::Sum).unwrap()), [0.0], "{path}");
+            assert!(flat(&cross_entropy(x, y, None, -100, 0.0, Reduction::Mean).unwrap())[0].is_nan(), "{path}");
+            assert_eq!(flat(&softmax_focal_loss(x, y, None, 2.0, -100, Reduction::Sum).unwrap()), [0.0], "{path}");
+            assert_eq!(flat(&nll_loss(x, y, None, -100, Reduction::Sum).unwrap()), [0.0], "{path}");
+            // Probability targets of the logits' shape.
+            let p = cross_entropy(x, &x.zeros_like().unwrap(), None, -100, 0.0, Reduction::Sum).unwrap();
+            assert_eq!(flat(&p), [0.0], "{path}");
+        }
+    });
+}
+
+/// Found by proptest: logits with zero classes reached Candle's reshape and gather (raw errors);
+/// now a typed error naming the loss, the argument and the shape.
+#[test]
+fn regression_zero_classes_is_a_typed_error() {
+    let x = Tensor::zeros((2, 0), DType::F32, &dev()).unwrap();
+    let y = Tensor::new(&[-100i64, -100], &dev()).unwrap();
+    on_both_paths(|path| {
+        for (loss, r) in [
+            ("cross_entropy", cross_entropy(&x, &y, None, -100, 0.0, Reduction::Mean)),
+            ("nll_loss", nll_loss(&x, &y, None, -100, Reduction::Mean)),
+            ("softmax_focal_loss", softmax_focal_loss(&x, &y, None, 2.0, -100, Reduction::Mean)),
+            ("cross_entropy", cross_entropy(&x, &x, None, -100, 0.0, Reduction::Mean)),
+        ] {
+            let e = r.unwrap_err();
+            assert!(matches!(e, candle_core::Error::Wrapped(_)), "{path}: {e:?}");
+            assert_eq!(
+                e.to_string(),
+                format!("{loss}: `input` has shape [2, 0], expected [N, C, d1, ...] with at least one class (C >= 1)"),
+                "{path}"
+            );
+        }
+    });
+}
+
+/// Found by proptest: with class weights and `Mean`, the composite gradient went through
+/// `1 / Σ w_y`, which overflows f32 for a weight of 1.4e-39: −inf instead of `−w_y / Σ w_y = −1`.
+#[test]
+fn regression_nll_gradient_with_a_tiny_weight_is_finite() {
+    let x = f32s(&[-3.034_091e-5], &[1, 1]);
+    let y = Tensor::new(&[0u8], &dev()).unwrap();
+    let w = f32s(&[1.401_298_5e-39], &[1]);
+    on_both_paths(|path| {
+        let (v, g) = value_grad(|x| nll_loss(x, &y, Some(&w), -1, Reduction::Mean), &x);
+        assert!((v[0] - 3.034_091e-5).abs() < 1e-9, "{path}: {v:?}");
+        assert!((g[0] + 1.0).abs() < 1e-6, "{path}: {g:?}");
+        let (_, g) = value_grad(|x| cross_entropy(x, &y, Some(&w), -1, 0.0, Reduction::Mean), &x);
+        assert!(all_finite(&g), "{path}: {g:?}");
+    });
+}
+
+/// Found by proptest: with every weight of the targets' classes 0 the fused kernel gave a NaN
+/// gradient (`0 · inf`), and with label smoothing an infinite mean, where the composite path (and
+/// PyTorch) give NaN with the gradient of the sum.
+#[test]
+fn regression_cross_entropy_zero_denominator() {
+    let x = f32s(&[0.0], &[1]);
+    let y = Tensor::new(0u8, &dev()).unwrap();
+    let w = f32s(&[0.0], &[1]);
+    let x4 = f32s(&[0.0, 0.0, 8.559_849, -6.191_918], &[4]);
+    let y4 = Tensor::new(1u32, &dev()).unwrap();
+    let w4 = f32s(&[0.0, 0.0, 1.0, 0.0], &[4]);
+    on_both_paths(|path| {
+        let (v, g) = value_grad(|x| cross_entropy(x, &y, Some(&w), -100, 0.0, Reduction::Mean), &x);
+        assert!(v[0].is_nan(), "{path}: {v:?}");
+        assert_eq!(g, [0.0], "{path}");
+        let (v, g) = value_grad(|x| cross_entropy(x, &y4, Some(&w4), -100, 1.0, Reduction::Mean), &x4);
+        assert!(v[0].is_nan(), "{path}: {v:?}");
+        assert!(all_finite(&g), "{path}: {g:?}");
+    });
+}
+
+/// Found by proptest: for saturated logits and `gamma < 1`, `γ·q^(γ−1)` overflowed while `dq/dx`
+/// was 0: a NaN (fused) or infinite (composite) gradient, where the true one is tiny.
+#[test]
+fn regression_sigmoid_focal_gradient_for_saturated_logits() {
+    let cases = [
+        (vec![-1e15f32, 0.0], vec![3.510_457e-44f32, 0.0], -1.0, 4.330_18e-13),
+        (vec![-100.0, 100.0], vec![0.0, 1.0], 0.25, 0.1),
+        (vec![-1e15, 1e15], vec![0.0, 1.0], -1.0, 0.5),
+    ];
+    on_both_paths(|path| {
+        for (x, t, alpha, gamma) in &cases {
+            let (x, t) = (f32s(x, &[1, 2]), f32s(t, &[1, 2]));
+            let tv = candle_core::Var::from_tensor(&t).unwrap();
+            let (v, g) = value_grad(|x| sigmoid_focal_loss(x, tv.as_tensor(), *alpha, *gamma, Reduction::None), &x);
+            assert!(all_finite(&v) && all_finite(&g), "{path}: value {v:?} grad {g:?}");
+            assert!(g.iter().all(|g| g.abs() < 1.0), "{path}: {g:?}");
+            let xv = candle_core::Var::from_tensor(&x).unwrap();
+            let (_, gt) = value_grad(|t| sigmoid_focal_loss(xv.as_tensor(), t, *alpha, *gamma, Reduction::Sum), &t);
+            assert!(all_finite(&gt), "{path}: target grad {gt:?}");
+        }
+    });
+}
+
+/// Found by proptest (one class, logit 0): at `p_t = 1` the derivative of `(1 − p_t)^γ` is
+/// infinite for `γ < 1` and autodiff gave `inf · 0 = NaN`; the loss's true derivative is 0.
+#[test]
+fn regression_softmax_focal_gradient_at_certainty() {
+    on_both_paths(|path| {
+        for (x, shape) in [(vec![0.0f32], [1usize, 1]), (vec![100.0, 0.0], [1, 2]), (vec![20.0, -5.0], [1, 2])] {
+            let x = f32s(&x, &shape);
+            let y = Tensor::new(&[0u8], &dev()).unwrap();
+            for gamma in [0.0, 0.3, 0.5, 2.0] {
+                let (v, g) = value_grad(|x| softmax_focal_loss(x, &y, None, gamma, -100, Reduction::Mean), &x);
+                assert!(all_finite(&v) && all_finite(&g), "{path} gamma {gamma}: {v:?} {g:?}");
+            }
+        }
+    });
+    // Away from certainty it is still the focal loss's gradient (finite differences, f64).
+    let x = Tensor::new(&[[0.3f64, -0.2, 1.1], [2.0, 0.1, -1.0]], &dev()).unwrap();
+    let y = Tensor::new(&[2u32, 0], &dev()).unwrap();
+    for gamma in [0.5, 2.0] {
+        let r = gradcheck::check_gradient(|x| softmax_focal_loss(x, &y, None, gamma, -100, Reduction::Sum), &x, 1e-6)
+            .unwrap();
+        assert!(r.max_error < 1e-6, "gamma {gamma}: {r:?}");
+    }
+}
+
+/// `ops::div` (added for the box ratios) has PyTorch's gradient: finite where Candle's `−a/b²`
+/// underflows.
+#[test]
+fn regression_ops_div_gradient_for_a_tiny_denominator() {
+    let a = candle_core::Var::new(&[1e-24f32, 3.0], &dev()).unwrap();
+    let b = candle_core::Var::new(&[1e-24f32, 2.0], &dev()).unwrap();
+    let q = loss_core::ops::div(a.as_tensor(), b.as_tensor()).unwrap();
+    assert_eq!(flat(&q), [1.0, 1.5]);
+    let g = q.sum_all().unwrap().backward().unwrap();
+    let (ga, gb) = (flat(g.get(a.as_tensor()).unwrap()), flat(g.get(b.as_tensor()).unwrap()));
+    assert!((ga[0] - 1e24).abs() < 1e18 && (ga[1] - 0.5).abs() < 1e-7, "{ga:?}");
+    assert!((gb[0] + 1e24).abs() < 1e18 && (gb[1] + 0.75).abs() < 1e-7, "{gb:?}");
+    // Candle's own division gradient is not finite here.
+    let raw = a.as_tensor().div(b.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(!all_finite(&flat(raw.get(b.as_tensor()).unwrap())));
+}

@@ -522,3 +522,144 @@ fn dice_focal_loss_is_robust() {
 fn lovasz_softmax_loss_is_robust() {
     run_property("lovasz_softmax_loss", file!(), cases(Sg::Lovasz));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Regression tests: each input below (minimized by proptest) made a loss misbehave before its fix.
+
+use candle_core::{Device, Tensor, Var};
+
+fn flat(t: &Tensor) -> Vec<f64> {
+    t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
+}
+
+fn all_finite(v: &[f64]) -> bool {
+    v.iter().all(|x| x.is_finite())
+}
+
+/// The value and the gradient w.r.t. `x` of `sum(f(x))`.
+fn value_grad(f: impl Fn(&Tensor) -> candle_core::Result<Tensor>, x: &Tensor) -> (Vec<f64>, Vec<f64>) {
+    let v = Var::from_tensor(x).unwrap();
+    let out = f(v.as_tensor()).unwrap();
+    let g = out.sum_all().unwrap().backward().unwrap();
+    let grad = g.get(v.as_tensor()).map(flat).unwrap_or_else(|| vec![0.0; x.elem_count()]);
+    (flat(&out), grad)
+}
+
+fn on_both_paths(f: impl Fn(&str)) {
+    f("fused");
+    loss_core::ops::with_composite(|| f("composite"));
+}
+
+/// Found by proptest: an empty batch (`N = 0`) made Candle 0.11's CPU kernels index out of range
+/// and **panic** after a narrow of the empty statistics (`[0, C, 3]`) or of the empty prediction;
+/// now `None` gives an empty `[0, C']`, `Sum` 0 and `Mean` NaN (the mean of nothing).
+#[test]
+fn regression_empty_batch_does_not_panic() {
+    let p = Tensor::zeros((0, 2, 3, 2), DType::F32, &Device::Cpu).unwrap();
+    let y = Tensor::zeros((0, 1, 3, 2), DType::U32, &Device::Cpu).unwrap();
+    on_both_paths(|path| {
+        for bg in [true, false] {
+            for r in [Reduction::None, Reduction::Sum, Reduction::Mean] {
+                let outs = [
+                    dice_loss(&p, &p, &DiceLoss::default().with_include_background(bg).with_reduction(r)),
+                    tversky_loss(&p, &p, &TverskyLoss::default().with_include_background(bg).with_reduction(r)),
+                    focal_tversky_loss(
+                        &p,
+                        &p,
+                        &FocalTverskyLoss::default().with_include_background(bg).with_reduction(r),
+                    ),
+                    generalized_dice_loss(
+                        &p,
+                        &y,
+                        &GeneralizedDiceLoss::default()
+                            .with_to_onehot_y(true)
+                            .with_include_background(bg)
+                            .with_reduction(r),
+                    ),
+                    dice_focal_loss(&p, &p, &DiceFocalLoss::default().with_include_background(bg).with_reduction(r)),
+                ];
+                for out in outs {
+                    let v = flat(&out.unwrap());
+                    match r {
+                        Reduction::None => assert!(v.is_empty(), "{path}"),
+                        Reduction::Sum => assert_eq!(v, [0.0], "{path}"),
+                        _ => assert!(v[0].is_nan(), "{path}"),
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Found by proptest: the composite channel softmax and generalized Dice's class weights took the
+/// max of an empty tensor, a raw Candle error ("empty tensor for reduce").
+#[test]
+fn regression_empty_tensors_are_not_raw_candle_errors() {
+    let p = Tensor::zeros((0, 2, 2), DType::F32, &Device::Cpu).unwrap();
+    let y = Tensor::zeros((0, 1, 2), DType::U8, &Device::Cpu).unwrap();
+    let g = Tensor::zeros((0, 1, 0), DType::F32, &Device::Cpu).unwrap();
+    on_both_paths(|path| {
+        let o = DiceCeLoss::default().with_to_onehot_y(true).with_softmax(true).with_reduction(Reduction::Sum);
+        assert_eq!(flat(&dice_ce_loss(&p, &y, &o).unwrap()), [0.0], "{path}");
+        let o = GeneralizedDiceLoss::default()
+            .with_include_background(false)
+            .with_reduction(Reduction::None);
+        assert_eq!(generalized_dice_loss(&g, &g, &o).unwrap().dims(), &[0, 1], "{path}");
+        assert_eq!(prepare::softmax_channels(&p).unwrap().dims(), &[0, 2, 2], "{path}");
+    });
+}
+
+/// Found by proptest: dice_focal's `Sum` of an empty batch was NaN (a mean of nothing times 0)
+/// instead of 0.
+#[test]
+fn regression_dice_focal_sum_of_an_empty_batch_is_zero() {
+    let p = Tensor::zeros((0, 1, 2), DType::F32, &Device::Cpu).unwrap();
+    on_both_paths(|path| {
+        let o = DiceFocalLoss::default().with_reduction(Reduction::Sum);
+        assert_eq!(flat(&dice_focal_loss(&p, &p, &o).unwrap()), [0.0], "{path}");
+    });
+}
+
+/// Found by proptest: an empty target class whose prediction sum is tiny (here 1.4e-45, 2.3e-36)
+/// with `smooth_dr = 0` made the ratio's `1/den` overflow once multiplied by a λ of 10 or an α of
+/// 1000, and `inf · 0 = NaN` in the gradient; the true gradient is 0 there.
+#[test]
+fn regression_overlap_gradient_for_a_tiny_denominator() {
+    let p = Tensor::new(&[[[0f32, 1.401_298_5e-45]]], &Device::Cpu).unwrap();
+    let t = p.zeros_like().unwrap();
+    let dice = DiceFocalLoss::default()
+        .with_softmax(true)
+        .with_batch(true)
+        .with_smooth_nr(0.0)
+        .with_smooth_dr(0.0)
+        .with_lambda_dice(9.999_999)
+        .with_lambda_focal(0.0)
+        .with_gamma(0.0)
+        .with_reduction(Reduction::None);
+    let ft = FocalTverskyLoss::default()
+        .with_smooth_nr(0.0)
+        .with_smooth_dr(0.0)
+        .with_alpha(1000.0)
+        .with_beta(0.0)
+        .with_gamma(0.75)
+        .with_reduction(Reduction::Sum);
+    let mut x = vec![0f32; 9];
+    x[6] = 2.300_142_7e-36;
+    let p3 = Tensor::from_vec(x, (3, 3, 1, 1, 1), &Device::Cpu).unwrap();
+    let y3 = Tensor::zeros((3, 1, 1, 1, 1), DType::U8, &Device::Cpu).unwrap();
+    let tv = TverskyLoss::default()
+        .with_to_onehot_y(true)
+        .with_smooth_nr(0.0)
+        .with_smooth_dr(0.0)
+        .with_alpha(1000.0)
+        .with_beta(0.0)
+        .with_reduction(Reduction::Sum);
+    on_both_paths(|path| {
+        let (v, g) = value_grad(|x| dice_focal_loss(x, &t, &dice), &p);
+        assert!(all_finite(&v) && all_finite(&g), "{path}: {v:?} {g:?}");
+        let (v, g) = value_grad(|x| focal_tversky_loss(x, &t, &ft), &p);
+        assert!(all_finite(&v) && all_finite(&g), "{path}: {v:?} {g:?}");
+        let (v, g) = value_grad(|x| tversky_loss(x, &y3, &tv), &p3);
+        assert!(all_finite(&v) && all_finite(&g), "{path}: {v:?} {g:?}");
+    });
+}

@@ -104,6 +104,9 @@ pub fn run_property<C: Case>(loss: &str, source_file: &'static str, strategy: im
         source_file: Some(source_file),
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
         max_shrink_iters: 4096,
+        // The Nan strategies filter out cases with nothing to poison; a long run must not abort.
+        max_local_rejects: u32::MAX,
+        max_global_rejects: u32::MAX,
         ..Config::default()
     };
     let tally = Tally::default();
