@@ -521,3 +521,72 @@ fn regression_giou_fused_and_composite_agree_at_degenerate_boxes() {
     assert_eq!(fused, composite);
     assert_eq!(fused.1, [0.0; 4]);
 }
+
+/// Every kind of `LossError` that loss-bbox returns, with its whole message (loss, argument,
+/// shapes or value), as the typed error wrapped into `candle_core::Error::Wrapped`.
+#[test]
+fn every_error_kind_has_its_full_message() {
+    let d = candle_core::Device::Cpu;
+    let z = |s: &[usize], dt: DType| candle_core::Tensor::zeros(s, dt, &d).unwrap();
+    let (bx, bx3, bxd, bxi, b5) = (
+        z(&[2, 4], DType::F32),
+        z(&[3, 4], DType::F32),
+        z(&[2, 4], DType::F64),
+        z(&[2, 4], DType::U32),
+        z(&[2, 5], DType::F32),
+    );
+    let h = z(&[2, 4], DType::F16);
+    let cases: Vec<(&str, candle_core::Result<candle_core::Tensor>, &str)> = vec![
+        (
+            "ShapeMismatch",
+            giou_loss(&bx, &bx3, 1e-7, Reduction::None),
+            "giou_loss: `target` has shape [3, 4] but must match `pred` of shape [2, 4]",
+        ),
+        (
+            "BadShape",
+            giou_loss(&b5, &b5, 1e-7, Reduction::None),
+            "giou_loss: `pred` has shape [2, 5], expected [..., 4] boxes",
+        ),
+        (
+            "BadShape",
+            box_iou(&bx.unsqueeze(0).unwrap(), &bx),
+            "box_iou: `boxes1` has shape [1, 2, 4], expected [N, 4] boxes",
+        ),
+        (
+            "BadDType",
+            box_iou(&bxi, &bxi),
+            "box_iou: `boxes1` has dtype U32, expected a float dtype (f32 or f64)",
+        ),
+        (
+            "DTypeMismatch",
+            diou_loss(&bx, &bxd, 1e-7, Reduction::None),
+            "diou_loss: `target` has dtype F64 but `pred` has dtype F32",
+        ),
+        (
+            "BadParam",
+            ciou_loss(&bx, &bx, 0.0, Reduction::None),
+            "ciou_loss: `eps` = 0 is invalid, expected a finite value > 0",
+        ),
+        (
+            "BadReduction",
+            eiou_loss(&bx, &bx, 1e-7, Reduction::BatchMean),
+            "eiou_loss: reduction `batchmean` is not supported, expected one of \"none\", \"mean\" or \"sum\" \
+             (\"batchmean\" is for kl_div alone)",
+        ),
+        (
+            "BadOptions",
+            IouMode::parse("cubic").map(|_| bx.clone()),
+            "iou_loss: `mode` = \"cubic\" is unknown, expected \"linear\", \"square\" or \"log\"",
+        ),
+        (
+            "BadOptions",
+            aligned_loss(AlignedLoss::Giou, &h, &h, 1e-7, Reduction::None, Kernel::Fused),
+            "giou_loss: the fused kernel runs on the CPU for f32/f64, got F16 on Cpu",
+        ),
+    ];
+    for (kind, r, want) in cases {
+        let e = r.expect_err(kind);
+        assert!(matches!(e, candle_core::Error::Wrapped(_)), "{kind}: not a LossError: {e:?}");
+        assert_eq!(e.to_string(), want, "{kind}");
+    }
+}

@@ -161,3 +161,75 @@ fn typed_error_converts_into_candle_error() {
         "huber_loss: `delta` = -1 is invalid, expected a finite value > 0"
     );
 }
+
+/// Every kind of `LossError` that loss-core's losses return, with its whole message: the loss,
+/// the argument and the shapes (or the value) are in it, and the error is the typed `LossError`
+/// wrapped into `candle_core::Error::Wrapped` (not a raw Candle error).
+#[test]
+fn every_error_kind_has_its_full_message() {
+    let d = Device::Cpu;
+    let z = |s: &[usize], dt: DType| Tensor::zeros(s, dt, &d).unwrap();
+    let (a31, b3, b3d, i3) = (z(&[3, 1], DType::F32), z(&[3], DType::F32), z(&[3], DType::F64), z(&[3], DType::U32));
+    let (s, l23, pp) = (t(&[1.0]).reshape(()).unwrap(), z(&[2, 3], DType::F32), z(&[2, 2], DType::F32));
+    let y = Tensor::new(&[0i64, 3], &d).unwrap();
+    let pr = t(&[0.5, 1.5]);
+    let cases: Vec<(&str, candle_core::Result<Tensor>, &str)> = vec![
+        (
+            "ShapeMismatch",
+            mse_loss(&a31, &b3, Reduction::Mean),
+            "mse_loss: `target` has shape [3] but must match `input` of shape [3, 1]",
+        ),
+        (
+            "BadShape",
+            cross_entropy(&s, &y, None, -100, 0.0, Reduction::Mean),
+            "cross_entropy: `input` has shape [], expected [N, C], [N, C, d1, ...] or unbatched [C]",
+        ),
+        (
+            "BadDType",
+            l1_loss(&i3, &i3, Reduction::Sum),
+            "l1_loss: `input` has dtype U32, expected a float dtype (f32 or f64)",
+        ),
+        (
+            "DTypeMismatch",
+            mse_loss(&b3, &b3d, Reduction::Mean),
+            "mse_loss: `target` has dtype F64 but `input` has dtype F32",
+        ),
+        (
+            "BadParam",
+            smooth_l1_loss(&b3, &b3, -0.5, Reduction::Mean),
+            "smooth_l1_loss: `beta` = -0.5 is invalid, expected a finite value >= 0",
+        ),
+        (
+            "IndexOutOfRange",
+            cross_entropy(&l23, &y, None, -100, 0.0, Reduction::Mean),
+            "cross_entropy: `target` holds class index 3, outside [0, 3) (target shape [2])",
+        ),
+        (
+            "BadValues",
+            binary_cross_entropy(&pr, &pr, None, Reduction::Mean),
+            "binary_cross_entropy: `input` has values outside [0, 1] (probabilities) (shape [2])",
+        ),
+        (
+            "BadReduction",
+            mse_loss(&b3, &b3, Reduction::BatchMean),
+            "mse_loss: reduction `batchmean` is not supported, expected one of \"none\", \"mean\" or \"sum\" \
+             (\"batchmean\" is for kl_div alone)",
+        ),
+        (
+            "BadOptions",
+            cross_entropy(&pp, &pp, None, 0, 0.0, Reduction::Mean),
+            "cross_entropy: `ignore_index` = 0 is only for class-index targets; probability targets [2, 2] \
+             need it negative (default -100)",
+        ),
+        (
+            "BadOptions",
+            EntropyBase::parse("10").map(|_| s.clone()),
+            "entropy: `base` = \"10\" is invalid, expected \"e\" or \"2\"",
+        ),
+    ];
+    for (kind, r, want) in cases {
+        let e = r.expect_err(kind);
+        assert!(matches!(e, candle_core::Error::Wrapped(_)), "{kind}: not a LossError: {e:?}");
+        assert_eq!(e.to_string(), want, "{kind}");
+    }
+}

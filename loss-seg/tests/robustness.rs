@@ -663,3 +663,66 @@ fn regression_overlap_gradient_for_a_tiny_denominator() {
         assert!(all_finite(&v) && all_finite(&g), "{path}: {v:?} {g:?}");
     });
 }
+
+/// Every kind of `LossError` that loss-seg returns, with its whole message (loss, argument,
+/// shapes or value), as the typed error wrapped into `candle_core::Error::Wrapped`.
+#[test]
+fn every_error_kind_has_its_full_message() {
+    let d = Device::Cpu;
+    let z = |s: &[usize], dt: DType| Tensor::zeros(s, dt, &d).unwrap();
+    let (sp, st, l23) = (z(&[1, 2, 3], DType::F32), z(&[1, 2, 4], DType::F32), z(&[2, 3], DType::F32));
+    let sy = Tensor::new(&[[[0i64, 1, 2]]], &d).unwrap();
+    let neg = Tensor::new(&[1f32, -1.0], &d).unwrap();
+    let cases: Vec<(&str, candle_core::Result<Tensor>, &str)> = vec![
+        (
+            "ShapeMismatch",
+            dice_loss(&sp, &st, &DiceLoss::default()),
+            "dice_loss: `target` has shape [1, 2, 4] but must match `pred` of shape [1, 2, 3]",
+        ),
+        (
+            "BadShape",
+            dice_loss(&l23, &l23, &DiceLoss::default()),
+            "dice_loss: `pred` has shape [2, 3], expected [N, C, spatial...] with at least one spatial dimension",
+        ),
+        (
+            "DTypeMismatch",
+            dice_loss(&sp, &sp.to_dtype(DType::F64).unwrap(), &DiceLoss::default()),
+            "dice_loss: `target` has dtype F64 but `pred` has dtype F32",
+        ),
+        (
+            "BadDType",
+            dice_loss(&sp, &sy, &DiceLoss::default()),
+            "dice_loss: `target` has dtype I64, expected a float dtype like pred's (class indices need `to_onehot_y`)",
+        ),
+        (
+            "BadParam",
+            tversky_loss(&sp, &sp, &TverskyLoss::default().with_alpha(-1.0)),
+            "tversky_loss: `alpha` = -1 is invalid, expected a finite value >= 0",
+        ),
+        (
+            "IndexOutOfRange",
+            dice_loss(&sp, &sy, &DiceLoss::default().with_to_onehot_y(true)),
+            "dice_loss: `target` holds class index 2, outside [0, 2) (target shape [1, 1, 3])",
+        ),
+        (
+            "BadValues",
+            dice_loss(&sp, &sp, &DiceLoss::default().with_weight(neg)),
+            "dice_loss: `weight` has values outside [0, inf) (shape [2])",
+        ),
+        (
+            "BadReduction",
+            dice_ce_loss(&sp, &sp, &DiceCeLoss::default().with_reduction(Reduction::None)),
+            "dice_ce_loss: reduction `none` is not supported, expected one of \"mean\" or \"sum\"",
+        ),
+        (
+            "BadOptions",
+            dice_loss(&sp, &sp, &DiceLoss::default().with_sigmoid(true).with_softmax(true)),
+            "dice_loss: `sigmoid` and `softmax` cannot both be set (choose one activation)",
+        ),
+    ];
+    for (kind, r, want) in cases {
+        let e = r.expect_err(kind);
+        assert!(matches!(e, candle_core::Error::Wrapped(_)), "{kind}: not a LossError: {e:?}");
+        assert_eq!(e.to_string(), want, "{kind}");
+    }
+}
