@@ -66,10 +66,9 @@ fn regression_gradients() {
 fn index_target(r: &mut ChaCha8Rng, n: usize, c: usize, ignore: Option<i64>) -> Tensor {
     let v: Vec<i64> = (0..n)
         .map(|i| {
-            if ignore.is_some() && i % 3 == 1 {
-                ignore.unwrap()
-            } else {
-                r.gen_range(0..c as i64)
+            match ignore {
+                Some(ig) if i % 3 == 1 => ig,
+                _ => r.gen_range(0..c as i64),
             }
         })
         .collect();
