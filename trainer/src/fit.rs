@@ -2,7 +2,7 @@
 //! [`crate::optim`], full-batch or seeded mini-batch.
 //!
 //! ```
-//! use candle_core::{Device, Tensor};
+//! use candle_core::{Device, Tensor, Var};
 //! use candle_nn::{Module, VarMap};
 //! use trainer::fit::{fit, FitConfig};
 //! use trainer::models::{Init, Linear};
@@ -18,10 +18,11 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
-use crate::optim::{clip_grad_norm, sorted_params, OptimizerConfig, Schedule};
+use crate::checkpoint::{self, BatcherState, Plan, State};
+use crate::optim::{clip_grad_norm, sorted_params, Optimizer, OptimizerConfig, Schedule};
 use crate::progress::Progress;
 use crate::rng;
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use candle_nn::{Module, VarMap};
 use loss_core::Loss;
 use rand_chacha::ChaCha8Rng;
@@ -135,9 +136,42 @@ impl Batcher {
         self.pos = end;
         batch
     }
+
+    /// The batcher's state, for a checkpoint.
+    pub fn state(&self) -> BatcherState {
+        BatcherState {
+            word_pos: self.rng.get_word_pos().to_string(),
+            order: self.order.clone(),
+            pos: self.pos,
+        }
+    }
+
+    /// Restores a state written by [`Batcher::state`] of a batcher with the same `n`,
+    /// `batch_size` and seed.
+    ///
+    /// # Errors
+    /// A permutation of another length, a position past its end, a malformed word position.
+    pub fn restore(&mut self, state: &BatcherState) -> candle_core::Result<()> {
+        let word_pos: u128 = state
+            .word_pos
+            .parse()
+            .map_err(|_| candle_core::Error::Msg(format!("batcher state: bad word position {:?}", state.word_pos)))?;
+        if !(state.order.is_empty() || state.order.len() == self.n) || state.pos > state.order.len() {
+            return Err(candle_core::Error::Msg(format!(
+                "batcher state: permutation of {} rows at {}, expected {} rows",
+                state.order.len(),
+                state.pos,
+                self.n
+            )));
+        }
+        self.rng.set_word_pos(word_pos);
+        self.order = state.order.clone();
+        self.pos = state.pos;
+        Ok(())
+    }
 }
 
-fn rows(t: &Tensor, idx: &[u32], device: &Device) -> candle_core::Result<Tensor> {
+fn rows_of(t: &Tensor, idx: &[u32], device: &Device) -> candle_core::Result<Tensor> {
     let idx = Tensor::new(idx, device)?;
     t.index_select(&idx, 0)
 }
@@ -164,6 +198,42 @@ pub fn fit<M: Module + ?Sized>(
     on_log: &mut dyn FnMut(usize, f64) -> candle_core::Result<()>,
     progress: Option<&Progress>,
 ) -> Result<FitReport, FitError> {
+    let mut log = |t: usize, v: f64| on_log(t, v).map(|()| Vec::new());
+    fit_resumable(model, varmap, loss, x, y, cfg, run, &mut log, progress, None).map(|(report, _)| report)
+}
+
+/// A logged row: `(t, training loss, the columns returned by the experiment's `on_log`)`.
+pub type LogRow = (usize, f64, Vec<f64>);
+
+/// [`fit`] with checkpoints: `on_log` returns the experiment's columns for the logged step
+/// (test metrics), which are kept with the checkpoints so that a resumed run returns every
+/// logged row, including those logged before the interruption.
+///
+/// With a `plan`, a checkpoint ([`crate::checkpoint`]) of the run is written at every multiple
+/// of `plan.every` updates, once the training loss there is known to be finite (so the last
+/// checkpoint of a diverging run is a good one), and when the run finishes. With
+/// `plan.resume`, a run with a checkpoint continues from it: weights, optimizer state,
+/// mini-batch generator, logged rows; a finished run only has its final weights loaded. The
+/// result is bit for bit that of an uninterrupted run.
+///
+/// Returns the report and every logged row.
+///
+/// # Errors
+/// As [`fit`]; also a checkpoint that cannot be written or read, or whose settings (run label,
+/// loss, [`FitConfig`], data shape) differ from this run's ([`FitError::Tensor`]).
+#[allow(clippy::too_many_arguments)]
+pub fn fit_resumable<M: Module + ?Sized>(
+    model: &M,
+    varmap: &VarMap,
+    loss: &dyn Loss,
+    x: &Tensor,
+    y: &Tensor,
+    cfg: &FitConfig,
+    run: &str,
+    on_log: &mut dyn FnMut(usize, f64) -> candle_core::Result<Vec<f64>>,
+    progress: Option<&Progress>,
+    plan: Option<&Plan>,
+) -> Result<(FitReport, Vec<LogRow>), FitError> {
     let wrap = |source| FitError::Tensor {
         run: run.to_string(),
         source,
@@ -173,7 +243,7 @@ pub fn fit<M: Module + ?Sized>(
     let n = x.dim(0).map_err(wrap)?;
     let mut batcher = cfg.batch_size.map(|b| Batcher::new(n, b, cfg.seed));
     let log_every = cfg.log_every.max(1);
-    let mut history = Vec::new();
+    let mut rows: Vec<LogRow> = Vec::new();
     let check = |t: usize, v: f64| -> Result<(), FitError> {
         if v.is_finite() {
             Ok(())
@@ -187,23 +257,82 @@ pub fn fit<M: Module + ?Sized>(
             })
         }
     };
-    for t in 0..cfg.steps {
+    let fingerprint = serde_json::to_string(&(run, loss.name(), cfg, x.dims(), y.dims()))
+        .map_err(|e| wrap(candle_core::Error::Msg(format!("fingerprint: {e}"))))?;
+    let mut start = 0;
+    if let Some(plan) = plan.filter(|p| p.resume) {
+        let path = plan.path(run);
+        if path.exists() {
+            let state = checkpoint::load(&path).map_err(|e| wrap(candle_core::Error::Msg(format!("{e:#}"))))?;
+            restore(&state, &fingerprint, &params, opt.as_mut(), batcher.as_mut())
+                .map_err(|e| wrap(candle_core::Error::Msg(format!("checkpoint {}: {e}", path.display()))))?;
+            if let Some(p) = progress {
+                p.inc(state.step as u64);
+            }
+            if state.done {
+                let final_loss = state.final_loss.unwrap_or(f64::NAN);
+                let history = state.rows.iter().map(|r| (r.0, r.1)).collect();
+                return Ok((FitReport { history, final_loss }, state.rows));
+            }
+            start = state.step;
+            rows = state.rows;
+        }
+    }
+    let save = |step: usize,
+                done: bool,
+                rows: &[LogRow],
+                opt: &dyn Optimizer,
+                batcher: Option<BatcherState>,
+                final_loss: Option<f64>|
+     -> Result<(), FitError> {
+        let Some(plan) = plan else { return Ok(()) };
+        let state = State {
+            run: run.to_string(),
+            fingerprint: fingerprint.clone(),
+            step,
+            done,
+            params: params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+                .collect(),
+            optim: opt.state(),
+            optim_steps: opt.steps(),
+            batcher,
+            rows: rows.to_vec(),
+            final_loss,
+        };
+        std::fs::create_dir_all(&plan.dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| checkpoint::save(&plan.path(run), &state))
+            .map_err(|e| wrap(candle_core::Error::Msg(format!("{e:#}"))))
+    };
+    let every = plan.and_then(|p| p.every).filter(|&e| e > 0);
+    for t in start..cfg.steps {
+        let saving = t > start && every.is_some_and(|e| t % e == 0);
+        let before = if saving {
+            batcher.as_ref().map(Batcher::state)
+        } else {
+            None
+        };
         let (xb, yb) = match batcher.as_mut() {
             None => (x.clone(), y.clone()),
             Some(b) => {
                 let idx = b.next_batch();
                 (
-                    rows(x, &idx, x.device()).map_err(wrap)?,
-                    rows(y, &idx, y.device()).map_err(wrap)?,
+                    rows_of(x, &idx, x.device()).map_err(wrap)?,
+                    rows_of(y, &idx, y.device()).map_err(wrap)?,
                 )
             }
         };
         let l = model.forward(&xb).and_then(|p| loss.forward(&p, &yb)).map_err(wrap)?;
         let v = scalar(&l).map_err(wrap)?;
         check(t, v)?;
+        if saving {
+            save(t, false, &rows, opt.as_ref(), before, None)?;
+        }
         if t % log_every == 0 {
-            history.push((t, v));
-            on_log(t, v).map_err(wrap)?;
+            let extra = on_log(t, v).map_err(wrap)?;
+            rows.push((t, v, extra));
         }
         let mut grads = l.backward().map_err(wrap)?;
         if let Some(max_norm) = cfg.clip_norm {
@@ -217,9 +346,64 @@ pub fn fit<M: Module + ?Sized>(
     let l = model.forward(x).and_then(|p| loss.forward(&p, y)).map_err(wrap)?;
     let final_loss = scalar(&l).map_err(wrap)?;
     check(cfg.steps, final_loss)?;
-    history.push((cfg.steps, final_loss));
-    on_log(cfg.steps, final_loss).map_err(wrap)?;
-    Ok(FitReport { history, final_loss })
+    let extra = on_log(cfg.steps, final_loss).map_err(wrap)?;
+    rows.push((cfg.steps, final_loss, extra));
+    save(cfg.steps, true, &rows, opt.as_ref(), None, Some(final_loss))?;
+    let history = rows.iter().map(|r| (r.0, r.1)).collect();
+    Ok((FitReport { history, final_loss }, rows))
+}
+
+/// Puts a checkpoint's state into the variables, the optimizer and the batcher.
+fn restore(
+    state: &State,
+    fingerprint: &str,
+    params: &[(String, Var)],
+    opt: &mut dyn Optimizer,
+    batcher: Option<&mut Batcher>,
+) -> candle_core::Result<()> {
+    if state.fingerprint != fingerprint {
+        return Err(candle_core::Error::Msg(format!(
+            "written by run {} with other settings ({}), this run has {fingerprint}",
+            state.run, state.fingerprint
+        )));
+    }
+    let saved: std::collections::HashMap<&str, &Tensor> = state.params.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    if saved.len() != params.len() {
+        return Err(candle_core::Error::Msg(format!(
+            "{} variables, the model has {}",
+            saved.len(),
+            params.len()
+        )));
+    }
+    for (name, var) in params {
+        let t = saved
+            .get(name.as_str())
+            .ok_or_else(|| candle_core::Error::Msg(format!("no variable {name}")))?;
+        let like = var.as_tensor();
+        if t.shape() != like.shape() || t.dtype() != like.dtype() {
+            return Err(candle_core::Error::Msg(format!(
+                "variable {name} is {:?} {:?}, the model's is {:?} {:?}",
+                t.shape(),
+                t.dtype(),
+                like.shape(),
+                like.dtype()
+            )));
+        }
+        var.set(&t.to_device(like.device())?)?;
+    }
+    let optim: std::collections::HashMap<String, Tensor> = state.optim.iter().cloned().collect();
+    opt.load_state(&optim, state.optim_steps)?;
+    match (batcher, &state.batcher) {
+        (Some(b), Some(s)) => b.restore(s)?,
+        (_, None) if state.done => {}
+        (None, None) => {}
+        _ => {
+            return Err(candle_core::Error::Msg(
+                "the mini-batch state does not match the batch setting".to_string(),
+            ))
+        }
+    }
+    Ok(())
 }
 
 /// A 0-d (or one-element) tensor's value as f64, whatever its float dtype.

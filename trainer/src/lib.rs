@@ -8,10 +8,11 @@
 //! - [`models`]: small models with seeded initial weights; [`data`]: data sets and folds;
 //! - [`metrics`]: AP, ROC-AUC, recall, precision, F1, balanced accuracy, Dice, IoU, ...;
 //! - [`experiments`]: the four convergence experiments; [`runner`]: runs them and writes
-//!   [`records`], [`plot`]s and the [`report`].
+//!   [`records`], [`plot`]s and the [`report`]; [`checkpoint`]: checkpoints and resumption.
 
 pub mod bench;
 pub mod cases;
+pub mod checkpoint;
 pub mod data;
 pub mod experiments;
 pub mod fit;

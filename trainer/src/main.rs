@@ -2,8 +2,8 @@
 //!
 //! Exit status: 0 on success; 1 when reference cases fail or an experiment fails as a whole
 //! (its error is in `summary.json`); 2 for bad input (an unknown experiment, loss or option, a
-//! device this build lacks, an unwritable `--out`, a record that cannot be written), reported
-//! on one line.
+//! device this build lacks, a missing or corrupt `--anchors` file, `--resume` without a readable
+//! checkpoint, an unwritable `--out`, a record that cannot be written), reported on one line.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -142,6 +142,13 @@ struct Common {
     /// byte-identical files).
     #[arg(long)]
     no_timings: bool,
+    /// Write a checkpoint of every training run (weights, optimizer and random-generator
+    /// state, logged rows) every N updates, under OUT/<experiment>/checkpoints.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_every: Option<u64>,
+    /// Continue every run from its checkpoint under --out (a finished run is not redone).
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Subcommand)]
@@ -271,12 +278,21 @@ fn parse_device(s: &str) -> Result<candle_core::Device, String> {
 
 fn options(common: &Common) -> Result<RunOptions, String> {
     let device = parse_device(&common.device)?;
+    if common.resume {
+        trainer::checkpoint::check_resumable(&common.out).map_err(|e| format!("{e:#}"))?;
+    }
+    let checkpoint = (common.resume || common.checkpoint_every.is_some()).then(|| trainer::checkpoint::Plan {
+        dir: common.out.clone(),
+        every: common.checkpoint_every.map(|n| n as usize),
+        resume: common.resume,
+    });
     Ok(RunOptions {
         out: common.out.clone(),
         context: Context {
             seed: common.seed,
             device,
             progress: ProgressMode::detect(common.quiet),
+            checkpoint,
         },
         timings: !common.no_timings,
         print: !common.quiet,
@@ -294,6 +310,7 @@ fn boxes_config(
     let losses = experiments::select_losses("boxes", losses, &KNOWN)?;
     if let Some(a) = &anchors {
         anyhow::ensure!(a.is_file(), "--anchors {}: no such file", a.display());
+        trainer::experiments::boxes::load_anchors(a).map_err(|e| anyhow::anyhow!("--anchors: {e:#}"))?;
     }
     Ok(BoxesConfig {
         scale: match scale {

@@ -1,6 +1,10 @@
 //! Runs experiments and writes their records: `DIR/<experiment>/{config.json, metrics.csv,
 //! *.png, weights.safetensors}`, `DIR/summary.json` and `DIR/report.html`.
 //!
+//! With `Context::checkpoint`, the training runs of each experiment write checkpoints under
+//! `DIR/<experiment>/checkpoints/` and, with `resume`, continue from them (see
+//! [`crate::checkpoint`]); temporary files left by a killed process are removed first.
+//!
 //! An experiment that fails as a whole (an error from its `run`) is recorded in the summary
 //! under `"errors"` and the others go on; single runs that stop (a non-finite loss) are listed
 //! under `"failures"`. A record that cannot be written stops everything with an error.
@@ -205,13 +209,15 @@ fn write_records(dir: &std::path::Path, out: &Output, ctx: &Context, spec_name: 
     Ok(())
 }
 
-/// Runs `specs` in order and writes every record under `opts.out`.
+/// Runs `specs` in order and writes every record under `opts.out` (after removing the
+/// temporary files of an earlier, killed invocation: [`records::remove_stale_temps`]).
 ///
 /// # Errors
 /// Only for records that cannot be written (the folder, a full disk); experiment errors are
 /// recorded in the outcome.
 pub fn run(specs: &[Spec], opts: &RunOptions) -> anyhow::Result<Outcome> {
     records::ensure_writable_dir(&opts.out)?;
+    records::remove_stale_temps(&opts.out);
     let mut summary = Map::new();
     let mut seconds = Map::new();
     let mut errors = Vec::new();
@@ -220,7 +226,9 @@ pub fn run(specs: &[Spec], opts: &RunOptions) -> anyhow::Result<Outcome> {
     for spec in specs {
         let name = spec.name();
         let start = Instant::now();
-        let result = run_one(spec, &opts.context);
+        let mut ctx = opts.context.clone();
+        ctx.checkpoint = ctx.checkpoint.map(|p| p.for_experiment(&opts.out.join(name)));
+        let result = run_one(spec, &ctx);
         let secs = start.elapsed().as_secs_f64();
         seconds.insert(name.to_string(), json!((secs * 1000.0).round() / 1000.0));
         match result {

@@ -17,6 +17,7 @@ fn opts(name: &str) -> RunOptions {
             seed: 3,
             device: Device::Cpu,
             progress: ProgressMode::Quiet,
+            checkpoint: None,
         },
         timings: false,
         print: false,

@@ -29,6 +29,9 @@ pub struct Context {
     pub device: Device,
     /// How progress is shown.
     pub progress: ProgressMode,
+    /// Checkpoints and resumption of the training runs (`None`: neither); the runner points
+    /// its folder at `<out>/<experiment>/checkpoints`.
+    pub checkpoint: Option<crate::checkpoint::Plan>,
 }
 
 /// A run that stopped (non-finite loss or tensor error) while the others went on.

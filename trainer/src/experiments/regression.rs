@@ -13,7 +13,7 @@
 
 use super::{pm, select_losses, Context, Failure, Output};
 use crate::data::{self, folds, Table, ZScore};
-use crate::fit::{fit, FitConfig, FitError};
+use crate::fit::{fit_resumable, FitConfig, FitError};
 use crate::metrics::{self, mean_std, MeanStd};
 use crate::models::{Init, Linear, Mlp};
 use crate::optim::{sorted_params, OptimizerConfig, Schedule};
@@ -234,23 +234,18 @@ fn run_job(
     };
     let fit_cfg = fit_config(cfg, job.model, ctx.seed);
     let loss = loss_for(job.base);
-    let mut rows = Vec::new();
-    let eval = |m: &dyn Module| -> candle_core::Result<(f64, f64, f64)> {
+    let eval = |m: &dyn Module| -> candle_core::Result<Vec<f64>> {
         let p = data::values(&m.forward(&d.x_test)?)?;
         let pred: Vec<f64> = p.iter().map(|v| v * cfg.target_scale + cfg.target_center).collect();
-        Ok((
+        Ok(vec![
             metrics::mae(&pred, &d.y_test),
             metrics::rmse(&pred, &d.y_test),
             metrics::bias(&pred, &d.y_test),
-        ))
+        ])
     };
-    let mut on_log = |step: usize, l: f64| -> candle_core::Result<()> {
-        let (mae, rmse, bias) = eval(model.as_ref())?;
-        rows.push((step, l, mae, rmse, bias));
-        Ok(())
-    };
+    let mut on_log = |_: usize, _: f64| eval(model.as_ref());
     debug_assert_eq!(fit_cfg.steps, steps);
-    fit(
+    let (_, logged) = fit_resumable(
         model.as_ref(),
         &varmap,
         loss.as_ref(),
@@ -260,7 +255,15 @@ fn run_job(
         &label,
         &mut on_log,
         Some(progress),
+        ctx.checkpoint.as_ref(),
     )?;
+    let rows: Vec<(usize, f64, f64, f64, f64)> = logged
+        .into_iter()
+        .map(|(t, l, m)| {
+            let col = |i: usize| m.get(i).copied().unwrap_or(f64::NAN);
+            (t, l, col(0), col(1), col(2))
+        })
+        .collect();
     let last = rows
         .last()
         .map(|r| (r.2, r.3, r.4))
