@@ -19,7 +19,7 @@
 
 use super::{pm, select_losses, Context, Failure, Output};
 use crate::data::{self, folds, Table, ZScore};
-use crate::fit::{fit, FitConfig, FitError};
+use crate::fit::{fit_resumable, FitConfig, FitError};
 use crate::metrics::{self, mean_std, Confusion, MeanStd};
 use crate::models::{Init, Linear, Mlp};
 use crate::optim::{sorted_params, OptimizerConfig, Schedule};
@@ -419,13 +419,9 @@ fn run_job(
         )
     };
     let loss = loss_for(&job.loss, job.multi());
-    let mut rows = Vec::new();
-    let mut on_log = |step: usize, l: f64| -> Result<()> {
-        let m = evaluate(&model.forward(&d.x_test)?, &d.y_test, job.multi())?;
-        rows.push((step, l, m));
-        Ok(())
-    };
-    fit(
+    let mut on_log =
+        |_: usize, _: f64| -> Result<Vec<f64>> { evaluate(&model.forward(&d.x_test)?, &d.y_test, job.multi()) };
+    let (_, rows) = fit_resumable(
         model.as_ref(),
         &varmap,
         loss.as_ref(),
@@ -435,6 +431,7 @@ fn run_job(
         &label,
         &mut on_log,
         Some(progress),
+        ctx.checkpoint.as_ref(),
     )?;
     let diagnostic = if !job.multi() && job.model == 0 && job.loss == "ce" {
         let z = model.forward(&d.x_train).and_then(|t| data::values(&t)).map_err(wrap)?;

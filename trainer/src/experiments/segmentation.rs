@@ -13,7 +13,7 @@
 
 use super::{pm, select_losses, Context, Failure, Output};
 use crate::data::shapes::{self, Shapes, ShapesConfig};
-use crate::fit::{fit, FitConfig, FitError};
+use crate::fit::{fit_resumable, FitConfig, FitError};
 use crate::metrics::{self, mean_std};
 use crate::models::Conv2d;
 use crate::optim::{sorted_params, OptimizerConfig, Schedule};
@@ -229,13 +229,11 @@ fn run_job(
     let net = Net::new(&varmap, cfg.channels, &mut init_rng, &ctx.device).map_err(wrap)?;
     let loss = SegLoss { name: job.loss.clone() };
     let batch_seed = rng::derive_seed(ctx.seed, &["segmentation", &seed_name, "batches"]);
-    let mut rows = Vec::new();
-    let mut on_log = |step: usize, l: f64| -> Result<()> {
+    let mut on_log = |_: usize, _: f64| -> Result<Vec<f64>> {
         let (d, j) = evaluate(&net.forward(&x_test)?, &test.masks)?;
-        rows.push((step, l, d, j));
-        Ok(())
+        Ok(vec![d, j])
     };
-    fit(
+    let (_, logged) = fit_resumable(
         &net,
         &varmap,
         &loss,
@@ -245,7 +243,15 @@ fn run_job(
         &label,
         &mut on_log,
         Some(progress),
+        ctx.checkpoint.as_ref(),
     )?;
+    let rows = logged
+        .into_iter()
+        .map(|(t, l, m)| {
+            let col = |i: usize| m.get(i).copied().unwrap_or(f64::NAN);
+            (t, l, col(0), col(1))
+        })
+        .collect();
     let weights = sorted_params(&varmap)
         .into_iter()
         .map(|(n, v)| (format!("{label}/{n}"), v.as_tensor().detach()))
