@@ -213,3 +213,118 @@ fn resuming_a_finished_run_redoes_nothing_and_changes_nothing() {
     }
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// One run of an MLP on a line with mini-batches (seeded batcher), SGD with Nesterov momentum
+/// and a step schedule, checkpointed every 3 updates; `crash_at`: `on_log` fails there, as a
+/// crash would, after the checkpoint of that step is written.
+fn line_run(
+    dir: &Path,
+    resume: bool,
+    crash_at: Option<usize>,
+) -> Result<(trainer::fit::FitReport, Vec<trainer::fit::LogRow>, Vec<Vec<f64>>), trainer::fit::FitError> {
+    use candle_core::{DType, Device, Tensor};
+    use trainer::fit::{fit_resumable, FitConfig};
+    use trainer::optim::{sorted_params, OptimizerConfig, Schedule};
+    let x: Vec<f64> = (0..20).map(|i| f64::from(i) / 10.0 - 1.0).collect();
+    let y: Vec<f64> = x.iter().map(|v| (3.0 * v).sin()).collect();
+    let x = Tensor::from_vec(x, (20, 1), &Device::Cpu).unwrap();
+    let y = Tensor::from_vec(y, (20, 1), &Device::Cpu).unwrap();
+    let varmap = candle_nn::VarMap::new();
+    let mut rng = trainer::rng::stream(9, &["line"]);
+    let m = trainer::models::Mlp::new(&varmap, "mlp", 1, 8, 1, &mut rng, DType::F64, &Device::Cpu).unwrap();
+    let cfg = FitConfig {
+        steps: 20,
+        lr: 0.05,
+        optimizer: OptimizerConfig::sgd(0.9, true),
+        schedule: Schedule::Step {
+            step_size: 7,
+            gamma: 0.5,
+        },
+        clip_norm: Some(1.0),
+        batch_size: Some(6),
+        log_every: 2,
+        seed: 4,
+    };
+    let plan = trainer::checkpoint::Plan {
+        dir: dir.to_path_buf(),
+        every: Some(3),
+        resume,
+    };
+    let mut on_log = |t: usize, l: f64| -> candle_core::Result<Vec<f64>> {
+        if Some(t) == crash_at {
+            return Err(candle_core::Error::Msg("simulated crash".into()));
+        }
+        Ok(vec![l * 2.0, t as f64])
+    };
+    let (report, rows) = fit_resumable(
+        &m,
+        &varmap,
+        &loss_core::MseLoss::default(),
+        &x,
+        &y,
+        &cfg,
+        "line",
+        &mut on_log,
+        None,
+        Some(&plan),
+    )?;
+    let weights = sorted_params(&varmap)
+        .iter()
+        .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap())
+        .collect();
+    Ok((report, rows, weights))
+}
+
+#[test]
+fn an_interrupted_mini_batch_fit_resumes_bit_for_bit() {
+    let whole_dir = tmp("line-whole");
+    let (report, rows, weights) = line_run(&whole_dir, false, None).unwrap();
+    for crash in [4, 10, 18] {
+        let dir = tmp(&format!("line-crash{crash}"));
+        assert!(line_run(&dir, false, Some(crash)).is_err());
+        let plan = trainer::checkpoint::Plan {
+            dir: dir.clone(),
+            every: Some(3),
+            resume: true,
+        };
+        let state = trainer::checkpoint::load(&plan.path("line")).unwrap();
+        assert!(!state.done);
+        assert_eq!(state.step, crash / 3 * 3, "the last checkpoint before the crash");
+        assert!(state.batcher.is_some());
+        let files = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(files, 1, "one checkpoint file per run, no temporary file");
+        let (r2, rows2, w2) = line_run(&dir, true, None).unwrap();
+        assert_eq!(r2.final_loss.to_bits(), report.final_loss.to_bits(), "crash at {crash}");
+        assert_eq!(r2.history, report.history, "crash at {crash}");
+        assert_eq!(rows2, rows, "crash at {crash}");
+        assert_eq!(w2, weights, "crash at {crash}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let _ = std::fs::remove_dir_all(&whole_dir);
+}
+
+#[test]
+fn a_checkpoint_of_other_settings_or_a_corrupt_one_is_refused() {
+    let dir = tmp("line-refused");
+    line_run(&dir, false, None).unwrap();
+    let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    // other settings: the same file under another run's name
+    let plan = trainer::checkpoint::Plan {
+        dir: dir.clone(),
+        every: Some(3),
+        resume: true,
+    };
+    assert_eq!(plan.path("line"), file);
+    let mut state = trainer::checkpoint::load(&file).unwrap();
+    state.fingerprint.push('x');
+    trainer::checkpoint::save(&file, &state).unwrap();
+    let e = line_run(&dir, true, None).unwrap_err().to_string();
+    assert!(e.contains("other settings"), "{e}");
+    // truncated file
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let e = format!("{:#}", trainer::checkpoint::load(&file).unwrap_err());
+    assert!(e.contains("corrupt checkpoint"), "{e}");
+    assert!(line_run(&dir, true, None).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
