@@ -166,6 +166,10 @@ enum Experiment {
         /// Override the number of training steps of both models (default 3,000 linear, 200 MLP).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         steps: Option<u64>,
+        /// Override the Adam learning rate of both models (default 0.01; a huge one makes the
+        /// runs diverge, which they report with their step, loss and seed).
+        #[arg(long)]
+        lr: Option<f64>,
     },
     /// Experiment 2: the box-regression simulation of the DIoU paper.
     Boxes {
@@ -359,10 +363,15 @@ fn plan(command: Command) -> anyhow::Result<(Vec<Spec>, Common)> {
                 losses,
                 shift,
                 steps: s,
+                lr,
             } => {
                 anyhow::ensure!(shift.is_finite(), "--shift must be finite, got {shift}");
                 let mut cfg = RegressionConfig::with_losses(losses.as_deref())?;
                 cfg.shift = shift;
+                if let Some(lr) = lr {
+                    anyhow::ensure!(lr.is_finite() && lr > 0.0, "--lr must be finite and > 0, got {lr}");
+                    cfg.lr = lr;
+                }
                 if let Some(s) = steps(s) {
                     cfg.linear_steps = s;
                     cfg.mlp_steps = s;
@@ -490,6 +499,9 @@ fn main() -> ExitCode {
     };
     match runner::run(&specs, &opts) {
         Ok(outcome) => {
+            for f in &outcome.failures {
+                eprintln!("trainer: {} run {} stopped: {}", f.experiment, f.run, f.message);
+            }
             if outcome.errors.is_empty() {
                 ExitCode::SUCCESS
             } else {

@@ -255,3 +255,230 @@ fn records_are_complete_and_self_contained() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let b = std::fs::read(&p).unwrap();
+                out.push((p, b));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A small finished run with checkpoints in `dir`.
+fn small_checkpointed_run(dir: &Path) {
+    let out = trainer(&[
+        "run",
+        "regression",
+        "--losses",
+        "l1",
+        "--steps",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--quiet",
+        "--no-timings",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn corrupt_anchors_or_bad_checkpoint_options_are_exit_2() {
+    let d = tmp("anchors");
+    std::fs::create_dir_all(&d).unwrap();
+    let out = d.join("out");
+    let o = out.to_str().unwrap();
+    for (name, text, needle) in [
+        ("letters.csv", "1.0,2.0\n3.0,abc\n", "line 2"),
+        ("three.csv", "1,2,3\n", "line 1"),
+        ("inf.csv", "inf,2\n", "line 1"),
+        ("empty.csv", "# only a comment\n", "no `x,y` line"),
+    ] {
+        let f = d.join(name);
+        std::fs::write(&f, text).unwrap();
+        assert_usage_error(&["run", "boxes", "--anchors", f.to_str().unwrap(), "--out", o], needle);
+    }
+    let binary = d.join("binary.csv");
+    std::fs::write(&binary, [0xffu8, 0xfe, 0x00, 0x80]).unwrap();
+    assert_usage_error(
+        &["run", "boxes", "--anchors", binary.to_str().unwrap(), "--out", o],
+        "anchors",
+    );
+    assert_usage_error(&["run", "regression", "--checkpoint-every", "0", "--out", o], "0");
+    assert_usage_error(&["run", "regression", "--checkpoint-every", "-5", "--out", o], "-5");
+    assert_usage_error(&["all", "--checkpoint-every", "x", "--out", o], "x");
+    for (lr, needle) in [("0", "--lr"), ("-1", "-1"), ("nan", "--lr"), ("inf", "--lr")] {
+        assert_usage_error(&["run", "regression", "--lr", lr, "--out", o], needle);
+    }
+    assert_usage_error(&["run", "regression", "--resume", "--out", o], "no checkpoint");
+    assert!(!out.exists(), "a rejected command must not create --out");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn missing_or_corrupt_checkpoints_are_exit_2_and_leave_the_records_intact() {
+    let d = tmp("resume-bad");
+    small_checkpointed_run(&d);
+    let o = d.to_str().unwrap();
+    let resume = [
+        "run",
+        "regression",
+        "--losses",
+        "l1",
+        "--steps",
+        "4",
+        "--checkpoint-every",
+        "2",
+    ];
+    let with_out = |extra: &[&'static str]| -> Vec<String> {
+        let mut a: Vec<String> = resume.iter().map(|s| s.to_string()).collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend([
+            "--quiet".to_string(),
+            "--no-timings".into(),
+            "--out".into(),
+            o.to_string(),
+        ]);
+        a
+    };
+    // a resume of a finished run succeeds and changes nothing
+    let before = snapshot(&d);
+    let args = with_out(&["--resume"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(trainer(&args).status.code(), Some(0));
+    assert!(snapshot(&d) == before, "resuming a finished run rewrote records");
+    // corrupt checkpoints: truncated, garbage, a foreign safetensors file
+    let files = trainer::checkpoint::find_all(&d);
+    assert!(!files.is_empty());
+    let victim = &files[files.len() / 2];
+    let good = std::fs::read(victim).unwrap();
+    let weights = std::fs::read(d.join("regression/weights.safetensors")).unwrap();
+    for bad in [&good[..good.len() / 2], b"not a checkpoint".as_slice(), &weights[..]] {
+        std::fs::write(victim, bad).unwrap();
+        let before = snapshot(&d);
+        assert_usage_error(&args, "corrupt checkpoint");
+        assert!(snapshot(&d) == before, "a rejected resume changed the records");
+    }
+    // no checkpoint at all
+    std::fs::remove_dir_all(d.join("regression/checkpoints")).unwrap();
+    let before = snapshot(&d);
+    assert_usage_error(&args, "no checkpoint");
+    assert!(snapshot(&d) == before);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_read_only_out_is_exit_2_and_left_intact() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tmp("read-only");
+    small_checkpointed_run(&d);
+    let before = snapshot(&d);
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let probe = d.join("probe");
+    if std::fs::write(&probe, b"x").is_ok() {
+        // running as root: permissions do not stop writes, nothing to test here
+        let _ = std::fs::remove_file(&probe);
+    } else {
+        assert_usage_error(
+            &[
+                "run",
+                "regression",
+                "--steps",
+                "2",
+                "--quiet",
+                "--out",
+                d.to_str().unwrap(),
+            ],
+            "not writable",
+        );
+    }
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(snapshot(&d) == before);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A full disk, simulated with a file-size limit (`ulimit -f`, SIGXFSZ ignored so that writes
+/// fail with EFBIG instead of killing the process): one line, exit 2, no temporary file, and
+/// every record whole (summary.json still the earlier one).
+#[test]
+fn a_full_disk_is_exit_2_and_leaves_whole_records() {
+    let d = tmp("full-disk");
+    small_checkpointed_run(&d);
+    let summary = std::fs::read(d.join("summary.json")).unwrap();
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 4 || exit 99; exec '{}' run regression --losses l1 --steps 4 --seed 9 --quiet --out '{}'",
+        env!("CARGO_BIN_EXE_trainer"),
+        d.display()
+    );
+    let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    if out.status.code() == Some(99) {
+        return; // no ulimit in this shell
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains("cannot write"), "{stderr}");
+    assert_eq!(std::fs::read(d.join("summary.json")).unwrap(), summary);
+    for (p, bytes) in snapshot(&d) {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.starts_with('.'), "temporary file left: {}", p.display());
+        if name.ends_with(".json") {
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_diverging_run_is_named_on_stderr_and_the_others_go_on() {
+    let d = tmp("diverging");
+    let out = trainer(&[
+        "run",
+        "regression",
+        "--losses",
+        "mse,l1",
+        "--lr",
+        "1e19",
+        "--steps",
+        "5",
+        "--seed",
+        "11",
+        "--checkpoint-every",
+        "2",
+        "--quiet",
+        "--no-timings",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        assert!(
+            l.contains("stopped") && l.contains("_loss") && l.contains("at step") && l.contains("seed 11"),
+            "{l}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("linear/mse") && l.contains("mse_loss")),
+        "{stderr}"
+    );
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["failures"].as_array().unwrap().len(), lines.len());
+    // the l1 runs (Adam's steps stay bounded) went on to the end
+    assert!(s["regression"]["models"]["linear"]["l1"]["mae"]["mean"].is_f64(), "{s}");
+    let _ = std::fs::remove_dir_all(&d);
+}

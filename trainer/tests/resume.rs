@@ -328,3 +328,97 @@ fn a_checkpoint_of_other_settings_or_a_corrupt_one_is_refused() {
     assert!(line_run(&dir, true, None).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Plain SGD past its stability limit on a line, in f32: the loss grows geometrically until it
+/// overflows.
+fn diverging_run(dir: &Path, resume: bool) -> Result<trainer::fit::FitReport, trainer::fit::FitError> {
+    use candle_core::{DType, Device, Tensor};
+    use trainer::fit::{fit_resumable, FitConfig};
+    use trainer::optim::{OptimizerConfig, Schedule};
+    let x: Vec<f32> = (0..16).map(|i| i as f32 / 8.0 - 1.0).collect();
+    let y: Vec<f32> = x.iter().map(|v| 2.0 * v + 0.5).collect();
+    let x = Tensor::from_vec(x, (16, 1), &Device::Cpu).unwrap();
+    let y = Tensor::from_vec(y, (16, 1), &Device::Cpu).unwrap();
+    let varmap = candle_nn::VarMap::new();
+    let mut rng = trainer::rng::stream(0, &["diverge"]);
+    let m = trainer::models::Linear::new(
+        &varmap,
+        "l",
+        1,
+        1,
+        trainer::models::Init::Zeros,
+        &mut rng,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let cfg = FitConfig {
+        steps: 1000,
+        lr: 5.0,
+        optimizer: OptimizerConfig::sgd(0.0, false),
+        schedule: Schedule::Constant,
+        clip_norm: None,
+        batch_size: None,
+        log_every: 5,
+        seed: 77,
+    };
+    let plan = trainer::checkpoint::Plan {
+        dir: dir.to_path_buf(),
+        every: Some(10),
+        resume,
+    };
+    fit_resumable(
+        &m,
+        &varmap,
+        &loss_core::MseLoss::default(),
+        &x,
+        &y,
+        &cfg,
+        "diverging",
+        &mut |_, _| Ok(Vec::new()),
+        None,
+        Some(&plan),
+    )
+    .map(|(r, _)| r)
+}
+
+#[test]
+fn a_diverging_run_names_step_loss_and_seed_and_keeps_its_last_good_checkpoint() {
+    let dir = tmp("diverging");
+    let e = diverging_run(&dir, false).unwrap_err();
+    let trainer::fit::FitError::NonFinite {
+        step, seed, ref loss, ..
+    } = e
+    else {
+        panic!("expected a non-finite loss, got {e}");
+    };
+    assert_eq!(seed, 77);
+    assert_eq!(loss, "mse_loss");
+    assert!(step > 10 && step < 1000, "diverged at step {step}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("step {step}")) && msg.contains("seed 77") && msg.contains("mse_loss"),
+        "{msg}"
+    );
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let state = trainer::checkpoint::load(&files[0]).unwrap();
+    assert!(!state.done);
+    assert_eq!(
+        state.step,
+        (step - 1) / 10 * 10,
+        "the last checkpoint before step {step}"
+    );
+    assert!(
+        state.rows.iter().all(|r| r.1.is_finite()),
+        "only finite losses were logged"
+    );
+    for (_, t) in &state.params {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(v.iter().all(|x| x.is_finite()), "the checkpoint holds good weights");
+    }
+    // resuming from it diverges again, at the same step
+    let e2 = diverging_run(&dir, true).unwrap_err();
+    assert_eq!(e2.to_string(), msg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
