@@ -214,14 +214,13 @@ fn resuming_a_finished_run_redoes_nothing_and_changes_nothing() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// The report, the logged rows and the final weights of [`line_run`].
+type LineRun = (trainer::fit::FitReport, Vec<trainer::fit::LogRow>, Vec<Vec<f64>>);
+
 /// One run of an MLP on a line with mini-batches (seeded batcher), SGD with Nesterov momentum
 /// and a step schedule, checkpointed every 3 updates; `crash_at`: `on_log` fails there, as a
 /// crash would, after the checkpoint of that step is written.
-fn line_run(
-    dir: &Path,
-    resume: bool,
-    crash_at: Option<usize>,
-) -> Result<(trainer::fit::FitReport, Vec<trainer::fit::LogRow>, Vec<Vec<f64>>), trainer::fit::FitError> {
+fn line_run(dir: &Path, resume: bool, crash_at: Option<usize>) -> Result<LineRun, trainer::fit::FitError> {
     use candle_core::{DType, Device, Tensor};
     use trainer::fit::{fit_resumable, FitConfig};
     use trainer::optim::{sorted_params, OptimizerConfig, Schedule};
