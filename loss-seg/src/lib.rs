@@ -37,6 +37,18 @@
 //! `s_dr = 0` stays unbounded *near* an empty class: `1 − s_nr / den` tends to −∞ as `den → 0`
 //! (saturated logits can bring `den` down to 1e-35 in f32), so keep `s_dr ≥ s_nr`.
 //!
+//! ## Non-finite values
+//! For inputs in the domain (probabilities in `[0, 1]` or finite logits with an activation, masks
+//! in `[0, 1]`, `0 <= smooth_nr <= smooth_dr`) every value and gradient is finite, except a `Mean`
+//! over nothing (an empty batch, or `dice_focal_loss` over an empty image), NaN as `torch.mean`
+//! of an empty tensor. A ratio whose denominator is non-zero but below `√m` (`m` the dtype's
+//! smallest normal number: 1.1e-19 in f32) gets its exact value and a zero gradient, since its
+//! `1/den` factor would overflow (see [`prepare::ratio_or_one`]); `focal_tversky_loss`'s
+//! derivative `γ·t^(γ−1)` is unbounded as a class's Tversky value `t → 0` for `γ < 1` (0 at
+//! `t = 0` itself) and leaves f32's range for `γ` below about 0.14. An empty batch gives an empty
+//! output (`None`), 0 (`Sum`) or NaN (`Mean`); no loss panics on it. NaN in `pred` or `target`
+//! gives NaN in the values that depend on it.
+//!
 //! ## Errors
 //! Bad input is an `Err` ([`loss_core::LossError`] wrapped in `candle_core::Error`) naming the
 //! loss, the argument and the shapes: different shapes after `to_onehot_y`, fewer than 3

@@ -283,7 +283,8 @@ fn soft_targets(
 ///
 /// - `input`: log-probabilities `[N, C]`, `[N, C, d1, ...]` or unbatched `[C]`; f32 or f64.
 /// - `target`: class indices `[N, d1, ...]` (u32 or i64) in `[0, C)` or equal to `ignore_index`.
-/// - `weight`: optional `[C]`. `mean` divides by `Σ_{i kept} w_yᵢ` (NaN when all are ignored).
+/// - `weight`: optional `[C]`. `mean` divides by `Σ_{i kept} w_yᵢ` (NaN when all are ignored or
+///   that sum is 0, with the gradient of the sum).
 ///
 /// Output: `[N, d1, ...]` for `Reduction::None`, else 0-d.
 ///

@@ -51,6 +51,11 @@ use candle_core::{Result, Tensor, D};
 ///
 /// Gradient w.r.t. `input`: `−t` (`−eᵗ` with `log_target`).
 ///
+/// Non-finite values, as PyTorch: an input of `-inf` (probability 0) where `t > 0` gives +inf
+/// (the divergence is infinite); where `t = 0` the term is `0·ln 0 − 0·x`, 0 for a finite `x` and
+/// NaN for a NaN or infinite one; `BatchMean` with `input.dim(0) = 0` is NaN (0/0). A negative
+/// `target` (without `log_target`) is outside the domain and gives NaN (`ln t`).
+///
 /// # Errors
 /// Shapes or dtypes that differ, a non-float dtype.
 pub fn kl_div(input: &Tensor, target: &Tensor, log_target: bool, reduction: Reduction) -> Result<Tensor> {

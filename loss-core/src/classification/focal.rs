@@ -2,7 +2,9 @@
 //!
 //! The modulating factor `(1 − p_t)^γ` down-weights easy examples (`p_t` near 1) so that the
 //! many easy negatives of a dense detector do not swamp the loss; `α` balances the classes.
-//! `(1 − p_t)^γ` uses [`crate::ops::powf`], whose gradient stays finite at `p_t = 1`.
+//! The gradient of `(1 − p_t)^γ·ln p_t` is written with `1/(1 − p_t)` folded into the factor that
+//! cancels it, so it stays finite at and near `p_t = 1` for every `γ >= 0` (autodiff through
+//! `(1 − p_t)^γ` would give `inf · 0 = NaN` there for `γ < 1`).
 
 use super::cross_entropy::{classes_last, index_target, log_softmax, IGNORE_INDEX};
 use crate::check;
@@ -24,7 +26,11 @@ fn check_gamma(loss: &'static str, gamma: f64) -> Result<()> {
 /// - `alpha` in `[0, 1]` (torchvision's default 0.25), or `-1` to disable the α weighting.
 /// - `gamma` ≥ 0 (default 2). torchvision's default reduction is `None`.
 ///
-/// `1 − p_t` is computed as `t·σ(−x) + (1 − t)·σ(x)`, exact for saturated logits.
+/// `1 − p_t` is computed as `t·σ(−x) + (1 − t)·σ(x)`, exact for saturated logits. The value and
+/// the gradients (w.r.t. `input` and `target`) are finite for every finite logit with `t` in
+/// `[0, 1]`, also for `γ < 1` at saturated logits (the `1/q` of `γ·q^(γ−1)` is folded into the
+/// factor that cancels it). A `t` outside `[0, 1]` can make `1 − p_t` negative and `(1 − p_t)^γ`
+/// NaN for a non-integer `γ`, as torchvision.
 ///
 /// # Errors
 /// Shapes or dtypes that differ, `gamma < 0`, `alpha` outside `[0, 1]` and not `-1`,
