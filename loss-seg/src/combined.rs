@@ -195,8 +195,8 @@ fn ce_term(pred: &Tensor, target: &Tensor, weight: Option<&Tensor>, opts: &DiceC
 ///
 /// # Errors
 /// `Reduction::None` or `BatchMean`; a negative `lambda_dice` / `lambda_ce`; `label_smoothing`
-/// outside `[0, 1]`; a target of another rank or with neither 1 nor `C` channels; a `weight`
-/// not of length `C` or negative; and the errors of [`crate::dice_loss`] and
+/// outside `[0, 1]`; a target of another rank or with neither 1 nor `C` channels; no class
+/// (`C = 0`); a `weight` not of length `C` or negative; and the errors of [`crate::dice_loss`] and
 /// [`cross_entropy`].
 pub fn dice_ce_loss(pred: &Tensor, target: &Tensor, opts: &DiceCeLoss) -> Result<Tensor> {
     const LOSS: &str = "dice_ce_loss";
@@ -211,6 +211,15 @@ pub fn dice_ce_loss(pred: &Tensor, target: &Tensor, opts: &DiceCeLoss) -> Result
     check_lambdas(LOSS, opts.lambda_dice, "lambda_ce", opts.lambda_ce)?;
     check::unit_interval(LOSS, "label_smoothing", opts.label_smoothing)?;
     check_layout(LOSS, pred, target)?;
+    if pred.dim(1)? == 0 {
+        // The cross-entropy needs a class; refused here so that the error names this loss.
+        return Err(check::bad_shape(
+            LOSS,
+            "pred",
+            pred,
+            "[N, C, spatial...] with at least one class (C >= 1)",
+        ));
+    }
     let c = pred.dim(1)?;
     let weight = match &opts.weight {
         Some(w) => Some(class_weight(LOSS, w, c, pred)?),

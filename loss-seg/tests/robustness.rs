@@ -415,13 +415,27 @@ fn nan(loss: Sg) -> BoxedStrategy<SgCase> {
 fn wild(loss: Sg) -> BoxedStrategy<SgCase> {
     let random = (
         wild_spec(32),
-        wild_spec(32),
+        prop_oneof![Just(None), wild_spec(32).prop_map(Some)],
         prop_oneof![Just(None), wild_spec(6).prop_map(Some)],
         flags(),
         proptest::collection::vec(any_param(), 6),
         prop_oneof![Just(None), any_param().prop_map(Some)],
         (any_reduction(), any::<bool>(), any::<bool>()),
     )
+        .prop_flat_map(|(pred, target, weight, f, p, opt, rest)| {
+            // The target: independent, or of pred's shape and dtype with any values.
+            let same = values(any_value(), numel(&pred.shape))
+                .prop_map({
+                    let pred = pred.clone();
+                    move |v| Spec::new(pred.dtype, pred.shape.clone(), v)
+                })
+                .boxed();
+            let target = match target {
+                Some(t) => Just(t).boxed(),
+                None => same,
+            };
+            (Just(pred), target, Just(weight), Just(f), Just(p), Just(opt), Just(rest))
+        })
         .prop_map(move |(pred, target, weight, f, p, opt, (reduction, composite, grad_target))| SgCase {
             loss,
             mode: Mode::Wild,
@@ -724,5 +738,20 @@ fn every_error_kind_has_its_full_message() {
         let e = r.expect_err(kind);
         assert!(matches!(e, candle_core::Error::Wrapped(_)), "{kind}: not a LossError: {e:?}");
         assert_eq!(e.to_string(), want, "{kind}");
+    }
+}
+
+/// Found by `cargo fuzz run seg_losses` (pred `[4, 0, 0]`): with no class the error came from the
+/// inner `cross_entropy` and named it instead of `dice_ce_loss`.
+#[test]
+fn regression_dice_ce_without_classes_names_dice_ce() {
+    let p = Tensor::zeros((4, 0, 0), DType::F32, &Device::Cpu).unwrap();
+    for t in [p.clone(), Tensor::zeros((4, 1, 0), DType::U8, &Device::Cpu).unwrap()] {
+        let e = dice_ce_loss(&p, &t, &DiceCeLoss::default().with_to_onehot_y(!t.dtype().is_float())).unwrap_err();
+        assert!(matches!(e, candle_core::Error::Wrapped(_)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "dice_ce_loss: `pred` has shape [4, 0, 0], expected [N, C, spatial...] with at least one class (C >= 1)"
+        );
     }
 }
