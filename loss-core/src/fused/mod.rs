@@ -59,12 +59,23 @@ pub enum Pointwise {
 
 #[inline(always)]
 fn sign<F: Float>(d: F) -> F {
-    if d > F::zero() {
-        F::one()
-    } else if d < F::zero() {
-        -F::one()
+    // Selects, not branches: on random data a branch mispredicts half the time.
+    let p = if d > F::zero() { F::one() } else { F::zero() };
+    let n = if d < F::zero() { F::one() } else { F::zero() };
+    if d.is_nan() {
+        d
     } else {
-        d * F::zero()
+        p - n
+    }
+}
+
+/// `if c { a } else { b }` with both arms already computed (a select, not a branch).
+#[inline(always)]
+fn select<F: Float>(c: bool, a: F, b: F) -> F {
+    if c {
+        a
+    } else {
+        b
     }
 }
 
@@ -101,21 +112,13 @@ impl Pointwise {
                 let b = F::from(beta).unwrap();
                 let d = x - t;
                 let ad = d.abs();
-                if ad < b {
-                    half * d * d / b
-                } else {
-                    ad - half * b
-                }
+                select(ad < b, d * d * (half / b), ad - half * b)
             }
             Pointwise::Huber { delta } => {
                 let k = F::from(delta).unwrap();
                 let d = x - t;
                 let ad = d.abs();
-                if ad < k {
-                    half * d * d
-                } else {
-                    k * (ad - half * k)
-                }
+                select(ad < k, half * d * d, k * (ad - half * k))
             }
             Pointwise::BceLogits => (F::one() - t) * x + softplus_neg(x),
             Pointwise::KlDiv { log_target: false } => {
@@ -148,20 +151,12 @@ impl Pointwise {
             Pointwise::SmoothL1 { beta } => {
                 let b = F::from(beta).unwrap();
                 let d = x - t;
-                if d.abs() < b {
-                    d / b
-                } else {
-                    sign(d)
-                }
+                select(d.abs() < b, d * (F::one() / b), sign(d))
             }
             Pointwise::Huber { delta } => {
                 let k = F::from(delta).unwrap();
                 let d = x - t;
-                if d.abs() < k {
-                    d
-                } else {
-                    k * sign(d)
-                }
+                select(d.abs() < k, d, k * sign(d))
             }
             Pointwise::BceLogits => return (logistic(x).0 - t, -x),
             // d/dt is ln t + 1 − x; at t = 0, the 0·ln 0 = 0 branch, 0 − x (as the composite path).
