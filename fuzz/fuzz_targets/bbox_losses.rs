@@ -12,7 +12,11 @@ fn boxes(u: &mut Unstructured, pairwise: bool) -> Result<candle_core::Tensor> {
     if u.ratio(1, 4)? {
         return tensor(u);
     }
-    let mut s = if pairwise { vec![u.int_in_range(0..=4usize)?] } else { shape_of_rank(u, 0, 4)? };
+    let mut s = if pairwise {
+        vec![u.int_in_range(0..=4usize)?]
+    } else {
+        shape_of_rank(u, 0, 4)?
+    };
     s.truncate(3);
     s.push(4);
     let dt = if u.ratio(1, 8)? { dtype(u)? } else { float_dtype(u)? };
@@ -29,8 +33,17 @@ fn run(data: &[u8]) -> Result<()> {
     let composite: bool = u.arbitrary()?;
     let pairwise = (9..=12).contains(&which);
     let a = boxes(&mut u, pairwise)?;
-    let b = if pairwise { boxes(&mut u, true)? } else { tensor_like(&mut u, &a)? };
-    let (eps, p, r, flag) = (param(&mut u)?, param(&mut u)?, reduction(&mut u)?, u.arbitrary::<bool>()?);
+    let b = if pairwise {
+        boxes(&mut u, true)?
+    } else {
+        tensor_like(&mut u, &a)?
+    };
+    let (eps, p, r, flag) = (
+        param(&mut u)?,
+        param(&mut u)?,
+        reduction(&mut u)?,
+        u.arbitrary::<bool>()?,
+    );
     let (fi, fo) = (format(&mut u)?, format(&mut u)?);
     let kernel = *u.choose(&[Kernel::Auto, Kernel::Auto, Kernel::Fused, Kernel::Composite])?;
     on_path(composite, || {

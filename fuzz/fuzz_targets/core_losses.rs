@@ -11,11 +11,25 @@ fn run(data: &[u8]) -> Result<()> {
     let which = u.int_in_range(0..=12u8)?;
     let composite: bool = u.arbitrary()?;
     let x = tensor(&mut u)?;
-    let classes = if x.rank() > 1 { x.dims()[1] } else { x.dims().first().copied().unwrap_or(1) };
-    let t = if matches!(which, 4 | 6 | 12) { class_target(&mut u, &x)? } else { tensor_like(&mut u, &x)? };
+    let classes = if x.rank() > 1 {
+        x.dims()[1]
+    } else {
+        x.dims().first().copied().unwrap_or(1)
+    };
+    let t = if matches!(which, 4 | 6 | 12) {
+        class_target(&mut u, &x)?
+    } else {
+        tensor_like(&mut u, &x)?
+    };
     let w = optional(&mut u, classes, x.dtype())?;
     let pw = optional(&mut u, x.dims().last().copied().unwrap_or(1), x.dtype())?;
-    let (p, q, ii, r, flag) = (param(&mut u)?, param(&mut u)?, index(&mut u)?, reduction(&mut u)?, u.arbitrary::<bool>()?);
+    let (p, q, ii, r, flag) = (
+        param(&mut u)?,
+        param(&mut u)?,
+        index(&mut u)?,
+        reduction(&mut u)?,
+        u.arbitrary::<bool>()?,
+    );
     on_path(composite, || {
         let (name, out) = match which {
             0 => ("l1_loss", l1_loss(&x, &t, r)),

@@ -49,10 +49,17 @@ fn run(data: &[u8]) -> Result<()> {
     }
     let mut p = [0.0; 7];
     for v in p.iter_mut() {
-        *v = if u.ratio(1, 2)? { param(&mut u)? } else { u.int_in_range(0..=4u8)? as f64 * 0.25 };
+        *v = if u.ratio(1, 2)? {
+            param(&mut u)?
+        } else {
+            u.int_in_range(0..=4u8)? as f64 * 0.25
+        };
     }
     let r: Reduction = reduction(&mut u)?;
-    let (ii, w_type) = (index(&mut u)?, *u.choose(&[Weighting::Square, Weighting::Simple, Weighting::Uniform])?);
+    let (ii, w_type) = (
+        index(&mut u)?,
+        *u.choose(&[Weighting::Square, Weighting::Simple, Weighting::Uniform])?,
+    );
     on_path(composite, || {
         let dice = DiceLoss {
             include_background: b[0],

@@ -215,7 +215,11 @@ fn nan(loss: Bx) -> BoxedStrategy<BxCase> {
                 col
             };
             let in_b = in_b && !c.loss.single();
-            let (ra, rb) = if in_b { (vec![false; na], rb) } else { (ra, vec![false; nb]) };
+            let (ra, rb) = if in_b {
+                (vec![false; na], rb)
+            } else {
+                (ra, vec![false; nb])
+            };
             for (i, &r) in ra.iter().enumerate() {
                 if r {
                     c.a.values[4 * i + col] = f64::NAN;
@@ -300,7 +304,11 @@ fn wild(loss: Bx) -> BoxedStrategy<BxCase> {
     let perturbed = (valid(loss), any_param(), any_param(), any_reduction(), 0..3u8)
         .prop_flat_map(|(c, eps, p, r, what)| {
             let (na, nb) = (c.a.values.len(), c.b.values.len());
-            (Just((c, eps, p, r, what)), values(any_value(), na), values(any_value(), nb))
+            (
+                Just((c, eps, p, r, what)),
+                values(any_value(), na),
+                values(any_value(), nb),
+            )
         })
         .prop_map(|((mut c, eps, p, r, what), va, vb)| {
             c.mode = Mode::Wild;
@@ -441,7 +449,12 @@ fn t32(v: &[[f32; 4]]) -> candle_core::Tensor {
 }
 
 fn flat(t: &candle_core::Tensor) -> Vec<f64> {
-    t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
 }
 
 /// Value and the gradients w.r.t. both arguments of `sum(f(a, b))`.
@@ -471,22 +484,33 @@ fn all_finite(v: &[f64]) -> bool {
 fn regression_pairwise_metrics_gradient_for_tiny_boxes() {
     let a = t32(&[[0.0, 0.0, 1e-12, 1e-12], [0.0, 0.0, 1.0, 1.0]]);
     let b = t32(&[[0.0, 0.0, 1e-12, 1e-12], [5e-13, 0.0, 1.5e-12, 1e-12]]);
-    let metrics: [(&str, Box<dyn Fn(&_, &_) -> _>); 4] = [
-        ("box_iou", Box::new(|x, y| box_iou(x, y))),
-        ("generalized_box_iou", Box::new(|x, y| generalized_box_iou(x, y))),
+    type Metric = Box<dyn Fn(&candle_core::Tensor, &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor>>;
+    let metrics: [(&str, Metric); 4] = [
+        ("box_iou", Box::new(box_iou)),
+        ("generalized_box_iou", Box::new(generalized_box_iou)),
         ("distance_box_iou", Box::new(|x, y| distance_box_iou(x, y, 1e-7))),
         ("complete_box_iou", Box::new(|x, y| complete_box_iou(x, y, 1e-7))),
     ];
     for (name, f) in metrics {
         let (v, ga, gb) = value_grads(|x, y| f(x, y), &a, &b);
-        assert!(all_finite(&v) && all_finite(&ga) && all_finite(&gb), "{name}: {v:?} {ga:?} {gb:?}");
+        assert!(
+            all_finite(&v) && all_finite(&ga) && all_finite(&gb),
+            "{name}: {v:?} {ga:?} {gb:?}"
+        );
         assert!((v[0] - 1.0).abs() < 1e-6, "{name}: identical tiny boxes: {v:?}");
     }
     for kind in [AlignedLoss::Iou(IouMode::Linear), AlignedLoss::Giou, AlignedLoss::Eiou] {
         let (v, ga, gb) = loss_core::ops::with_composite(|| {
-            value_grads(|x, y| aligned_loss(kind, x, y, 1e-30, Reduction::Sum, Kernel::Composite), &a, &b)
+            value_grads(
+                |x, y| aligned_loss(kind, x, y, 1e-30, Reduction::Sum, Kernel::Composite),
+                &a,
+                &b,
+            )
         });
-        assert!(all_finite(&v) && all_finite(&ga) && all_finite(&gb), "{kind:?}: {v:?} {ga:?} {gb:?}");
+        assert!(
+            all_finite(&v) && all_finite(&ga) && all_finite(&gb),
+            "{kind:?}: {v:?} {ga:?} {gb:?}"
+        );
     }
 }
 
@@ -494,14 +518,17 @@ fn regression_pairwise_metrics_gradient_for_tiny_boxes() {
 /// `eps < 1.2e-7`, giving `0/0 = NaN` for identical boxes; now `((1 − IoU) + v) + eps`.
 #[test]
 fn regression_ciou_alpha_of_identical_boxes_with_a_tiny_eps() {
-    let b = t32(&[[6.764_334_4e-9, 0.0, 1.067_643_3e-7, 1.000_000_0e-7]]);
+    let b = t32(&[[6.764_334_4e-9, 0.0, 1.067_643_3e-7, 1e-7]]);
     for kernel in [Kernel::Fused, Kernel::Composite] {
         let (v, ga, gb) = value_grads(
             |x, y| aligned_loss(AlignedLoss::Ciou, x, y, 1e-30, Reduction::None, kernel),
             &b,
             &b,
         );
-        assert!(all_finite(&v) && all_finite(&ga) && all_finite(&gb), "{kernel:?}: {v:?}");
+        assert!(
+            all_finite(&v) && all_finite(&ga) && all_finite(&gb),
+            "{kernel:?}: {v:?}"
+        );
         assert!(v[0].abs() < 1e-6, "{kernel:?}: {v:?}");
     }
     let v = flat(&complete_box_iou(&b, &b, 1e-30).unwrap());
@@ -516,7 +543,13 @@ fn regression_ciou_alpha_of_identical_boxes_with_a_tiny_eps() {
 fn regression_giou_fused_and_composite_agree_at_degenerate_boxes() {
     let p = candle_core::Tensor::new(&[[2f64, 4., 3., 4.]], &candle_core::Device::Cpu).unwrap();
     let t = candle_core::Tensor::new(&[[1f64, 4., 1., 4.]], &candle_core::Device::Cpu).unwrap();
-    let run = |k| value_grads(|x, y| aligned_loss(AlignedLoss::Giou, x, y, 1e-7, Reduction::Sum, k), &p, &t);
+    let run = |k| {
+        value_grads(
+            |x, y| aligned_loss(AlignedLoss::Giou, x, y, 1e-7, Reduction::Sum, k),
+            &p,
+            &t,
+        )
+    };
     let (fused, composite) = (run(Kernel::Fused), run(Kernel::Composite));
     assert_eq!(fused, composite);
     assert_eq!(fused.1, [0.0; 4]);
@@ -586,7 +619,10 @@ fn every_error_kind_has_its_full_message() {
     ];
     for (kind, r, want) in cases {
         let e = r.expect_err(kind);
-        assert!(matches!(e, candle_core::Error::Wrapped(_)), "{kind}: not a LossError: {e:?}");
+        assert!(
+            matches!(e, candle_core::Error::Wrapped(_)),
+            "{kind}: not a LossError: {e:?}"
+        );
         assert_eq!(e.to_string(), want, "{kind}");
     }
 }

@@ -169,8 +169,17 @@ fn typed_error_converts_into_candle_error() {
 fn every_error_kind_has_its_full_message() {
     let d = Device::Cpu;
     let z = |s: &[usize], dt: DType| Tensor::zeros(s, dt, &d).unwrap();
-    let (a31, b3, b3d, i3) = (z(&[3, 1], DType::F32), z(&[3], DType::F32), z(&[3], DType::F64), z(&[3], DType::U32));
-    let (s, l23, pp) = (t(&[1.0]).reshape(()).unwrap(), z(&[2, 3], DType::F32), z(&[2, 2], DType::F32));
+    let (a31, b3, b3d, i3) = (
+        z(&[3, 1], DType::F32),
+        z(&[3], DType::F32),
+        z(&[3], DType::F64),
+        z(&[3], DType::U32),
+    );
+    let (s, l23, pp) = (
+        t(&[1.0]).reshape(()).unwrap(),
+        z(&[2, 3], DType::F32),
+        z(&[2, 2], DType::F32),
+    );
     let y = Tensor::new(&[0i64, 3], &d).unwrap();
     let pr = t(&[0.5, 1.5]);
     let cases: Vec<(&str, candle_core::Result<Tensor>, &str)> = vec![
@@ -229,7 +238,10 @@ fn every_error_kind_has_its_full_message() {
     ];
     for (kind, r, want) in cases {
         let e = r.expect_err(kind);
-        assert!(matches!(e, candle_core::Error::Wrapped(_)), "{kind}: not a LossError: {e:?}");
+        assert!(
+            matches!(e, candle_core::Error::Wrapped(_)),
+            "{kind}: not a LossError: {e:?}"
+        );
         assert_eq!(e.to_string(), want, "{kind}");
     }
 }

@@ -102,7 +102,12 @@ struct SgCase {
 }
 
 impl SgCase {
-    fn run(&self, pred: &candle_core::Tensor, target: &candle_core::Tensor, w: Option<&candle_core::Tensor>) -> candle_core::Result<candle_core::Tensor> {
+    fn run(
+        &self,
+        pred: &candle_core::Tensor,
+        target: &candle_core::Tensor,
+        w: Option<&candle_core::Tensor>,
+    ) -> candle_core::Result<candle_core::Tensor> {
         let (f, p, r) = (self.f, self.p, self.reduction);
         match self.loss {
             Sg::Dice => {
@@ -280,7 +285,13 @@ fn indices(c: usize, n: usize) -> BoxedStrategy<Vec<f64>> {
 
 fn valid(loss: Sg) -> BoxedStrategy<SgCase> {
     let min_rank = if loss == Sg::Lovasz { 2 } else { 3 };
-    (float_dtype(), index_dtype(), shape(min_rank..=5, 32), flags(), (any::<bool>(), any::<bool>()))
+    (
+        float_dtype(),
+        index_dtype(),
+        shape(min_rank..=5, 32),
+        flags(),
+        (any::<bool>(), any::<bool>()),
+    )
         .prop_flat_map(move |(dt, it, mut s, mut f, (composite, grad_target))| {
             s[1] = s[1].max(1);
             cap(&mut s, 32);
@@ -340,19 +351,15 @@ fn valid(loss: Sg) -> BoxedStrategy<SgCase> {
             } else {
                 reduction()
             };
-            let w_type = prop_oneof![Just(Weighting::Square), Just(Weighting::Simple), Just(Weighting::Uniform)];
+            let w_type = prop_oneof![
+                Just(Weighting::Square),
+                Just(Weighting::Simple),
+                Just(Weighting::Uniform)
+            ];
             let with_weight = matches!(loss, Sg::Dice | Sg::DiceCe | Sg::DiceFocal);
             let s = s.clone();
-            (
-                values(x, n),
-                tvals,
-                weight,
-                smooth,
-                params,
-                opt,
-                (reductions, w_type),
-            )
-                .prop_map(move |(x, t, w, (nr, dr), (a, b, g), opt, (reduction, w_type))| {
+            (values(x, n), tvals, weight, smooth, params, opt, (reductions, w_type)).prop_map(
+                move |(x, t, w, (nr, dr), (a, b, g), opt, (reduction, w_type))| {
                     // Lovász: ignore_index values among the targets.
                     SgCase {
                         loss,
@@ -369,7 +376,8 @@ fn valid(loss: Sg) -> BoxedStrategy<SgCase> {
                         grad_target,
                         want: Want::Finite,
                     }
-                })
+                },
+            )
         })
         .prop_map(|mut c| {
             if c.nan_by_definition() {
@@ -434,24 +442,40 @@ fn wild(loss: Sg) -> BoxedStrategy<SgCase> {
                 Some(t) => Just(t).boxed(),
                 None => same,
             };
-            (Just(pred), target, Just(weight), Just(f), Just(p), Just(opt), Just(rest))
+            (
+                Just(pred),
+                target,
+                Just(weight),
+                Just(f),
+                Just(p),
+                Just(opt),
+                Just(rest),
+            )
         })
-        .prop_map(move |(pred, target, weight, f, p, opt, (reduction, composite, grad_target))| SgCase {
-            loss,
-            mode: Mode::Wild,
-            composite,
-            pred,
-            target,
-            weight,
-            f,
-            p: [p[0], p[1], p[2], p[3], p[4], p[5]],
-            opt,
-            w_type: Weighting::Square,
-            reduction,
-            grad_target,
-            want: Want::Anything,
-        });
-    let perturbed = (valid(loss), proptest::collection::vec(any_param(), 6), flags(), any_reduction(), 0..4u8)
+        .prop_map(
+            move |(pred, target, weight, f, p, opt, (reduction, composite, grad_target))| SgCase {
+                loss,
+                mode: Mode::Wild,
+                composite,
+                pred,
+                target,
+                weight,
+                f,
+                p: [p[0], p[1], p[2], p[3], p[4], p[5]],
+                opt,
+                w_type: Weighting::Square,
+                reduction,
+                grad_target,
+                want: Want::Anything,
+            },
+        );
+    let perturbed = (
+        valid(loss),
+        proptest::collection::vec(any_param(), 6),
+        flags(),
+        any_reduction(),
+        0..4u8,
+    )
         .prop_flat_map(|(c, p, f, r, what)| {
             let (np, nt) = (c.pred.values.len(), c.target.values.len());
             (
@@ -543,7 +567,12 @@ fn lovasz_softmax_loss_is_robust() {
 use candle_core::{Device, Tensor, Var};
 
 fn flat(t: &Tensor) -> Vec<f64> {
-    t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
 }
 
 fn all_finite(v: &[f64]) -> bool {
@@ -555,7 +584,10 @@ fn value_grad(f: impl Fn(&Tensor) -> candle_core::Result<Tensor>, x: &Tensor) ->
     let v = Var::from_tensor(x).unwrap();
     let out = f(v.as_tensor()).unwrap();
     let g = out.sum_all().unwrap().backward().unwrap();
-    let grad = g.get(v.as_tensor()).map(flat).unwrap_or_else(|| vec![0.0; x.elem_count()]);
+    let grad = g
+        .get(v.as_tensor())
+        .map(flat)
+        .unwrap_or_else(|| vec![0.0; x.elem_count()]);
     (flat(&out), grad)
 }
 
@@ -575,12 +607,22 @@ fn regression_empty_batch_does_not_panic() {
         for bg in [true, false] {
             for r in [Reduction::None, Reduction::Sum, Reduction::Mean] {
                 let outs = [
-                    dice_loss(&p, &p, &DiceLoss::default().with_include_background(bg).with_reduction(r)),
-                    tversky_loss(&p, &p, &TverskyLoss::default().with_include_background(bg).with_reduction(r)),
+                    dice_loss(
+                        &p,
+                        &p,
+                        &DiceLoss::default().with_include_background(bg).with_reduction(r),
+                    ),
+                    tversky_loss(
+                        &p,
+                        &p,
+                        &TverskyLoss::default().with_include_background(bg).with_reduction(r),
+                    ),
                     focal_tversky_loss(
                         &p,
                         &p,
-                        &FocalTverskyLoss::default().with_include_background(bg).with_reduction(r),
+                        &FocalTverskyLoss::default()
+                            .with_include_background(bg)
+                            .with_reduction(r),
                     ),
                     generalized_dice_loss(
                         &p,
@@ -590,7 +632,11 @@ fn regression_empty_batch_does_not_panic() {
                             .with_include_background(bg)
                             .with_reduction(r),
                     ),
-                    dice_focal_loss(&p, &p, &DiceFocalLoss::default().with_include_background(bg).with_reduction(r)),
+                    dice_focal_loss(
+                        &p,
+                        &p,
+                        &DiceFocalLoss::default().with_include_background(bg).with_reduction(r),
+                    ),
                 ];
                 for out in outs {
                     let v = flat(&out.unwrap());
@@ -613,7 +659,10 @@ fn regression_empty_tensors_are_not_raw_candle_errors() {
     let y = Tensor::zeros((0, 1, 2), DType::U8, &Device::Cpu).unwrap();
     let g = Tensor::zeros((0, 1, 0), DType::F32, &Device::Cpu).unwrap();
     on_both_paths(|path| {
-        let o = DiceCeLoss::default().with_to_onehot_y(true).with_softmax(true).with_reduction(Reduction::Sum);
+        let o = DiceCeLoss::default()
+            .with_to_onehot_y(true)
+            .with_softmax(true)
+            .with_reduction(Reduction::Sum);
         assert_eq!(flat(&dice_ce_loss(&p, &y, &o).unwrap()), [0.0], "{path}");
         let o = GeneralizedDiceLoss::default()
             .with_include_background(false)
@@ -639,7 +688,7 @@ fn regression_dice_focal_sum_of_an_empty_batch_is_zero() {
 /// 1000, and `inf · 0 = NaN` in the gradient; the true gradient is 0 there.
 #[test]
 fn regression_overlap_gradient_for_a_tiny_denominator() {
-    let p = Tensor::new(&[[[0f32, 1.401_298_5e-45]]], &Device::Cpu).unwrap();
+    let p = Tensor::new(&[[[0f32, 1e-45]]], &Device::Cpu).unwrap();
     let t = p.zeros_like().unwrap();
     let dice = DiceFocalLoss::default()
         .with_softmax(true)
@@ -684,7 +733,11 @@ fn regression_overlap_gradient_for_a_tiny_denominator() {
 fn every_error_kind_has_its_full_message() {
     let d = Device::Cpu;
     let z = |s: &[usize], dt: DType| Tensor::zeros(s, dt, &d).unwrap();
-    let (sp, st, l23) = (z(&[1, 2, 3], DType::F32), z(&[1, 2, 4], DType::F32), z(&[2, 3], DType::F32));
+    let (sp, st, l23) = (
+        z(&[1, 2, 3], DType::F32),
+        z(&[1, 2, 4], DType::F32),
+        z(&[2, 3], DType::F32),
+    );
     let sy = Tensor::new(&[[[0i64, 1, 2]]], &d).unwrap();
     let neg = Tensor::new(&[1f32, -1.0], &d).unwrap();
     let cases: Vec<(&str, candle_core::Result<Tensor>, &str)> = vec![
@@ -736,7 +789,10 @@ fn every_error_kind_has_its_full_message() {
     ];
     for (kind, r, want) in cases {
         let e = r.expect_err(kind);
-        assert!(matches!(e, candle_core::Error::Wrapped(_)), "{kind}: not a LossError: {e:?}");
+        assert!(
+            matches!(e, candle_core::Error::Wrapped(_)),
+            "{kind}: not a LossError: {e:?}"
+        );
         assert_eq!(e.to_string(), want, "{kind}");
     }
 }

@@ -211,9 +211,15 @@ impl ForwardOp {
                 };
                 // A zero denominator gives NaN (0/0 as PyTorch), also when label smoothing made
                 // the sum non-zero (PyTorch adds the NaN of its NLL term).
-                let v = match (r, o.denominator(y)) {
-                    (Reduction::Mean, den) if den == 0.0 => f64::NAN,
-                    (Reduction::Mean, den) => s / den,
+                let v = match r {
+                    Reduction::Mean => {
+                        let den = o.denominator(y);
+                        if den == 0.0 {
+                            f64::NAN
+                        } else {
+                            s / den
+                        }
+                    }
                     _ => s,
                 };
                 (vec![F::from(v).unwrap()], Shape::from(()))

@@ -398,11 +398,7 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
 
 /// Runs `f` on `args` (float arguments with `grad` tracked as `Var`s), then one backward of the
 /// summed output; on the composite path when `composite`. Panics are caught.
-pub fn call(
-    composite: bool,
-    args: Vec<Arg>,
-    f: impl FnOnce(&[Tensor]) -> candle_core::Result<Tensor>,
-) -> Got {
+pub fn call(composite: bool, args: Vec<Arg>, f: impl FnOnce(&[Tensor]) -> candle_core::Result<Tensor>) -> Got {
     let run = move || -> Got {
         let mut tracked = Vec::new();
         let tensors: Vec<Tensor> = args
@@ -528,7 +524,9 @@ pub fn verify(loss: &str, got: &Got, want: &Want) -> Result<bool, TestCaseError>
                             rows.len()
                         )));
                     }
-                    if let Some(r) = (0..rows.len()).find(|&r| rows[r] && !value[r * width..][..*width].iter().any(|v| v.is_nan())) {
+                    if let Some(r) =
+                        (0..rows.len()).find(|&r| rows[r] && !value[r * width..][..*width].iter().any(|v| v.is_nan()))
+                    {
                         return Err(TestCaseError::fail(format!(
                             "{loss}: NaN input gave no NaN in output row {r}: {:?} (output {dims:?})",
                             &value[r * width..][..*width]
