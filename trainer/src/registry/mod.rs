@@ -153,7 +153,11 @@ pub fn call(name: &str, params: &Map<String, Value>, inputs: &Inputs) -> Option<
 
 /// Makes a tensor from flat `data` of `shape` and `dtype` (`"f32"`, `"f64"`, `"u32"`, `"i64"`).
 pub fn make_tensor(data: &[f64], shape: &[usize], dtype: &str, device: &Device) -> anyhow::Result<Tensor> {
-    let n: usize = shape.iter().product();
+    // Checked: a case file's shape can be anything (found by `cargo fuzz run case_file`).
+    let n = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| anyhow!("shape {shape:?} has more elements than fit in memory"))?;
     if n != data.len() {
         bail!("shape {shape:?} holds {n} values but data has {}", data.len());
     }
