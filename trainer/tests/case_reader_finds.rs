@@ -1,5 +1,6 @@
-//! Inputs that `cargo fuzz run case_file` (see `fuzz/`) turned up against the case-file reader,
-//! kept as regression tests: each must give a failed case with a message, never a panic.
+//! Inputs that broke the case-file reader, found while fuzzing it (`cargo fuzz run case_file`, see
+//! `fuzz/`) and kept as regression tests: each must give a failed case with a message, never a
+//! panic.
 
 use candle_core::Device;
 use trainer::cases::{load_file, run_case, Outcome};

@@ -153,7 +153,8 @@ pub fn call(name: &str, params: &Map<String, Value>, inputs: &Inputs) -> Option<
 
 /// Makes a tensor from flat `data` of `shape` and `dtype` (`"f32"`, `"f64"`, `"u32"`, `"i64"`).
 pub fn make_tensor(data: &[f64], shape: &[usize], dtype: &str, device: &Device) -> anyhow::Result<Tensor> {
-    // Checked: a case file's shape can be anything (found by `cargo fuzz run case_file`).
+    // Checked: a case file's shape can be anything (an overflow here panicked under overflow
+    // checks, reproduced with `cargo fuzz run case_file`).
     let n = shape
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
