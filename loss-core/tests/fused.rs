@@ -181,7 +181,9 @@ fn fused_cross_entropy_nd_equals_composite() {
     let dev = Device::Cpu;
     let x: Vec<f64> = (0..4 * 5 * 3 * 2).map(|_| r.gen_range(-5.0..5.0)).collect();
     let x = Tensor::from_vec(x, (4, 5, 3, 2), &dev).unwrap();
-    let y: Vec<i64> = (0..4 * 3 * 2).map(|i| if i % 5 == 2 { -100 } else { r.gen_range(0..5) }).collect();
+    let y: Vec<i64> = (0..4 * 3 * 2)
+        .map(|i| if i % 5 == 2 { -100 } else { r.gen_range(0..5) })
+        .collect();
     let y = Tensor::from_vec(y, (4, 3, 2), &dev).unwrap();
     let w = Tensor::new(&[0.5f64, 1.0, 2.0, 0.25, 1.5], &dev).unwrap();
     for red in [Reduction::None, Reduction::Mean, Reduction::Sum] {

@@ -65,11 +65,9 @@ fn regression_gradients() {
 
 fn index_target(r: &mut ChaCha8Rng, n: usize, c: usize, ignore: Option<i64>) -> Tensor {
     let v: Vec<i64> = (0..n)
-        .map(|i| {
-            match ignore {
-                Some(ig) if i % 3 == 1 => ig,
-                _ => r.gen_range(0..c as i64),
-            }
+        .map(|i| match ignore {
+            Some(ig) if i % 3 == 1 => ig,
+            _ => r.gen_range(0..c as i64),
         })
         .collect();
     Tensor::from_vec(v, n, &Device::Cpu).unwrap()

@@ -219,7 +219,12 @@ pub fn cross_entropy(
     if index && fused::applies(&x) {
         index_target(LOSS, &x, &t, ignore_index)?;
         let weight = weight.map(|w| w.to_dtype(DType::F64)?.to_vec1::<f64>()).transpose()?;
-        let opts = CrossEntropyRows { weight, ignore_index, label_smoothing, reduction };
+        let opts = CrossEntropyRows {
+            weight,
+            ignore_index,
+            label_smoothing,
+            reduction,
+        };
         // [N, C, d1, ...] runs as [N·d1·…, C] rows (one copy of the logits, inside the graph).
         let out = fused::cross_entropy_rows(&classes_last(&x)?, &t.flatten_all()?, opts)?;
         return match reduction {
