@@ -195,3 +195,51 @@ fn fused_cross_entropy_nd_equals_composite() {
         }
     }
 }
+
+fn flat(t: &Tensor) -> Vec<f64> {
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
+}
+
+/// A reduced loss whose input needs a gradient writes `∂ℓ/∂x` in its forward pass and keeps it
+/// for the backward: that kept gradient is scaled by an upstream other than 1, a second
+/// backward through the same graph recomputes it, and a forward on an input without a gradient
+/// (the value-only kernel) gives the same value.
+#[test]
+fn fused_gradient_kept_by_the_forward_scales_and_recomputes() {
+    for (name, f) in losses() {
+        for r in [Reduction::Mean, Reduction::Sum] {
+            // Above the parallel threshold, and one small input on the sequential path.
+            for n in [40_001, 37] {
+                let (x, t) = inputs(3, n, DType::F32);
+                let what = format!("{name} {r} n={n}");
+                let vx = Var::from_tensor(&x).unwrap();
+                let out = f(vx.as_tensor(), &t, r).unwrap();
+                let scaled = (&out * 2.5).unwrap();
+                let first = flat(scaled.backward().unwrap().get(vx.as_tensor()).unwrap());
+                let second = flat(scaled.backward().unwrap().get(vx.as_tensor()).unwrap());
+                let comp = with_composite(|| {
+                    let out = f(vx.as_tensor(), &t, r).unwrap();
+                    let g = (&out * 2.5).unwrap().backward().unwrap();
+                    flat(g.get(vx.as_tensor()).unwrap())
+                });
+                // f32: a few ulp of σ(x) ≈ 1 (times the upstream 2.5) where σ(x) − t cancels.
+                let ulps = 1e-6 * if r == Reduction::Mean { 1.0 / n as f64 } else { 1.0 };
+                assert_close(&format!("{what} kept gradient"), &first, &comp, 1e-4, ulps);
+                assert_close(&format!("{what} recomputed gradient"), &second, &first, 1e-6, 0.0);
+                let detached = flat(&f(&x, &t, r).unwrap());
+                assert_close(
+                    &format!("{what} value without gradient"),
+                    &detached,
+                    &flat(&out),
+                    1e-6,
+                    0.0,
+                );
+            }
+        }
+    }
+}

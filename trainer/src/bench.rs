@@ -58,6 +58,9 @@ pub struct Row {
     pub threads: usize,
     /// Median wall time of forward + backward, ms.
     pub median_ms: f64,
+    /// Fastest repeat, ms: on a machine shared with other work, the figure least disturbed by it
+    /// (not in torch's rows; `compare.py` reads `median_ms`).
+    pub min_ms: f64,
     /// Repeats timed.
     pub reps: usize,
     /// Bytes a perfect kernel moves (not in torch's rows).
@@ -230,6 +233,7 @@ fn time_workload(loss: &str, shape: &[usize], composite: bool, opts: &BenchOptio
         device: device_name(&opts.device),
         threads: opts.threads,
         median_ms: (median * 1e4).round() / 1e4,
+        min_ms: (times[0] * 1e4).round() / 1e4,
         reps: times.len(),
         bytes: bytes(&x0, &y),
         elements: x0.elem_count(),
@@ -324,8 +328,8 @@ pub fn stream_bandwidth(n: usize) -> (f64, f64) {
 /// memory floor at `floor_gbs`.
 pub fn table(rows: &[Row], floor_gbs: f64) -> String {
     let mut s = format!(
-        "{:34} {:>20} {:>10} {:>11} {:>10} {:>9} {:>10} {:>9}\n",
-        "loss", "shape", "impl", "median ms", "Melem/s", "GB/s", "vs floor", "fused x"
+        "{:34} {:>20} {:>10} {:>11} {:>9} {:>10} {:>9} {:>10} {:>9}\n",
+        "loss", "shape", "impl", "median ms", "min ms", "Melem/s", "GB/s", "vs floor", "fused x"
     );
     for r in rows {
         let other = rows
@@ -338,11 +342,12 @@ pub fn table(rows: &[Row], floor_gbs: f64) -> String {
         let secs = r.median_ms / 1e3;
         let floor_ms = r.bytes / (floor_gbs * 1e9) * 1e3;
         s.push_str(&format!(
-            "{:34} {:>20} {:>10} {:>11.3} {:>10.1} {:>9.2} {:>9.1}x {:>9}\n",
+            "{:34} {:>20} {:>10} {:>11.3} {:>9.3} {:>10.1} {:>9.2} {:>9.1}x {:>9}\n",
             r.loss,
             format!("{:?}", r.shape),
             r.implementation,
             r.median_ms,
+            r.min_ms,
             r.elements as f64 / secs / 1e6,
             r.bytes / secs / 1e9,
             r.median_ms / floor_ms,

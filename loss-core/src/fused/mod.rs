@@ -13,10 +13,13 @@
 
 use crate::reduction::Reduction;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use num_traits::Float;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
+mod math;
 mod softmax;
+pub(crate) use math::Real;
+pub use math::{exp_f32, ln1p_unit_f32, ln_f32};
 pub use softmax::{cross_entropy_rows, CrossEntropyRows};
 
 /// Inputs with at least this many elements are processed in parallel.
@@ -58,7 +61,7 @@ pub enum Pointwise {
 }
 
 #[inline(always)]
-fn sign<F: Float>(d: F) -> F {
+fn sign<F: Real>(d: F) -> F {
     // Selects, not branches: on random data a branch mispredicts half the time.
     let p = if d > F::zero() { F::one() } else { F::zero() };
     let n = if d < F::zero() { F::one() } else { F::zero() };
@@ -71,7 +74,7 @@ fn sign<F: Float>(d: F) -> F {
 
 /// `if c { a } else { b }` with both arms already computed (a select, not a branch).
 #[inline(always)]
-fn select<F: Float>(c: bool, a: F, b: F) -> F {
+fn select<F: Real>(c: bool, a: F, b: F) -> F {
     if c {
         a
     } else {
@@ -81,18 +84,18 @@ fn select<F: Float>(c: bool, a: F, b: F) -> F {
 
 /// softplus(−x) = ln(1 + e⁻ˣ), stable.
 #[inline(always)]
-fn softplus_neg<F: Float>(x: F) -> F {
+fn softplus_neg<F: Real>(x: F) -> F {
     logistic(x).2
 }
 
 /// `(σ(x), σ(−x), softplus(−x))` from one `e^{−|x|}`.
 #[inline(always)]
-fn logistic<F: Float>(x: F) -> (F, F, F) {
-    let e = (-x.abs()).exp();
+fn logistic<F: Real>(x: F) -> (F, F, F) {
+    let e = (-x.abs()).fast_exp();
     let one = F::one();
     let big = one / (one + e);
     let small = e * big;
-    let sp = (-x).max(F::zero()) + e.ln_1p();
+    let sp = (-x).max(F::zero()) + e.ln1p_unit();
     if x >= F::zero() {
         (big, small, sp)
     } else {
@@ -103,19 +106,19 @@ fn logistic<F: Float>(x: F) -> (F, F, F) {
 impl Pointwise {
     /// The loss at `(x, t)`.
     #[inline(always)]
-    pub fn value<F: Float>(self, x: F, t: F) -> F {
-        let half = F::from(0.5).unwrap();
+    pub(crate) fn value<F: Real>(self, x: F, t: F) -> F {
+        let half = F::of(0.5);
         match self {
             Pointwise::L1 => (x - t).abs(),
             Pointwise::Mse => (x - t) * (x - t),
             Pointwise::SmoothL1 { beta } => {
-                let b = F::from(beta).unwrap();
+                let b = F::of(beta);
                 let d = x - t;
                 let ad = d.abs();
                 select(ad < b, d * d * (half / b), ad - half * b)
             }
             Pointwise::Huber { delta } => {
-                let k = F::from(delta).unwrap();
+                let k = F::of(delta);
                 let d = x - t;
                 let ad = d.abs();
                 select(ad < k, half * d * d, k * (ad - half * k))
@@ -126,15 +129,15 @@ impl Pointwise {
                     // xlogy(0, 0) − 0·x, as PyTorch: 0 for finite x, NaN for NaN or ±inf.
                     -(t * x)
                 } else {
-                    t * (t.ln() - x)
+                    t * (t.fast_ln() - x)
                 }
             }
-            Pointwise::KlDiv { log_target: true } => t.exp() * (t - x),
+            Pointwise::KlDiv { log_target: true } => t.fast_exp() * (t - x),
             Pointwise::SigmoidFocal { alpha, gamma } => {
                 let (q, ce, _, _) = focal_parts(x, t);
                 let mut v = ce * pow(q, gamma);
                 if alpha >= 0.0 {
-                    let a = F::from(alpha).unwrap();
+                    let a = F::of(alpha);
                     v = v * (a * t + (F::one() - a) * (F::one() - t));
                 }
                 v
@@ -144,27 +147,27 @@ impl Pointwise {
 
     /// `(∂ℓ/∂x, ∂ℓ/∂t)` at `(x, t)`, with PyTorch's conventions at the kinks (0 for |d| at 0).
     #[inline(always)]
-    pub fn grad<F: Float>(self, x: F, t: F) -> (F, F) {
+    pub(crate) fn grad<F: Real>(self, x: F, t: F) -> (F, F) {
         let gx = match self {
             Pointwise::L1 => sign(x - t),
-            Pointwise::Mse => F::from(2.0).unwrap() * (x - t),
+            Pointwise::Mse => F::of(2.0) * (x - t),
             Pointwise::SmoothL1 { beta } => {
-                let b = F::from(beta).unwrap();
+                let b = F::of(beta);
                 let d = x - t;
                 select(d.abs() < b, d * (F::one() / b), sign(d))
             }
             Pointwise::Huber { delta } => {
-                let k = F::from(delta).unwrap();
+                let k = F::of(delta);
                 let d = x - t;
                 select(d.abs() < k, d, k * sign(d))
             }
             Pointwise::BceLogits => return (logistic(x).0 - t, -x),
             // d/dt is ln t + 1 − x; at t = 0, the 0·ln 0 = 0 branch, 0 − x (as the composite path).
             Pointwise::KlDiv { log_target: false } => {
-                return (-t, if t == F::zero() { -x } else { t.ln() + F::one() - x });
+                return (-t, if t == F::zero() { -x } else { t.fast_ln() + F::one() - x });
             }
             Pointwise::KlDiv { log_target: true } => {
-                let e = t.exp();
+                let e = t.fast_exp();
                 return (-e, e * (t - x + F::one()));
             }
             Pointwise::SigmoidFocal { alpha, gamma } => return focal_grad(x, t, alpha, gamma),
@@ -175,17 +178,17 @@ impl Pointwise {
 
 /// `xᵍ` with `0⁰ = 1`.
 #[inline(always)]
-fn pow<F: Float>(q: F, gamma: f64) -> F {
+fn pow<F: Real>(q: F, gamma: f64) -> F {
     if gamma == 2.0 {
         q * q
     } else {
-        q.powf(F::from(gamma).unwrap())
+        q.powf(F::of(gamma))
     }
 }
 
 /// `(1 − p_t, BCE, σ(x), σ(−x))` of the focal loss at logit `x`, target `t`.
 #[inline(always)]
-fn focal_parts<F: Float>(x: F, t: F) -> (F, F, F, F) {
+fn focal_parts<F: Real>(x: F, t: F) -> (F, F, F, F) {
     let one = F::one();
     let (s, sn, sp) = logistic(x);
     let q = t * sn + (one - t) * s;
@@ -194,7 +197,7 @@ fn focal_parts<F: Float>(x: F, t: F) -> (F, F, F, F) {
 }
 
 #[inline(always)]
-fn focal_grad<F: Float>(x: F, t: F, alpha: f64, gamma: f64) -> (F, F) {
+fn focal_grad<F: Real>(x: F, t: F, alpha: f64, gamma: f64) -> (F, F) {
     let one = F::one();
     let (q, ce, s, sn) = focal_parts(x, t);
     let qg = pow(q, gamma);
@@ -206,13 +209,13 @@ fn focal_grad<F: Float>(x: F, t: F, alpha: f64, gamma: f64) -> (F, F) {
     let (fx, ft) = if gamma == 0.0 || q == F::zero() {
         (F::zero(), F::zero())
     } else {
-        let g = F::from(gamma).unwrap() * qg;
+        let g = F::of(gamma) * qg;
         (g * (dq_dx / q) * ce, g * (ce / q) * dq_dt)
     };
     let mut gx = fx + qg * (s - t);
     let mut gt = ft + qg * (-x);
     if alpha >= 0.0 {
-        let a = F::from(alpha).unwrap();
+        let a = F::of(alpha);
         let at = a * t + (one - a) * (one - t);
         let v = ce * qg;
         gt = gt * at + (a + a - one) * v;
@@ -228,9 +231,17 @@ pub(crate) fn slice<'a, T>(v: &'a [T], l: &Layout, arg: &str) -> Result<&'a [T]>
     }
 }
 
+/// Whether this CPU has AVX2 and FMA (detected once at run time; std caches the answer).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn has_avx2_fma() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
 /// Runs `f` compiled for AVX2 and FMA when the CPU has them (detected at run time), so that the
 /// kernels' loops vectorise 8 lanes wide on such CPUs while the binary still runs on any x86-64
-/// (and on other architectures `f` runs as it is).
+/// (and on other architectures `f` runs as it is). `f` must be small enough for LLVM to inline
+/// into the AVX2 copy; the pointwise kernels use their own generic entry points instead.
 #[inline(always)]
 pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
@@ -239,7 +250,7 @@ pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
         unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if has_avx2_fma() {
             // SAFETY: the features were just detected on this CPU.
             return unsafe { avx2(f) };
         }
@@ -268,10 +279,11 @@ pub(crate) fn sum_f64(n: usize, f: impl Fn(usize) -> f64 + Sync) -> f64 {
         })
     };
     if n >= PARALLEL_THRESHOLD {
-        (0..n.div_ceil(CHUNK))
+        let parts: Vec<f64> = (0..n.div_ceil(CHUNK))
             .into_par_iter()
             .map(|c| chunk_sum(c * CHUNK, ((c + 1) * CHUNK).min(n)))
-            .sum()
+            .collect();
+        parts.iter().sum()
     } else {
         chunk_sum(0, n)
     }
@@ -296,27 +308,345 @@ pub(crate) fn fill<T: Send>(out: &mut [T], f: impl Fn(usize) -> T + Sync) {
     }
 }
 
+/// A vector of `n` elements written by `write(offset, part)`, which must initialise every
+/// element of `part` (the elements `offset..offset + part.len()`): in parallel chunks of
+/// [`CHUNK`] above the threshold. The buffer is never zero-filled first (one pass less over
+/// memory); should `write` panic, the vector is dropped empty.
+pub(crate) fn build<T: Copy + Send>(n: usize, write: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
+    let mut v = Vec::with_capacity(n);
+    let spare = &mut v.spare_capacity_mut()[..n];
+    if n >= PARALLEL_THRESHOLD {
+        spare
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, part)| write(c * CHUNK, part));
+    } else {
+        write(0, spare);
+    }
+    // SAFETY: `write` initialised every element of `spare` (its contract), which is `v[..n]`.
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// As [`build`], where `write` also returns a partial sum of its part; returns the vector and the
+/// sum of the parts' sums, added in order (the same result on any number of threads).
+pub(crate) fn build_with_sum<T: Copy + Send>(
+    n: usize,
+    write: impl Fn(usize, &mut [MaybeUninit<T>]) -> f64 + Sync,
+) -> (Vec<T>, f64) {
+    let mut v = Vec::with_capacity(n);
+    let spare = &mut v.spare_capacity_mut()[..n];
+    let sum = if n >= PARALLEL_THRESHOLD {
+        let parts: Vec<f64> = spare
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .map(|(c, part)| write(c * CHUNK, part))
+            .collect();
+        parts.iter().sum()
+    } else {
+        write(0, spare)
+    };
+    // SAFETY: `write` initialised every element of `spare` (its contract), which is `v[..n]`.
+    unsafe { v.set_len(n) };
+    (v, sum)
+}
+
+/// One pointwise loss with its parameters fixed at compile time where they select code, so that
+/// each kernel loop below is compiled for one loss (no `match` per element) and vectorises.
+trait Kernel: Copy + Send + Sync {
+    fn get(self) -> Pointwise;
+
+    #[inline(always)]
+    fn value<F: Real>(self, x: F, t: F) -> F {
+        self.get().value(x, t)
+    }
+
+    #[inline(always)]
+    fn grad<F: Real, const WRT_T: bool>(self, x: F, t: F) -> F {
+        let (gx, gt) = self.get().grad(x, t);
+        if WRT_T {
+            gt
+        } else {
+            gx
+        }
+    }
+}
+
+macro_rules! kernels {
+    ($($name:ident($($field:ident),*) => $pw:expr;)*) => {
+        $(
+            #[derive(Clone, Copy)]
+            struct $name($(kernels!(@f64 $field)),*);
+            impl Kernel for $name {
+                #[inline(always)]
+                fn get(self) -> Pointwise {
+                    let $name($($field),*) = self;
+                    $pw
+                }
+            }
+        )*
+    };
+    (@f64 $field:ident) => { f64 };
+}
+
+kernels! {
+    L1K() => Pointwise::L1;
+    MseK() => Pointwise::Mse;
+    SmoothL1K(beta) => Pointwise::SmoothL1 { beta };
+    HuberK(delta) => Pointwise::Huber { delta };
+    BceLogitsK() => Pointwise::BceLogits;
+    KlDivK() => Pointwise::KlDiv { log_target: false };
+    KlDivLogK() => Pointwise::KlDiv { log_target: true };
+    FocalGamma2K(alpha) => Pointwise::SigmoidFocal { alpha, gamma: 2.0 };
+    FocalK(alpha, gamma) => Pointwise::SigmoidFocal { alpha, gamma };
+}
+
+/// Evaluates `$body` with `$k` bound to the [`Kernel`] of `$f`.
+macro_rules! with_kernel {
+    ($f:expr, |$k:ident| $body:expr) => {
+        match $f {
+            Pointwise::L1 => {
+                let $k = L1K();
+                $body
+            }
+            Pointwise::Mse => {
+                let $k = MseK();
+                $body
+            }
+            Pointwise::SmoothL1 { beta } => {
+                let $k = SmoothL1K(beta);
+                $body
+            }
+            Pointwise::Huber { delta } => {
+                let $k = HuberK(delta);
+                $body
+            }
+            Pointwise::BceLogits => {
+                let $k = BceLogitsK();
+                $body
+            }
+            Pointwise::KlDiv { log_target: false } => {
+                let $k = KlDivK();
+                $body
+            }
+            Pointwise::KlDiv { log_target: true } => {
+                let $k = KlDivLogK();
+                $body
+            }
+            Pointwise::SigmoidFocal { alpha, gamma } if gamma == 2.0 => {
+                let $k = FocalGamma2K(alpha);
+                $body
+            }
+            Pointwise::SigmoidFocal { alpha, gamma } => {
+                let $k = FocalK(alpha, gamma);
+                $body
+            }
+        }
+    };
+}
+
+/// Lanes of the kernel loops (8 f32 = one AVX2 register).
+const LANES: usize = 8;
+
+/// Elements per block of [`sum_values`]: the block's values go to a stack buffer first.
+const BLOCK: usize = 256;
+
+/// `Σ ℓ(xᵢ, tᵢ)` in f64 over one chunk. Per block the values are written to a buffer by a
+/// plain loop (which vectorises whatever the loss), then added in [`LANES`] f64 accumulators.
+#[inline(always)]
+fn sum_values<K: Kernel, F: Real>(k: K, x: &[F], t: &[F]) -> f64 {
+    let mut buf = [F::zero(); BLOCK];
+    let mut acc = [0.0f64; LANES];
+    let mut tail = 0.0;
+    for (xb, tb) in x.chunks(BLOCK).zip(t.chunks(BLOCK)) {
+        let vals = &mut buf[..xb.len()];
+        for ((v, &a), &b) in vals.iter_mut().zip(xb).zip(tb) {
+            *v = k.value(a, b);
+        }
+        let lanes = vals.chunks_exact(LANES);
+        tail += lanes.remainder().iter().map(|v| v.f64()).sum::<f64>();
+        for c in lanes {
+            let c: &[F; LANES] = c.try_into().unwrap();
+            for j in 0..LANES {
+                acc[j] += c[j].f64();
+            }
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// `Σ ℓ(xᵢ, tᵢ)` in f64 over one chunk, writing `out[i] = s · ∂ℓ/∂x` at the same time (the
+/// forward of a reduced loss whose input needs a gradient: one pass instead of two).
+#[inline(always)]
+fn sum_values_write_grads<K: Kernel, F: Real>(k: K, x: &[F], t: &[F], s: F, out: &mut [MaybeUninit<F>]) -> f64 {
+    let mut buf = [F::zero(); BLOCK];
+    let mut acc = [0.0f64; LANES];
+    let mut tail = 0.0;
+    for ((xb, tb), ob) in x.chunks(BLOCK).zip(t.chunks(BLOCK)).zip(out.chunks_mut(BLOCK)) {
+        let vals = &mut buf[..xb.len()];
+        for (((v, o), &a), &b) in vals.iter_mut().zip(ob.iter_mut()).zip(xb).zip(tb) {
+            *v = k.value(a, b);
+            o.write(s * k.grad::<F, false>(a, b));
+        }
+        let lanes = vals.chunks_exact(LANES);
+        tail += lanes.remainder().iter().map(|v| v.f64()).sum::<f64>();
+        for c in lanes {
+            let c: &[F; LANES] = c.try_into().unwrap();
+            for j in 0..LANES {
+                acc[j] += c[j].f64();
+            }
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// `out[i] = ℓ(xᵢ, tᵢ)` over one chunk.
+#[inline(always)]
+fn write_values<K: Kernel, F: Real>(k: K, x: &[F], t: &[F], out: &mut [MaybeUninit<F>]) {
+    for ((o, &a), &b) in out.iter_mut().zip(x).zip(t) {
+        o.write(k.value(a, b));
+    }
+}
+
+/// `out[i] = g · ∂ℓ/∂x` (or `∂ℓ/∂t`) at `(xᵢ, tᵢ)` over one chunk, for a scalar upstream `g`.
+#[inline(always)]
+fn write_grads<K: Kernel, F: Real, const WRT_T: bool>(k: K, x: &[F], t: &[F], g: F, out: &mut [MaybeUninit<F>]) {
+    for ((o, &a), &b) in out.iter_mut().zip(x).zip(t) {
+        o.write(g * k.grad::<F, WRT_T>(a, b));
+    }
+}
+
+/// `out[i] = upᵢ · s · ∂ℓ/∂x` (or `∂ℓ/∂t`) over one chunk, for an elementwise upstream.
+#[inline(always)]
+fn write_grads_up<K: Kernel, F: Real, const WRT_T: bool>(
+    k: K,
+    x: &[F],
+    t: &[F],
+    up: &[F],
+    s: F,
+    out: &mut [MaybeUninit<F>],
+) {
+    for (((o, &a), &b), &u) in out.iter_mut().zip(x).zip(t).zip(up) {
+        o.write(u * s * k.grad::<F, WRT_T>(a, b));
+    }
+}
+
+/// Defines `$name`, which runs the `#[inline(always)]` loop `$body` compiled for AVX2 + FMA when
+/// the CPU has them, and as it is otherwise.
+macro_rules! simd_entry {
+    ($name:ident <$($g:ident : $b:path),* $(; const $c:ident : bool)?> ($($a:ident : $t:ty),*) -> $r:ty = $body:ident) => {
+        #[inline(always)]
+        fn $name<$($g: $b),* $(, const $c: bool)?>($($a: $t),*) -> $r {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<$($g: $b),* $(, const $c: bool)?>($($a: $t),*) -> $r {
+                    $body::<$($g),* $(, $c)?>($($a),*)
+                }
+                if has_avx2_fma() {
+                    // SAFETY: the features were just detected on this CPU.
+                    return unsafe { avx2::<$($g),* $(, $c)?>($($a),*) };
+                }
+            }
+            $body::<$($g),* $(, $c)?>($($a),*)
+        }
+    };
+}
+
+simd_entry!(sum_values_simd<K: Kernel, F: Real>(k: K, x: &[F], t: &[F]) -> f64 = sum_values);
+simd_entry!(sum_values_write_grads_simd<K: Kernel, F: Real>(k: K, x: &[F], t: &[F], s: F, out: &mut [MaybeUninit<F>]) -> f64 = sum_values_write_grads);
+simd_entry!(write_values_simd<K: Kernel, F: Real>(k: K, x: &[F], t: &[F], out: &mut [MaybeUninit<F>]) -> () = write_values);
+simd_entry!(write_grads_simd<K: Kernel, F: Real; const WRT_T: bool>(k: K, x: &[F], t: &[F], g: F, out: &mut [MaybeUninit<F>]) -> () = write_grads);
+simd_entry!(write_grads_up_simd<K: Kernel, F: Real; const WRT_T: bool>(k: K, x: &[F], t: &[F], up: &[F], s: F, out: &mut [MaybeUninit<F>]) -> () = write_grads_up);
+
+/// `Σ ℓ(xᵢ, tᵢ)` in f64: per chunk of [`CHUNK`] in parallel above the threshold, the chunks'
+/// sums added in order (the same result on any number of threads).
+fn sum_pointwise<K: Kernel, F: Real>(k: K, x: &[F], t: &[F]) -> f64 {
+    if x.len() >= PARALLEL_THRESHOLD {
+        let parts: Vec<f64> = x
+            .par_chunks(CHUNK)
+            .zip(t.par_chunks(CHUNK))
+            .map(|(a, b)| sum_values_simd(k, a, b))
+            .collect();
+        parts.iter().sum()
+    } else {
+        sum_values_simd(k, x, t)
+    }
+}
+
 /// The forward kernel: elementwise values or the reduced scalar.
+///
+/// When the input needs a gradient and the loss is reduced (`save_grad`), the forward also writes
+/// `∂ℓ/∂x / divisor` in the same pass and keeps it for the backward, which then only scales it
+/// by the upstream gradient (not at all for the usual upstream 1) instead of reading the inputs
+/// again. A second backward through the same graph recomputes it.
 struct ForwardOp {
     f: Pointwise,
     reduction: Reduction,
     /// What the sum is divided by: the element count (`Mean`), the batch size (`BatchMean`), 1.
     divisor: f64,
+    save_grad: bool,
+    saved: std::sync::Mutex<Option<CpuStorage>>,
 }
 
 impl ForwardOp {
-    fn run<F: Float + Send + Sync>(&self, x: &[F], t: &[F], shape: &Shape) -> (Vec<F>, Shape) {
-        let f = self.f;
-        match self.reduction {
+    fn run<F: Real>(&self, x: &[F], t: &[F], shape: &Shape) -> (Vec<F>, Shape, Option<Vec<F>>) {
+        with_kernel!(self.f, |k| match self.reduction {
             Reduction::None => {
-                let mut out = vec![F::zero(); x.len()];
-                fill(&mut out, |i| f.value(x[i], t[i]));
-                (out, shape.clone())
+                let out = build(x.len(), |o, part| {
+                    let r = o..o + part.len();
+                    write_values_simd(k, &x[r.clone()], &t[r], part)
+                });
+                (out, shape.clone(), None)
+            }
+            _ if self.save_grad => {
+                let s = F::of(1.0 / self.divisor);
+                let (grad, sum) = build_with_sum(x.len(), |o, part| {
+                    let r = o..o + part.len();
+                    sum_values_write_grads_simd(k, &x[r.clone()], &t[r], s, part)
+                });
+                (vec![F::of(sum / self.divisor)], Shape::from(()), Some(grad))
             }
             _ => {
-                let s = sum_f64(x.len(), |i| f.value(x[i], t[i]).to_f64().unwrap_or(f64::NAN));
-                (vec![F::from(s / self.divisor).unwrap()], Shape::from(()))
+                let s = sum_pointwise(k, x, t);
+                (vec![F::of(s / self.divisor)], Shape::from(()), None)
             }
+        })
+    }
+
+    /// The gradient kept by the forward (taken: a second backward recomputes), times `upstream`.
+    fn take_saved(&self, x: &Tensor, upstream: &Tensor) -> Result<Option<Tensor>> {
+        let Some(storage) = self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned".into()))?
+            .take()
+        else {
+            return Ok(None);
+        };
+        let u = upstream.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        let g = match storage {
+            CpuStorage::F32(mut v) => {
+                if u != 1.0 {
+                    let u = u as f32;
+                    v.par_iter_mut().with_min_len(CHUNK).for_each(|e| *e *= u);
+                }
+                Tensor::from_vec(v, x.shape(), x.device())?
+            }
+            CpuStorage::F64(mut v) => {
+                if u != 1.0 {
+                    v.par_iter_mut().with_min_len(CHUNK).for_each(|e| *e *= u);
+                }
+                Tensor::from_vec(v, x.shape(), x.device())?
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(g))
+    }
+
+    fn keep<F: Real>(&self, grad: Option<Vec<F>>, wrap: impl Fn(Vec<F>) -> CpuStorage) {
+        if let (Some(g), Ok(mut slot)) = (grad, self.saved.lock()) {
+            *slot = Some(wrap(g));
         }
     }
 }
@@ -329,11 +659,13 @@ impl CustomOp2 for ForwardOp {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         match (s1, s2) {
             (CpuStorage::F32(x), CpuStorage::F32(t)) => {
-                let (v, s) = self.run(slice(x, l1, "input")?, slice(t, l2, "target")?, l1.shape());
+                let (v, s, g) = self.run(slice(x, l1, "input")?, slice(t, l2, "target")?, l1.shape());
+                self.keep(g, CpuStorage::F32);
                 Ok((CpuStorage::F32(v), s))
             }
             (CpuStorage::F64(x), CpuStorage::F64(t)) => {
-                let (v, s) = self.run(slice(x, l1, "input")?, slice(t, l2, "target")?, l1.shape());
+                let (v, s, g) = self.run(slice(x, l1, "input")?, slice(t, l2, "target")?, l1.shape());
+                self.keep(g, CpuStorage::F64);
                 Ok((CpuStorage::F64(v), s))
             }
             _ => bail!("fused loss kernel: f32 or f64 inputs of one dtype expected"),
@@ -341,31 +673,28 @@ impl CustomOp2 for ForwardOp {
     }
 
     fn bwd(&self, x: &Tensor, t: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let saved = if self.save_grad {
+            self.take_saved(x, grad)?
+        } else {
+            None
+        };
         let scale = if self.reduction == Reduction::None {
             1.0
         } else {
             1.0 / self.divisor
         };
         let grad = grad.contiguous()?;
-        let gx = x.apply_op3_no_bwd(
-            t,
-            &grad,
-            &GradOp {
-                f: self.f,
-                scale,
-                wrt_target: false,
-            },
-        )?;
+        let op = |wrt_target| GradOp {
+            f: self.f,
+            scale,
+            wrt_target,
+        };
+        let gx = match saved {
+            Some(g) => g,
+            None => x.apply_op3_no_bwd(t, &grad, &op(false))?,
+        };
         let gt = if t.track_op() {
-            Some(x.apply_op3_no_bwd(
-                t,
-                &grad,
-                &GradOp {
-                    f: self.f,
-                    scale,
-                    wrt_target: true,
-                },
-            )?)
+            Some(x.apply_op3_no_bwd(t, &grad, &op(true))?)
         } else {
             None
         };
@@ -382,25 +711,28 @@ struct GradOp {
 }
 
 impl GradOp {
-    fn run<F: Float + Send + Sync>(&self, x: &[F], t: &[F], up: &[F]) -> Vec<F> {
-        let (f, wrt_t) = (self.f, self.wrt_target);
-        let pick = move |i: usize| {
-            let (gx, gt) = f.grad(x[i], t[i]);
-            if wrt_t {
-                gt
-            } else {
-                gx
-            }
-        };
-        let mut out = vec![F::zero(); x.len()];
-        if up.len() == 1 && x.len() != 1 {
-            let g = F::from(up[0].to_f64().unwrap_or(f64::NAN) * self.scale).unwrap();
-            fill(&mut out, |i| g * pick(i));
+    fn run<F: Real>(&self, x: &[F], t: &[F], up: &[F]) -> Vec<F> {
+        if self.wrt_target {
+            self.run_wrt::<F, true>(x, t, up)
         } else {
-            let s = F::from(self.scale).unwrap();
-            fill(&mut out, |i| up[i] * s * pick(i));
+            self.run_wrt::<F, false>(x, t, up)
         }
-        out
+    }
+
+    fn run_wrt<F: Real, const WRT_T: bool>(&self, x: &[F], t: &[F], up: &[F]) -> Vec<F> {
+        with_kernel!(self.f, |k| if up.len() == 1 && x.len() != 1 {
+            let g = F::of(up[0].f64() * self.scale);
+            build(x.len(), |o, part| {
+                let r = o..o + part.len();
+                write_grads_simd::<_, F, WRT_T>(k, &x[r.clone()], &t[r], g, part)
+            })
+        } else {
+            let s = F::of(self.scale);
+            build(x.len(), |o, part| {
+                let r = o..o + part.len();
+                write_grads_up_simd::<_, F, WRT_T>(k, &x[r.clone()], &t[r.clone()], &up[r], s, part)
+            })
+        })
     }
 }
 
@@ -448,5 +780,12 @@ pub fn pointwise(f: Pointwise, input: &Tensor, target: &Tensor, reduction: Reduc
         Reduction::BatchMean if x.rank() > 0 => x.dim(0)? as f64,
         _ => 1.0,
     };
-    x.apply_op2(&t, ForwardOp { f, reduction, divisor })
+    let op = ForwardOp {
+        f,
+        reduction,
+        divisor,
+        save_grad: reduction != Reduction::None && x.track_op(),
+        saved: Default::default(),
+    };
+    x.apply_op2(&t, op)
 }

@@ -6,10 +6,9 @@
 //! `p = softmax(x)` recomputed from the row and `W = Σ_c w_c`, times the upstream gradient over
 //! the mean's denominator. Only the inputs are kept for the backward.
 
-use super::{fill, slice, sum_f64, with_simd, PARALLEL_THRESHOLD};
+use super::{fill, slice, sum_f64, with_simd, Real, PARALLEL_THRESHOLD};
 use crate::reduction::Reduction;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use num_traits::Float;
 use rayon::prelude::*;
 
 /// The options of one fused cross-entropy call (already validated).
@@ -25,65 +24,10 @@ pub struct CrossEntropyRows {
     pub reduction: Reduction,
 }
 
-/// `e^x` for f32 without a libm call, so that row loops vectorise: Cody–Waite range reduction
-/// and Cephes' degree-7 minimax polynomial (Moshier, *Cephes* `expf`), within 2 ulp of
-/// `f32::exp`; exact 0 below −103.97 and +inf above 88.72, NaN for NaN.
-#[inline(always)]
-pub fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const C1: f32 = 0.693_359_4;
-    const C2: f32 = -2.121_944_4e-4;
-    // Adding 1.5·2²³ rounds to the nearest integer without a libm `floor` call (which baseline
-    // x86-64 lacks as an instruction and which would stop the loop from vectorising).
-    const SHIFT: f32 = 12_582_912.0;
-    let xc = x.clamp(-103.0, 88.72);
-    let tk = xc * LOG2E + SHIFT;
-    let kf = tk - SHIFT;
-    let r = xc - kf * C1 - kf * C2;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let e = p * r * r + r + 1.0;
-    // 2^k in two factors so that k down to −150 stays representable (subnormals).
-    // k is in the low mantissa bits of tk (no float-to-int conversion, which vectorises badly).
-    let k = (tk.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
-    let k1 = k >> 1;
-    let s1 = f32::from_bits(((k1 + 127) as u32) << 23);
-    let s2 = f32::from_bits(((k - k1 + 127) as u32) << 23);
-    let v = e * s1 * s2;
-    if x.is_nan() {
-        x
-    } else if x > 88.72 {
-        f32::INFINITY
-    } else if x < -103.97 {
-        0.0
-    } else {
-        v
-    }
-}
-
-trait RowFloat: Float + Send + Sync {
-    fn fast_exp(self) -> Self;
-}
-
-impl RowFloat for f32 {
-    #[inline(always)]
-    fn fast_exp(self) -> Self {
-        exp_f32(self)
-    }
-}
-
-impl RowFloat for f64 {
-    #[inline(always)]
-    fn fast_exp(self) -> Self {
-        self.exp()
-    }
-}
-
 /// `lse = max + ln Σ exp(x − max)` of a row (NaN if the row holds a NaN), with eight
 /// independent lanes for the maximum and the sum so that the loops vectorise.
 #[inline(always)]
-fn row_lse<F: RowFloat>(row: &[F]) -> F {
+fn row_lse<F: Real>(row: &[F]) -> F {
     const L: usize = 8;
     let chunks = row.chunks_exact(L);
     let rest = chunks.remainder();
@@ -125,7 +69,7 @@ impl CrossEntropyRows {
 
     /// The per-row loss (0 for an ignored row).
     #[inline(always)]
-    fn row_loss<F: RowFloat>(&self, row: &[F], y: i64) -> f64 {
+    fn row_loss<F: Real>(&self, row: &[F], y: i64) -> f64 {
         if y == self.ignore_index {
             return 0.0;
         }
@@ -155,7 +99,7 @@ impl CrossEntropyRows {
 
     /// Writes `g · ∂ℓᵢ/∂x` of one row into `out`.
     #[inline(always)]
-    fn row_grad<F: RowFloat>(&self, row: &[F], y: i64, g: f64, out: &mut [F]) {
+    fn row_grad<F: Real>(&self, row: &[F], y: i64, g: f64, out: &mut [F]) {
         if y == self.ignore_index || g == 0.0 {
             out.iter_mut().for_each(|o| *o = F::zero());
             return;
@@ -187,7 +131,7 @@ impl CrossEntropyRows {
 struct ForwardOp(CrossEntropyRows);
 
 impl ForwardOp {
-    fn run<F: RowFloat>(&self, x: &[F], y: &[i64], n: usize, c: usize) -> (Vec<F>, Shape) {
+    fn run<F: Real>(&self, x: &[F], y: &[i64], n: usize, c: usize) -> (Vec<F>, Shape) {
         let o = &self.0;
         match o.reduction {
             Reduction::None => {
@@ -258,7 +202,7 @@ impl CustomOp2 for ForwardOp {
 struct GradOp(CrossEntropyRows);
 
 impl GradOp {
-    fn run<F: RowFloat>(&self, x: &[F], y: &[i64], up: &[F], n: usize, c: usize) -> Vec<F> {
+    fn run<F: Real>(&self, x: &[F], y: &[i64], up: &[F], n: usize, c: usize) -> Vec<F> {
         let o = &self.0;
         // A zero denominator (every target ignored or of weight 0) makes the mean NaN; its
         // gradient is that of the sum, as the composite path's `reduce_weighted_mean` (all zero
@@ -320,30 +264,4 @@ impl CustomOp3 for GradOp {
 /// (every index in `[0, C)` or equal to `ignore_index`). Output `[N]` or 0-d.
 pub fn cross_entropy_rows(input: &Tensor, target: &Tensor, opts: CrossEntropyRows) -> Result<Tensor> {
     input.contiguous()?.apply_op2(&target.contiguous()?, ForwardOp(opts))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::exp_f32;
-
-    fn ulps(a: f32, b: f32) -> u32 {
-        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
-    }
-
-    #[test]
-    fn exp_f32_within_2_ulp_of_libm() {
-        let mut worst = 0;
-        let mut x = -103.9f32;
-        while x < 88.7 {
-            let want = ((x as f64).exp()) as f32;
-            worst = worst.max(ulps(exp_f32(x), want));
-            x += 0.000_731;
-        }
-        assert!(worst <= 2, "max error {worst} ulp");
-        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp_f32(-200.0), 0.0);
-        assert_eq!(exp_f32(0.0), 1.0);
-        assert_eq!(exp_f32(100.0), f32::INFINITY);
-        assert!(exp_f32(f32::NAN).is_nan());
-    }
 }
