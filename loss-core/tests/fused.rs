@@ -74,7 +74,7 @@ fn run(f: Pair, x: &Tensor, t: &Tensor, r: Reduction) -> (Vec<f64>, Vec<f64>, Ve
 fn assert_close(what: &str, a: &[f64], b: &[f64], rel: f64, abs: f64) {
     assert_eq!(a.len(), b.len(), "{what}");
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        let ok = (x.is_nan() && y.is_nan()) || (x - y).abs() <= abs + rel * x.abs().max(y.abs());
+        let ok = x == y || (x.is_nan() && y.is_nan()) || (x - y).abs() <= abs + rel * x.abs().max(y.abs());
         assert!(ok, "{what}[{i}]: fused {x} vs composite {y}");
     }
 }
@@ -240,6 +240,78 @@ fn fused_gradient_kept_by_the_forward_scales_and_recomputes() {
                     0.0,
                 );
             }
+        }
+    }
+}
+
+/// The cross-entropy gradient written by the forward (reduced loss, logits that need a
+/// gradient) is scaled by an upstream other than 1 and recomputed by a second backward; the
+/// value of logits without a gradient is the same.
+#[test]
+fn fused_cross_entropy_kept_gradient_scales_and_recomputes() {
+    // Parallel chunks of rows, and a sequential run with C not a multiple of the lanes.
+    for (n, c) in [(7000usize, 5usize), (9, 37)] {
+        let (x, y) = ce_inputs(6, n, c, DType::F32);
+        let w: Vec<f32> = (0..c).map(|k| 0.25 + (k % 4) as f32 * 0.5).collect();
+        let w = Tensor::from_vec(w, c, &Device::Cpu).unwrap();
+        for (wt, ls) in [(None, 0.0), (Some(&w), 0.0), (None, 0.3), (Some(&w), 0.1)] {
+            for r in [Reduction::Mean, Reduction::Sum] {
+                let what = format!("ce [{n}, {c}] {r} weight {} smoothing {ls}", wt.is_some());
+                let vx = Var::from_tensor(&x).unwrap();
+                let out = cross_entropy(vx.as_tensor(), &y, wt, -100, ls, r).unwrap();
+                let scaled = (&out * 2.5).unwrap();
+                let first = flat(scaled.backward().unwrap().get(vx.as_tensor()).unwrap());
+                let second = flat(scaled.backward().unwrap().get(vx.as_tensor()).unwrap());
+                let comp = with_composite(|| {
+                    let out = cross_entropy(vx.as_tensor(), &y, wt, -100, ls, r).unwrap();
+                    flat((&out * 2.5).unwrap().backward().unwrap().get(vx.as_tensor()).unwrap())
+                });
+                // f32 rounding where p_y − 1 cancels: a few ulp of the largest entry.
+                let scale = first.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                assert_close(&format!("{what} kept gradient"), &first, &comp, 1e-4, 1e-6 * scale);
+                assert_close(
+                    &format!("{what} recomputed gradient"),
+                    &second,
+                    &first,
+                    1e-5,
+                    1e-6 * scale,
+                );
+                let detached = flat(&cross_entropy(&x, &y, wt, -100, ls, r).unwrap());
+                assert_close(
+                    &format!("{what} value without gradient"),
+                    &detached,
+                    &flat(&out),
+                    1e-6,
+                    0.0,
+                );
+            }
+        }
+    }
+}
+
+/// Rows holding ±inf or NaN: the same values and gradients (NaN where PyTorch has NaN) on the
+/// fused and the composite path.
+#[test]
+fn fused_cross_entropy_non_finite_rows_equal_composite() {
+    let inf = f64::INFINITY;
+    let x = Tensor::new(
+        &[
+            [1.0, inf, 0.5, -2.0],
+            [-inf, 0.0, 1.0, 2.0],
+            [-inf, -inf, -inf, -inf],
+            [0.0, f64::NAN, 1.0, 2.0],
+            [0.3, -0.2, 1e30, -1e30],
+        ],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let y = Tensor::new(&[0i64, 2, 1, 3, 2], &Device::Cpu).unwrap();
+    for r in [Reduction::None, Reduction::Sum] {
+        for ls in [0.0, 0.2] {
+            let fused = ce_run(&x, &y, None, ls, r);
+            let comp = with_composite(|| ce_run(&x, &y, None, ls, r));
+            assert_close(&format!("{r} smoothing {ls} value"), &fused.0, &comp.0, 1e-12, 1e-12);
+            assert_close(&format!("{r} smoothing {ls} grad"), &fused.1, &comp.1, 1e-12, 1e-12);
         }
     }
 }

@@ -58,8 +58,8 @@ struct BenchArgs {
     /// Implementations to time (comma-separated): fused, composite.
     #[arg(long = "impl", value_delimiter = ',', default_value = "fused,composite")]
     impls: Vec<String>,
-    /// Threads for rayon and Candle.
-    #[arg(long, default_value_t = 2)]
+    /// Threads for rayon and Candle (at least 1).
+    #[arg(long, default_value_t = 2, value_parser = threads_arg)]
     threads: usize,
     /// Device: cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "cpu")]
@@ -75,10 +75,26 @@ struct BenchArgs {
     no_floor: bool,
 }
 
+fn threads_arg(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a thread count of at least 1, got {s:?}")),
+    }
+}
+
 /// `trainer bench`: prints the table, writes the JSON rows.
 fn bench(a: BenchArgs) -> ExitCode {
+    // Candle's per-op threads follow RAYON_NUM_THREADS; the fused kernels run on the rayon pool
+    // this call installs (the global one was already built with every core in `main`).
     std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string());
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(a.threads).build_global();
+    let pool = match rayon::ThreadPoolBuilder::new().num_threads(a.threads).build() {
+        Ok(p) => p,
+        Err(e) => return usage_error(format!("cannot start {} threads: {e}", a.threads)),
+    };
+    pool.install(|| bench_in_pool(a))
+}
+
+fn bench_in_pool(a: BenchArgs) -> ExitCode {
     let device = match parse_device(&a.device) {
         Ok(d) => d,
         Err(e) => return usage_error(e),

@@ -234,78 +234,8 @@ pub(crate) fn slice<'a, T>(v: &'a [T], l: &Layout, arg: &str) -> Result<&'a [T]>
 /// Whether this CPU has AVX2 and FMA (detected once at run time; std caches the answer).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn has_avx2_fma() -> bool {
+pub(crate) fn has_avx2_fma() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-}
-
-/// Runs `f` compiled for AVX2 and FMA when the CPU has them (detected at run time), so that the
-/// kernels' loops vectorise 8 lanes wide on such CPUs while the binary still runs on any x86-64
-/// (and on other architectures `f` runs as it is). `f` must be small enough for LLVM to inline
-/// into the AVX2 copy; the pointwise kernels use their own generic entry points instead.
-#[inline(always)]
-pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if has_avx2_fma() {
-            // SAFETY: the features were just detected on this CPU.
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
-}
-
-/// Sum of `f(i)` over `0..n` in f64, in parallel chunks above the threshold.
-pub(crate) fn sum_f64(n: usize, f: impl Fn(usize) -> f64 + Sync) -> f64 {
-    let chunk_sum = |lo: usize, hi: usize| {
-        with_simd(|| {
-            let mut acc = [0.0f64; 8];
-            let mut i = lo;
-            while i + 8 <= hi {
-                for (k, a) in acc.iter_mut().enumerate() {
-                    *a += f(i + k);
-                }
-                i += 8;
-            }
-            let mut s: f64 = acc.iter().sum();
-            while i < hi {
-                s += f(i);
-                i += 1;
-            }
-            s
-        })
-    };
-    if n >= PARALLEL_THRESHOLD {
-        let parts: Vec<f64> = (0..n.div_ceil(CHUNK))
-            .into_par_iter()
-            .map(|c| chunk_sum(c * CHUNK, ((c + 1) * CHUNK).min(n)))
-            .collect();
-        parts.iter().sum()
-    } else {
-        chunk_sum(0, n)
-    }
-}
-
-/// Fills `out[i] = f(i)`, in parallel chunks above the threshold.
-pub(crate) fn fill<T: Send>(out: &mut [T], f: impl Fn(usize) -> T + Sync) {
-    if out.len() >= PARALLEL_THRESHOLD {
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
-            with_simd(|| {
-                for (k, v) in o.iter_mut().enumerate() {
-                    *v = f(c * CHUNK + k);
-                }
-            })
-        });
-    } else {
-        with_simd(|| {
-            for (i, v) in out.iter_mut().enumerate() {
-                *v = f(i);
-            }
-        })
-    }
 }
 
 /// A vector of `n` elements written by `write(offset, part)`, which must initialise every

@@ -1,15 +1,23 @@
 //! Fused CPU kernel of cross-entropy over the rows of `[N, C]` logits with class-index targets.
 //!
-//! Forward: per row one pass for the maximum and one for `Σ exp` (the row stays in cache), giving
-//! `lse`, then `ℓᵢ = (1 − ε)·(−w_y·(x_y − lse)) + (ε/C)·(−Σ_c w_c·(x_c − lse))`, reduced in f64.
-//! Backward: per row `∂ℓᵢ/∂x_c = (1 − ε)·w_y·(p_c − [c = y]) + (ε/C)·(W·p_c − w_c)` with
-//! `p = softmax(x)` recomputed from the row and `W = Σ_c w_c`, times the upstream gradient over
-//! the mean's denominator. Only the inputs are kept for the backward.
+//! Per row: one pass for the maximum `m`, one for `s = Σ_c exp(x_c − m)` (the row stays in
+//! cache), `lse = m + ln s`, then
+//! `ℓᵢ = (1 − ε)·(−w_y·(x_y − lse)) + (ε/C)·(−Σ_c w_c·(x_c − lse))`, reduced in f64. The gradient
+//! is `g·∂ℓᵢ/∂x_c = g·[(1 − ε)·w_y + (ε/C)·W]·p_c − g·(ε/C)·w_c − g·(1 − ε)·w_y·[c = y]` with
+//! `p = softmax(x)` and `W = Σ_c w_c`: the exponentials of the sum pass are written to the
+//! gradient row and scaled in place (no second `exp`).
+//!
+//! A reduced loss whose logits need a gradient writes that gradient in its forward pass and keeps
+//! it for the backward, which then only scales it by the upstream gradient (not at all for the
+//! usual 1); otherwise (`Reduction::None`, or a second backward through the same graph) the
+//! backward runs the same row kernel. Nothing else is kept.
 
-use super::{fill, slice, sum_f64, with_simd, Real, PARALLEL_THRESHOLD};
+use super::{has_avx2_fma, slice, Real, CHUNK, PARALLEL_THRESHOLD};
 use crate::reduction::Reduction;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
+use std::sync::Mutex;
 
 /// The options of one fused cross-entropy call (already validated).
 #[derive(Debug, Clone)]
@@ -24,29 +32,72 @@ pub struct CrossEntropyRows {
     pub reduction: Reduction,
 }
 
-/// `lse = max + ln Σ exp(x − max)` of a row (NaN if the row holds a NaN), with eight
-/// independent lanes for the maximum and the sum so that the loops vectorise.
+/// Lanes of the row loops.
+const L: usize = 8;
+
+/// The maximum of a row in [`L`] lanes (`max` skips NaN; a NaN makes `s`, hence the loss, NaN).
 #[inline(always)]
-fn row_lse<F: Real>(row: &[F]) -> F {
-    const L: usize = 8;
+fn row_max<F: Real>(row: &[F]) -> F {
     let chunks = row.chunks_exact(L);
     let rest = chunks.remainder();
     let mut m = [F::neg_infinity(); L];
-    for c in chunks.clone() {
+    for c in chunks {
+        let c: &[F; L] = c.try_into().unwrap();
         for k in 0..L {
             m[k] = m[k].max(c[k]);
         }
     }
-    let mx = rest.iter().chain(m.iter()).fold(F::neg_infinity(), |a, &b| a.max(b));
-    let shift = if mx.is_finite() { mx } else { F::zero() };
+    rest.iter().chain(m.iter()).fold(F::neg_infinity(), |a, &b| a.max(b))
+}
+
+/// `Σ exp(v − shift)` over a row in [`L`] lanes.
+#[inline(always)]
+fn row_exp_sum<F: Real>(row: &[F], shift: F) -> F {
+    let chunks = row.chunks_exact(L);
+    let rest = chunks.remainder();
     let mut s = [F::zero(); L];
     for c in chunks {
+        let c: &[F; L] = c.try_into().unwrap();
         for k in 0..L {
             s[k] = s[k] + (c[k] - shift).fast_exp();
         }
     }
     let tail = rest.iter().fold(F::zero(), |a, &v| a + (v - shift).fast_exp());
-    shift + (s.iter().fold(F::zero(), |a, &b| a + b) + tail).ln()
+    s.iter().fold(F::zero(), |a, &b| a + b) + tail
+}
+
+/// As [`row_exp_sum`], each term also written to `out` (which it initialises).
+#[inline(always)]
+fn row_exp_sum_into<F: Real>(row: &[F], shift: F, out: &mut [MaybeUninit<F>]) -> F {
+    let mut oc = out.chunks_exact_mut(L);
+    let chunks = row.chunks_exact(L);
+    let rest = chunks.remainder();
+    let mut s = [F::zero(); L];
+    for (c, o) in chunks.zip(&mut oc) {
+        let c: &[F; L] = c.try_into().unwrap();
+        for k in 0..L {
+            let e = (c[k] - shift).fast_exp();
+            o[k].write(e);
+            s[k] = s[k] + e;
+        }
+    }
+    let mut tail = F::zero();
+    for (&v, o) in rest.iter().zip(oc.into_remainder()) {
+        let e = (v - shift).fast_exp();
+        o.write(e);
+        tail = tail + e;
+    }
+    s.iter().fold(F::zero(), |a, &b| a + b) + tail
+}
+
+/// `out` viewed as initialised.
+///
+/// # Safety
+/// Every element of `out` must have been written.
+#[inline(always)]
+unsafe fn assume_init<F>(out: &mut [MaybeUninit<F>]) -> &mut [F] {
+    // SAFETY: MaybeUninit<F> has F's layout, and the caller guarantees initialisation.
+    unsafe { &mut *(out as *mut [MaybeUninit<F>] as *mut [F]) }
 }
 
 fn targets(s: &CpuStorage, l: &Layout) -> Result<Vec<i64>> {
@@ -58,6 +109,30 @@ fn targets(s: &CpuStorage, l: &Layout) -> Result<Vec<i64>> {
     })
 }
 
+/// The upstream factor of each row's gradient: one for all rows, or one per row.
+#[derive(Clone, Copy)]
+enum Up<'a, F> {
+    Scalar(f64),
+    Rows(&'a [F], f64),
+}
+
+impl<F: Real> Up<'_, F> {
+    #[inline(always)]
+    fn at(self, i: usize) -> f64 {
+        match self {
+            Up::Scalar(g) => g,
+            Up::Rows(u, s) => u[i].f64() * s,
+        }
+    }
+}
+
+/// One chunk of rows: its first row, and its parts of the gradient and per-row loss outputs.
+type Task<'a, F> = (
+    usize,
+    Option<&'a mut [MaybeUninit<F>]>,
+    Option<&'a mut [MaybeUninit<F>]>,
+);
+
 impl CrossEntropyRows {
     fn w(&self, c: usize) -> f64 {
         self.weight.as_ref().map_or(1.0, |w| w[c])
@@ -65,28 +140,6 @@ impl CrossEntropyRows {
 
     fn total_weight(&self, classes: usize) -> f64 {
         self.weight.as_ref().map_or(classes as f64, |w| w.iter().sum())
-    }
-
-    /// The per-row loss (0 for an ignored row).
-    #[inline(always)]
-    fn row_loss<F: Real>(&self, row: &[F], y: i64) -> f64 {
-        if y == self.ignore_index {
-            return 0.0;
-        }
-        let lse = row_lse(row).to_f64().unwrap_or(f64::NAN);
-        let eps = self.label_smoothing;
-        let nll = -self.w(y as usize) * (row[y as usize].to_f64().unwrap_or(f64::NAN) - lse);
-        if eps == 0.0 {
-            return nll;
-        }
-        let c = row.len();
-        let wx: f64 = row
-            .iter()
-            .enumerate()
-            .map(|(k, &v)| self.w(k) * v.to_f64().unwrap_or(f64::NAN))
-            .sum();
-        let smooth = -(wx - self.total_weight(c) * lse);
-        (1.0 - eps) * nll + eps / c as f64 * smooth
     }
 
     /// The denominator of the mean: `Σ_{kept} w_y`.
@@ -97,78 +150,241 @@ impl CrossEntropyRows {
             .sum()
     }
 
-    /// Writes `g · ∂ℓᵢ/∂x` of one row into `out`.
+    /// `ℓᵢ` of a kept row from its `lse`.
     #[inline(always)]
-    fn row_grad<F: Real>(&self, row: &[F], y: i64, g: f64, out: &mut [F]) {
-        if y == self.ignore_index || g == 0.0 {
-            out.iter_mut().for_each(|o| *o = F::zero());
-            return;
+    fn row_loss<F: Real>(&self, row: &[F], y: usize, lse: f64) -> f64 {
+        let eps = self.label_smoothing;
+        let nll = -self.w(y) * (row[y].f64() - lse);
+        if eps == 0.0 {
+            return nll;
         }
         let c = row.len();
-        let lse = row_lse(row);
-        let eps = self.label_smoothing;
-        let wy = self.w(y as usize);
-        // g·[(1 − ε)·w_y·p_c + (ε/C)·W·p_c] − g·(ε/C)·w_c − g·(1 − ε)·w_y·[c = y]
-        let a = F::from(g * ((1.0 - eps) * wy + eps / c as f64 * self.total_weight(c))).unwrap();
-        match &self.weight {
-            None => {
-                let b = F::from(g * eps / c as f64).unwrap();
-                for (o, &v) in out.iter_mut().zip(row) {
-                    *o = a * (v - lse).fast_exp() - b;
+        let wx: f64 = row.iter().enumerate().map(|(k, &v)| self.w(k) * v.f64()).sum();
+        let smooth = -(wx - self.total_weight(c) * lse);
+        (1.0 - eps) * nll + eps / c as f64 * smooth
+    }
+
+    /// The loss of one row (0 if ignored) and, with `grad = Some((g, out))`, `g·∂ℓᵢ/∂x` written
+    /// to every element of `out` (zeros for an ignored row).
+    #[inline(always)]
+    fn row<F: Real>(&self, row: &[F], y: i64, grad: Option<(f64, &mut [MaybeUninit<F>])>) -> f64 {
+        if y == self.ignore_index {
+            if let Some((_, out)) = grad {
+                for o in out {
+                    o.write(F::zero());
                 }
             }
-            Some(w) => {
-                for ((o, &v), &wc) in out.iter_mut().zip(row).zip(w) {
-                    *o = a * (v - lse).fast_exp() - F::from(g * eps / c as f64 * wc).unwrap();
-                }
-            }
+            return 0.0;
         }
         let yi = y as usize;
-        out[yi] = out[yi] - F::from(g * (1.0 - eps) * wy).unwrap();
+        let m = row_max(row);
+        let shift = if m.is_finite() { m } else { F::zero() };
+        let Some((g, out)) = grad else {
+            let lse = shift + row_exp_sum(row, shift).fast_ln();
+            return self.row_loss(row, yi, lse.f64());
+        };
+        let s = row_exp_sum_into(row, shift, out);
+        // SAFETY: `row_exp_sum_into` wrote every element of `out`.
+        let out = unsafe { assume_init(out) };
+        let lse = shift + s.fast_ln();
+        let c = row.len();
+        let eps = self.label_smoothing;
+        let wy = self.w(yi);
+        let a = g * ((1.0 - eps) * wy + eps / c as f64 * self.total_weight(c));
+        let b = g * eps / c as f64;
+        if g == 0.0 {
+            out.iter_mut().for_each(|o| *o = F::zero());
+        } else if m.is_finite() {
+            // p_c = e_c / s, the exponentials already in `out`.
+            let a = F::of(a) / s;
+            match &self.weight {
+                None => {
+                    let b = F::of(b);
+                    out.iter_mut().for_each(|o| *o = a * *o - b);
+                }
+                Some(w) => {
+                    for (o, &wc) in out.iter_mut().zip(w) {
+                        *o = a * *o - F::of(b * wc);
+                    }
+                }
+            }
+        } else {
+            // A row with ±inf: p_c = exp(x_c − lse), NaN where x_c is the infinity (as PyTorch).
+            let a = F::of(a);
+            for (k, (o, &v)) in out.iter_mut().zip(row).enumerate() {
+                *o = a * (v - lse).fast_exp() - F::of(b * self.w(k));
+            }
+        }
+        out[yi] = out[yi] - F::of(g * (1.0 - eps) * wy);
+        self.row_loss(row, yi, lse.f64())
+    }
+
+    /// The rows of one [`Task`]: the sum of their losses; writes each row's loss and gradient
+    /// where the task has those outputs.
+    #[inline(always)]
+    fn task<F: Real>(&self, x: &[F], y: &[i64], c: usize, rows: usize, up: Up<F>, task: Task<F>) -> f64 {
+        let (r0, mut grad, mut losses) = task;
+        let mut sum = 0.0;
+        for i in r0..(r0 + rows).min(y.len()) {
+            let k = i - r0;
+            let g = grad.as_deref_mut().map(|g| (up.at(i), &mut g[k * c..(k + 1) * c]));
+            let v = self.row(&x[i * c..(i + 1) * c], y[i], g);
+            if let Some(l) = losses.as_deref_mut() {
+                l[k].write(F::of(v));
+            }
+            sum += v;
+        }
+        sum
+    }
+
+    /// [`Self::task`] compiled for AVX2 + FMA when the CPU has them.
+    fn task_simd<F: Real>(&self, x: &[F], y: &[i64], c: usize, rows: usize, up: Up<F>, task: Task<F>) -> f64 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2<F: Real>(
+                o: &CrossEntropyRows,
+                x: &[F],
+                y: &[i64],
+                c: usize,
+                rows: usize,
+                up: Up<F>,
+                task: Task<F>,
+            ) -> f64 {
+                o.task(x, y, c, rows, up, task)
+            }
+            if has_avx2_fma() {
+                // SAFETY: the features were just detected on this CPU.
+                return unsafe { avx2(self, x, y, c, rows, up, task) };
+            }
+        }
+        self.task(x, y, c, rows, up, task)
+    }
+
+    /// Runs every row, in parallel chunks of whole rows above the threshold: the sum of the
+    /// losses, the `[N, C]` gradient (`up` per row) if `want_grad`, the `[N]` losses if
+    /// `want_losses`.
+    fn rows<F: Real>(
+        &self,
+        x: &[F],
+        y: &[i64],
+        c: usize,
+        up: Up<F>,
+        want_grad: bool,
+        want_losses: bool,
+    ) -> (f64, Option<Vec<F>>, Option<Vec<F>>) {
+        let n = y.len();
+        let parallel = n * c >= PARALLEL_THRESHOLD;
+        let per = if parallel { (CHUNK / c.max(1)).max(1) } else { n.max(1) };
+        let mut grad: Option<Vec<F>> = want_grad.then(|| Vec::with_capacity(n * c));
+        let mut losses: Option<Vec<F>> = want_losses.then(|| Vec::with_capacity(n));
+        let sum = {
+            let mut gi = grad
+                .as_mut()
+                .map(|g| g.spare_capacity_mut()[..n * c].chunks_mut((per * c).max(1)));
+            let mut li = losses.as_mut().map(|l| l.spare_capacity_mut()[..n].chunks_mut(per));
+            let tasks: Vec<Task<F>> = (0..n.div_ceil(per))
+                .map(|k| {
+                    (
+                        k * per,
+                        gi.as_mut().and_then(|i| i.next()),
+                        li.as_mut().and_then(|i| i.next()),
+                    )
+                })
+                .collect();
+            let run = |t: Task<F>| self.task_simd(x, y, c, per, up, t);
+            let parts: Vec<f64> = if parallel {
+                tasks.into_par_iter().map(run).collect()
+            } else {
+                tasks.into_iter().map(run).collect()
+            };
+            parts.iter().sum()
+        };
+        // SAFETY: the tasks cover rows 0..n; `row` writes all c gradient elements of each row
+        // and `task` each row's loss, so the first n·c (n) elements are initialised.
+        unsafe {
+            if let Some(g) = grad.as_mut() {
+                g.set_len(n * c);
+            }
+            if let Some(l) = losses.as_mut() {
+                l.set_len(n);
+            }
+        }
+        (sum, grad, losses)
+    }
+
+    /// The factor of the mean: `1 / Σ w_y`, or 1 for a sum or a zero denominator (whose mean is
+    /// NaN: its gradient is that of the sum, as the composite path's `reduce_weighted_mean`,
+    /// never `0 · inf = NaN`).
+    fn grad_scale(&self, y: &[i64]) -> f64 {
+        let den = self.denominator(y);
+        if self.reduction == Reduction::Mean && den != 0.0 {
+            1.0 / den
+        } else {
+            1.0
+        }
     }
 }
 
-struct ForwardOp(CrossEntropyRows);
+struct ForwardOp {
+    o: CrossEntropyRows,
+    /// Whether the forward also writes the gradient (a reduced loss of logits that need one).
+    save_grad: bool,
+    saved: Mutex<Option<CpuStorage>>,
+}
 
 impl ForwardOp {
-    fn run<F: Real>(&self, x: &[F], y: &[i64], n: usize, c: usize) -> (Vec<F>, Shape) {
-        let o = &self.0;
-        match o.reduction {
-            Reduction::None => {
-                let mut out = vec![F::zero(); n];
-                let per_row = |i: usize| F::from(o.row_loss(&x[i * c..(i + 1) * c], y[i])).unwrap();
-                if n * c >= PARALLEL_THRESHOLD {
-                    out.par_iter_mut().enumerate().for_each(|(i, v)| *v = per_row(i));
-                } else {
-                    fill(&mut out, per_row);
-                }
-                (out, Shape::from(n))
-            }
-            r => {
-                let s = if n * c >= PARALLEL_THRESHOLD {
-                    (0..n)
-                        .into_par_iter()
-                        .map(|i| o.row_loss(&x[i * c..(i + 1) * c], y[i]))
-                        .sum()
-                } else {
-                    sum_f64(n, |i| o.row_loss(&x[i * c..(i + 1) * c], y[i]))
-                };
-                // A zero denominator gives NaN (0/0 as PyTorch), also when label smoothing made
-                // the sum non-zero (PyTorch adds the NaN of its NLL term).
-                let v = match r {
-                    Reduction::Mean => {
-                        let den = o.denominator(y);
-                        if den == 0.0 {
-                            f64::NAN
-                        } else {
-                            s / den
-                        }
-                    }
-                    _ => s,
-                };
-                (vec![F::from(v).unwrap()], Shape::from(()))
-            }
+    fn run<F: Real>(&self, x: &[F], y: &[i64], n: usize, c: usize) -> (Vec<F>, Shape, Option<Vec<F>>) {
+        let o = &self.o;
+        if o.reduction == Reduction::None {
+            let (_, _, losses) = o.rows(x, y, c, Up::Scalar(0.0), false, true);
+            return (losses.unwrap_or_default(), Shape::from(n), None);
         }
+        let (s, grad, _) = o.rows(x, y, c, Up::Scalar(o.grad_scale(y)), self.save_grad, false);
+        // A zero denominator gives NaN (0/0 as PyTorch), also when label smoothing made the sum
+        // non-zero (PyTorch adds the NaN of its NLL term).
+        let v = match o.reduction {
+            Reduction::Mean => {
+                let den = o.denominator(y);
+                if den == 0.0 {
+                    f64::NAN
+                } else {
+                    s / den
+                }
+            }
+            _ => s,
+        };
+        (vec![F::of(v)], Shape::from(()), grad)
+    }
+
+    fn keep(&self, grad: Option<CpuStorage>) {
+        if let (Some(g), Ok(mut slot)) = (grad, self.saved.lock()) {
+            *slot = Some(g);
+        }
+    }
+
+    /// The gradient kept by the forward (taken: a second backward recomputes), times `upstream`.
+    fn take_saved(&self, x: &Tensor, upstream: &Tensor) -> Result<Option<Tensor>> {
+        let saved = self.saved.lock().ok().and_then(|mut s| s.take());
+        let Some(storage) = saved else {
+            return Ok(None);
+        };
+        let u = upstream.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        Ok(Some(match storage {
+            CpuStorage::F32(mut v) => {
+                if u != 1.0 {
+                    v.par_iter_mut().with_min_len(CHUNK).for_each(|e| *e *= u as f32);
+                }
+                Tensor::from_vec(v, x.shape(), x.device())?
+            }
+            CpuStorage::F64(mut v) => {
+                if u != 1.0 {
+                    v.par_iter_mut().with_min_len(CHUNK).for_each(|e| *e *= u);
+                }
+                Tensor::from_vec(v, x.shape(), x.device())?
+            }
+            _ => return Ok(None),
+        }))
     }
 }
 
@@ -182,11 +398,13 @@ impl CustomOp2 for ForwardOp {
         let y = targets(s2, l2)?;
         match s1 {
             CpuStorage::F32(x) => {
-                let (v, s) = self.run(slice(x, l1, "input")?, &y, n, c);
+                let (v, s, g) = self.run(slice(x, l1, "input")?, &y, n, c);
+                self.keep(g.map(CpuStorage::F32));
                 Ok((CpuStorage::F32(v), s))
             }
             CpuStorage::F64(x) => {
-                let (v, s) = self.run(slice(x, l1, "input")?, &y, n, c);
+                let (v, s, g) = self.run(slice(x, l1, "input")?, &y, n, c);
+                self.keep(g.map(CpuStorage::F64));
                 Ok((CpuStorage::F64(v), s))
             }
             _ => bail!("fused cross_entropy: f32 or f64 logits expected"),
@@ -194,7 +412,12 @@ impl CustomOp2 for ForwardOp {
     }
 
     fn bwd(&self, x: &Tensor, y: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = x.apply_op3_no_bwd(y, &grad.contiguous()?, &GradOp(self.0.clone()))?;
+        if self.save_grad {
+            if let Some(g) = self.take_saved(x, grad)? {
+                return Ok((Some(g), None));
+            }
+        }
+        let g = x.apply_op3_no_bwd(y, &grad.contiguous()?, &GradOp(self.o.clone()))?;
         Ok((Some(g), None))
     }
 }
@@ -202,30 +425,15 @@ impl CustomOp2 for ForwardOp {
 struct GradOp(CrossEntropyRows);
 
 impl GradOp {
-    fn run<F: Real>(&self, x: &[F], y: &[i64], up: &[F], n: usize, c: usize) -> Vec<F> {
+    fn run<F: Real>(&self, x: &[F], y: &[i64], up: &[F], c: usize) -> Vec<F> {
         let o = &self.0;
-        // A zero denominator (every target ignored or of weight 0) makes the mean NaN; its
-        // gradient is that of the sum, as the composite path's `reduce_weighted_mean` (all zero
-        // unless label smoothing spreads weight onto other classes), never `0 · inf = NaN`.
-        let den = o.denominator(y);
-        let scale = if o.reduction == Reduction::Mean && den != 0.0 {
-            1.0 / den
+        let scale = o.grad_scale(y);
+        let up = if o.reduction == Reduction::None {
+            Up::Rows(up, scale)
         } else {
-            1.0
+            Up::Scalar(up[0].f64() * scale)
         };
-        let up_at = |i: usize| {
-            let u = if o.reduction == Reduction::None { up[i] } else { up[0] };
-            u.to_f64().unwrap_or(f64::NAN) * scale
-        };
-        let mut out = vec![F::zero(); n * c];
-        let row =
-            |(i, o_row): (usize, &mut [F])| with_simd(|| o.row_grad(&x[i * c..(i + 1) * c], y[i], up_at(i), o_row));
-        if n * c >= PARALLEL_THRESHOLD {
-            out.par_chunks_mut(c.max(1)).enumerate().for_each(row);
-        } else {
-            out.chunks_mut(c.max(1)).enumerate().for_each(row);
-        }
-        out
+        o.rows(x, y, c, up, true, false).1.unwrap_or_default()
     }
 }
 
@@ -243,16 +451,16 @@ impl CustomOp3 for GradOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (n, c) = l1.shape().dims2()?;
+        let (_, c) = l1.shape().dims2()?;
         let y = targets(s2, l2)?;
         let shape = l1.shape().clone();
         match (s1, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(g)) => Ok((
-                CpuStorage::F32(self.run(slice(x, l1, "input")?, &y, slice(g, l3, "grad")?, n, c)),
+                CpuStorage::F32(self.run(slice(x, l1, "input")?, &y, slice(g, l3, "grad")?, c)),
                 shape,
             )),
             (CpuStorage::F64(x), CpuStorage::F64(g)) => Ok((
-                CpuStorage::F64(self.run(slice(x, l1, "input")?, &y, slice(g, l3, "grad")?, n, c)),
+                CpuStorage::F64(self.run(slice(x, l1, "input")?, &y, slice(g, l3, "grad")?, c)),
                 shape,
             )),
             _ => bail!("fused cross_entropy: f32 or f64 logits expected"),
@@ -263,5 +471,11 @@ impl CustomOp3 for GradOp {
 /// Runs the fused cross-entropy on already-validated `[N, C]` logits and `[N]` class indices
 /// (every index in `[0, C)` or equal to `ignore_index`). Output `[N]` or 0-d.
 pub fn cross_entropy_rows(input: &Tensor, target: &Tensor, opts: CrossEntropyRows) -> Result<Tensor> {
-    input.contiguous()?.apply_op2(&target.contiguous()?, ForwardOp(opts))
+    let x = input.contiguous()?;
+    let op = ForwardOp {
+        save_grad: opts.reduction != Reduction::None && x.track_op(),
+        o: opts,
+        saved: Mutex::default(),
+    };
+    x.apply_op2(&target.contiguous()?, op)
 }
