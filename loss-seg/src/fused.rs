@@ -5,7 +5,9 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
+use loss_core::fused::with_simd;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Accumulator lanes: independent partial sums so that the loop vectorises.
 const LANES: usize = 8;
@@ -39,71 +41,116 @@ fn rows_and_len(l: &Layout) -> Result<(usize, usize)> {
     Ok((dims[0] * dims[1], dims[2..].iter().product()))
 }
 
-fn row_stats<T: WithDType>(p: &[T], t: &[T], squared: bool) -> [f64; 3] {
+/// Elements per parallel task of the overlap kernels (rows longer than this are split, so that a
+/// single large volume still uses every thread).
+const PART: usize = 1 << 16;
+
+/// Inputs smaller than this run on the calling thread.
+const PARALLEL_MIN: usize = 1 << 15;
+
+/// `(Σ p·t, Σ p, Σ t)` of one span (`(Σ p·t, Σ p², Σ t²)` with `SQ`), in [`LANES`] f64 lanes.
+#[inline(always)]
+fn span_stats<T: WithDType, const SQ: bool>(p: &[T], t: &[T]) -> [f64; 3] {
     let mut acc = [[0f64; LANES]; 3];
     let (pc, tc) = (p.chunks_exact(LANES), t.chunks_exact(LANES));
     let (pr, tr) = (pc.remainder(), tc.remainder());
     for (pa, ta) in pc.zip(tc) {
+        let (pa, ta): (&[T; LANES], &[T; LANES]) = (pa.try_into().unwrap(), ta.try_into().unwrap());
         for k in 0..LANES {
             let (a, b) = (pa[k].to_f64(), ta[k].to_f64());
             acc[0][k] += a * b;
-            if squared {
-                acc[1][k] += a * a;
-                acc[2][k] += b * b;
-            } else {
-                acc[1][k] += a;
-                acc[2][k] += b;
-            }
+            acc[1][k] += if SQ { a * a } else { a };
+            acc[2][k] += if SQ { b * b } else { b };
         }
     }
     let mut out = acc.map(|lanes| lanes.iter().sum::<f64>());
     for (&a, &b) in pr.iter().zip(tr) {
         let (a, b) = (a.to_f64(), b.to_f64());
         out[0] += a * b;
-        if squared {
-            out[1] += a * a;
-            out[2] += b * b;
-        } else {
-            out[1] += a;
-            out[2] += b;
+        out[1] += if SQ { a * a } else { a };
+        out[2] += if SQ { b * b } else { b };
+    }
+    out
+}
+
+fn span_stats_simd<T: WithDType>(p: &[T], t: &[T], squared: bool) -> [f64; 3] {
+    if squared {
+        with_simd(|| span_stats::<T, true>(p, t))
+    } else {
+        with_simd(|| span_stats::<T, false>(p, t))
+    }
+}
+
+fn forward<T: WithDType>(p: &[T], t: &[T], rows: usize, len: usize, squared: bool) -> Vec<T> {
+    // Tasks: (row, span of the row), each row's spans in order so that its sums add up the same
+    // way on any number of threads.
+    let parts = len.div_ceil(PART).max(1);
+    let task = |k: usize| {
+        let (r, j) = (k / parts, k % parts);
+        let lo = r * len + (j * PART).min(len);
+        let hi = r * len + ((j + 1) * PART).min(len);
+        span_stats_simd(&p[lo..hi], &t[lo..hi], squared)
+    };
+    let stats: Vec<[f64; 3]> = if rows * len >= PARALLEL_MIN {
+        (0..rows * parts).into_par_iter().map(task).collect()
+    } else {
+        (0..rows * parts).map(task).collect()
+    };
+    let mut out = Vec::with_capacity(rows * 3);
+    for row in stats.chunks(parts) {
+        for k in 0..3 {
+            out.push(T::from_f64(row.iter().map(|s| s[k]).sum()));
         }
     }
     out
 }
 
-fn forward<T: WithDType>(p: &[T], t: &[T], rows: usize, len: usize, squared: bool) -> Vec<T> {
-    let mut out = vec![T::zero(); rows * 3];
-    out.par_chunks_mut(3).enumerate().for_each(|(r, o)| {
-        let span = r * len..(r + 1) * len;
-        let s = row_stats(&p[span.clone()], &t[span], squared);
-        for k in 0..3 {
-            o[k] = T::from_f64(s[k]);
+/// `o = gi·y + gx2·x` (`SQ`) or `o = gi·y + gx` over one span.
+#[inline(always)]
+fn span_grad<T: WithDType, const SQ: bool>(x: &[T], y: &[T], gi: T, gx: T, o: &mut [MaybeUninit<T>]) {
+    if SQ {
+        for ((o, &a), &b) in o.iter_mut().zip(x).zip(y) {
+            o.write(gi * b + gx * a);
         }
-    });
-    out
+    } else {
+        for (o, &b) in o.iter_mut().zip(y) {
+            o.write(gi * b + gx);
+        }
+    }
 }
 
 fn backward<T: WithDType>(x: &[T], y: &[T], g: &[T], len: usize, squared: bool, own: usize) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
+    let n = x.len();
+    let mut out: Vec<T> = Vec::with_capacity(n);
     if len == 0 {
         return out;
     }
     let two = T::one() + T::one();
-    out.par_chunks_mut(len).enumerate().for_each(|(r, o)| {
+    let span = |r: usize, lo: usize, o: &mut [MaybeUninit<T>]| {
         let (gi, gx) = (g[3 * r], g[3 * r + own]);
-        let span = r * len..(r + 1) * len;
-        let (xr, yr) = (&x[span.clone()], &y[span]);
+        let at = r * len + lo;
+        let (xs, ys) = (&x[at..at + o.len()], &y[at..at + o.len()]);
         if squared {
             let gx2 = gx * two;
-            for ((o, &a), &b) in o.iter_mut().zip(xr).zip(yr) {
-                *o = gi * b + gx2 * a;
-            }
+            with_simd(|| span_grad::<T, true>(xs, ys, gi, gx2, o))
         } else {
-            for (o, &b) in o.iter_mut().zip(yr) {
-                *o = gi * b + gx;
-            }
+            with_simd(|| span_grad::<T, false>(xs, ys, gi, gx, o))
         }
-    });
+    };
+    let spare = &mut out.spare_capacity_mut()[..n];
+    if n >= PARALLEL_MIN {
+        spare.par_chunks_mut(len).enumerate().for_each(|(r, row)| {
+            row.par_chunks_mut(PART)
+                .enumerate()
+                .for_each(|(j, o)| span(r, j * PART, o))
+        });
+    } else {
+        for (r, row) in spare.chunks_mut(len).enumerate() {
+            span(r, 0, row);
+        }
+    }
+    // SAFETY: the rows of `spare` (all of `out[..n]`, len > 0) were each written in full.
+    unsafe { out.set_len(n) };
     out
 }
 
