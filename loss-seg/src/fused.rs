@@ -75,9 +75,9 @@ fn span_stats<T: WithDType, const SQ: bool>(p: &[T], t: &[T]) -> [f64; 3] {
 
 fn span_stats_simd<T: WithDType>(p: &[T], t: &[T], squared: bool) -> [f64; 3] {
     if squared {
-        with_simd(|| span_stats::<T, true>(p, t))
+        with_simd(#[inline(always)] || span_stats::<T, true>(p, t))
     } else {
-        with_simd(|| span_stats::<T, false>(p, t))
+        with_simd(#[inline(always)] || span_stats::<T, false>(p, t))
     }
 }
 
@@ -132,9 +132,9 @@ fn backward<T: WithDType>(x: &[T], y: &[T], g: &[T], len: usize, squared: bool, 
         let (xs, ys) = (&x[at..at + o.len()], &y[at..at + o.len()]);
         if squared {
             let gx2 = gx * two;
-            with_simd(|| span_grad::<T, true>(xs, ys, gi, gx2, o))
+            with_simd(#[inline(always)] || span_grad::<T, true>(xs, ys, gi, gx2, o))
         } else {
-            with_simd(|| span_grad::<T, false>(xs, ys, gi, gx, o))
+            with_simd(#[inline(always)] || span_grad::<T, false>(xs, ys, gi, gx, o))
         }
     };
     let spare = &mut out.spare_capacity_mut()[..n];

@@ -242,9 +242,10 @@ pub(crate) fn has_avx2_fma() -> bool {
 /// it is otherwise (other CPUs, other architectures): the loops of the kernels in `loss-bbox`
 /// and `loss-seg` vectorise 8 f32 lanes wide through it while the binary runs on any x86-64.
 ///
-/// `f` should be a small closure that calls `#[inline(always)]` loop functions, so that LLVM
-/// inlines all of it into the AVX2 copy; a closure called per element inside the loop would not
-/// be.
+/// `f` should be a closure marked `#[inline(always)]` (allowed on a closure in argument
+/// position) that calls `#[inline(always)]` loop functions, so that all of it is compiled into
+/// the AVX2 copy: `with_simd(#[inline(always)] || kernel(x, y))`. A closure that LLVM declines
+/// to inline, or one called per element inside the loop, stays baseline x86-64 code.
 #[inline(always)]
 pub fn with_simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
