@@ -15,6 +15,7 @@ use crate::reduction::Reduction;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
+use std::sync::Mutex;
 
 mod math;
 mod softmax;
@@ -267,19 +268,11 @@ pub fn with_simd<R>(f: impl FnOnce() -> R) -> R {
 /// [`CHUNK`] above the threshold. The buffer is never zero-filled first (one pass less over
 /// memory); should `write` panic, the vector is dropped empty.
 pub(crate) fn build<T: Copy + Send>(n: usize, write: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
-    let mut v = Vec::with_capacity(n);
-    let spare = &mut v.spare_capacity_mut()[..n];
-    if n >= PARALLEL_THRESHOLD {
-        spare
-            .par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(c, part)| write(c * CHUNK, part));
-    } else {
-        write(0, spare);
-    }
-    // SAFETY: `write` initialised every element of `spare` (its contract), which is `v[..n]`.
-    unsafe { v.set_len(n) };
-    v
+    build_with_sum(n, |offset, part| {
+        write(offset, part);
+        0.0
+    })
+    .0
 }
 
 /// As [`build`], where `write` also returns a partial sum of its part; returns the vector and the
@@ -303,6 +296,45 @@ pub(crate) fn build_with_sum<T: Copy + Send>(
     // SAFETY: `write` initialised every element of `spare` (its contract), which is `v[..n]`.
     unsafe { v.set_len(n) };
     (v, sum)
+}
+
+/// A gradient written by a forward kernel and kept for the backward (taken by the first
+/// backward; a second backward through the same graph recomputes it).
+#[derive(Default)]
+pub(crate) struct SavedGrad(Mutex<Option<CpuStorage>>);
+
+impl SavedGrad {
+    /// Keeps `grad` (f32 or f64 storage of the input's shape), if any.
+    pub(crate) fn keep(&self, grad: Option<CpuStorage>) {
+        if let (Some(g), Ok(mut slot)) = (grad, self.0.lock()) {
+            *slot = Some(g);
+        }
+    }
+
+    /// The kept gradient times the 0-d `upstream` gradient, as a tensor of `x`'s shape; `None`
+    /// if nothing is kept.
+    pub(crate) fn take(&self, x: &Tensor, upstream: &Tensor) -> Result<Option<Tensor>> {
+        let Some(storage) = self.0.lock().ok().and_then(|mut s| s.take()) else {
+            return Ok(None);
+        };
+        let u = upstream.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        let scaled = |v: &mut [f32]| v.par_iter_mut().with_min_len(CHUNK).for_each(|e| *e *= u as f32);
+        Ok(Some(match storage {
+            CpuStorage::F32(mut v) => {
+                if u != 1.0 {
+                    scaled(&mut v);
+                }
+                Tensor::from_vec(v, x.shape(), x.device())?
+            }
+            CpuStorage::F64(mut v) => {
+                if u != 1.0 {
+                    v.par_iter_mut().with_min_len(CHUNK).for_each(|e| *e *= u);
+                }
+                Tensor::from_vec(v, x.shape(), x.device())?
+            }
+            _ => return Ok(None),
+        }))
+    }
 }
 
 /// One pointwise loss with its parameters fixed at compile time where they select code, so that
@@ -405,26 +437,31 @@ const LANES: usize = 8;
 /// Elements per block of [`sum_values`]: the block's values go to a stack buffer first.
 const BLOCK: usize = 256;
 
+/// Adds a block of values to [`LANES`] f64 accumulators (the remainder to `tail`).
+#[inline(always)]
+fn accumulate<F: Real>(vals: &[F], acc: &mut [f64; LANES], tail: &mut f64) {
+    let lanes = vals.chunks_exact(LANES);
+    *tail += lanes.remainder().iter().map(|v| v.f64()).sum::<f64>();
+    for c in lanes {
+        let c: &[F; LANES] = c.try_into().unwrap();
+        for j in 0..LANES {
+            acc[j] += c[j].f64();
+        }
+    }
+}
+
 /// `Σ ℓ(xᵢ, tᵢ)` in f64 over one chunk. Per block the values are written to a buffer by a
 /// plain loop (which vectorises whatever the loss), then added in [`LANES`] f64 accumulators.
 #[inline(always)]
 fn sum_values<K: Kernel, F: Real>(k: K, x: &[F], t: &[F]) -> f64 {
     let mut buf = [F::zero(); BLOCK];
-    let mut acc = [0.0f64; LANES];
-    let mut tail = 0.0;
+    let (mut acc, mut tail) = ([0.0f64; LANES], 0.0);
     for (xb, tb) in x.chunks(BLOCK).zip(t.chunks(BLOCK)) {
         let vals = &mut buf[..xb.len()];
         for ((v, &a), &b) in vals.iter_mut().zip(xb).zip(tb) {
             *v = k.value(a, b);
         }
-        let lanes = vals.chunks_exact(LANES);
-        tail += lanes.remainder().iter().map(|v| v.f64()).sum::<f64>();
-        for c in lanes {
-            let c: &[F; LANES] = c.try_into().unwrap();
-            for j in 0..LANES {
-                acc[j] += c[j].f64();
-            }
-        }
+        accumulate(vals, &mut acc, &mut tail);
     }
     acc.iter().sum::<f64>() + tail
 }
@@ -434,22 +471,14 @@ fn sum_values<K: Kernel, F: Real>(k: K, x: &[F], t: &[F]) -> f64 {
 #[inline(always)]
 fn sum_values_write_grads<K: Kernel, F: Real>(k: K, x: &[F], t: &[F], s: F, out: &mut [MaybeUninit<F>]) -> f64 {
     let mut buf = [F::zero(); BLOCK];
-    let mut acc = [0.0f64; LANES];
-    let mut tail = 0.0;
+    let (mut acc, mut tail) = ([0.0f64; LANES], 0.0);
     for ((xb, tb), ob) in x.chunks(BLOCK).zip(t.chunks(BLOCK)).zip(out.chunks_mut(BLOCK)) {
         let vals = &mut buf[..xb.len()];
         for (((v, o), &a), &b) in vals.iter_mut().zip(ob.iter_mut()).zip(xb).zip(tb) {
             *v = k.value(a, b);
             o.write(s * k.grad::<F, false>(a, b));
         }
-        let lanes = vals.chunks_exact(LANES);
-        tail += lanes.remainder().iter().map(|v| v.f64()).sum::<f64>();
-        for c in lanes {
-            let c: &[F; LANES] = c.try_into().unwrap();
-            for j in 0..LANES {
-                acc[j] += c[j].f64();
-            }
-        }
+        accumulate(vals, &mut acc, &mut tail);
     }
     acc.iter().sum::<f64>() + tail
 }
@@ -540,7 +569,7 @@ struct ForwardOp {
     /// What the sum is divided by: the element count (`Mean`), the batch size (`BatchMean`), 1.
     divisor: f64,
     save_grad: bool,
-    saved: std::sync::Mutex<Option<CpuStorage>>,
+    saved: SavedGrad,
 }
 
 impl ForwardOp {
@@ -567,42 +596,6 @@ impl ForwardOp {
             }
         })
     }
-
-    /// The gradient kept by the forward (taken: a second backward recomputes), times `upstream`.
-    fn take_saved(&self, x: &Tensor, upstream: &Tensor) -> Result<Option<Tensor>> {
-        let Some(storage) = self
-            .saved
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("poisoned".into()))?
-            .take()
-        else {
-            return Ok(None);
-        };
-        let u = upstream.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-        let g = match storage {
-            CpuStorage::F32(mut v) => {
-                if u != 1.0 {
-                    let u = u as f32;
-                    v.par_iter_mut().with_min_len(CHUNK).for_each(|e| *e *= u);
-                }
-                Tensor::from_vec(v, x.shape(), x.device())?
-            }
-            CpuStorage::F64(mut v) => {
-                if u != 1.0 {
-                    v.par_iter_mut().with_min_len(CHUNK).for_each(|e| *e *= u);
-                }
-                Tensor::from_vec(v, x.shape(), x.device())?
-            }
-            _ => return Ok(None),
-        };
-        Ok(Some(g))
-    }
-
-    fn keep<F: Real>(&self, grad: Option<Vec<F>>, wrap: impl Fn(Vec<F>) -> CpuStorage) {
-        if let (Some(g), Ok(mut slot)) = (grad, self.saved.lock()) {
-            *slot = Some(wrap(g));
-        }
-    }
 }
 
 impl CustomOp2 for ForwardOp {
@@ -614,12 +607,12 @@ impl CustomOp2 for ForwardOp {
         match (s1, s2) {
             (CpuStorage::F32(x), CpuStorage::F32(t)) => {
                 let (v, s, g) = self.run(slice(x, l1, "input")?, slice(t, l2, "target")?, l1.shape());
-                self.keep(g, CpuStorage::F32);
+                self.saved.keep(g.map(CpuStorage::F32));
                 Ok((CpuStorage::F32(v), s))
             }
             (CpuStorage::F64(x), CpuStorage::F64(t)) => {
                 let (v, s, g) = self.run(slice(x, l1, "input")?, slice(t, l2, "target")?, l1.shape());
-                self.keep(g, CpuStorage::F64);
+                self.saved.keep(g.map(CpuStorage::F64));
                 Ok((CpuStorage::F64(v), s))
             }
             _ => bail!("fused loss kernel: f32 or f64 inputs of one dtype expected"),
@@ -628,7 +621,7 @@ impl CustomOp2 for ForwardOp {
 
     fn bwd(&self, x: &Tensor, t: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let saved = if self.save_grad {
-            self.take_saved(x, grad)?
+            self.saved.take(x, grad)?
         } else {
             None
         };

@@ -12,12 +12,11 @@
 //! usual 1); otherwise (`Reduction::None`, or a second backward through the same graph) the
 //! backward runs the same row kernel. Nothing else is kept.
 
-use super::{has_avx2_fma, slice, Real, CHUNK, PARALLEL_THRESHOLD};
+use super::{has_avx2_fma, slice, Real, SavedGrad, CHUNK, PARALLEL_THRESHOLD};
 use crate::reduction::Reduction;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
-use std::sync::Mutex;
 
 /// The options of one fused cross-entropy call (already validated).
 #[derive(Debug, Clone)]
@@ -330,7 +329,7 @@ struct ForwardOp {
     o: CrossEntropyRows,
     /// Whether the forward also writes the gradient (a reduced loss of logits that need one).
     save_grad: bool,
-    saved: Mutex<Option<CpuStorage>>,
+    saved: SavedGrad,
 }
 
 impl ForwardOp {
@@ -356,36 +355,6 @@ impl ForwardOp {
         };
         (vec![F::of(v)], Shape::from(()), grad)
     }
-
-    fn keep(&self, grad: Option<CpuStorage>) {
-        if let (Some(g), Ok(mut slot)) = (grad, self.saved.lock()) {
-            *slot = Some(g);
-        }
-    }
-
-    /// The gradient kept by the forward (taken: a second backward recomputes), times `upstream`.
-    fn take_saved(&self, x: &Tensor, upstream: &Tensor) -> Result<Option<Tensor>> {
-        let saved = self.saved.lock().ok().and_then(|mut s| s.take());
-        let Some(storage) = saved else {
-            return Ok(None);
-        };
-        let u = upstream.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-        Ok(Some(match storage {
-            CpuStorage::F32(mut v) => {
-                if u != 1.0 {
-                    v.par_iter_mut().with_min_len(CHUNK).for_each(|e| *e *= u as f32);
-                }
-                Tensor::from_vec(v, x.shape(), x.device())?
-            }
-            CpuStorage::F64(mut v) => {
-                if u != 1.0 {
-                    v.par_iter_mut().with_min_len(CHUNK).for_each(|e| *e *= u);
-                }
-                Tensor::from_vec(v, x.shape(), x.device())?
-            }
-            _ => return Ok(None),
-        }))
-    }
 }
 
 impl CustomOp2 for ForwardOp {
@@ -399,12 +368,12 @@ impl CustomOp2 for ForwardOp {
         match s1 {
             CpuStorage::F32(x) => {
                 let (v, s, g) = self.run(slice(x, l1, "input")?, &y, n, c);
-                self.keep(g.map(CpuStorage::F32));
+                self.saved.keep(g.map(CpuStorage::F32));
                 Ok((CpuStorage::F32(v), s))
             }
             CpuStorage::F64(x) => {
                 let (v, s, g) = self.run(slice(x, l1, "input")?, &y, n, c);
-                self.keep(g.map(CpuStorage::F64));
+                self.saved.keep(g.map(CpuStorage::F64));
                 Ok((CpuStorage::F64(v), s))
             }
             _ => bail!("fused cross_entropy: f32 or f64 logits expected"),
@@ -413,7 +382,7 @@ impl CustomOp2 for ForwardOp {
 
     fn bwd(&self, x: &Tensor, y: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         if self.save_grad {
-            if let Some(g) = self.take_saved(x, grad)? {
+            if let Some(g) = self.saved.take(x, grad)? {
                 return Ok((Some(g), None));
             }
         }
@@ -475,7 +444,7 @@ pub fn cross_entropy_rows(input: &Tensor, target: &Tensor, opts: CrossEntropyRow
     let op = ForwardOp {
         save_grad: opts.reduction != Reduction::None && x.track_op(),
         o: opts,
-        saved: Mutex::default(),
+        saved: SavedGrad::default(),
     };
     x.apply_op2(&target.contiguous()?, op)
 }
