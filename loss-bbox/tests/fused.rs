@@ -67,7 +67,8 @@ fn fused_equals_composite_on_degenerate_boxes_f64() {
 fn fused_equals_composite_in_f32() {
     let (p, t) = mixed_pairs(3, 400);
     for kind in KINDS {
-        // The fused kernel computes in f64 and rounds once; the composite path rounds each op.
+        // Both compute in f32 (the fused kernel's f32 block kernel, the composite path's ops), with
+        // different roundings: fused `atan`, reciprocals, the order of the gradient's terms.
         check_equal(kind, &p, &t, 1e-7, DType::F32, 2e-3, 2e-4);
     }
 }
