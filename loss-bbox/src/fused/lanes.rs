@@ -282,17 +282,18 @@ fn coords_ok(c: &[f32; 8]) -> bool {
     s <= COORD_LIMIT
 }
 
-/// The block's coordinates, transposed: `soa[k][l]` is coordinate `k` (`p.x1 .. t.y2`) of pair `l`.
+/// Structure-of-arrays block: `s[k][l]` is coordinate `k` (`p.x1 .. t.y2`) of pair `l`.
+type Soa = [[f32; BLOCK]; 8];
+
+/// Transposes a block of pairs into `s`.
 #[inline(always)]
-fn transpose(p: &[f32; 4 * BLOCK], t: &[f32; 4 * BLOCK]) -> [[f32; BLOCK]; 8] {
-    let mut s = [[0.0f32; BLOCK]; 8];
+fn transpose(p: &[f32; 4 * BLOCK], t: &[f32; 4 * BLOCK], s: &mut Soa) {
     for l in 0..BLOCK {
         for k in 0..4 {
             s[k][l] = p[4 * l + k];
             s[4 + k][l] = t[4 * l + k];
         }
     }
-    s
 }
 
 /// Forward of one block: the losses into `out`; returns whether some lane is out of the f32
@@ -302,10 +303,11 @@ fn forward_block<const K: u8>(
     p: &[f32; 4 * BLOCK],
     t: &[f32; 4 * BLOCK],
     eps: f32,
+    s: &mut Soa,
     out: &mut [f32; BLOCK],
     bad: &mut [u32; BLOCK],
 ) -> bool {
-    let s = transpose(p, t);
+    transpose(p, t, s);
     for l in 0..BLOCK {
         let c = [s[0][l], s[1][l], s[2][l], s[3][l], s[4][l], s[5][l], s[6][l], s[7][l]];
         let (v, _, risky) = lane::<K>(c, eps, 0.0);
@@ -320,20 +322,19 @@ fn forward_block<const K: u8>(
     bad.iter().fold(0, |a, &b| a | b) != 0
 }
 
-/// Backward of one block: the gradients w.r.t. the pred and target boxes (interleaved `[4·l + k]`)
-/// for the upstream gradients `g`; returns whether some lane is out of the f32 domain.
+/// Backward of one block: the gradients w.r.t. the coordinates into `o` (`o[k][l]`, `k` as in
+/// [`Soa`]) for the upstream gradients `g`; returns whether some lane is out of the f32 domain.
 #[inline(always)]
 fn backward_block<const K: u8>(
     p: &[f32; 4 * BLOCK],
     t: &[f32; 4 * BLOCK],
     g: &[f32; BLOCK],
     eps: f32,
-    gp: &mut [f32; 4 * BLOCK],
-    gt: &mut [f32; 4 * BLOCK],
+    s: &mut Soa,
+    o: &mut Soa,
     bad: &mut [u32; BLOCK],
 ) -> bool {
-    let s = transpose(p, t);
-    let mut o = [[0.0f32; BLOCK]; 8];
+    transpose(p, t, s);
     for l in 0..BLOCK {
         let c = [s[0][l], s[1][l], s[2][l], s[3][l], s[4][l], s[5][l], s[6][l], s[7][l]];
         let (_, d, risky) = lane::<K>(c, eps, g[l]);
@@ -343,13 +344,27 @@ fn backward_block<const K: u8>(
         }
         bad[l] = u32::from(risky | !coords_ok(&c) | !(m <= f32::MAX));
     }
-    for l in 0..BLOCK {
-        for k in 0..4 {
-            gp[4 * l + k] = o[k][l];
-            gt[4 * l + k] = o[4 + k][l];
+    bad.iter().fold(0, |a, &b| a | b) != 0
+}
+
+/// Writes the rows `first..first + 4` of `o` (one box's gradients) interleaved into `dst`
+/// (`dst[4·l + k] = o[first + k][l]` for the `dst.len() / 4` lanes).
+#[inline(always)]
+fn interleave(o: &Soa, first: usize, dst: &mut [MaybeUninit<f32>]) {
+    if let Ok(d) = <&mut [MaybeUninit<f32>; 4 * BLOCK]>::try_from(&mut *dst) {
+        // A full block: fixed trip counts, vectorised.
+        for l in 0..BLOCK {
+            for k in 0..4 {
+                d[4 * l + k].write(o[first + k][l]);
+            }
+        }
+    } else {
+        for (l, q) in dst.chunks_exact_mut(4).enumerate() {
+            for k in 0..4 {
+                q[k].write(o[first + k][l]);
+            }
         }
     }
-    bad.iter().fold(0, |a, &b| a | b) != 0
 }
 
 /// `[p.x1 .. t.y2]` of pair `i` in f64, for the f64 recomputation.
@@ -392,6 +407,7 @@ fn forward_chunk<const K: u8>(
     assert!(t.len() == 4 * n && out.as_ref().map_or(true, |o| o.len() == n));
     let e = eps as f32;
     let (mut pp, mut pt) = ([0.0f32; 4 * BLOCK], [0.0f32; 4 * BLOCK]);
+    let mut s = [[0.0f32; BLOCK]; 8];
     let mut v = [0.0f32; BLOCK];
     let mut bad = [0u32; BLOCK];
     let mut acc = [0.0f64; 8];
@@ -399,7 +415,7 @@ fn forward_chunk<const K: u8>(
     while i < n {
         let len = BLOCK.min(n - i);
         let (bp, bt) = (block_of(p, i, len, &mut pp), block_of(t, i, len, &mut pt));
-        if forward_block::<K>(bp, bt, e, &mut v, &mut bad) {
+        if forward_block::<K>(bp, bt, e, &mut s, &mut v, &mut bad) {
             for l in 0..len {
                 if bad[l] != 0 {
                     let (a, b) = pair64(p, t, i + l);
@@ -438,8 +454,7 @@ pub(super) enum Upstream<'a> {
     Each(&'a [f32]),
 }
 
-/// The backward over a chunk of pairs starting at pair `first` of the upstream: the gradients
-/// into `gp` and/or `gt` (`4·n` slots each).
+/// The backward over a chunk of pairs: the gradients into `gp` and/or `gt` (`4·n` slots each).
 #[inline(always)]
 fn backward_chunk<const K: u8>(
     kind: AlignedLoss,
@@ -458,7 +473,8 @@ fn backward_chunk<const K: u8>(
     }
     let e = eps as f32;
     let (mut pp, mut pt) = ([0.0f32; 4 * BLOCK], [0.0f32; 4 * BLOCK]);
-    let (mut op, mut ot) = ([0.0f32; 4 * BLOCK], [0.0f32; 4 * BLOCK]);
+    let mut s = [[0.0f32; BLOCK]; 8];
+    let mut o = [[0.0f32; BLOCK]; 8];
     let mut gb = [0.0f32; BLOCK];
     if let Upstream::Scalar(g) = up {
         gb = [g as f32; BLOCK];
@@ -471,7 +487,7 @@ fn backward_chunk<const K: u8>(
         if let Upstream::Each(g) = up {
             gb[..len].copy_from_slice(&g[i..i + len]);
         }
-        if backward_block::<K>(bp, bt, &gb, e, &mut op, &mut ot, &mut bad) {
+        if backward_block::<K>(bp, bt, &gb, e, &mut s, &mut o, &mut bad) {
             for l in 0..len {
                 if bad[l] != 0 {
                     let (a, b) = pair64(p, t, i + l);
@@ -480,22 +496,17 @@ fn backward_chunk<const K: u8>(
                         Upstream::Each(g) => g[i + l] as f64,
                     };
                     let d = pair(kind, a, b, eps, Some(g)).1;
-                    for k in 0..4 {
-                        op[4 * l + k] = d[k] as f32;
-                        ot[4 * l + k] = d[4 + k] as f32;
+                    for (k, x) in d.iter().enumerate() {
+                        o[k][l] = *x as f32;
                     }
                 }
             }
         }
-        if let Some(o) = gp.as_deref_mut() {
-            for (d, s) in o[4 * i..4 * (i + len)].iter_mut().zip(&op) {
-                d.write(*s);
-            }
+        if let Some(dst) = gp.as_deref_mut() {
+            interleave(&o, 0, &mut dst[4 * i..4 * (i + len)]);
         }
-        if let Some(o) = gt.as_deref_mut() {
-            for (d, s) in o[4 * i..4 * (i + len)].iter_mut().zip(&ot) {
-                d.write(*s);
-            }
+        if let Some(dst) = gt.as_deref_mut() {
+            interleave(&o, 4, &mut dst[4 * i..4 * (i + len)]);
         }
         i += len;
     }
