@@ -24,11 +24,13 @@
 use crate::geometry::{aspect_angle_scalar, max_w, min_w, ASPECT_K};
 use crate::losses::{AlignedLoss, IouMode};
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use loss_core::ops::layout_offsets;
 use loss_core::Reduction;
 use rayon::prelude::*;
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
+use std::sync::{Arc, Mutex};
 
 mod lanes;
 
@@ -288,7 +290,7 @@ fn forward_scalar<T: Elem>(kind: AlignedLoss, eps: f64, p: &[T], t: &[T], reduce
     }
     let mut out = uninit::<T>(n);
     let chunks = split_chunks(&mut out.spare_capacity_mut()[..n], 1);
-    let write = |(c, o): (usize, &mut [std::mem::MaybeUninit<T>])| {
+    let write = |(c, o): (usize, &mut [MaybeUninit<T>])| {
         for (j, v) in o.iter_mut().enumerate() {
             v.write(T::from_f64(loss(c * CHUNK + j)));
         }
@@ -308,15 +310,22 @@ fn forward_f32(kind: AlignedLoss, eps: f64, p: &[f32], t: &[f32], reduce: bool) 
     let n = p.len() / 4;
     if reduce {
         let sums = chunked(n, |lo, len| {
-            lanes::forward(kind, eps, &p[4 * lo..4 * (lo + len)], &t[4 * lo..4 * (lo + len)], None)
+            lanes::forward(
+                kind,
+                eps,
+                &p[4 * lo..4 * (lo + len)],
+                &t[4 * lo..4 * (lo + len)],
+                None,
+                None,
+            )
         });
         return (Vec::new(), sums.iter().sum());
     }
     let mut out = uninit::<f32>(n);
     let chunks = split_chunks(&mut out.spare_capacity_mut()[..n], 1);
-    let run = |(c, o): (usize, &mut [std::mem::MaybeUninit<f32>])| {
+    let run = |(c, o): (usize, &mut [MaybeUninit<f32>])| {
         let (lo, hi) = (c * CHUNK, c * CHUNK + o.len());
-        lanes::forward(kind, eps, &p[4 * lo..4 * hi], &t[4 * lo..4 * hi], Some(o));
+        lanes::forward(kind, eps, &p[4 * lo..4 * hi], &t[4 * lo..4 * hi], Some(o), None);
     };
     if n >= PARALLEL_PAIRS {
         chunks.into_par_iter().enumerate().for_each(run);
@@ -330,15 +339,22 @@ fn forward_f32(kind: AlignedLoss, eps: f64, p: &[f32], t: &[f32], reduce: bool) 
 
 /// The gradient buffers of a backward: `[pred grads (n·4) | target grads (n·4)]` or the one of
 /// them that `want = (pred, target)` asks for, handed to `run(first pair, pred chunk, target
-/// chunk)` chunk by chunk (in parallel for large inputs).
-fn backward_buffers<T: Send>(
+/// chunk)` chunk by chunk (in parallel for large inputs), which must write its chunks in full.
+/// Returns the buffer and `run`'s results in chunk order.
+type GradRun<'a, T> = (
+    usize,
+    Option<&'a mut [MaybeUninit<T>]>,
+    Option<&'a mut [MaybeUninit<T>]>,
+);
+
+fn grad_buffers<T: Send, R: Send>(
     n: usize,
     want: (bool, bool),
-    run: impl Fn(usize, Option<&mut [std::mem::MaybeUninit<T>]>, Option<&mut [std::mem::MaybeUninit<T>]>) + Sync,
-) -> Vec<T> {
+    run: impl Fn(GradRun<'_, T>) -> R + Sync,
+) -> (Vec<T>, Vec<R>) {
     let k = usize::from(want.0) + usize::from(want.1);
     let mut out = uninit::<T>(k * 4 * n);
-    {
+    let results = {
         let spare = &mut out.spare_capacity_mut()[..k * 4 * n];
         let (a, b) = spare.split_at_mut(if k == 2 { 4 * n } else { k * 4 * n });
         let first = split_chunks(a, 4);
@@ -353,16 +369,35 @@ fn backward_buffers<T: Send>(
         } else {
             first.into_iter().map(|x| (None, Some(x))).collect()
         };
-        let go = |(c, (gp, gt))| run(c * CHUNK, gp, gt);
+        let go = |(c, (gp, gt))| run((c * CHUNK, gp, gt));
         if n >= PARALLEL_PAIRS {
-            tasks.into_par_iter().enumerate().for_each(go);
+            tasks.into_par_iter().enumerate().map(go).collect()
         } else {
-            tasks.into_iter().enumerate().for_each(go);
+            tasks.into_iter().enumerate().map(go).collect()
         }
-    }
+    };
     // SAFETY: every task's run writes its whole chunks, and the chunks cover the buffer.
     unsafe { assume_written(&mut out, k * 4 * n) };
-    out
+    (out, results)
+}
+
+/// The f32 forward of a reduced loss that also computes, in the same pass, the gradients
+/// `want`ed for the scalar upstream gradient `g` (see [`SavedGrads`]): `(sum of the losses,
+/// gradients as [`grad_buffers`])`.
+fn forward_f32_with_grads(
+    kind: AlignedLoss,
+    eps: f64,
+    p: &[f32],
+    t: &[f32],
+    g: f64,
+    want: (bool, bool),
+) -> (f64, Vec<f32>) {
+    let (grads, sums) = grad_buffers::<f32, f64>(p.len() / 4, want, |(lo, gp, gt)| {
+        let len = gp.as_ref().or(gt.as_ref()).map_or(0, |c| c.len() / 4);
+        let (a, b) = (4 * lo, 4 * (lo + len));
+        lanes::forward(kind, eps, &p[a..b], &t[a..b], None, Some(lanes::Grads { g, gp, gt }))
+    });
+    (sums.iter().sum(), grads)
 }
 
 /// The backward of the f64 scalar kernel: the gradients `want`ed, as [`backward_buffers`].
@@ -379,7 +414,7 @@ fn backward_scalar<T: Elem>(
         Up::Scalar(g) => *g,
         Up::Each(g) => g[i].to_f64(),
     };
-    backward_buffers::<T>(n, want, |lo, mut gp, mut gt| {
+    grad_buffers::<T, ()>(n, want, |(lo, mut gp, mut gt)| {
         let len = gp.as_ref().or(gt.as_ref()).map_or(0, |c| c.len() / 4);
         for j in 0..len {
             let i = lo + j;
@@ -394,12 +429,13 @@ fn backward_scalar<T: Elem>(
             }
         }
     })
+    .0
 }
 
 /// The backward of the f32 block kernel ([`lanes`]), as [`backward_scalar`].
 fn backward_f32(kind: AlignedLoss, eps: f64, p: &[f32], t: &[f32], up: &Up<'_, f32>, want: (bool, bool)) -> Vec<f32> {
     let n = p.len() / 4;
-    backward_buffers::<f32>(n, want, |lo, gp, gt| {
+    grad_buffers::<f32, ()>(n, want, |(lo, gp, gt)| {
         let len = gp.as_ref().or(gt.as_ref()).map_or(0, |c| c.len() / 4);
         let u = match up {
             Up::Scalar(g) => lanes::Upstream::Scalar(*g),
@@ -408,6 +444,7 @@ fn backward_f32(kind: AlignedLoss, eps: f64, p: &[f32], t: &[f32], up: &Up<'_, f
         let (a, b) = (4 * lo, 4 * (lo + len));
         lanes::backward(kind, eps, &p[a..b], &t[a..b], u, gp, gt);
     })
+    .0
 }
 
 fn boxes<T: Elem>(v: &[T], i: usize) -> [f64; 4] {
@@ -419,19 +456,41 @@ fn boxes<T: Elem>(v: &[T], i: usize) -> [f64; 4] {
     ]
 }
 
+/// The gradients a reduced f32 forward computes on the way when its boxes need gradients:
+/// taken by the backward when the upstream gradient is exactly 1 (the loss itself is
+/// differentiated, the usual case), so the backward does not read the boxes again. For any
+/// other upstream gradient (or a second backward) the backward recomputes them.
+#[derive(Debug, Default)]
+struct SavedGrads {
+    /// `[k, ..., 4]` values as the backward returns them, `k` = the number of wanted gradients.
+    grads: Mutex<Option<Vec<f32>>>,
+}
+
 /// `CustomOp2(pred, target) -> loss`: the fused forward, `[...]` for `Reduction::None`, else
 /// the 0-d sum or mean (0 for an empty mean, torchvision's box losses).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct FusedLoss {
     pub kind: AlignedLoss,
     pub eps: f64,
     /// `None`, `Sum` or `Mean` (already standardised).
     pub reduction: Reduction,
+    /// `(pred, target)`: which boxes need a gradient (decided when the op is applied).
+    want: (bool, bool),
+    /// Where a reduced f32 forward leaves the gradients for the backward.
+    saved: Arc<SavedGrads>,
 }
 
 impl FusedLoss {
     fn reduced(&self) -> bool {
         matches!(self.reduction, Reduction::Sum | Reduction::Mean)
+    }
+
+    /// The upstream gradient of every pair for an upstream gradient of 1 on the reduced loss.
+    fn unit_upstream(&self, n: usize) -> f64 {
+        match self.reduction {
+            Reduction::Mean => 1.0 / n as f64,
+            _ => 1.0,
+        }
     }
 
     /// The output of a forward of `n` pairs: the per-pair losses, or the sum made a 0-d value.
@@ -443,11 +502,25 @@ impl FusedLoss {
             _ => each,
         }
     }
+
+    /// The gradients saved by the forward as the `[k, ..., 4]` tensor of the backward, when the
+    /// upstream gradient `grad` is exactly 1 (else `None`, and nothing is taken).
+    fn saved_grads(&self, pred: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        if grad.dtype() != DType::F32 || grad.elem_count() != 1 || grad.flatten_all()?.to_vec1::<f32>()? != [1.0] {
+            return Ok(None);
+        }
+        let Some(v) = self.saved.grads.lock().ok().and_then(|mut slot| slot.take()) else {
+            return Ok(None);
+        };
+        let mut dims = vec![usize::from(self.want.0) + usize::from(self.want.1)];
+        dims.extend_from_slice(pred.dims());
+        Ok(Some(Tensor::from_vec(v, dims, pred.device())?))
+    }
 }
 
 /// `CustomOp3(pred, target, upstream) -> [k, ..., 4]`: the gradients w.r.t. pred and/or
 /// target (`k` = how many of `want` are set).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct FusedLossGrad {
     op: FusedLoss,
     /// `(pred, target)`: which gradients to compute.
@@ -460,15 +533,21 @@ impl CustomOp2 for FusedLoss {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (kind, eps, reduce) = (self.kind, self.eps, self.reduced());
+        let (kind, eps, reduce, want) = (self.kind, self.eps, self.reduced(), self.want);
         let n = l1.shape().elem_count() / 4;
         let out = match (s1, s2) {
             (CpuStorage::F32(p), CpuStorage::F32(t)) => {
                 let (p, t) = (elems(p, l1), elems(t, l2));
-                let r = if lanes::eps_ok(eps) {
-                    forward_f32(kind, eps, &p, &t, reduce)
-                } else {
+                let r = if !lanes::eps_ok(eps) {
                     forward_scalar(kind, eps, &p, &t, reduce)
+                } else if reduce && (want.0 || want.1) {
+                    let (sum, grads) = forward_f32_with_grads(kind, eps, &p, &t, self.unit_upstream(n), want);
+                    if let Ok(mut slot) = self.saved.grads.lock() {
+                        *slot = Some(grads);
+                    }
+                    (Vec::new(), sum)
+                } else {
+                    forward_f32(kind, eps, &p, &t, reduce)
                 };
                 CpuStorage::F32(self.finish(r, n))
             }
@@ -504,7 +583,15 @@ impl CustomOp2 for FusedLoss {
         if !want.0 && !want.1 {
             return Ok((None, None));
         }
-        let g = pred.apply_op3_no_bwd(target, grad, &FusedLossGrad { op: *self, want })?;
+        let saved = if want == self.want {
+            self.saved_grads(pred, grad)?
+        } else {
+            None
+        };
+        let g = match saved {
+            Some(g) => g,
+            None => pred.apply_op3_no_bwd(target, grad, &FusedLossGrad { op: self.clone(), want })?,
+        };
         Ok(match want {
             (true, true) => (Some(g.get(0)?), Some(g.get(1)?)),
             (true, false) => (Some(g.get(0)?), None),
@@ -527,7 +614,9 @@ impl CustomOp3 for FusedLossGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let FusedLoss { kind, eps, reduction } = self.op;
+        let FusedLoss {
+            kind, eps, reduction, ..
+        } = self.op;
         let want = self.want;
         let n = l1.shape().elem_count() / 4;
         let out = match (s1, s2, s3) {
@@ -561,5 +650,12 @@ pub(crate) fn loss(
     eps: f64,
     reduction: Reduction,
 ) -> Result<Tensor> {
-    pred.apply_op2(target, FusedLoss { kind, eps, reduction })
+    let op = FusedLoss {
+        kind,
+        eps,
+        reduction,
+        want: (pred.track_op(), target.track_op()),
+        saved: Arc::default(),
+    };
+    pred.apply_op2(target, op)
 }

@@ -176,3 +176,37 @@ fn fused_gradient_of_one_tracked_argument() {
         );
     }
 }
+
+#[test]
+fn f32_gradient_saved_by_the_forward_equals_the_recomputed_one() {
+    // A reduced f32 loss computes its gradient during the forward and hands it to the first
+    // backward with upstream 1; a second backward (or any other upstream) recomputes it. Both
+    // are the same bits, and a scaled upstream scales it.
+    let (p, t) = mixed_pairs(8, 40_000); // above the parallel threshold
+    let (a, b) = (boxes(&p, DType::F32), boxes(&t, DType::F32));
+    for kind in KINDS {
+        for reduction in [Reduction::Sum, Reduction::Mean] {
+            let (x, y) = (
+                candle_core::Var::from_tensor(&a).unwrap(),
+                candle_core::Var::from_tensor(&b).unwrap(),
+            );
+            let l = aligned_loss(kind, x.as_tensor(), y.as_tensor(), 1e-7, reduction, Kernel::Fused).unwrap();
+            let first = l.backward().unwrap();
+            let second = l.backward().unwrap();
+            let scaled = l.affine(4.0, 0.0).unwrap().backward().unwrap();
+            for v in [&x, &y] {
+                let g1 = flat(first.get(v.as_tensor()).unwrap());
+                let g2 = flat(second.get(v.as_tensor()).unwrap());
+                let g4 = flat(scaled.get(v.as_tensor()).unwrap());
+                let what = format!("{kind:?} {reduction:?}");
+                assert!(
+                    g1.iter().zip(&g2).all(|(u, w)| u.to_bits() == w.to_bits()),
+                    "{what}: saved vs recomputed"
+                );
+                let g1x4: Vec<f64> = g1.iter().map(|u| 4.0 * u).collect();
+                assert_close(&format!("{what}: scaled upstream"), &g4, &g1x4, 1e-6, 1e-12);
+                assert!(g1.iter().any(|u| *u != 0.0), "{what}: a real gradient");
+            }
+        }
+    }
+}

@@ -296,23 +296,36 @@ fn transpose(p: &[f32; 4 * BLOCK], t: &[f32; 4 * BLOCK], s: &mut Soa) {
     }
 }
 
-/// Forward of one block: the losses into `out`; returns whether some lane is out of the f32
+/// Forward of one block: the losses into `out`, and with `GRAD` also the gradients for the
+/// upstream `g` into `o` (as [`backward_block`]); returns whether some lane is out of the f32
 /// domain (`bad[l] != 0` for those lanes), to be recomputed in f64.
 #[inline(always)]
-fn forward_block<const K: u8>(
+#[allow(clippy::too_many_arguments)]
+fn forward_block<const K: u8, const GRAD: bool>(
     p: &[f32; 4 * BLOCK],
     t: &[f32; 4 * BLOCK],
     eps: f32,
+    g: f32,
     s: &mut Soa,
     out: &mut [f32; BLOCK],
+    o: &mut Soa,
     bad: &mut [u32; BLOCK],
 ) -> bool {
     transpose(p, t, s);
     for l in 0..BLOCK {
         let c = [s[0][l], s[1][l], s[2][l], s[3][l], s[4][l], s[5][l], s[6][l], s[7][l]];
-        let (v, _, risky) = lane::<K>(c, eps, 0.0);
+        let (v, d, risky) = lane::<K>(c, eps, g);
         out[l] = v;
-        bad[l] = u32::from(risky | !coords_ok(&c) | !(v.abs() <= f32::MAX));
+        let mut ok = !risky & coords_ok(&c) & (v.abs() <= f32::MAX);
+        if GRAD {
+            let m =
+                d[0].abs() + d[1].abs() + d[2].abs() + d[3].abs() + d[4].abs() + d[5].abs() + d[6].abs() + d[7].abs();
+            for k in 0..8 {
+                o[k][l] = d[k];
+            }
+            ok &= m <= f32::MAX;
+        }
+        bad[l] = u32::from(!ok);
     }
     if K == IOU_LOG {
         for v in out.iter_mut() {
@@ -393,21 +406,41 @@ fn block_of<'a>(v: &'a [f32], i: usize, len: usize, pad: &'a mut [f32; 4 * BLOCK
     }
 }
 
+/// The gradients a forward computes on the way (see [`forward`]): with the scalar upstream
+/// gradient `g`, into `gp` and/or `gt` (`4·n` slots each).
+pub(super) struct Grads<'a> {
+    /// The upstream gradient of every pair.
+    pub g: f64,
+    /// The gradient w.r.t. the pred boxes, when wanted.
+    pub gp: Option<&'a mut [MaybeUninit<f32>]>,
+    /// The gradient w.r.t. the target boxes, when wanted.
+    pub gt: Option<&'a mut [MaybeUninit<f32>]>,
+}
+
 /// The forward over a chunk of pairs (`p`, `t`: `4·n` values): the losses into `out` (`n`
-/// slots) when given, and their sum in f64.
+/// slots) when given, with `GRAD` the gradients into `grads`; returns the sum of the losses
+/// in f64.
 #[inline(always)]
-fn forward_chunk<const K: u8>(
+fn forward_chunk<const K: u8, const GRAD: bool>(
     kind: AlignedLoss,
     eps: f64,
     p: &[f32],
     t: &[f32],
     mut out: Option<&mut [MaybeUninit<f32>]>,
+    mut grads: Option<Grads<'_>>,
 ) -> f64 {
     let n = p.len() / 4;
     assert!(t.len() == 4 * n && out.as_ref().map_or(true, |o| o.len() == n));
+    assert!(GRAD == grads.is_some());
+    if let Some(gr) = &grads {
+        let fits = |x: &Option<&mut [MaybeUninit<f32>]>| x.as_ref().map_or(true, |o| o.len() == 4 * n);
+        assert!(fits(&gr.gp) && fits(&gr.gt));
+    }
+    let g = grads.as_ref().map_or(0.0, |gr| gr.g);
     let e = eps as f32;
     let (mut pp, mut pt) = ([0.0f32; 4 * BLOCK], [0.0f32; 4 * BLOCK]);
     let mut s = [[0.0f32; BLOCK]; 8];
+    let mut o = [[0.0f32; BLOCK]; 8];
     let mut v = [0.0f32; BLOCK];
     let mut bad = [0u32; BLOCK];
     let mut acc = [0.0f64; 8];
@@ -415,11 +448,17 @@ fn forward_chunk<const K: u8>(
     while i < n {
         let len = BLOCK.min(n - i);
         let (bp, bt) = (block_of(p, i, len, &mut pp), block_of(t, i, len, &mut pt));
-        if forward_block::<K>(bp, bt, e, &mut s, &mut v, &mut bad) {
+        if forward_block::<K, GRAD>(bp, bt, e, g as f32, &mut s, &mut v, &mut o, &mut bad) {
             for l in 0..len {
                 if bad[l] != 0 {
                     let (a, b) = pair64(p, t, i + l);
-                    v[l] = pair(kind, a, b, eps, None).0 as f32;
+                    let (val, d) = pair(kind, a, b, eps, if GRAD { Some(g) } else { None });
+                    v[l] = val as f32;
+                    if GRAD {
+                        for (k, x) in d.iter().enumerate() {
+                            o[k][l] = *x as f32;
+                        }
+                    }
                 }
             }
         }
@@ -434,9 +473,17 @@ fn forward_chunk<const K: u8>(
                 acc[l % 8] += *x as f64;
             }
         }
-        if let Some(o) = out.as_deref_mut() {
-            for (d, s) in o[i..i + len].iter_mut().zip(&v) {
+        if let Some(dst) = out.as_deref_mut() {
+            for (d, s) in dst[i..i + len].iter_mut().zip(&v) {
                 d.write(*s);
+            }
+        }
+        if let Some(gr) = grads.as_mut() {
+            if let Some(dst) = gr.gp.as_deref_mut() {
+                interleave(&o, 0, &mut dst[4 * i..4 * (i + len)]);
+            }
+            if let Some(dst) = gr.gt.as_deref_mut() {
+                interleave(&o, 4, &mut dst[4 * i..4 * (i + len)]);
             }
         }
         i += len;
@@ -518,14 +565,15 @@ fn backward_chunk<const K: u8>(
 /// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn forward_chunk_avx2<const K: u8>(
+unsafe fn forward_chunk_avx2<const K: u8, const GRAD: bool>(
     kind: AlignedLoss,
     eps: f64,
     p: &[f32],
     t: &[f32],
     out: Option<&mut [MaybeUninit<f32>]>,
+    grads: Option<Grads<'_>>,
 ) -> f64 {
-    forward_chunk::<K>(kind, eps, p, t, out)
+    forward_chunk::<K, GRAD>(kind, eps, p, t, out, grads)
 }
 
 /// [`backward_chunk`] compiled for AVX2 + FMA.
@@ -559,19 +607,41 @@ fn has_avx2() -> bool {
     }
 }
 
-fn forward_dispatch<const K: u8>(
+fn forward_dispatch<const K: u8, const GRAD: bool>(
+    kind: AlignedLoss,
+    eps: f64,
+    p: &[f32],
+    t: &[f32],
+    out: Option<&mut [MaybeUninit<f32>]>,
+    grads: Option<Grads<'_>>,
+) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the features were just detected on this CPU.
+        return unsafe { forward_chunk_avx2::<K, GRAD>(kind, eps, p, t, out, grads) };
+    }
+    forward_chunk::<K, GRAD>(kind, eps, p, t, out, grads)
+}
+
+fn forward_values<const K: u8>(
     kind: AlignedLoss,
     eps: f64,
     p: &[f32],
     t: &[f32],
     out: Option<&mut [MaybeUninit<f32>]>,
 ) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the features were just detected on this CPU.
-        return unsafe { forward_chunk_avx2::<K>(kind, eps, p, t, out) };
-    }
-    forward_chunk::<K>(kind, eps, p, t, out)
+    forward_dispatch::<K, false>(kind, eps, p, t, out, None)
+}
+
+fn forward_grads<const K: u8>(
+    kind: AlignedLoss,
+    eps: f64,
+    p: &[f32],
+    t: &[f32],
+    out: Option<&mut [MaybeUninit<f32>]>,
+    grads: Grads<'_>,
+) -> f64 {
+    forward_dispatch::<K, true>(kind, eps, p, t, out, Some(grads))
 }
 
 fn backward_dispatch<const K: u8>(
@@ -592,9 +662,21 @@ fn backward_dispatch<const K: u8>(
 }
 
 /// The f32 forward of `kind` over a chunk of pairs (see [`forward_chunk`]): the losses into
-/// `out` when given; returns their sum in f64.
-pub(super) fn forward(kind: AlignedLoss, eps: f64, p: &[f32], t: &[f32], out: Option<&mut [MaybeUninit<f32>]>) -> f64 {
-    dispatch!(kind, forward_dispatch(kind, eps, p, t, out))
+/// `out` when given, and the gradients into `grads` when given (computed in the same pass,
+/// bit for bit those of [`backward`] with `Upstream::Scalar(grads.g)`); returns the sum of the
+/// losses in f64.
+pub(super) fn forward(
+    kind: AlignedLoss,
+    eps: f64,
+    p: &[f32],
+    t: &[f32],
+    out: Option<&mut [MaybeUninit<f32>]>,
+    grads: Option<Grads<'_>>,
+) -> f64 {
+    match grads {
+        None => dispatch!(kind, forward_values(kind, eps, p, t, out)),
+        Some(grads) => dispatch!(kind, forward_grads(kind, eps, p, t, out, grads)),
+    }
 }
 
 /// The f32 backward of `kind` over a chunk of pairs (see [`backward_chunk`]).
@@ -703,7 +785,7 @@ mod tests {
         let mut v = vec![MaybeUninit::new(f32::NAN); n];
         let mut gp = vec![MaybeUninit::new(f32::NAN); 4 * n];
         let mut gt = vec![MaybeUninit::new(f32::NAN); 4 * n];
-        let sum = forward(kind, eps, p, t, Some(&mut v));
+        let sum = forward(kind, eps, p, t, Some(&mut v), None);
         backward(kind, eps, p, t, Upstream::Each(g), Some(&mut gp), Some(&mut gt));
         // SAFETY: all initialised above.
         let get = |x: Vec<MaybeUninit<f32>>| x.into_iter().map(|y| unsafe { y.assume_init() }).collect::<Vec<_>>();
@@ -922,6 +1004,38 @@ mod tests {
             assert_eq!(v[0], want as f32, "{kind:?}");
             let got: Vec<f32> = gp.iter().chain(&gt).copied().collect();
             assert_eq!(got, d.map(|x| x as f32).to_vec(), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn forward_with_gradients_equals_forward_then_backward() {
+        // Bit for bit: the gradients a forward computes on the way are those of the backward.
+        let (p, t) = adversarial();
+        let n = p.len() / 4;
+        let bits = |x: Vec<MaybeUninit<f32>>| -> Vec<u32> {
+            // SAFETY: initialised at creation.
+            x.into_iter().map(|y| unsafe { y.assume_init() }.to_bits()).collect()
+        };
+        for kind in KINDS {
+            for g in [1.0, 1.0 / 3.0] {
+                let (mut v1, mut v2) = (vec![MaybeUninit::new(0.0f32); n], vec![MaybeUninit::new(0.0f32); n]);
+                let mut gp = vec![MaybeUninit::new(0.0f32); 4 * n];
+                let mut gt = vec![MaybeUninit::new(0.0f32); 4 * n];
+                let s1 = forward(kind, 1e-7, &p, &t, Some(&mut v1), None);
+                let grads = Grads {
+                    g,
+                    gp: Some(&mut gp),
+                    gt: Some(&mut gt),
+                };
+                let s2 = forward(kind, 1e-7, &p, &t, Some(&mut v2), Some(grads));
+                let mut bp = vec![MaybeUninit::new(0.0f32); 4 * n];
+                let mut bt = vec![MaybeUninit::new(0.0f32); 4 * n];
+                backward(kind, 1e-7, &p, &t, Upstream::Scalar(g), Some(&mut bp), Some(&mut bt));
+                assert_eq!(s1.to_bits(), s2.to_bits(), "{kind:?}: sum");
+                assert_eq!(bits(v1), bits(v2), "{kind:?}: values");
+                assert_eq!(bits(gp), bits(bp), "{kind:?}: pred gradients");
+                assert_eq!(bits(gt), bits(bt), "{kind:?}: target gradients");
+            }
         }
     }
 
