@@ -171,9 +171,9 @@ pub(super) fn lane<const K: u8>(c: [f32; 8], eps: f32, g: f32) -> (f32, [f32; 8]
         GIOU => {
             let ac = cw * ch;
             let ace = ac + eps;
-            let q = (ac - union) / ace;
-            loss += q;
             let r = 1.0 / ace;
+            let q = (ac - union) * r;
+            loss += q;
             let g_ac = (1.0 - q) * r;
             g_union -= r;
             g_cw += g_ac * ch;
@@ -186,7 +186,7 @@ pub(super) fn lane<const K: u8>(c: [f32; 8], eps: f32, g: f32) -> (f32, [f32; 8]
             let dy = 0.5 * (py1 + py2 - ty1 - ty2);
             let rho2 = dx * dx + dy * dy;
             let rd = 1.0 / diag;
-            let ratio = rho2 / diag;
+            let ratio = rho2 * rd;
             loss += ratio;
             // −ρ²/diag², as (ρ²/diag)/diag: no diag² to overflow.
             let g_diag = -ratio * rd;
