@@ -85,7 +85,7 @@ fn min_w(a: f32, b: f32) -> (f32, f32, f32) {
 #[inline(always)]
 pub(super) fn atan_unit(x: f32) -> f32 {
     let t = x * x;
-    let mut u = 0.002_823_638_9_f32;
+    let mut u = 0.002_823_639_f32;
     u = u * t - 0.015_956_903;
     u = u * t + 0.042_504_99;
     u = u * t - 0.074_890_09;
@@ -118,7 +118,7 @@ fn aspect(w: f32, h: f32) -> (f32, f32, f32, bool) {
     let r2 = w * w + h * h;
     let zero = r2 == 0.0;
     let inv = 1.0 / sel(zero, 1.0, r2);
-    let risky = ((w != 0.0) | (h != 0.0)) & !(r2 >= f32::MIN_POSITIVE * 1e6 && r2 <= f32::MAX);
+    let risky = ((w != 0.0) | (h != 0.0)) & !(f32::MIN_POSITIVE * 1e6..=f32::MAX).contains(&r2);
     (theta, sel(zero, 0.0, h * inv), sel(zero, 0.0, -w * inv), risky)
 }
 
@@ -316,14 +316,14 @@ fn forward_block<const K: u8, const GRAD: bool>(
         let c = [s[0][l], s[1][l], s[2][l], s[3][l], s[4][l], s[5][l], s[6][l], s[7][l]];
         let (v, d, risky) = lane::<K>(c, eps, g);
         out[l] = v;
-        let mut ok = !risky & coords_ok(&c) & (v.abs() <= f32::MAX);
+        let mut ok = !risky & coords_ok(&c) & v.is_finite();
         if GRAD {
             let m =
                 d[0].abs() + d[1].abs() + d[2].abs() + d[3].abs() + d[4].abs() + d[5].abs() + d[6].abs() + d[7].abs();
             for k in 0..8 {
                 o[k][l] = d[k];
             }
-            ok &= m <= f32::MAX;
+            ok &= m.is_finite();
         }
         bad[l] = u32::from(!ok);
     }
@@ -355,7 +355,7 @@ fn backward_block<const K: u8>(
         for k in 0..8 {
             o[k][l] = d[k];
         }
-        bad[l] = u32::from(risky | !coords_ok(&c) | !(m <= f32::MAX));
+        bad[l] = u32::from(risky | !coords_ok(&c) | !m.is_finite());
     }
     bad.iter().fold(0, |a, &b| a | b) != 0
 }
@@ -377,6 +377,14 @@ fn interleave(o: &Soa, first: usize, dst: &mut [MaybeUninit<f32>]) {
                 q[k].write(o[first + k][l]);
             }
         }
+    }
+}
+
+/// Whether an optional output has `n` slots (or is absent).
+fn fits(out: &Option<&mut [MaybeUninit<f32>]>, n: usize) -> bool {
+    match out {
+        Some(o) => o.len() == n,
+        None => true,
     }
 }
 
@@ -430,11 +438,10 @@ fn forward_chunk<const K: u8, const GRAD: bool>(
     mut grads: Option<Grads<'_>>,
 ) -> f64 {
     let n = p.len() / 4;
-    assert!(t.len() == 4 * n && out.as_ref().map_or(true, |o| o.len() == n));
+    assert!(t.len() == 4 * n && fits(&out, n));
     assert!(GRAD == grads.is_some());
     if let Some(gr) = &grads {
-        let fits = |x: &Option<&mut [MaybeUninit<f32>]>| x.as_ref().map_or(true, |o| o.len() == 4 * n);
-        assert!(fits(&gr.gp) && fits(&gr.gt));
+        assert!(fits(&gr.gp, 4 * n) && fits(&gr.gt, 4 * n));
     }
     let g = grads.as_ref().map_or(0.0, |gr| gr.g);
     let e = eps as f32;
@@ -514,7 +521,7 @@ fn backward_chunk<const K: u8>(
 ) {
     let n = p.len() / 4;
     assert!(t.len() == 4 * n);
-    assert!(gp.as_ref().map_or(true, |o| o.len() == 4 * n) && gt.as_ref().map_or(true, |o| o.len() == 4 * n));
+    assert!(fits(&gp, 4 * n) && fits(&gt, 4 * n));
     if let Upstream::Each(g) = up {
         assert!(g.len() == n);
     }
