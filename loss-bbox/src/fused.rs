@@ -1,10 +1,13 @@
 //! The fused CPU kernel of the aligned losses ([`AlignedLoss`]: IoU, GIoU, DIoU, CIoU, EIoU).
 //!
 //! Forward: one pass over the box pairs that writes the `[...]` loss, or with `Sum`/`Mean` only
-//! the reduced 0-d value (partial sums in f64); nothing else is stored. Backward: one more pass
-//! that recomputes the pair's geometry and writes the analytic gradient w.r.t. the boxes Candle
-//! asks for (no autodiff graph of temporaries); a reduced loss reads its 0-d upstream gradient
-//! once. The formulas, eps placements and gradient rules at kinks are exactly those of the
+//! the reduced 0-d value (partial sums in f64). Backward: one more pass that recomputes the
+//! pair's geometry and writes the analytic gradient w.r.t. the boxes Candle asks for (no
+//! autodiff graph of temporaries); a reduced loss reads its 0-d upstream gradient once. A
+//! reduced f32 loss whose boxes need a gradient computes that gradient already in its forward
+//! pass (same bits) and keeps it for the backward, which then returns it without reading the
+//! boxes again when the upstream gradient is exactly 1 (`loss.backward()`); with any other
+//! upstream gradient, or on a second backward, the backward recomputes it. The formulas, eps placements and gradient rules at kinks are exactly those of the
 //! composite path ([`crate::losses`]), documented in [`crate::geometry`]; `tests/fused.rs` holds
 //! the two equal. Both passes run in parallel over chunks of pairs (rayon) for large inputs.
 //!
@@ -337,16 +340,17 @@ fn forward_f32(kind: AlignedLoss, eps: f64, p: &[f32], t: &[f32], reduce: bool) 
     (out, 0.0)
 }
 
-/// The gradient buffers of a backward: `[pred grads (n·4) | target grads (n·4)]` or the one of
-/// them that `want = (pred, target)` asks for, handed to `run(first pair, pred chunk, target
-/// chunk)` chunk by chunk (in parallel for large inputs), which must write its chunks in full.
-/// Returns the buffer and `run`'s results in chunk order.
+/// What [`grad_buffers`] hands to its `run`: `(first pair, pred chunk, target chunk)`.
 type GradRun<'a, T> = (
     usize,
     Option<&'a mut [MaybeUninit<T>]>,
     Option<&'a mut [MaybeUninit<T>]>,
 );
 
+/// The gradient buffers of a backward: `[pred grads (n·4) | target grads (n·4)]` or the one of
+/// them that `want = (pred, target)` asks for, handed to `run(first pair, pred chunk, target
+/// chunk)` chunk by chunk (in parallel for large inputs), which must write its chunks in full.
+/// Returns the buffer and `run`'s results in chunk order.
 fn grad_buffers<T: Send, R: Send>(
     n: usize,
     want: (bool, bool),
@@ -400,7 +404,7 @@ fn forward_f32_with_grads(
     (sums.iter().sum(), grads)
 }
 
-/// The backward of the f64 scalar kernel: the gradients `want`ed, as [`backward_buffers`].
+/// The backward of the f64 scalar kernel: the gradients `want`ed, as [`grad_buffers`].
 fn backward_scalar<T: Elem>(
     kind: AlignedLoss,
     eps: f64,
@@ -447,6 +451,7 @@ fn backward_f32(kind: AlignedLoss, eps: f64, p: &[f32], t: &[f32], up: &Up<'_, f
     .0
 }
 
+/// Box `i` of `v` (`4·n` coordinates) in f64.
 fn boxes<T: Elem>(v: &[T], i: usize) -> [f64; 4] {
     [
         v[4 * i].to_f64(),
