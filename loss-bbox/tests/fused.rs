@@ -210,3 +210,46 @@ fn f32_gradient_saved_by_the_forward_equals_the_recomputed_one() {
         }
     }
 }
+
+#[test]
+fn fused_empty_input_and_strided_f32_boxes() {
+    // Empty: `None` gives [0], `Sum` and `Mean` give 0, and the gradients are [0, 4].
+    for dtype in [DType::F32, DType::F64] {
+        let e = candle_core::Var::from_tensor(&Tensor::zeros((0, 4), dtype, &Device::Cpu).unwrap()).unwrap();
+        for kind in KINDS {
+            for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
+                let l = aligned_loss(kind, e.as_tensor(), e.as_tensor(), 1e-7, reduction, Kernel::Fused).unwrap();
+                let total = l.sum_all().unwrap();
+                assert_eq!(total.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(), 0.0);
+                let g = total.backward().unwrap();
+                assert_eq!(
+                    g.get(e.as_tensor()).unwrap().dims(),
+                    &[0, 4],
+                    "{kind:?} {reduction:?} {dtype:?}"
+                );
+            }
+        }
+    }
+    // Strided f32 boxes (a transposed view) through the f32 kernel, reduced and not.
+    let (p, t) = generic_pairs(9, 40_000);
+    let a = boxes(&p, DType::F32).t().unwrap().contiguous().unwrap().t().unwrap();
+    let b = boxes(&t, DType::F32);
+    assert!(!a.is_contiguous());
+    let a_contiguous = boxes(&p, DType::F32);
+    for kind in KINDS {
+        for reduction in [Reduction::None, Reduction::Mean] {
+            let run = |x: &Tensor| {
+                value_and_grads(
+                    |x: &Tensor, y: &Tensor| aligned_loss(kind, x, y, 1e-7, reduction, Kernel::Fused)?.sum_all(),
+                    x,
+                    &b,
+                )
+            };
+            let (vs, gs, ts) = run(&a);
+            let (vc, gc, tc) = run(&a_contiguous);
+            assert_close("strided f32 value", &vs, &vc, 0.0, 0.0);
+            assert_close("strided f32 grad pred", &gs, &gc, 0.0, 0.0);
+            assert_close("strided f32 grad target", &ts, &tc, 0.0, 0.0);
+        }
+    }
+}
