@@ -1,12 +1,25 @@
 //! The fused CPU kernel of the aligned losses ([`AlignedLoss`]: IoU, GIoU, DIoU, CIoU, EIoU).
 //!
-//! Forward: one pass over the box pairs, each pair's loss computed in f64 from its eight
-//! coordinates and rounded to the input dtype; nothing but the `[...]` loss is stored. Backward:
-//! one more pass that recomputes the pair's geometry and writes the analytic gradient w.r.t.
-//! both boxes (no autodiff graph of temporaries). The formulas, eps placements and gradient
-//! rules at kinks are exactly those of the composite path ([`crate::losses`]), documented in
-//! [`crate::geometry`]; `tests/fused.rs` holds the two equal. Both passes run in parallel over
-//! chunks of pairs (rayon) for large inputs.
+//! Forward: one pass over the box pairs that writes the `[...]` loss, or with `Sum`/`Mean` only
+//! the reduced 0-d value (partial sums in f64). Backward: one more pass that recomputes the
+//! pair's geometry and writes the analytic gradient w.r.t. the boxes Candle asks for (no
+//! autodiff graph of temporaries); a reduced loss reads its 0-d upstream gradient once. A
+//! reduced f32 loss whose boxes need a gradient computes that gradient already in its forward
+//! pass (same bits) and keeps it for the backward, which then returns it without reading the
+//! boxes again when the upstream gradient is exactly 1 (`loss.backward()`); with any other
+//! upstream gradient, or on a second backward, the backward recomputes it. The formulas, eps placements and gradient rules at kinks are exactly those of the
+//! composite path ([`crate::losses`]), documented in [`crate::geometry`]; `tests/fused.rs` holds
+//! the two equal. Both passes run in parallel over chunks of pairs (rayon) for large inputs.
+//!
+//! Two kernels compute a pair:
+//! - f32 inputs: the block kernel of [`lanes`], branch-free f32 arithmetic over blocks of 64
+//!   pairs that LLVM vectorises (AVX2 + FMA chosen at run time). Lanes outside its safe domain
+//!   (NaN or infinite coordinates, coordinates beyond `1e18`, results that overflow, CIoU's
+//!   `w² + h²` below f32's normal range) are recomputed by the f64 kernel, so NaN propagation
+//!   and overflow are those of the f64 kernel; the other lanes agree with it to a few f32 ulp
+//!   of the terms involved (`lanes::tests`). An `eps` outside `[1e-18, 1e18]` runs the f64
+//!   kernel for the whole call.
+//! - f64 inputs: [`pair`], scalar f64 code (libm `atan`).
 //!
 //! CPU only, f32 and f64; [`crate::Kernel::Auto`] picks this kernel for those and the composite
 //! path for everything else.
@@ -14,13 +27,15 @@
 use crate::geometry::{aspect_angle_scalar, max_w, min_w, ASPECT_K};
 use crate::losses::{AlignedLoss, IouMode};
 use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use loss_core::ops::layout_offsets;
+use loss_core::Reduction;
 use rayon::prelude::*;
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
+use std::sync::{Arc, Mutex};
 
-/// Pairs per parallel chunk.
-const CHUNK: usize = 4096;
+mod lanes;
 
 /// The loss of one pair and, with `g = Some(upstream)`, its gradient w.r.t. `p` and `t`.
 ///
@@ -170,7 +185,7 @@ pub(crate) fn pair(kind: AlignedLoss, p: [f64; 4], t: [f64; 4], eps: f64, g: Opt
     (loss, [gp[0], gp[1], gp[2], gp[3], gt[0], gt[1], gt[2], gt[3]])
 }
 
-/// A float element the kernel reads and writes (computed in f64).
+/// A float element of the f64 scalar kernel (computed in f64).
 trait Elem: Copy + Send + Sync + 'static {
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
@@ -202,6 +217,241 @@ fn elems<'a, T: Copy>(v: &'a [T], l: &Layout) -> Cow<'a, [T]> {
     }
 }
 
+/// The upstream gradient of the backward as the kernels read it.
+enum Up<'a, T: Clone> {
+    /// One value for every pair (a reduced loss, or a broadcast gradient), in f64.
+    Scalar(f64),
+    /// One value a pair.
+    Each(Cow<'a, [T]>),
+}
+
+/// Reads the upstream gradient `g` (layout `l`) of a loss over `n` pairs reduced by `reduction`:
+/// the 0-d gradient of `Sum`, divided by `n` for `Mean`; for `None` a single value when every
+/// dimension of more than one element has stride 0 (a broadcast scalar), else the elements.
+fn upstream<'a, T: Elem>(g: &'a [T], l: &Layout, reduction: Reduction, n: usize) -> Up<'a, T> {
+    let first = || g[l.start_offset()].to_f64();
+    match reduction {
+        Reduction::Sum => Up::Scalar(first()),
+        Reduction::Mean => Up::Scalar(first() / n as f64),
+        _ => {
+            let broadcast = l.dims().iter().zip(l.stride()).all(|(&d, &s)| d <= 1 || s == 0);
+            if broadcast && n > 0 {
+                Up::Scalar(first())
+            } else {
+                Up::Each(elems(g, l))
+            }
+        }
+    }
+}
+
+/// Pairs per parallel task.
+const CHUNK: usize = 8192;
+
+/// Inputs of at least this many pairs are split over rayon's threads; smaller ones run on the
+/// calling thread (no thread overhead).
+const PARALLEL_PAIRS: usize = 2 * CHUNK;
+
+/// An output buffer of `n` elements that the kernel writes in full (no zero fill).
+fn uninit<T>(n: usize) -> Vec<T> {
+    Vec::with_capacity(n)
+}
+
+/// Marks the `n` elements of `v` written through `spare_capacity_mut` as initialised.
+///
+/// # Safety
+/// The first `n` elements of `v`'s spare capacity must have been written.
+unsafe fn assume_written<T>(v: &mut Vec<T>, n: usize) {
+    debug_assert!(v.capacity() >= n);
+    v.set_len(n);
+}
+
+/// Runs `f(first pair, pairs of the chunk)` over chunks of `CHUNK` pairs of `0..n`, in
+/// parallel above [`PARALLEL_PAIRS`], and returns the results in chunk order.
+fn chunked<R: Send>(n: usize, f: impl Fn(usize, usize) -> R + Sync) -> Vec<R> {
+    if n >= PARALLEL_PAIRS {
+        (0..n.div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| f(c * CHUNK, CHUNK.min(n - c * CHUNK)))
+            .collect()
+    } else {
+        vec![f(0, n)]
+    }
+}
+
+/// Splits `v` (`per` values a pair) into the mutable chunks of [`chunked`].
+fn split_chunks<T>(v: &mut [T], per: usize) -> Vec<&mut [T]> {
+    v.chunks_mut(per * CHUNK).collect()
+}
+
+/// The forward of the f64 scalar kernel: `(per-pair losses, or nothing with `reduce`; their sum)`.
+fn forward_scalar<T: Elem>(kind: AlignedLoss, eps: f64, p: &[T], t: &[T], reduce: bool) -> (Vec<T>, f64) {
+    let n = p.len() / 4;
+    let loss = |i: usize| pair(kind, boxes(p, i), boxes(t, i), eps, None).0;
+    if reduce {
+        let sums = chunked(n, |lo, len| (lo..lo + len).map(loss).sum::<f64>());
+        return (Vec::new(), sums.iter().sum());
+    }
+    let mut out = uninit::<T>(n);
+    let chunks = split_chunks(&mut out.spare_capacity_mut()[..n], 1);
+    let write = |(c, o): (usize, &mut [MaybeUninit<T>])| {
+        for (j, v) in o.iter_mut().enumerate() {
+            v.write(T::from_f64(loss(c * CHUNK + j)));
+        }
+    };
+    if n >= PARALLEL_PAIRS {
+        chunks.into_par_iter().enumerate().for_each(write);
+    } else {
+        chunks.into_iter().enumerate().for_each(write);
+    }
+    // SAFETY: every one of the n chunks' elements was written above.
+    unsafe { assume_written(&mut out, n) };
+    (out, 0.0)
+}
+
+/// The forward of the f32 block kernel ([`lanes`]), as [`forward_scalar`].
+fn forward_f32(kind: AlignedLoss, eps: f64, p: &[f32], t: &[f32], reduce: bool) -> (Vec<f32>, f64) {
+    let n = p.len() / 4;
+    if reduce {
+        let sums = chunked(n, |lo, len| {
+            lanes::forward(
+                kind,
+                eps,
+                &p[4 * lo..4 * (lo + len)],
+                &t[4 * lo..4 * (lo + len)],
+                None,
+                None,
+            )
+        });
+        return (Vec::new(), sums.iter().sum());
+    }
+    let mut out = uninit::<f32>(n);
+    let chunks = split_chunks(&mut out.spare_capacity_mut()[..n], 1);
+    let run = |(c, o): (usize, &mut [MaybeUninit<f32>])| {
+        let (lo, hi) = (c * CHUNK, c * CHUNK + o.len());
+        lanes::forward(kind, eps, &p[4 * lo..4 * hi], &t[4 * lo..4 * hi], Some(o), None);
+    };
+    if n >= PARALLEL_PAIRS {
+        chunks.into_par_iter().enumerate().for_each(run);
+    } else {
+        chunks.into_iter().enumerate().for_each(run);
+    }
+    // SAFETY: `lanes::forward` writes every slot of its chunk, and the chunks cover 0..n.
+    unsafe { assume_written(&mut out, n) };
+    (out, 0.0)
+}
+
+/// What [`grad_buffers`] hands to its `run`: `(first pair, pred chunk, target chunk)`.
+type GradRun<'a, T> = (
+    usize,
+    Option<&'a mut [MaybeUninit<T>]>,
+    Option<&'a mut [MaybeUninit<T>]>,
+);
+
+/// The gradient buffers of a backward: `[pred grads (n·4) | target grads (n·4)]` or the one of
+/// them that `want = (pred, target)` asks for, handed to `run(first pair, pred chunk, target
+/// chunk)` chunk by chunk (in parallel for large inputs), which must write its chunks in full.
+/// Returns the buffer and `run`'s results in chunk order.
+fn grad_buffers<T: Send, R: Send>(
+    n: usize,
+    want: (bool, bool),
+    run: impl Fn(GradRun<'_, T>) -> R + Sync,
+) -> (Vec<T>, Vec<R>) {
+    let k = usize::from(want.0) + usize::from(want.1);
+    let mut out = uninit::<T>(k * 4 * n);
+    let results = {
+        let spare = &mut out.spare_capacity_mut()[..k * 4 * n];
+        let (a, b) = spare.split_at_mut(if k == 2 { 4 * n } else { k * 4 * n });
+        let first = split_chunks(a, 4);
+        let tasks: Vec<_> = if k == 2 {
+            first
+                .into_iter()
+                .zip(split_chunks(b, 4))
+                .map(|(x, y)| (Some(x), Some(y)))
+                .collect()
+        } else if want.0 {
+            first.into_iter().map(|x| (Some(x), None)).collect()
+        } else {
+            first.into_iter().map(|x| (None, Some(x))).collect()
+        };
+        let go = |(c, (gp, gt))| run((c * CHUNK, gp, gt));
+        if n >= PARALLEL_PAIRS {
+            tasks.into_par_iter().enumerate().map(go).collect()
+        } else {
+            tasks.into_iter().enumerate().map(go).collect()
+        }
+    };
+    // SAFETY: every task's run writes its whole chunks, and the chunks cover the buffer.
+    unsafe { assume_written(&mut out, k * 4 * n) };
+    (out, results)
+}
+
+/// The f32 forward of a reduced loss that also computes, in the same pass, the gradients
+/// `want`ed for the scalar upstream gradient `g` (see [`SavedGrads`]): `(sum of the losses,
+/// gradients as [`grad_buffers`])`.
+fn forward_f32_with_grads(
+    kind: AlignedLoss,
+    eps: f64,
+    p: &[f32],
+    t: &[f32],
+    g: f64,
+    want: (bool, bool),
+) -> (f64, Vec<f32>) {
+    let (grads, sums) = grad_buffers::<f32, f64>(p.len() / 4, want, |(lo, gp, gt)| {
+        let len = gp.as_ref().or(gt.as_ref()).map_or(0, |c| c.len() / 4);
+        let (a, b) = (4 * lo, 4 * (lo + len));
+        lanes::forward(kind, eps, &p[a..b], &t[a..b], None, Some(lanes::Grads { g, gp, gt }))
+    });
+    (sums.iter().sum(), grads)
+}
+
+/// The backward of the f64 scalar kernel: the gradients `want`ed, as [`grad_buffers`].
+fn backward_scalar<T: Elem>(
+    kind: AlignedLoss,
+    eps: f64,
+    p: &[T],
+    t: &[T],
+    up: &Up<'_, T>,
+    want: (bool, bool),
+) -> Vec<T> {
+    let n = p.len() / 4;
+    let g = |i: usize| match up {
+        Up::Scalar(g) => *g,
+        Up::Each(g) => g[i].to_f64(),
+    };
+    grad_buffers::<T, ()>(n, want, |(lo, mut gp, mut gt)| {
+        let len = gp.as_ref().or(gt.as_ref()).map_or(0, |c| c.len() / 4);
+        for j in 0..len {
+            let i = lo + j;
+            let d = pair(kind, boxes(p, i), boxes(t, i), eps, Some(g(i))).1;
+            for k in 0..4 {
+                if let Some(c) = gp.as_deref_mut() {
+                    c[4 * j + k].write(T::from_f64(d[k]));
+                }
+                if let Some(c) = gt.as_deref_mut() {
+                    c[4 * j + k].write(T::from_f64(d[4 + k]));
+                }
+            }
+        }
+    })
+    .0
+}
+
+/// The backward of the f32 block kernel ([`lanes`]), as [`backward_scalar`].
+fn backward_f32(kind: AlignedLoss, eps: f64, p: &[f32], t: &[f32], up: &Up<'_, f32>, want: (bool, bool)) -> Vec<f32> {
+    let n = p.len() / 4;
+    grad_buffers::<f32, ()>(n, want, |(lo, gp, gt)| {
+        let len = gp.as_ref().or(gt.as_ref()).map_or(0, |c| c.len() / 4);
+        let u = match up {
+            Up::Scalar(g) => lanes::Upstream::Scalar(*g),
+            Up::Each(g) => lanes::Upstream::Each(&g[lo..lo + len]),
+        };
+        let (a, b) = (4 * lo, 4 * (lo + len));
+        lanes::backward(kind, eps, &p[a..b], &t[a..b], u, gp, gt);
+    })
+    .0
+}
+
+/// Box `i` of `v` (`4·n` coordinates) in f64.
 fn boxes<T: Elem>(v: &[T], i: usize) -> [f64; 4] {
     [
         v[4 * i].to_f64(),
@@ -211,74 +461,75 @@ fn boxes<T: Elem>(v: &[T], i: usize) -> [f64; 4] {
     ]
 }
 
-fn forward<T: Elem>(kind: AlignedLoss, eps: f64, p: &[T], t: &[T]) -> Vec<T> {
-    let n = p.len() / 4;
-    let mut out = vec![T::from_f64(0.0); n];
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-        for (j, o) in chunk.iter_mut().enumerate() {
-            let i = c * CHUNK + j;
-            *o = T::from_f64(pair(kind, boxes(p, i), boxes(t, i), eps, None).0);
-        }
-    });
-    out
+/// The gradients a reduced f32 forward computes on the way when its boxes need gradients:
+/// taken by the backward when the upstream gradient is exactly 1 (the loss itself is
+/// differentiated, the usual case), so the backward does not read the boxes again. For any
+/// other upstream gradient (or a second backward) the backward recomputes them.
+#[derive(Debug, Default)]
+struct SavedGrads {
+    /// `[k, ..., 4]` values as the backward returns them, `k` = the number of wanted gradients.
+    grads: Mutex<Option<Vec<f32>>>,
 }
 
-/// Gradients as `[pred grads (n·4) | target grads (n·4)]`, or only the one of them that
-/// `want = (pred, target)` asks for.
-fn backward<T: Elem>(kind: AlignedLoss, eps: f64, p: &[T], t: &[T], g: &[T], want: (bool, bool)) -> Vec<T> {
-    let n = p.len() / 4;
-    let grad = |i: usize| pair(kind, boxes(p, i), boxes(t, i), eps, Some(g[i].to_f64())).1;
-    let write = |dst: &mut [T], src: &[f64]| {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = T::from_f64(*s);
-        }
-    };
-    if want.0 && want.1 {
-        let mut out = vec![T::from_f64(0.0); 8 * n];
-        let (gp, gt) = out.split_at_mut(4 * n);
-        gp.par_chunks_mut(4 * CHUNK)
-            .zip(gt.par_chunks_mut(4 * CHUNK))
-            .enumerate()
-            .for_each(|(c, (cp, ct))| {
-                for j in 0..cp.len() / 4 {
-                    let d = grad(c * CHUNK + j);
-                    write(&mut cp[4 * j..4 * j + 4], &d[..4]);
-                    write(&mut ct[4 * j..4 * j + 4], &d[4..]);
-                }
-            });
-        out
-    } else {
-        let off = if want.0 { 0 } else { 4 };
-        let mut out = vec![T::from_f64(0.0); 4 * n];
-        out.par_chunks_mut(4 * CHUNK).enumerate().for_each(|(c, cp)| {
-            for j in 0..cp.len() / 4 {
-                let d = grad(c * CHUNK + j);
-                write(&mut cp[4 * j..4 * j + 4], &d[off..off + 4]);
-            }
-        });
-        out
-    }
-}
-
-/// `CustomOp2(pred, target) -> loss [...]`, the fused forward.
-#[derive(Debug, Clone, Copy)]
+/// `CustomOp2(pred, target) -> loss`: the fused forward, `[...]` for `Reduction::None`, else
+/// the 0-d sum or mean (0 for an empty mean, torchvision's box losses).
+#[derive(Debug, Clone)]
 pub(crate) struct FusedLoss {
     pub kind: AlignedLoss,
     pub eps: f64,
+    /// `None`, `Sum` or `Mean` (already standardised).
+    pub reduction: Reduction,
+    /// `(pred, target)`: which boxes need a gradient (decided when the op is applied).
+    want: (bool, bool),
+    /// Where a reduced f32 forward leaves the gradients for the backward.
+    saved: Arc<SavedGrads>,
+}
+
+impl FusedLoss {
+    fn reduced(&self) -> bool {
+        matches!(self.reduction, Reduction::Sum | Reduction::Mean)
+    }
+
+    /// The upstream gradient of every pair for an upstream gradient of 1 on the reduced loss.
+    fn unit_upstream(&self, n: usize) -> f64 {
+        match self.reduction {
+            Reduction::Mean => 1.0 / n as f64,
+            _ => 1.0,
+        }
+    }
+
+    /// The output of a forward of `n` pairs: the per-pair losses, or the sum made a 0-d value.
+    fn finish<T: Elem>(&self, (each, sum): (Vec<T>, f64), n: usize) -> Vec<T> {
+        match self.reduction {
+            Reduction::Sum => vec![T::from_f64(sum)],
+            Reduction::Mean if n == 0 => vec![T::from_f64(0.0)],
+            Reduction::Mean => vec![T::from_f64(sum / n as f64)],
+            _ => each,
+        }
+    }
+
+    /// The gradients saved by the forward as the `[k, ..., 4]` tensor of the backward, when the
+    /// upstream gradient `grad` is exactly 1 (else `None`, and nothing is taken).
+    fn saved_grads(&self, pred: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        if grad.dtype() != DType::F32 || grad.elem_count() != 1 || grad.flatten_all()?.to_vec1::<f32>()? != [1.0] {
+            return Ok(None);
+        }
+        let Some(v) = self.saved.grads.lock().ok().and_then(|mut slot| slot.take()) else {
+            return Ok(None);
+        };
+        let mut dims = vec![usize::from(self.want.0) + usize::from(self.want.1)];
+        dims.extend_from_slice(pred.dims());
+        Ok(Some(Tensor::from_vec(v, dims, pred.device())?))
+    }
 }
 
 /// `CustomOp3(pred, target, upstream) -> [k, ..., 4]`: the gradients w.r.t. pred and/or
 /// target (`k` = how many of `want` are set).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct FusedLossGrad {
     op: FusedLoss,
     /// `(pred, target)`: which gradients to compute.
     want: (bool, bool),
-}
-
-fn out_shape(l: &Layout) -> Shape {
-    let d = l.dims();
-    Shape::from(&d[..d.len() - 1])
 }
 
 impl CustomOp2 for FusedLoss {
@@ -287,12 +538,27 @@ impl CustomOp2 for FusedLoss {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (kind, eps, reduce, want) = (self.kind, self.eps, self.reduced(), self.want);
+        let n = l1.shape().elem_count() / 4;
         let out = match (s1, s2) {
             (CpuStorage::F32(p), CpuStorage::F32(t)) => {
-                CpuStorage::F32(forward(self.kind, self.eps, &elems(p, l1), &elems(t, l2)))
+                let (p, t) = (elems(p, l1), elems(t, l2));
+                let r = if !lanes::eps_ok(eps) {
+                    forward_scalar(kind, eps, &p, &t, reduce)
+                } else if reduce && (want.0 || want.1) {
+                    let (sum, grads) = forward_f32_with_grads(kind, eps, &p, &t, self.unit_upstream(n), want);
+                    if let Ok(mut slot) = self.saved.grads.lock() {
+                        *slot = Some(grads);
+                    }
+                    (Vec::new(), sum)
+                } else {
+                    forward_f32(kind, eps, &p, &t, reduce)
+                };
+                CpuStorage::F32(self.finish(r, n))
             }
             (CpuStorage::F64(p), CpuStorage::F64(t)) => {
-                CpuStorage::F64(forward(self.kind, self.eps, &elems(p, l1), &elems(t, l2)))
+                let r = forward_scalar(kind, eps, &elems(p, l1), &elems(t, l2), reduce);
+                CpuStorage::F64(self.finish(r, n))
             }
             _ => bail!(
                 "{}: the fused kernel takes f32 or f64 boxes of one dtype, got {:?} and {:?}",
@@ -301,7 +567,13 @@ impl CustomOp2 for FusedLoss {
                 s2.dtype()
             ),
         };
-        Ok((out, out_shape(l1)))
+        let shape = if reduce {
+            Shape::from(())
+        } else {
+            let d = l1.dims();
+            Shape::from(&d[..d.len() - 1])
+        };
+        Ok((out, shape))
     }
 
     fn bwd(
@@ -316,7 +588,15 @@ impl CustomOp2 for FusedLoss {
         if !want.0 && !want.1 {
             return Ok((None, None));
         }
-        let g = pred.apply_op3_no_bwd(target, grad, &FusedLossGrad { op: *self, want })?;
+        let saved = if want == self.want {
+            self.saved_grads(pred, grad)?
+        } else {
+            None
+        };
+        let g = match saved {
+            Some(g) => g,
+            None => pred.apply_op3_no_bwd(target, grad, &FusedLossGrad { op: self.clone(), want })?,
+        };
         Ok(match want {
             (true, true) => (Some(g.get(0)?), Some(g.get(1)?)),
             (true, false) => (Some(g.get(0)?), None),
@@ -339,14 +619,23 @@ impl CustomOp3 for FusedLossGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let FusedLoss { kind, eps } = self.op;
+        let FusedLoss {
+            kind, eps, reduction, ..
+        } = self.op;
         let want = self.want;
+        let n = l1.shape().elem_count() / 4;
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(p), CpuStorage::F32(t), CpuStorage::F32(g)) => {
-                CpuStorage::F32(backward(kind, eps, &elems(p, l1), &elems(t, l2), &elems(g, l3), want))
+                let (p, t, up) = (elems(p, l1), elems(t, l2), upstream(g, l3, reduction, n));
+                CpuStorage::F32(if lanes::eps_ok(eps) {
+                    backward_f32(kind, eps, &p, &t, &up, want)
+                } else {
+                    backward_scalar(kind, eps, &p, &t, &up, want)
+                })
             }
             (CpuStorage::F64(p), CpuStorage::F64(t), CpuStorage::F64(g)) => {
-                CpuStorage::F64(backward(kind, eps, &elems(p, l1), &elems(t, l2), &elems(g, l3), want))
+                let up = upstream(g, l3, reduction, n);
+                CpuStorage::F64(backward_scalar(kind, eps, &elems(p, l1), &elems(t, l2), &up, want))
             }
             _ => bail!("{}: expected f32 or f64 tensors of one dtype", self.name()),
         };
@@ -356,8 +645,22 @@ impl CustomOp3 for FusedLossGrad {
     }
 }
 
-/// The elementwise loss of `kind` through the fused kernel (`pred`, `target`: validated
-/// `[..., 4]` CPU tensors of one float dtype f32/f64). Output `[...]`.
-pub(crate) fn elementwise(kind: AlignedLoss, pred: &Tensor, target: &Tensor, eps: f64) -> Result<Tensor> {
-    pred.apply_op2(target, FusedLoss { kind, eps })
+/// The loss of `kind` through the fused kernel (`pred`, `target`: validated `[..., 4]` CPU
+/// tensors of one float dtype f32/f64; `reduction` standardised: `None`, `Sum` or `Mean`).
+/// Output `[...]` for `None`, else 0-d.
+pub(crate) fn loss(
+    kind: AlignedLoss,
+    pred: &Tensor,
+    target: &Tensor,
+    eps: f64,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    let op = FusedLoss {
+        kind,
+        eps,
+        reduction,
+        want: (pred.track_op(), target.track_op()),
+        saved: Arc::default(),
+    };
+    pred.apply_op2(target, op)
 }

@@ -170,11 +170,12 @@ pub fn aligned_loss(
 ) -> Result<Tensor> {
     let loss = kind.name();
     check_pair(loss, pred, target, eps)?;
-    reduction.standard(loss)?;
+    let standard = reduction.standard(loss)?;
     let fusable = pred.device().is_cpu() && matches!(pred.dtype(), DType::F32 | DType::F64);
     let per_box = match kernel {
-        Kernel::Auto if fusable && ops::fused_allowed(pred) => fused::elementwise(kind, pred, target, eps)?,
-        Kernel::Fused if fusable => fused::elementwise(kind, pred, target, eps)?,
+        // The fused kernel reduces by itself (0 for an empty mean, as `reduce_boxes`).
+        Kernel::Auto if fusable && ops::fused_allowed(pred) => return fused::loss(kind, pred, target, eps, standard),
+        Kernel::Fused if fusable => return fused::loss(kind, pred, target, eps, standard),
         Kernel::Fused => {
             return Err(LossError::BadOptions {
                 loss,

@@ -67,7 +67,8 @@ fn fused_equals_composite_on_degenerate_boxes_f64() {
 fn fused_equals_composite_in_f32() {
     let (p, t) = mixed_pairs(3, 400);
     for kind in KINDS {
-        // The fused kernel computes in f64 and rounds once; the composite path rounds each op.
+        // Both compute in f32 (the fused kernel's f32 block kernel, the composite path's ops), with
+        // different roundings: fused `atan`, reciprocals, the order of the gradient's terms.
         check_equal(kind, &p, &t, 1e-7, DType::F32, 2e-3, 2e-4);
     }
 }
@@ -173,5 +174,82 @@ fn fused_gradient_of_one_tracked_argument() {
             1e-5,
             1e-12,
         );
+    }
+}
+
+#[test]
+fn f32_gradient_saved_by_the_forward_equals_the_recomputed_one() {
+    // A reduced f32 loss computes its gradient during the forward and hands it to the first
+    // backward with upstream 1; a second backward (or any other upstream) recomputes it. Both
+    // are the same bits, and a scaled upstream scales it.
+    let (p, t) = mixed_pairs(8, 40_000); // above the parallel threshold
+    let (a, b) = (boxes(&p, DType::F32), boxes(&t, DType::F32));
+    for kind in KINDS {
+        for reduction in [Reduction::Sum, Reduction::Mean] {
+            let (x, y) = (
+                candle_core::Var::from_tensor(&a).unwrap(),
+                candle_core::Var::from_tensor(&b).unwrap(),
+            );
+            let l = aligned_loss(kind, x.as_tensor(), y.as_tensor(), 1e-7, reduction, Kernel::Fused).unwrap();
+            let first = l.backward().unwrap();
+            let second = l.backward().unwrap();
+            let scaled = l.affine(4.0, 0.0).unwrap().backward().unwrap();
+            for v in [&x, &y] {
+                let g1 = flat(first.get(v.as_tensor()).unwrap());
+                let g2 = flat(second.get(v.as_tensor()).unwrap());
+                let g4 = flat(scaled.get(v.as_tensor()).unwrap());
+                let what = format!("{kind:?} {reduction:?}");
+                assert!(
+                    g1.iter().zip(&g2).all(|(u, w)| u.to_bits() == w.to_bits()),
+                    "{what}: saved vs recomputed"
+                );
+                let g1x4: Vec<f64> = g1.iter().map(|u| 4.0 * u).collect();
+                assert_close(&format!("{what}: scaled upstream"), &g4, &g1x4, 1e-6, 1e-12);
+                assert!(g1.iter().any(|u| *u != 0.0), "{what}: a real gradient");
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_empty_input_and_strided_f32_boxes() {
+    // Empty: `None` gives [0], `Sum` and `Mean` give 0, and the gradients are [0, 4].
+    for dtype in [DType::F32, DType::F64] {
+        let e = candle_core::Var::from_tensor(&Tensor::zeros((0, 4), dtype, &Device::Cpu).unwrap()).unwrap();
+        for kind in KINDS {
+            for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
+                let l = aligned_loss(kind, e.as_tensor(), e.as_tensor(), 1e-7, reduction, Kernel::Fused).unwrap();
+                let total = l.sum_all().unwrap();
+                assert_eq!(total.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(), 0.0);
+                let g = total.backward().unwrap();
+                assert_eq!(
+                    g.get(e.as_tensor()).unwrap().dims(),
+                    &[0, 4],
+                    "{kind:?} {reduction:?} {dtype:?}"
+                );
+            }
+        }
+    }
+    // Strided f32 boxes (a transposed view) through the f32 kernel, reduced and not.
+    let (p, t) = generic_pairs(9, 40_000);
+    let a = boxes(&p, DType::F32).t().unwrap().contiguous().unwrap().t().unwrap();
+    let b = boxes(&t, DType::F32);
+    assert!(!a.is_contiguous());
+    let a_contiguous = boxes(&p, DType::F32);
+    for kind in KINDS {
+        for reduction in [Reduction::None, Reduction::Mean] {
+            let run = |x: &Tensor| {
+                value_and_grads(
+                    |x: &Tensor, y: &Tensor| aligned_loss(kind, x, y, 1e-7, reduction, Kernel::Fused)?.sum_all(),
+                    x,
+                    &b,
+                )
+            };
+            let (vs, gs, ts) = run(&a);
+            let (vc, gc, tc) = run(&a_contiguous);
+            assert_close("strided f32 value", &vs, &vc, 0.0, 0.0);
+            assert_close("strided f32 grad pred", &gs, &gc, 0.0, 0.0);
+            assert_close("strided f32 grad target", &ts, &tc, 0.0, 0.0);
+        }
     }
 }
