@@ -15,6 +15,7 @@
 
 use super::pair;
 use crate::losses::{AlignedLoss, IouMode};
+use loss_core::fused::with_simd;
 use std::f32::consts::FRAC_PI_2;
 use std::mem::MaybeUninit;
 
@@ -570,54 +571,6 @@ fn backward_chunk<const K: u8>(
     }
 }
 
-/// [`forward_chunk`] compiled for AVX2 + FMA.
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn forward_chunk_avx2<const K: u8, const GRAD: bool>(
-    kind: AlignedLoss,
-    eps: f64,
-    p: &[f32],
-    t: &[f32],
-    out: Option<&mut [MaybeUninit<f32>]>,
-    grads: Option<Grads<'_>>,
-) -> f64 {
-    forward_chunk::<K, GRAD>(kind, eps, p, t, out, grads)
-}
-
-/// [`backward_chunk`] compiled for AVX2 + FMA.
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn backward_chunk_avx2<const K: u8>(
-    kind: AlignedLoss,
-    eps: f64,
-    p: &[f32],
-    t: &[f32],
-    up: Upstream<'_>,
-    gp: Option<&mut [MaybeUninit<f32>]>,
-    gt: Option<&mut [MaybeUninit<f32>]>,
-) {
-    backward_chunk::<K>(kind, eps, p, t, up, gp, gt)
-}
-
-/// Whether the CPU runs the AVX2 + FMA build of the loops (detected once, then cached by std).
-#[inline]
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// [`forward_chunk`], in its AVX2 + FMA build when the CPU has them.
 fn forward_dispatch<const K: u8, const GRAD: bool>(
     kind: AlignedLoss,
@@ -627,12 +580,10 @@ fn forward_dispatch<const K: u8, const GRAD: bool>(
     out: Option<&mut [MaybeUninit<f32>]>,
     grads: Option<Grads<'_>>,
 ) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the features were just detected on this CPU.
-        return unsafe { forward_chunk_avx2::<K, GRAD>(kind, eps, p, t, out, grads) };
-    }
-    forward_chunk::<K, GRAD>(kind, eps, p, t, out, grads)
+    with_simd(
+        #[inline(always)]
+        || forward_chunk::<K, GRAD>(kind, eps, p, t, out, grads),
+    )
 }
 
 /// [`forward_dispatch`] without gradients (the const-generic target of [`dispatch!`]).
@@ -668,12 +619,10 @@ fn backward_dispatch<const K: u8>(
     gp: Option<&mut [MaybeUninit<f32>]>,
     gt: Option<&mut [MaybeUninit<f32>]>,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the features were just detected on this CPU.
-        return unsafe { backward_chunk_avx2::<K>(kind, eps, p, t, up, gp, gt) };
-    }
-    backward_chunk::<K>(kind, eps, p, t, up, gp, gt)
+    with_simd(
+        #[inline(always)]
+        || backward_chunk::<K>(kind, eps, p, t, up, gp, gt),
+    )
 }
 
 /// The f32 forward of `kind` over a chunk of pairs (see [`forward_chunk`]): the losses into
