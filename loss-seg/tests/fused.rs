@@ -191,3 +191,34 @@ fn fused_softmax_equals_composite() {
     assert!(s[0].is_nan() && s[2].is_nan(), "{s:?}");
     assert!((s[1] + s[3] - 1.0).abs() < 1e-15);
 }
+
+/// The f32 overlap sums of a long row (f32 blocks, f64 across blocks, split over threads) stay
+/// within a few f32 ulp of the exact sums, plain and squared.
+#[test]
+fn fused_overlap_f32_sums_of_a_long_row_are_accurate() {
+    let n = 3_000_001usize;
+    let p: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 999.0).collect();
+    let t: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 3 == 0) as u8 as f32).collect();
+    let exact = |f: &dyn Fn(f64, f64) -> f64| p.iter().zip(&t).map(|(&a, &b)| f(a as f64, b as f64)).sum::<f64>();
+    let pt = Tensor::from_vec(p.clone(), (1, 1, n), &Device::Cpu).unwrap();
+    let tt = Tensor::from_vec(t.clone(), (1, 1, n), &Device::Cpu).unwrap();
+    for squared in [false, true] {
+        let o = Overlap::fused(&pt, &tt, squared).unwrap();
+        let got = [
+            values(&o.intersection)[0],
+            values(&o.pred_sum)[0],
+            values(&o.target_sum)[0],
+        ];
+        let want = if squared {
+            [exact(&|a, b| a * b), exact(&|a, _| a * a), exact(&|_, b| b * b)]
+        } else {
+            [exact(&|a, b| a * b), exact(&|a, _| a), exact(&|_, b| b)]
+        };
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 4.0 * f32::EPSILON as f64 * w.abs(),
+                "squared {squared} column {k}: {g} vs {w}"
+            );
+        }
+    }
+}

@@ -87,6 +87,12 @@ fn bench(a: BenchArgs) -> ExitCode {
     // Candle's per-op threads follow RAYON_NUM_THREADS; the fused kernels run on the rayon pool
     // this call installs (the global one was already built with every core in `main`).
     std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string());
+    // Candle's CPU thread pool spins 25,000 rounds before parking; with rayon's threads on the
+    // same few cores that spinning takes the cores from the loss kernels (on 2 cores it doubled
+    // the median of the 1e5-element workloads). Park after a short spin unless the user chose.
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "100");
+    }
     let pool = match rayon::ThreadPoolBuilder::new().num_threads(a.threads).build() {
         Ok(p) => p,
         Err(e) => return usage_error(format!("cannot start {} threads: {e}", a.threads)),
