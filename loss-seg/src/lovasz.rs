@@ -152,6 +152,19 @@ pub fn lovasz_softmax_loss(logits: &Tensor, target: &Tensor, opts: &LovaszSoftma
     )?;
     let probs = softmax_channels(logits)?.reshape((n, c, s))?;
     let errors = ops::abs(&fg_t.sub(&probs)?)?;
+    // Ignored pixels take no part (smp drops them): a NaN logit there must not reach the sum
+    // through `NaN · 0`.
+    let ignored =
+        |img: usize, px: usize| opts.ignore_index.is_some() && Some(labels[img * s + px]) == opts.ignore_index;
+    let errors = if (0..n).any(|img| (0..s).any(|px| ignored(img, px))) {
+        let keep: Vec<f64> = (0..n * c * s)
+            .map(|i| if ignored(i / (c * s), i % s.max(1)) { 0.0 } else { 1.0 })
+            .collect();
+        let keep = on_device(keep, (n, c, s), logits)?;
+        keep.ne(0.0)?.where_cond(&errors, &errors.zeros_like()?)?
+    } else {
+        errors
+    };
     let err_host = host_values(&errors.detach())?;
 
     // The groups of images averaged together: all of them, or one at a time.

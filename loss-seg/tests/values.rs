@@ -62,6 +62,27 @@ fn lovasz_by_hand() {
     assert!(g.iter().all(|&x| x == 0.0));
 }
 
+/// Regression: a NaN logit at an ignored pixel made the loss NaN (`NaN · 0` in the weighted sum);
+/// ignored pixels take no part, as in smp, so the loss and the other pixels' gradients equal those
+/// with a finite logit there. (The ignored pixel's own gradient comes through the softmax over
+/// its channels, which smp also takes over every pixel first: NaN there, as in PyTorch.)
+#[test]
+fn lovasz_nan_logit_at_an_ignored_pixel_takes_no_part() {
+    // Pixels 0..3, pixel 2 ignored; its logits NaN, or 0.
+    let nan = t(&[0.2, f64::NAN, 1.0, -0.5, 0.3, f64::NAN, 0.1, 0.4], &[1, 2, 4]);
+    let zero = t(&[0.2, 0.0, 1.0, -0.5, 0.3, 0.0, 0.1, 0.4], &[1, 2, 4]);
+    let y = Tensor::new(&[[0i64, 255, 1, 0]], &Device::Cpu).unwrap();
+    let ign = LovaszSoftmaxLoss::default().with_ignore_index(Some(255));
+    let (v_nan, g_nan) = value_and_grad(|x| lovasz_softmax_loss(x, &y, &ign), &nan);
+    let (v_zero, g_zero) = value_and_grad(|x| lovasz_softmax_loss(x, &y, &ign), &zero);
+    assert!(v_nan[0].is_finite() && v_nan[0] > 0.0, "{v_nan:?}");
+    assert_eq!(v_nan, v_zero);
+    for i in [0, 2, 3, 4, 6, 7] {
+        assert_eq!(g_nan[i], g_zero[i], "gradient {i}");
+    }
+    assert_eq!((g_zero[1], g_zero[5]), (0.0, 0.0));
+}
+
 #[test]
 fn lovasz_per_image_averages_images() {
     let mut r = rng(41);
