@@ -29,7 +29,7 @@ fn flat(t: &Tensor) -> Vec<f64> {
 /// disjoint pair) at pairs 0, 63, 64, 65, 127, 128 and the last.
 fn pairs(seed: u64, n: usize) -> (Vec<f64>, Vec<f64>) {
     let mut r = ChaCha8Rng::seed_from_u64(seed);
-    let mut b = |r: &mut ChaCha8Rng| {
+    let b = |r: &mut ChaCha8Rng| {
         let (x, y) = (r.gen_range(-10.0..10.0), r.gen_range(-10.0..10.0));
         [x, y, x + r.gen_range(0.1..5.0), y + r.gen_range(0.1..5.0)]
     };

@@ -70,7 +70,8 @@ impl Real for f64 {
 
 /// `e^x` for f32 without a libm call, so that row loops vectorise: Cody–Waite range reduction
 /// and Cephes' degree-7 minimax polynomial (Moshier, *Cephes* `expf`), within 2 ulp of
-/// `f32::exp`; exact 0 below −103.97 and +inf above 88.72, NaN for NaN.
+/// `f32::exp`; exact 0 below −103.97, +inf from 88.72284 (the first f32 whose exponential rounds
+/// past `f32::MAX`), NaN for NaN.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -79,7 +80,7 @@ pub fn exp_f32(x: f32) -> f32 {
     // Adding 1.5·2²³ rounds to the nearest integer without a libm `floor` call (which baseline
     // x86-64 lacks as an instruction and which would stop the loop from vectorising).
     const SHIFT: f32 = 12_582_912.0;
-    let xc = x.clamp(-103.0, 88.72);
+    let xc = x.clamp(-103.0, 88.722_83);
     let tk = xc * LOG2E + SHIFT;
     let kf = tk - SHIFT;
     let r = xc - kf * C1 - kf * C2;
@@ -96,7 +97,7 @@ pub fn exp_f32(x: f32) -> f32 {
     let v = e * s1 * s2;
     if x.is_nan() {
         x
-    } else if x > 88.72 {
+    } else if x > 88.722_83 {
         f32::INFINITY
     } else if x < -103.97 {
         0.0
