@@ -315,3 +315,43 @@ fn fused_cross_entropy_non_finite_rows_equal_composite() {
         }
     }
 }
+
+/// PyTorch's gradients at a NaN difference (torch 2.15, `reduction="sum"`, x = [NaN, 3],
+/// t = [0, 0]): `l1_loss` [0, 1] (`sign(NaN) = 0`), also `smooth_l1_loss` with `beta = 0` (its
+/// L1 path); `smooth_l1_loss` with `beta = 1` and `huber_loss` [NaN, 1]. Values NaN.
+#[test]
+fn gradients_at_a_nan_difference_follow_pytorch() {
+    let x = Tensor::new(&[f64::NAN, 3.0], &Device::Cpu).unwrap();
+    let t = Tensor::new(&[0.0f64, 0.0], &Device::Cpu).unwrap();
+    let cases: [(&str, Pair, [f64; 2]); 4] = [
+        ("l1", |x, t, r| l1_loss(x, t, r), [0.0, 1.0]),
+        ("smooth_l1 beta 0", |x, t, r| smooth_l1_loss(x, t, 0.0, r), [0.0, 1.0]),
+        (
+            "smooth_l1 beta 1",
+            |x, t, r| smooth_l1_loss(x, t, 1.0, r),
+            [f64::NAN, 1.0],
+        ),
+        ("huber", |x, t, r| huber_loss(x, t, 1.0, r), [f64::NAN, 1.0]),
+    ];
+    for (name, f, want) in cases {
+        for dtype in [DType::F64, DType::F32] {
+            let (x, t) = (x.to_dtype(dtype).unwrap(), t.to_dtype(dtype).unwrap());
+            let vx = Var::from_tensor(&x).unwrap();
+            let out = f(vx.as_tensor(), &t, Reduction::Sum).unwrap();
+            assert!(flat(&out)[0].is_nan(), "{name} {dtype:?} value");
+            let g = flat(out.backward().unwrap().get(vx.as_tensor()).unwrap());
+            assert_close(&format!("{name} {dtype:?} gradient"), &g, &want, 0.0, 0.0);
+            let composite = with_composite(|| {
+                let out = f(vx.as_tensor(), &t, Reduction::Sum).unwrap();
+                flat(out.backward().unwrap().get(vx.as_tensor()).unwrap())
+            });
+            assert_close(
+                &format!("{name} {dtype:?} composite gradient"),
+                &composite,
+                &want,
+                0.0,
+                0.0,
+            );
+        }
+    }
+}

@@ -61,15 +61,24 @@ pub enum Pointwise {
     },
 }
 
+/// `sign(d)` with 0 at 0 and at NaN: PyTorch's `sign`, the gradient of `|d|` (so `l1_loss`
+/// has a zero gradient at a NaN difference, as `torch.nn.functional.l1_loss`).
 #[inline(always)]
-fn sign<F: Real>(d: F) -> F {
+fn sign0<F: Real>(d: F) -> F {
     // Selects, not branches: on random data a branch mispredicts half the time.
     let p = if d > F::zero() { F::one() } else { F::zero() };
     let n = if d < F::zero() { F::one() } else { F::zero() };
+    p - n
+}
+
+/// `sign(d)` with 0 at 0 and NaN at NaN: the outer branch of Smooth L1 and Huber, whose
+/// PyTorch gradient at a NaN difference is NaN.
+#[inline(always)]
+fn sign<F: Real>(d: F) -> F {
     if d.is_nan() {
         d
     } else {
-        p - n
+        sign0(d)
     }
 }
 
@@ -150,7 +159,7 @@ impl Pointwise {
     #[inline(always)]
     pub(crate) fn grad<F: Real>(self, x: F, t: F) -> (F, F) {
         let gx = match self {
-            Pointwise::L1 => sign(x - t),
+            Pointwise::L1 => sign0(x - t),
             Pointwise::Mse => F::of(2.0) * (x - t),
             Pointwise::SmoothL1 { beta } => {
                 let b = F::of(beta);
