@@ -1,4 +1,4 @@
-//! The reference-case runner: reads case files (format: `shared/cases/FORMAT.md`), runs each
+//! The reference-case runner: reads case files (format: `cases/FORMAT.md` at the repository's root), runs each
 //! case through the [`crate::registry`], and compares values and gradients.
 //!
 //! A case passes when the loss returns the expected shape and values within
@@ -253,4 +253,22 @@ pub fn run_dirs(dirs: &[PathBuf], device: &Device) -> Result<Report> {
         }
     }
     Ok(report)
+}
+
+/// The repository's own reference cases: `cases/` at the root of the workspace this crate was
+/// built in (a path fixed at compile time, so it exists in a clone of the repository, not in a
+/// crate downloaded from a registry).
+pub fn repository_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases")
+}
+
+/// The folders `trainer cases` and the test suite read when none is named: [`repository_dir`],
+/// then every folder of the `LOSS_CASES_DIR` environment variable (a path list, `:`-separated on
+/// Unix).
+pub fn default_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![repository_dir()];
+    if let Some(extra) = std::env::var_os("LOSS_CASES_DIR") {
+        dirs.extend(std::env::split_paths(&extra).filter(|p| !p.as_os_str().is_empty()));
+    }
+    dirs
 }

@@ -29,10 +29,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every reference case (*.json, format in shared/cases/FORMAT.md) in the given folders.
+    /// Run every reference case (*.json, format in cases/FORMAT.md) in the given folders
+    /// (default: the repository's own `cases/`, plus the folders of LOSS_CASES_DIR).
     Cases {
-        /// Folders holding case files.
-        #[arg(required = true)]
+        /// Folders holding case files (default: the repository's `cases/`).
         dirs: Vec<PathBuf>,
     },
     /// Run all four experiments with their default settings (boxes at the reduced scale).
@@ -490,6 +490,7 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Cases { dirs } = cli.command {
+        let dirs = if dirs.is_empty() { trainer::cases::default_dirs() } else { dirs };
         return match trainer::cases::run_dirs(&dirs, &candle_core::Device::Cpu) {
             Ok(report) => {
                 for (id, msg) in &report.failed {

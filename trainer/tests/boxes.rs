@@ -1,6 +1,6 @@
 //! The box-regression simulation (Zheng et al. 2020): case generation, single updates in both
 //! gradient modes against hand-computed values, the anchors file, the CPU kernels against the
-//! plain-Candle path, and the reference curves of `shared/repro/`.
+//! plain-Candle path, and the reference curves of `tests/data/boxes_repro/`.
 
 use candle_core::{DType, Device, Tensor};
 use std::f64::consts::PI;
@@ -12,7 +12,7 @@ use trainer::experiments::boxes::{
 };
 
 fn repro_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/repro")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/boxes_repro")
 }
 
 fn config(grad: GradMode, dtype: DType, anchors: Option<PathBuf>) -> BoxesConfig {
@@ -425,7 +425,7 @@ fn runs_are_reproducible() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The reference curves of shared/repro (an independent PyTorch implementation, f64).
+// The reference curves of tests/data/boxes_repro (an independent PyTorch implementation, f64).
 
 fn reference(file: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(repro_dir().join(file)).unwrap()).unwrap()

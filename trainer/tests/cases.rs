@@ -1,18 +1,13 @@
-//! Every reference case in `../shared/cases` (and `LOSS_CASES_DIR` when set) must pass.
+//! Every reference case in the repository's `cases/` (and `LOSS_CASES_DIR` when set) must pass.
 //!
-//! Cases of a loss that no crate implements yet are counted as skipped and listed; the test
-//! fails on any failed case.
+//! Every case's loss must exist: a case whose loss no crate implements is listed as skipped and
+//! fails the test, as does any failed case.
 
 use std::path::PathBuf;
-use trainer::cases::run_dirs;
+use trainer::cases::{default_dirs, run_dirs};
 
 fn case_dirs() -> Vec<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/cases");
-    let mut dirs = vec![root];
-    if let Ok(extra) = std::env::var("LOSS_CASES_DIR") {
-        dirs.extend(std::env::split_paths(&extra));
-    }
-    dirs
+    default_dirs()
 }
 
 #[test]
@@ -28,6 +23,7 @@ fn reference_cases_pass() {
     }
     eprintln!("{}", report.summary());
     assert!(report.passed > 0, "no case ran");
+    assert!(report.skipped.is_empty(), "{} reference cases skipped", report.skipped.len());
     assert!(
         report.failed.is_empty(),
         "{} reference cases failed",
