@@ -20,13 +20,21 @@
 
 use crate::checkpoint::{self, BatcherState, Plan, State};
 use crate::optim::{clip_grad_norm, sorted_params, Optimizer, OptimizerConfig, Schedule};
-use crate::progress::Progress;
 use crate::rng;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::{Module, VarMap};
 use loss_core::Loss;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+
+/// Something that counts training updates as they happen (a progress bar, a counter):
+/// [`fit`] calls [`add_steps`](Self::add_steps) once per update, and once with the number of
+/// updates a resumed run skips. It is shared between the runs of one experiment, which may train
+/// on several threads at once.
+pub trait StepCounter: Sync {
+    /// `n` more updates are done.
+    fn add_steps(&self, n: u64);
+}
 
 /// Settings of one training run.
 #[derive(Debug, Clone, Serialize)]
@@ -196,7 +204,7 @@ pub fn fit<M: Module + ?Sized>(
     cfg: &FitConfig,
     run: &str,
     on_log: &mut dyn FnMut(usize, f64) -> candle_core::Result<()>,
-    progress: Option<&Progress>,
+    progress: Option<&dyn StepCounter>,
 ) -> Result<FitReport, FitError> {
     let mut log = |t: usize, v: f64| on_log(t, v).map(|()| Vec::new());
     fit_resumable(model, varmap, loss, x, y, cfg, run, &mut log, progress, None).map(|(report, _)| report)
@@ -231,7 +239,7 @@ pub fn fit_resumable<M: Module + ?Sized>(
     cfg: &FitConfig,
     run: &str,
     on_log: &mut dyn FnMut(usize, f64) -> candle_core::Result<Vec<f64>>,
-    progress: Option<&Progress>,
+    progress: Option<&dyn StepCounter>,
     plan: Option<&Plan>,
 ) -> Result<(FitReport, Vec<LogRow>), FitError> {
     let wrap = |source| FitError::Tensor {
@@ -267,7 +275,7 @@ pub fn fit_resumable<M: Module + ?Sized>(
             restore(&state, &fingerprint, &params, opt.as_mut(), batcher.as_mut())
                 .map_err(|e| wrap(candle_core::Error::Msg(format!("checkpoint {}: {e}", path.display()))))?;
             if let Some(p) = progress {
-                p.inc(state.step as u64);
+                p.add_steps(state.step as u64);
             }
             if state.done {
                 let final_loss = state.final_loss.unwrap_or(f64::NAN);
@@ -340,7 +348,7 @@ pub fn fit_resumable<M: Module + ?Sized>(
         }
         opt.step(&grads, cfg.schedule.lr(cfg.lr, t)).map_err(wrap)?;
         if let Some(p) = progress {
-            p.inc(1);
+            p.add_steps(1);
         }
     }
     let l = model.forward(x).and_then(|p| loss.forward(&p, y)).map_err(wrap)?;

@@ -1,30 +1,54 @@
 //! # trainer
 //!
-//! The mini training framework and the experiments of the loss workspace, and the reference-case
-//! runner shared by the CLI (`trainer cases DIR...`) and the test suite.
+//! A small training framework on Candle's tape autodiff, and (with the default `cli` feature)
+//! the convergence experiments, the reference-case runner and the `trainer` command-line tool of
+//! the loss workspace.
 //!
+//! The library part needs only candle-core, candle-nn and loss-core (and serde, rand, anyhow):
 //! - [`fit`]: the training loop (any Candle model, any [`loss_core::Loss`]), with the
-//!   optimizers, schedules and clipping of [`optim`], seeded through [`rng`];
-//! - [`models`]: small models with seeded initial weights; [`data`]: data sets and folds;
-//! - [`metrics`]: AP, ROC-AUC, recall, precision, F1, balanced accuracy, Dice, IoU, ...;
-//! - [`experiments`]: the four convergence experiments; [`runner`]: runs them and writes
-//!   [`records`], [`plot`]s and the [`report`]; [`checkpoint`]: checkpoints and resumption.
+//!   optimizers, schedules and clipping of [`optim`], seeded through [`rng`], checkpointed and
+//!   resumable through [`checkpoint`] (files written atomically by [`records`]);
+//! - [`models`]: small models with seeded initial weights ([`im2col`] for their convolutions);
+//! - [`metrics`]: AP, ROC-AUC, recall, precision, F1, balanced accuracy, Dice, IoU, ...
+//!
+//! With `default-features = false` that is all this crate builds. The `cli` feature (on by
+//! default) adds [`data`] (data sets and folds), [`experiments`] (the four convergence
+//! experiments), [`runner`] (runs them and writes records, [`plot`]s and the [`report`]),
+//! [`progress`], [`cases`] and [`registry`] (the reference-case runner), [`bench`], and the
+//! `trainer` binary.
+//!
+//! ```toml
+//! [dependencies]
+//! trainer = { version = "0.1", default-features = false }
+//! ```
+#![warn(missing_docs)]
 
-pub mod bench;
-pub mod cases;
 pub mod checkpoint;
-pub mod data;
-pub mod experiments;
 pub mod fit;
 pub mod im2col;
 pub mod metrics;
 pub mod models;
 pub mod optim;
-pub mod parallel;
-pub mod plot;
-pub mod progress;
 pub mod records;
-pub mod registry;
-pub mod report;
 pub mod rng;
+
+#[cfg(feature = "cli")]
+pub mod bench;
+#[cfg(feature = "cli")]
+pub mod cases;
+#[cfg(feature = "cli")]
+pub mod data;
+#[cfg(feature = "cli")]
+pub mod experiments;
+#[cfg(feature = "cli")]
+pub mod parallel;
+#[cfg(feature = "cli")]
+pub mod plot;
+#[cfg(feature = "cli")]
+pub mod progress;
+#[cfg(feature = "cli")]
+pub mod registry;
+#[cfg(feature = "cli")]
+pub mod report;
+#[cfg(feature = "cli")]
 pub mod runner;

@@ -88,3 +88,9 @@ impl Progress {
         }
     }
 }
+
+impl crate::fit::StepCounter for Progress {
+    fn add_steps(&self, n: u64) {
+        self.inc(n);
+    }
+}

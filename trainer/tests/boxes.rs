@@ -1,6 +1,7 @@
 //! The box-regression simulation (Zheng et al. 2020): case generation, single updates in both
 //! gradient modes against hand-computed values, the anchors file, the CPU kernels against the
 //! plain-Candle path, and the reference curves of `tests/data/boxes_repro/`.
+#![cfg(feature = "cli")]
 
 use candle_core::{DType, Device, Tensor};
 use std::f64::consts::PI;

@@ -1,6 +1,7 @@
 //! Inputs that broke the case-file reader, found while fuzzing it (`cargo fuzz run case_file`, see
 //! `fuzz/`) and kept as regression tests: each must give a failed case with a message, never a
 //! panic.
+#![cfg(feature = "cli")]
 
 use candle_core::Device;
 use trainer::cases::{load_file, run_case, Outcome};

@@ -2,6 +2,7 @@
 //!
 //! Every case's loss must exist: a case whose loss no crate implements is listed as skipped and
 //! fails the test, as does any failed case.
+#![cfg(feature = "cli")]
 
 use std::path::PathBuf;
 use trainer::cases::{default_dirs, run_dirs};
@@ -23,7 +24,11 @@ fn reference_cases_pass() {
     }
     eprintln!("{}", report.summary());
     assert!(report.passed > 0, "no case ran");
-    assert!(report.skipped.is_empty(), "{} reference cases skipped", report.skipped.len());
+    assert!(
+        report.skipped.is_empty(),
+        "{} reference cases skipped",
+        report.skipped.len()
+    );
     assert!(
         report.failed.is_empty(),
         "{} reference cases failed",

@@ -1,5 +1,6 @@
 //! The binary as a user runs it: bad input gives one line on stderr and exit status 2; two runs
 //! with one seed give byte-identical records; the records are complete.
+#![cfg(feature = "cli")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

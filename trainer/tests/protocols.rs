@@ -1,5 +1,6 @@
 //! The experiments' protocols on small inputs: fold assignment, outlier rows, task labels,
 //! z-scoring, the focal diagnostic, the synthetic shapes.
+#![cfg(feature = "cli")]
 
 use trainer::data::{self, folds, shapes, ZScore};
 use trainer::experiments::imbalanced::{diagnostic, labels};

@@ -1,5 +1,6 @@
 //! The runner: a failing experiment is recorded and the others go on; a diverging run is
 //! recorded with its loss, step and seed, and the summary is still written.
+#![cfg(feature = "cli")]
 
 use candle_core::Device;
 use trainer::experiments::boxes::{BoxesConfig, GradMode, Scale};
