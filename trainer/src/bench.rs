@@ -1,6 +1,7 @@
-//! `trainer bench`: forward + backward of each loss on the workloads of
-//! `shared/bench/torch_bench.py`, on the fused (CPU kernel) and the composite (plain Candle ops)
-//! path, with the same JSON rows as that script so `shared/bench/compare.py` can pair them.
+//! `trainer bench`: forward + backward of each loss on the workloads of the repository's
+//! `bench/torch_bench.py`, on the fused (CPU kernel) and the composite (plain Candle ops) path,
+//! with the same JSON rows as that script; [`against_table`] pairs the two files workload by
+//! workload (`trainer bench --against torch.json`).
 //!
 //! One workload is one loss at one size, f32, reduction mean, gradient w.r.t. the prediction; a
 //! repeat builds a fresh graph, runs `backward` and reads the gradient; the figure is the median
@@ -12,10 +13,11 @@ use candle_core::{DType, Device, Tensor, Var};
 use loss_core::Reduction;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
 use std::time::Instant;
 
-/// The workload list of `torch_bench.py`: `(loss, shape)`.
+/// The workload list (`bench/torch_bench.py` times the same ones in PyTorch): `(loss, shape)`.
 pub fn workloads() -> Vec<(&'static str, Vec<usize>)> {
     let mut w = Vec::new();
     for l in ["l1_loss", "mse_loss", "smooth_l1_loss", "huber_loss"] {
@@ -58,8 +60,7 @@ pub struct Row {
     pub threads: usize,
     /// Median wall time of forward + backward, ms.
     pub median_ms: f64,
-    /// Fastest repeat, ms: on a machine shared with other work, the figure least disturbed by it
-    /// (not in torch's rows; `compare.py` reads `median_ms`).
+    /// Fastest repeat, ms: on a machine shared with other work, the figure least disturbed by it.
     pub min_ms: f64,
     /// Repeats timed.
     pub reps: usize,
@@ -361,4 +362,190 @@ pub fn table(rows: &[Row], floor_gbs: f64) -> String {
 pub fn check_device(d: &Device) -> Result<()> {
     Tensor::zeros(1, DType::F32, d)?;
     Ok(())
+}
+
+/// A row of another benchmark file (`bench/torch_bench.py`'s output, or an earlier
+/// `trainer bench --json`): the fields [`against_table`] reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReferenceRow {
+    /// Loss name.
+    pub loss: String,
+    /// Prediction shape.
+    pub shape: Vec<usize>,
+    /// Implementation (`"torch"`, `"fused"`, ...).
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    /// Median wall time, ms.
+    pub median_ms: f64,
+}
+
+/// Reads a benchmark JSON file: a list of rows with at least `loss`, `shape`, `impl` and
+/// `median_ms`.
+///
+/// # Errors
+/// The file cannot be read, is not such a list, or holds a time that is not positive.
+pub fn load_reference(path: &Path) -> Result<Vec<ReferenceRow>> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let rows: Vec<ReferenceRow> = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a benchmark file (a JSON list of rows with loss, shape, impl, median_ms): {e}",
+            path.display()
+        )
+    })?;
+    if let Some(r) = rows.iter().find(|r| !(r.median_ms.is_finite() && r.median_ms > 0.0)) {
+        bail!(
+            "{}: {} {:?} has median_ms {}, not a positive time",
+            path.display(),
+            r.loss,
+            r.shape,
+            r.median_ms
+        );
+    }
+    Ok(rows)
+}
+
+/// Each of `rows` beside the reference row of the same loss and shape: the reference's median,
+/// and `reference / ours` (above 1: ours is faster). A reference file with several
+/// implementations of one workload (a `trainer bench --json` file) is read for the one named
+/// `reference_impl`, or for its first row of that workload when `None`. Ends with the geometric
+/// mean of the ratios per implementation of ours, and the workloads either side lacks.
+pub fn against_table(rows: &[Row], reference: &[ReferenceRow], reference_impl: Option<&str>) -> String {
+    let find = |r: &Row| {
+        reference
+            .iter()
+            .filter(|x| reference_impl.is_none_or(|i| x.implementation == i))
+            .find(|x| x.loss == r.loss && x.shape == r.shape)
+    };
+    let mut s = format!(
+        "{:34} {:>20} {:>10} {:>11} {:>10} {:>11} {:>8}\n",
+        "loss", "shape", "impl", "median ms", "ref impl", "ref ms", "ref/ours"
+    );
+    let mut logs: Vec<(String, f64)> = Vec::new();
+    for r in rows {
+        let Some(x) = find(r) else { continue };
+        let ratio = x.median_ms / r.median_ms;
+        logs.push((r.implementation.clone(), ratio.ln()));
+        s.push_str(&format!(
+            "{:34} {:>20} {:>10} {:>11.3} {:>10} {:>11.3} {:>8.2}\n",
+            r.loss,
+            format!("{:?}", r.shape),
+            r.implementation,
+            r.median_ms,
+            x.implementation,
+            x.median_ms,
+            ratio
+        ));
+    }
+    let mut impls: Vec<&String> = logs.iter().map(|(i, _)| i).collect();
+    impls.sort();
+    impls.dedup();
+    for i in impls {
+        let l: Vec<f64> = logs.iter().filter(|(j, _)| j == i).map(|(_, l)| *l).collect();
+        let wins = l.iter().filter(|&&x| x > 0.0).count();
+        s.push_str(&format!(
+            "{i}: geometric mean of ref/ours {:.2} over {} workloads, faster on {wins}\n",
+            (l.iter().sum::<f64>() / l.len() as f64).exp(),
+            l.len()
+        ));
+    }
+    for r in rows.iter().filter(|r| find(r).is_none()) {
+        s.push_str(&format!("no reference row for {} {:?}\n", r.loss, r.shape));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(loss: &str, shape: &[usize], implementation: &str, median_ms: f64) -> Row {
+        Row {
+            loss: loss.into(),
+            shape: shape.to_vec(),
+            implementation: implementation.into(),
+            device: "cpu".into(),
+            threads: 2,
+            median_ms,
+            min_ms: median_ms,
+            reps: 7,
+            bytes: 0.0,
+            elements: 0,
+        }
+    }
+
+    fn reference(json: &str) -> Vec<ReferenceRow> {
+        let dir = std::env::temp_dir().join(format!("trainer-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}.json", json.len()));
+        std::fs::write(&path, json).unwrap();
+        let r = load_reference(&path);
+        std::fs::remove_file(&path).unwrap();
+        r.unwrap()
+    }
+
+    #[test]
+    fn ratios_pair_loss_and_shape_and_end_with_the_geometric_mean() {
+        let refs = reference(
+            r#"[{"loss": "l1_loss", "shape": [1000], "impl": "torch", "device": "cpu", "threads": 2, "median_ms": 0.5, "reps": 9},
+                {"loss": "l1_loss", "shape": [100000], "impl": "torch", "median_ms": 2.0},
+                {"loss": "mse_loss", "shape": [1000], "impl": "torch", "median_ms": 1.0}]"#,
+        );
+        let rows = [
+            row("l1_loss", &[1000], "fused", 0.25),
+            row("l1_loss", &[100000], "fused", 4.0),
+            row("huber_loss", &[1000], "fused", 1.0),
+        ];
+        let t = against_table(&rows, &refs, None);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[1].starts_with("l1_loss") && lines[1].ends_with("2.00"), "{t}");
+        assert!(lines[2].contains("[100000]") && lines[2].ends_with("0.50"), "{t}");
+        // sqrt(2 · 0.5) = 1: one faster, one slower.
+        assert_eq!(
+            lines[3],
+            "fused: geometric mean of ref/ours 1.00 over 2 workloads, faster on 1"
+        );
+        assert_eq!(lines[4], "no reference row for huber_loss [1000]");
+        assert_eq!(lines.len(), 5);
+    }
+
+    #[test]
+    fn a_reference_with_several_implementations_is_read_for_the_one_named() {
+        let refs = reference(
+            r#"[{"loss": "l1_loss", "shape": [10], "impl": "composite", "median_ms": 8.0},
+                {"loss": "l1_loss", "shape": [10], "impl": "fused", "median_ms": 2.0}]"#,
+        );
+        let rows = [row("l1_loss", &[10], "fused", 1.0)];
+        assert!(against_table(&rows, &refs, Some("fused"))
+            .lines()
+            .nth(1)
+            .unwrap()
+            .ends_with("2.00"));
+        assert!(against_table(&rows, &refs, None)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .ends_with("8.00"));
+        assert!(against_table(&rows, &refs, Some("torch")).contains("no reference row for l1_loss [10]"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_benchmark_is_an_error_naming_it() {
+        let dir = std::env::temp_dir().join(format!("trainer-bench-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in [
+            ("object.json", r#"{"loss": "l1_loss"}"#),
+            (
+                "zero.json",
+                r#"[{"loss": "l1_loss", "shape": [1], "impl": "torch", "median_ms": 0}]"#,
+            ),
+        ] {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            let e = format!("{:#}", load_reference(&p).unwrap_err());
+            assert!(e.contains(name), "{e}");
+        }
+        let e = format!("{:#}", load_reference(&dir.join("missing.json")).unwrap_err());
+        assert!(e.contains("cannot read") && e.contains("missing.json"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -45,7 +45,7 @@ enum Command {
         #[command(subcommand)]
         experiment: Experiment,
     },
-    /// Benchmark forward + backward of each loss on the workloads of shared/bench/torch_bench.py.
+    /// Benchmark forward + backward of each loss on the workloads of bench/torch_bench.py.
     Bench(BenchArgs),
 }
 
@@ -67,6 +67,14 @@ struct BenchArgs {
     /// Write the rows as JSON (torch_bench.py's format) to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Print each workload's time against this benchmark file (bench/torch_bench.py's output, or
+    /// an earlier --json file): its median and the ratio ref/ours (above 1: ours is faster).
+    #[arg(long, value_name = "FILE")]
+    against: Option<PathBuf>,
+    /// With --against: the implementation of the reference file to compare with (default: its
+    /// first row of each workload; `torch` for torch_bench.py's files).
+    #[arg(long, value_name = "IMPL")]
+    against_impl: Option<String>,
     /// Minimum seconds of timed repeats per workload.
     #[arg(long, default_value_t = 0.5)]
     min_seconds: f64,
@@ -105,6 +113,11 @@ fn bench_in_pool(a: BenchArgs) -> ExitCode {
         Ok(d) => d,
         Err(e) => return usage_error(e),
     };
+    // Read the reference first: a bad file is an error before minutes of timing.
+    let reference = match a.against.as_deref().map(trainer::bench::load_reference).transpose() {
+        Ok(r) => r,
+        Err(e) => return usage_error(format!("{e:#}")),
+    };
     let opts = trainer::bench::BenchOptions {
         only: a.only,
         impls: a.impls,
@@ -136,6 +149,13 @@ fn bench_in_pool(a: BenchArgs) -> ExitCode {
         Err(e) => return usage_error(format!("{e:#}")),
     };
     print!("{}", trainer::bench::table(&rows, floor));
+    if let Some(reference) = &reference {
+        println!();
+        print!(
+            "{}",
+            trainer::bench::against_table(&rows, reference, a.against_impl.as_deref())
+        );
+    }
     if let Some(path) = a.json {
         let text = serde_json::to_string_pretty(&rows).expect("rows serialise");
         if let Err(e) = trainer::records::write_atomic(&path, text.as_bytes()) {
