@@ -41,11 +41,19 @@
 //! assert!((loss.to_scalar::<f32>()? - 0.541_666_7).abs() < 1e-6);
 //! # Ok::<(), candle_core::Error>(())
 //! ```
+#![warn(missing_docs)]
 
 pub mod check;
 pub mod classification;
 pub mod error;
+// The fused CPU kernels and their plumbing (SIMD dispatch, buffer writers, parallel thresholds):
+// public because loss-bbox and loss-seg build their kernels on it, hidden because it is the
+// crates' internal kernel layer, not an API for users, and may change in any release.
+#[doc(hidden)]
 pub mod fused;
+// A finite-difference gradient check for the test suites of the three loss crates; hidden for the
+// same reason.
+#[doc(hidden)]
 pub mod gradcheck;
 pub mod ops;
 pub mod reduction;

@@ -115,3 +115,24 @@ fn xlogy_is_zero_where_x_is_zero() {
     assert_eq!(v, vec![0.0, 0.0, 0.5 * 0.25f64.ln()]);
     assert!(g.iter().all(|g| g.is_finite()));
 }
+
+/// The composite switch is scoped: it is restored after a panic inside it, so a failed test (or a
+/// caught panic in a user's code) cannot leave the fused kernels switched off on that thread.
+#[test]
+fn with_composite_is_restored_after_a_panic() {
+    let x = candle_core::Tensor::new(&[1.0f32], &candle_core::Device::Cpu).unwrap();
+    assert!(loss_core::ops::fused_allowed(&x));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        loss_core::ops::with_composite(|| {
+            assert!(!loss_core::ops::fused_allowed(&x));
+            panic!("inside");
+        })
+    }));
+    assert!(caught.is_err());
+    assert!(loss_core::ops::fused_allowed(&x));
+    // Nested: the inner scope restores the outer one's state.
+    loss_core::ops::with_composite(|| {
+        loss_core::ops::with_composite(|| ());
+        assert!(!loss_core::ops::fused_allowed(&x));
+    });
+}

@@ -14,7 +14,7 @@
 //! With `default-features = false` that is all this crate builds. The `cli` feature (on by
 //! default) adds [`data`] (data sets and folds), [`experiments`] (the four convergence
 //! experiments), [`runner`] (runs them and writes records, [`plot`]s and the [`report`]),
-//! [`progress`], [`cases`] and [`registry`] (the reference-case runner), [`bench`], and the
+//! [`progress`], [`cases`] and [`registry`] (the reference-case runner), [`bench`](mod@bench), and the
 //! `trainer` binary.
 //!
 //! ```toml

@@ -23,7 +23,10 @@ pub mod composite;
 mod cpu;
 
 use candle_core::{Result, Tensor};
+// Layout helpers of the CPU kernels, public for loss-bbox's and loss-seg's kernels, not for users.
+#[doc(hidden)]
 pub use cpu::layout_offsets;
+#[doc(hidden)]
 pub use cpu::map_unary;
 
 /// One elementwise primitive: its value and its derivative.
@@ -156,15 +159,22 @@ fn composite_forced() -> bool {
 /// Runs `f` with every primitive of this module (and every fused kernel that asks
 /// [`fused_allowed`]) taking the composite, any-device path even on the CPU, as CUDA and Metal
 /// do. For tests that hold the two paths equal; affects the current thread only.
+/// The previous state is restored when `f` returns or unwinds.
 pub fn with_composite<R>(f: impl FnOnce() -> R) -> R {
-    let old = FORCE_COMPOSITE.with(|c| c.replace(true));
-    let out = f();
-    FORCE_COMPOSITE.with(|c| c.set(old));
-    out
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORCE_COMPOSITE.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(FORCE_COMPOSITE.with(|c| c.replace(true)));
+    f()
 }
 
 /// Whether a CPU fast path may run for `t`: `t` is on the CPU and [`with_composite`] is not in
 /// force. Every fused kernel of the workspace asks this before taking its `CustomOp`.
+// Kernel plumbing for loss-bbox and loss-seg, not for users.
+#[doc(hidden)]
 pub fn fused_allowed(t: &Tensor) -> bool {
     t.device().is_cpu() && !composite_forced()
 }
