@@ -64,3 +64,8 @@ pub use losses::{
 };
 pub use mmdet::{extended_iou_loss, siou_loss, ExtendedIoULoss, SIoULoss};
 pub use pairwise::{box_iou, complete_box_iou, distance_box_iou, generalized_box_iou};
+
+// The README's example is compiled and run with the doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;

@@ -88,3 +88,8 @@ impl<L: Loss + ?Sized> Loss for Box<L> {
         (**self).forward(input, target)
     }
 }
+
+// The README's example is compiled and run with the doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;

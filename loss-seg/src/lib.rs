@@ -141,3 +141,8 @@ pub use lovasz::{lovasz_softmax_loss, LovaszSoftmaxLoss};
 pub use overlap::Overlap;
 pub use prepare::Prepare;
 pub use tversky::{focal_tversky_loss, tversky_loss, FocalTverskyLoss, TverskyLoss};
+
+// The README's example is compiled and run with the doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;

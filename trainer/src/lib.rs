@@ -52,3 +52,8 @@ pub mod registry;
 pub mod report;
 #[cfg(feature = "cli")]
 pub mod runner;
+
+// The README's example is compiled and run with the doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
