@@ -1,8 +1,13 @@
-//! Records the versions of the main dependencies (from the workspace's Cargo.lock) for
-//! `config.json`.
+//! Records the versions of the main dependencies for `config.json`, from the workspace's
+//! Cargo.lock in a clone of the repository, or from the package's own Cargo.lock when built from
+//! a published crate (none found: no versions recorded).
 
 fn main() {
-    let lock = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lock = [dir.join("../Cargo.lock"), dir.join("Cargo.lock")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| dir.join("../Cargo.lock"));
     println!("cargo:rerun-if-changed={}", lock.display());
     let text = std::fs::read_to_string(&lock).unwrap_or_default();
     let wanted = [

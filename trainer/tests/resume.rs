@@ -1,6 +1,7 @@
 //! Checkpoints with a real child process: a run killed with SIGKILL at a random (seeded) moment
 //! after its first checkpoint, then resumed with `--resume`, gives the same records, byte for
 //! byte, as an uninterrupted run with the same seed, and no half-written or temporary file.
+#![cfg(feature = "cli")]
 
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
