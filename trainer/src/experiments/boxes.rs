@@ -79,7 +79,7 @@
 //! of threads.
 //!
 //! Reference curves of both modes at the tiny scale (an independent PyTorch implementation, f64)
-//! are in `shared/repro/`; `tests/boxes.rs` checks them (paper mode to ~1e-12; autograd mode to
+//! are in `trainer/tests/data/boxes_repro/`; `tests/boxes.rs` checks them (paper mode to ~1e-12; autograd mode to
 //! 1e-6 except GIoU after t = 60, whose trajectories are chaotic: a one-ulp change of the
 //! gradient's rounding moves its curve by ~1e-3, see the test's notes).
 

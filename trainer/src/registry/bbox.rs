@@ -1,7 +1,7 @@
 //! loss-bbox's entries of the registry.
 //!
 //! Inputs: `pred`/`target` for the aligned losses, `boxes1`/`boxes2` for the pairwise metrics,
-//! `boxes` for `box_convert`/`box_area`. Defaults as `shared/cases/FORMAT.md`: the torchvision
+//! `boxes` for `box_convert`/`box_area`. Defaults as `cases/FORMAT.md`: the torchvision
 //! family defaults to `reduction: "none"`, `extended_iou_loss`/`siou_loss` to `"mean"`.
 
 use super::{input, Inputs, Params};
