@@ -34,6 +34,13 @@ enum Command {
     Cases {
         /// Folders holding case files (default: the repository's `cases/`).
         dirs: Vec<PathBuf>,
+        /// Which implementation runs on the CPU: `fused` (the CPU kernels where a loss has one)
+        /// or `composite` (plain Candle ops, the path CUDA and Metal take).
+        #[arg(long, default_value = "fused", value_parser = ["fused", "composite"])]
+        path: String,
+        /// Device: cpu, cuda, cuda:N or metal (off the CPU every loss takes the composite path).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Run all four experiments with their default settings (boxes at the reduced scale).
     All {
@@ -509,13 +516,23 @@ fn main() -> ExitCode {
             };
         }
     };
-    if let Command::Cases { dirs } = cli.command {
+    if let Command::Cases { dirs, path, device } = cli.command {
         let dirs = if dirs.is_empty() {
             trainer::cases::default_dirs()
         } else {
             dirs
         };
-        return match trainer::cases::run_dirs(&dirs, &candle_core::Device::Cpu) {
+        let device = match parse_device(&device) {
+            Ok(d) => d,
+            Err(e) => return usage_error(e),
+        };
+        let run = || trainer::cases::run_dirs(&dirs, &device);
+        let result = if path == "composite" {
+            loss_core::ops::with_composite(run)
+        } else {
+            run()
+        };
+        return match result {
             Ok(report) => {
                 for (id, msg) in &report.failed {
                     println!("FAIL {id}: {msg}");

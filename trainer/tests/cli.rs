@@ -105,8 +105,52 @@ fn help_and_cases_still_work() {
     for cmd in ["cases", "all", "run"] {
         assert!(text.contains(cmd), "{text}");
     }
+    // Without a folder: the repository's own cases, every one of which must pass.
     let out = trainer(&["cases"]);
-    assert_eq!(out.status.code(), Some(2), "cases without a folder is a usage error");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let last = text.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("cases: ") && last.ends_with(" passed, 0 failed, 0 skipped"),
+        "{last}"
+    );
+    let out = trainer(&["cases", "--device", "tpu"]);
+    assert_eq!(out.status.code(), Some(2), "an unknown device is a usage error");
+}
+
+/// `--path composite` runs a case through the plain-Candle path; a wrong expected value fails
+/// with exit status 1 and names the case, on either path.
+#[test]
+fn cases_on_either_path_report_a_wrong_value() {
+    let d = std::env::temp_dir().join(format!("trainer-cli-cases-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let case = |id: &str, want: f64| {
+        format!(
+            r#"{{"id": "{id}", "loss": "l1_loss", "params": {{"reduction": "mean"}},
+                "inputs": {{"input": {{"shape": [2], "data": [1.0, -2.0]}},
+                            "target": {{"shape": [2], "data": [0.0, 0.0]}}}},
+                "expected": {{"shape": [], "data": [{want}]}},
+                "grad": {{"input": {{"shape": [2], "data": [0.5, -0.5]}}}}}}"#
+        )
+    };
+    std::fs::write(
+        d.join("l1.json"),
+        format!("[{}, {}]", case("right", 1.5), case("wrong", 1.25)),
+    )
+    .unwrap();
+    for path in ["fused", "composite"] {
+        let out = trainer(&["cases", "--path", path, d.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{path}: {text}");
+        assert!(text.contains("FAIL wrong:"), "{path}: {text}");
+        assert!(!text.contains("FAIL right"), "{path}: {text}");
+        assert!(
+            text.trim_end().ends_with("cases: 1 passed, 1 failed, 0 skipped"),
+            "{path}: {text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// Runs an experiment with `threads` run threads; with one, Candle's and Rayon's pools get one
