@@ -12,6 +12,12 @@
 //! | [`dice_ce_loss`] | `λ_dice·Dice + λ_ce·cross_entropy` | `monai.losses.DiceCELoss` |
 //! | [`dice_focal_loss`] | `λ_dice·Dice + λ_focal·sigmoid focal loss` | `monai.losses.DiceFocalLoss` |
 //! | [`lovasz_softmax_loss`] | Lovász extension of the Jaccard loss | Berman et al. 2018; `segmentation_models_pytorch` |
+//! | [`masked_dice_loss`] | [`dice_loss`] of `act(p)·M` against `t·M` | `monai.losses.MaskedDiceLoss` |
+//! | [`soft_cldice_loss`], [`soft_dice_cldice_loss`] | `1 − 2·Tprec·Tsens / (Tprec + Tsens)` on soft skeletons | Shit et al., CVPR 2021; `monai.losses.SoftclDiceLoss` |
+//! | [`hausdorff_dt_loss`], [`log_hausdorff_dt_loss`] | `mean (p − g)²·(F_p^α + F_g^α)`, `F` distance transforms | Karimi & Salcudean 2019; `monai.losses.HausdorffDTLoss` |
+//! | [`lovasz_hinge_loss`] | Lovász extension of the Jaccard loss on hinge errors (binary) | Berman et al. 2018; smp `LovaszLoss(mode="binary")` |
+//! | [`jaccard_loss`] | `1 − (I + s)/(S_p + S_g − I + s)` per class over the batch | smp `JaccardLoss` |
+//! | [`soft_bce_with_logits_loss`] | BCE with logits, label smoothing, `ignore_index` | smp `SoftBCEWithLogitsLoss` |
 //!
 //! with `I = Σ p·t`, `P = Σ p` (or `Σ p²` with `squared_pred`), `G = Σ t` (or `Σ t²`), the sums
 //! running over the spatial dimensions of one sample and one class (and over the batch too with
@@ -125,19 +131,30 @@ macro_rules! common_builders {
     };
 }
 
+pub mod cldice;
 pub mod combined;
 pub mod dice;
+pub mod edt;
 mod fused;
 pub mod generalized_dice;
+pub mod hausdorff;
+pub mod jaccard;
 pub mod lovasz;
+pub mod masked_dice;
 pub mod overlap;
 pub mod prepare;
+pub mod soft_bce;
 pub mod tversky;
 
+pub use cldice::{soft_cldice_loss, soft_dice_cldice_loss, SoftClDiceLoss, SoftDiceClDiceLoss};
 pub use combined::{dice_ce_loss, dice_focal_loss, DiceCeLoss, DiceFocalLoss};
 pub use dice::{dice_loss, DiceLoss};
 pub use generalized_dice::{generalized_dice_loss, GeneralizedDiceLoss, Weighting};
-pub use lovasz::{lovasz_softmax_loss, LovaszSoftmaxLoss};
+pub use hausdorff::{hausdorff_dt_loss, log_hausdorff_dt_loss, HausdorffDtLoss, LogHausdorffDtLoss};
+pub use jaccard::{jaccard_loss, JaccardLoss, JaccardMode};
+pub use lovasz::{lovasz_hinge_loss, lovasz_softmax_loss, LovaszHingeLoss, LovaszSoftmaxLoss};
+pub use masked_dice::{masked_dice_loss, MaskedDice, MaskedDiceLoss};
 pub use overlap::Overlap;
 pub use prepare::Prepare;
+pub use soft_bce::{soft_bce_with_logits_loss, SoftBceWithLogitsLoss};
 pub use tversky::{focal_tversky_loss, tversky_loss, FocalTverskyLoss, TverskyLoss};
