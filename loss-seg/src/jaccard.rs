@@ -232,8 +232,9 @@ pub fn jaccard_loss(pred: &Tensor, target: &Tensor, opts: &JaccardLoss) -> Resul
     } else {
         score.affine(-1.0, 1.0)?
     };
-    let present = sg.gt(0.0)?;
-    let per_class = present.where_cond(&per_class, &per_class.zeros_like()?)?;
+    // smp multiplies by the mask: a NaN of an absent class still shows.
+    let present = sg.gt(0.0)?.to_dtype(per_class.dtype())?;
+    let per_class = per_class.mul(&present)?;
     let weights = match &opts.class_weights {
         Some(w) => {
             check::weight_vector(LOSS, "class_weights", w, c, &p)?;

@@ -85,7 +85,11 @@ pub fn masked_dice_loss(pred: &Tensor, target: &Tensor, mask: &Tensor, opts: &Ma
         target.broadcast_mul(&mask)?
     } else {
         // Class indices: zeroed outside the mask before the one-hot (MONAI's `target * mask`).
-        if target.rank() != pred.rank() || target.dim(0)? != pred.dim(0)? || target.dim(1)? != 1 {
+        if target.rank() != pred.rank()
+            || target.dim(0)? != pred.dim(0)?
+            || target.dim(1)? != 1
+            || target.dims()[2..] != pred.dims()[2..]
+        {
             return Err(check::bad_shape(
                 LOSS,
                 "target",

@@ -89,7 +89,11 @@ fn along_last(loss: &'static str, arg: &'static str, v: &Tensor, like: &Tensor) 
         ));
     }
     check::same_dtype(loss, arg, v, "logits", like)?;
-    v.to_device(like.device())?.broadcast_as(like.shape())
+    let v = v.to_device(like.device())?;
+    if like.rank() == 0 {
+        return v.reshape(());
+    }
+    v.broadcast_as(like.shape())
 }
 
 /// smp's soft binary cross-entropy with logits (see the module docs).
