@@ -43,6 +43,15 @@
 //! `s_dr = 0` stays unbounded *near* an empty class: `1 − s_nr / den` tends to −∞ as `den → 0`
 //! (saturated logits can bring `den` down to 1e-35 in f32), so keep `s_dr ≥ s_nr`.
 //!
+//! ## Empty ground truth
+//! MONAI has no special rule, and neither has this crate: a class whose (masked, non-ignored)
+//! target is empty in an item (in the whole batch with `batch`) has `I = 0`, `G = 0`, so
+//! [`dice_loss`] gives `1 − s_nr / (P + s_dr)` (Jaccard `1 − s_nr / (2P + s_dr)`) and
+//! [`tversky_loss`] `1 − s_nr / (α·P + s_dr)`: 0 when the prediction is empty too
+//! (`s_nr = s_dr`), exactly 1 when `s_nr = 0`, with a gradient of `s_nr / (P + s_dr)²` per
+//! element (1e5 at `p = 0` with the default smoothing). [`hausdorff_dt_loss`]: an empty or full
+//! mask has a zero distance map. [`jaccard_loss`]: a class with an empty target contributes 0.
+//!
 //! ## Non-finite values
 //! For inputs in the domain (probabilities in `[0, 1]` or finite logits with an activation, masks
 //! in `[0, 1]`, `0 <= smooth_nr <= smooth_dr`) every value and gradient is finite, except a `Mean`
