@@ -206,3 +206,22 @@ fn values_of_simple_inputs() {
         .unwrap();
     assert!(v > 0.1, "{v}");
 }
+
+#[test]
+fn dice_ce_label_smoothing_is_checked_only_with_classes() {
+    // C = 1: the BCE path has no label smoothing; MONAI does not even read it.
+    let x = f32s(&[2, 1, 3, 3]);
+    let o = DiceCeLoss::default().with_sigmoid(true).with_label_smoothing(1.5);
+    let a = dice_ce_loss(&x, &x, &o).unwrap().to_scalar::<f32>().unwrap();
+    let b = dice_ce_loss(&x, &x, &o.with_label_smoothing(0.0))
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(a, b);
+    // C = 3: an error naming the parameter.
+    let o = DiceCeLoss::default().with_to_onehot_y(true).with_label_smoothing(1.5);
+    expect_err(
+        dice_ce_loss(&f32s(&[1, 3, 2, 2]), &idx(&[1, 1, 2, 2], 0), &o),
+        &["dice_ce_loss", "label_smoothing"],
+    );
+}
