@@ -73,6 +73,7 @@ fn run(data: &[u8]) -> Result<()> {
             smooth_dr: p[1],
             weight: w.clone(),
             reduction: r,
+            ..Default::default()
         };
         let (name, out) = match which {
             0 => ("dice_loss", dice_loss(&x, &t, &dice)),

@@ -149,6 +149,8 @@ impl DiceCeLoss {
             smooth_nr: self.smooth_nr,
             smooth_dr: self.smooth_dr,
             weight,
+            soft_label: false,
+            ignore_index: None,
             reduction: self.reduction,
         }
     }
@@ -191,11 +193,16 @@ fn ce_term(pred: &Tensor, target: &Tensor, weight: Option<&Tensor>, opts: &DiceC
 ///   probability targets), or class indices `[N, 1, spatial...]` with `to_onehot_y`
 ///   (cross-entropy with index targets).
 /// - `C = 1`: the cross-entropy term is [`binary_cross_entropy_with_logits`] with `weight` as
-///   `pos_weight`.
+///   `pos_weight`; `label_smoothing` is not applied (nor checked) there, and `include_background`,
+///   `to_onehot_y` and `softmax` are ignored (MONAI).
+/// - `weight` and `label_smoothing` ε together follow torch's `cross_entropy`: index targets
+///   give per pixel `(1−ε)·w_y·(−log p_y) + ε/C·Σ_c w_c(−log p_c)`, the mean dividing by
+///   `Σ_pixels w_y`; probability targets `t' = t(1−ε) + ε/C` give `−Σ_c w_c t'_c log p_c`, the
+///   mean dividing by the pixel count.
 ///
 /// # Errors
 /// `Reduction::None` or `BatchMean`; a negative `lambda_dice` / `lambda_ce`; `label_smoothing`
-/// outside `[0, 1]`; a target of another rank or with neither 1 nor `C` channels; no class
+/// outside `[0, 1]` when `C > 1`; a target of another rank or with neither 1 nor `C` channels; no class
 /// (`C = 0`); a `weight` not of length `C` or negative; and the errors of [`crate::dice_loss`] and
 /// [`cross_entropy`].
 pub fn dice_ce_loss(pred: &Tensor, target: &Tensor, opts: &DiceCeLoss) -> Result<Tensor> {
@@ -209,8 +216,11 @@ pub fn dice_ce_loss(pred: &Tensor, target: &Tensor, opts: &DiceCeLoss) -> Result
         .into());
     }
     check_lambdas(LOSS, opts.lambda_dice, "lambda_ce", opts.lambda_ce)?;
-    check::unit_interval(LOSS, "label_smoothing", opts.label_smoothing)?;
     check_layout(LOSS, pred, target)?;
+    if pred.dim(1)? > 1 {
+        // The binary path (C = 1) has no label smoothing: MONAI does not read it there.
+        check::unit_interval(LOSS, "label_smoothing", opts.label_smoothing)?;
+    }
     if pred.dim(1)? == 0 {
         // The cross-entropy needs a class; refused here so that the error names this loss.
         return Err(check::bad_shape(
@@ -362,6 +372,8 @@ impl DiceFocalLoss {
             smooth_nr: self.smooth_nr,
             smooth_dr: self.smooth_dr,
             weight: self.weight.clone(),
+            soft_label: false,
+            ignore_index: None,
             reduction: Reduction::None,
         }
     }

@@ -11,7 +11,7 @@
 //! `monai.losses.DiceLoss` (MONAI 1.x): same values, gradients and defaults.
 
 use crate::overlap::Overlap;
-use crate::prepare::{check_smooth, class_weight, one_minus, prepare, ratio_or_one};
+use crate::prepare::{check_smooth, class_weight, one_minus, prepare_ignoring, ratio_or_one, Prepared};
 use candle_core::{Result, Tensor};
 use loss_core::{reduce, Loss, Reduction};
 
@@ -44,6 +44,14 @@ pub struct DiceLoss {
     /// background), values `>= 0`, `pred`'s dtype. Ignored when one class is left. The mean is
     /// then still over `N·C'` values, not over the weights (MONAI).
     pub weight: Option<Tensor>,
+    /// MONAI 1.6.1's `soft_label`: the L1-norm form of the overlap statistics
+    /// ([`Overlap::soft`]), exact for soft targets (its optimum is `pred = target`). Changes
+    /// nothing with `squared_pred`.
+    pub soft_label: bool,
+    /// MONAI 1.6.1's `ignore_index` (`None`: none): pixels whose target is this value (or, for a
+    /// `C`-channel target, pixels of this class or unlabelled pixels) leave the loss; see
+    /// [`crate::prepare::ignore_mask`].
+    pub ignore_index: Option<i64>,
     /// `None` gives `[N, C']` (`[C']` with `batch`), `Mean` / `Sum` a 0-d tensor.
     pub reduction: Reduction,
 }
@@ -61,6 +69,8 @@ impl Default for DiceLoss {
             smooth_nr: 1e-5,
             smooth_dr: 1e-5,
             weight: None,
+            soft_label: false,
+            ignore_index: None,
             reduction: Reduction::Mean,
         }
     }
@@ -84,6 +94,16 @@ impl DiceLoss {
         self.weight = Some(weight);
         self
     }
+    /// Uses the L1-norm (`soft_label`) form of the statistics.
+    pub fn with_soft_label(mut self, soft_label: bool) -> Self {
+        self.soft_label = soft_label;
+        self
+    }
+    /// Leaves the pixels labelled `ignore_index` out (`None`: none).
+    pub fn with_ignore_index(mut self, ignore_index: Option<i64>) -> Self {
+        self.ignore_index = ignore_index;
+        self
+    }
 }
 
 /// The Dice (or Jaccard) value of each class from overlap statistics, before any weight.
@@ -105,8 +125,18 @@ pub fn dice_from_overlap(o: &Overlap, jaccard: bool, smooth_nr: f64, smooth_dr: 
 /// As [`dice_loss`].
 pub fn dice_per_class(loss: &'static str, pred: &Tensor, target: &Tensor, opts: &DiceLoss) -> Result<Tensor> {
     check_smooth(loss, opts.smooth_nr, opts.smooth_dr)?;
-    let prepared = prepare(loss, pred, target, opts.prepare_options())?;
-    let o = Overlap::of(&prepared, opts.squared_pred, opts.batch)?;
+    let prepared = prepare_ignoring(loss, pred, target, opts.prepare_options(), opts.ignore_index)?;
+    dice_of_prepared(loss, &prepared, opts)
+}
+
+/// [`dice_per_class`] on inputs already prepared (activation, one-hot, masks applied): the
+/// options' activation, one-hot and `ignore_index` are not read again.
+///
+/// # Errors
+/// A `weight` not of length `C'` or with a negative value.
+pub fn dice_of_prepared(loss: &'static str, prepared: &Prepared, opts: &DiceLoss) -> Result<Tensor> {
+    check_smooth(loss, opts.smooth_nr, opts.smooth_dr)?;
+    let o = Overlap::of_options(prepared, opts.squared_pred, opts.soft_label, opts.batch)?;
     let f = dice_from_overlap(&o, opts.jaccard, opts.smooth_nr, opts.smooth_dr)?;
     let classes = prepared.classes_kept()?;
     match &opts.weight {

@@ -12,6 +12,12 @@
 //! | [`dice_ce_loss`] | `λ_dice·Dice + λ_ce·cross_entropy` | `monai.losses.DiceCELoss` |
 //! | [`dice_focal_loss`] | `λ_dice·Dice + λ_focal·sigmoid focal loss` | `monai.losses.DiceFocalLoss` |
 //! | [`lovasz_softmax_loss`] | Lovász extension of the Jaccard loss | Berman et al. 2018; `segmentation_models_pytorch` |
+//! | [`masked_dice_loss`] | [`dice_loss`] of `act(p)·M` against `t·M` | `monai.losses.MaskedDiceLoss` |
+//! | [`soft_cldice_loss`], [`soft_dice_cldice_loss`] | `1 − 2·Tprec·Tsens / (Tprec + Tsens)` on soft skeletons | Shit et al., CVPR 2021; `monai.losses.SoftclDiceLoss` |
+//! | [`hausdorff_dt_loss`], [`log_hausdorff_dt_loss`] | `mean (p − g)²·(F_p^α + F_g^α)`, `F` distance transforms | Karimi & Salcudean 2019; `monai.losses.HausdorffDTLoss` |
+//! | [`lovasz_hinge_loss`] | Lovász extension of the Jaccard loss on hinge errors (binary) | Berman et al. 2018; smp `LovaszLoss(mode="binary")` |
+//! | [`jaccard_loss`] | `1 − (I + s)/(S_p + S_g − I + s)` per class over the batch | smp `JaccardLoss` |
+//! | [`soft_bce_with_logits_loss`] | BCE with logits, label smoothing, `ignore_index` | smp `SoftBCEWithLogitsLoss` |
 //!
 //! with `I = Σ p·t`, `P = Σ p` (or `Σ p²` with `squared_pred`), `G = Σ t` (or `Σ t²`), the sums
 //! running over the spatial dimensions of one sample and one class (and over the batch too with
@@ -36,6 +42,15 @@
 //! instead of MONAI's NaN (`s_nr = 0`) or −inf (`s_nr > 0`). Note that `s_nr > 0` with
 //! `s_dr = 0` stays unbounded *near* an empty class: `1 − s_nr / den` tends to −∞ as `den → 0`
 //! (saturated logits can bring `den` down to 1e-35 in f32), so keep `s_dr ≥ s_nr`.
+//!
+//! ## Empty ground truth
+//! MONAI has no special rule, and neither has this crate: a class whose (masked, non-ignored)
+//! target is empty in an item (in the whole batch with `batch`) has `I = 0`, `G = 0`, so
+//! [`dice_loss`] gives `1 − s_nr / (P + s_dr)` (Jaccard `1 − s_nr / (2P + s_dr)`) and
+//! [`tversky_loss`] `1 − s_nr / (α·P + s_dr)`: 0 when the prediction is empty too
+//! (`s_nr = s_dr`), exactly 1 when `s_nr = 0`, with a gradient of `s_nr / (P + s_dr)²` per
+//! element (1e5 at `p = 0` with the default smoothing). [`hausdorff_dt_loss`]: an empty or full
+//! mask has a zero distance map. [`jaccard_loss`]: a class with an empty target contributes 0.
 //!
 //! ## Non-finite values
 //! For inputs in the domain (probabilities in `[0, 1]` or finite logits with an activation, masks
@@ -125,21 +140,32 @@ macro_rules! common_builders {
     };
 }
 
+pub mod cldice;
 pub mod combined;
 pub mod dice;
+pub mod edt;
 mod fused;
 pub mod generalized_dice;
+pub mod hausdorff;
+pub mod jaccard;
 pub mod lovasz;
+pub mod masked_dice;
 pub mod overlap;
 pub mod prepare;
+pub mod soft_bce;
 pub mod tversky;
 
+pub use cldice::{soft_cldice_loss, soft_dice_cldice_loss, SoftClDiceLoss, SoftDiceClDiceLoss};
 pub use combined::{dice_ce_loss, dice_focal_loss, DiceCeLoss, DiceFocalLoss};
 pub use dice::{dice_loss, DiceLoss};
 pub use generalized_dice::{generalized_dice_loss, GeneralizedDiceLoss, Weighting};
-pub use lovasz::{lovasz_softmax_loss, LovaszSoftmaxLoss};
+pub use hausdorff::{hausdorff_dt_loss, log_hausdorff_dt_loss, HausdorffDtLoss, LogHausdorffDtLoss};
+pub use jaccard::{jaccard_loss, JaccardLoss, JaccardMode};
+pub use lovasz::{lovasz_hinge_loss, lovasz_softmax_loss, LovaszHingeLoss, LovaszSoftmaxLoss};
+pub use masked_dice::{masked_dice_loss, MaskedDice, MaskedDiceLoss};
 pub use overlap::Overlap;
 pub use prepare::Prepare;
+pub use soft_bce::{soft_bce_with_logits_loss, SoftBceWithLogitsLoss};
 pub use tversky::{focal_tversky_loss, tversky_loss, FocalTverskyLoss, TverskyLoss};
 
 // The README's example is compiled and run with the doc tests.

@@ -208,3 +208,130 @@ impl Loss for LovaszSoftmaxLoss {
         lovasz_softmax_loss(input, target, self)
     }
 }
+
+/// The Lovász hinge options (smp's `LovaszLoss(mode="binary")` defaults: `per_image = false`,
+/// no `ignore_index`); also the loss as a [`Loss`] value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LovaszHingeLoss {
+    /// Compute the loss per image (dimension 0) and average over the images.
+    pub per_image: bool,
+    /// Target value of pixels left out of the loss (`None`: none).
+    pub ignore_index: Option<i64>,
+}
+
+impl LovaszHingeLoss {
+    /// Computes the loss per image, then averages.
+    pub fn with_per_image(mut self, per_image: bool) -> Self {
+        self.per_image = per_image;
+        self
+    }
+    /// Leaves pixels with this target value out.
+    pub fn with_ignore_index(mut self, ignore_index: Option<i64>) -> Self {
+        self.ignore_index = ignore_index;
+        self
+    }
+}
+
+/// The Lovász hinge weights of one group of pixels: `(offset, w_k)` in the order of decreasing
+/// error, with `w` of [`lovasz_grad`] (the group need not hold a foreground pixel).
+fn hinge_weights(pixels: &[usize], errors: &[f64], fg: &[bool]) -> Vec<(usize, f64)> {
+    let mut order = pixels.to_vec();
+    order.sort_unstable_by(|&a, &b| errors[b].total_cmp(&errors[a]).then(a.cmp(&b)));
+    let flags: Vec<bool> = order.iter().map(|&i| fg[i]).collect();
+    order.into_iter().zip(lovasz_grad(&flags)).collect()
+}
+
+/// Lovász hinge loss of binary `logits` against 0/1 `target` (Berman, Rannen Triki & Blaschko,
+/// CVPR 2018; `segmentation_models_pytorch`'s `LovaszLoss(mode="binary")`): a 0-d tensor.
+///
+/// With the signs `s = 2y − 1` and the hinge errors `e = 1 − x·s` of the non-ignored pixels,
+/// sorted in decreasing order, `G = Σy`, and `J_k = 1 − (G − Σ_{j≤k} y_(j)) / (G + Σ_{j≤k}
+/// (1 − y_(j)))`:
+///
+/// ```text
+/// loss = Σ_k relu(e_(k)) · (J_k − J_{k−1}),   J_0 = 0
+/// ```
+///
+/// over all pixels of the batch, or for each image (dimension 0) and then the mean over the
+/// images with `per_image`. The sort runs on the host; the gradient flows through Candle ops
+/// (`relu'(0) = 0`), so it works on every device. No valid pixel (all ignored, an empty batch)
+/// gives 0; with `per_image` such an image counts as 0 in the mean.
+///
+/// - `logits`: `[N, d1...]` (rank ≥ 1, e.g. `[N, 1, H, W]` or `[N, H, W]`), f32 or f64.
+/// - `target`: `logits`' shape, values 0 or 1 (any dtype: float or class indices), or
+///   `ignore_index`.
+///
+/// # Errors
+/// Non-float logits or rank 0, a target of another shape, a target value other than 0, 1 or
+/// `ignore_index`.
+pub fn lovasz_hinge_loss(logits: &Tensor, target: &Tensor, opts: &LovaszHingeLoss) -> Result<Tensor> {
+    const LOSS: &str = "lovasz_hinge_loss";
+    check::float(LOSS, "logits", logits)?;
+    check::min_rank(LOSS, "logits", logits, 1, "[N, d1...]")?;
+    check::same_shape(LOSS, "target", target, "logits", logits)?;
+    let labels = host_values(&target.detach())?;
+    let ignore = opts.ignore_index.map(|i| i as f64);
+    if labels.iter().any(|&y| y != 0.0 && y != 1.0 && Some(y) != ignore) {
+        return Err(LossError::BadValues {
+            loss: LOSS,
+            arg: "target",
+            expected: "0 or 1 (or ignore_index)",
+            shape: target.shape().clone(),
+        }
+        .into());
+    }
+    let total = logits.elem_count();
+    let n = logits.dim(0)?;
+    let per = total / n.max(1);
+    let flat = logits.flatten_all()?;
+    let valid: Vec<bool> = labels.iter().map(|&y| Some(y) != ignore).collect();
+    let fg: Vec<bool> = labels.iter().map(|&y| y == 1.0).collect();
+    let signs = on_device(
+        labels.iter().map(|&y| if y == 1.0 { 1.0 } else { -1.0 }).collect(),
+        (1, 1, total),
+        logits,
+    )?
+    .flatten_all()?;
+    // e = 1 − x·s; ignored pixels replaced by 0 (a NaN logit there takes no part).
+    let errors = flat.mul(&signs)?.affine(-1.0, 1.0)?;
+    let errors = if valid.iter().all(|&v| v) {
+        errors
+    } else {
+        let keep = on_device(
+            valid.iter().map(|&v| if v { 1.0 } else { 0.0 }).collect(),
+            (1, 1, total),
+            logits,
+        )?
+        .flatten_all()?;
+        keep.ne(0.0)?.where_cond(&errors, &errors.zeros_like()?)?
+    };
+    let err_host = host_values(&errors.detach())?;
+    let groups: Vec<Vec<usize>> = if opts.per_image {
+        (0..n).map(|i| (i * per..(i + 1) * per).collect()).collect()
+    } else {
+        vec![(0..total).collect()]
+    };
+    let scale = 1.0 / groups.len().max(1) as f64;
+    let mut w = vec![0f64; total];
+    for group in &groups {
+        let pixels: Vec<usize> = group.iter().copied().filter(|&i| valid[i]).collect();
+        for (i, g) in hinge_weights(&pixels, &err_host, &fg) {
+            // relu(e)·g: the weight only where e > 0 (relu'(0) = 0); a NaN error keeps its
+            // weight so that it reaches the value.
+            if err_host[i] > 0.0 || err_host[i].is_nan() {
+                w[i] = g * scale;
+            }
+        }
+    }
+    let w_t = on_device(w, (1, 1, total), logits)?.flatten_all()?;
+    errors.mul(&w_t)?.sum_all()
+}
+
+impl Loss for LovaszHingeLoss {
+    fn name(&self) -> &'static str {
+        "lovasz_hinge_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        lovasz_hinge_loss(input, target, self)
+    }
+}

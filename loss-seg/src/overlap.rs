@@ -132,10 +132,44 @@ impl Overlap {
         })
     }
 
+    /// MONAI 1.6.1's `soft_label` form from plain Candle ops (any device): with the L1 norm
+    /// `‖v‖ = Σ|v|` over space, `P = ‖p‖`, `G = ‖t‖` and `I = (‖p‖ + ‖t‖ − ‖p − t‖) / 2`.
+    ///
+    /// For 0/1 targets and probabilities it equals the plain form; for soft targets it reaches
+    /// its optimum at `p = t` (the plain `Σp·t` does not). The gradient of `|u|` is `sign(u)`
+    /// with `sign(0) = 0` (PyTorch's), so `p = t` gives a zero gradient from that term.
+    ///
+    /// # Errors
+    /// As [`Overlap::compute`].
+    pub fn soft(pred: &Tensor, target: &Tensor) -> Result<Self> {
+        check_inputs(pred, target)?;
+        let spatial: Vec<usize> = (2..pred.rank()).collect();
+        let pred_sum = ops::abs(pred)?.sum(spatial.clone())?;
+        let target_sum = ops::abs(target)?.sum(spatial.clone())?;
+        let diff = ops::abs(&pred.sub(target)?)?.sum(spatial)?;
+        let intersection = pred_sum.add(&target_sum)?.sub(&diff)?.affine(0.5, 0.0)?;
+        Ok(Self {
+            intersection,
+            pred_sum,
+            target_sum,
+        })
+    }
+
     /// The statistics of prepared inputs with the background dropped as asked, summed over the
     /// batch when `batch`: `[N, C']`, or `[C']` with `batch`.
     pub fn of(prepared: &Prepared, squared: bool, batch: bool) -> Result<Self> {
-        let all = Self::compute(&prepared.pred, &prepared.target, squared)?;
+        Self::of_options(prepared, squared, false, batch)
+    }
+
+    /// As [`Overlap::of`], with MONAI's `soft_label`: the [`Overlap::soft`] form when
+    /// `soft_label` is set and `squared` is not (with `squared`, MONAI's norm form is the
+    /// squared one whatever `soft_label` says).
+    pub fn of_options(prepared: &Prepared, squared: bool, soft_label: bool, batch: bool) -> Result<Self> {
+        let all = if soft_label && !squared {
+            Self::soft(&prepared.pred, &prepared.target)?
+        } else {
+            Self::compute(&prepared.pred, &prepared.target, squared)?
+        };
         let kept = all.classes_from(prepared.first_class)?;
         if batch {
             kept.sum_batch()

@@ -260,3 +260,74 @@ pub fn ratio_or_one(num: &Tensor, den: &Tensor) -> Result<Tensor> {
 pub fn one_minus(x: &Tensor) -> Result<Tensor> {
     x.affine(-1.0, 1.0)
 }
+
+/// MONAI 1.6.1's `ignore_index` mask (`create_ignore_mask`), `[N, 1, spatial...]` of `pred`'s
+/// dtype: 1 where a pixel counts, 0 where it is ignored. Built from the target *as given*:
+///
+/// - a 1-channel target (class indices, or a `C = 1` mask): `target ≠ ignore_index`;
+/// - a `C`-channel (one-hot or soft) target: `1 − target[:, ignore_index]` when
+///   `0 ≤ ignore_index < C`, else 1 where the channels sum to more than 0 (unlabelled all-zero
+///   pixels are ignored).
+///
+/// The mask is a constant (no gradient).
+///
+/// # Errors
+/// A target whose rank differs from `pred`'s.
+pub fn ignore_mask(loss: &'static str, pred: &Tensor, target: &Tensor, ignore_index: i64) -> Result<Tensor> {
+    if target.rank() != pred.rank() {
+        return Err(check::bad_shape(
+            loss,
+            "target",
+            target,
+            &format!("pred's rank {} (pred {:?})", pred.rank(), pred.dims()),
+        ));
+    }
+    let t = target.detach().to_dtype(pred.dtype())?;
+    let c = t.dim(1)?;
+    let mask = if c == 1 {
+        t.ne(ignore_index as f64)?
+    } else if ignore_index >= 0 && (ignore_index as u64) < c as u64 {
+        return one_minus(&ops::narrow(&t, 1, ignore_index as usize, 1)?);
+    } else {
+        t.sum_keepdim(1)?.gt(0.0)?
+    };
+    mask.to_dtype(pred.dtype())
+}
+
+/// [`prepare`] with MONAI 1.6.1's `ignore_index` (`None`: none): the mask of [`ignore_mask`] is
+/// built from the target as given; with `to_onehot_y`, labels equal to an `ignore_index` outside
+/// `[0, C)` become 0 before the one-hot (any other label out of range is still an error); the
+/// activated `pred` and the dense target are then multiplied by the mask (broadcast over the
+/// channels), so that ignored pixels take no part in any statistic and get a zero gradient.
+///
+/// # Errors
+/// As [`prepare`].
+pub fn prepare_ignoring(
+    loss: &'static str,
+    pred: &Tensor,
+    target: &Tensor,
+    opts: Prepare,
+    ignore_index: Option<i64>,
+) -> Result<Prepared> {
+    let Some(ii) = ignore_index else {
+        return prepare(loss, pred, target, opts);
+    };
+    check_activation(loss, opts.sigmoid, opts.softmax)?;
+    check_pred(loss, pred)?;
+    let c = pred.dim(1)?;
+    let mask = ignore_mask(loss, pred, target, ii)?;
+    let outside = ii < 0 || ii as u64 >= c as u64;
+    let target = if opts.to_onehot_y && c > 1 && !target.dtype().is_float() && outside {
+        check::index(loss, "target", target)?;
+        let hit = target.to_dtype(DType::F64)?.eq(ii as f64)?;
+        hit.where_cond(&target.zeros_like()?, target)?
+    } else {
+        target.clone()
+    };
+    let prepared = prepare(loss, pred, &target, opts)?;
+    Ok(Prepared {
+        pred: prepared.pred.broadcast_mul(&mask)?,
+        target: prepared.target.broadcast_mul(&mask)?,
+        first_class: prepared.first_class,
+    })
+}

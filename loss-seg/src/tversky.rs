@@ -16,7 +16,7 @@
 //! `1/γ = 0.75`, this crate's `gamma`).
 
 use crate::overlap::Overlap;
-use crate::prepare::{check_smooth, one_minus, prepare, ratio_or_one};
+use crate::prepare::{check_smooth, one_minus, prepare_ignoring, ratio_or_one};
 use candle_core::{Result, Tensor};
 use loss_core::{check, ops, reduce, Loss, Reduction};
 
@@ -45,6 +45,10 @@ pub struct TverskyLoss {
     pub smooth_nr: f64,
     /// Added to the denominator (finite, `>= 0`).
     pub smooth_dr: f64,
+    /// MONAI 1.6.1's `soft_label`: the L1-norm form of the statistics ([`Overlap::soft`]).
+    pub soft_label: bool,
+    /// MONAI 1.6.1's `ignore_index` (`None`: none); see [`crate::prepare::ignore_mask`].
+    pub ignore_index: Option<i64>,
     /// `None` gives `[N, C']` (`[C']` with `batch`), `Mean` / `Sum` a 0-d tensor.
     pub reduction: Reduction,
 }
@@ -61,6 +65,8 @@ impl Default for TverskyLoss {
             batch: false,
             smooth_nr: 1e-5,
             smooth_dr: 1e-5,
+            soft_label: false,
+            ignore_index: None,
             reduction: Reduction::Mean,
         }
     }
@@ -72,6 +78,16 @@ impl TverskyLoss {
     /// Sets the false-positive weight α.
     pub fn with_alpha(mut self, alpha: f64) -> Self {
         self.alpha = alpha;
+        self
+    }
+    /// Uses the L1-norm (`soft_label`) form of the statistics.
+    pub fn with_soft_label(mut self, soft_label: bool) -> Self {
+        self.soft_label = soft_label;
+        self
+    }
+    /// Leaves the pixels labelled `ignore_index` out (`None`: none).
+    pub fn with_ignore_index(mut self, ignore_index: Option<i64>) -> Self {
+        self.ignore_index = ignore_index;
         self
     }
     /// Sets the false-negative weight β.
@@ -106,6 +122,10 @@ pub struct FocalTverskyLoss {
     pub smooth_nr: f64,
     /// Added to the denominator (finite, `>= 0`).
     pub smooth_dr: f64,
+    /// MONAI 1.6.1's `soft_label`: the L1-norm form of the statistics ([`Overlap::soft`]).
+    pub soft_label: bool,
+    /// MONAI 1.6.1's `ignore_index` (`None`: none); see [`crate::prepare::ignore_mask`].
+    pub ignore_index: Option<i64>,
     /// `None` gives `[N, C']` (`[C']` with `batch`), `Mean` / `Sum` a 0-d tensor.
     pub reduction: Reduction,
 }
@@ -123,6 +143,8 @@ impl Default for FocalTverskyLoss {
             batch: false,
             smooth_nr: 1e-5,
             smooth_dr: 1e-5,
+            soft_label: false,
+            ignore_index: None,
             reduction: Reduction::Mean,
         }
     }
@@ -134,6 +156,16 @@ impl FocalTverskyLoss {
     /// Sets the false-positive weight α.
     pub fn with_alpha(mut self, alpha: f64) -> Self {
         self.alpha = alpha;
+        self
+    }
+    /// Uses the L1-norm (`soft_label`) form of the statistics.
+    pub fn with_soft_label(mut self, soft_label: bool) -> Self {
+        self.soft_label = soft_label;
+        self
+    }
+    /// Leaves the pixels labelled `ignore_index` out (`None`: none).
+    pub fn with_ignore_index(mut self, ignore_index: Option<i64>) -> Self {
+        self.ignore_index = ignore_index;
         self
     }
     /// Sets the false-negative weight β.
@@ -158,6 +190,8 @@ impl FocalTverskyLoss {
             batch: self.batch,
             smooth_nr: self.smooth_nr,
             smooth_dr: self.smooth_dr,
+            soft_label: self.soft_label,
+            ignore_index: self.ignore_index,
             reduction: self.reduction,
         }
     }
@@ -181,8 +215,8 @@ fn tversky_per_class(loss: &'static str, pred: &Tensor, target: &Tensor, opts: &
     check_smooth(loss, opts.smooth_nr, opts.smooth_dr)?;
     check::non_negative(loss, "alpha", opts.alpha)?;
     check::non_negative(loss, "beta", opts.beta)?;
-    let prepared = prepare(loss, pred, target, opts.prepare_options())?;
-    let o = Overlap::of(&prepared, false, opts.batch)?;
+    let prepared = prepare_ignoring(loss, pred, target, opts.prepare_options(), opts.ignore_index)?;
+    let o = Overlap::of_options(&prepared, false, opts.soft_label, opts.batch)?;
     tversky_from_overlap(&o, opts.alpha, opts.beta, opts.smooth_nr, opts.smooth_dr)
 }
 

@@ -123,6 +123,7 @@ impl SgCase {
                     smooth_dr: p[1],
                     weight: None,
                     reduction: r,
+                    ..Default::default()
                 };
                 o.weight = w.cloned();
                 dice_loss(pred, target, &o)
@@ -141,6 +142,7 @@ impl SgCase {
                     smooth_nr: p[0],
                     smooth_dr: p[1],
                     reduction: r,
+                    ..Default::default()
                 },
             ),
             Sg::FocalTversky => focal_tversky_loss(
@@ -158,6 +160,7 @@ impl SgCase {
                     smooth_nr: p[0],
                     smooth_dr: p[1],
                     reduction: r,
+                    ..Default::default()
                 },
             ),
             Sg::GeneralizedDice => generalized_dice_loss(

@@ -1,0 +1,354 @@
+//! Soft clDice, a topology-preserving loss for tubular structures (Shit et al., "clDice – a
+//! Novel Topology-Preserving Loss Function for Tubular Structure Segmentation", CVPR 2021), as
+//! MONAI 1.6.1's `SoftclDiceLoss` and `SoftDiceclDiceLoss`.
+//!
+//! Soft morphology on `[N, C, H, W]` or `[N, C, D, H, W]`, neighbours outside the image ignored:
+//!
+//! ```text
+//! erode(x)  = min over the axis-aligned 3-neighbourhood (min of the 3×1 and 1×3 minima in 2-d;
+//!             of 3×1×1, 1×3×1, 1×1×3 in 3-d)
+//! dilate(x) = max over the 3×3 (3×3×3) window
+//! open(x)   = dilate(erode(x))
+//! skel(x):  s = relu(x − open(x)); iter_ times { x = erode(x); δ = relu(x − open(x));
+//!                                                 s = s + relu(δ − s·δ) }
+//! ```
+//!
+//! With `S_p = skel(p)`, `S_g = skel(g)` and sums over the channels *and* space of one item:
+//!
+//! ```text
+//! tprec = (Σ S_p·g + smooth_nr) / (Σ S_p + smooth_dr)
+//! tsens = (Σ S_g·p + smooth_nr) / (Σ S_g + smooth_dr)
+//! cldice[n] = 1 − 2·tprec·tsens / (tprec + tsens + smooth)
+//! soft_dice_cldice = (1 − α)·dice + α·cldice
+//! ```
+//!
+//! The morphology is built from Candle's `minimum` / `maximum` of shifted copies (edge-replicated
+//! shifts: a replicated neighbour equals the pixel itself, which the window holds anyway), so it
+//! runs on every device with autodiff; `relu` has PyTorch's gradient 0 at 0. Where two *different*
+//! pixels tie for a minimum or maximum, the gradient is split between them (PyTorch's pooling
+//! picks one); the value never depends on it.
+
+use crate::dice::{dice_per_class, DiceLoss};
+use crate::prepare::{check_activation, prepare, Prepare};
+use candle_core::{Result, Tensor};
+use loss_core::{check, ops, reduce, Loss, LossError, Reduction};
+
+/// MONAI's `SoftclDiceLoss` options (1.6.1 API), with MONAI's defaults; also the loss as a
+/// [`Loss`] value.
+///
+/// Defaults: `iter_ = 3`, `smooth_nr = 1`, `smooth_dr = 1`, `smooth = 1e-4`,
+/// `include_background = true`, `to_onehot_y = false`, `sigmoid = false`, `softmax = false`,
+/// `reduction = Mean`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SoftClDiceLoss {
+    /// Erosion steps of the soft skeleton (MONAI's `iter_`).
+    pub iter_: usize,
+    /// Added to the numerators of `tprec` and `tsens` (finite, `>= 0`).
+    pub smooth_nr: f64,
+    /// Added to the denominators of `tprec` and `tsens` (finite, `>= 0`).
+    pub smooth_dr: f64,
+    /// Added to the denominator of the final ratio (finite, `> 0`).
+    pub smooth: f64,
+    /// Keep channel 0 (ignored when `C = 1`).
+    pub include_background: bool,
+    /// The target holds class indices `[N, 1, spatial...]` (ignored when `C = 1`).
+    pub to_onehot_y: bool,
+    /// Sigmoid on `pred` first.
+    pub sigmoid: bool,
+    /// Softmax over the channels of `pred` first (ignored when `C = 1`).
+    pub softmax: bool,
+    /// `None` gives `[N]`, `Mean` / `Sum` a 0-d tensor.
+    pub reduction: Reduction,
+}
+
+impl Default for SoftClDiceLoss {
+    fn default() -> Self {
+        Self {
+            iter_: 3,
+            smooth_nr: 1.0,
+            smooth_dr: 1.0,
+            smooth: 1e-4,
+            include_background: true,
+            to_onehot_y: false,
+            sigmoid: false,
+            softmax: false,
+            reduction: Reduction::Mean,
+        }
+    }
+}
+
+/// MONAI's `SoftDiceclDiceLoss` options: [`SoftClDiceLoss`]'s (same defaults) and
+/// `alpha = 0.5`; also the loss as a [`Loss`] value. The reduction is `Mean` or `Sum`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SoftDiceClDiceLoss {
+    /// The clDice options (and the Dice term's `smooth_nr`, `smooth_dr` and flags).
+    pub cldice: SoftClDiceLoss,
+    /// Weight of the clDice term, in `[0, 1]`; the Dice term gets `1 − alpha`.
+    pub alpha: f64,
+}
+
+impl Default for SoftDiceClDiceLoss {
+    fn default() -> Self {
+        Self {
+            cldice: SoftClDiceLoss::default(),
+            alpha: 0.5,
+        }
+    }
+}
+
+impl SoftClDiceLoss {
+    /// Sets the number of erosion steps of the soft skeleton.
+    pub fn with_iter(mut self, iter_: usize) -> Self {
+        self.iter_ = iter_;
+        self
+    }
+    /// Sets the numerator smoothing of `tprec` / `tsens`.
+    pub fn with_smooth_nr(mut self, smooth_nr: f64) -> Self {
+        self.smooth_nr = smooth_nr;
+        self
+    }
+    /// Sets the denominator smoothing of `tprec` / `tsens`.
+    pub fn with_smooth_dr(mut self, smooth_dr: f64) -> Self {
+        self.smooth_dr = smooth_dr;
+        self
+    }
+    /// Sets the smoothing of the final ratio (`> 0`).
+    pub fn with_smooth(mut self, smooth: f64) -> Self {
+        self.smooth = smooth;
+        self
+    }
+    /// Keeps (`true`, the default) or drops channel 0.
+    pub fn with_include_background(mut self, include_background: bool) -> Self {
+        self.include_background = include_background;
+        self
+    }
+    /// Reads the target as class indices `[N, 1, spatial...]` and one-hot encodes it.
+    pub fn with_to_onehot_y(mut self, to_onehot_y: bool) -> Self {
+        self.to_onehot_y = to_onehot_y;
+        self
+    }
+    /// Applies a sigmoid to `pred` first.
+    pub fn with_sigmoid(mut self, sigmoid: bool) -> Self {
+        self.sigmoid = sigmoid;
+        self
+    }
+    /// Applies a softmax over the channels of `pred` first.
+    pub fn with_softmax(mut self, softmax: bool) -> Self {
+        self.softmax = softmax;
+        self
+    }
+    /// Sets the reduction (`None`, `Mean` or `Sum`).
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+    fn prepare_options(&self) -> Prepare {
+        Prepare {
+            include_background: self.include_background,
+            to_onehot_y: self.to_onehot_y,
+            sigmoid: self.sigmoid,
+            softmax: self.softmax,
+        }
+    }
+    fn check(&self, loss: &'static str) -> Result<()> {
+        check::non_negative(loss, "smooth_nr", self.smooth_nr)?;
+        check::non_negative(loss, "smooth_dr", self.smooth_dr)?;
+        check::positive(loss, "smooth", self.smooth)?;
+        check_activation(loss, self.sigmoid, self.softmax)
+    }
+}
+
+impl SoftDiceClDiceLoss {
+    /// Sets the weight α of the clDice term.
+    pub fn with_alpha(mut self, alpha: f64) -> Self {
+        self.alpha = alpha;
+        self
+    }
+    /// Sets the clDice options (flags, smoothing, `iter_`, reduction).
+    pub fn with_cldice(mut self, cldice: SoftClDiceLoss) -> Self {
+        self.cldice = cldice;
+        self
+    }
+}
+
+/// `x` shifted by one along `dim` (`+1`: each pixel sees its successor), the edge replicated.
+fn shifted(x: &Tensor, dim: usize, forward: bool) -> Result<Tensor> {
+    let n = x.dim(dim)?;
+    if n <= 1 {
+        return Ok(x.clone());
+    }
+    if forward {
+        Tensor::cat(&[ops::narrow(x, dim, 1, n - 1)?, ops::narrow(x, dim, n - 1, 1)?], dim)
+    } else {
+        Tensor::cat(&[ops::narrow(x, dim, 0, 1)?, ops::narrow(x, dim, 0, n - 1)?], dim)
+    }
+}
+
+/// Minimum (or maximum) over the 3-window along `dim`, neighbours outside ignored.
+fn window3(x: &Tensor, dim: usize, max: bool) -> Result<Tensor> {
+    let (a, b) = (shifted(x, dim, true)?, shifted(x, dim, false)?);
+    if max {
+        x.maximum(&a)?.maximum(&b)
+    } else {
+        x.minimum(&a)?.minimum(&b)
+    }
+}
+
+/// Soft erosion: the minimum of the 3-minima along each spatial axis.
+pub fn soft_erode(x: &Tensor) -> Result<Tensor> {
+    let mut out: Option<Tensor> = None;
+    for dim in 2..x.rank() {
+        let m = window3(x, dim, false)?;
+        out = Some(match out {
+            None => m,
+            Some(o) => o.minimum(&m)?,
+        });
+    }
+    Ok(out.unwrap_or_else(|| x.clone()))
+}
+
+/// Soft dilation: the maximum over the full 3×3 (3×3×3) window, separably.
+pub fn soft_dilate(x: &Tensor) -> Result<Tensor> {
+    let mut out = x.clone();
+    for dim in 2..x.rank() {
+        out = window3(&out, dim, true)?;
+    }
+    Ok(out)
+}
+
+/// `relu` with PyTorch's gradient: 1 where `x > 0`, 0 elsewhere (also at 0).
+fn relu(x: &Tensor) -> Result<Tensor> {
+    x.gt(0.0)?.where_cond(x, &x.zeros_like()?)
+}
+
+/// The soft skeleton of `x` with `iter_` erosion steps (see the module docs).
+pub fn soft_skeleton(x: &Tensor, iter_: usize) -> Result<Tensor> {
+    let open = |t: &Tensor| soft_dilate(&soft_erode(t)?);
+    let mut img = x.clone();
+    let mut skel = relu(&img.sub(&open(&img)?)?)?;
+    for _ in 0..iter_ {
+        img = soft_erode(&img)?;
+        let delta = relu(&img.sub(&open(&img)?)?)?;
+        skel = skel.add(&relu(&delta.sub(&skel.mul(&delta)?)?)?)?;
+    }
+    Ok(skel)
+}
+
+/// Prepared `(p, g)` of the kept channels, after the checks of the clDice losses.
+fn prepared(loss: &'static str, pred: &Tensor, target: &Tensor, o: &SoftClDiceLoss) -> Result<(Tensor, Tensor)> {
+    o.check(loss)?;
+    check::float(loss, "pred", pred)?;
+    if pred.rank() != 4 && pred.rank() != 5 {
+        return Err(check::bad_shape(loss, "pred", pred, "[N, C, H, W] or [N, C, D, H, W]"));
+    }
+    let p = prepare(loss, pred, target, o.prepare_options())?;
+    let c = p.pred.dim(1)?;
+    let first = p.first_class;
+    Ok((
+        ops::narrow(&p.pred, 1, first, c - first)?,
+        ops::narrow(&p.target, 1, first, c - first)?,
+    ))
+}
+
+/// The unreduced clDice `[N]` of prepared `p`, `g`.
+fn cldice_per_item(p: &Tensor, g: &Tensor, o: &SoftClDiceLoss) -> Result<Tensor> {
+    let skel_p = soft_skeleton(p, o.iter_)?;
+    let skel_g = soft_skeleton(&g.detach(), o.iter_)?;
+    let per_item = |t: &Tensor| t.flatten_from(1)?.sum(1);
+    let tprec = ops::div(
+        &per_item(&skel_p.mul(g)?)?.affine(1.0, o.smooth_nr)?,
+        &per_item(&skel_p)?.affine(1.0, o.smooth_dr)?,
+    )?;
+    let tsens = ops::div(
+        &per_item(&skel_g.mul(p)?)?.affine(1.0, o.smooth_nr)?,
+        &per_item(&skel_g)?.affine(1.0, o.smooth_dr)?,
+    )?;
+    let ratio = ops::div(
+        &tprec.mul(&tsens)?.affine(2.0, 0.0)?,
+        &tprec.add(&tsens)?.affine(1.0, o.smooth)?,
+    )?;
+    ratio.affine(-1.0, 1.0)
+}
+
+/// Soft clDice loss of `pred` against `target` (MONAI's `SoftclDiceLoss`, 1.6.1 API).
+///
+/// - `pred`: `[N, C, H, W]` or `[N, C, D, H, W]`, f32 or f64: probabilities, or logits with
+///   `sigmoid` / `softmax`.
+/// - `target`: `pred`'s shape and dtype (0/1 masks), or class indices `[N, 1, spatial...]` with
+///   `to_onehot_y`. The target's skeleton is a constant.
+/// - Output: `[N]` for `Reduction::None`, else 0-d.
+///
+/// # Errors
+/// `pred` of a rank other than 4 or 5; `smooth <= 0`; a negative or non-finite `smooth_nr` /
+/// `smooth_dr`; `sigmoid` with `softmax`; and the input errors of [`crate::dice_loss`].
+pub fn soft_cldice_loss(pred: &Tensor, target: &Tensor, opts: &SoftClDiceLoss) -> Result<Tensor> {
+    const LOSS: &str = "soft_cldice_loss";
+    opts.reduction.standard(LOSS)?;
+    let (p, g) = prepared(LOSS, pred, target, opts)?;
+    reduce(LOSS, &cldice_per_item(&p, &g, opts)?, opts.reduction)
+}
+
+/// `(1 − alpha)·dice_loss + alpha·soft_cldice_loss` (MONAI's `SoftDiceclDiceLoss`), a 0-d tensor.
+///
+/// The Dice term is [`crate::dice_loss`] with this loss's flags and its `smooth_nr` /
+/// `smooth_dr` (default 1, not 1e-5), reduced over `(N, C')`; the clDice term is
+/// [`soft_cldice_loss`], reduced over `N`. Shapes as [`soft_cldice_loss`].
+///
+/// # Errors
+/// `Reduction::None` (MONAI's sum of a `[N, C', 1...]` and an `[N]` tensor has no meaning);
+/// `alpha` outside `[0, 1]`; a target whose rank differs from `pred`'s or with neither 1 nor `C`
+/// channels; and the errors of [`soft_cldice_loss`].
+pub fn soft_dice_cldice_loss(pred: &Tensor, target: &Tensor, opts: &SoftDiceClDiceLoss) -> Result<Tensor> {
+    const LOSS: &str = "soft_dice_cldice_loss";
+    let o = &opts.cldice;
+    if o.reduction.standard(LOSS)? == Reduction::None {
+        return Err(LossError::BadReduction {
+            loss: LOSS,
+            got: "none".into(),
+            expected: "\"mean\" or \"sum\"",
+        }
+        .into());
+    }
+    check::unit_interval(LOSS, "alpha", opts.alpha)?;
+    check::float(LOSS, "pred", pred)?;
+    if pred.rank() >= 2 && (target.rank() != pred.rank() || (target.dim(1)? != 1 && target.dim(1)? != pred.dim(1)?)) {
+        return Err(check::bad_shape(
+            LOSS,
+            "target",
+            target,
+            &format!("pred's rank with 1 or C channels (pred {:?})", pred.dims()),
+        ));
+    }
+    let (p, g) = prepared(LOSS, pred, target, o)?;
+    let cl = reduce(LOSS, &cldice_per_item(&p, &g, o)?, o.reduction)?;
+    let dice_opts = DiceLoss {
+        include_background: o.include_background,
+        to_onehot_y: o.to_onehot_y,
+        sigmoid: o.sigmoid,
+        softmax: o.softmax,
+        smooth_nr: o.smooth_nr,
+        smooth_dr: o.smooth_dr,
+        reduction: o.reduction,
+        ..DiceLoss::default()
+    };
+    let dice = reduce(LOSS, &dice_per_class(LOSS, pred, target, &dice_opts)?, o.reduction)?;
+    dice.affine(1.0 - opts.alpha, 0.0)?.add(&cl.affine(opts.alpha, 0.0)?)
+}
+
+impl Loss for SoftClDiceLoss {
+    fn name(&self) -> &'static str {
+        "soft_cldice_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        soft_cldice_loss(input, target, self)
+    }
+}
+
+impl Loss for SoftDiceClDiceLoss {
+    fn name(&self) -> &'static str {
+        "soft_dice_cldice_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        soft_dice_cldice_loss(input, target, self)
+    }
+}
