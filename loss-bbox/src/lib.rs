@@ -11,6 +11,8 @@
 //! | [`iou_loss`], [`giou_loss`], [`diou_loss`], [`ciou_loss`] | aligned pairs `[..., 4]` | UnitBox; `torchvision.ops.*_box_iou_loss` |
 //! | [`eiou_loss`] | Efficient-IoU | Zhang et al. 2022 |
 //! | [`extended_iou_loss`], [`siou_loss`] | Extended-IoU, SIoU | mmdetection `EIoULoss`, `SIoULoss` |
+//! | [`alpha_iou_loss`], [`mpdiou_loss`], [`inner_iou_loss`], [`shape_iou_loss`], [`wise_iou_loss`] ([`WiseIoU`]), [`focaler_iou_loss`], [`nwd_loss`] | the successors of CIoU ([`iou_successors`]) | the authors' code |
+//! | [`varifocal_loss`], [`quality_focal_loss`], [`distribution_focal_loss`], [`gaussian_focal_loss`], [`balanced_l1_loss`], [`poly1_cross_entropy`], [`poly1_focal_loss`] | dense-detection losses ([`dense`]) | mmdetection 3.x, PolyLoss |
 //!
 //! Every loss takes `xyxy` boxes `pred` and `target` of exactly the same shape `[..., 4]` and
 //! float dtype (f32 or f64), an `eps` (> 0) and a [`Reduction`](loss_core::Reduction) (default
@@ -51,13 +53,24 @@
 #![warn(missing_docs)]
 
 pub mod boxes;
+pub mod dense;
 mod fused;
 pub mod geometry;
+pub mod iou_successors;
 pub mod losses;
 pub mod mmdet;
 pub mod pairwise;
 
 pub use boxes::{box_area, box_convert, check_boxes, to_xyxy_boxes, BoxFormat};
+pub use dense::{
+    balanced_l1_loss, distribution_focal_loss, gaussian_focal_loss, poly1_cross_entropy, poly1_focal_loss,
+    quality_focal_loss, quality_focal_loss_tensor_target, varifocal_loss, BalancedL1Loss, DistributionFocalLoss,
+    GaussianFocalLoss, Poly1CrossEntropy, Poly1FocalLoss, QualityFocalLoss, VarifocalLoss,
+};
+pub use iou_successors::{
+    alpha_iou_loss, focaler_iou_loss, inner_iou_loss, mpdiou_loss, nwd_loss, shape_iou_loss, wise_iou_loss,
+    AlphaIouBase, InnerIouBase, WiseIoU, WiseIouVersion, WISE_IOU_MOMENTUM,
+};
 pub use losses::{
     aligned_loss, ciou_loss, diou_loss, eiou_loss, giou_loss, iou_loss, AlignedLoss, CIoULoss, DIoULoss,
     EfficientIoULoss, GIoULoss, IoULoss, IouMode, Kernel, DEFAULT_EPS,
