@@ -759,3 +759,312 @@ pub fn nwd_loss(pred: &Tensor, target: &Tensor, constant: f64, eps: f64, reducti
         .affine(-1.0, 1.0)?;
     reduce_boxes(LOSS, &loss, reduction)
 }
+
+// ------------------------------------------------------------------------------------------
+// Configs
+
+/// [`alpha_iou_loss`] as a [`Loss`] value: `input` is the predicted boxes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AlphaIoULoss {
+    /// The power (default 3, > 0).
+    pub alpha: f64,
+    /// The IoU form (default `Ciou`).
+    pub base: AlphaIouBase,
+    /// Added to the heights, the union and each powered term (default `1e-9`, > 0).
+    pub eps: f64,
+    /// Reduction (default `None`).
+    pub reduction: Reduction,
+}
+
+impl Default for AlphaIoULoss {
+    fn default() -> Self {
+        Self {
+            alpha: 3.0,
+            base: AlphaIouBase::Ciou,
+            eps: 1e-9,
+            reduction: Reduction::None,
+        }
+    }
+}
+
+impl AlphaIoULoss {
+    /// Sets `alpha`.
+    pub fn with_alpha(mut self, alpha: f64) -> Self {
+        self.alpha = alpha;
+        self
+    }
+    /// Sets the IoU form.
+    pub fn with_base(mut self, base: AlphaIouBase) -> Self {
+        self.base = base;
+        self
+    }
+    /// Sets `eps`.
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// Sets the reduction.
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+}
+
+impl Loss for AlphaIoULoss {
+    fn name(&self) -> &'static str {
+        "alpha_iou_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        alpha_iou_loss(input, target, self.alpha, self.base, self.eps, self.reduction)
+    }
+}
+
+/// [`mpdiou_loss`] as a [`Loss`] value: `input` is the predicted boxes. No default: the image
+/// size is required ([`MPDIoULoss::new`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MPDIoULoss {
+    /// Input image width (> 0).
+    pub img_w: f64,
+    /// Input image height (> 0).
+    pub img_h: f64,
+    /// Added to the heights and the union (default `1e-7`, > 0).
+    pub eps: f64,
+    /// Reduction (default `None`).
+    pub reduction: Reduction,
+}
+
+impl MPDIoULoss {
+    /// The loss for images of `img_w × img_h`, `eps = 1e-7`, `reduction = None`.
+    pub fn new(img_w: f64, img_h: f64) -> Self {
+        Self {
+            img_w,
+            img_h,
+            eps: 1e-7,
+            reduction: Reduction::None,
+        }
+    }
+    /// Sets `eps`.
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// Sets the reduction.
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+}
+
+impl Loss for MPDIoULoss {
+    fn name(&self) -> &'static str {
+        "mpdiou_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        mpdiou_loss(input, target, self.img_w, self.img_h, self.eps, self.reduction)
+    }
+}
+
+/// [`inner_iou_loss`] as a [`Loss`] value: `input` is the predicted boxes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InnerIoULoss {
+    /// Scale of the auxiliary boxes (default 1, > 0; the paper uses 0.5 to 1.5).
+    pub ratio: f64,
+    /// The loss on the auxiliary boxes (default `Iou`).
+    pub base: InnerIouBase,
+    /// Added to the unions and CIoU's diagonal (default `1e-7`, > 0).
+    pub eps: f64,
+    /// Reduction (default `None`).
+    pub reduction: Reduction,
+}
+
+impl Default for InnerIoULoss {
+    fn default() -> Self {
+        Self {
+            ratio: 1.0,
+            base: InnerIouBase::Iou,
+            eps: 1e-7,
+            reduction: Reduction::None,
+        }
+    }
+}
+
+impl InnerIoULoss {
+    /// Sets `ratio`.
+    pub fn with_ratio(mut self, ratio: f64) -> Self {
+        self.ratio = ratio;
+        self
+    }
+    /// Sets the base loss.
+    pub fn with_base(mut self, base: InnerIouBase) -> Self {
+        self.base = base;
+        self
+    }
+    /// Sets `eps`.
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// Sets the reduction.
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+}
+
+impl Loss for InnerIoULoss {
+    fn name(&self) -> &'static str {
+        "inner_iou_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        inner_iou_loss(input, target, self.ratio, self.base, self.eps, self.reduction)
+    }
+}
+
+/// [`shape_iou_loss`] as a [`Loss`] value: `input` is the predicted boxes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShapeIoULoss {
+    /// Exponent of the target's shape weights (default 0, >= 0).
+    pub scale: f64,
+    /// Added to the union and the diagonal (default `1e-7`, > 0).
+    pub eps: f64,
+    /// Reduction (default `None`).
+    pub reduction: Reduction,
+}
+
+impl Default for ShapeIoULoss {
+    fn default() -> Self {
+        Self {
+            scale: 0.0,
+            eps: 1e-7,
+            reduction: Reduction::None,
+        }
+    }
+}
+
+impl ShapeIoULoss {
+    /// Sets `scale`.
+    pub fn with_scale(mut self, scale: f64) -> Self {
+        self.scale = scale;
+        self
+    }
+    /// Sets `eps`.
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// Sets the reduction.
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+}
+
+impl Loss for ShapeIoULoss {
+    fn name(&self) -> &'static str {
+        "shape_iou_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        shape_iou_loss(input, target, self.scale, self.eps, self.reduction)
+    }
+}
+
+/// [`focaler_iou_loss`] as a [`Loss`] value: `input` is the predicted boxes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FocalerIoULoss {
+    /// Lower end of the IoU interval (default 0).
+    pub d: f64,
+    /// Upper end of the IoU interval (default 0.95; `0 <= d < u <= 1`).
+    pub u: f64,
+    /// Added to the heights and the union (default `1e-7`, > 0).
+    pub eps: f64,
+    /// Reduction (default `None`).
+    pub reduction: Reduction,
+}
+
+impl Default for FocalerIoULoss {
+    fn default() -> Self {
+        Self {
+            d: 0.0,
+            u: 0.95,
+            eps: 1e-7,
+            reduction: Reduction::None,
+        }
+    }
+}
+
+impl FocalerIoULoss {
+    /// Sets the interval `[d, u]`.
+    pub fn with_interval(mut self, d: f64, u: f64) -> Self {
+        self.d = d;
+        self.u = u;
+        self
+    }
+    /// Sets `eps`.
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// Sets the reduction.
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+}
+
+impl Loss for FocalerIoULoss {
+    fn name(&self) -> &'static str {
+        "focaler_iou_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        focaler_iou_loss(input, target, self.d, self.u, self.eps, self.reduction)
+    }
+}
+
+/// [`nwd_loss`] as a [`Loss`] value (the authors' `WassersteinLoss`): `input` is the predicted
+/// boxes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NWDLoss {
+    /// Normalizing constant, about the dataset's object size (default 12.8, > 0).
+    pub constant: f64,
+    /// Added to the squared distance (default `1e-6`, > 0).
+    pub eps: f64,
+    /// Reduction (default `Mean`).
+    pub reduction: Reduction,
+}
+
+impl Default for NWDLoss {
+    fn default() -> Self {
+        Self {
+            constant: 12.8,
+            eps: 1e-6,
+            reduction: Reduction::Mean,
+        }
+    }
+}
+
+impl NWDLoss {
+    /// Sets `constant`.
+    pub fn with_constant(mut self, constant: f64) -> Self {
+        self.constant = constant;
+        self
+    }
+    /// Sets `eps`.
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// Sets the reduction.
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+}
+
+impl Loss for NWDLoss {
+    fn name(&self) -> &'static str {
+        "nwd_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        nwd_loss(input, target, self.constant, self.eps, self.reduction)
+    }
+}

@@ -69,7 +69,8 @@ pub use dense::{
 };
 pub use iou_successors::{
     alpha_iou_loss, focaler_iou_loss, inner_iou_loss, mpdiou_loss, nwd_loss, shape_iou_loss, wise_iou_loss,
-    AlphaIouBase, InnerIouBase, WiseIoU, WiseIouVersion, WISE_IOU_MOMENTUM,
+    AlphaIoULoss, AlphaIouBase, FocalerIoULoss, InnerIoULoss, InnerIouBase, MPDIoULoss, NWDLoss, ShapeIoULoss, WiseIoU,
+    WiseIouVersion, WISE_IOU_MOMENTUM,
 };
 pub use losses::{
     aligned_loss, ciou_loss, diou_loss, eiou_loss, giou_loss, iou_loss, AlignedLoss, CIoULoss, DIoULoss,
