@@ -348,14 +348,15 @@ pub fn gaussian_focal_loss(
 /// It raises the gradient of the inliers (`x < β`) above Smooth L1's, so that the many accurate
 /// boxes are not drowned by the few outliers, while the outliers keep a gradient bounded by `γ`.
 /// `pred`, `target`: any shape, the same, f32 or f64; the gradient reaches both. Defaults
-/// (mmdetection): `alpha = 0.5` (> 0), `gamma = 1.5`, `beta = 1` (> 0), `reduction = Mean`; the
+/// (mmdetection): `alpha = 0.5` (> 0), `gamma = 1.5` (> 0: `b = 0` would divide by 0),
+/// `beta = 1` (> 0), `reduction = Mean`; the
 /// mean of an empty input is 0 (mmdetection returns `pred.sum()·0`).
 /// Sources: Pang et al., "Libra R-CNN: Towards Balanced Learning for Object Detection", CVPR
 /// 2019; mmdetection `mmdet/models/losses/balanced_l1_loss.py`.
 ///
 /// # Errors
-/// Shapes or dtypes that differ, a non-float dtype, `alpha <= 0`, `beta <= 0`, `gamma` not
-/// finite, `Reduction::BatchMean`.
+/// Shapes or dtypes that differ, a non-float dtype, `alpha <= 0`, `gamma <= 0`, `beta <= 0`,
+/// `Reduction::BatchMean`.
 pub fn balanced_l1_loss(
     pred: &Tensor,
     target: &Tensor,
@@ -367,7 +368,7 @@ pub fn balanced_l1_loss(
     const LOSS: &str = "balanced_l1_loss";
     check::float_pair(LOSS, "pred", pred, "target", target)?;
     check::positive(LOSS, "alpha", alpha)?;
-    check::param(LOSS, "gamma", gamma, gamma.is_finite(), "a finite value")?;
+    check::positive(LOSS, "gamma", gamma)?;
     check::positive(LOSS, "beta", beta)?;
     reduction.standard(LOSS)?;
     let b = (gamma / alpha).exp() - 1.0;
@@ -729,7 +730,7 @@ impl Loss for GaussianFocalLoss {
 pub struct BalancedL1Loss {
     /// Inlier gradient scale (default 0.5, > 0).
     pub alpha: f64,
-    /// Outlier gradient bound (default 1.5).
+    /// Outlier gradient bound (default 1.5, > 0).
     pub gamma: f64,
     /// Where the inlier zone ends (default 1, > 0).
     pub beta: f64,
