@@ -118,9 +118,12 @@ fn check_qfl_pred(loss: &'static str, pred: &Tensor, activated: bool) -> Result<
     Ok(())
 }
 
+/// A binary cross-entropy of `(pred, target)`: [`bce_logits`] or [`bce_prob`].
+type BceFn = fn(&Tensor, &Tensor) -> Result<Tensor>;
+
 /// The QFL sum over classes of a dense target `t` (`[N, C]`) with positives `mask`.
 fn qfl_rows(pred: &Tensor, t: &Tensor, mask: &Tensor, beta: f64, activated: bool) -> Result<Tensor> {
-    let (sigma, bce): (Tensor, fn(&Tensor, &Tensor) -> Result<Tensor>) = if activated {
+    let (sigma, bce): (Tensor, BceFn) = if activated {
         (pred.clone(), bce_prob)
     } else {
         (ops::sigmoid(pred)?, bce_logits)

@@ -215,6 +215,16 @@ fn probs(n: usize) -> BoxedStrategy<Vec<f64>> {
     values(in_range(0.0, 1.0), n)
 }
 
+/// Strategies of `(pred, second input, QFL labels, params)` and whether the second input gets a
+/// gradient.
+type DenseStrategies = (
+    BoxedStrategy<Vec<f64>>,
+    BoxedStrategy<Vec<f64>>,
+    BoxedStrategy<Vec<f64>>,
+    BoxedStrategy<[f64; 4]>,
+    bool,
+);
+
 fn valid_dense_case(loss: Det) -> BoxedStrategy<DetCase> {
     (
         float_dtype(),
@@ -226,13 +236,7 @@ fn valid_dense_case(loss: Det) -> BoxedStrategy<DetCase> {
     )
         .prop_flat_map(move |(dt, n, c, composite, flag, reduction)| {
             let logits = values(finite(1e15), n * c);
-            let (a, b, lab, p, grad_b): (
-                _,
-                BoxedStrategy<Vec<f64>>,
-                BoxedStrategy<Vec<f64>>,
-                BoxedStrategy<[f64; 4]>,
-                bool,
-            ) = match loss {
+            let (a, b, lab, p, grad_b): DenseStrategies = match loss {
                 Det::Varifocal => (
                     logits,
                     probs(n * c),
