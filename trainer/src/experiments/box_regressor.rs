@@ -407,7 +407,7 @@ fn run_job(
 pub fn run(cfg: &BoxRegressorConfig, ctx: &Context) -> anyhow::Result<Output> {
     anyhow::ensure!(cfg.seeds >= 1, "box-regressor: seeds must be >= 1");
     anyhow::ensure!(
-        cfg.size >= 16 && cfg.size % 8 == 0,
+        cfg.size >= 16 && cfg.size.is_multiple_of(8),
         "box-regressor: image size must be a multiple of 8, >= 16"
     );
     let jobs: Vec<Job> = cfg
