@@ -382,7 +382,14 @@ fn run_job(
         &label,
         &mut on_log,
         Some(progress),
-        ctx.checkpoint.as_ref(),
+        // The checkpoints hold weights, optimizer and batch order, not a loss's state: a resumed
+        // wise_iou run would restart its running mean at 1. It is rerun from the start instead
+        // (deterministic, so the records match an uninterrupted run).
+        if job.loss == "wise_iou" {
+            None
+        } else {
+            ctx.checkpoint.as_ref()
+        },
     )?;
     let rows = logged
         .into_iter()
@@ -522,7 +529,7 @@ pub fn run(cfg: &BoxRegressorConfig, ctx: &Context) -> anyhow::Result<Output> {
             .to_string(),
         "Loss settings: smooth_l1 β = 1/9 (Detectron); alpha_iou α = 3 on CIoU; mpdiou with the image as 1 × 1 \
          (boxes in image units); inner_iou ratio 0.8 on CIoU; shape_iou scale 0; wise_iou v3 with the stateful \
-         running mean (momentum 0.01); siou with the paper's γ = Λ − 2 (neg_gamma); focaler_iou d = 0, u = 0.95 alone (the paper adds it to another IoU \
+         running mean (momentum 0.01; not in the checkpoints, so --resume reruns that loss from the start); siou with the paper's γ = Λ − 2 (neg_gamma); focaler_iou d = 0, u = 0.95 alone (the paper adds it to another IoU \
          loss); nwd constant 12.8 px."
             .to_string(),
     ];
