@@ -1,8 +1,9 @@
 //! # loss-bbox
 //!
 //! The IoU family of bounding-box regression losses on [Candle](https://github.com/huggingface/candle)
-//! tensors, with torchvision's (and, where named, mmdetection's) values and gradients, finite on
-//! every degenerate box.
+//! tensors, with torchvision's (and, where named, mmdetection's or the authors') values and
+//! gradients, finite on every degenerate box; and the classification and regression losses of
+//! dense detectors.
 //!
 //! | item | what | reference |
 //! |---|---|---|
@@ -11,11 +12,15 @@
 //! | [`iou_loss`], [`giou_loss`], [`diou_loss`], [`ciou_loss`] | aligned pairs `[..., 4]` | UnitBox; `torchvision.ops.*_box_iou_loss` |
 //! | [`eiou_loss`] | Efficient-IoU | Zhang et al. 2022 |
 //! | [`extended_iou_loss`], [`siou_loss`] | Extended-IoU, SIoU | mmdetection `EIoULoss`, `SIoULoss` |
+//! | [`alpha_iou_loss`], [`mpdiou_loss`], [`inner_iou_loss`], [`shape_iou_loss`], [`wise_iou_loss`] ([`WiseIoU`]), [`focaler_iou_loss`], [`nwd_loss`] | the successors of CIoU ([`iou_successors`]) | the authors' code |
+//! | [`varifocal_loss`], [`quality_focal_loss`], [`distribution_focal_loss`], [`gaussian_focal_loss`], [`balanced_l1_loss`], [`poly1_cross_entropy`], [`poly1_focal_loss`] | dense-detection losses ([`dense`]) | mmdetection 3.x, PolyLoss |
 //!
-//! Every loss takes `xyxy` boxes `pred` and `target` of exactly the same shape `[..., 4]` and
+//! Every box loss takes `xyxy` boxes `pred` and `target` of exactly the same shape `[..., 4]` and
 //! float dtype (f32 or f64), an `eps` (> 0) and a [`Reduction`](loss_core::Reduction) (default
-//! `None` for the torchvision family, `Mean` for the mmdetection pair), and is also a config
-//! struct implementing [`loss_core::Loss`]. Bad input is an `Err` naming the loss, the argument
+//! `None` for the torchvision family and the YOLO-community successors, `Mean` for the mmdetection
+//! pair and `nwd_loss`), and is also a config struct implementing [`loss_core::Loss`]. The
+//! dense-detection losses of [`dense`] take logits, probabilities or regression values with
+//! their own targets (see each function). Bad input is an `Err` naming the loss, the argument
 //! and the shapes. The gradient rules at kinks (ties of `max`/`min`, `clamp` bounds, `h = 0` in
 //! CIoU's `atan(w/h)`) are PyTorch's and are documented once, in [`geometry`].
 //!
@@ -51,13 +56,25 @@
 #![warn(missing_docs)]
 
 pub mod boxes;
+pub mod dense;
 mod fused;
 pub mod geometry;
+pub mod iou_successors;
 pub mod losses;
 pub mod mmdet;
 pub mod pairwise;
 
 pub use boxes::{box_area, box_convert, check_boxes, to_xyxy_boxes, BoxFormat};
+pub use dense::{
+    balanced_l1_loss, distribution_focal_loss, gaussian_focal_loss, poly1_cross_entropy, poly1_focal_loss,
+    quality_focal_loss, quality_focal_loss_tensor_target, varifocal_loss, BalancedL1Loss, DistributionFocalLoss,
+    GaussianFocalLoss, Poly1CrossEntropy, Poly1FocalLoss, QualityFocalLoss, VarifocalLoss,
+};
+pub use iou_successors::{
+    alpha_iou_loss, focaler_iou_loss, inner_iou_loss, mpdiou_loss, nwd_loss, shape_iou_loss, wise_iou_loss,
+    AlphaIoULoss, AlphaIouBase, FocalerIoULoss, InnerIoULoss, InnerIouBase, MPDIoULoss, NWDLoss, ShapeIoULoss, WiseIoU,
+    WiseIouVersion, WISE_IOU_MOMENTUM,
+};
 pub use losses::{
     aligned_loss, ciou_loss, diou_loss, eiou_loss, giou_loss, iou_loss, AlignedLoss, CIoULoss, DIoULoss,
     EfficientIoULoss, GIoULoss, IoULoss, IouMode, Kernel, DEFAULT_EPS,

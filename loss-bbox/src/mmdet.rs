@@ -89,8 +89,8 @@ fn shape_ratio(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     div_or_zero(&ops::abs(&a.sub(b)?)?, &a.maximum(b)?)
 }
 
-/// `(1 − e^{−ω})⁴`.
-fn shape_term(omega: &Tensor) -> Result<Tensor> {
+/// `(1 − e^{−ω})⁴` (also Shape-IoU's shape cost).
+pub(crate) fn shape_term(omega: &Tensor) -> Result<Tensor> {
     omega.neg()?.exp()?.affine(-1.0, 1.0)?.sqr()?.sqr()
 }
 

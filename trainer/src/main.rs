@@ -8,6 +8,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use trainer::experiments::box_regressor::BoxRegressorConfig;
 use trainer::experiments::boxes::{BoxesConfig, GradMode, Scale};
 use trainer::experiments::imbalanced::ImbalancedConfig;
 use trainer::experiments::regression::RegressionConfig;
@@ -265,6 +266,19 @@ enum Experiment {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         steps: Option<u64>,
     },
+    /// Experiment 5: a small conv net regressing the largest object's box, one run per box loss.
+    #[command(name = "box-regressor")]
+    BoxRegressor {
+        #[command(flatten)]
+        common: Common,
+        /// Comma-separated loss variants among l1, smooth_l1, iou, giou, diou, ciou, eiou, siou,
+        /// alpha_iou, mpdiou, inner_iou, shape_iou, wise_iou, focaler_iou, nwd.
+        #[arg(long, value_delimiter = ',')]
+        losses: Option<Vec<String>>,
+        /// Override the number of training steps (default 200).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        steps: Option<u64>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -403,6 +417,7 @@ fn plan(command: Command) -> anyhow::Result<(Vec<Spec>, Common)> {
                 )?),
                 Spec::Imbalanced(ImbalancedConfig::default()),
                 Spec::Segmentation(SegmentationConfig::with_losses(None)?),
+                Spec::BoxRegressor(BoxRegressorConfig::with_losses(None)?),
             ],
             common,
         ),
@@ -468,6 +483,18 @@ fn plan(command: Command) -> anyhow::Result<(Vec<Spec>, Common)> {
                     cfg.steps = s;
                 }
                 (vec![Spec::Segmentation(cfg)], common)
+            }
+            Experiment::BoxRegressor {
+                common,
+                losses,
+                steps: s,
+            } => {
+                let mut cfg = BoxRegressorConfig::with_losses(losses.as_deref())?;
+                if let Some(s) = steps(s) {
+                    cfg.steps = s;
+                    cfg.log_every = (s / 12).max(1);
+                }
+                (vec![Spec::BoxRegressor(cfg)], common)
             }
         },
     })

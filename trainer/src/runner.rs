@@ -14,6 +14,7 @@
 //! `RunOptions::timings = false` (`--no-timings`) leaves it out so that two runs give
 //! byte-identical files.
 
+use crate::experiments::box_regressor::{self, BoxRegressorConfig};
 use crate::experiments::boxes::{self, BoxesConfig, BoxesReport};
 use crate::experiments::imbalanced::{self, ImbalancedConfig};
 use crate::experiments::regression::{self, RegressionConfig};
@@ -39,6 +40,8 @@ pub enum Spec {
     Imbalanced(ImbalancedConfig),
     /// Experiment 4.
     Segmentation(SegmentationConfig),
+    /// Experiment 5.
+    BoxRegressor(BoxRegressorConfig),
 }
 
 impl Spec {
@@ -49,6 +52,7 @@ impl Spec {
             Self::Boxes(_) => "boxes",
             Self::Imbalanced(_) => "imbalanced",
             Self::Segmentation(_) => "segmentation",
+            Self::BoxRegressor(_) => "box-regressor",
         }
     }
 }
@@ -103,6 +107,7 @@ fn run_one(spec: &Spec, ctx: &Context) -> anyhow::Result<Output> {
         Spec::Regression(c) => regression::run(c, ctx),
         Spec::Imbalanced(c) => imbalanced::run(c, ctx),
         Spec::Segmentation(c) => segmentation::run(c, ctx),
+        Spec::BoxRegressor(c) => box_regressor::run(c, ctx),
         Spec::Boxes(c) => {
             let mut c = c.clone();
             c.seed = ctx.seed;

@@ -183,7 +183,7 @@ fn same_file(a: &Path, b: &Path) {
 
 #[test]
 fn one_seed_gives_byte_identical_records() {
-    let cases: [&[&str]; 3] = [
+    let cases: [&[&str]; 4] = [
         &["regression", "--steps", "30", "--losses", "mse,huber,mse_clean"],
         &[
             "imbalanced",
@@ -195,6 +195,7 @@ fn one_seed_gives_byte_identical_records() {
             "poor,multi",
         ],
         &["segmentation", "--steps", "3", "--losses", "dice,cross_entropy"],
+        &["box-regressor", "--steps", "3", "--losses", "giou,wise_iou"],
     ];
     for (i, exp) in cases.iter().enumerate() {
         let a = tmp(&format!("repro-a{i}"));

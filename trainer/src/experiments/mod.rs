@@ -5,6 +5,7 @@
 //! `summary.json`, its records (config, metrics table, figures, weights) and its report section.
 //! [`crate::runner`] writes the records and the summary.
 
+pub mod box_regressor;
 pub mod boxes;
 pub mod imbalanced;
 pub mod regression;
@@ -18,7 +19,7 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 /// The experiment names, in the order `all` runs them.
-pub const NAMES: [&str; 4] = ["regression", "boxes", "imbalanced", "segmentation"];
+pub const NAMES: [&str; 5] = ["regression", "boxes", "imbalanced", "segmentation", "box-regressor"];
 
 /// What every experiment gets besides its own config.
 #[derive(Debug, Clone)]
