@@ -25,8 +25,7 @@ pub const NAMES: &[&str] = &[
 /// Runs a loss-core loss by name; `None` for a name it does not know.
 pub fn call(name: &str, params: &Map<String, Value>, inputs: &Inputs) -> Option<Result<Tensor>> {
     let loss: &'static str = NAMES.iter().find(|n| **n == name)?;
-    let p = Params::new(loss, params);
-    Some(run(loss, &p, inputs))
+    Some(super::run_checked(loss, params, inputs, run))
 }
 
 fn run(loss: &'static str, p: &Params, x: &Inputs) -> Result<Tensor> {

@@ -17,20 +17,51 @@ use std::collections::BTreeMap;
 pub type Inputs = BTreeMap<String, Tensor>;
 
 /// The JSON parameters of one call, with typed getters; `null` or a missing key is the default.
+///
+/// Every getter records the key it was asked for, so that [`Params::check_all_read`] can refuse a
+/// parameter the loss does not have (a misspelt or misplaced option must not be ignored).
 pub struct Params<'a> {
     /// The loss name, for error messages.
     pub loss: &'static str,
     map: &'a Map<String, Value>,
+    read: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl<'a> Params<'a> {
     /// Wraps a JSON object of parameters.
     pub fn new(loss: &'static str, map: &'a Map<String, Value>) -> Self {
-        Self { loss, map }
+        Self {
+            loss,
+            map,
+            read: Default::default(),
+        }
     }
 
     fn get(&self, key: &str) -> Option<&'a Value> {
+        self.read.borrow_mut().insert(key.to_string());
         self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    /// An error naming the first parameter that is set (not `null`) but that no getter asked
+    /// for: the loss has no parameter of that name.
+    ///
+    /// # Errors
+    /// Such a parameter, with the names the loss did read.
+    pub fn check_all_read(&self) -> anyhow::Result<()> {
+        let read = self.read.borrow();
+        if let Some(key) = self
+            .map
+            .iter()
+            .find(|(k, v)| !v.is_null() && !read.contains(*k))
+            .map(|(k, _)| k)
+        {
+            bail!(
+                "{}: unknown parameter `{key}` (this loss takes {})",
+                self.loss,
+                read.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+            );
+        }
+        Ok(())
     }
 
     /// A number (`"nan"`, `"inf"`, `"-inf"` accepted), or `default`.
@@ -125,6 +156,20 @@ pub fn number(v: &Value) -> anyhow::Result<f64> {
     }
 }
 
+/// Runs one table's `run` with the parameters of `params`, then refuses any parameter that `run`
+/// did not read ([`Params::check_all_read`]); the call's own error comes first.
+fn run_checked(
+    loss: &'static str,
+    params: &Map<String, Value>,
+    inputs: &Inputs,
+    run: fn(&'static str, &Params, &Inputs) -> anyhow::Result<Tensor>,
+) -> anyhow::Result<Tensor> {
+    let p = Params::new(loss, params);
+    let out = run(loss, &p, inputs)?;
+    p.check_all_read()?;
+    Ok(out)
+}
+
 /// Looks up a named input tensor.
 pub fn input<'a>(loss: &str, inputs: &'a Inputs, name: &str) -> anyhow::Result<&'a Tensor> {
     inputs.get(name).ok_or_else(|| {
@@ -186,4 +231,62 @@ pub fn make_tensor(data: &[f64], shape: &[usize], dtype: &str, device: &Device) 
         });
     }
     Ok(t.to_dtype(dt)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l1_inputs() -> Inputs {
+        let t = Tensor::new(&[1.0f32, -2.0], &Device::Cpu).unwrap();
+        Inputs::from([
+            ("input".to_string(), t.clone()),
+            ("target".to_string(), t.zeros_like().unwrap()),
+        ])
+    }
+
+    fn params(json: &str) -> Map<String, Value> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_parameter_the_loss_does_not_have_is_an_error_naming_it() {
+        let e = call("l1_loss", &params(r#"{"beta": 0.5}"#), &l1_inputs())
+            .unwrap()
+            .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("l1_loss: unknown parameter `beta`"), "{msg}");
+        assert!(msg.contains("`reduction`"), "names what the loss takes: {msg}");
+        // The same for a loss of each table.
+        for (loss, key) in [("giou_loss", "delta"), ("dice_loss", "beta_typo")] {
+            let t = Tensor::new(&[[[[0.2f32, 0.8]]]], &Device::Cpu).unwrap();
+            let boxes = Tensor::new(&[[0.0f32, 0.0, 1.0, 1.0]], &Device::Cpu).unwrap();
+            let inputs = if loss == "giou_loss" {
+                Inputs::from([("pred".to_string(), boxes.clone()), ("target".to_string(), boxes)])
+            } else {
+                Inputs::from([("pred".to_string(), t.clone()), ("target".to_string(), t)])
+            };
+            let p = params(&format!(r#"{{"{key}": 1.0}}"#));
+            let e = call(loss, &p, &inputs).unwrap().unwrap_err();
+            assert!(
+                format!("{e:#}").contains(&format!("unknown parameter `{key}`")),
+                "{loss}: {e:#}"
+            );
+            assert!(call(loss, &Map::new(), &inputs).unwrap().is_ok(), "{loss}");
+        }
+    }
+
+    #[test]
+    fn known_and_null_parameters_pass() {
+        let out = call(
+            "l1_loss",
+            &params(r#"{"reduction": "sum", "unused_default": null}"#),
+            &l1_inputs(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(out.to_scalar::<f32>().unwrap(), 3.0);
+        let smooth = params(r#"{"beta": 1.0, "reduction": "none"}"#);
+        assert!(call("smooth_l1_loss", &smooth, &l1_inputs()).unwrap().is_ok());
+    }
 }
