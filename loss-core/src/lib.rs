@@ -41,18 +41,64 @@
 //! assert!((loss.to_scalar::<f32>()? - 0.541_666_7).abs() < 1e-6);
 //! # Ok::<(), candle_core::Error>(())
 //! ```
+//!
+//! # Losses of three or four inputs
+//! [`Loss::forward`] takes two tensors, the prediction and the target. The losses with more
+//! inputs are functions like the rest and configs with PyTorch's defaults and `with_*` builders,
+//! but their configs offer `forward3` ([`MarginRankingLoss`], [`CosineEmbeddingLoss`],
+//! [`TripletMarginLoss`], [`GaussianNllLoss`]) or `forward4` ([`CtcLoss`]) instead of
+//! implementing [`Loss`] (only [`GaussianNllLoss`] also implements it, with a fixed variance set
+//! by `with_var`). A training loop holds such a config by its type and calls it with what its
+//! model produces for one batch:
+//!
+//! ```
+//! use candle_core::{Device, Tensor, Var};
+//! use loss_core::{CtcLoss, Reduction, TripletMarginLoss};
+//! let dev = Device::Cpu;
+//! // Triplets: the model embeds anchor, positive and negative; one step's loss.
+//! let anchor = Var::new(&[[0.0f32, 1.0], [1.0, 0.0]], &dev)?;
+//! let positive = Tensor::new(&[[0.0f32, 0.9], [0.9, 0.1]], &dev)?;
+//! let negative = Tensor::new(&[[0.0f32, 0.5], [0.0, 1.0]], &dev)?;
+//! let triplet = TripletMarginLoss::default().with_margin(1.0);
+//! let loss = triplet.forward3(anchor.as_tensor(), &positive, &negative)?;
+//! let grads = loss.backward()?;
+//! assert!(grads.get(anchor.as_tensor()).is_some());
+//! // CTC: frames [T, N, C] from a log_softmax, padded targets and the two lengths.
+//! let logits = Var::new(&[[[0.0f32, 1.0, 0.5]], [[1.0, 0.0, 0.5]], [[0.0, 0.0, 2.0]]], &dev)?;
+//! let log_probs = loss_core::log_softmax(logits.as_tensor(), 2)?;
+//! let targets = Tensor::new(&[[1i64, 2]], &dev)?;
+//! let input_lengths = Tensor::new(&[3i64], &dev)?;
+//! let target_lengths = Tensor::new(&[2i64], &dev)?;
+//! let ctc = CtcLoss::default().with_reduction(Reduction::Sum);
+//! let loss = ctc.forward4(&log_probs, &targets, &input_lengths, &target_lengths)?;
+//! assert!(loss.to_scalar::<f32>()?.is_finite());
+//! loss.backward()?;
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+//!
+//! To hold several such losses behind one type, wrap each in a closure over the batch
+//! (`Box<dyn Fn(&Batch) -> Result<Tensor>>`): the batch type is the training loop's, not this
+//! crate's.
 
 pub mod check;
 pub mod classification;
+pub mod ctc;
+pub mod embedding;
 pub mod error;
 pub mod fused;
 pub mod gradcheck;
+pub mod likelihood;
+pub mod margin;
 pub mod ops;
 pub mod reduction;
 pub mod regression;
 
 pub use classification::*;
+pub use ctc::*;
+pub use embedding::*;
 pub use error::LossError;
+pub use likelihood::*;
+pub use margin::*;
 pub use reduction::{reduce, Reduction};
 pub use regression::*;
 

@@ -490,7 +490,11 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Cases { dirs } = cli.command {
-        let dirs = if dirs.is_empty() { trainer::cases::default_dirs() } else { dirs };
+        let dirs = if dirs.is_empty() {
+            trainer::cases::default_dirs()
+        } else {
+            dirs
+        };
         return match trainer::cases::run_dirs(&dirs, &candle_core::Device::Cpu) {
             Ok(report) => {
                 for (id, msg) in &report.failed {

@@ -23,7 +23,11 @@ fn reference_cases_pass() {
     }
     eprintln!("{}", report.summary());
     assert!(report.passed > 0, "no case ran");
-    assert!(report.skipped.is_empty(), "{} reference cases skipped", report.skipped.len());
+    assert!(
+        report.skipped.is_empty(),
+        "{} reference cases skipped",
+        report.skipped.len()
+    );
     assert!(
         report.failed.is_empty(),
         "{} reference cases failed",
