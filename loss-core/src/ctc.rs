@@ -46,7 +46,8 @@ const LOSS: &str = "ctc_loss";
 fn lse2(a: f64, b: f64) -> f64 {
     let m = a.max(b);
     if m == f64::NEG_INFINITY {
-        return m;
+        // Both -inf, or one NaN (f64::max skips NaN): the sum keeps the NaN.
+        return a + b;
     }
     m + ((a - m).exp() + (b - m).exp()).ln()
 }
@@ -55,7 +56,7 @@ fn lse2(a: f64, b: f64) -> f64 {
 fn lse3(a: f64, b: f64, c: f64) -> f64 {
     let m = a.max(b).max(c);
     if m == f64::NEG_INFINITY {
-        return m;
+        return a + b + c;
     }
     m + ((a - m).exp() + (b - m).exp() + (c - m).exp()).ln()
 }

@@ -44,7 +44,8 @@ pub(crate) fn vector_norm(v: &Tensor, p: f64) -> Result<Tensor> {
             ops::powf(&ops::abs(&u)?, p)?.sum(D::Minus1)?
         };
         // s ≥ 1 unless v = 0 (then s = 0, the root's gradient is infinite: take 0, as PyTorch).
-        let pos = s.gt(0.0)?;
+        // `ne`, not `gt`: a NaN s must reach the root and stay NaN.
+        let pos = s.ne(0.0)?;
         let s1 = pos.where_cond(&s, &s.ones_like()?)?;
         let root = if p == 2.0 { s1.sqrt()? } else { ops::powf(&s1, 1.0 / p)? };
         pos.where_cond(&root, &s.zeros_like()?)?
