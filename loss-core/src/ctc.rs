@@ -77,7 +77,7 @@ impl Alignment {
     /// `l'_s` of sample `b`.
     #[inline]
     fn ext(&self, b: usize, s: usize) -> usize {
-        if s % 2 == 0 {
+        if s & 1 == 0 {
             self.blank
         } else {
             self.labels[b][s / 2]

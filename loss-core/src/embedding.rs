@@ -187,6 +187,7 @@ impl TripletDistance {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn triplet(
     loss: &'static str,
     anchor: &Tensor,

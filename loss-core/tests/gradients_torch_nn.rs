@@ -263,6 +263,9 @@ fn ctc_gradient_convention_on_log_probs() {
     }
 }
 
+/// A loss of `(input, target)`.
+type PairLoss = dyn Fn(&Tensor, &Tensor) -> Result<Tensor>;
+
 /// f32 and f64 agree on the new losses (the f64 path is what the checks above differentiate).
 #[test]
 fn f32_matches_f64() {
@@ -270,7 +273,7 @@ fn f32_matches_f64() {
     let x = rand_tensor(&mut r, &[5, 4], -2.0, 2.0);
     let t = rand_tensor(&mut r, &[5, 4], -2.0, 2.0);
     let f32_ = |v: &Tensor| v.to_dtype(DType::F32).unwrap();
-    let pairs: Vec<(&str, Box<dyn Fn(&Tensor, &Tensor) -> Result<Tensor>>)> = vec![
+    let pairs: Vec<(&str, Box<PairLoss>)> = vec![
         ("log_cosh_loss", Box::new(|a, b| log_cosh_loss(a, b, Reduction::Sum))),
         (
             "soft_margin_loss",
