@@ -24,7 +24,13 @@
 //!   total weight) is NaN (0/0) with a finite gradient; `kl_div` of a `-inf` log-probability where
 //!   the target is positive is +inf, and `batchmean` with `dim(0) = 0` is NaN; the entropy of a
 //!   negative "probability" is NaN. `binary_cross_entropy` at `p = 0` with `t = 1` is not one of
-//!   them: each log term is clamped at −100, as PyTorch, so it costs 100.
+//!   them: each log term is clamped at −100, as PyTorch, so it costs 100. `ctc_loss` of a target
+//!   that cannot be aligned to its input is +inf (0 with `zero_infinity`), with a zero gradient;
+//!   `multilabel_soft_margin_loss` over 0 classes is NaN (0/0).
+//! - Zero mass is zero: where a target probability is exactly 0, `kl_div`, `cross_entropy` with
+//!   probability targets and `entropy` add exactly 0 and give the input a zero gradient, even at a
+//!   log-probability or logit of `-inf` (where PyTorch gives NaN); rows that `ignore_index`
+//!   removes give 0 and a zero gradient whatever their logits.
 //!
 //! NaN in an input gives NaN in every output value that depends on it (an elementwise loss's
 //! element, a reduction's scalar; an ignored target's row does not depend on its logits), never
