@@ -118,17 +118,40 @@ fn from_xyxy(c: [Tensor; 4], to: BoxFormat) -> Result<[Tensor; 4]> {
             [x1, y1, w, h]
         }
         BoxFormat::Cxcywh => {
-            let cx = (&x1 + &x2)?.affine(0.5, 0.0)?;
-            let cy = (&y1 + &y2)?.affine(0.5, 0.0)?;
+            let cx = midpoint(&x1, &x2)?;
+            let cy = midpoint(&y1, &y2)?;
             [cx, cy, (&x2 - &x1)?, (&y2 - &y1)?]
         }
     })
 }
 
+/// `(a + b) / 2` that does not overflow where the midpoint is representable: `a/2 + b/2` where
+/// the sum overflows (two coordinates near the dtype's maximum), the plain form elsewhere (exact
+/// for subnormals too). Gradient ½ w.r.t. each either way.
+fn midpoint(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let sum = (a + b)?;
+    let finite = sum.sub(&sum)?.eq(0.0)?;
+    let halves = (a.affine(0.5, 0.0)? + b.affine(0.5, 0.0)?)?;
+    finite.where_cond(&sum.affine(0.5, 0.0)?, &halves)
+}
+
+/// `xywh` ↔ `cxcywh` directly (the centre is `x + w/2`): going through `xyxy` would form
+/// `x + w`, which can overflow where the centre is representable.
+fn between_corner_and_centre(c: [Tensor; 4], to_centre: bool) -> Result<[Tensor; 4]> {
+    let [a, b, w, h] = c;
+    let s = if to_centre { 0.5 } else { -0.5 };
+    let x = (&a + &w.affine(s, 0.0)?)?;
+    let y = (&b + &h.affine(s, 0.0)?)?;
+    Ok([x, y, w, h])
+}
+
 /// Converts `[..., 4]` boxes from `in_fmt` to `out_fmt` (`torchvision.ops.box_convert`).
 ///
-/// Conversions between `xywh` and `cxcywh` go through `xyxy`, as torchvision's do. The same
-/// format returns the input unchanged. Differentiable (every conversion is linear). Any float
+/// The same format returns the input unchanged. No intermediate overflows where the result is
+/// representable (torchvision's `(x1 + x2)/2` is inf for two coordinates near `f32::MAX`, and
+/// its `xywh` → `cxcywh` through `xyxy` forms `x + w`): the centre is `x1/2 + x2/2` where the
+/// sum overflows, and `xywh` ↔ `cxcywh` convert directly (`cx = x + w/2`), equal to
+/// torchvision's result wherever that is finite. Differentiable (every conversion is linear). Any float
 /// dtype, any device; the output has the input's shape and dtype.
 ///
 /// # Errors
@@ -148,7 +171,12 @@ pub fn box_convert(boxes: &Tensor, in_fmt: BoxFormat, out_fmt: BoxFormat) -> Res
     if in_fmt == out_fmt {
         return Ok(boxes.clone());
     }
-    stack_columns(from_xyxy(to_xyxy(columns(boxes)?, in_fmt)?, out_fmt)?)
+    let c = columns(boxes)?;
+    stack_columns(match (in_fmt, out_fmt) {
+        (BoxFormat::Xywh, BoxFormat::Cxcywh) => between_corner_and_centre(c, true)?,
+        (BoxFormat::Cxcywh, BoxFormat::Xywh) => between_corner_and_centre(c, false)?,
+        _ => from_xyxy(to_xyxy(c, in_fmt)?, out_fmt)?,
+    })
 }
 
 /// Converts `[..., 4]` boxes in `fmt` to `xyxy` (no copy when `fmt` is `xyxy`).
@@ -184,7 +212,19 @@ pub fn box_area(boxes: &Tensor, fmt: BoxFormat) -> Result<Tensor> {
     check_boxes("box_area", "boxes", boxes)?;
     let [a, b, c, d] = columns(boxes)?;
     match fmt {
-        BoxFormat::Xyxy => (c - a)?.mul(&(d - b)?),
+        BoxFormat::Xyxy => {
+            // (x2 − x1)·(y2 − y1); where a side overflows (x1 near −MAX, x2 near MAX) but the
+            // area is representable (the other side small), the halved sides times 4.
+            // The sides are zeroed where they are not finite before their product, so that the
+            // unselected branch's gradient is 0, not 0·inf.
+            let (w, h) = ((&c - &a)?, (&d - &b)?);
+            let ok = w.sub(&w)?.eq(0.0)?.mul(&h.sub(&h)?.eq(0.0)?)?;
+            let zero = w.zeros_like()?;
+            let area = ok.where_cond(&w, &zero)?.mul(&ok.where_cond(&h, &zero)?)?;
+            let half = |hi: &Tensor, lo: &Tensor| -> Result<Tensor> { hi.affine(0.5, 0.0)? - lo.affine(0.5, 0.0)? };
+            let quarter = half(&c, &a)?.mul(&half(&d, &b)?)?.affine(4.0, 0.0)?;
+            ok.where_cond(&area, &quarter)
+        }
         BoxFormat::Xywh | BoxFormat::Cxcywh => c.mul(&d),
     }
 }

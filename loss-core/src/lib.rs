@@ -24,7 +24,13 @@
 //!   total weight) is NaN (0/0) with a finite gradient; `kl_div` of a `-inf` log-probability where
 //!   the target is positive is +inf, and `batchmean` with `dim(0) = 0` is NaN; the entropy of a
 //!   negative "probability" is NaN. `binary_cross_entropy` at `p = 0` with `t = 1` is not one of
-//!   them: each log term is clamped at −100, as PyTorch, so it costs 100.
+//!   them: each log term is clamped at −100, as PyTorch, so it costs 100. `ctc_loss` of a target
+//!   that cannot be aligned to its input is +inf (0 with `zero_infinity`), with a zero gradient;
+//!   `multilabel_soft_margin_loss` over 0 classes is NaN (0/0).
+//! - Zero mass is zero: where a target probability is exactly 0, `kl_div`, `cross_entropy` with
+//!   probability targets and `entropy` add exactly 0 and give the input a zero gradient, even at a
+//!   log-probability or logit of `-inf` (where PyTorch gives NaN); rows that `ignore_index`
+//!   removes give 0 and a zero gradient whatever their logits.
 //!
 //! NaN in an input gives NaN in every output value that depends on it (an elementwise loss's
 //! element, a reduction's scalar; an ignored target's row does not depend on its logits), never
@@ -41,10 +47,50 @@
 //! assert!((loss.to_scalar::<f32>()? - 0.541_666_7).abs() < 1e-6);
 //! # Ok::<(), candle_core::Error>(())
 //! ```
+//!
+//! # Losses of three or four inputs
+//! [`Loss::forward`] takes two tensors, the prediction and the target. The losses with more
+//! inputs are functions like the rest and configs with PyTorch's defaults and `with_*` builders,
+//! but their configs offer `forward3` ([`MarginRankingLoss`], [`CosineEmbeddingLoss`],
+//! [`TripletMarginLoss`], [`GaussianNllLoss`]) or `forward4` ([`CtcLoss`]) instead of
+//! implementing [`Loss`] (only [`GaussianNllLoss`] also implements it, with a fixed variance set
+//! by `with_var`). A training loop holds such a config by its type and calls it with what its
+//! model produces for one batch:
+//!
+//! ```
+//! use candle_core::{Device, Tensor, Var};
+//! use loss_core::{CtcLoss, Reduction, TripletMarginLoss};
+//! let dev = Device::Cpu;
+//! // Triplets: the model embeds anchor, positive and negative; one step's loss.
+//! let anchor = Var::new(&[[0.0f32, 1.0], [1.0, 0.0]], &dev)?;
+//! let positive = Tensor::new(&[[0.0f32, 0.9], [0.9, 0.1]], &dev)?;
+//! let negative = Tensor::new(&[[0.0f32, 0.5], [0.0, 1.0]], &dev)?;
+//! let triplet = TripletMarginLoss::default().with_margin(1.0);
+//! let loss = triplet.forward3(anchor.as_tensor(), &positive, &negative)?;
+//! let grads = loss.backward()?;
+//! assert!(grads.get(anchor.as_tensor()).is_some());
+//! // CTC: frames [T, N, C] from a log_softmax, padded targets and the two lengths.
+//! let logits = Var::new(&[[[0.0f32, 1.0, 0.5]], [[1.0, 0.0, 0.5]], [[0.0, 0.0, 2.0]]], &dev)?;
+//! let log_probs = loss_core::log_softmax(logits.as_tensor(), 2)?;
+//! let targets = Tensor::new(&[[1i64, 2]], &dev)?;
+//! let input_lengths = Tensor::new(&[3i64], &dev)?;
+//! let target_lengths = Tensor::new(&[2i64], &dev)?;
+//! let ctc = CtcLoss::default().with_reduction(Reduction::Sum);
+//! let loss = ctc.forward4(&log_probs, &targets, &input_lengths, &target_lengths)?;
+//! assert!(loss.to_scalar::<f32>()?.is_finite());
+//! loss.backward()?;
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+//!
+//! To hold several such losses behind one type, wrap each in a closure over the batch
+//! (`Box<dyn Fn(&Batch) -> Result<Tensor>>`): the batch type is the training loop's, not this
+//! crate's.
 #![warn(missing_docs)]
 
 pub mod check;
 pub mod classification;
+pub mod ctc;
+pub mod embedding;
 pub mod error;
 // The fused CPU kernels and their plumbing (SIMD dispatch, buffer writers, parallel thresholds):
 // public because loss-bbox and loss-seg build their kernels on it, hidden because it is the
@@ -55,12 +101,18 @@ pub mod fused;
 // same reason.
 #[doc(hidden)]
 pub mod gradcheck;
+pub mod likelihood;
+pub mod margin;
 pub mod ops;
 pub mod reduction;
 pub mod regression;
 
 pub use classification::*;
+pub use ctc::*;
+pub use embedding::*;
 pub use error::LossError;
+pub use likelihood::*;
+pub use margin::*;
 pub use reduction::{reduce, Reduction};
 pub use regression::*;
 

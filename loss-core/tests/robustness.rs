@@ -994,19 +994,30 @@ fn all_finite(v: &[f64]) -> bool {
 }
 
 /// Found by proptest: the fused kernel returned 0 for a zero target whatever the input, where the
-/// composite path and PyTorch give `xlogy(0, 0) − 0·x` = NaN for a NaN or infinite input.
+/// composite path gave NaN for a NaN input. Since the zero-mass rule (PyTorch#89558, optax#896)
+/// both paths give 0 for an infinite input at a zero target (PyTorch: 0·inf = NaN) and NaN for a
+/// NaN one, with a zero input gradient at the infinite ones.
 #[test]
-fn regression_kl_div_nan_or_inf_input_at_zero_target_is_nan() {
+fn regression_kl_div_nan_input_at_zero_target_is_nan_inf_is_zero_mass() {
     let x = f32s(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -1.0], &[4]);
     let t = f32s(&[0.0; 4], &[4]);
     on_both_paths(|path| {
         let v = flat(&kl_div(&x, &t, false, Reduction::None).unwrap());
-        assert!(v[..3].iter().all(|x| x.is_nan()), "{path}: {v:?}");
-        assert_eq!(v[3], 0.0, "{path}");
+        assert!(v[0].is_nan(), "{path}: {v:?}");
+        assert_eq!(&v[1..], &[0.0, 0.0, 0.0], "{path}");
         assert!(
             flat(&kl_div(&x, &t, false, Reduction::Sum).unwrap())[0].is_nan(),
             "{path}"
         );
+        let t3 = f32s(&[0.0; 3], &[3]);
+        let (value, grad) = value_grad(|x| kl_div(x, &t3, false, Reduction::Sum), &x.narrow(0, 1, 3).unwrap());
+        assert_eq!(value, [0.0], "{path}");
+        assert_eq!(grad, [0.0, 0.0, 0.0], "{path}");
+        // log_target: a log-target of -inf is zero mass too.
+        let lt = f32s(&[f32::NEG_INFINITY; 3], &[3]);
+        let (value, grad) = value_grad(|x| kl_div(x, &lt, true, Reduction::None), &x.narrow(0, 1, 3).unwrap());
+        assert_eq!(value, [0.0, 0.0, 0.0], "{path}");
+        assert_eq!(grad, [0.0, 0.0, 0.0], "{path}");
     });
 }
 
@@ -1213,4 +1224,558 @@ fn regression_ops_div_gradient_for_a_tiny_denominator() {
         .backward()
         .unwrap();
     assert!(!all_finite(&flat(raw.get(b.as_tensor()).unwrap())));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rest of torch.nn and log-cosh (likelihood.rs, margin.rs, embedding.rs, ctc.rs).
+//
+// Domains (Valid mode):
+//
+// | loss | inputs | labels / parameters | exceptions |
+// |---|---|---|---|
+// | poisson_nll (log_input) | \|x\| ≤ 80 | t in [0, 1e6] | `Mean` of an empty tensor |
+// | poisson_nll (rate) | x in [0, 1e6] | t in [0, 1e6] | as above |
+// | gaussian_nll | \|x\|, \|t\| ≤ 1e6 | var in [0, 1e6] (var's forms at random) | as above |
+// | log_cosh, soft_margin, hinge_embedding, margin_ranking | \|x\| ≤ 1e15 | ±1 labels, \|margin\| ≤ 10 | as above |
+// | multilabel_soft_margin, multilabel_margin, multi_margin | \|x\| ≤ 1e15, C ≥ 1 | labels in range, weight in [0, 10], p 1 or 2 | `Mean` over N = 0 |
+// | cosine_embedding, triplet (p 1, 2, 3), triplet with distance | \|x\| ≤ 1e15 | ±1, margin in (0, 10] | `Mean` over N = 0 |
+// | ctc | log_probs in [−1e4, 0] | feasible lengths, labels ≠ blank | — |
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nn {
+    PoissonNll,
+    GaussianNll,
+    LogCosh,
+    MarginRanking,
+    HingeEmbedding,
+    SoftMargin,
+    MultilabelSoftMargin,
+    MultilabelMargin,
+    MultiMargin,
+    CosineEmbedding,
+    Triplet,
+    TripletDistance,
+    Ctc,
+}
+
+impl Nn {
+    fn name(self) -> &'static str {
+        match self {
+            Nn::PoissonNll => "poisson_nll_loss",
+            Nn::GaussianNll => "gaussian_nll_loss",
+            Nn::LogCosh => "log_cosh_loss",
+            Nn::MarginRanking => "margin_ranking_loss",
+            Nn::HingeEmbedding => "hinge_embedding_loss",
+            Nn::SoftMargin => "soft_margin_loss",
+            Nn::MultilabelSoftMargin => "multilabel_soft_margin_loss",
+            Nn::MultilabelMargin => "multilabel_margin_loss",
+            Nn::MultiMargin => "multi_margin_loss",
+            Nn::CosineEmbedding => "cosine_embedding_loss",
+            Nn::Triplet => "triplet_margin_loss",
+            Nn::TripletDistance => "triplet_margin_with_distance_loss",
+            Nn::Ctc => "ctc_loss",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct NnCase {
+    loss: Nn,
+    mode: Mode,
+    composite: bool,
+    /// The tensors in call order; `grads[i]` says whether argument i is tracked.
+    args: Vec<Spec>,
+    grads: Vec<bool>,
+    /// An optional weight (multilabel_soft_margin, multi_margin).
+    weight: Option<Spec>,
+    p: f64,
+    q: f64,
+    flag: bool,
+    flag2: bool,
+    reduction: Reduction,
+    want: Want,
+}
+
+fn sign_values(n: usize) -> BoxedStrategy<Vec<f64>> {
+    values(prop_oneof![Just(1.0), Just(-1.0)].boxed(), n)
+}
+
+/// `[N, C]` or `[C]` (N may be 0; C ≥ 1).
+fn rows_shape() -> BoxedStrategy<Vec<usize>> {
+    prop_oneof![
+        (0..=3usize, 1..=4usize).prop_map(|(n, c)| vec![n, c]),
+        (1..=4usize).prop_map(|c| vec![c])
+    ]
+    .boxed()
+}
+
+/// The Valid-mode `Want`: finite, or NaN for a `Mean` over nothing.
+fn finite_or_nan(count: usize, r: Reduction) -> Want {
+    if count == 0 && r == Reduction::Mean {
+        Want::AllNan
+    } else {
+        Want::Finite
+    }
+}
+
+fn nn_valid(loss: Nn) -> BoxedStrategy<NnCase> {
+    let base = (float_dtype(), any::<bool>(), reduction(), any::<bool>(), any::<bool>());
+    match loss {
+        Nn::PoissonNll | Nn::GaussianNll | Nn::LogCosh | Nn::MarginRanking | Nn::HingeEmbedding | Nn::SoftMargin => {
+            (base, shape(0..=3, 24), 0..4usize, -10.0..10.0f64)
+                .prop_flat_map(move |((dt, composite, r, flag, flag2), s, var_form, margin)| {
+                    let n = numel(&s);
+                    let (x_dom, t_dom) = match loss {
+                        Nn::PoissonNll if flag => (finite(80.0), in_range(0.0, 1e6)),
+                        Nn::PoissonNll => (in_range(0.0, 1e6), in_range(0.0, 1e6)),
+                        Nn::GaussianNll => (finite(1e6), finite(1e6)),
+                        Nn::LogCosh => (finite(1e15), finite(1e15)),
+                        _ => (finite(1e15), prop_oneof![Just(1.0), Just(-1.0)].boxed()),
+                    };
+                    // gaussian_nll's var: the input's shape, without its last dim, or a dim set to 1.
+                    let var_shape = match (var_form, s.len()) {
+                        (1, k) if k >= 1 => s[..k - 1].to_vec(),
+                        (2, k) if k >= 1 => {
+                            let mut v = s.clone();
+                            v[0] = 1;
+                            v
+                        }
+                        _ => s.clone(),
+                    };
+                    let nv = numel(&var_shape);
+                    (
+                        values(x_dom, n),
+                        values(x_dom_clone(loss, flag), n),
+                        values(t_dom, n),
+                        values(in_range(0.0, 1e6), nv),
+                    )
+                        .prop_map(move |(x, x2, t, v)| {
+                            let mut args = vec![Spec::new(dt, s.clone(), x)];
+                            let mut grads = vec![true];
+                            if loss == Nn::MarginRanking {
+                                args.push(Spec::new(dt, s.clone(), x2));
+                                grads.push(true);
+                            }
+                            args.push(Spec::new(dt, s.clone(), t));
+                            grads.push(matches!(loss, Nn::PoissonNll | Nn::GaussianNll | Nn::LogCosh));
+                            if loss == Nn::GaussianNll {
+                                args.push(Spec::new(dt, var_shape.clone(), v));
+                                grads.push(true);
+                            }
+                            NnCase {
+                                loss,
+                                mode: Mode::Valid,
+                                composite,
+                                args,
+                                grads,
+                                weight: None,
+                                p: margin,
+                                q: 0.0,
+                                flag,
+                                flag2,
+                                reduction: r,
+                                want: finite_or_nan(n, r),
+                            }
+                        })
+                })
+                .boxed()
+        }
+        Nn::MultilabelSoftMargin | Nn::MultilabelMargin | Nn::MultiMargin => (base, rows_shape(), -10.0..10.0f64)
+            .prop_flat_map(move |((dt, composite, r, flag, flag2), s, margin)| {
+                let n = numel(&s);
+                let c = *s.last().unwrap();
+                let rows = n / c;
+                let target = match loss {
+                    Nn::MultilabelSoftMargin => values(in_range(0.0, 1.0), n).prop_map(|v| (DType::F32, v)).boxed(),
+                    Nn::MultilabelMargin => values((-1..c as i64).prop_map(|v| v as f64).boxed(), n)
+                        .prop_map(|v| (DType::I64, v))
+                        .boxed(),
+                    _ => values((0..c as i64).prop_map(|v| v as f64).boxed(), rows)
+                        .prop_map(|v| (DType::I64, v))
+                        .boxed(),
+                };
+                (values(finite(1e15), n), target, values(in_range(0.0, 10.0), c)).prop_map(move |(x, (tdt, t), w)| {
+                    let tdt = if tdt == DType::F32 { dt } else { tdt };
+                    let tshape = if loss == Nn::MultiMargin {
+                        s[..s.len() - 1].to_vec()
+                    } else {
+                        s.clone()
+                    };
+                    NnCase {
+                        loss,
+                        mode: Mode::Valid,
+                        composite,
+                        args: vec![Spec::new(dt, s.clone(), x), Spec::new(tdt, tshape, t)],
+                        grads: vec![true, false],
+                        weight: flag2.then(|| Spec::new(dt, vec![c], w)),
+                        p: margin,
+                        q: 0.0,
+                        flag,
+                        flag2,
+                        reduction: r,
+                        want: finite_or_nan(if s.len() == 1 { 1 } else { s[0] }, r),
+                    }
+                })
+            })
+            .boxed(),
+        Nn::CosineEmbedding | Nn::Triplet | Nn::TripletDistance => (
+            base,
+            prop_oneof![
+                (0..=3usize, 1..=4usize).prop_map(|(n, d)| vec![n, d]),
+                (1..=4usize).prop_map(|d| vec![d])
+            ],
+            prop_oneof![Just(1.0), Just(2.0), Just(3.0)],
+            in_range(1e-3, 10.0),
+        )
+            .prop_flat_map(move |((dt, composite, r, flag, flag2), s, p, margin)| {
+                let n = numel(&s);
+                let rows = if s.len() == 1 { 1 } else { s[0] };
+                (
+                    values(finite(1e15), n),
+                    values(finite(1e15), n),
+                    values(finite(1e15), n),
+                    sign_values(rows),
+                )
+                    .prop_map(move |(a, b, c, y)| {
+                        let mut args = vec![Spec::new(dt, s.clone(), a), Spec::new(dt, s.clone(), b)];
+                        let mut grads = vec![true, true];
+                        if loss == Nn::CosineEmbedding {
+                            args.push(Spec::new(dt, s[..s.len() - 1].to_vec(), y));
+                            grads.push(false);
+                        } else {
+                            args.push(Spec::new(dt, s.clone(), c));
+                            grads.push(true);
+                        }
+                        let m = if loss == Nn::CosineEmbedding {
+                            margin - 5.0
+                        } else {
+                            margin
+                        };
+                        NnCase {
+                            loss,
+                            mode: Mode::Valid,
+                            composite,
+                            args,
+                            grads,
+                            weight: None,
+                            p,
+                            q: m,
+                            flag,
+                            flag2,
+                            reduction: r,
+                            want: finite_or_nan(if s.len() == 1 { 1 } else { s[0] }, r),
+                        }
+                    })
+            })
+            .boxed(),
+        Nn::Ctc => (base, 1..=6usize, 1..=3usize, 2..=4usize)
+            .prop_flat_map(move |((dt, composite, r, flag, flag2), t, n, c)| {
+                let lmax = t.div_ceil(2);
+                (
+                    values(in_range(-1e4, 0.0), t * n * c),
+                    proptest::collection::vec(0..=lmax, n),
+                    proptest::collection::vec(1..c, n * lmax),
+                    proptest::collection::vec(0..=t, n),
+                )
+                    .prop_map(move |(lp, tl, labels, il)| {
+                        // Feasible: input length ≥ 2L − 1 (labels and the blanks between repeats).
+                        let il: Vec<f64> = il
+                            .iter()
+                            .zip(&tl)
+                            .map(|(&i, &l)| i.max((2 * l).saturating_sub(1)).min(t) as f64)
+                            .collect();
+                        let tl_f: Vec<f64> = tl.iter().map(|&l| l as f64).collect();
+                        let targets = if flag2 {
+                            Spec::new(DType::I64, vec![n, lmax], labels.iter().map(|&k| k as f64).collect())
+                        } else {
+                            let mut v = Vec::new();
+                            for (b, &l) in tl.iter().enumerate() {
+                                v.extend(labels[b * lmax..b * lmax + l].iter().map(|&k| k as f64));
+                            }
+                            Spec::new(DType::I64, vec![v.len()], v)
+                        };
+                        NnCase {
+                            loss,
+                            mode: Mode::Valid,
+                            composite,
+                            args: vec![
+                                Spec::new(dt, vec![t, n, c], lp),
+                                targets,
+                                Spec::new(DType::I64, vec![n], il),
+                                Spec::new(DType::I64, vec![n], tl_f),
+                            ],
+                            grads: vec![true, false, false, false],
+                            weight: None,
+                            p: 0.0,
+                            q: 0.0,
+                            flag,
+                            flag2,
+                            reduction: r,
+                            want: Want::Finite,
+                        }
+                    })
+            })
+            .boxed(),
+    }
+}
+
+/// The second input's domain of margin_ranking_loss (the first's).
+fn x_dom_clone(loss: Nn, flag: bool) -> BoxedStrategy<f64> {
+    match loss {
+        Nn::PoissonNll if flag => finite(80.0),
+        Nn::PoissonNll => in_range(0.0, 1e6),
+        Nn::GaussianNll => finite(1e6),
+        _ => finite(1e15),
+    }
+}
+
+impl NnCase {
+    /// The number of output values with `Reduction::None`, and the output position that flat
+    /// index `i` of the first argument feeds (`None` when the output does not depend on it).
+    fn poisoned_output(&self, i: usize) -> (usize, Option<usize>) {
+        let x = &self.args[0];
+        match self.loss {
+            Nn::PoissonNll
+            | Nn::GaussianNll
+            | Nn::LogCosh
+            | Nn::MarginRanking
+            | Nn::HingeEmbedding
+            | Nn::SoftMargin => (numel(&x.shape), Some(i)),
+            Nn::MultilabelSoftMargin
+            | Nn::MultilabelMargin
+            | Nn::MultiMargin
+            | Nn::CosineEmbedding
+            | Nn::Triplet
+            | Nn::TripletDistance => {
+                let d = *x.shape.last().unwrap();
+                let rows = numel(&x.shape) / d.max(1);
+                let row = i / d.max(1);
+                let depends = match self.loss {
+                    Nn::MultiMargin => d >= 2,
+                    Nn::MultilabelMargin => {
+                        let t = &self.args[1].values[row * d..(row + 1) * d];
+                        let listed: Vec<usize> = t.iter().take_while(|&&v| v != -1.0).map(|&v| v as usize).collect();
+                        !listed.is_empty() && listed.len() < d && (0..d).any(|k| !listed.contains(&k))
+                    }
+                    _ => true,
+                };
+                (rows, depends.then_some(row))
+            }
+            Nn::Ctc => {
+                let (n, c) = (x.shape[1], x.shape[2]);
+                let (t, b, k) = (i / (n * c), (i / c) % n, i % c);
+                let il = self.args[2].values[b] as usize;
+                let tl: Vec<usize> = self.args[3].values.iter().map(|&v| v as usize).collect();
+                let labels: Vec<f64> = if self.args[1].shape.len() == 2 {
+                    let s = self.args[1].shape[1];
+                    self.args[1].values[b * s..b * s + tl[b]].to_vec()
+                } else {
+                    let off: usize = tl[..b].iter().sum();
+                    self.args[1].values[off..off + tl[b]].to_vec()
+                };
+                let repeats = labels.windows(2).filter(|w| w[0] == w[1]).count();
+                // Frame t of sample b, class blank (0): some alignment puts a blank there when
+                // t < il and the input has a frame to spare beyond the labels and the blanks
+                // that separate repeats.
+                let depends = t < il && k == 0 && il > labels.len() + repeats;
+                (n, depends.then_some(b))
+            }
+        }
+    }
+
+    fn run(&self) -> Got {
+        let mut args: Vec<Arg> = self
+            .args
+            .iter()
+            .zip(&self.grads)
+            .map(|(s, &g)| {
+                if g {
+                    Arg::var(s.tensor())
+                } else {
+                    Arg::constant(s.tensor())
+                }
+            })
+            .collect();
+        if let Some(w) = &self.weight {
+            args.push(Arg::constant(w.tensor()));
+        }
+        let c = self.clone();
+        call(self.composite, args, move |a| {
+            let r = c.reduction;
+            let w = c.weight.as_ref().map(|_| &a[a.len() - 1]);
+            match c.loss {
+                Nn::PoissonNll => poisson_nll_loss(&a[0], &a[1], c.flag, c.flag2, 1e-8, r),
+                Nn::GaussianNll => gaussian_nll_loss(&a[0], &a[1], &a[2], c.flag, 1e-6, r),
+                Nn::LogCosh => log_cosh_loss(&a[0], &a[1], r),
+                Nn::MarginRanking => margin_ranking_loss(&a[0], &a[1], &a[2], c.p, r),
+                Nn::HingeEmbedding => hinge_embedding_loss(&a[0], &a[1], c.p, r),
+                Nn::SoftMargin => soft_margin_loss(&a[0], &a[1], r),
+                Nn::MultilabelSoftMargin => multilabel_soft_margin_loss(&a[0], &a[1], w, r),
+                Nn::MultilabelMargin => multilabel_margin_loss(&a[0], &a[1], r),
+                Nn::MultiMargin => {
+                    let p = if c.mode == Mode::Wild {
+                        c.q as u32
+                    } else {
+                        1 + c.flag as u32
+                    };
+                    multi_margin_loss(&a[0], &a[1], p, c.p, w, r)
+                }
+                Nn::CosineEmbedding => cosine_embedding_loss(&a[0], &a[1], &a[2], c.q, r),
+                Nn::Triplet => triplet_margin_loss(&a[0], &a[1], &a[2], c.q, c.p, 1e-6, c.flag, r),
+                Nn::TripletDistance => {
+                    let d = if c.flag2 {
+                        TripletDistance::Cosine
+                    } else {
+                        TripletDistance::Euclidean
+                    };
+                    triplet_margin_with_distance_loss(&a[0], &a[1], &a[2], d, c.q, c.flag, r)
+                }
+                Nn::Ctc => ctc_loss(&a[0], &a[1], &a[2], &a[3], c.p as usize, r, c.flag),
+            }
+        })
+    }
+}
+
+fn nn_nan(loss: Nn) -> BoxedStrategy<NnCase> {
+    nn_valid(loss)
+        .prop_filter("non-empty", |c| numel(&c.args[0].shape) > 0)
+        .prop_flat_map(|c| {
+            let n = numel(&c.args[0].shape);
+            (Just(c), 0..n)
+        })
+        .prop_filter_map("the output depends on the entry", |(mut c, i)| {
+            let (count, out) = c.poisoned_output(i);
+            let out = out?;
+            c.mode = Mode::Nan;
+            c.args[0].values[i] = f64::NAN;
+            c.want = if c.reduction == Reduction::None {
+                let mut mask = vec![false; count];
+                mask[out] = true;
+                Want::NanAt(mask)
+            } else {
+                Want::NanAt(vec![true])
+            };
+            Some(c)
+        })
+        .boxed()
+}
+
+fn nn_wild(loss: Nn) -> BoxedStrategy<NnCase> {
+    let arity = match loss {
+        Nn::Ctc => 4,
+        Nn::GaussianNll | Nn::MarginRanking | Nn::CosineEmbedding | Nn::Triplet | Nn::TripletDistance => 3,
+        _ => 2,
+    };
+    (
+        proptest::collection::vec(wild_spec(16), arity),
+        proptest::option::of(wild_spec(8)),
+        (any_param(), any_param(), any::<bool>(), any::<bool>()),
+        (any_reduction(), any::<bool>()),
+    )
+        .prop_map(
+            move |(args, weight, (p, q, flag, flag2), (reduction, composite))| NnCase {
+                loss,
+                mode: Mode::Wild,
+                composite,
+                grads: vec![true; args.len()],
+                args,
+                weight,
+                p,
+                q,
+                flag,
+                flag2,
+                reduction,
+                want: Want::Anything,
+            },
+        )
+        .boxed()
+}
+
+impl Case for NnCase {
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+    fn composite(&self) -> bool {
+        self.composite
+    }
+    fn check(&self) -> Result<bool, TestCaseError> {
+        verify(self.loss.name(), &self.run(), &self.want)
+    }
+}
+
+fn nn_cases(loss: Nn) -> BoxedStrategy<NnCase> {
+    prop_oneof![4 => nn_valid(loss), 2 => nn_nan(loss), 4 => nn_wild(loss)].boxed()
+}
+
+#[test]
+fn poisson_nll_loss_is_robust() {
+    run_property("poisson_nll_loss", file!(), nn_cases(Nn::PoissonNll));
+}
+
+#[test]
+fn gaussian_nll_loss_is_robust() {
+    run_property("gaussian_nll_loss", file!(), nn_cases(Nn::GaussianNll));
+}
+
+#[test]
+fn log_cosh_loss_is_robust() {
+    run_property("log_cosh_loss", file!(), nn_cases(Nn::LogCosh));
+}
+
+#[test]
+fn margin_ranking_loss_is_robust() {
+    run_property("margin_ranking_loss", file!(), nn_cases(Nn::MarginRanking));
+}
+
+#[test]
+fn hinge_embedding_loss_is_robust() {
+    run_property("hinge_embedding_loss", file!(), nn_cases(Nn::HingeEmbedding));
+}
+
+#[test]
+fn soft_margin_loss_is_robust() {
+    run_property("soft_margin_loss", file!(), nn_cases(Nn::SoftMargin));
+}
+
+#[test]
+fn multilabel_soft_margin_loss_is_robust() {
+    run_property(
+        "multilabel_soft_margin_loss",
+        file!(),
+        nn_cases(Nn::MultilabelSoftMargin),
+    );
+}
+
+#[test]
+fn multilabel_margin_loss_is_robust() {
+    run_property("multilabel_margin_loss", file!(), nn_cases(Nn::MultilabelMargin));
+}
+
+#[test]
+fn multi_margin_loss_is_robust() {
+    run_property("multi_margin_loss", file!(), nn_cases(Nn::MultiMargin));
+}
+
+#[test]
+fn cosine_embedding_loss_is_robust() {
+    run_property("cosine_embedding_loss", file!(), nn_cases(Nn::CosineEmbedding));
+}
+
+#[test]
+fn triplet_margin_loss_is_robust() {
+    run_property("triplet_margin_loss", file!(), nn_cases(Nn::Triplet));
+}
+
+#[test]
+fn triplet_margin_with_distance_loss_is_robust() {
+    run_property(
+        "triplet_margin_with_distance_loss",
+        file!(),
+        nn_cases(Nn::TripletDistance),
+    );
+}
+
+#[test]
+fn ctc_loss_is_robust() {
+    run_property("ctc_loss", file!(), nn_cases(Nn::Ctc));
 }

@@ -199,6 +199,12 @@ fn check_common(loss: &'static str, input: &Tensor, weight: Option<&Tensor>, lab
 /// Output: `[N, d1, ...]` for `Reduction::None`, else 0-d. Formula and denominators: see the
 /// module docs. Gradients via autodiff of a stable `log_softmax`.
 ///
+/// Zero mass is zero: with probability targets, a class whose (smoothed) target is exactly 0 adds
+/// 0 to the value and 0 to the gradient even where its logit is `-inf` (a masked class; PyTorch
+/// and optax#896 give NaN); with `label_smoothing > 0` no target is 0, so a `-inf` logit costs
+/// +inf. A row that `ignore_index` removes contributes 0 with a zero gradient even when all its
+/// logits are `-inf` (PyTorch#11551), on the fused and the composite path.
+///
 /// # Errors
 /// Rank 0 input, a target of the wrong shape or dtype, a class index out of range, a `weight` not
 /// of length `C`, `label_smoothing` outside `[0, 1]`, `ignore_index >= 0` with probability
@@ -233,6 +239,16 @@ pub fn cross_entropy(
             _ => Ok(out),
         };
     }
+    // A row that ignore_index removes may hold -inf logits (a fully masked row): its log-softmax
+    // would be -inf − (-inf) = NaN and poison the gradient through the where. Its logits are
+    // replaced by 0 first; the row contributes 0 and gets a zero gradient either way.
+    let x = if index && x.elem_count() > 0 {
+        index_target(LOSS, &x, &t, ignore_index)?;
+        let kept = t.to_dtype(DType::I64)?.ne(ignore_index)?.unsqueeze(1)?;
+        kept.broadcast_as(x.shape())?.where_cond(&x, &x.zeros_like()?)?
+    } else {
+        x
+    };
     let logp = log_softmax(&x, 1)?;
     let out = if index {
         nll_core(LOSS, &logp, &t, weight, ignore_index, label_smoothing, reduction)?
@@ -273,6 +289,11 @@ fn soft_targets(
     } else {
         target.clone()
     };
+    // Zero mass is zero: where the (smoothed) target is exactly 0, a log-probability of -inf
+    // (a masked logit) is replaced by 0 before the product, so the term is 0, not 0·(-inf) = NaN;
+    // the logit's gradient there is softmax·Σt = 0 either way. A smoothed target is not 0.
+    let masked = t.eq(0.0)?.mul(&logp.eq(f64::NEG_INFINITY)?)?;
+    let logp = masked.where_cond(&logp.zeros_like()?, logp)?;
     let mut prod = logp.mul(&t)?;
     if let Some(w) = weight {
         let mut shape = vec![1usize; logp.rank()];

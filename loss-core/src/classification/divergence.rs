@@ -51,10 +51,14 @@ use candle_core::{Result, Tensor, D};
 ///
 /// Gradient w.r.t. `input`: `−t` (`−eᵗ` with `log_target`).
 ///
-/// Non-finite values, as PyTorch: an input of `-inf` (probability 0) where `t > 0` gives +inf
-/// (the divergence is infinite); where `t = 0` the term is `0·ln 0 − 0·x`, 0 for a finite `x` and
-/// NaN for a NaN or infinite one; `BatchMean` with `input.dim(0) = 0` is NaN (0/0). A negative
-/// `target` (without `log_target`) is outside the domain and gives NaN (`ln t`).
+/// Zero mass is zero: an element whose target mass is exactly 0 (`t = 0`, or with `log_target`
+/// a log-target of `-inf`) contributes exactly 0 to the value and 0 to the gradient w.r.t.
+/// `input`, whatever its log-probability, `-inf` (a masked logit) included; PyTorch gives NaN
+/// there (PyTorch#89558's family of reports). A NaN input stays NaN.
+///
+/// Other non-finite values, as PyTorch: an input of `-inf` (probability 0) where `t > 0` gives
+/// +inf (the divergence is infinite); `BatchMean` with `input.dim(0) = 0` is NaN (0/0). A
+/// negative `target` (without `log_target`) is outside the domain and gives NaN (`ln t`).
 ///
 /// # Errors
 /// Shapes or dtypes that differ, a non-float dtype.
@@ -64,10 +68,20 @@ pub fn kl_div(input: &Tensor, target: &Tensor, log_target: bool, reduction: Redu
     if fused::applies(input) {
         return fused::pointwise(Pointwise::KlDiv { log_target }, input, target, reduction);
     }
+    // Zero mass is zero: where the target's mass is exactly 0 (t = 0, or a log-target of -inf)
+    // an infinite log-probability is replaced by 0 before it meets the 0, so the term is 0 (and
+    // its gradient 0), not 0·inf = NaN; a NaN input stays NaN.
+    let inf_input = input.abs()?.eq(f64::INFINITY)?;
     let per = if log_target {
-        target.exp()?.mul(&target.sub(input)?)?
+        let zero = target.eq(f64::NEG_INFINITY)?;
+        let mask = zero.mul(&inf_input)?;
+        let x = mask.where_cond(&input.zeros_like()?, input)?;
+        let t = zero.where_cond(&target.zeros_like()?, target)?;
+        target.exp()?.mul(&t.sub(&x)?)?
     } else {
-        ops::xlogy(target, target)?.sub(&target.mul(input)?)?
+        let mask = target.eq(0.0)?.mul(&inf_input)?;
+        let x = mask.where_cond(&input.zeros_like()?, input)?;
+        ops::xlogy(target, target)?.sub(&target.mul(&x)?)?
     };
     match reduction {
         Reduction::BatchMean => {

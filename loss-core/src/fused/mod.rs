@@ -136,13 +136,17 @@ impl Pointwise {
             Pointwise::BceLogits => (F::one() - t) * x + softplus_neg(x),
             Pointwise::KlDiv { log_target: false } => {
                 if t == F::zero() {
-                    // xlogy(0, 0) − 0·x, as PyTorch: 0 for finite x, NaN for NaN or ±inf.
-                    -(t * x)
+                    // Zero mass is zero, whatever the log-probability, -inf (a masked logit)
+                    // included; NaN stays NaN (PyTorch's 0·x gives NaN at ±inf too).
+                    zero_mass(x)
                 } else {
                     t * (t.fast_ln() - x)
                 }
             }
-            Pointwise::KlDiv { log_target: true } => t.fast_exp() * (t - x),
+            Pointwise::KlDiv { log_target: true } => {
+                // A log-target of -inf is zero mass: 0, not e^-inf·(-inf − x) = NaN.
+                select(t == F::neg_infinity(), zero_mass(x), t.fast_exp() * (t - x))
+            }
             Pointwise::SigmoidFocal { alpha, gamma } => {
                 let (q, ce, _, _) = focal_parts(x, t);
                 let mut v = ce * pow(q, gamma);
@@ -178,11 +182,23 @@ impl Pointwise {
             }
             Pointwise::KlDiv { log_target: true } => {
                 let e = t.fast_exp();
-                return (-e, e * (t - x + F::one()));
+                let gt = select(t == F::neg_infinity(), F::zero(), e * (t - x + F::one()));
+                return (-e, gt);
             }
             Pointwise::SigmoidFocal { alpha, gamma } => return focal_grad(x, t, alpha, gamma),
         };
         (gx, -gx)
+    }
+}
+
+/// The term of an element whose target mass is exactly 0: 0 whatever `x` is (±inf included),
+/// NaN for a NaN `x`.
+#[inline(always)]
+fn zero_mass<F: Real>(x: F) -> F {
+    if x.is_nan() {
+        x
+    } else {
+        F::zero()
     }
 }
 

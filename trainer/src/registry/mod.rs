@@ -115,6 +115,17 @@ impl<'a> Params<'a> {
         }
     }
 
+    /// An optional string.
+    pub fn opt_str(&self, key: &str) -> anyhow::Result<Option<&'a str>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| anyhow!("{}: parameter `{key}` must be a string, got {v}", self.loss)),
+        }
+    }
+
     /// The `reduction` parameter, or `default`.
     pub fn reduction(&self, default: Reduction) -> anyhow::Result<Reduction> {
         match self.get("reduction") {
