@@ -41,7 +41,278 @@ pub fn workloads() -> Vec<(&'static str, Vec<usize>)> {
     }
     w.push(("dice_loss", vec![8, 4, 128, 128]));
     w.push(("dice_loss", vec![2, 4, 64, 128, 128]));
+    // The losses added in the second round, timed through the registry (see `named_inputs`).
+    for l in [
+        "poisson_nll_loss",
+        "gaussian_nll_loss",
+        "margin_ranking_loss",
+        "soft_margin_loss",
+        "hinge_embedding_loss",
+        "log_cosh_loss",
+    ] {
+        w.push((l, vec![1_000_000]));
+    }
+    for l in ["multilabel_soft_margin_loss", "multi_margin_loss"] {
+        w.push((l, vec![10_000, 100]));
+    }
+    for l in ["cosine_embedding_loss", "triplet_margin_loss"] {
+        w.push((l, vec![10_000, 128]));
+    }
+    w.push(("ctc_loss", vec![100, 16, 32, 30]));
+    w.push(("soft_cldice_loss", vec![2, 2, 128, 128]));
+    w.push(("hausdorff_dt_loss", vec![2, 2, 128, 128]));
+    w.push(("lovasz_hinge_loss", vec![8, 1, 128, 128]));
+    w.push(("jaccard_loss", vec![8, 4, 128, 128]));
+    w.push(("varifocal_loss", vec![10_000, 80]));
+    w.push(("quality_focal_loss", vec![10_000, 80]));
+    w.push(("distribution_focal_loss", vec![100_000, 17]));
+    w.push(("poly1_cross_entropy", vec![10_000, 100]));
+    for l in ["gaussian_focal_loss", "balanced_l1_loss", "poly1_focal_loss"] {
+        w.push((l, vec![1_000_000]));
+    }
+    for l in [
+        "alpha_iou_loss",
+        "mpdiou_loss",
+        "inner_iou_loss",
+        "shape_iou_loss",
+        "wise_iou_loss",
+        "focaler_iou_loss",
+        "nwd_loss",
+    ] {
+        for n in [100_000, 1_000_000] {
+            w.push((l, vec![n, 4]));
+        }
+    }
     w
+}
+
+/// The inputs of a workload that runs through [`crate::registry`]: every named tensor, the name
+/// of the one the gradient is taken for, and the parameters (reduction mean, the reference's
+/// defaults otherwise). The distributions are those of `bench/torch_bench.py`.
+struct Named {
+    inputs: crate::registry::Inputs,
+    grad: &'static str,
+    params: serde_json::Map<String, serde_json::Value>,
+}
+
+fn bits(r: &mut ChaCha8Rng, n: usize, p_one: f32) -> Vec<f32> {
+    uniform(r, n)
+        .into_iter()
+        .map(|u| if u < p_one { 1.0 } else { 0.0 })
+        .collect()
+}
+
+fn signs(r: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    bits(r, n, 0.5).into_iter().map(|b| 2.0 * b - 1.0).collect()
+}
+
+fn classes(r: &mut ChaCha8Rng, n: usize, c: usize) -> Vec<u32> {
+    (0..n).map(|_| r.gen_range(0..c as u32)).collect()
+}
+
+/// The round-two workloads' inputs; `None` for a loss timed by [`call`] instead.
+fn named_inputs(loss: &str, shape: &[usize], dev: &Device) -> Result<Option<Named>> {
+    let mut r = ChaCha8Rng::seed_from_u64(0);
+    let n: usize = shape.iter().product();
+    let t = |v: Vec<f32>, s: &[usize]| Tensor::from_vec(v, s, dev);
+    let mut params = serde_json::Map::new();
+    params.insert("reduction".into(), "mean".into());
+    let (grad, inputs): (&'static str, Vec<(&str, Tensor)>) = match loss {
+        "poisson_nll_loss" => {
+            let x = normal(&mut r, n);
+            // Poisson counts of rate 4u, u uniform (Knuth's method): small integers.
+            let y = uniform(&mut r, n)
+                .into_iter()
+                .map(|u| {
+                    let limit = (-4.0 * u).exp();
+                    let (mut k, mut p) = (0.0f32, 1.0f32);
+                    loop {
+                        p *= r.gen::<f32>();
+                        if p <= limit {
+                            break k;
+                        }
+                        k += 1.0;
+                    }
+                })
+                .collect();
+            ("input", vec![("input", t(x, shape)?), ("target", t(y, shape)?)])
+        }
+        "gaussian_nll_loss" => {
+            let (x, y) = (normal(&mut r, n), normal(&mut r, n));
+            let v = uniform(&mut r, n).into_iter().map(|u| u + 0.1).collect();
+            (
+                "input",
+                vec![("input", t(x, shape)?), ("target", t(y, shape)?), ("var", t(v, shape)?)],
+            )
+        }
+        "margin_ranking_loss" => {
+            let (a, b) = (normal(&mut r, n), normal(&mut r, n));
+            let y = signs(&mut r, n);
+            (
+                "input1",
+                vec![
+                    ("input1", t(a, shape)?),
+                    ("input2", t(b, shape)?),
+                    ("target", t(y, shape)?),
+                ],
+            )
+        }
+        "soft_margin_loss" | "hinge_embedding_loss" => {
+            let x = normal(&mut r, n);
+            let y = signs(&mut r, n);
+            ("input", vec![("input", t(x, shape)?), ("target", t(y, shape)?)])
+        }
+        "log_cosh_loss" | "balanced_l1_loss" => {
+            let (x, y) = (normal(&mut r, n), normal(&mut r, n));
+            let name = if loss == "log_cosh_loss" { "input" } else { "pred" };
+            (name, vec![(name, t(x, shape)?), ("target", t(y, shape)?)])
+        }
+        "multilabel_soft_margin_loss" => {
+            let x = normal(&mut r, n);
+            let y = bits(&mut r, n, 0.3);
+            ("input", vec![("input", t(x, shape)?), ("target", t(y, shape)?)])
+        }
+        "multi_margin_loss" => {
+            let x = normal(&mut r, n);
+            let y = classes(&mut r, shape[0], shape[1]);
+            (
+                "input",
+                vec![("input", t(x, shape)?), ("target", Tensor::from_vec(y, shape[0], dev)?)],
+            )
+        }
+        "cosine_embedding_loss" => {
+            let (a, b) = (normal(&mut r, n), normal(&mut r, n));
+            let y = signs(&mut r, shape[0]);
+            (
+                "input1",
+                vec![
+                    ("input1", t(a, shape)?),
+                    ("input2", t(b, shape)?),
+                    ("target", t(y, &shape[..1])?),
+                ],
+            )
+        }
+        "triplet_margin_loss" => {
+            let (a, p, q) = (normal(&mut r, n), normal(&mut r, n), normal(&mut r, n));
+            (
+                "anchor",
+                vec![
+                    ("anchor", t(a, shape)?),
+                    ("positive", t(p, shape)?),
+                    ("negative", t(q, shape)?),
+                ],
+            )
+        }
+        "ctc_loss" => {
+            let (steps, batch, c, s) = (shape[0], shape[1], shape[2], shape[3]);
+            let lp = loss_core::log_softmax(&t(normal(&mut r, steps * batch * c), &[steps, batch, c])?, 2)?;
+            let targets: Vec<i64> = (0..batch * s).map(|_| r.gen_range(1..c as i64)).collect();
+            let inputs = vec![
+                ("log_probs", lp),
+                ("targets", Tensor::from_vec(targets, (batch, s), dev)?),
+                (
+                    "input_lengths",
+                    Tensor::from_vec(vec![steps as i64; batch], batch, dev)?,
+                ),
+                ("target_lengths", Tensor::from_vec(vec![s as i64; batch], batch, dev)?),
+            ];
+            ("log_probs", inputs)
+        }
+        "soft_cldice_loss" | "hausdorff_dt_loss" => {
+            let p = uniform(&mut r, n);
+            let y = bits(&mut r, n, 0.5);
+            ("pred", vec![("pred", t(p, shape)?), ("target", t(y, shape)?)])
+        }
+        "lovasz_hinge_loss" => {
+            let x = normal(&mut r, n);
+            let y = bits(&mut r, n, 0.5);
+            params.remove("reduction");
+            ("logits", vec![("logits", t(x, shape)?), ("target", t(y, shape)?)])
+        }
+        "jaccard_loss" => {
+            let x = normal(&mut r, n);
+            let mut target_shape = vec![shape[0]];
+            target_shape.extend_from_slice(&shape[2..]);
+            let y = classes(&mut r, n / shape[1], shape[1]);
+            params.remove("reduction");
+            params.insert("mode".into(), "multiclass".into());
+            (
+                "pred",
+                vec![
+                    ("pred", t(x, shape)?),
+                    ("target", Tensor::from_vec(y, target_shape, dev)?),
+                ],
+            )
+        }
+        "varifocal_loss" => {
+            let x = normal(&mut r, n);
+            // An IoU-aware soft target on about one element in ten.
+            let y = uniform(&mut r, n)
+                .into_iter()
+                .zip(uniform(&mut r, n))
+                .map(|(u, k)| if k > 0.9 { u } else { 0.0 })
+                .collect();
+            ("pred", vec![("pred", t(x, shape)?), ("target", t(y, shape)?)])
+        }
+        "quality_focal_loss" => {
+            let x = normal(&mut r, n);
+            let label = classes(&mut r, shape[0], shape[1] + 1); // C = background
+            let score = uniform(&mut r, shape[0]);
+            let inputs = vec![
+                ("pred", t(x, shape)?),
+                ("label", Tensor::from_vec(label, shape[0], dev)?),
+                ("score", t(score, &shape[..1])?),
+            ];
+            ("pred", inputs)
+        }
+        "distribution_focal_loss" => {
+            let x = normal(&mut r, n);
+            let label = uniform(&mut r, shape[0])
+                .into_iter()
+                .map(|u| u * (shape[1] - 1) as f32)
+                .collect();
+            ("pred", vec![("pred", t(x, shape)?), ("label", t(label, &shape[..1])?)])
+        }
+        "poly1_cross_entropy" => {
+            let x = normal(&mut r, n);
+            let y = classes(&mut r, shape[0], shape[1]);
+            (
+                "logits",
+                vec![
+                    ("logits", t(x, shape)?),
+                    ("labels", Tensor::from_vec(y, shape[0], dev)?),
+                ],
+            )
+        }
+        "poly1_focal_loss" => {
+            let x = normal(&mut r, n);
+            let y = bits(&mut r, n, 0.5);
+            ("logits", vec![("logits", t(x, shape)?), ("labels", t(y, shape)?)])
+        }
+        "gaussian_focal_loss" => {
+            let p = uniform(&mut r, n).into_iter().map(|u| u * 0.98 + 0.01).collect();
+            let g = uniform(&mut r, n).into_iter().map(|u| u.powi(4)).collect();
+            ("pred", vec![("pred", t(p, shape)?), ("gaussian_target", t(g, shape)?)])
+        }
+        "alpha_iou_loss" | "mpdiou_loss" | "inner_iou_loss" | "shape_iou_loss" | "wise_iou_loss"
+        | "focaler_iou_loss" | "nwd_loss" => {
+            let (p, g) = make_inputs("iou_loss", shape, dev)?;
+            match loss {
+                "mpdiou_loss" => {
+                    params.insert("img_w".into(), 640.into());
+                    params.insert("img_h".into(), 640.into());
+                }
+                "inner_iou_loss" => {
+                    params.insert("ratio".into(), 0.7.into());
+                }
+                _ => {}
+            }
+            ("pred", vec![("pred", p), ("target", g)])
+        }
+        _ => return Ok(None),
+    };
+    let inputs = inputs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    Ok(Some(Named { inputs, grad, params }))
 }
 
 /// One measured workload, in `torch_bench.py`'s JSON row format.
@@ -191,6 +462,9 @@ fn bytes(x: &Tensor, y: &Tensor) -> f64 {
 }
 
 fn time_workload(loss: &str, shape: &[usize], composite: bool, opts: &BenchOptions) -> Result<Row> {
+    if let Some(named) = named_inputs(loss, shape, &opts.device)? {
+        return time_named(loss, shape, composite, opts, named);
+    }
     let (x0, y) = make_inputs(loss, shape, &opts.device)?;
     let x = Var::from_tensor(&x0)?;
     let step = || -> Result<()> {
@@ -204,6 +478,57 @@ fn time_workload(loss: &str, shape: &[usize], composite: bool, opts: &BenchOptio
         std::hint::black_box(grad);
         Ok(())
     };
+    let (median, min, reps) = repeat(&step, composite, opts)?;
+    Ok(Row {
+        loss: loss.to_string(),
+        shape: shape.to_vec(),
+        implementation: if composite { "composite" } else { "fused" }.into(),
+        device: device_name(&opts.device),
+        threads: opts.threads,
+        median_ms: median,
+        min_ms: min,
+        reps,
+        bytes: bytes(&x0, &y),
+        elements: x0.elem_count(),
+    })
+}
+
+/// A workload of [`named_inputs`]: the loss through the registry, the gradient w.r.t. the input
+/// `named.grad`. Bytes: every input read once, that input's gradient written.
+fn time_named(loss: &str, shape: &[usize], composite: bool, opts: &BenchOptions, named: Named) -> Result<Row> {
+    let mut inputs = named.inputs;
+    let x = Var::from_tensor(&inputs[named.grad])?;
+    inputs.insert(named.grad.to_string(), x.as_tensor().clone());
+    let step = || -> Result<()> {
+        let l = crate::registry::call(loss, &named.params, &inputs)
+            .ok_or_else(|| anyhow::anyhow!("bench: {loss} is not in the registry"))??;
+        let g = l.backward()?;
+        let grad = g
+            .get(x.as_tensor())
+            .ok_or_else(|| anyhow::anyhow!("{loss}: no gradient"))?;
+        opts.device.synchronize()?;
+        std::hint::black_box(grad);
+        Ok(())
+    };
+    let (median, min, reps) = repeat(&step, composite, opts)?;
+    let size = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as f64;
+    Ok(Row {
+        loss: loss.to_string(),
+        shape: shape.to_vec(),
+        implementation: if composite { "composite" } else { "fused" }.into(),
+        device: device_name(&opts.device),
+        threads: opts.threads,
+        median_ms: median,
+        min_ms: min,
+        reps,
+        bytes: inputs.values().map(size).sum::<f64>() + size(x.as_tensor()),
+        elements: x.elem_count(),
+    })
+}
+
+/// Times `step` (three warm-up repeats, then at least 7 and `opts.min_seconds`), on the composite
+/// path if asked: the median and the fastest repeat in ms (rounded to 0.1 µs), and the count.
+fn repeat(step: &dyn Fn() -> Result<()>, composite: bool, opts: &BenchOptions) -> Result<(f64, f64, usize)> {
     let run = |f: &dyn Fn() -> Result<()>| {
         if composite {
             loss_core::ops::with_composite(f)
@@ -212,13 +537,13 @@ fn time_workload(loss: &str, shape: &[usize], composite: bool, opts: &BenchOptio
         }
     };
     for _ in 0..3 {
-        run(&step)?;
+        run(step)?;
     }
     let mut times = Vec::new();
     let start = Instant::now();
     while times.len() < 7 || (start.elapsed().as_secs_f64() < opts.min_seconds && times.len() < 2000) {
         let t0 = Instant::now();
-        run(&step)?;
+        run(step)?;
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(|a, b| a.total_cmp(b));
@@ -227,18 +552,8 @@ fn time_workload(loss: &str, shape: &[usize], composite: bool, opts: &BenchOptio
     } else {
         0.5 * (times[times.len() / 2 - 1] + times[times.len() / 2])
     };
-    Ok(Row {
-        loss: loss.to_string(),
-        shape: shape.to_vec(),
-        implementation: if composite { "composite" } else { "fused" }.into(),
-        device: device_name(&opts.device),
-        threads: opts.threads,
-        median_ms: (median * 1e4).round() / 1e4,
-        min_ms: (times[0] * 1e4).round() / 1e4,
-        reps: times.len(),
-        bytes: bytes(&x0, &y),
-        elements: x0.elem_count(),
-    })
+    let round = |ms: f64| (ms * 1e4).round() / 1e4;
+    Ok((round(median), round(times[0]), times.len()))
 }
 
 /// `"cpu"`, `"cuda:N"` or `"metal:N"`.
@@ -526,6 +841,43 @@ mod tests {
             .unwrap()
             .ends_with("8.00"));
         assert!(against_table(&rows, &refs, Some("torch")).contains("no reference row for l1_loss [10]"));
+    }
+
+    /// Every workload's inputs are accepted by its loss and give a finite value and gradient
+    /// (at a smaller first dimension, so the test stays quick).
+    #[test]
+    fn every_workload_runs_and_is_finite() {
+        let dev = Device::Cpu;
+        for (loss, mut shape) in workloads() {
+            if shape.iter().product::<usize>() > 100_000 {
+                shape[0] = shape[0].min(64);
+            }
+            let value = match named_inputs(loss, &shape, &dev).unwrap() {
+                Some(named) => {
+                    let mut inputs = named.inputs;
+                    let x = Var::from_tensor(&inputs[named.grad]).unwrap();
+                    inputs.insert(named.grad.to_string(), x.as_tensor().clone());
+                    let l = crate::registry::call(loss, &named.params, &inputs).unwrap().unwrap();
+                    let g = l.backward().unwrap().get(x.as_tensor()).unwrap().clone();
+                    assert_eq!(g.dims(), x.dims(), "{loss}");
+                    let finite = g
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                        .iter()
+                        .all(|v| v.is_finite());
+                    assert!(finite, "{loss} {shape:?}: gradient not finite");
+                    l
+                }
+                None => {
+                    let (x, y) = make_inputs(loss, &shape, &dev).unwrap();
+                    call(loss, &x, &y).unwrap()
+                }
+            };
+            assert_eq!(value.dims(), &[] as &[usize], "{loss}: mean gives a scalar");
+            assert!(value.to_scalar::<f32>().unwrap().is_finite(), "{loss} {shape:?}");
+        }
     }
 
     #[test]
