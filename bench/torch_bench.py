@@ -19,8 +19,10 @@ or of their tests):
     python3 -m venv ~/venv-torch && ~/venv-torch/bin/pip install torch torchvision
     ~/venv-torch/bin/python bench/torch_bench.py --threads 2 --out torch.json
 
-Losses whose library is not installed (torchvision for the box losses and the sigmoid focal loss)
-are left out with a note on stderr.
+Losses whose library is not installed (torchvision for the box losses and the sigmoid focal loss,
+monai for clDice and Hausdorff-DT) are left out with a note on stderr. The detection losses and
+smp's Lovász hinge and Jaccard losses are written out below in torch after the formulas of
+`cases/FORMAT.md` (mmdetection 3.x and the authors' code).
 """
 import argparse
 import json
@@ -133,6 +135,189 @@ def log_cosh_loss(p, t):
     return (d + F.softplus(-2 * d) - 0.6931471805599453).mean()
 
 
+# --- detection losses (mmdetection 3.x and the authors' formulas, as `cases/FORMAT.md` states
+# them), written in torch for the benchmark only.
+
+
+def varifocal(p, t, alpha=0.75, gamma=2.0):
+    s = p.sigmoid()
+    w = torch.where(t > 0, t, alpha * (s - t).abs().pow(gamma))
+    return (F.binary_cross_entropy_with_logits(p, t, reduction="none") * w).mean()
+
+
+def quality_focal(p, r, beta=2.0):
+    label, score = r
+    s = p.sigmoid()
+    loss = F.binary_cross_entropy_with_logits(p, torch.zeros_like(p), reduction="none") * s.pow(beta)
+    pos = (label >= 0) & (label < p.shape[1])
+    rows, cols = pos.nonzero().squeeze(1), label[pos]
+    sp = s[rows, cols]
+    loss = loss.index_put((rows, cols), F.binary_cross_entropy_with_logits(
+        p[rows, cols], score[rows], reduction="none") * (score[rows] - sp).abs().pow(beta))
+    return loss.sum(1).mean()
+
+
+def distribution_focal(p, label):
+    left = label.long().clamp(max=p.shape[1] - 2)
+    wl = left.float() + 1 - label
+    return (F.cross_entropy(p, left, reduction="none") * wl
+            + F.cross_entropy(p, left + 1, reduction="none") * (1 - wl)).mean()
+
+
+def gaussian_focal(p, t, alpha=2.0, gamma=4.0):
+    pos = -(p + 1e-12).log() * (1 - p).pow(alpha) * (t == 1)
+    neg = -(1 - p + 1e-12).log() * p.pow(alpha) * (1 - t).pow(gamma)
+    return (pos + neg).mean()
+
+
+def balanced_l1(p, t, alpha=0.5, gamma=1.5, beta=1.0):
+    x = (p - t).abs()
+    b = torch.e ** (gamma / alpha) - 1
+    return torch.where(x < beta, alpha / b * (b * x + 1) * torch.log(b * x / beta + 1) - alpha * x,
+                       gamma * x + gamma / b - alpha * beta).mean()
+
+
+def poly1_ce(p, y, epsilon=1.0):
+    pt = (F.one_hot(y, p.shape[1]) * p.softmax(1)).sum(1)
+    return (F.cross_entropy(p, y, reduction="none") + epsilon * (1 - pt)).mean()
+
+
+def poly1_focal(p, y, epsilon=1.0, alpha=0.25, gamma=2.0):
+    s = p.sigmoid()
+    pt = y * s + (1 - y) * (1 - s)
+    at = y * alpha + (1 - y) * (1 - alpha)
+    fl = at * F.binary_cross_entropy_with_logits(p, y, reduction="none") * (1 - pt).pow(gamma)
+    return (fl + epsilon * (1 - pt).pow(gamma + 1) * at).mean()
+
+
+def _pair(p, t, eps=1e-7):
+    """Widths, heights (h + eps, as ultralytics), intersection, union and enclosing box sides."""
+    w1, h1 = p[:, 2] - p[:, 0], p[:, 3] - p[:, 1] + eps
+    w2, h2 = t[:, 2] - t[:, 0], t[:, 3] - t[:, 1] + eps
+    iw = (torch.min(p[:, 2], t[:, 2]) - torch.max(p[:, 0], t[:, 0])).clamp_min(0)
+    ih = (torch.min(p[:, 3], t[:, 3]) - torch.max(p[:, 1], t[:, 1])).clamp_min(0)
+    inter = iw * ih
+    union = w1 * h1 + w2 * h2 - inter + eps
+    cw = torch.max(p[:, 2], t[:, 2]) - torch.min(p[:, 0], t[:, 0])
+    ch = torch.max(p[:, 3], t[:, 3]) - torch.min(p[:, 1], t[:, 1])
+    return w1, h1, w2, h2, inter, union, cw, ch
+
+
+def _centre_d2(p, t):
+    return (((t[:, 0] + t[:, 2]) - (p[:, 0] + p[:, 2])) ** 2 + ((t[:, 1] + t[:, 3]) - (p[:, 1] + p[:, 3])) ** 2) / 4
+
+
+def alpha_iou(p, t, alpha=3.0, eps=1e-9):
+    w1, h1, w2, h2, inter, union, cw, ch = _pair(p, t, eps)
+    iou = inter / union
+    v = 4 / torch.pi ** 2 * (torch.atan(w2 / h2) - torch.atan(w1 / h1)) ** 2
+    with torch.no_grad():
+        a = v / (v - iou + (1 + eps))
+    dist = _centre_d2(p, t) ** alpha / ((cw ** 2 + ch ** 2) ** alpha + eps)
+    return (1 - ((iou + eps) ** alpha - dist - (v * a + eps) ** alpha)).mean()
+
+
+def mpdiou(p, t, img_w=640.0, img_h=640.0):
+    *_, inter, union, _, _ = _pair(p, t)
+    d1 = (p[:, 0] - t[:, 0]) ** 2 + (p[:, 1] - t[:, 1]) ** 2
+    d2 = (p[:, 2] - t[:, 2]) ** 2 + (p[:, 3] - t[:, 3]) ** 2
+    return (1 - (inter / union - (d1 + d2) / (img_w ** 2 + img_h ** 2))).mean()
+
+
+def inner_iou(p, t, ratio=0.7, eps=1e-7):
+    def inner(b):
+        c, half = (b[:, :2] + b[:, 2:]) / 2, (b[:, 2:] - b[:, :2]) * ratio / 2
+        return c - half, c + half
+    (pl, pr), (tl, tr) = inner(p), inner(t)
+    wh = (torch.min(pr, tr) - torch.max(pl, tl)).clamp_min(0)
+    i = wh[:, 0] * wh[:, 1]
+    area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
+    u = ratio ** 2 * (area(p) + area(t)) - i + eps
+    return (1 - i / u).mean()
+
+
+def shape_iou(p, t, scale=0.0, eps=1e-7):
+    w1, h1, w2, h2, inter, union, cw, ch = _pair(p, t, eps)
+    ww = 2 * w2.pow(scale) / (w2.pow(scale) + h2.pow(scale))
+    hh = 2 * h2.pow(scale) / (w2.pow(scale) + h2.pow(scale))
+    dx2 = (((t[:, 0] + t[:, 2]) - (p[:, 0] + p[:, 2])) / 2) ** 2
+    dy2 = (((t[:, 1] + t[:, 3]) - (p[:, 1] + p[:, 3])) / 2) ** 2
+    dist = (hh * dx2 + ww * dy2) / (cw ** 2 + ch ** 2 + eps)
+    ow = hh * (w1 - w2).abs() / torch.max(w1, w2)
+    oh = ww * (h1 - h2).abs() / torch.max(h1, h2)
+    shape = (1 - torch.exp(-ow)).pow(4) + (1 - torch.exp(-oh)).pow(4)
+    return (1 - (inter / union - dist - 0.5 * shape)).mean()
+
+
+def wise_iou(p, t, mean_iou_loss=1.0, alpha=1.7, delta=2.7):
+    w1, h1, w2, h2, inter, union, cw, ch = _pair(p, t, 0.0)
+    l_iou = 1 - inter / union
+    with torch.no_grad():
+        beta = l_iou / mean_iou_loss
+        den = cw ** 2 + ch ** 2
+    v1 = torch.exp(_centre_d2(p, t) / den) * l_iou
+    return (v1 * beta / (delta * alpha ** (beta - delta))).mean()
+
+
+def focaler_iou(p, t, d=0.0, u=0.95):
+    *_, inter, union, _, _ = _pair(p, t)
+    return (1 - ((inter / union - d) / (u - d)).clamp(0, 1)).mean()
+
+
+def nwd(p, t, constant=12.8, eps=1e-6):
+    w1, h1, w2, h2 = p[:, 2] - p[:, 0], p[:, 3] - p[:, 1], t[:, 2] - t[:, 0], t[:, 3] - t[:, 1]
+    w2d = _centre_d2(p, t) + eps + ((w1 - w2) ** 2 + (h1 - h2) ** 2) / 4
+    return (1 - torch.exp(-w2d.sqrt() / constant)).mean()
+
+
+# --- segmentation losses of smp, written in torch (MONAI's clDice and Hausdorff-DT come from
+# monai.losses when it is installed).
+
+
+def lovasz_hinge(logits, labels):
+    x, y = logits.flatten(), labels.flatten()
+    errors = 1 - x * (2 * y - 1)
+    errors_sorted, perm = torch.sort(errors, descending=True)
+    gt = y[perm]
+    g = gt.sum()
+    jac = 1 - (g - gt.cumsum(0)) / (g + (1 - gt).cumsum(0))
+    jac = torch.cat([jac[:1], jac[1:] - jac[:-1]])
+    return torch.dot(F.relu(errors_sorted), jac)
+
+
+def jaccard_multiclass(p, y, eps=1e-7):
+    c = p.shape[1]
+    prob = p.softmax(1).flatten(2).transpose(0, 1).flatten(1)
+    onehot = F.one_hot(y.flatten(1), c).permute(2, 0, 1).flatten(1).to(prob.dtype)
+    inter = (prob * onehot).sum(1)
+    card = (prob + onehot).sum(1)
+    score = inter / (card - inter).clamp_min(eps)
+    return ((1 - score) * (onehot.sum(1) > 0)).mean()
+
+
+def probs_and_classes(shape, g):
+    n, c = shape[0], shape[1]
+    return torch.randn(shape, generator=g), torch.randint(0, c, (n, *shape[2:]), generator=g)
+
+
+def soft_targets(shape, g):
+    return torch.randn(shape, generator=g), torch.rand(shape, generator=g) * (torch.rand(shape, generator=g) > 0.9)
+
+
+def qfl_inputs(shape, g):
+    n, c = shape
+    return torch.randn(n, c, generator=g), (torch.randint(0, c + 1, (n,), generator=g), torch.rand(n, generator=g))
+
+
+def dfl_inputs(shape, g):
+    n, m = shape
+    return torch.randn(n, m, generator=g), torch.rand(n, generator=g) * (m - 1)
+
+
+def heatmaps(shape, g):
+    return torch.rand(shape, generator=g) * 0.98 + 0.01, torch.rand(shape, generator=g) ** 4
+
+
 def losses():
     table = {
         "l1_loss": (F.l1_loss, gauss_pair),
@@ -156,6 +341,31 @@ def losses():
         "triplet_margin_loss": (lambda p, r: F.triplet_margin_loss(p, r[0], r[1]), triplet),
         "ctc_loss": (lambda p, r: F.ctc_loss(p, r[0], r[1], r[2]), ctc_batch),
     }
+    table.update({
+        "varifocal_loss": (varifocal, soft_targets),
+        "quality_focal_loss": (quality_focal, qfl_inputs),
+        "distribution_focal_loss": (distribution_focal, dfl_inputs),
+        "poly1_cross_entropy": (poly1_ce, logits_and_class),
+        "gaussian_focal_loss": (gaussian_focal, heatmaps),
+        "balanced_l1_loss": (balanced_l1, gauss_pair),
+        "poly1_focal_loss": (poly1_focal, logits_and_bits),
+        "alpha_iou_loss": (alpha_iou, box_pair),
+        "mpdiou_loss": (mpdiou, box_pair),
+        "inner_iou_loss": (inner_iou, box_pair),
+        "shape_iou_loss": (shape_iou, box_pair),
+        "wise_iou_loss": (wise_iou, box_pair),
+        "focaler_iou_loss": (focaler_iou, box_pair),
+        "nwd_loss": (nwd, box_pair),
+        "lovasz_hinge_loss": (lovasz_hinge, logits_and_bits),
+        "jaccard_loss": (jaccard_multiclass, probs_and_classes),
+    })
+    try:
+        from monai.losses import HausdorffDTLoss, SoftclDiceLoss
+        cldice, hausdorff = SoftclDiceLoss(), HausdorffDTLoss(include_background=False)
+        table["soft_cldice_loss"] = (lambda p, t: cldice(p, t), probs_and_mask)
+        table["hausdorff_dt_loss"] = (lambda p, t: hausdorff(p, t), probs_and_mask)
+    except ImportError as e:
+        print(f"monai is not installed ({e}): clDice and Hausdorff-DT are left out", file=sys.stderr)
     try:
         from torchvision import ops
         table.update({
@@ -170,8 +380,7 @@ def losses():
 
 
 def workloads():
-    """The workload list of `trainer bench` (trainer/src/bench.rs), then the torch.nn losses
-    that the workspace adds next."""
+    """The workload list of `trainer bench` (trainer/src/bench.rs), in its order."""
     w = [(l, [n]) for l in ("l1_loss", "mse_loss", "smooth_l1_loss", "huber_loss")
          for n in (10**3, 10**5, 10**6, 10**7)]
     w += [(l, [n]) for l in ("binary_cross_entropy_with_logits", "sigmoid_focal_loss")
@@ -186,6 +395,13 @@ def workloads():
     w += [(l, [10**4, 100]) for l in ("multilabel_soft_margin_loss", "multi_margin_loss")]
     w += [(l, [10**4, 128]) for l in ("cosine_embedding_loss", "triplet_margin_loss")]
     w += [("ctc_loss", [100, 16, 32, 30])]
+    w += [("soft_cldice_loss", [2, 2, 128, 128]), ("hausdorff_dt_loss", [2, 2, 128, 128]),
+          ("lovasz_hinge_loss", [8, 1, 128, 128]), ("jaccard_loss", [8, 4, 128, 128])]
+    w += [("varifocal_loss", [10**4, 80]), ("quality_focal_loss", [10**4, 80]),
+          ("distribution_focal_loss", [10**5, 17]), ("poly1_cross_entropy", [10**4, 100])]
+    w += [(l, [10**6]) for l in ("gaussian_focal_loss", "balanced_l1_loss", "poly1_focal_loss")]
+    w += [(l, [n, 4]) for l in ("alpha_iou_loss", "mpdiou_loss", "inner_iou_loss", "shape_iou_loss",
+                                "wise_iou_loss", "focaler_iou_loss", "nwd_loss") for n in (10**5, 10**6)]
     return w
 
 
