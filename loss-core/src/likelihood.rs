@@ -18,6 +18,7 @@
 
 use crate::check;
 use crate::error::LossError;
+use crate::fused::{self, Pointwise};
 use crate::ops;
 use crate::reduction::{reduce, Reduction};
 use crate::Loss;
@@ -36,7 +37,9 @@ const HALF_LN_2PI: f64 = 0.918_938_533_204_672_7;
 ///
 /// Shapes: `input` and `target` identical (any rank, 0-d and empty included), f32 or f64. Output:
 /// the input's shape for `Reduction::None`, else 0-d (`Mean` over all elements, PyTorch's
-/// default). Gradients flow to `input` and `target`. `eps` (default 1e-8) must be finite.
+/// default). Gradients flow to `input` and `target`. `eps` (default 1e-8) must be finite. On the
+/// CPU, the default form (`log_input`, not `full`) runs as one fused kernel (value and gradient in
+/// one pass, [`crate::fused`]); the other forms and other devices use Candle ops.
 ///
 /// # Errors
 /// Shapes or dtypes that differ, a non-float dtype, a non-finite `eps`, `Reduction::BatchMean`.
@@ -52,6 +55,9 @@ pub fn poisson_nll_loss(
     check::float_pair(LOSS, "input", input, "target", target)?;
     check::param(LOSS, "eps", eps, eps.is_finite(), "a finite value")?;
     reduction.standard(LOSS)?;
+    if log_input && !full && fused::applies(input) {
+        return fused::pointwise(Pointwise::PoissonLogInput, input, target, reduction);
+    }
     let mut per = if log_input {
         input.exp()?.sub(&target.mul(input)?)?
     } else {
@@ -161,7 +167,8 @@ pub fn gaussian_nll_loss(
 /// transition and no parameter.
 ///
 /// Computed as `|d| + softplus(−2|d|) − ln 2`, which never overflows (`cosh` itself does above
-/// `|d| ≈ 89` in f32). Gradient `tanh(d)` w.r.t. `input`, `−tanh(d)` w.r.t. `target`.
+/// `|d| ≈ 89` in f32). Gradient `tanh(d)` w.r.t. `input`, `−tanh(d)` w.r.t. `target`. On the
+/// CPU one fused kernel computes both in one pass; other devices use Candle ops.
 ///
 /// Shapes: `input` and `target` identical, any rank, f32 or f64. Output: the input's shape for
 /// `Reduction::None`, else 0-d (`Mean` over all elements by default).
@@ -172,6 +179,9 @@ pub fn log_cosh_loss(input: &Tensor, target: &Tensor, reduction: Reduction) -> R
     const LOSS: &str = "log_cosh_loss";
     check::float_pair(LOSS, "input", input, "target", target)?;
     reduction.standard(LOSS)?;
+    if fused::applies(input) {
+        return fused::pointwise(Pointwise::LogCosh, input, target, reduction);
+    }
     let ad = ops::abs(&input.sub(target)?)?;
     let per = ad
         .add(&ops::softplus(&ad.affine(-2.0, 0.0)?)?)?

@@ -20,6 +20,7 @@
 
 use crate::check;
 use crate::error::LossError;
+use crate::fused::{self, Pointwise};
 use crate::ops;
 use crate::reduction::{reduce, Reduction};
 use crate::Loss;
@@ -67,7 +68,8 @@ pub fn margin_ranking_loss(
 /// term where `target ≠ −1`, the second where `target ≠ 1`, so another label value gets both).
 ///
 /// `input` is typically a distance; `margin` defaults to 1. Shapes: `input` and `target`
-/// identical, any rank, one float dtype. Gradient flows to `input`.
+/// identical, any rank, one float dtype. Gradient flows to `input` (0 where `margin − input = 0`
+/// exactly, as PyTorch's clamp). On the CPU it runs as one fused kernel; elsewhere as Candle ops.
 ///
 /// # Errors
 /// Shapes or dtypes that differ, a non-float dtype, a non-finite `margin`, `Reduction::BatchMean`.
@@ -76,6 +78,9 @@ pub fn hinge_embedding_loss(input: &Tensor, target: &Tensor, margin: f64, reduct
     check::float_pair(LOSS, "input", input, "target", target)?;
     check::param(LOSS, "margin", margin, margin.is_finite(), "a finite value")?;
     reduction.standard(LOSS)?;
+    if fused::applies(input) {
+        return fused::pointwise(Pointwise::HingeEmbedding { margin }, input, target, reduction);
+    }
     let zeros = input.zeros_like()?;
     let neg = target
         .ne(1.0)?
@@ -89,7 +94,8 @@ pub fn hinge_embedding_loss(input: &Tensor, target: &Tensor, margin: f64, reduct
 ///
 /// Computed stably: at `target·input = −100` it is 100 with gradient `−target` (PyTorch's f32
 /// kernel gives inf and NaN there). Shapes: `input` and `target` identical, any rank, one float
-/// dtype. Gradient flows to `input`.
+/// dtype. Gradient flows to `input`. On the CPU it runs as one fused kernel; elsewhere as Candle
+/// ops.
 ///
 /// # Errors
 /// Shapes or dtypes that differ, a non-float dtype, `Reduction::BatchMean`.
@@ -97,6 +103,9 @@ pub fn soft_margin_loss(input: &Tensor, target: &Tensor, reduction: Reduction) -
     const LOSS: &str = "soft_margin_loss";
     check::float_pair(LOSS, "input", input, "target", target)?;
     reduction.standard(LOSS)?;
+    if fused::applies(input) {
+        return fused::pointwise(Pointwise::SoftMargin, input, target, reduction);
+    }
     let per = ops::softplus(&target.mul(input)?.neg()?)?;
     reduce(LOSS, &per, reduction)
 }

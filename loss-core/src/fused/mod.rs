@@ -59,6 +59,17 @@ pub enum Pointwise {
         /// Focusing parameter ≥ 0.
         gamma: f64,
     },
+    /// `ln cosh(x − t)`, as `|d| + softplus(−2|d|) − ln 2` (log-cosh loss).
+    LogCosh,
+    /// `softplus(−t·x)` (soft margin loss, `t` = ±1).
+    SoftMargin,
+    /// `x·[t ≠ −1] + max(0, margin − x)·[t ≠ 1]` (hinge embedding loss, PyTorch's masks).
+    HingeEmbedding {
+        /// The margin.
+        margin: f64,
+    },
+    /// `eˣ − t·x` (Poisson NLL with `log_input`, without Stirling's term).
+    PoissonLogInput,
 }
 
 /// `sign(d)` with 0 at 0 and at NaN: PyTorch's `sign`, the gradient of `|d|` (so `l1_loss`
@@ -156,6 +167,17 @@ impl Pointwise {
                 }
                 v
             }
+            Pointwise::LogCosh => {
+                let ad = (x - t).abs();
+                ad + softplus_neg(ad + ad) - F::of(std::f64::consts::LN_2)
+            }
+            Pointwise::SoftMargin => softplus_neg(t * x),
+            Pointwise::HingeEmbedding { margin } => {
+                let m = F::of(margin);
+                let z = F::zero();
+                select(t != -F::one(), x, z) + select(t != F::one(), relu(m - x), z)
+            }
+            Pointwise::PoissonLogInput => x.fast_exp() - t * x,
         }
     }
 
@@ -186,9 +208,37 @@ impl Pointwise {
                 return (-e, gt);
             }
             Pointwise::SigmoidFocal { alpha, gamma } => return focal_grad(x, t, alpha, gamma),
+            Pointwise::LogCosh => {
+                // tanh(d) = sign(d)·(1 − e)/(1 + e), e = e^{−2|d|}; NaN stays NaN.
+                let d = x - t;
+                let e = (-(d.abs() + d.abs())).fast_exp();
+                let th = (F::one() - e) / (F::one() + e);
+                select(d.is_nan(), d, sign0(d) * th)
+            }
+            Pointwise::SoftMargin => {
+                // d/dz softplus(−z) = −σ(−z) at z = t·x.
+                let s = logistic(t * x).1;
+                return (-t * s, -x * s);
+            }
+            Pointwise::HingeEmbedding { margin } => {
+                let m = F::of(margin);
+                let (one, z) = (F::one(), F::zero());
+                // relu'(0) = 0, as PyTorch's clamp; NaN stays NaN.
+                let pos = select(t != -one, one, z);
+                let neg = select(t != one && m - x > z, one, z);
+                let g = pos - neg;
+                return (select(x.is_nan(), x, g), z);
+            }
+            Pointwise::PoissonLogInput => return (x.fast_exp() - t, -x),
         };
         (gx, -gx)
     }
+}
+
+/// `max(z, 0)` that keeps NaN (Rust's `max` would drop it).
+#[inline(always)]
+fn relu<F: Real>(z: F) -> F {
+    select(z > F::zero(), z, select(z.is_nan(), z, F::zero()))
 }
 
 /// The term of an element whose target mass is exactly 0: 0 whatever `x` is (±inf included),
@@ -410,6 +460,10 @@ kernels! {
     KlDivLogK() => Pointwise::KlDiv { log_target: true };
     FocalGamma2K(alpha) => Pointwise::SigmoidFocal { alpha, gamma: 2.0 };
     FocalK(alpha, gamma) => Pointwise::SigmoidFocal { alpha, gamma };
+    LogCoshK() => Pointwise::LogCosh;
+    SoftMarginK() => Pointwise::SoftMargin;
+    HingeEmbeddingK(margin) => Pointwise::HingeEmbedding { margin };
+    PoissonLogInputK() => Pointwise::PoissonLogInput;
 }
 
 /// Evaluates `$body` with `$k` bound to the [`Kernel`] of `$f`.
@@ -450,6 +504,22 @@ macro_rules! with_kernel {
             }
             Pointwise::SigmoidFocal { alpha, gamma } => {
                 let $k = FocalK(alpha, gamma);
+                $body
+            }
+            Pointwise::LogCosh => {
+                let $k = LogCoshK();
+                $body
+            }
+            Pointwise::SoftMargin => {
+                let $k = SoftMarginK();
+                $body
+            }
+            Pointwise::HingeEmbedding { margin } => {
+                let $k = HingeEmbeddingK(margin);
+                $body
+            }
+            Pointwise::PoissonLogInput => {
+                let $k = PoissonLogInputK();
                 $body
             }
         }
