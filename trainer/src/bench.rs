@@ -570,17 +570,8 @@ pub fn device_name(d: &Device) -> String {
 /// # Errors
 /// An unknown loss in `only`, an unknown implementation name, a tensor error.
 pub fn run(opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Row>> {
+    check_options(opts)?;
     let all = workloads();
-    for o in &opts.only {
-        if !all.iter().any(|(l, _)| l == o) {
-            bail!("bench: unknown loss {o:?} (known: {})", known(&all));
-        }
-    }
-    for i in &opts.impls {
-        if i != "fused" && i != "composite" {
-            bail!("bench: unknown implementation {i:?} (expected fused or composite)");
-        }
-    }
     let mut rows = Vec::new();
     for (loss, shape) in all {
         if !opts.only.is_empty() && !opts.only.iter().any(|o| o == loss) {
@@ -593,6 +584,25 @@ pub fn run(opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Ro
         }
     }
     Ok(rows)
+}
+
+/// Checks the loss and implementation names of `opts` (before any timing).
+///
+/// # Errors
+/// A loss of `only` that no workload has, an implementation other than `fused` or `composite`.
+pub fn check_options(opts: &BenchOptions) -> Result<()> {
+    let all = workloads();
+    for o in &opts.only {
+        if !all.iter().any(|(l, _)| l == o) {
+            bail!("bench: unknown loss {o:?} (known: {})", known(&all));
+        }
+    }
+    for i in &opts.impls {
+        if i != "fused" && i != "composite" {
+            bail!("bench: unknown implementation {i:?} (expected fused or composite)");
+        }
+    }
+    Ok(())
 }
 
 fn known(all: &[(&str, Vec<usize>)]) -> String {

@@ -114,6 +114,9 @@ pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, Vec<Case>)>> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
+    if files.is_empty() {
+        bail!("case folder {} holds no case file (*.json)", dir.display());
+    }
     files.sort();
     files.into_iter().map(|f| load_file(&f).map(|c| (f, c))).collect()
 }
@@ -238,7 +241,7 @@ fn run_case_inner(case: &Case, device: &Device) -> Result<Outcome> {
 /// Runs every case file in `dirs` on `device`.
 ///
 /// # Errors
-/// An unreadable folder or a malformed case file.
+/// An unreadable folder, a folder without case files, or a malformed case file.
 pub fn run_dirs(dirs: &[PathBuf], device: &Device) -> Result<Report> {
     let mut report = Report::default();
     for dir in dirs {

@@ -12,7 +12,7 @@
 //! - [`metrics`]: AP, ROC-AUC, recall, precision, F1, balanced accuracy, Dice, IoU, ...
 //!
 //! With `default-features = false` that is all this crate builds. The `cli` feature (on by
-//! default) adds [`data`] (data sets and folds), [`experiments`] (the four convergence
+//! default) adds [`data`] (data sets and folds), [`experiments`] (the five convergence
 //! experiments), [`runner`] (runs them and writes records, [`plot`]s and the [`report`]),
 //! [`progress`], [`cases`] and [`registry`] (the reference-case runner), [`bench`](mod@bench), and the
 //! `trainer` binary.

@@ -43,7 +43,7 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
-    /// Run all four experiments with their default settings (boxes at the reduced scale).
+    /// Run all five experiments with their default settings (boxes at the reduced scale).
     All {
         #[command(flatten)]
         common: Common,
@@ -84,11 +84,18 @@ struct BenchArgs {
     #[arg(long, value_name = "IMPL")]
     against_impl: Option<String>,
     /// Minimum seconds of timed repeats per workload.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = seconds_arg)]
     min_seconds: f64,
     /// Skip the memory-bandwidth measurement (the floor is then taken as 46 GB/s).
     #[arg(long)]
     no_floor: bool,
+}
+
+fn seconds_arg(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!("expected a number of seconds >= 0, got {s:?}")),
+    }
 }
 
 fn threads_arg(s: &str) -> Result<usize, String> {
@@ -126,6 +133,31 @@ fn bench_in_pool(a: BenchArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return usage_error(format!("{e:#}")),
     };
+    if let (Some(reference), Some(i)) = (&reference, &a.against_impl) {
+        if !reference.iter().any(|r| &r.implementation == i) {
+            let mut have: Vec<&str> = reference.iter().map(|r| r.implementation.as_str()).collect();
+            have.sort_unstable();
+            have.dedup();
+            return usage_error(format!(
+                "--against-impl {i}: the file has no rows of it (it has: {})",
+                have.join(", ")
+            ));
+        }
+    }
+    // The JSON file's folder must exist before the timing starts.
+    if let Some(path) = &a.json {
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !parent.is_dir() {
+            return usage_error(format!(
+                "--json {}: folder {} does not exist",
+                path.display(),
+                parent.display()
+            ));
+        }
+    }
     let opts = trainer::bench::BenchOptions {
         only: a.only,
         impls: a.impls,
@@ -133,6 +165,9 @@ fn bench_in_pool(a: BenchArgs) -> ExitCode {
         device,
         min_seconds: a.min_seconds,
     };
+    if let Err(e) = trainer::bench::check_options(&opts) {
+        return usage_error(format!("{e:#}"));
+    }
     let floor = if a.no_floor {
         46.0
     } else {
@@ -167,7 +202,7 @@ fn bench_in_pool(a: BenchArgs) -> ExitCode {
     if let Some(path) = a.json {
         let text = serde_json::to_string_pretty(&rows).expect("rows serialise");
         if let Err(e) = trainer::records::write_atomic(&path, text.as_bytes()) {
-            return usage_error(format!("cannot write {}: {e:#}", path.display()));
+            return usage_error(format!("{e:#}"));
         }
     }
     ExitCode::SUCCESS
@@ -545,6 +580,14 @@ fn main() -> ExitCode {
     };
     if let Command::Cases { dirs, path, device } = cli.command {
         let dirs = if dirs.is_empty() {
+            let own = trainer::cases::repository_dir();
+            if !own.is_dir() {
+                return usage_error(format!(
+                    "no case folder given, and the repository's cases/ is not at {} (a trainer installed \
+                     from a registry has none): name a folder of case files",
+                    own.display()
+                ));
+            }
             trainer::cases::default_dirs()
         } else {
             dirs
@@ -564,17 +607,18 @@ fn main() -> ExitCode {
                 for (id, msg) in &report.failed {
                     println!("FAIL {id}: {msg}");
                 }
+                for (id, loss) in &report.skipped {
+                    println!("SKIP {id}: no crate implements {loss:?}");
+                }
                 println!("{}", report.summary());
-                if report.failed.is_empty() {
+                // A case of an unknown loss (a typo in "loss", say) must not pass unnoticed.
+                if report.failed.is_empty() && report.skipped.is_empty() {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(1)
                 }
             }
-            Err(e) => {
-                eprintln!("trainer cases: {e:#}");
-                ExitCode::from(2)
-            }
+            Err(e) => usage_error(format!("{e:#}")),
         };
     }
     if let Command::Bench(args) = cli.command {
@@ -591,7 +635,8 @@ fn main() -> ExitCode {
     match runner::run(&specs, &opts) {
         Ok(outcome) => {
             for f in &outcome.failures {
-                eprintln!("trainer: {} run {} stopped: {}", f.experiment, f.run, f.message);
+                // The message names the run already (FitError's display starts with it).
+                eprintln!("trainer: {} {}", f.experiment, f.message);
             }
             if outcome.errors.is_empty() {
                 ExitCode::SUCCESS

@@ -528,3 +528,29 @@ fn a_diverging_run_is_named_on_stderr_and_the_others_go_on() {
     assert!(s["regression"]["models"]["linear"]["l1"]["mae"]["mean"].is_f64(), "{s}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A case of a loss no crate has (a typo in "loss") is reported and fails the run; a folder
+/// without case files is a usage error, not a pass.
+#[test]
+fn cases_of_an_unknown_loss_or_an_empty_folder_do_not_pass() {
+    let d = std::env::temp_dir().join(format!("trainer-cli-skip-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("empty")).unwrap();
+    std::fs::create_dir_all(d.join("typo")).unwrap();
+    std::fs::write(
+        d.join("typo/c.json"),
+        r#"[{"id": "t", "loss": "l1_los", "inputs": {"input": {"shape": [1], "data": [1]},
+             "target": {"shape": [1], "data": [0]}}, "expected": {"shape": [], "data": [1]}}]"#,
+    )
+    .unwrap();
+    let out = trainer(&["cases", d.join("typo").to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("SKIP t: no crate implements \"l1_los\""), "{text}");
+    let out = trainer(&["cases", d.join("empty").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("holds no case file"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
