@@ -16,7 +16,8 @@
 //! | [`varifocal_loss`], [`quality_focal_loss`], [`distribution_focal_loss`], [`gaussian_focal_loss`], [`balanced_l1_loss`], [`poly1_cross_entropy`], [`poly1_focal_loss`] | dense-detection losses ([`dense`]) | mmdetection 3.x, PolyLoss |
 //!
 //! Every box loss takes `xyxy` boxes `pred` and `target` of exactly the same shape `[..., 4]` and
-//! float dtype (f32 or f64), an `eps` (> 0) and a [`Reduction`](loss_core::Reduction) (default
+//! float dtype (f32 or f64), an `eps` (> 0; [`wise_iou_loss`] has none, as its authors' code)
+//! and a [`Reduction`](loss_core::Reduction) (default
 //! `None` for the torchvision family and the YOLO-community successors, `Mean` for the mmdetection
 //! pair and `nwd_loss`), and is also a config struct implementing [`loss_core::Loss`]. The
 //! dense-detection losses of [`dense`] take logits, probabilities or regression values with

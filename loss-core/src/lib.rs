@@ -6,7 +6,9 @@
 //! Every loss is reachable two ways:
 //! - a function, like `torch.nn.functional` (`l1_loss(&input, &target, Reduction::Mean)`);
 //! - a config struct with PyTorch's defaults and `with_*` builders that implements [`Loss`], so a
-//!   training loop can hold any loss as `Box<dyn Loss>`.
+//!   training loop can hold any loss as `Box<dyn Loss>` (the losses of three or four inputs have
+//!   `forward3` / `forward4` instead, see below; [`entropy`] and
+//!   [`triplet_margin_with_distance_loss`] are functions only).
 //!
 //! Every loss is written once in its unreduced form and ends with the shared [`reduce`] step.
 //! Bad input is an `Err` (a [`LossError`] wrapped in `candle_core::Error`) that names the loss,
