@@ -636,7 +636,7 @@ fn main() -> ExitCode {
         Ok(outcome) => {
             for f in &outcome.failures {
                 // The message names the run already (FitError's display starts with it).
-                eprintln!("trainer: {} {}", f.experiment, f.message);
+                eprintln!("trainer: {}: stopped {}", f.experiment, f.message);
             }
             if outcome.errors.is_empty() {
                 ExitCode::SUCCESS
