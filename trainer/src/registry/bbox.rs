@@ -3,7 +3,7 @@
 //! Inputs: `pred`/`target` for the aligned losses, `boxes1`/`boxes2` for the pairwise metrics,
 //! `boxes` for `box_convert`/`box_area`. Defaults as `cases/FORMAT.md`: the torchvision
 //! family defaults to `reduction: "none"`, `extended_iou_loss`/`siou_loss` to `"mean"`.
-//! The detection losses (`shared/cases/FORMAT.md`, "Conventions of the detection losses"):
+//! The detection losses (`cases/FORMAT.md`, "Conventions of the detection losses"):
 //! `pred`/`target` (`gaussian_target` for the CenterNet loss, `label` for DFL, `label` + `score`
 //! or `target` for QFL, `logits`/`labels` for PolyLoss); the mmdetection losses and `nwd_loss`
 //! default to `"mean"`, the PolyLoss listings and the YOLO-community box losses to `"none"`.
