@@ -83,6 +83,7 @@ fn main() -> anyhow::Result<()> {
         batch_size: Some(64),
         log_every: 100,
         seed: 0,
+        ..FitConfig::default()
     };
     let loss = CIoULoss::default().with_reduction(Reduction::Mean);
     let report = fit(

@@ -46,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         batch_size: Some(batch),
         log_every: 4,
         seed: 0,
+        ..FitConfig::default()
     };
     let report = fit(
         &model,

@@ -6,6 +6,8 @@
 //! - `optim.<key>`: the optimizer's state ([`crate::optim::Optimizer::state`]);
 //! - `rows`: the logged rows so far, f64 `[n · w]` (`t`, training loss, then the experiment's
 //!   own columns), stored as tensors so that every bit survives;
+//! - `validation`: the validation split's state ([`crate::fit::ValidationState`]), f64, only
+//!   for runs with validation;
 //! - `meta`: u8 bytes of a JSON object: format version, run label, a fingerprint of the run's
 //!   settings, the number of updates applied, whether the run is done, the optimizer's step
 //!   count, the mini-batch generator's state (ChaCha8 word position, the current permutation
@@ -112,6 +114,8 @@ pub struct State {
     pub batcher: Option<BatcherState>,
     /// Logged rows so far: `(t, training loss, the experiment's columns)`.
     pub rows: Vec<(usize, f64, Vec<f64>)>,
+    /// The validation state ([`crate::fit::ValidationState::to_vec`]; empty without validation).
+    pub validation: Vec<f64>,
     /// The final training loss of a finished run.
     pub final_loss: Option<f64>,
 }
@@ -160,6 +164,13 @@ pub fn save(path: &Path, state: &State) -> anyhow::Result<()> {
         }
         let len = flat.len();
         map.insert("rows".into(), Tensor::from_vec(flat, len, &cpu)?);
+    }
+    if !state.validation.is_empty() {
+        let len = state.validation.len();
+        map.insert(
+            "validation".into(),
+            Tensor::from_vec(state.validation.clone(), len, &cpu)?,
+        );
     }
     records::write_atomic_with(path, |tmp| {
         candle_core::safetensors::save(&map, tmp).map_err(std::io::Error::other)
@@ -217,6 +228,11 @@ pub fn load(path: &Path) -> anyhow::Result<State> {
             rows.push((r[0] as usize, r[1], r[2..].to_vec()));
         }
     }
+    let validation = match map.get("validation") {
+        None => Vec::new(),
+        Some(v) if v.dtype() == DType::F64 && v.rank() == 1 => v.to_vec1::<f64>()?,
+        Some(_) => return Err(bad("validation is not an f64 vector".into())),
+    };
     if meta.done && meta.final_loss_bits.is_none() {
         return Err(bad("finished run without a final loss".into()));
     }
@@ -235,6 +251,7 @@ pub fn load(path: &Path) -> anyhow::Result<State> {
         optim_steps: meta.optim_steps,
         batcher: meta.batcher,
         rows,
+        validation,
         final_loss: meta.final_loss_bits.map(f64::from_bits),
     })
 }

@@ -18,14 +18,20 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+mod validation;
+
+pub use validation::{split_rows, EarlyStopping, Plateau, Validation, ValidationState};
+
 use crate::checkpoint::{self, BatcherState, Plan, State};
 use crate::optim::{clip_grad_norm, sorted_params, Optimizer, OptimizerConfig, Schedule};
 use crate::rng;
-use candle_core::{Device, Tensor, Var};
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
 use candle_nn::{Module, VarMap};
 use loss_core::Loss;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use validation::rows_of;
 
 /// Something that counts training updates as they happen (a progress bar, a counter):
 /// [`fit`] calls [`add_steps`](Self::add_steps) once per update, and once with the number of
@@ -54,8 +60,22 @@ pub struct FitConfig {
     pub batch_size: Option<usize>,
     /// Log the training loss every `log_every` updates (and at 0 and at the end).
     pub log_every: usize,
-    /// Seed of the mini-batch order (unused with full batches), reported with a failure.
+    /// Seed of the mini-batch order (unused with full batches) and of the validation split,
+    /// reported with a failure.
     pub seed: u64,
+    /// Gradient accumulation: each update averages the gradients of this many successive
+    /// mini-batches (the loss of each scaled by 1/N); 1 (the default): one batch per update.
+    /// Needs `batch_size`.
+    #[serde(skip_serializing_if = "is_one")]
+    pub accumulate: usize,
+    /// A validation split carved from the training rows, with reduce-on-plateau and early
+    /// stopping on its loss (`None`: train on every row, no validation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Validation>,
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Default for FitConfig {
@@ -70,6 +90,8 @@ impl Default for FitConfig {
             batch_size: None,
             log_every: 10,
             seed: 0,
+            accumulate: 1,
+            validation: None,
         }
     }
 }
@@ -82,6 +104,10 @@ pub struct FitReport {
     pub history: Vec<(usize, f64)>,
     /// The training loss on the full training set after the last update.
     pub final_loss: f64,
+    /// `(t, validation loss)` at each evaluation (empty without validation).
+    pub validation: Vec<(usize, f64)>,
+    /// Updates applied when early stopping stopped the run (`None`: it ran every step).
+    pub stopped_at: Option<usize>,
 }
 
 /// Why a run stopped.
@@ -179,11 +205,6 @@ impl Batcher {
     }
 }
 
-fn rows_of(t: &Tensor, idx: &[u32], device: &Device) -> candle_core::Result<Tensor> {
-    let idx = Tensor::new(idx, device)?;
-    t.index_select(&idx, 0)
-}
-
 /// Trains `model` (whose variables are those of `varmap`) to minimise `loss(model(x), y)`.
 ///
 /// `x` and `y` hold one row per sample along dimension 0. `on_log(t, loss)` is called at each
@@ -246,12 +267,23 @@ pub fn fit_resumable<M: Module + ?Sized>(
         run: run.to_string(),
         source,
     };
+    if cfg.accumulate == 0 || (cfg.accumulate > 1 && cfg.batch_size.is_none()) {
+        return Err(wrap(candle_core::Error::Msg(format!(
+            "accumulate = {} needs accumulate >= 1, and a batch_size when > 1",
+            cfg.accumulate
+        ))));
+    }
     let params = sorted_params(varmap);
     let mut opt = cfg.optimizer.build(params.clone()).map_err(wrap)?;
+    let fingerprint = serde_json::to_string(&(run, loss.name(), cfg, x.dims(), y.dims()))
+        .map_err(|e| wrap(candle_core::Error::Msg(format!("fingerprint: {e}"))))?;
+    let held_out = held_out(x, y, cfg).map_err(wrap)?;
+    let (x, y) = held_out.as_ref().map_or((x, y), |h| (&h.x, &h.y));
     let n = x.dim(0).map_err(wrap)?;
     let mut batcher = cfg.batch_size.map(|b| Batcher::new(n, b, cfg.seed));
     let log_every = cfg.log_every.max(1);
     let mut rows: Vec<LogRow> = Vec::new();
+    let mut vstate = ValidationState::default();
     let check = |t: usize, v: f64| -> Result<(), FitError> {
         if v.is_finite() {
             Ok(())
@@ -265,22 +297,24 @@ pub fn fit_resumable<M: Module + ?Sized>(
             })
         }
     };
-    let fingerprint = serde_json::to_string(&(run, loss.name(), cfg, x.dims(), y.dims()))
-        .map_err(|e| wrap(candle_core::Error::Msg(format!("fingerprint: {e}"))))?;
     let mut start = 0;
     if let Some(plan) = plan.filter(|p| p.resume) {
         let path = plan.path(run);
         if path.exists() {
             let state = checkpoint::load(&path).map_err(|e| wrap(candle_core::Error::Msg(format!("{e:#}"))))?;
             restore(&state, &fingerprint, &params, opt.as_mut(), batcher.as_mut())
+                .and_then(|()| restore_validation(&state.validation))
+                .map(|v| vstate = v)
                 .map_err(|e| wrap(candle_core::Error::Msg(format!("checkpoint {}: {e}", path.display()))))?;
             if let Some(p) = progress {
                 p.add_steps(state.step as u64);
             }
             if state.done {
                 let final_loss = state.final_loss.unwrap_or(f64::NAN);
-                let history = state.rows.iter().map(|r| (r.0, r.1)).collect();
-                return Ok((FitReport { history, final_loss }, state.rows));
+                if let Some(p) = progress {
+                    p.add_steps((cfg.steps - state.step.min(cfg.steps)) as u64);
+                }
+                return Ok((report(&state.rows, final_loss, vstate), state.rows));
             }
             start = state.step;
             rows = state.rows;
@@ -291,6 +325,7 @@ pub fn fit_resumable<M: Module + ?Sized>(
                 rows: &[LogRow],
                 opt: &dyn Optimizer,
                 batcher: Option<BatcherState>,
+                validation: Vec<f64>,
                 final_loss: Option<f64>|
      -> Result<(), FitError> {
         let Some(plan) = plan else { return Ok(()) };
@@ -307,6 +342,7 @@ pub fn fit_resumable<M: Module + ?Sized>(
             optim_steps: opt.steps(),
             batcher,
             rows: rows.to_vec(),
+            validation,
             final_loss,
         };
         std::fs::create_dir_all(&plan.dir)
@@ -315,50 +351,162 @@ pub fn fit_resumable<M: Module + ?Sized>(
             .map_err(|e| wrap(candle_core::Error::Msg(format!("{e:#}"))))
     };
     let every = plan.and_then(|p| p.every).filter(|&e| e > 0);
+    let mut end = cfg.steps;
     for t in start..cfg.steps {
         let saving = t > start && every.is_some_and(|e| t % e == 0);
-        let before = if saving {
-            batcher.as_ref().map(Batcher::state)
+        let (before, vbefore) = if saving {
+            (
+                batcher.as_ref().map(Batcher::state),
+                vstate_vec(held_out.as_ref(), &vstate),
+            )
         } else {
-            None
+            (None, Vec::new())
         };
-        let (xb, yb) = match batcher.as_mut() {
-            None => (x.clone(), y.clone()),
-            Some(b) => {
-                let idx = b.next_batch();
-                (
-                    rows_of(x, &idx, x.device()).map_err(wrap)?,
-                    rows_of(y, &idx, y.device()).map_err(wrap)?,
-                )
+        if let Some(h) = held_out.as_ref().filter(|h| t > 0 && t % h.cfg.every == 0) {
+            let v = model.forward(&h.x_val).and_then(|p| loss.forward(&p, &h.y_val));
+            if vstate.observe(&h.cfg, t, v.and_then(|l| scalar(&l)).map_err(wrap)?) {
+                end = t;
+                break;
             }
+        }
+        let (grads, losses) =
+            update_grads(model, loss, x, y, &params, batcher.as_mut(), cfg.accumulate).map_err(wrap)?;
+        for &v in &losses {
+            check(t, v)?;
+        }
+        let v = if losses.len() == 1 {
+            losses[0]
+        } else {
+            losses.iter().sum::<f64>() / losses.len() as f64
         };
-        let l = model.forward(&xb).and_then(|p| loss.forward(&p, &yb)).map_err(wrap)?;
-        let v = scalar(&l).map_err(wrap)?;
-        check(t, v)?;
         if saving {
-            save(t, false, &rows, opt.as_ref(), before, None)?;
+            save(t, false, &rows, opt.as_ref(), before, vbefore, None)?;
         }
         if t % log_every == 0 {
             let extra = on_log(t, v).map_err(wrap)?;
             rows.push((t, v, extra));
         }
-        let mut grads = l.backward().map_err(wrap)?;
+        let mut grads = grads;
         if let Some(max_norm) = cfg.clip_norm {
             clip_grad_norm(&mut grads, &params, max_norm).map_err(wrap)?;
         }
-        opt.step(&grads, cfg.schedule.lr(cfg.lr, t)).map_err(wrap)?;
+        let lr = cfg.schedule.lr(cfg.lr, t);
+        let lr = held_out.as_ref().map_or(lr, |h| vstate.lr(&h.cfg, lr));
+        opt.step(&grads, lr).map_err(wrap)?;
         if let Some(p) = progress {
             p.add_steps(1);
         }
     }
+    if let Some(p) = progress.filter(|_| end < cfg.steps) {
+        p.add_steps((cfg.steps - end) as u64);
+    }
     let l = model.forward(x).and_then(|p| loss.forward(&p, y)).map_err(wrap)?;
     let final_loss = scalar(&l).map_err(wrap)?;
-    check(cfg.steps, final_loss)?;
-    let extra = on_log(cfg.steps, final_loss).map_err(wrap)?;
-    rows.push((cfg.steps, final_loss, extra));
-    save(cfg.steps, true, &rows, opt.as_ref(), None, Some(final_loss))?;
-    let history = rows.iter().map(|r| (r.0, r.1)).collect();
-    Ok((FitReport { history, final_loss }, rows))
+    check(end, final_loss)?;
+    let extra = on_log(end, final_loss).map_err(wrap)?;
+    rows.push((end, final_loss, extra));
+    let vfinal = vstate_vec(held_out.as_ref(), &vstate);
+    save(end, true, &rows, opt.as_ref(), None, vfinal, Some(final_loss))?;
+    Ok((report(&rows, final_loss, vstate), rows))
+}
+
+/// The report of a run from its logged rows.
+fn report(rows: &[LogRow], final_loss: f64, vstate: ValidationState) -> FitReport {
+    FitReport {
+        history: rows.iter().map(|r| (r.0, r.1)).collect(),
+        final_loss,
+        validation: vstate.history,
+        stopped_at: vstate.stopped_at,
+    }
+}
+
+/// The training rows and the held-out validation rows of a run with validation.
+struct HeldOut {
+    x: Tensor,
+    y: Tensor,
+    x_val: Tensor,
+    y_val: Tensor,
+    cfg: Validation,
+}
+
+fn held_out(x: &Tensor, y: &Tensor, cfg: &FitConfig) -> candle_core::Result<Option<HeldOut>> {
+    let Some(v) = cfg.validation else { return Ok(None) };
+    let (train, val) = split_rows(&v, x.dim(0)?, cfg.seed)?;
+    Ok(Some(HeldOut {
+        x: rows_of(x, &train, x.device())?,
+        y: rows_of(y, &train, y.device())?,
+        x_val: rows_of(x, &val, x.device())?,
+        y_val: rows_of(y, &val, y.device())?,
+        cfg: v,
+    }))
+}
+
+/// The validation state as saved in a checkpoint (empty without validation).
+fn vstate_vec(held_out: Option<&HeldOut>, vstate: &ValidationState) -> Vec<f64> {
+    held_out.map_or_else(Vec::new, |_| vstate.to_vec())
+}
+
+fn restore_validation(saved: &[f64]) -> candle_core::Result<ValidationState> {
+    if saved.is_empty() {
+        Ok(ValidationState::default())
+    } else {
+        ValidationState::from_slice(saved)
+    }
+}
+
+/// The gradients of one update and the training loss of each of its batches: the full set,
+/// or `accumulate` successive mini-batches whose gradients are summed, each loss scaled by
+/// 1/`accumulate` (a single batch is not scaled, so one batch per update is the plain step).
+fn update_grads<M: Module + ?Sized>(
+    model: &M,
+    loss: &dyn Loss,
+    x: &Tensor,
+    y: &Tensor,
+    params: &[(String, Var)],
+    mut batcher: Option<&mut Batcher>,
+    accumulate: usize,
+) -> candle_core::Result<(GradStore, Vec<f64>)> {
+    let mut total: Option<GradStore> = None;
+    let mut losses = Vec::with_capacity(accumulate);
+    for _ in 0..accumulate {
+        let (xb, yb) = match batcher.as_deref_mut() {
+            None => (x.clone(), y.clone()),
+            Some(b) => {
+                let idx = b.next_batch();
+                (rows_of(x, &idx, x.device())?, rows_of(y, &idx, y.device())?)
+            }
+        };
+        let l = model.forward(&xb).and_then(|p| loss.forward(&p, &yb))?;
+        losses.push(scalar(&l)?);
+        let l = if accumulate > 1 {
+            l.affine(1.0 / accumulate as f64, 0.0)?
+        } else {
+            l
+        };
+        let grads = l.backward()?;
+        total = Some(match total {
+            None => grads,
+            Some(mut acc) => {
+                add_grads(&mut acc, &grads, params)?;
+                acc
+            }
+        });
+    }
+    let total = total.ok_or_else(|| candle_core::Error::Msg("accumulate must be >= 1".into()))?;
+    Ok((total, losses))
+}
+
+/// `acc += g` for the gradient of every variable of `params` (one only in `g` is copied).
+fn add_grads(acc: &mut GradStore, g: &GradStore, params: &[(String, Var)]) -> candle_core::Result<()> {
+    for (_, var) in params {
+        let Some(gi) = g.get(var.as_tensor()) else { continue };
+        let sum = match acc.get(var.as_tensor()) {
+            Some(a) => (a + gi)?,
+            None => gi.clone(),
+        };
+        acc.insert(var.as_tensor(), sum);
+    }
+    Ok(())
 }
 
 /// Puts a checkpoint's state into the variables, the optimizer and the batcher.

@@ -39,6 +39,7 @@ fn full_batch_and_mini_batch_fit_a_line() {
             batch_size: batch,
             log_every: 100,
             seed: 1,
+            ..FitConfig::default()
         };
         let mut logged = Vec::new();
         let r = fit(

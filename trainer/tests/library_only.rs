@@ -53,6 +53,7 @@ fn one_epoch(optimizer: OptimizerConfig, lr: f64) -> (f32, f64, Vec<(usize, f64)
         batch_size: Some(batch),
         log_every: 4,
         seed: 3,
+        ..FitConfig::default()
     };
     let counter = Count(Default::default());
     let report = fit(

@@ -244,6 +244,7 @@ fn line_run(dir: &Path, resume: bool, crash_at: Option<usize>) -> Result<LineRun
         batch_size: Some(6),
         log_every: 2,
         seed: 4,
+        ..FitConfig::default()
     };
     let plan = trainer::checkpoint::Plan {
         dir: dir.to_path_buf(),
@@ -361,6 +362,7 @@ fn diverging_run(dir: &Path, resume: bool) -> Result<trainer::fit::FitReport, tr
         batch_size: None,
         log_every: 5,
         seed: 77,
+        ..FitConfig::default()
     };
     let plan = trainer::checkpoint::Plan {
         dir: dir.to_path_buf(),

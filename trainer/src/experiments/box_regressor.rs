@@ -325,6 +325,7 @@ fn fit_config(cfg: &BoxRegressorConfig, seed: u64) -> FitConfig {
         batch_size: Some(cfg.batch_size),
         log_every: cfg.log_every,
         seed,
+        ..FitConfig::default()
     }
 }
 

@@ -370,6 +370,7 @@ fn fit_config(cfg: &ImbalancedConfig, seed: u64) -> FitConfig {
         batch_size: None,
         log_every: cfg.log_every,
         seed,
+        ..FitConfig::default()
     }
 }
 

@@ -291,6 +291,7 @@ fn fit_config(cfg: &RegressionConfig, model: usize, seed: u64) -> FitConfig {
             (cfg.log_every / 5).max(1)
         },
         seed,
+        ..FitConfig::default()
     }
 }
 

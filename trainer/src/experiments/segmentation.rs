@@ -238,6 +238,7 @@ fn fit_config(cfg: &SegmentationConfig, seed: u64) -> FitConfig {
         batch_size: Some(cfg.batch_size),
         log_every: cfg.log_every,
         seed,
+        ..FitConfig::default()
     }
 }
 
