@@ -1,7 +1,10 @@
 //! Data sets and splits: the real tables (diabetes, red wine quality, from linfa-datasets, which
-//! ships them inside the crate), synthetic segmentation images, fold assignment and z-scoring.
+//! ships them inside the crate), a user's CSV file ([`csv`]), synthetic segmentation images,
+//! fold assignment and z-scoring, a fold's tensors ([`fold`]).
 
+pub mod csv;
 pub mod diabetes;
+pub mod fold;
 pub mod folds;
 pub mod shapes;
 pub mod winequality;

@@ -17,9 +17,10 @@
 //! predictions, and the share of the negatives' loss carried by the hardest 10 % of negatives
 //! (lowest p_t, ⌈n/10⌉ of them).
 
-use super::{pm, select_losses, Context, Failure, Output};
-use crate::data::{self, folds, Table, ZScore};
-use crate::fit::{fit_resumable, FitConfig, FitError};
+use super::{mean_curve, pm, select_losses, Context, Failure, Output};
+use crate::data::fold::{fold_tensors, Targets};
+use crate::data::{self, folds, Table};
+use crate::fit::{fit_resumable, FitConfig, FitError, LogRow};
 use crate::metrics::{self, mean_std, Confusion, MeanStd};
 use crate::models::{Init, Linear, Mlp};
 use crate::optim::{sorted_params, OptimizerConfig, Schedule};
@@ -303,37 +304,28 @@ struct FoldData {
 fn fold_data(table: &Table, cfg: &ImbalancedConfig, job: &Job, device: &Device) -> Result<FoldData> {
     let y = labels(&table.y, job.task);
     let assignment = folds::stratified(&y, cfg.folds);
-    let (train, test) = folds::split(&assignment, job.fold);
-    let z = ZScore::fit(&table.rows_x(&train), table.d);
-    let y_train: Vec<usize> = train.iter().map(|&r| y[r]).collect();
-    let t_train = if job.multi() {
-        let idx: Vec<u32> = y_train.iter().map(|&c| c as u32).collect();
-        Tensor::new(idx.as_slice(), &Device::Cpu)?.to_device(device)?
+    let targets = if job.multi() {
+        Targets::Classes(&y)
     } else {
-        let t: Vec<f64> = y_train.iter().map(|&c| c as f64).collect();
-        data::tensor(t, &[train.len(), 1], DType::F32, device)?
+        Targets::Binary(&y)
     };
+    let f = fold_tensors(table, &assignment, job.fold, targets, true, device)?;
     Ok(FoldData {
-        x_train: data::tensor(
-            z.apply(&table.rows_x(&train)),
-            &[train.len(), table.d],
-            DType::F32,
-            device,
-        )?,
-        t_train,
-        y_train,
-        x_test: data::tensor(
-            z.apply(&table.rows_x(&test)),
-            &[test.len(), table.d],
-            DType::F32,
-            device,
-        )?,
-        y_test: test.iter().map(|&r| y[r]).collect(),
+        x_train: f.x_train,
+        t_train: f.t_train,
+        y_train: f.train.iter().map(|&r| y[r]).collect(),
+        x_test: f.x_test,
+        y_test: f.test.iter().map(|&r| y[r]).collect(),
     })
 }
 
-/// The task's metrics of `logits` (`[n, 1]` binary or `[n, C]` multi-class) against labels.
-fn evaluate(logits: &Tensor, labels: &[usize], multi: bool) -> Result<Vec<f64>> {
+/// The task's metrics of `logits` (`[n, 1]` binary or `[n, C]` multi-class) against labels:
+/// [`BINARY_METRICS`] or [`MULTI_METRICS`] (AP and ROC-AUC on the logits, the others at
+/// σ(z) ≥ 0.5; multi-class: the argmax).
+///
+/// # Errors
+/// A tensor error.
+pub fn evaluate(logits: &Tensor, labels: &[usize], multi: bool) -> Result<Vec<f64>> {
     if multi {
         let pred: Vec<usize> = logits
             .argmax(1)?
@@ -585,9 +577,10 @@ pub fn run(cfg: &ImbalancedConfig, ctx: &Context) -> anyhow::Result<Output> {
                 for (b, s) in bars.iter_mut().zip(&stats) {
                     b.values.push((s.mean, s.std));
                 }
+                let rows: Vec<&[LogRow]> = rs.iter().map(|r| r.rows.as_slice()).collect();
                 curves.push(Series {
                     name: loss.to_string(),
-                    points: mean_curve(&rs),
+                    points: mean_curve(&rows),
                 });
             }
             per_model.insert(model.to_string(), Value::Object(per_loss));
@@ -738,19 +731,4 @@ pub fn run(cfg: &ImbalancedConfig, ctx: &Context) -> anyhow::Result<Output> {
         weights,
         failures,
     })
-}
-
-fn mean_curve(rs: &[&JobResult]) -> Vec<(f64, f64)> {
-    let Some(first) = rs.first() else {
-        return Vec::new();
-    };
-    first
-        .rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let vals: Vec<f64> = rs.iter().filter_map(|x| x.rows.get(i)).map(|x| x.1).collect();
-            (r.0 as f64, vals.iter().sum::<f64>() / vals.len() as f64)
-        })
-        .collect()
 }

@@ -10,6 +10,10 @@ pub mod boxes;
 pub mod imbalanced;
 pub mod regression;
 pub mod segmentation;
+pub mod tabular;
+mod verdict;
+
+pub use verdict::verdict;
 
 use crate::fit::FitError;
 use crate::progress::ProgressMode;
@@ -115,4 +119,18 @@ pub fn pm(m: crate::metrics::MeanStd) -> String {
     } else {
         format!("{:.3} ± {:.3}", m.mean, m.std)
     }
+}
+
+/// The mean training-loss curve of several runs: at each logged step, the mean of the runs that
+/// logged it (a run stopped early logs fewer steps), in the runs' order.
+pub fn mean_curve(runs: &[&[crate::fit::LogRow]]) -> Vec<(f64, f64)> {
+    let mut at: std::collections::BTreeMap<usize, Vec<f64>> = std::collections::BTreeMap::new();
+    for rows in runs {
+        for r in rows.iter() {
+            at.entry(r.0).or_default().push(r.1);
+        }
+    }
+    at.into_iter()
+        .map(|(t, v)| (t as f64, v.iter().sum::<f64>() / v.len() as f64))
+        .collect()
 }
