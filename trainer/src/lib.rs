@@ -14,7 +14,7 @@
 //! With `default-features = false` that is all this crate builds. The `cli` feature (on by
 //! default) adds [`data`] (data sets and folds), [`experiments`] (the five convergence
 //! experiments), [`runner`] (runs them and writes records, [`plot`]s and the [`report`]),
-//! [`progress`], [`cases`] and [`registry`] (the reference-case runner), [`bench`](mod@bench), and the
+//! [`progress`], [`tuning`] (thread pools and allocator of the binary), [`cases`] and [`registry`] (the reference-case runner), [`bench`](mod@bench), and the
 //! `trainer` binary.
 //!
 //! ```toml
@@ -52,6 +52,8 @@ pub mod registry;
 pub mod report;
 #[cfg(feature = "cli")]
 pub mod runner;
+#[cfg(feature = "cli")]
+pub mod tuning;
 
 // The README's example is compiled and run with the doc tests.
 #[cfg(doctest)]

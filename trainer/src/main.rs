@@ -16,6 +16,7 @@ use trainer::experiments::segmentation::SegmentationConfig;
 use trainer::experiments::{self, Context};
 use trainer::progress::ProgressMode;
 use trainer::runner::{self, RunOptions, Spec};
+use trainer::tuning::{self, Workload};
 
 #[derive(Parser)]
 #[command(
@@ -107,23 +108,6 @@ fn threads_arg(s: &str) -> Result<usize, String> {
 
 /// `trainer bench`: prints the table, writes the JSON rows.
 fn bench(a: BenchArgs) -> ExitCode {
-    // Candle's per-op threads follow RAYON_NUM_THREADS; the fused kernels run on the rayon pool
-    // this call installs (the global one was already built with every core in `main`).
-    std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string());
-    // Candle's CPU thread pool spins 25,000 rounds before parking; with rayon's threads on the
-    // same few cores that spinning takes the cores from the loss kernels (on 2 cores it doubled
-    // the median of the 1e5-element workloads). Park after a short spin unless the user chose.
-    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
-        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "100");
-    }
-    let pool = match rayon::ThreadPoolBuilder::new().num_threads(a.threads).build() {
-        Ok(p) => p,
-        Err(e) => return usage_error(format!("cannot start {} threads: {e}", a.threads)),
-    };
-    pool.install(|| bench_in_pool(a))
-}
-
-fn bench_in_pool(a: BenchArgs) -> ExitCode {
     let device = match parse_device(&a.device) {
         Ok(d) => d,
         Err(e) => return usage_error(e),
@@ -535,32 +519,7 @@ fn plan(command: Command) -> anyhow::Result<(Vec<Spec>, Common)> {
     })
 }
 
-/// glibc's malloc returns freed memory to the kernel eagerly and every training step then
-/// page-faults it back in (most of the run time with small models). Keep it instead.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_allocator() {
-    // SAFETY: mallopt only changes allocator tunables; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
-        libc::mallopt(libc::M_TOP_PAD, 16 << 20);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_allocator() {}
-
 fn main() -> ExitCode {
-    // Rayon's global pool (the boxes simulation's data-parallel loops) gets every core; then
-    // RAYON_NUM_THREADS=1 turns off Candle's per-op threads: the training runs go in parallel
-    // instead (trainer::parallel), which is faster for small models, and Candle no longer looks
-    // up the CPU topology on every matmul.
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(cores).build_global();
-        std::env::set_var("RAYON_NUM_THREADS", "1");
-    }
-    tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -578,6 +537,14 @@ fn main() -> ExitCode {
             };
         }
     };
+    // Thread pools and allocator, before any pool starts.
+    let workload = match &cli.command {
+        Command::Bench(a) => Workload::Bench { threads: a.threads },
+        _ => Workload::Runs,
+    };
+    if let Err(e) = tuning::init(workload) {
+        return usage_error(format!("{e:#}"));
+    }
     if let Command::Cases { dirs, path, device } = cli.command {
         let dirs = if dirs.is_empty() {
             let own = trainer::cases::repository_dir();

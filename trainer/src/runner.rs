@@ -19,8 +19,9 @@ use crate::experiments::boxes::{self, BoxesConfig, BoxesReport};
 use crate::experiments::imbalanced::{self, ImbalancedConfig};
 use crate::experiments::regression::{self, RegressionConfig};
 use crate::experiments::segmentation::{self, SegmentationConfig};
-use crate::experiments::{Context, Failure, Output};
+use crate::experiments::{Context, Experiment, Failure, Output, Runs};
 use crate::plot::{self, Series};
+use crate::progress::Progress;
 use crate::records::{self, Cell, Csv};
 use crate::report::{self, Figure, Section, Table};
 use anyhow::Context as _;
@@ -102,12 +103,53 @@ pub fn crate_versions() -> Value {
     Value::Object(m)
 }
 
+/// Runs an [`Experiment`]: its jobs in parallel on the run pool ([`crate::parallel::map`], results
+/// in job order), with progress counted in training steps; then the metrics table, the weights and
+/// the failures of the runs that stopped, in job order, and the experiment's summary.
+///
+/// # Errors
+/// Only from [`Experiment::summarise`]; a run that stops is listed in [`Output::failures`].
+pub fn execute<E: Experiment>(experiment: &E, ctx: &Context) -> anyhow::Result<Output> {
+    let name = experiment.name();
+    let jobs = experiment.jobs();
+    let total: usize = jobs.iter().map(|j| experiment.steps(j)).sum();
+    let progress = Progress::new(name, total as u64, ctx.progress);
+    let results = crate::parallel::map(&jobs, |j| experiment.run_job(j, ctx, &progress));
+    progress.finish();
+    let mut metrics = Csv::new(&experiment.metrics_header());
+    let mut weights = Vec::new();
+    let mut failures = Vec::new();
+    for (job, r) in jobs.iter().zip(&results) {
+        match r {
+            Ok(done) => {
+                experiment.metrics_rows(job, done, &mut metrics);
+                weights.extend(experiment.weights(done).iter().cloned());
+            }
+            Err(e) => failures.push(Failure::from_fit(name, &experiment.label(job), e)),
+        }
+    }
+    let runs = Runs::<E> {
+        jobs: &jobs,
+        results: &results,
+        failures: &failures,
+    };
+    let s = experiment.summarise(&runs, ctx)?;
+    Ok(Output {
+        summary: s.summary,
+        config: s.config,
+        metrics,
+        section: s.section,
+        weights,
+        failures,
+    })
+}
+
 fn run_one(spec: &Spec, ctx: &Context) -> anyhow::Result<Output> {
     match spec {
-        Spec::Regression(c) => regression::run(c, ctx),
-        Spec::Imbalanced(c) => imbalanced::run(c, ctx),
-        Spec::Segmentation(c) => segmentation::run(c, ctx),
-        Spec::BoxRegressor(c) => box_regressor::run(c, ctx),
+        Spec::Regression(c) => execute(&regression::Regression::new(c.clone())?, ctx),
+        Spec::Imbalanced(c) => execute(&imbalanced::Imbalanced::new(c.clone())?, ctx),
+        Spec::Segmentation(c) => execute(&segmentation::Segmentation::new(c.clone())?, ctx),
+        Spec::BoxRegressor(c) => execute(&box_regressor::BoxRegressor::new(c.clone())?, ctx),
         Spec::Boxes(c) => {
             let mut c = c.clone();
             c.seed = ctx.seed;

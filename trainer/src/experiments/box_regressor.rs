@@ -10,7 +10,7 @@
 //! held-out images are the mean IoU, AP50, AP75 and AP@[.5:.95] (one box an image, see
 //! [`ap_at`]), mean and sample std over the seeds.
 
-use super::{pm, select_losses, Context, Failure, Output};
+use super::{mean_curve, pm, select_losses, Context, Experiment, LossSeed, Runs, Summary};
 use crate::fit::{fit_resumable, FitConfig, FitError};
 use crate::metrics::mean_std;
 use crate::models::{Conv2d, Init, Linear};
@@ -295,19 +295,8 @@ impl Loss for BoxLoss {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-struct Job {
-    loss: String,
-    seed: usize,
-}
-
-impl Job {
-    fn label(&self) -> String {
-        format!("{}/seed{}", self.loss, self.seed)
-    }
-}
-
-struct JobResult {
+/// One run's logged rows and weights.
+pub struct JobResult {
     /// (step, train loss, test mean IoU)
     rows: Vec<(usize, f64, f64)>,
     /// Final `(mean IoU, AP50, AP75, AP)` on the held-out images.
@@ -346,7 +335,7 @@ fn ious(pred: &Tensor, truth: &[f64]) -> Result<Vec<f64>> {
 fn run_job(
     cfg: &BoxRegressorConfig,
     ctx: &Context,
-    job: &Job,
+    job: &LossSeed,
     progress: &Progress,
 ) -> std::result::Result<JobResult, FitError> {
     let label = job.label();
@@ -408,51 +397,76 @@ fn run_job(
     })
 }
 
-/// Runs the experiment.
-///
-/// # Errors
-/// Bad settings; single runs that fail are recorded in [`Output::failures`].
-pub fn run(cfg: &BoxRegressorConfig, ctx: &Context) -> anyhow::Result<Output> {
-    anyhow::ensure!(cfg.seeds >= 1, "box-regressor: seeds must be >= 1");
-    anyhow::ensure!(
-        cfg.size >= 16 && cfg.size.is_multiple_of(8),
-        "box-regressor: image size must be a multiple of 8, >= 16"
-    );
-    let jobs: Vec<Job> = cfg
-        .losses
-        .iter()
-        .flat_map(|l| {
-            (0..cfg.seeds).map(move |s| Job {
-                loss: l.clone(),
-                seed: s,
-            })
-        })
-        .collect();
-    let progress = Progress::new("box-regressor", (jobs.len() * cfg.steps) as u64, ctx.progress);
-    let results: Vec<std::result::Result<JobResult, FitError>> =
-        crate::parallel::map(&jobs, |j| run_job(cfg, ctx, j, &progress));
-    progress.finish();
+/// The box-regressor experiment, ready for [`crate::runner::execute`].
+pub struct BoxRegressor {
+    cfg: BoxRegressorConfig,
+}
 
-    let mut csv = Csv::new(&["loss", "seed", "step", "train_loss", "test_mean_iou"]);
-    let mut failures = Vec::new();
-    let mut weights = Vec::new();
-    for (job, r) in jobs.iter().zip(&results) {
-        match r {
-            Ok(r) => {
-                for &(step, l, q) in &r.rows {
-                    csv.push(&[
-                        Cell::Str(&job.loss),
-                        Cell::Int(job.seed),
-                        Cell::Int(step),
-                        Cell::Num(l),
-                        Cell::Num(q),
-                    ]);
-                }
-                weights.extend(r.weights.iter().cloned());
-            }
-            Err(e) => failures.push(Failure::from_fit("box-regressor", &job.label(), e)),
+impl BoxRegressor {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// Bad settings.
+    pub fn new(cfg: BoxRegressorConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(cfg.seeds >= 1, "box-regressor: seeds must be >= 1");
+        anyhow::ensure!(
+            cfg.size >= 16 && cfg.size.is_multiple_of(8),
+            "box-regressor: image size must be a multiple of 8, >= 16"
+        );
+        Ok(Self { cfg })
+    }
+}
+
+impl Experiment for BoxRegressor {
+    type Job = LossSeed;
+    type Done = JobResult;
+
+    fn name(&self) -> &'static str {
+        "box-regressor"
+    }
+
+    fn jobs(&self) -> Vec<LossSeed> {
+        LossSeed::all(&self.cfg.losses, self.cfg.seeds)
+    }
+
+    fn label(&self, job: &LossSeed) -> String {
+        job.label()
+    }
+
+    fn steps(&self, _: &LossSeed) -> usize {
+        self.cfg.steps
+    }
+
+    fn run_job(&self, job: &LossSeed, ctx: &Context, progress: &Progress) -> std::result::Result<JobResult, FitError> {
+        run_job(&self.cfg, ctx, job, progress)
+    }
+
+    fn metrics_header(&self) -> Vec<&'static str> {
+        vec!["loss", "seed", "step", "train_loss", "test_mean_iou"]
+    }
+
+    fn metrics_rows(&self, job: &LossSeed, r: &JobResult, csv: &mut Csv) {
+        for &(step, l, q) in &r.rows {
+            csv.push(&[
+                Cell::Str(&job.loss),
+                Cell::Int(job.seed),
+                Cell::Int(step),
+                Cell::Num(l),
+                Cell::Num(q),
+            ]);
         }
     }
+
+    fn weights<'a>(&self, done: &'a JobResult) -> &'a [(String, Tensor)] {
+        &done.weights
+    }
+
+    fn summarise(&self, runs: &Runs<'_, Self>, _: &Context) -> anyhow::Result<Summary> {
+        summarise(&self.cfg, runs)
+    }
+}
+
+fn summarise(cfg: &BoxRegressorConfig, runs: &Runs<'_, BoxRegressor>) -> anyhow::Result<Summary> {
     let names = ["mean IoU", "AP50", "AP75", "AP@[.5:.95]"];
     let mut table = TextTable::new(
         &format!(
@@ -472,12 +486,7 @@ pub fn run(cfg: &BoxRegressorConfig, ctx: &Context) -> anyhow::Result<Output> {
     let mut curves = Vec::new();
     let mut best: Option<(String, f64)> = None;
     for name in &cfg.losses {
-        let rs: Vec<&JobResult> = jobs
-            .iter()
-            .zip(&results)
-            .filter(|(j, _)| &j.loss == name)
-            .filter_map(|(_, r)| r.as_ref().ok())
-            .collect();
+        let rs: Vec<&JobResult> = runs.done_where(|j| &j.loss == name);
         let stats: Vec<_> = (0..4)
             .map(|k| mean_std(&rs.iter().map(|r| r.final_metrics[k]).collect::<Vec<_>>()))
             .collect();
@@ -494,18 +503,8 @@ pub fn run(cfg: &BoxRegressorConfig, ctx: &Context) -> anyhow::Result<Output> {
         if stats[3].mean.is_finite() && best.as_ref().is_none_or(|b| stats[3].mean > b.1) {
             best = Some((name.clone(), stats[3].mean));
         }
-        let points = match rs.first() {
-            None => Vec::new(),
-            Some(first) => first
-                .rows
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let v: Vec<f64> = rs.iter().filter_map(|x| x.rows.get(i)).map(|x| x.2).collect();
-                    (r.0 as f64, v.iter().sum::<f64>() / v.len() as f64)
-                })
-                .collect(),
-        };
+        let logged: Vec<&[(usize, f64, f64)]> = rs.iter().map(|r| r.rows.as_slice()).collect();
+        let points = mean_curve(&logged, |r| r.0, |r| r.2);
         curves.push(Series {
             name: name.clone(),
             points,
@@ -540,7 +539,7 @@ pub fn run(cfg: &BoxRegressorConfig, ctx: &Context) -> anyhow::Result<Output> {
              reading a ranking into differences smaller than one std."
         ));
     }
-    notes.extend(failures.iter().map(|f| format!("Run {} stopped: {}", f.run, f.message)));
+    notes.extend(runs.failure_notes());
     let section = Section {
         name: "box-regressor".into(),
         question: "When a network (not a free box) regresses the box, which loss — coordinate (L1, Smooth L1), \
@@ -573,13 +572,10 @@ pub fn run(cfg: &BoxRegressorConfig, ctx: &Context) -> anyhow::Result<Output> {
         "fit": fit_config(cfg, 0),
         "dtype": "f32",
     });
-    Ok(Output {
+    Ok(Summary {
         summary: json!({ "losses": losses_json }),
         config,
-        metrics: csv,
         section,
-        weights,
-        failures,
     })
 }
 

@@ -17,10 +17,10 @@
 //! predictions, and the share of the negatives' loss carried by the hardest 10 % of negatives
 //! (lowest p_t, ⌈n/10⌉ of them).
 
-use super::{mean_curve, pm, select_losses, Context, Failure, Output};
+use super::{mean_curve, pm, select_losses, Context, Experiment, Runs, Summary};
 use crate::data::fold::{fold_tensors, Targets};
 use crate::data::{self, folds, Table};
-use crate::fit::{fit_resumable, FitConfig, FitError, LogRow};
+use crate::fit::{fit_resumable, FitConfig, FitError};
 use crate::metrics::{self, mean_std, Confusion, MeanStd};
 use crate::models::{Init, Linear, Mlp};
 use crate::optim::{sorted_params, OptimizerConfig, Schedule};
@@ -268,8 +268,9 @@ pub fn diagnostic(z: &[f64], y: &[usize]) -> Diagnostic {
     }
 }
 
+/// One run: task, model, loss, fold.
 #[derive(Debug, Clone, PartialEq)]
-struct Job {
+pub struct Job {
     task: &'static str,
     model: usize,
     loss: String,
@@ -285,7 +286,8 @@ impl Job {
     }
 }
 
-struct JobResult {
+/// One run's logged rows, final metrics, diagnostic and weights.
+pub struct JobResult {
     /// (step, train loss, metric values in the task's metric order)
     rows: Vec<(usize, f64, Vec<f64>)>,
     last: Vec<f64>,
@@ -460,78 +462,117 @@ fn task_metrics(task: &str) -> &'static [&'static str] {
     }
 }
 
-/// Runs the experiment.
-///
-/// # Errors
-/// Bad settings; single runs that fail are recorded in [`Output::failures`].
-pub fn run(cfg: &ImbalancedConfig, ctx: &Context) -> anyhow::Result<Output> {
-    anyhow::ensure!(cfg.folds >= 2, "imbalanced: folds must be >= 2, got {}", cfg.folds);
-    let table = data::winequality::load();
-    let tasks: Vec<&'static str> = TASKS
-        .iter()
-        .copied()
-        .filter(|t| cfg.tasks.iter().any(|c| c == t))
-        .collect();
-    let mut jobs = Vec::new();
-    for &task in &tasks {
-        for model in 0..MODELS.len() {
-            for loss in task_losses(cfg, task) {
-                for fold in 0..cfg.folds {
-                    jobs.push(Job {
-                        task,
-                        model,
-                        loss: loss.clone(),
-                        fold,
-                    });
-                }
-            }
-        }
-    }
-    let progress = Progress::new("imbalanced", (jobs.len() * cfg.steps) as u64, ctx.progress);
-    let results: Vec<std::result::Result<JobResult, FitError>> =
-        crate::parallel::map(&jobs, |j| run_job(&table, cfg, ctx, j, &progress));
-    progress.finish();
+/// The imbalanced experiment with its data, ready for [`crate::runner::execute`].
+pub struct Imbalanced {
+    cfg: ImbalancedConfig,
+    table: Table,
+}
 
-    let mut header = vec!["task", "model", "loss", "fold", "step", "train_loss"];
-    header.extend(BINARY_METRICS);
-    header.push("accuracy");
-    let mut csv = Csv::new(&header);
-    let mut failures = Vec::new();
-    let mut weights = Vec::new();
-    for (job, r) in jobs.iter().zip(&results) {
-        match r {
-            Ok(r) => {
-                for (step, l, m) in &r.rows {
-                    let mut cells = vec![
-                        Cell::Str(job.task),
-                        Cell::Str(MODELS[job.model]),
-                        Cell::Str(&job.loss),
-                        Cell::Int(job.fold),
-                        Cell::Int(*step),
-                        Cell::Num(*l),
-                    ];
-                    if job.multi() {
-                        // accuracy last, balanced accuracy in its binary column
-                        cells.extend([f64::NAN; 5].map(Cell::Num));
-                        cells.push(Cell::Num(m[1]));
-                        cells.push(Cell::Num(m[0]));
-                    } else {
-                        cells.extend(m.iter().map(|&v| Cell::Num(v)));
-                        cells.push(Cell::Num(f64::NAN));
+impl Imbalanced {
+    /// Checks the settings and loads the red wine table.
+    ///
+    /// # Errors
+    /// Bad settings (fewer than two folds).
+    pub fn new(cfg: ImbalancedConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(cfg.folds >= 2, "imbalanced: folds must be >= 2, got {}", cfg.folds);
+        Ok(Self {
+            cfg,
+            table: data::winequality::load(),
+        })
+    }
+
+    /// The selected tasks in [`TASKS`] order.
+    fn tasks(&self) -> Vec<&'static str> {
+        TASKS
+            .iter()
+            .copied()
+            .filter(|t| self.cfg.tasks.iter().any(|c| c == t))
+            .collect()
+    }
+}
+
+impl Experiment for Imbalanced {
+    type Job = Job;
+    type Done = JobResult;
+
+    fn name(&self) -> &'static str {
+        "imbalanced"
+    }
+
+    fn jobs(&self) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        for task in self.tasks() {
+            for model in 0..MODELS.len() {
+                for loss in task_losses(&self.cfg, task) {
+                    for fold in 0..self.cfg.folds {
+                        jobs.push(Job {
+                            task,
+                            model,
+                            loss: loss.clone(),
+                            fold,
+                        });
                     }
-                    csv.push(&cells);
                 }
-                weights.extend(r.weights.iter().cloned());
             }
-            Err(e) => failures.push(Failure::from_fit("imbalanced", &job.label(), e)),
+        }
+        jobs
+    }
+
+    fn label(&self, job: &Job) -> String {
+        job.label()
+    }
+
+    fn steps(&self, _: &Job) -> usize {
+        self.cfg.steps
+    }
+
+    fn run_job(&self, job: &Job, ctx: &Context, progress: &Progress) -> std::result::Result<JobResult, FitError> {
+        run_job(&self.table, &self.cfg, ctx, job, progress)
+    }
+
+    fn metrics_header(&self) -> Vec<&'static str> {
+        let mut header = vec!["task", "model", "loss", "fold", "step", "train_loss"];
+        header.extend(BINARY_METRICS);
+        header.push("accuracy");
+        header
+    }
+
+    fn metrics_rows(&self, job: &Job, r: &JobResult, csv: &mut Csv) {
+        for (step, l, m) in &r.rows {
+            let mut cells = vec![
+                Cell::Str(job.task),
+                Cell::Str(MODELS[job.model]),
+                Cell::Str(&job.loss),
+                Cell::Int(job.fold),
+                Cell::Int(*step),
+                Cell::Num(*l),
+            ];
+            if job.multi() {
+                // accuracy last, balanced accuracy in its binary column
+                cells.extend([f64::NAN; 5].map(Cell::Num));
+                cells.push(Cell::Num(m[1]));
+                cells.push(Cell::Num(m[0]));
+            } else {
+                cells.extend(m.iter().map(|&v| Cell::Num(v)));
+                cells.push(Cell::Num(f64::NAN));
+            }
+            csv.push(&cells);
         }
     }
+
+    fn weights<'a>(&self, done: &'a JobResult) -> &'a [(String, Tensor)] {
+        &done.weights
+    }
+
+    fn summarise(&self, runs: &Runs<'_, Self>, ctx: &Context) -> anyhow::Result<Summary> {
+        summarise(self, runs, ctx)
+    }
+}
+
+fn summarise(e: &Imbalanced, runs: &Runs<'_, Imbalanced>, ctx: &Context) -> anyhow::Result<Summary> {
+    let (cfg, table, tasks) = (&e.cfg, &e.table, e.tasks());
     let find = |task: &str, model: usize, loss: &str| -> Vec<&JobResult> {
-        jobs.iter()
-            .zip(&results)
-            .filter(|(j, _)| j.task == task && j.model == model && j.loss == loss)
-            .filter_map(|(_, r)| r.as_ref().ok())
-            .collect()
+        runs.done_where(|j| j.task == task && j.model == model && j.loss == loss)
     };
 
     let mut tasks_json = Map::new();
@@ -577,10 +618,13 @@ pub fn run(cfg: &ImbalancedConfig, ctx: &Context) -> anyhow::Result<Output> {
                 for (b, s) in bars.iter_mut().zip(&stats) {
                     b.values.push((s.mean, s.std));
                 }
-                let rows: Vec<&[LogRow]> = rs.iter().map(|r| r.rows.as_slice()).collect();
                 curves.push(Series {
                     name: loss.to_string(),
-                    points: mean_curve(&rows),
+                    points: mean_curve(
+                        &rs.iter().map(|r| r.rows.as_slice()).collect::<Vec<_>>(),
+                        |r| r.0,
+                        |r| r.1,
+                    ),
                 });
             }
             per_model.insert(model.to_string(), Value::Object(per_loss));
@@ -696,7 +740,7 @@ pub fn run(cfg: &ImbalancedConfig, ctx: &Context) -> anyhow::Result<Output> {
     if diag_tasks.is_empty() {
         notes.push("The diagnostic needs the `ce` loss and a binary task; it was not computed.".to_string());
     }
-    notes.extend(failures.iter().map(|f| format!("Run {} stopped: {}", f.run, f.message)));
+    notes.extend(runs.failure_notes());
     let section = Section {
         name: "imbalanced".to_string(),
         question: "On imbalanced classes, does the focal loss (and α-balancing) find the rare class better than \
@@ -723,12 +767,9 @@ pub fn run(cfg: &ImbalancedConfig, ctx: &Context) -> anyhow::Result<Output> {
         "fit": fit_config(cfg, ctx.seed),
         "dtype": "f32",
     });
-    Ok(Output {
+    Ok(Summary {
         summary,
         config,
-        metrics: csv,
         section,
-        weights,
-        failures,
     })
 }

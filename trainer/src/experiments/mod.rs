@@ -1,9 +1,13 @@
 //! The convergence experiments: each compares loss variants on the same data, split and
 //! initial weights.
 //!
-//! Each experiment is a function from its config and a [`Context`] to an [`Output`]: its part of
-//! `summary.json`, its records (config, metrics table, figures, weights) and its report section.
-//! [`crate::runner`] writes the records and the summary.
+//! The four training experiments have one shape, [`Experiment`]: a list of independent training
+//! runs (jobs), one run, and a summary of all runs. [`crate::runner::execute`] runs the jobs in
+//! parallel (results in job order, whatever the thread count), shows progress, collects the
+//! metrics table, the weights and the runs that stopped, and hands the results to
+//! [`Experiment::summarise`] for the experiment's part of `summary.json`, its `config.json` and its
+//! report section. The box simulation ([`boxes`]) is one data-parallel computation rather than a
+//! set of training runs and gives its [`Output`] directly. [`crate::runner`] writes the records.
 
 pub mod box_regressor;
 pub mod boxes;
@@ -16,7 +20,7 @@ mod verdict;
 pub use verdict::verdict;
 
 use crate::fit::FitError;
-use crate::progress::ProgressMode;
+use crate::progress::{Progress, ProgressMode};
 use crate::records::Csv;
 use crate::report::{Figure, Section};
 use candle_core::{Device, Tensor};
@@ -84,6 +88,124 @@ impl Output {
     }
 }
 
+/// A convergence experiment: independent training runs (jobs) whose results are summarised
+/// together. Implemented by the regression, imbalanced, segmentation and box-regressor
+/// experiments; run by [`crate::runner::execute`].
+pub trait Experiment: Sync {
+    /// One training run's settings (model, loss, fold or seed).
+    type Job: Sync;
+    /// What one run gives (logged rows, final metrics, weights).
+    type Done: Send + Sync;
+    /// The experiment's name (the folder of its records, its key in `summary.json`).
+    fn name(&self) -> &'static str;
+    /// The runs, in the order of the records.
+    fn jobs(&self) -> Vec<Self::Job>;
+    /// A run's label in messages and weight names (`"linear/mse/shift400/fold2"`).
+    fn label(&self, job: &Self::Job) -> String;
+    /// A run's number of training steps (the unit of progress).
+    fn steps(&self, job: &Self::Job) -> usize;
+    /// Trains one run.
+    ///
+    /// # Errors
+    /// A run that stops (non-finite loss, tensor error); the other runs go on.
+    fn run_job(&self, job: &Self::Job, ctx: &Context, progress: &Progress) -> Result<Self::Done, FitError>;
+    /// The columns of `metrics.csv`.
+    fn metrics_header(&self) -> Vec<&'static str>;
+    /// Appends a finished run's logged rows to `metrics.csv`.
+    fn metrics_rows(&self, job: &Self::Job, done: &Self::Done, csv: &mut Csv);
+    /// A finished run's final weights, named by its label.
+    fn weights<'a>(&self, done: &'a Self::Done) -> &'a [(String, Tensor)];
+    /// The experiment's summary, config and report section from all runs.
+    ///
+    /// # Errors
+    /// A figure that cannot be drawn.
+    fn summarise(&self, runs: &Runs<'_, Self>, ctx: &Context) -> anyhow::Result<Summary>;
+}
+
+/// The runs of an experiment with their results, in job order.
+pub struct Runs<'a, E: Experiment + ?Sized> {
+    /// The jobs.
+    pub jobs: &'a [E::Job],
+    /// Each job's result.
+    pub results: &'a [Result<E::Done, FitError>],
+    /// The runs that stopped, in job order.
+    pub failures: &'a [Failure],
+}
+
+impl<E: Experiment + ?Sized> Runs<'_, E> {
+    /// The results of the finished runs whose job satisfies `keep`, in job order.
+    pub fn done_where(&self, keep: impl Fn(&E::Job) -> bool) -> Vec<&E::Done> {
+        self.jobs
+            .iter()
+            .zip(self.results)
+            .filter(|(j, _)| keep(j))
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .collect()
+    }
+
+    /// One note per run that stopped, for the report.
+    pub fn failure_notes(&self) -> impl Iterator<Item = String> + '_ {
+        self.failures
+            .iter()
+            .map(|f| format!("Run {} stopped: {}", f.run, f.message))
+    }
+}
+
+/// What [`Experiment::summarise`] gives; the runner adds the metrics table, weights and failures
+/// to make the [`Output`].
+pub struct Summary {
+    /// The experiment's part of `summary.json`.
+    pub summary: serde_json::Value,
+    /// Every setting (written to `config.json` with the seed, device and crate versions).
+    pub config: serde_json::Value,
+    /// The report section.
+    pub section: Section,
+}
+
+/// A run of an experiment that repeats each loss over seeds (segmentation, box-regressor).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossSeed {
+    /// The loss variant.
+    pub loss: String,
+    /// The seed index (its data, initial weights and batch order).
+    pub seed: usize,
+}
+
+impl LossSeed {
+    /// Every loss of `losses` with every seed `0..seeds`, loss by loss.
+    pub fn all(losses: &[String], seeds: usize) -> Vec<Self> {
+        losses
+            .iter()
+            .flat_map(|l| {
+                (0..seeds).map(move |s| Self {
+                    loss: l.clone(),
+                    seed: s,
+                })
+            })
+            .collect()
+    }
+
+    /// `"dice/seed1"`.
+    pub fn label(&self) -> String {
+        format!("{}/seed{}", self.loss, self.seed)
+    }
+}
+
+/// The mean over runs of one logged column at each logged step: at each step any run logged,
+/// the mean of the runs that logged it, in the runs' order (a run stopped early, by early
+/// stopping, logs fewer steps and is left out of the later means).
+pub fn mean_curve<R>(runs: &[&[R]], step: impl Fn(&R) -> usize, col: impl Fn(&R) -> f64) -> Vec<(f64, f64)> {
+    let mut at: std::collections::BTreeMap<usize, Vec<f64>> = std::collections::BTreeMap::new();
+    for rows in runs {
+        for r in rows.iter() {
+            at.entry(step(r)).or_default().push(col(r));
+        }
+    }
+    at.into_iter()
+        .map(|(t, v)| (t as f64, v.iter().sum::<f64>() / v.len() as f64))
+        .collect()
+}
+
 /// The names in `requested` (comma-separated list already split) checked against `known`;
 /// `None` gives `known` itself.
 ///
@@ -119,18 +241,4 @@ pub fn pm(m: crate::metrics::MeanStd) -> String {
     } else {
         format!("{:.3} ± {:.3}", m.mean, m.std)
     }
-}
-
-/// The mean training-loss curve of several runs: at each logged step, the mean of the runs that
-/// logged it (a run stopped early logs fewer steps), in the runs' order.
-pub fn mean_curve(runs: &[&[crate::fit::LogRow]]) -> Vec<(f64, f64)> {
-    let mut at: std::collections::BTreeMap<usize, Vec<f64>> = std::collections::BTreeMap::new();
-    for rows in runs {
-        for r in rows.iter() {
-            at.entry(r.0).or_default().push(r.1);
-        }
-    }
-    at.into_iter()
-        .map(|(t, v)| (t as f64, v.iter().sum::<f64>() / v.len() as f64))
-        .collect()
 }

@@ -11,7 +11,7 @@
 //! original units: MAE, RMSE and bias (mean prediction − y), mean and sample std over the
 //! folds; and a sweep of the linear model over the shifts 0, 100, 200, 400, 800.
 
-use super::{pm, select_losses, Context, Failure, Output};
+use super::{mean_curve, pm, select_losses, Context, Experiment, Runs, Summary};
 use crate::data::{self, folds, Table, ZScore};
 use crate::fit::{fit_resumable, FitConfig, FitError};
 use crate::metrics::{self, mean_std, MeanStd};
@@ -127,8 +127,9 @@ pub fn corrupted_targets(y_train: &[f64], shift: f64, every: usize) -> Vec<f64> 
     y
 }
 
+/// One run: model, training loss, shift trained, fold.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Job {
+pub struct Job {
     model: usize,
     base: &'static str,
     shift: f64,
@@ -144,7 +145,8 @@ impl Job {
     }
 }
 
-struct JobResult {
+/// One run's logged rows, final metrics and weights.
+pub struct JobResult {
     /// (step, train loss, mae, rmse, bias)
     rows: Vec<(usize, f64, f64, f64, f64)>,
     /// (mae, rmse, bias) after the last step.
@@ -295,94 +297,134 @@ fn fit_config(cfg: &RegressionConfig, model: usize, seed: u64) -> FitConfig {
     }
 }
 
-/// Runs the experiment.
-///
-/// # Errors
-/// Bad settings (no fold, unknown loss); single runs that fail are recorded in
-/// [`Output::failures`] instead.
-pub fn run(cfg: &RegressionConfig, ctx: &Context) -> anyhow::Result<Output> {
-    anyhow::ensure!(cfg.folds >= 2, "regression: folds must be >= 2, got {}", cfg.folds);
-    for name in &cfg.losses {
-        anyhow::ensure!(LOSSES.contains(&name.as_str()), "regression: unknown loss '{name}'");
-    }
-    let table = data::diabetes::load();
-    // the unique runs: (model, training loss, shift actually trained, fold)
-    let mut jobs: Vec<Job> = Vec::new();
-    let mut add = |model: usize, name: &str, shift: f64| {
-        let (base, shift) = resolve(name, shift);
-        for fold in 0..cfg.folds {
-            let job = Job {
-                model,
-                base,
-                shift,
-                fold,
-            };
-            if !jobs.contains(&job) {
-                jobs.push(job);
-            }
-        }
-    };
-    for model in 0..MODELS.len() {
-        for name in &cfg.losses {
-            add(model, name, cfg.shift);
-        }
-    }
-    for &s in &cfg.sweep {
-        for name in &cfg.losses {
-            add(0, name, s);
-        }
-    }
-    let total: usize = jobs
-        .iter()
-        .map(|j| if j.model == 0 { cfg.linear_steps } else { cfg.mlp_steps })
-        .sum();
-    let progress = Progress::new("regression", total as u64, ctx.progress);
-    let results: Vec<Result<JobResult, FitError>> =
-        crate::parallel::map(&jobs, |job| run_job(&table, cfg, ctx, job, &progress));
-    progress.finish();
+/// The regression experiment with its data, ready for [`crate::runner::execute`].
+pub struct Regression {
+    cfg: RegressionConfig,
+    table: Table,
+}
 
-    let mut failures = Vec::new();
-    let mut metrics_csv = Csv::new(&[
-        "model",
-        "loss",
-        "shift",
-        "fold",
-        "step",
-        "train_loss",
-        "test_mae",
-        "test_rmse",
-        "test_bias",
-    ]);
-    let mut weights = Vec::new();
-    for (job, r) in jobs.iter().zip(&results) {
-        match r {
-            Ok(r) => {
-                let shift = format!("{}", job.shift);
-                for &(step, l, mae, rmse, bias) in &r.rows {
-                    metrics_csv.push(&[
-                        Cell::Str(MODELS[job.model]),
-                        Cell::Str(job.base),
-                        Cell::Str(&shift),
-                        Cell::Int(job.fold),
-                        Cell::Int(step),
-                        Cell::Num(l),
-                        Cell::Num(mae),
-                        Cell::Num(rmse),
-                        Cell::Num(bias),
-                    ]);
+impl Regression {
+    /// Checks the settings and loads the diabetes table.
+    ///
+    /// # Errors
+    /// Bad settings (fewer than two folds, an unknown loss).
+    pub fn new(cfg: RegressionConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(cfg.folds >= 2, "regression: folds must be >= 2, got {}", cfg.folds);
+        for name in &cfg.losses {
+            anyhow::ensure!(LOSSES.contains(&name.as_str()), "regression: unknown loss '{name}'");
+        }
+        Ok(Self {
+            cfg,
+            table: data::diabetes::load(),
+        })
+    }
+}
+
+impl Experiment for Regression {
+    type Job = Job;
+    type Done = JobResult;
+
+    fn name(&self) -> &'static str {
+        "regression"
+    }
+
+    /// The unique runs: (model, training loss, shift actually trained, fold).
+    fn jobs(&self) -> Vec<Job> {
+        let cfg = &self.cfg;
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut add = |model: usize, name: &str, shift: f64| {
+            let (base, shift) = resolve(name, shift);
+            for fold in 0..cfg.folds {
+                let job = Job {
+                    model,
+                    base,
+                    shift,
+                    fold,
+                };
+                if !jobs.contains(&job) {
+                    jobs.push(job);
                 }
-                weights.extend(r.weights.iter().cloned());
             }
-            Err(e) => failures.push(Failure::from_fit("regression", &job.label(), e)),
+        };
+        for model in 0..MODELS.len() {
+            for name in &cfg.losses {
+                add(model, name, cfg.shift);
+            }
+        }
+        for &s in &cfg.sweep {
+            for name in &cfg.losses {
+                add(0, name, s);
+            }
+        }
+        jobs
+    }
+
+    fn label(&self, job: &Job) -> String {
+        job.label()
+    }
+
+    fn steps(&self, job: &Job) -> usize {
+        if job.model == 0 {
+            self.cfg.linear_steps
+        } else {
+            self.cfg.mlp_steps
         }
     }
+
+    fn run_job(&self, job: &Job, ctx: &Context, progress: &Progress) -> Result<JobResult, FitError> {
+        run_job(&self.table, &self.cfg, ctx, job, progress)
+    }
+
+    fn metrics_header(&self) -> Vec<&'static str> {
+        vec![
+            "model",
+            "loss",
+            "shift",
+            "fold",
+            "step",
+            "train_loss",
+            "test_mae",
+            "test_rmse",
+            "test_bias",
+        ]
+    }
+
+    fn metrics_rows(&self, job: &Job, r: &JobResult, csv: &mut Csv) {
+        let shift = format!("{}", job.shift);
+        for &(step, l, mae, rmse, bias) in &r.rows {
+            csv.push(&[
+                Cell::Str(MODELS[job.model]),
+                Cell::Str(job.base),
+                Cell::Str(&shift),
+                Cell::Int(job.fold),
+                Cell::Int(step),
+                Cell::Num(l),
+                Cell::Num(mae),
+                Cell::Num(rmse),
+                Cell::Num(bias),
+            ]);
+        }
+    }
+
+    fn weights<'a>(&self, done: &'a JobResult) -> &'a [(String, Tensor)] {
+        &done.weights
+    }
+
+    fn summarise(&self, runs: &Runs<'_, Self>, ctx: &Context) -> anyhow::Result<Summary> {
+        summarise(&self.cfg, &self.table, runs, ctx)
+    }
+}
+
+fn summarise(
+    cfg: &RegressionConfig,
+    table: &Table,
+    runs: &Runs<'_, Regression>,
+    ctx: &Context,
+) -> anyhow::Result<Summary> {
+    let jobs = runs.jobs;
     let find = |model: usize, name: &str, shift: f64| -> Vec<&JobResult> {
         let (base, shift) = resolve(name, shift);
-        jobs.iter()
-            .zip(&results)
-            .filter(|(j, _)| j.model == model && j.base == base && j.shift == shift)
-            .filter_map(|(_, r)| r.as_ref().ok())
-            .collect()
+        runs.done_where(|j| j.model == model && j.base == base && j.shift == shift)
     };
     let stat = |rs: &[&JobResult], f: fn(&JobResult) -> f64| mean_std(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
     let mae_of = |r: &JobResult| r.last.0;
@@ -462,7 +504,14 @@ pub fn run(cfg: &RegressionConfig, ctx: &Context) -> anyhow::Result<Output> {
                 .iter()
                 .map(|name| Series {
                     name: name.clone(),
-                    points: mean_curve(&find(m, name, cfg.shift), col),
+                    points: mean_curve(
+                        &find(m, name, cfg.shift)
+                            .iter()
+                            .map(|r| r.rows.as_slice())
+                            .collect::<Vec<_>>(),
+                        |r| r.0,
+                        col,
+                    ),
                 })
                 .collect()
         };
@@ -550,7 +599,7 @@ pub fn run(cfg: &RegressionConfig, ctx: &Context) -> anyhow::Result<Output> {
                 .to_string(),
         );
     }
-    notes.extend(failures.iter().map(|f| format!("Run {} stopped: {}", f.run, f.message)));
+    notes.extend(runs.failure_notes());
     let section = Section {
         name: "regression".to_string(),
         question: "With outliers in the training targets, how far do L2, L1, Smooth L1 and Huber pull a \
@@ -591,28 +640,9 @@ pub fn run(cfg: &RegressionConfig, ctx: &Context) -> anyhow::Result<Output> {
         "fit": {"linear": fit_config(cfg, 0, ctx.seed), "mlp": fit_config(cfg, 1, ctx.seed)},
         "dtype": "f32",
     });
-    Ok(Output {
+    Ok(Summary {
         summary,
         config,
-        metrics: metrics_csv,
         section,
-        weights,
-        failures,
     })
-}
-
-/// Mean over runs of one logged column at each logged step (runs share their log steps).
-fn mean_curve(rs: &[&JobResult], col: fn(&(usize, f64, f64, f64, f64)) -> f64) -> Vec<(f64, f64)> {
-    let Some(first) = rs.first() else {
-        return Vec::new();
-    };
-    first
-        .rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let vals: Vec<f64> = rs.iter().filter_map(|x| x.rows.get(i)).map(col).collect();
-            (r.0 as f64, vals.iter().sum::<f64>() / vals.len() as f64)
-        })
-        .collect()
 }

@@ -14,7 +14,7 @@
 //! (per image, then averaged), mean and sample std over 3 seeds (each seed draws its own
 //! images and initial weights, shared by every loss).
 
-use super::{pm, select_losses, Context, Failure, Output};
+use super::{mean_curve, pm, select_losses, Context, Experiment, LossSeed, Runs, Summary};
 use crate::data::shapes::{self, Shapes, ShapesConfig};
 use crate::fit::{fit_resumable, FitConfig, FitError};
 use crate::metrics::{self, mean_std};
@@ -210,19 +210,8 @@ fn images(s: &Shapes, device: &Device) -> Result<(Tensor, Tensor)> {
     Ok((x, y))
 }
 
-#[derive(Debug, Clone, PartialEq)]
-struct Job {
-    loss: String,
-    seed: usize,
-}
-
-impl Job {
-    fn label(&self) -> String {
-        format!("{}/seed{}", self.loss, self.seed)
-    }
-}
-
-struct JobResult {
+/// One run's logged rows and weights.
+pub struct JobResult {
     /// (step, train loss, dice, iou)
     rows: Vec<(usize, f64, f64, f64)>,
     weights: Vec<(String, Tensor)>,
@@ -245,7 +234,7 @@ fn fit_config(cfg: &SegmentationConfig, seed: u64) -> FitConfig {
 fn run_job(
     cfg: &SegmentationConfig,
     ctx: &Context,
-    job: &Job,
+    job: &LossSeed,
     progress: &Progress,
 ) -> std::result::Result<JobResult, FitError> {
     let label = job.label();
@@ -294,49 +283,74 @@ fn run_job(
     Ok(JobResult { rows, weights })
 }
 
-/// Runs the experiment.
-///
-/// # Errors
-/// Bad settings; single runs that fail are recorded in [`Output::failures`].
-pub fn run(cfg: &SegmentationConfig, ctx: &Context) -> anyhow::Result<Output> {
-    anyhow::ensure!(cfg.seeds >= 1, "segmentation: seeds must be >= 1");
-    anyhow::ensure!(cfg.shapes.size >= 12, "segmentation: image size must be >= 12");
-    let jobs: Vec<Job> = cfg
-        .losses
-        .iter()
-        .flat_map(|l| {
-            (0..cfg.seeds).map(move |s| Job {
-                loss: l.clone(),
-                seed: s,
-            })
-        })
-        .collect();
-    let progress = Progress::new("segmentation", (jobs.len() * cfg.steps) as u64, ctx.progress);
-    let results: Vec<std::result::Result<JobResult, FitError>> =
-        crate::parallel::map(&jobs, |j| run_job(cfg, ctx, j, &progress));
-    progress.finish();
+/// The segmentation experiment, ready for [`crate::runner::execute`].
+pub struct Segmentation {
+    cfg: SegmentationConfig,
+}
 
-    let mut csv = Csv::new(&["loss", "seed", "step", "train_loss", "test_dice", "test_iou"]);
-    let mut failures = Vec::new();
-    let mut weights = Vec::new();
-    for (job, r) in jobs.iter().zip(&results) {
-        match r {
-            Ok(r) => {
-                for &(step, l, d, j) in &r.rows {
-                    csv.push(&[
-                        Cell::Str(&job.loss),
-                        Cell::Int(job.seed),
-                        Cell::Int(step),
-                        Cell::Num(l),
-                        Cell::Num(d),
-                        Cell::Num(j),
-                    ]);
-                }
-                weights.extend(r.weights.iter().cloned());
-            }
-            Err(e) => failures.push(Failure::from_fit("segmentation", &job.label(), e)),
+impl Segmentation {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// Bad settings.
+    pub fn new(cfg: SegmentationConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(cfg.seeds >= 1, "segmentation: seeds must be >= 1");
+        anyhow::ensure!(cfg.shapes.size >= 12, "segmentation: image size must be >= 12");
+        Ok(Self { cfg })
+    }
+}
+
+impl Experiment for Segmentation {
+    type Job = LossSeed;
+    type Done = JobResult;
+
+    fn name(&self) -> &'static str {
+        "segmentation"
+    }
+
+    fn jobs(&self) -> Vec<LossSeed> {
+        LossSeed::all(&self.cfg.losses, self.cfg.seeds)
+    }
+
+    fn label(&self, job: &LossSeed) -> String {
+        job.label()
+    }
+
+    fn steps(&self, _: &LossSeed) -> usize {
+        self.cfg.steps
+    }
+
+    fn run_job(&self, job: &LossSeed, ctx: &Context, progress: &Progress) -> std::result::Result<JobResult, FitError> {
+        run_job(&self.cfg, ctx, job, progress)
+    }
+
+    fn metrics_header(&self) -> Vec<&'static str> {
+        vec!["loss", "seed", "step", "train_loss", "test_dice", "test_iou"]
+    }
+
+    fn metrics_rows(&self, job: &LossSeed, r: &JobResult, csv: &mut Csv) {
+        for &(step, l, d, j) in &r.rows {
+            csv.push(&[
+                Cell::Str(&job.loss),
+                Cell::Int(job.seed),
+                Cell::Int(step),
+                Cell::Num(l),
+                Cell::Num(d),
+                Cell::Num(j),
+            ]);
         }
     }
+
+    fn weights<'a>(&self, done: &'a JobResult) -> &'a [(String, Tensor)] {
+        &done.weights
+    }
+
+    fn summarise(&self, runs: &Runs<'_, Self>, ctx: &Context) -> anyhow::Result<Summary> {
+        summarise(&self.cfg, runs, ctx)
+    }
+}
+
+fn summarise(cfg: &SegmentationConfig, runs: &Runs<'_, Segmentation>, ctx: &Context) -> anyhow::Result<Summary> {
     let mut losses_json = Map::new();
     let mut table = TextTable::new(
         &format!(
@@ -359,12 +373,7 @@ pub fn run(cfg: &SegmentationConfig, ctx: &Context) -> anyhow::Result<Output> {
     let mut curves_dice = Vec::new();
     let mut finals = Vec::new();
     for name in &cfg.losses {
-        let rs: Vec<&JobResult> = jobs
-            .iter()
-            .zip(&results)
-            .filter(|(j, _)| &j.loss == name)
-            .filter_map(|(_, r)| r.as_ref().ok())
-            .collect();
+        let rs: Vec<&JobResult> = runs.done_where(|j| &j.loss == name);
         let last = |k: usize| -> Vec<f64> {
             rs.iter()
                 .filter_map(|r| r.rows.last())
@@ -377,20 +386,8 @@ pub fn run(cfg: &SegmentationConfig, ctx: &Context) -> anyhow::Result<Output> {
         finals.push((name.clone(), d, j));
         bars[0].values.push((d.mean, d.std));
         bars[1].values.push((j.mean, j.std));
-        let curve = |col: fn(&(usize, f64, f64, f64)) -> f64| -> Vec<(f64, f64)> {
-            let Some(first) = rs.first() else {
-                return Vec::new();
-            };
-            first
-                .rows
-                .iter()
-                .enumerate()
-                .map(|(i, r)| {
-                    let v: Vec<f64> = rs.iter().filter_map(|x| x.rows.get(i)).map(col).collect();
-                    (r.0 as f64, v.iter().sum::<f64>() / v.len() as f64)
-                })
-                .collect()
-        };
+        let logged: Vec<&[(usize, f64, f64, f64)]> = rs.iter().map(|r| r.rows.as_slice()).collect();
+        let curve = |col: fn(&(usize, f64, f64, f64)) -> f64| mean_curve(&logged, |r| r.0, col);
         curves_loss.push(Series {
             name: name.clone(),
             points: curve(|r| r.1),
@@ -462,7 +459,7 @@ pub fn run(cfg: &SegmentationConfig, ctx: &Context) -> anyhow::Result<Output> {
             ));
         }
     }
-    notes.extend(failures.iter().map(|f| format!("Run {} stopped: {}", f.run, f.message)));
+    notes.extend(runs.failure_notes());
     let section = Section {
         name: "segmentation".into(),
         question: "When the objects are small (a few percent of the pixels), do the overlap losses (Dice, Tversky) \
@@ -496,12 +493,9 @@ pub fn run(cfg: &SegmentationConfig, ctx: &Context) -> anyhow::Result<Output> {
         "fit": fit_config(cfg, 0),
         "dtype": "f32",
     });
-    Ok(Output {
+    Ok(Summary {
         summary: json!({ "losses": losses_json }),
         config,
-        metrics: csv,
         section,
-        weights,
-        failures,
     })
 }

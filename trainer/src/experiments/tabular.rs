@@ -13,7 +13,7 @@
 //! multi-class accuracy and balanced accuracy (argmax); mean and sample std over folds.
 
 use super::imbalanced::{self, AlphaBalancedBce, BINARY_METRICS, MULTI_METRICS};
-use super::{mean_curve, pm, verdict, Context, Failure, Output};
+use super::{mean_curve, pm, verdict, Context, Experiment, Runs, Summary};
 use crate::data::csv::{self as table_csv, Loaded, Task};
 use crate::data::fold::{fold_tensors, Targets};
 use crate::data::{self, folds};
@@ -303,7 +303,8 @@ pub fn default_fit() -> FitConfig {
     }
 }
 
-struct JobResult {
+/// What one run gives.
+pub struct JobResult {
     rows: Vec<LogRow>,
     last: Vec<f64>,
     stopped_at: Option<usize>,
@@ -326,15 +327,10 @@ fn evaluate(out: &Tensor, y_test: &[f64], labels: &[usize], task: Task) -> Resul
     }
 }
 
-fn run_job(
-    t: &Tabular,
-    ctx: &Context,
-    loss: &LossSpec,
-    fold: usize,
-    progress: &Progress,
-) -> std::result::Result<JobResult, FitError> {
+fn run_job(t: &Tabular, ctx: &Context, job: &Job, progress: &Progress) -> std::result::Result<JobResult, FitError> {
     let cfg = &t.cfg;
-    let label = format!("{}/fold{fold}", loss.label);
+    let (loss, fold) = (&cfg.losses[job.loss], job.fold);
+    let label = t.label(job);
     let wrap = |source| FitError::Tensor {
         run: label.clone(),
         source,
@@ -411,45 +407,68 @@ fn run_job(
     })
 }
 
-/// Runs every loss on every fold.
-///
-/// # Errors
-/// A figure that cannot be drawn; single runs that fail are recorded in [`Output::failures`].
-pub fn run(t: &Tabular, ctx: &Context) -> anyhow::Result<Output> {
-    let cfg = &t.cfg;
-    let jobs: Vec<(&LossSpec, usize)> = cfg
-        .losses
-        .iter()
-        .flat_map(|l| (0..cfg.folds).map(move |k| (l, k)))
-        .collect();
-    let progress = Progress::new("tabular", (jobs.len() * cfg.fit.steps) as u64, ctx.progress);
-    let results = crate::parallel::map(&jobs, |(l, k)| run_job(t, ctx, l, *k, &progress));
-    progress.finish();
+/// One run: a loss (index into the config's losses) on a fold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Job {
+    /// Index of the loss in [`TabularConfig::losses`].
+    pub loss: usize,
+    /// The test fold.
+    pub fold: usize,
+}
 
-    let metric_names = task_metrics(cfg.task);
-    let mut header = vec!["loss", "fold", "step", "train_loss"];
-    header.extend(metric_names);
-    let mut csv = Csv::new(&header);
-    let mut failures = Vec::new();
-    let mut weights = Vec::new();
-    for ((loss, fold), r) in jobs.iter().zip(&results) {
-        match r {
-            Ok(r) => {
-                for (step, l, m) in &r.rows {
-                    let mut cells = vec![
-                        Cell::Str(&loss.label),
-                        Cell::Int(*fold),
-                        Cell::Int(*step),
-                        Cell::Num(*l),
-                    ];
-                    cells.extend(m.iter().map(|&v| Cell::Num(v)));
-                    csv.push(&cells);
-                }
-                weights.extend(r.weights.iter().cloned());
-            }
-            Err(e) => failures.push(Failure::from_fit("tabular", &format!("{}/fold{fold}", loss.label), e)),
+impl Experiment for Tabular {
+    type Job = Job;
+    type Done = JobResult;
+
+    fn name(&self) -> &'static str {
+        "tabular"
+    }
+
+    fn jobs(&self) -> Vec<Job> {
+        (0..self.cfg.losses.len())
+            .flat_map(|loss| (0..self.cfg.folds).map(move |fold| Job { loss, fold }))
+            .collect()
+    }
+
+    fn label(&self, job: &Job) -> String {
+        format!("{}/fold{}", self.cfg.losses[job.loss].label, job.fold)
+    }
+
+    fn steps(&self, _: &Job) -> usize {
+        self.cfg.fit.steps
+    }
+
+    fn run_job(&self, job: &Job, ctx: &Context, progress: &Progress) -> std::result::Result<JobResult, FitError> {
+        run_job(self, ctx, job, progress)
+    }
+
+    fn metrics_header(&self) -> Vec<&'static str> {
+        let mut header = vec!["loss", "fold", "step", "train_loss"];
+        header.extend(task_metrics(self.cfg.task));
+        header
+    }
+
+    fn metrics_rows(&self, job: &Job, r: &JobResult, csv: &mut Csv) {
+        let label = &self.cfg.losses[job.loss].label;
+        for (step, l, m) in &r.rows {
+            let mut cells = vec![Cell::Str(label), Cell::Int(job.fold), Cell::Int(*step), Cell::Num(*l)];
+            cells.extend(m.iter().map(|&v| Cell::Num(v)));
+            csv.push(&cells);
         }
     }
+
+    fn weights<'a>(&self, done: &'a JobResult) -> &'a [(String, Tensor)] {
+        &done.weights
+    }
+
+    fn summarise(&self, runs: &Runs<'_, Self>, _: &Context) -> anyhow::Result<Summary> {
+        summarise(self, runs)
+    }
+}
+
+fn summarise(t: &Tabular, runs: &Runs<'_, Tabular>) -> anyhow::Result<Summary> {
+    let cfg = &t.cfg;
+    let metric_names = task_metrics(cfg.task);
     let mut head = vec!["loss"];
     head.extend(metric_names);
     let file = cfg.data.display().to_string();
@@ -473,13 +492,8 @@ pub fn run(t: &Tabular, ctx: &Context) -> anyhow::Result<Output> {
         })
         .collect();
     let mut all_stats = Vec::new();
-    for loss in &cfg.losses {
-        let rs: Vec<&JobResult> = jobs
-            .iter()
-            .zip(&results)
-            .filter(|((l, _), _)| l.label == loss.label)
-            .filter_map(|(_, r)| r.as_ref().ok())
-            .collect();
+    for (i, loss) in cfg.losses.iter().enumerate() {
+        let rs = runs.done_where(|j| j.loss == i);
         let stats: Vec<MeanStd> = (0..metric_names.len())
             .map(|k| mean_std(&rs.iter().map(|r| r.last[k]).collect::<Vec<_>>()))
             .collect();
@@ -504,7 +518,7 @@ pub fn run(t: &Tabular, ctx: &Context) -> anyhow::Result<Output> {
         let rows: Vec<&[LogRow]> = rs.iter().map(|r| r.rows.as_slice()).collect();
         curves.push(Series {
             name: loss.label.clone(),
-            points: mean_curve(&rows),
+            points: mean_curve(&rows, |r| r.0, |r| r.1),
         });
         all_stats.push((loss.label.clone(), stats));
     }
@@ -559,7 +573,7 @@ pub fn run(t: &Tabular, ctx: &Context) -> anyhow::Result<Output> {
             t.data.dropped
         ));
     }
-    notes.extend(failures.iter().map(|f| format!("Run {} stopped: {}", f.run, f.message)));
+    notes.extend(runs.failure_notes());
     let section = Section {
         name: "tabular".to_string(),
         question: format!("Which loss trains the best {model} model for {} in {file}?", cfg.target),
@@ -583,13 +597,10 @@ pub fn run(t: &Tabular, ctx: &Context) -> anyhow::Result<Output> {
         },
         "dtype": "f32",
     });
-    Ok(Output {
+    Ok(Summary {
         summary,
         config,
-        metrics: csv,
         section,
-        weights,
-        failures,
     })
 }
 
