@@ -41,6 +41,8 @@ pub mod data;
 #[cfg(feature = "cli")]
 pub mod experiments;
 #[cfg(feature = "cli")]
+pub mod options;
+#[cfg(feature = "cli")]
 pub mod parallel;
 #[cfg(feature = "cli")]
 pub mod plot;

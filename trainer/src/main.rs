@@ -222,6 +222,14 @@ struct Common {
 
 #[derive(Subcommand)]
 enum Experiment {
+    /// Loss variants compared on your CSV file (k-fold, records, figures and report as the
+    /// built-in experiments).
+    Tabular {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: Box<trainer::options::TabularArgs>,
+    },
     /// Experiment 1: L1 vs L2 vs Smooth L1 vs Huber with outliers (diabetes).
     Regression {
         #[command(flatten)]
@@ -441,6 +449,7 @@ fn plan(command: Command) -> anyhow::Result<(Vec<Spec>, Common)> {
             common,
         ),
         Command::Run { experiment } => match experiment {
+            Experiment::Tabular { common, args } => (vec![Spec::Tabular(Box::new(args.prepare()?))], common),
             Experiment::Regression {
                 common,
                 losses,
@@ -595,6 +604,18 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => return usage_error(format!("{e:#}")),
     };
+    for spec in &specs {
+        if let Spec::Tabular(t) = spec {
+            if t.data.dropped > 0 {
+                eprintln!(
+                    "trainer: tabular: dropped {} of {} rows with a missing cell from {} (--drop-missing)",
+                    t.data.dropped,
+                    t.data.dropped + t.data.table.n,
+                    t.cfg.data.display()
+                );
+            }
+        }
+    }
     let opts = match options(&common) {
         Ok(o) => o,
         Err(e) => return usage_error(e),

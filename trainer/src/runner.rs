@@ -43,6 +43,8 @@ pub enum Spec {
     Segmentation(SegmentationConfig),
     /// Experiment 5.
     BoxRegressor(BoxRegressorConfig),
+    /// The user's CSV file (`trainer run tabular`), already read and checked.
+    Tabular(Box<crate::experiments::tabular::Tabular>),
 }
 
 impl Spec {
@@ -54,6 +56,7 @@ impl Spec {
             Self::Imbalanced(_) => "imbalanced",
             Self::Segmentation(_) => "segmentation",
             Self::BoxRegressor(_) => "box-regressor",
+            Self::Tabular(_) => "tabular",
         }
     }
 }
@@ -150,6 +153,7 @@ fn run_one(spec: &Spec, ctx: &Context) -> anyhow::Result<Output> {
         Spec::Imbalanced(c) => execute(&imbalanced::Imbalanced::new(c.clone())?, ctx),
         Spec::Segmentation(c) => execute(&segmentation::Segmentation::new(c.clone())?, ctx),
         Spec::BoxRegressor(c) => execute(&box_regressor::BoxRegressor::new(c.clone())?, ctx),
+        Spec::Tabular(t) => execute(t.as_ref(), ctx),
         Spec::Boxes(c) => {
             let mut c = c.clone();
             c.seed = ctx.seed;

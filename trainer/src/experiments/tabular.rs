@@ -20,7 +20,7 @@ use crate::data::{self, folds};
 use crate::fit::{fit_resumable, FitConfig, FitError, LogRow, Validation};
 use crate::metrics::{self, mean_std, MeanStd};
 use crate::models::{Init, Linear, Mlp};
-use crate::optim::{sorted_params, OptimizerConfig, Schedule};
+use crate::optim::{sorted_params, OptimizerConfig};
 use crate::plot::{self, BarSeries, Series};
 use crate::progress::Progress;
 use crate::records::{Cell, Csv};
@@ -288,18 +288,6 @@ impl Tabular {
             Task::Multiclass => self.data.classes.len(),
             _ => 1,
         }
-    }
-}
-
-/// The default training settings of `trainer run tabular`: full-batch Adam lr 0.01, 500 steps.
-pub fn default_fit() -> FitConfig {
-    FitConfig {
-        steps: 500,
-        lr: 0.01,
-        optimizer: OptimizerConfig::adam(),
-        schedule: Schedule::Constant,
-        log_every: 25,
-        ..FitConfig::default()
     }
 }
 

@@ -1,0 +1,345 @@
+//! `trainer run tabular` on CSV files written here: each task trains and gives the metrics its
+//! data allows; the red-wine data as a CSV gives the built-in imbalanced experiment's numbers;
+//! every bad file is one line on stderr, exit status 2, and nothing under --out.
+#![cfg(feature = "cli")]
+
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn trainer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args)
+        .output()
+        .expect("run trainer")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("trainer-tabular-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = trainer(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn summary(out: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
+}
+
+fn metric(s: &Value, path: &[&str]) -> f64 {
+    let mut v = s;
+    for p in path {
+        v = &v[p];
+    }
+    v.as_f64().unwrap_or_else(|| panic!("{path:?} in {s}"))
+}
+
+/// 60 rows: x1 in [−1, 1], x2 a second feature, a text column, a numeric target 3·x1 − x2 + 1,
+/// a binary label (x1 > 0: "yes") and three classes by x1's third.
+fn synthetic(dir: &Path) -> String {
+    let mut text = String::from("x1,x2,name,y,label,kind\n");
+    for i in 0..60 {
+        let x1 = f64::from(i) / 29.5 - 1.0;
+        let x2 = f64::from((i * 7) % 11) / 10.0;
+        let y = 3.0 * x1 - x2 + 1.0;
+        let label = if x1 > 0.0 { "yes" } else { "no" };
+        let kind = ["low", "mid", "high"][(i / 20) as usize];
+        writeln!(text, "{x1},{x2},row{i},{y},{label},{kind}").unwrap();
+    }
+    write(dir, "synthetic.csv", &text)
+}
+
+#[test]
+fn each_task_trains_on_a_csv_file() {
+    let dir = tmp("tasks");
+    let data = synthetic(&dir);
+    let common = ["--folds", "3", "--quiet", "--no-timings", "--data", &data];
+    // regression: an exact linear target, learnt to a small error
+    let out = dir.join("reg");
+    let mut a = vec![
+        "run",
+        "tabular",
+        "--task",
+        "regression",
+        "--target",
+        "y",
+        "--features",
+        "x1,x2",
+    ];
+    a.extend([
+        "--losses",
+        "mse_loss,huber_loss:delta=0.5",
+        "--steps",
+        "300",
+        "--lr",
+        "0.1",
+    ]);
+    a.extend(common);
+    a.extend(["--out", out.to_str().unwrap()]);
+    run_ok(&a);
+    let s = summary(&out);
+    for loss in ["mse_loss", "huber_loss:delta=0.5"] {
+        let mae = metric(&s, &["tabular", "losses", loss, "mae", "mean"]);
+        assert!(mae < 0.05, "{loss}: MAE {mae}");
+    }
+    assert_eq!(s["tabular"]["features"], serde_json::json!(["x1", "x2"]));
+    let config: Value = serde_json::from_slice(&std::fs::read(out.join("tabular/config.json")).unwrap()).unwrap();
+    assert_eq!(config["settings"]["losses"][1]["params"]["delta"], 0.5);
+    for f in ["metrics.csv", "convergence.png", "metrics.png", "weights.safetensors"] {
+        assert!(out.join("tabular").join(f).is_file(), "{f}");
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Best loss per metric"), "the report says which loss won");
+
+    // binary: "yes" (the larger label) is the positive class; separable by x1
+    let out = dir.join("bin");
+    let mut a = vec![
+        "run",
+        "tabular",
+        "--task",
+        "binary",
+        "--target",
+        "label",
+        "--features",
+        "x1",
+    ];
+    a.extend(["--steps", "100", "--lr", "0.1", "--param", "sigmoid_focal_loss.gamma=1"]);
+    a.extend(common);
+    a.extend(["--out", out.to_str().unwrap()]);
+    run_ok(&a);
+    let s = summary(&out);
+    assert_eq!(s["tabular"]["classes"], serde_json::json!(["no", "yes"]));
+    for loss in [
+        "binary_cross_entropy_with_logits",
+        "alpha_balanced_bce",
+        "sigmoid_focal_loss",
+    ] {
+        assert_eq!(
+            metric(&s, &["tabular", "losses", loss, "roc_auc", "mean"]),
+            1.0,
+            "{loss}"
+        );
+        assert_eq!(metric(&s, &["tabular", "losses", loss, "ap", "mean"]), 1.0, "{loss}");
+    }
+
+    // multiclass with the default features (x1, x2; the text column is ignored), an MLP
+    let out = dir.join("multi");
+    let mut a = vec![
+        "run",
+        "tabular",
+        "--task",
+        "multiclass",
+        "--target",
+        "kind",
+        "--model",
+        "mlp",
+    ];
+    a.extend(["--hidden", "8", "--steps", "300", "--lr", "0.05"]);
+    a.extend(common);
+    a.extend(["--out", out.to_str().unwrap()]);
+    run_ok(&a);
+    let s = summary(&out);
+    assert_eq!(s["tabular"]["classes"], serde_json::json!(["high", "low", "mid"]));
+    assert_eq!(s["tabular"]["features"], serde_json::json!(["x1", "x2", "y"]));
+    let acc = metric(&s, &["tabular", "losses", "cross_entropy", "accuracy", "mean"]);
+    assert!(acc > 0.9, "accuracy {acc}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn red_wine_as_a_csv_gives_the_imbalanced_experiments_numbers() {
+    let dir = tmp("wine");
+    let t = trainer::data::winequality::load();
+    let mut text = (0..t.d).map(|j| format!("f{j}")).collect::<Vec<_>>().join(",") + ",good\n";
+    for r in 0..t.n {
+        for v in &t.x[r * t.d..(r + 1) * t.d] {
+            write!(text, "{v},").unwrap();
+        }
+        writeln!(text, "{}", u8::from(t.y[r] >= 7.0)).unwrap();
+    }
+    let data = write(&dir, "wine.csv", &text);
+    let (a, b) = (dir.join("tabular"), dir.join("imbalanced"));
+    run_ok(&[
+        "run",
+        "tabular",
+        "--data",
+        &data,
+        "--target",
+        "good",
+        "--task",
+        "binary",
+        "--losses",
+        "binary_cross_entropy_with_logits,sigmoid_focal_loss:alpha=-1",
+        "--steps",
+        "40",
+        "--quiet",
+        "--no-timings",
+        "--out",
+        a.to_str().unwrap(),
+    ]);
+    run_ok(&[
+        "run",
+        "imbalanced",
+        "--tasks",
+        "good",
+        "--losses",
+        "ce,focal_g2",
+        "--steps",
+        "40",
+        "--quiet",
+        "--no-timings",
+        "--out",
+        b.to_str().unwrap(),
+    ]);
+    let (sa, sb) = (summary(&a), summary(&b));
+    for (ours, theirs) in [
+        ("binary_cross_entropy_with_logits", "ce"),
+        ("sigmoid_focal_loss:alpha=-1", "focal_g2"),
+    ] {
+        for m in ["ap", "roc_auc", "recall", "precision", "f1", "balanced_accuracy"] {
+            for part in ["mean", "std"] {
+                let x = metric(&sa, &["tabular", "losses", ours, m, part]);
+                let y = metric(&sb, &["imbalanced", "tasks", "good", "linear", theirs, m, part]);
+                assert_eq!(x.to_bits(), y.to_bits(), "{ours} {m} {part}: {x} vs {y}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One line on stderr naming `needles`, exit status 2, nothing under --out.
+fn assert_bad(data: &str, extra: &[&str], needles: &[&str]) {
+    let out = PathBuf::from(format!("{data}.out"));
+    let mut args = vec![
+        "run",
+        "tabular",
+        "--data",
+        data,
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    args.extend(extra);
+    let o = trainer(&args);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr:?}");
+    for n in needles {
+        assert!(stderr.contains(n), "{stderr:?} lacks {n:?}");
+    }
+    assert!(!out.exists(), "{} was created", out.display());
+}
+
+#[test]
+fn every_bad_file_is_one_line_exit_2_and_nothing_written() {
+    let dir = tmp("bad");
+    let bin = ["--task", "binary", "--target", "t"];
+    let good_rows = "1,0\n2,1\n3,0\n4,1\n5,0\n6,1\n";
+    let f = write(&dir, "missing-col.csv", &format!("a,t\n{good_rows}"));
+    assert_bad(
+        &f,
+        &["--task", "binary", "--target", "nope"],
+        &["missing-col.csv", "no column \"nope\""],
+    );
+    assert_bad(
+        &f,
+        &["--task", "binary", "--target", "t", "--features", "a,b"],
+        &["no column \"b\""],
+    );
+    let f = write(&dir, "dup.csv", &format!("a,a,t\n{}", good_rows.replace(',', ",0,")));
+    assert_bad(&f, &bin, &["dup.csv", "line 1", "column \"a\" appears twice"]);
+    let f = write(&dir, "text.csv", "a,t\n1,0\n2,1\nabc,0\n4,1\n");
+    assert_bad(
+        &f,
+        &["--task", "binary", "--target", "t", "--features", "a"],
+        &["text.csv", "row 3 (line 4)", "column \"a\"", "\"abc\" is not a number"],
+    );
+    let f = write(&dir, "empty.csv", "");
+    assert_bad(&f, &bin, &["empty.csv", "empty file"]);
+    let f = write(&dir, "header-only.csv", "a,t\n");
+    assert_bad(&f, &bin, &["header-only.csv", "no data rows"]);
+    let f = write(&dir, "one-class.csv", "a,t\n1,0\n2,0\n3,0\n");
+    assert_bad(&f, &bin, &["one-class.csv", "column \"t\"", "one class"]);
+    let f = write(&dir, "small-class.csv", "a,t\n1,0\n2,1\n3,0\n4,0\n5,0\n6,0\n");
+    assert_bad(
+        &f,
+        &bin,
+        &["small-class.csv", "column \"t\"", "class \"1\" has 1 row(s)", "5 folds"],
+    );
+    let f = write(&dir, "nan.csv", &format!("a,t\n{good_rows}NaN,1\n7,0\n,1\n"));
+    assert_bad(
+        &f,
+        &bin,
+        &[
+            "nan.csv",
+            "row 7 (line 8)",
+            "column \"a\"",
+            "missing value",
+            "--drop-missing",
+        ],
+    );
+    let f = write(&dir, "ragged.csv", "a,t\n1,0\n2\n");
+    assert_bad(&f, &bin, &["ragged.csv", "row 2 (line 3)", "1 cells"]);
+    // a bad loss parameter is refused before anything is written, naming it
+    let f = write(&dir, "ok.csv", &format!("a,t\n{good_rows}{good_rows}"));
+    assert_bad(
+        &f,
+        &[
+            "--task",
+            "binary",
+            "--target",
+            "t",
+            "--folds",
+            "2",
+            "--losses",
+            "sigmoid_focal_loss:gamm=2",
+        ],
+        &["gamm"],
+    );
+    assert_bad(
+        &f,
+        &["--task", "binary", "--target", "t", "--losses", "mse_loss"],
+        &["unknown loss 'mse_loss'"],
+    );
+    // --drop-missing drops the rows and says how many
+    let f = write(&dir, "drop.csv", &format!("a,t\n{good_rows}{good_rows}NaN,1\n7,NA\n"));
+    let out = dir.join("drop-out");
+    let stderr = run_ok(&[
+        "run",
+        "tabular",
+        "--data",
+        &f,
+        "--task",
+        "binary",
+        "--target",
+        "t",
+        "--folds",
+        "2",
+        "--drop-missing",
+        "--steps",
+        "5",
+        "--quiet",
+        "--no-timings",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("dropped 2 of 14 rows"), "{stderr}");
+    assert_eq!(summary(&out)["tabular"]["dropped_rows"], 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
