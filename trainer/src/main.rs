@@ -12,7 +12,7 @@ use trainer::experiments::box_regressor::BoxRegressorConfig;
 use trainer::experiments::boxes::{BoxesConfig, GradMode, Scale};
 use trainer::experiments::imbalanced::ImbalancedConfig;
 use trainer::experiments::regression::RegressionConfig;
-use trainer::experiments::segmentation::SegmentationConfig;
+use trainer::experiments::segmentation::{ImageFiles, SegmentationConfig};
 use trainer::experiments::{self, Context};
 use trainer::progress::ProgressMode;
 use trainer::runner::{self, RunOptions, Spec};
@@ -292,6 +292,21 @@ enum Experiment {
         /// Override the number of training steps.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         steps: Option<u64>,
+        /// Your PNG images (grey or colour) instead of the synthetic shapes; needs --masks.
+        #[arg(long, value_name = "DIR", requires = "masks")]
+        images: Option<PathBuf>,
+        /// Your PNG masks, one per image with the same file name (0/255 or class indices).
+        #[arg(long, value_name = "DIR", requires = "images")]
+        masks: Option<PathBuf>,
+        /// With --images: the share of the pairs held out for the metrics (drawn per seed).
+        #[arg(long, default_value_t = 0.25)]
+        holdout: f64,
+        /// With --images: the number of classes of the masks (2: background and object).
+        #[arg(long, default_value_t = 2)]
+        classes: usize,
+        /// Number of seeds (each its split, initial weights and batch order).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        seeds: Option<u64>,
     },
     /// Experiment 5: a small conv net regressing the largest object's box, one run per box loss.
     #[command(name = "box-regressor")]
@@ -505,11 +520,29 @@ fn plan(command: Command) -> anyhow::Result<(Vec<Spec>, Common)> {
                 common,
                 losses,
                 steps: s,
+                images,
+                masks,
+                holdout,
+                classes,
+                seeds,
             } => {
                 let mut cfg = SegmentationConfig::with_losses(losses.as_deref())?;
                 if let Some(s) = steps(s) {
                     cfg.steps = s;
                 }
+                if let Some(n) = seeds {
+                    cfg.seeds = n as usize;
+                }
+                if let (Some(i), Some(m)) = (images, masks) {
+                    let files = ImageFiles::load(&i, &m, classes, holdout)?;
+                    if classes > 2 && losses.is_none() {
+                        cfg.losses.retain(|l| l != "lovasz_hinge");
+                    }
+                    cfg.test_images = files.held_out();
+                    cfg.train_images = files.pairs - cfg.test_images;
+                    cfg.files = Some(files);
+                }
+                trainer::experiments::segmentation::Segmentation::new(cfg.clone())?;
                 (vec![Spec::Segmentation(cfg)], common)
             }
             Experiment::BoxRegressor {

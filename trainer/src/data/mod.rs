@@ -6,6 +6,7 @@ pub mod csv;
 pub mod diabetes;
 pub mod fold;
 pub mod folds;
+pub mod images;
 pub mod shapes;
 pub mod winequality;
 

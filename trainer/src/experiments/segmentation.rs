@@ -15,6 +15,7 @@
 //! images and initial weights, shared by every loss).
 
 use super::{mean_curve, pm, select_losses, Context, Experiment, LossSeed, Runs, Summary};
+use crate::data::images::ImageSet;
 use crate::data::shapes::{self, Shapes, ShapesConfig};
 use crate::fit::{fit_resumable, FitConfig, FitError};
 use crate::metrics::{self, mean_std};
@@ -72,6 +73,86 @@ pub struct SegmentationConfig {
     pub channels: usize,
     /// Log and evaluate every this many steps (10).
     pub log_every: usize,
+    /// The user's images and masks instead of the synthetic shapes (`--images`, `--masks`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<ImageFiles>,
+}
+
+/// The user's PNG images and masks ([`crate::data::images`]), with the share held out.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageFiles {
+    /// The image folder.
+    pub images: std::path::PathBuf,
+    /// The mask folder.
+    pub masks: std::path::PathBuf,
+    /// Share of the pairs held out for the metrics, drawn per seed.
+    pub holdout: f64,
+    /// Number of pairs.
+    pub pairs: usize,
+    /// Channels, height and width after the crop.
+    pub shape: [usize; 3],
+    /// Classes of the masks.
+    pub classes: usize,
+    /// The pixels and masks.
+    #[serde(skip)]
+    pub set: std::sync::Arc<ImageSet>,
+}
+
+impl ImageFiles {
+    /// Reads the pairs ([`crate::data::images::load`]) and checks `holdout` in (0, 1).
+    ///
+    /// # Errors
+    /// A bad file (one line naming it) or a bad share.
+    pub fn load(
+        images: &std::path::Path,
+        masks: &std::path::Path,
+        classes: usize,
+        holdout: f64,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            holdout > 0.0 && holdout < 1.0,
+            "--holdout must be a share in (0, 1), got {holdout}"
+        );
+        let set = crate::data::images::load(images, masks, classes)?;
+        Ok(Self {
+            images: images.to_path_buf(),
+            masks: masks.to_path_buf(),
+            holdout,
+            pairs: set.len(),
+            shape: [set.channels, set.height, set.width],
+            classes: set.classes,
+            set: std::sync::Arc::new(set),
+        })
+    }
+
+    /// The held-out and training pairs of seed `seed_name`: a seeded permutation's first
+    /// `round(holdout · n)` pairs (at least 1, at most n − 1) are held out; both in name order.
+    /// Number of pairs held out per seed: `round(holdout · n)`, at least 1, at most n − 1.
+    pub fn held_out(&self) -> usize {
+        let n = self.set.len();
+        ((self.holdout * n as f64).round() as usize).clamp(1, n.max(2) - 1)
+    }
+
+    fn split(&self, seed: u64, seed_name: &str) -> (Batch, Batch) {
+        let n = self.set.len();
+        let k = self.held_out();
+        let perm = rng::permutation(&mut rng::stream(seed, &["segmentation", seed_name, "split"]), n);
+        let (mut test, mut train) = (perm[..k].to_vec(), perm[k..].to_vec());
+        test.sort_unstable();
+        train.sort_unstable();
+        let batch = |rows: &[usize]| {
+            let (pixels, masks) = self.set.select(rows);
+            Batch {
+                n: rows.len(),
+                channels: self.set.channels,
+                height: self.set.height,
+                width: self.set.width,
+                pixels,
+                masks,
+            }
+        };
+        (batch(&train), batch(&test))
+    }
 }
 
 impl Default for SegmentationConfig {
@@ -87,11 +168,17 @@ impl Default for SegmentationConfig {
             lr: 0.02,
             channels: 8,
             log_every: 20,
+            files: None,
         }
     }
 }
 
 impl SegmentationConfig {
+    /// Classes of the masks: 2 (background, object) unless the user's masks have more.
+    pub fn classes(&self) -> usize {
+        self.files.as_ref().map_or(2, |f| f.classes)
+    }
+
     /// The default settings with `losses` checked against [`LOSSES`] (`None`: all).
     ///
     /// # Errors
@@ -163,7 +250,7 @@ impl Loss for SegLoss {
     }
 }
 
-/// The net: conv 1→c, ReLU, conv c→c, ReLU, conv c→2 (3 × 3, same padding).
+/// The net: conv channels→c, ReLU, conv c→c, ReLU, conv c→classes (3 × 3, same padding).
 struct Net {
     c1: Conv2d,
     c2: Conv2d,
@@ -171,11 +258,16 @@ struct Net {
 }
 
 impl Net {
-    fn new(varmap: &VarMap, c: usize, rng: &mut rand_chacha::ChaCha8Rng, device: &Device) -> Result<Self> {
+    fn new(
+        varmap: &VarMap,
+        [channels, c, classes]: [usize; 3],
+        rng: &mut rand_chacha::ChaCha8Rng,
+        device: &Device,
+    ) -> Result<Self> {
         Ok(Self {
-            c1: Conv2d::new(varmap, "conv1", 1, c, 3, rng, DType::F32, device)?,
+            c1: Conv2d::new(varmap, "conv1", channels, c, 3, rng, DType::F32, device)?,
             c2: Conv2d::new(varmap, "conv2", c, c, 3, rng, DType::F32, device)?,
-            c3: Conv2d::new(varmap, "conv3", c, 2, 3, rng, DType::F32, device)?,
+            c3: Conv2d::new(varmap, "conv3", c, classes, 3, rng, DType::F32, device)?,
         })
     }
 }
@@ -188,25 +280,60 @@ impl Module for Net {
     }
 }
 
-/// Foreground Dice and IoU of the arg-max of `logits` `[N, 2, H, W]`, per image, averaged.
+/// Foreground Dice and IoU of the arg-max of `logits` `[N, C, H, W]`, per image (with more
+/// than two classes, the mean over the foreground classes 1..C), averaged over images.
 fn evaluate(logits: &Tensor, masks: &[u8]) -> Result<(f64, f64)> {
     let pred: Vec<u32> = logits.argmax(1)?.flatten_all()?.to_vec1::<u32>()?;
-    let n = logits.dim(0)?;
+    let (n, classes) = (logits.dim(0)?, logits.dim(1)?);
     let per = pred.len() / n.max(1);
     let (mut d, mut j) = (0.0, 0.0);
     for i in 0..n {
-        let p: Vec<bool> = pred[i * per..(i + 1) * per].iter().map(|&c| c == 1).collect();
-        let g: Vec<bool> = masks[i * per..(i + 1) * per].iter().map(|&c| c == 1).collect();
-        d += metrics::dice(&p, &g);
-        j += metrics::iou(&p, &g);
+        let (mut di, mut ji) = (0.0, 0.0);
+        for k in 1..classes {
+            let p: Vec<bool> = pred[i * per..(i + 1) * per].iter().map(|&c| c as usize == k).collect();
+            let g: Vec<bool> = masks[i * per..(i + 1) * per].iter().map(|&c| c as usize == k).collect();
+            di += metrics::dice(&p, &g);
+            ji += metrics::iou(&p, &g);
+        }
+        let fg = (classes - 1) as f64;
+        d += di / fg;
+        j += ji / fg;
     }
     Ok((d / n as f64, j / n as f64))
 }
 
-fn images(s: &Shapes, device: &Device) -> Result<(Tensor, Tensor)> {
-    let x = crate::data::tensor(s.images.clone(), &[s.n, 1, s.size, s.size], DType::F32, device)?;
+/// Images `[n, channels, height, width]` (pixel values) and their masks (class indices).
+struct Batch {
+    n: usize,
+    channels: usize,
+    height: usize,
+    width: usize,
+    pixels: Vec<f64>,
+    masks: Vec<u8>,
+}
+
+impl From<Shapes> for Batch {
+    fn from(s: Shapes) -> Self {
+        Self {
+            n: s.n,
+            channels: 1,
+            height: s.size,
+            width: s.size,
+            pixels: s.images,
+            masks: s.masks,
+        }
+    }
+}
+
+fn images(s: &Batch, device: &Device) -> Result<(Tensor, Tensor)> {
+    let x = crate::data::tensor(
+        s.pixels.clone(),
+        &[s.n, s.channels, s.height, s.width],
+        DType::F32,
+        device,
+    )?;
     let y: Vec<u32> = s.masks.iter().map(|&m| u32::from(m)).collect();
-    let y = Tensor::from_vec(y, (s.n, s.size, s.size), &Device::Cpu)?.to_device(device)?;
+    let y = Tensor::from_vec(y, (s.n, s.height, s.width), &Device::Cpu)?.to_device(device)?;
     Ok((x, y))
 }
 
@@ -243,14 +370,23 @@ fn run_job(
         source,
     };
     let seed_name = format!("seed{}", job.seed);
-    let mut data_rng = rng::stream(ctx.seed, &["segmentation", &seed_name, "data"]);
-    let train = shapes::generate(&mut data_rng, cfg.train_images, &cfg.shapes);
-    let test = shapes::generate(&mut data_rng, cfg.test_images, &cfg.shapes);
+    let (train, test): (Batch, Batch) = match &cfg.files {
+        None => {
+            let mut data_rng = rng::stream(ctx.seed, &["segmentation", &seed_name, "data"]);
+            let train = shapes::generate(&mut data_rng, cfg.train_images, &cfg.shapes);
+            (
+                train.into(),
+                shapes::generate(&mut data_rng, cfg.test_images, &cfg.shapes).into(),
+            )
+        }
+        Some(f) => f.split(ctx.seed, &seed_name),
+    };
     let (x, y) = images(&train, &ctx.device).map_err(wrap)?;
     let (x_test, _) = images(&test, &ctx.device).map_err(wrap)?;
     let varmap = VarMap::new();
     let mut init_rng = rng::stream(ctx.seed, &["segmentation", &seed_name, "init"]);
-    let net = Net::new(&varmap, cfg.channels, &mut init_rng, &ctx.device).map_err(wrap)?;
+    let shape = [train.channels, cfg.channels, cfg.classes()];
+    let net = Net::new(&varmap, shape, &mut init_rng, &ctx.device).map_err(wrap)?;
     let loss = SegLoss { name: job.loss.clone() };
     let batch_seed = rng::derive_seed(ctx.seed, &["segmentation", &seed_name, "batches"]);
     let mut on_log = |_: usize, _: f64| -> Result<Vec<f64>> {
@@ -295,7 +431,15 @@ impl Segmentation {
     /// Bad settings.
     pub fn new(cfg: SegmentationConfig) -> anyhow::Result<Self> {
         anyhow::ensure!(cfg.seeds >= 1, "segmentation: seeds must be >= 1");
-        anyhow::ensure!(cfg.shapes.size >= 12, "segmentation: image size must be >= 12");
+        anyhow::ensure!(
+            cfg.files.is_some() || cfg.shapes.size >= 12,
+            "segmentation: image size must be >= 12"
+        );
+        anyhow::ensure!(
+            cfg.classes() == 2 || !cfg.losses.iter().any(|l| l == "lovasz_hinge"),
+            "segmentation: lovasz_hinge is a binary loss and the masks have {} classes (leave it out of --losses)",
+            cfg.classes()
+        );
         Ok(Self { cfg })
     }
 }
@@ -426,13 +570,30 @@ fn summarise(cfg: &SegmentationConfig, runs: &Runs<'_, Segmentation>, ctx: &Cont
             png: plot::bar_chart("segmentation: final metrics", "value", &cfg.losses, &bars)?,
         },
     ];
-    let mut probe = rng::stream(ctx.seed, &["segmentation", "seed0", "data"]);
-    let fg = shapes::generate(&mut probe, cfg.train_images, &cfg.shapes).foreground_fraction();
-    let mut notes = vec![format!(
-        "Object pixels: {:.1} % of the training images of seed 0. Dice, dice_ce, tversky, soft_cldice and hausdorff_dt leave the \
-         background channel out of the overlap term (MONAI include_background=False).",
-        100.0 * fg
-    )];
+    let (fg, of) = match &cfg.files {
+        None => {
+            let mut probe = rng::stream(ctx.seed, &["segmentation", "seed0", "data"]);
+            let fg = shapes::generate(&mut probe, cfg.train_images, &cfg.shapes).foreground_fraction();
+            (fg, "the training images of seed 0")
+        }
+        Some(f) => {
+            let m = &f.set.masks;
+            (
+                m.iter().filter(|&&c| c != 0).count() as f64 / m.len().max(1) as f64,
+                "all masks",
+            )
+        }
+    };
+    let stats: Vec<(String, Vec<crate::metrics::MeanStd>)> =
+        finals.iter().map(|(n, d, j)| (n.clone(), vec![*d, *j])).collect();
+    let mut notes = vec![
+        super::verdict(&["Dice", "IoU"], &stats),
+        format!(
+            "Object pixels: {:.1} % of {of}. Dice, dice_ce, tversky, soft_cldice and hausdorff_dt leave the \
+             background channel out of the overlap term (MONAI include_background=False).",
+            100.0 * fg
+        ),
+    ];
     if cfg.losses.iter().any(|l| EXTRAS.contains(&l.as_str())) {
         notes.push(
             "The three boundary/topology losses are used alone here, which is not how they are meant to be used: \
@@ -460,27 +621,39 @@ fn summarise(cfg: &SegmentationConfig, runs: &Runs<'_, Segmentation>, ctx: &Cont
         }
     }
     notes.extend(runs.failure_notes());
+    let setup = match &cfg.files {
+        None => synthetic_setup(cfg),
+        Some(f) => format!(
+            "{} image/mask pairs from {} and {} ({} channel(s), cropped about the centre to {}×{} pixels, {} classes); \
+             per seed {:.0} % of the pairs held out (seeded); conv net {}→{c}→{c}→{} (3×3, ReLU); Adam lr {}, batches \
+             of {}, {} steps; {} seeds; the losses' settings as in the built-in experiment.",
+            f.pairs,
+            f.images.display(),
+            f.masks.display(),
+            f.shape[0],
+            f.shape[2],
+            f.shape[1],
+            f.classes,
+            100.0 * f.holdout,
+            f.shape[0],
+            f.classes,
+            cfg.lr,
+            cfg.batch_size,
+            cfg.steps,
+            cfg.seeds,
+            c = cfg.channels,
+        ),
+    };
     let section = Section {
         name: "segmentation".into(),
-        question: "When the objects are small (a few percent of the pixels), do the overlap losses (Dice, Tversky) \
-                   segment them better than per-pixel cross-entropy or focal loss?"
-            .into(),
-        setup: format!(
-            "{n} training and {t} held-out {s}×{s} images per seed with 1–{m} discs or rectangles, noise σ = {noise}; \
-             conv net 1→{c}→{c}→2 (3×3, ReLU); Adam lr {lr}, batches of {b}, {steps} steps; {seeds} seeds \
-             (images and initial weights per seed, shared by all losses); tversky α = 0.3, β = 0.7; focal γ = 2; soft_cldice iter 3, \
-             smooth 1; hausdorff_dt α = 2; lovasz_hinge on the logit margin.",
-            n = cfg.train_images,
-            t = cfg.test_images,
-            s = cfg.shapes.size,
-            m = cfg.shapes.max_objects,
-            noise = cfg.shapes.noise,
-            c = cfg.channels,
-            lr = cfg.lr,
-            b = cfg.batch_size,
-            steps = cfg.steps,
-            seeds = cfg.seeds
-        ),
+        question: if cfg.files.is_some() {
+            "Which loss segments these images best (foreground Dice and IoU on held-out images)?".into()
+        } else {
+            "When the objects are small (a few percent of the pixels), do the overlap losses (Dice, Tversky) \
+             segment them better than per-pixel cross-entropy or focal loss?"
+                .into()
+        },
+        setup,
         tables: vec![table],
         notes,
         figures,
@@ -498,4 +671,23 @@ fn summarise(cfg: &SegmentationConfig, runs: &Runs<'_, Segmentation>, ctx: &Cont
         config,
         section,
     })
+}
+
+fn synthetic_setup(cfg: &SegmentationConfig) -> String {
+    format!(
+            "{n} training and {t} held-out {s}×{s} images per seed with 1–{m} discs or rectangles, noise σ = {noise}; \
+             conv net 1→{c}→{c}→2 (3×3, ReLU); Adam lr {lr}, batches of {b}, {steps} steps; {seeds} seeds \
+             (images and initial weights per seed, shared by all losses); tversky α = 0.3, β = 0.7; focal γ = 2; soft_cldice iter 3, \
+             smooth 1; hausdorff_dt α = 2; lovasz_hinge on the logit margin.",
+            n = cfg.train_images,
+            t = cfg.test_images,
+            s = cfg.shapes.size,
+            m = cfg.shapes.max_objects,
+            noise = cfg.shapes.noise,
+            c = cfg.channels,
+            lr = cfg.lr,
+            b = cfg.batch_size,
+            steps = cfg.steps,
+            seeds = cfg.seeds
+    )
 }
