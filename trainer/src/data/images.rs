@@ -122,7 +122,7 @@ fn pngs(dir: &Path, what: &str) -> Result<Vec<String>> {
 /// file that is not a PNG, a mask in colour or of another size than its image, a mask value
 /// out of range, fewer than two pairs; one line naming the file.
 pub fn load(images: &Path, masks: &Path, classes: usize) -> Result<ImageSet> {
-    if classes < 2 || classes > 255 {
+    if !(2..=255).contains(&classes) {
         bail!("--classes must be in 2..=255, got {classes}");
     }
     let names = pngs(images, "--images")?;
