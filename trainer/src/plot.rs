@@ -228,12 +228,41 @@ pub fn line_chart(
     })
 }
 
+/// The range of a metric that has one: 0 to 1 for AP (also AP50, AP75, AP@[.5:.95]), ROC-AUC,
+/// recall, precision, F1, accuracy, balanced accuracy, Dice, IoU and mean IoU (by name, any
+/// case); `None` for the others.
+pub fn metric_range(name: &str) -> Option<(f64, f64)> {
+    const BOUNDED: [&str; 9] = [
+        "ap",
+        "roc_auc",
+        "recall",
+        "precision",
+        "f1",
+        "accuracy",
+        "balanced_accuracy",
+        "dice",
+        "iou",
+    ];
+    let name = name.to_ascii_lowercase();
+    (BOUNDED.contains(&name.as_str()) || name.starts_with("ap") || name == "mean iou").then_some((0.0, 1.0))
+}
+
 /// A grouped bar chart as a PNG (900 × 540): one group per category, one bar per series, with
 /// ± std error bars.
+///
+/// When every series is a metric with a range ([`metric_range`]), the y axis is that range and
+/// the error bars are clipped to it (the legend then sits right of the plot); otherwise the axis
+/// fits the bars and error bars, with headroom for the legend.
 ///
 /// # Errors
 /// A drawing or encoding error.
 pub fn bar_chart(title: &str, y_label: &str, categories: &[String], series: &[BarSeries]) -> anyhow::Result<Vec<u8>> {
+    let range = series
+        .iter()
+        .map(|s| metric_range(&s.name))
+        .reduce(|a, b| if a == b { a } else { None })
+        .flatten();
+    let clip = |v: f64| range.map_or(v, |(lo, hi)| v.clamp(lo, hi));
     let all = series.iter().flat_map(|s| {
         s.values.iter().flat_map(|&(m, sd)| {
             let sd = if sd.is_finite() { sd } else { 0.0 };
@@ -246,12 +275,15 @@ pub fn bar_chart(title: &str, y_label: &str, categories: &[String], series: &[Ba
     // headroom above the bars for the legend: about 20 px per entry of a ~420 px plot
     let frac = ((series.len() as f64 * 20.0 + 20.0) / 420.0).min(0.6);
     let hi = lo + (hi - lo) / (1.0 - frac);
+    let (lo, hi) = range.unwrap_or((lo, hi));
+    let legend_width = if range.is_some() { 170 } else { 0 };
     let ncat = categories.len().max(1);
     let nser = series.len().max(1);
     render(|root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 22))
             .margin(12)
+            .margin_right(12 + legend_width)
             .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d(-0.5f64..(ncat as f64 - 0.5), lo..hi)
@@ -291,18 +323,34 @@ pub fn bar_chart(title: &str, y_label: &str, categories: &[String], series: &[Ba
                 .filter(|(_, v)| v.0.is_finite() && v.1.is_finite() && v.1 > 0.0)
                 .map(|(i, &(m, sd))| {
                     let x = i as f64 - 0.4 + (j as f64 + 0.46) * width;
-                    PathElement::new(vec![(x, m - sd), (x, m + sd)], BLACK.stroke_width(1))
+                    PathElement::new(vec![(x, clip(m - sd)), (x, clip(m + sd))], BLACK.stroke_width(1))
                 });
             chart.draw_series(whiskers).map_err(err)?;
         }
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(err)?;
+        if range.is_some() {
+            // the legend right of the plot, on the root area (the plot area clips what leaves it)
+            let (px, py) = chart.backend_coord(&(ncat as f64 - 0.5, hi));
+            for (j, s) in series.iter().enumerate() {
+                let y = py + 4 + 22 * j as i32;
+                root.draw(&Rectangle::new([(px + 14, y), (px + 28, y + 12)], color(j).filled()))
+                    .map_err(err)?;
+                root.draw(&Text::new(
+                    s.name.clone(),
+                    (px + 34, y - 1),
+                    ("sans-serif", 14).into_font(),
+                ))
+                .map_err(err)?;
+            }
+        } else {
+            chart
+                .configure_series_labels()
+                .label_font(("sans-serif", 14))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()
+                .map_err(err)?;
+        }
         let style = TextStyle::from(("sans-serif", 15).into_font()).pos(plotters::style::text_anchor::Pos::new(
             plotters::style::text_anchor::HPos::Center,
             plotters::style::text_anchor::VPos::Top,

@@ -369,3 +369,33 @@ fn a_run_with_every_option_resumes_bit_for_bit() {
     }
     let _ = std::fs::remove_dir_all(&whole);
 }
+
+#[cfg(feature = "cli")]
+#[test]
+fn bounded_metrics_keep_their_range_in_bar_charts() {
+    use trainer::plot::metric_range;
+    for m in [
+        "ap",
+        "ROC_AUC",
+        "recall",
+        "precision",
+        "f1",
+        "accuracy",
+        "Dice",
+        "IoU",
+        "AP50",
+        "mean IoU",
+    ] {
+        assert_eq!(metric_range(m), Some((0.0, 1.0)), "{m}");
+    }
+    for m in ["mae", "rmse", "bias", "share"] {
+        assert_eq!(metric_range(m), None, "{m}");
+    }
+    // error bars past 1 and below 0 are drawn (clipped), not an error
+    let bars = vec![trainer::plot::BarSeries {
+        name: "recall".into(),
+        values: vec![(0.95, 0.2), (0.05, 0.3)],
+    }];
+    let png = trainer::plot::bar_chart("t", "value", &["a".into(), "b".into()], &bars).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+}

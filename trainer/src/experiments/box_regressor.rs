@@ -485,6 +485,7 @@ fn summarise(cfg: &BoxRegressorConfig, runs: &Runs<'_, BoxRegressor>) -> anyhow:
     let mut losses_json = Map::new();
     let mut curves = Vec::new();
     let mut best: Option<(String, f64)> = None;
+    let mut verdict_rows = Vec::new();
     for name in &cfg.losses {
         let rs: Vec<&JobResult> = runs.done_where(|j| &j.loss == name);
         let stats: Vec<_> = (0..4)
@@ -497,6 +498,7 @@ fn summarise(cfg: &BoxRegressorConfig, runs: &Runs<'_, BoxRegressor>) -> anyhow:
         let mut row = vec![name.clone()];
         row.extend(stats.iter().map(|s| pm(*s)));
         table.push(row);
+        verdict_rows.push((name.clone(), stats.clone()));
         for (b, s) in bars.iter_mut().zip(&stats) {
             b.values.push((s.mean, s.std));
         }
@@ -523,6 +525,7 @@ fn summarise(cfg: &BoxRegressorConfig, runs: &Runs<'_, BoxRegressor>) -> anyhow:
         },
     ];
     let mut notes = vec![
+        super::verdict(&names, &verdict_rows),
         "AP with one predicted box and one ground truth an image and no confidence score is the share of \
          held-out images whose box reaches the IoU threshold (precision = recall there; COCO's ranking has \
          nothing to order). AP@[.5:.95] averages it over the ten thresholds 0.50, 0.55, …, 0.95."

@@ -17,7 +17,7 @@
 //! predictions, and the share of the negatives' loss carried by the hardest 10 % of negatives
 //! (lowest p_t, ⌈n/10⌉ of them).
 
-use super::{mean_curve, pm, select_losses, Context, Experiment, Runs, Summary};
+use super::{mean_curve, pm, select_losses, verdict, Context, Experiment, Runs, Summary};
 use crate::data::fold::{fold_tensors, Targets};
 use crate::data::{self, folds, Table};
 use crate::fit::{fit_resumable, FitConfig, FitError};
@@ -577,9 +577,11 @@ fn summarise(e: &Imbalanced, runs: &Runs<'_, Imbalanced>, ctx: &Context) -> anyh
 
     let mut tasks_json = Map::new();
     let mut tables = Vec::new();
+    let mut verdicts = Vec::new();
     let mut figures = Vec::new();
     for &task in &tasks {
         let metric_names = task_metrics(task);
+        let mut verdict_rows = Vec::new();
         let losses = task_losses(cfg, task);
         let mut head = vec!["model / loss"];
         head.extend(metric_names);
@@ -609,6 +611,7 @@ fn summarise(e: &Imbalanced, runs: &Runs<'_, Imbalanced>, ctx: &Context) -> anyh
                 let mut row = vec![format!("{model} / {loss}")];
                 row.extend(stats.iter().map(|&s| pm(s)));
                 t.push(row);
+                verdict_rows.push((format!("{model} / {loss}"), stats.clone()));
                 let obj: Map<String, Value> = metric_names
                     .iter()
                     .zip(&stats)
@@ -655,6 +658,7 @@ fn summarise(e: &Imbalanced, runs: &Runs<'_, Imbalanced>, ctx: &Context) -> anyh
         }
         tasks_json.insert(task.to_string(), Value::Object(per_model));
         tables.push(t);
+        verdicts.push(format!("Task {task}: {}", verdict(metric_names, &verdict_rows)));
     }
 
     let mut diag_json = Map::new();
@@ -732,11 +736,12 @@ fn summarise(e: &Imbalanced, runs: &Runs<'_, Imbalanced>, ctx: &Context) -> anyh
         });
     }
     let summary = json!({"tasks": tasks_json, "diagnostic": diag_json});
-    let mut notes = vec![
+    let mut notes = verdicts;
+    notes.extend([
         "AP and ROC-AUC are computed on the logits; recall, precision, F1 and balanced accuracy at σ(z) ≥ 0.5. \
          Precision with no positive prediction counts as 0 (scikit-learn's zero_division)."
             .to_string(),
-    ];
+    ]);
     if diag_tasks.is_empty() {
         notes.push("The diagnostic needs the `ce` loss and a binary task; it was not computed.".to_string());
     }

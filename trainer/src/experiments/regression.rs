@@ -587,11 +587,16 @@ fn summarise(
         )?,
     });
 
-    let mut notes = vec![format!(
+    let verdict_rows: Vec<(String, Vec<MeanStd>)> = final_stats
+        .iter()
+        .map(|(m, name, mae, rmse, bias)| (format!("{} / {name}", MODELS[*m]), vec![*mae, *rmse, *bias]))
+        .collect();
+    let mut notes = vec![super::verdict(&["MAE", "RMSE", "bias"], &verdict_rows)];
+    notes.push(format!(
         "{} training runs (mse_clean is mse at shift 0 and is shared with the sweep; the sweep reuses the \
          main runs at equal shifts). metrics.csv labels each run by its training loss and shift.",
         jobs.len()
-    )];
+    ));
     if cfg.losses.iter().any(|l| l == "huber") && cfg.losses.iter().any(|l| l == "smooth_l1") {
         notes.push(
             "huber (δ = 1) is exactly smooth_l1 (β = 1) times δ, and Adam is invariant to a constant factor on the \
