@@ -8,6 +8,10 @@
 //! wall time after three warm-up repeats, over at least 7 repeats and 0.5 s. Effective bandwidth
 //! counts the bytes a perfect kernel must move: read prediction and target, write the gradient.
 
+mod custom;
+
+pub use custom::{parse_params, run_custom, Custom};
+
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use loss_core::Reduction;
@@ -498,7 +502,11 @@ fn time_workload(loss: &str, shape: &[usize], composite: bool, opts: &BenchOptio
 fn time_named(loss: &str, shape: &[usize], composite: bool, opts: &BenchOptions, named: Named) -> Result<Row> {
     let mut inputs = named.inputs;
     let x = Var::from_tensor(&inputs[named.grad])?;
-    inputs.insert(named.grad.to_string(), x.as_tensor().clone());
+    // every name the prediction is given under (`input`, `logits`, `pred`) gets the variable
+    let id = inputs[named.grad].id();
+    for t in inputs.values_mut().filter(|t| t.id() == id) {
+        *t = x.as_tensor().clone();
+    }
     let step = || -> Result<()> {
         let l = crate::registry::call(loss, &named.params, &inputs)
             .ok_or_else(|| anyhow::anyhow!("bench: {loss} is not in the registry"))??;
@@ -521,7 +529,10 @@ fn time_named(loss: &str, shape: &[usize], composite: bool, opts: &BenchOptions,
         median_ms: median,
         min_ms: min,
         reps,
-        bytes: inputs.values().map(size).sum::<f64>() + size(x.as_tensor()),
+        bytes: {
+            let mut seen = std::collections::HashSet::new();
+            inputs.values().filter(|t| seen.insert(t.id())).map(size).sum::<f64>() + size(x.as_tensor())
+        },
         elements: x.elem_count(),
     })
 }

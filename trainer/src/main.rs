@@ -90,6 +90,19 @@ struct BenchArgs {
     /// Skip the memory-bandwidth measurement (the floor is then taken as 46 GB/s).
     #[arg(long)]
     no_floor: bool,
+    /// Time this loss of the registry (any loss of the three crates) instead of the workload
+    /// list; needs --shape.
+    #[arg(long, conflicts_with = "only")]
+    loss: Option<String>,
+    /// With --loss: the prediction's shape, comma-separated (e.g. 4096,80).
+    #[arg(long, value_delimiter = ',', requires = "loss")]
+    shape: Vec<usize>,
+    /// With --loss: a loss parameter key=value (repeatable; the value is read as JSON).
+    #[arg(long = "param", value_name = "KEY=VALUE", requires = "loss")]
+    params: Vec<String>,
+    /// With --loss: the float type of the inputs.
+    #[arg(long, value_enum, default_value_t = DTypeArg::F32)]
+    dtype: DTypeArg,
 }
 
 fn seconds_arg(s: &str) -> Result<f64, String> {
@@ -152,15 +165,23 @@ fn bench(a: BenchArgs) -> ExitCode {
     if let Err(e) = trainer::bench::check_options(&opts) {
         return usage_error(format!("{e:#}"));
     }
-    let floor = if a.no_floor {
-        46.0
-    } else {
-        let (reused, fresh) = trainer::bench::stream_bandwidth(100_000_000);
-        println!(
-            "memory floor: a[i] = b[i]*s + c[i] over 1e8 f32 with {} threads: {reused:.1} GB/s into a reused buffer, {fresh:.1} GB/s into a fresh one",
-            a.threads
-        );
-        reused
+    let custom = match &a.loss {
+        None => None,
+        Some(loss) if a.shape.is_empty() => {
+            return usage_error(format!("bench --loss {loss}: give the shape with --shape A,B,..."))
+        }
+        Some(loss) => match trainer::bench::parse_params(&a.params) {
+            Ok(params) => Some(trainer::bench::Custom {
+                loss: loss.clone(),
+                shape: a.shape.clone(),
+                params,
+                dtype: match a.dtype {
+                    DTypeArg::F32 => candle_core::DType::F32,
+                    DTypeArg::F64 => candle_core::DType::F64,
+                },
+            }),
+            Err(e) => return usage_error(format!("{e:#}")),
+        },
     };
     let progress = |r: &trainer::bench::Row| {
         eprintln!(
@@ -171,7 +192,27 @@ fn bench(a: BenchArgs) -> ExitCode {
             r.median_ms
         )
     };
-    let rows = match trainer::bench::run(&opts, progress) {
+    // A user workload is checked and timed first: a refused shape is an error before the floor.
+    let custom_rows = match custom.as_ref().map(|c| trainer::bench::run_custom(c, &opts, progress)) {
+        Some(Err(e)) => return usage_error(format!("{e:#}")),
+        Some(Ok(rows)) => Some(rows),
+        None => None,
+    };
+    let floor = if a.no_floor {
+        46.0
+    } else {
+        let (reused, fresh) = trainer::bench::stream_bandwidth(100_000_000);
+        println!(
+            "memory floor: a[i] = b[i]*s + c[i] over 1e8 f32 with {} threads: {reused:.1} GB/s into a reused buffer, {fresh:.1} GB/s into a fresh one",
+            a.threads
+        );
+        reused
+    };
+    let result = match custom_rows {
+        Some(rows) => Ok(rows),
+        None => trainer::bench::run(&opts, progress),
+    };
+    let rows = match result {
         Ok(rows) => rows,
         Err(e) => return usage_error(format!("{e:#}")),
     };

@@ -1,0 +1,156 @@
+//! `trainer bench --loss NAME --shape A,B,...`: one loss of the registry at the user's shape,
+//! parameters and float type, timed like the workload list (same columns and JSON rows).
+//!
+//! Inputs (seeded): the workload list's generator for that loss (valid for the loss: the
+//! distributions of `bench/torch_bench.py`) at the given shape. A loss without one takes the
+//! first of these families whose inputs it accepts: probabilities and a 0/1 target of the shape
+//! (the segmentation losses), boxes `[n, 4]` near their targets (the box losses), standard
+//! normal input and target, logits `[n, c]` and class indices `[n]`. The prediction is given
+//! under every name the registry's losses use for it (`input`, `logits`, `pred`, `log_probs`,
+//! `probs`), the target as `target`; the gradient is taken for the prediction. Parameters are
+//! the registry's (`reduction` mean unless given); one the loss does not have is an error.
+
+use super::{make_inputs, named_inputs, time_named, BenchOptions, Named, Row};
+use anyhow::{anyhow, bail, Result};
+use candle_core::{DType, Device};
+use serde_json::{Map, Value};
+
+/// One user workload.
+#[derive(Debug, Clone)]
+pub struct Custom {
+    /// A loss name of the registry ([`crate::registry::names`]).
+    pub loss: String,
+    /// The prediction's shape.
+    pub shape: Vec<usize>,
+    /// Parameters as `key → JSON value`.
+    pub params: Map<String, Value>,
+    /// F32 or F64.
+    pub dtype: DType,
+}
+
+/// The families tried, in order, for a loss without its own generator.
+const FAMILIES: [&str; 4] = ["dice_loss", "iou_loss", "mse_loss", "cross_entropy"];
+
+fn family_inputs(family: &str, shape: &[usize], dev: &Device) -> Result<Named> {
+    let (x, y) = make_inputs(family, shape, dev)?;
+    let mut inputs = crate::registry::Inputs::new();
+    for name in ["input", "logits", "pred", "log_probs", "probs"] {
+        inputs.insert(name.to_string(), x.clone());
+    }
+    inputs.insert("target".to_string(), y);
+    let mut params = Map::new();
+    params.insert("reduction".into(), "mean".into());
+    Ok(Named {
+        inputs,
+        grad: "input",
+        params,
+    })
+}
+
+/// `named` with the user's parameters and float type, if the loss accepts it.
+fn accept(loss: &str, mut named: Named, c: &Custom) -> Result<Named> {
+    for (k, v) in &c.params {
+        named.params.insert(k.clone(), v.clone());
+    }
+    if c.dtype != DType::F32 {
+        let x = &named.inputs[named.grad];
+        let (id, x64) = (x.id(), x.to_dtype(c.dtype)?);
+        for t in named.inputs.values_mut() {
+            if t.id() == id {
+                *t = x64.clone();
+            } else if t.dtype().is_float() {
+                *t = t.to_dtype(c.dtype)?;
+            }
+        }
+    }
+    crate::registry::call(loss, &named.params, &named.inputs)
+        .ok_or_else(|| anyhow!("{loss} is not in the registry"))??;
+    Ok(named)
+}
+
+/// The inputs of `c` (see the module's rules), checked by one call of the loss.
+///
+/// # Errors
+/// An unknown loss, or a shape or parameter the loss refuses (one line naming both).
+fn inputs(c: &Custom, dev: &Device) -> Result<Named> {
+    let names = crate::registry::names();
+    let Some(loss) = names.iter().copied().find(|n| *n == c.loss) else {
+        bail!(
+            "bench: unknown loss {:?} (the registry's losses: {})",
+            c.loss,
+            names.join(", ")
+        );
+    };
+    let shape = &c.shape;
+    if shape.is_empty() || shape.contains(&0) {
+        bail!("bench: --shape {shape:?} must have at least one dimension, each > 0");
+    }
+    let refused = |e: anyhow::Error| {
+        let text = format!("{e:#}");
+        anyhow!(
+            "bench: {loss} refuses shape {shape:?}: {}",
+            text.lines().next().unwrap_or("").trim()
+        )
+    };
+    if let Some(named) = named_inputs(loss, shape, dev).map_err(refused)? {
+        return accept(loss, named, c).map_err(refused);
+    }
+    if make_inputs(loss, &[4, 4], dev).is_ok() {
+        // a workload-list loss timed by direct call: the same inputs through the registry
+        return accept(loss, family_inputs(loss, shape, dev).map_err(refused)?, c).map_err(refused);
+    }
+    let mut first = None;
+    for family in FAMILIES {
+        match family_inputs(family, shape, dev).and_then(|n| accept(loss, n, c)) {
+            Ok(n) => return Ok(n),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    Err(refused(first.unwrap_or_else(|| anyhow!("no input generator"))))
+}
+
+/// Times `c` on each path of `opts.impls`.
+///
+/// # Errors
+/// As [`inputs`]; a timing error.
+pub fn run_custom(c: &Custom, opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Row>> {
+    super::check_options(&BenchOptions {
+        only: Vec::new(),
+        ..opts.clone()
+    })?;
+    let named = inputs(c, &opts.device)?;
+    let mut rows = Vec::new();
+    for i in &opts.impls {
+        let fresh = Named {
+            inputs: named.inputs.clone(),
+            grad: named.grad,
+            params: named.params.clone(),
+        };
+        let row = time_named(&c.loss, &c.shape, i == "composite", opts, fresh)?;
+        progress(&row);
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// `key=value` pairs as JSON parameters (a value is read as JSON when it parses, else as a
+/// string).
+///
+/// # Errors
+/// A pair without `=`.
+pub fn parse_params(pairs: &[String]) -> Result<Map<String, Value>> {
+    let mut m = Map::new();
+    for p in pairs {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow!("bench: --param {p:?} is not key=value"))?;
+        let v = v.trim();
+        m.insert(
+            k.trim().to_string(),
+            serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string())),
+        );
+    }
+    Ok(m)
+}

@@ -1,0 +1,84 @@
+//! `trainer bench --loss NAME --shape ...`: any loss of the registry at the user's shape,
+//! parameters and float type, as JSON rows of the workload list's format; a bad loss, shape or
+//! parameter is one line and exit status 2.
+#![cfg(feature = "cli")]
+
+use std::process::{Command, Output};
+
+fn trainer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args)
+        .output()
+        .expect("run trainer")
+}
+
+#[test]
+fn a_user_workload_gives_the_rows_of_the_workload_list() {
+    let dir = std::env::temp_dir().join(format!("trainer-bench-loss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("rows.json");
+    for (loss, shape, param, dtype) in [
+        ("huber_loss", "1000", "delta=2", "f32"),
+        ("sigmoid_focal_loss", "64,8", "gamma=1.5", "f64"),
+        ("tversky_loss", "2,3,8,8", "alpha=0.3", "f32"),
+        ("nll_loss", "32,5", "ignore_index=1", "f32"),
+    ] {
+        let o = trainer(&[
+            "bench",
+            "--loss",
+            loss,
+            "--shape",
+            shape,
+            "--param",
+            param,
+            "--dtype",
+            dtype,
+            "--no-floor",
+            "--min-seconds",
+            "0",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{loss}: {}", String::from_utf8_lossy(&o.stderr));
+        let rows: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let rows = rows.as_array().unwrap();
+        assert_eq!(rows.len(), 2, "fused and composite");
+        let dims: Vec<u64> = shape.split(',').map(|d| d.parse().unwrap()).collect();
+        for (r, imp) in rows.iter().zip(["fused", "composite"]) {
+            assert_eq!(r["loss"], loss);
+            assert_eq!(r["shape"], serde_json::json!(dims));
+            assert_eq!(r["impl"], imp);
+            assert!(r["median_ms"].as_f64().unwrap() > 0.0);
+            assert!(r["reps"].as_u64().unwrap() >= 7);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_bad_loss_shape_or_parameter_is_one_line_and_exit_2() {
+    for (args, needle) in [
+        (
+            vec!["--loss", "nope_loss", "--shape", "10"],
+            "unknown loss \"nope_loss\"",
+        ),
+        (
+            vec!["--loss", "giou_loss", "--shape", "10,3"],
+            "giou_loss refuses shape [10, 3]",
+        ),
+        (
+            vec!["--loss", "huber_loss", "--shape", "10", "--param", "deltaa=2"],
+            "unknown parameter `deltaa`",
+        ),
+        (vec!["--loss", "huber_loss", "--shape", "0"], "--shape"),
+        (vec!["--loss", "huber_loss"], "--shape"),
+    ] {
+        let mut a = vec!["bench", "--no-floor", "--min-seconds", "0"];
+        a.extend(&args);
+        let o = trainer(&a);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err:?}");
+        assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+    }
+}
