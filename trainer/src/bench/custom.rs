@@ -114,7 +114,8 @@ fn inputs(c: &Custom, dev: &Device) -> Result<Named> {
 /// Times `c` on each path of `opts.impls`.
 ///
 /// # Errors
-/// As [`inputs`]; a timing error.
+/// An unknown loss, or a shape or parameter the loss refuses (one line naming both); a timing
+/// error.
 pub fn run_custom(c: &Custom, opts: &BenchOptions, mut progress: impl FnMut(&Row)) -> Result<Vec<Row>> {
     super::check_options(&BenchOptions {
         only: Vec::new(),
