@@ -3,19 +3,13 @@
 //! parameter is one line and exit status 2.
 #![cfg(feature = "cli")]
 
-use std::process::{Command, Output};
+mod common;
 
-fn trainer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(args)
-        .output()
-        .expect("run trainer")
-}
+use common::{assert_one_line_error, trainer};
 
 #[test]
 fn a_user_workload_gives_the_rows_of_the_workload_list() {
-    let dir = std::env::temp_dir().join(format!("trainer-bench-loss-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::tmp("bench-loss", "rows");
     let json = dir.join("rows.json");
     for (loss, shape, param, dtype) in [
         ("huber_loss", "1000", "delta=2", "f32"),
@@ -75,10 +69,6 @@ fn a_bad_loss_shape_or_parameter_is_one_line_and_exit_2() {
     ] {
         let mut a = vec!["bench", "--no-floor", "--min-seconds", "0"];
         a.extend(&args);
-        let o = trainer(&a);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err:?}");
-        assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+        assert_one_line_error(&trainer(&a), &format!("{args:?}"), &[needle]);
     }
 }

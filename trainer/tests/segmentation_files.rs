@@ -3,20 +3,15 @@
 //! on stderr naming the file, exit status 2, nothing under --out.
 #![cfg(feature = "cli")]
 
+mod common;
+
+use common::{assert_one_line_error, trainer};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn trainer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(args)
-        .output()
-        .expect("run trainer")
-}
+use std::process::Output;
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("trainer-segfiles-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+    let d = common::tmp("segfiles", name);
     std::fs::create_dir_all(d.join("images")).unwrap();
     std::fs::create_dir_all(d.join("masks")).unwrap();
     d
@@ -121,21 +116,13 @@ fn colour_and_three_class_sets_run() {
     // and its masks are out of range for two classes, naming the file and the pixel
     let _ = std::fs::remove_dir_all(dir.join("out"));
     let o = run(&dir, &["--losses", "dice"]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("p0.png") && err.contains("value 2, out of range"), "{err}");
+    assert_one_line_error(&o, "3-class masks as 2", &["p0.png", "value 2, out of range"]);
     assert!(!dir.join("out").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn assert_bad(dir: &Path, needles: &[&str]) {
-    let o = run(dir, &["--losses", "dice", "--steps", "2"]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err:?}");
-    for n in needles {
-        assert!(err.contains(n), "{err:?} lacks {n:?}");
-    }
+    assert_one_line_error(&run(dir, &["--losses", "dice", "--steps", "2"]), "bad pair", needles);
     assert!(!dir.join("out").exists(), "nothing under --out");
 }
 

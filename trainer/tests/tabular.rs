@@ -3,23 +3,15 @@
 //! every bad file is one line on stderr, exit status 2, and nothing under --out.
 #![cfg(feature = "cli")]
 
+mod common;
+
+use common::{assert_one_line_error, trainer};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn trainer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(args)
-        .output()
-        .expect("run trainer")
-}
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("trainer-tabular-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tmp("tabular", name)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -65,40 +57,55 @@ fn synthetic(dir: &Path) -> String {
     write(dir, "synthetic.csv", &text)
 }
 
+/// `run tabular` on `data` with 3 folds and `args`, into `dir/name`: its summary.
+fn run_task(dir: &Path, name: &str, data: &str, args: &[&str]) -> Value {
+    let out = dir.join(name);
+    let mut a = vec![
+        "run",
+        "tabular",
+        "--folds",
+        "3",
+        "--quiet",
+        "--no-timings",
+        "--data",
+        data,
+    ];
+    a.extend(["--out", out.to_str().unwrap()]);
+    a.extend(args);
+    run_ok(&a);
+    summary(&out)
+}
+
 #[test]
 fn each_task_trains_on_a_csv_file() {
     let dir = tmp("tasks");
     let data = synthetic(&dir);
-    let common = ["--folds", "3", "--quiet", "--no-timings", "--data", &data];
     // regression: an exact linear target, learnt to a small error
-    let out = dir.join("reg");
-    let mut a = vec![
-        "run",
-        "tabular",
-        "--task",
-        "regression",
-        "--target",
-        "y",
-        "--features",
-        "x1,x2",
-    ];
-    a.extend([
-        "--losses",
-        "mse_loss,huber_loss:delta=0.5",
-        "--steps",
-        "300",
-        "--lr",
-        "0.1",
-    ]);
-    a.extend(common);
-    a.extend(["--out", out.to_str().unwrap()]);
-    run_ok(&a);
-    let s = summary(&out);
+    let s = run_task(
+        &dir,
+        "reg",
+        &data,
+        &[
+            "--task",
+            "regression",
+            "--target",
+            "y",
+            "--features",
+            "x1,x2",
+            "--losses",
+            "mse_loss,huber_loss:delta=0.5",
+            "--steps",
+            "300",
+            "--lr",
+            "0.1",
+        ],
+    );
     for loss in ["mse_loss", "huber_loss:delta=0.5"] {
         let mae = metric(&s, &["tabular", "losses", loss, "mae", "mean"]);
         assert!(mae < 0.05, "{loss}: MAE {mae}");
     }
     assert_eq!(s["tabular"]["features"], serde_json::json!(["x1", "x2"]));
+    let out = dir.join("reg");
     let config: Value = serde_json::from_slice(&std::fs::read(out.join("tabular/config.json")).unwrap()).unwrap();
     assert_eq!(config["settings"]["losses"][1]["params"]["delta"], 0.5);
     for f in ["metrics.csv", "convergence.png", "metrics.png", "weights.safetensors"] {
@@ -108,53 +115,57 @@ fn each_task_trains_on_a_csv_file() {
     assert!(html.contains("Best loss per metric"), "the report says which loss won");
 
     // binary: "yes" (the larger label) is the positive class; separable by x1
-    let out = dir.join("bin");
-    let mut a = vec![
-        "run",
-        "tabular",
-        "--task",
-        "binary",
-        "--target",
-        "label",
-        "--features",
-        "x1",
-    ];
-    a.extend(["--steps", "100", "--lr", "0.1", "--param", "sigmoid_focal_loss.gamma=1"]);
-    a.extend(common);
-    a.extend(["--out", out.to_str().unwrap()]);
-    run_ok(&a);
-    let s = summary(&out);
+    let s = run_task(
+        &dir,
+        "bin",
+        &data,
+        &[
+            "--task",
+            "binary",
+            "--target",
+            "label",
+            "--features",
+            "x1",
+            "--steps",
+            "100",
+            "--lr",
+            "0.1",
+            "--param",
+            "sigmoid_focal_loss.gamma=1",
+        ],
+    );
     assert_eq!(s["tabular"]["classes"], serde_json::json!(["no", "yes"]));
     for loss in [
         "binary_cross_entropy_with_logits",
         "alpha_balanced_bce",
         "sigmoid_focal_loss",
     ] {
-        assert_eq!(
-            metric(&s, &["tabular", "losses", loss, "roc_auc", "mean"]),
-            1.0,
-            "{loss}"
-        );
-        assert_eq!(metric(&s, &["tabular", "losses", loss, "ap", "mean"]), 1.0, "{loss}");
+        for m in ["roc_auc", "ap"] {
+            assert_eq!(metric(&s, &["tabular", "losses", loss, m, "mean"]), 1.0, "{loss} {m}");
+        }
     }
 
-    // multiclass with the default features (x1, x2; the text column is ignored), an MLP
-    let out = dir.join("multi");
-    let mut a = vec![
-        "run",
-        "tabular",
-        "--task",
-        "multiclass",
-        "--target",
-        "kind",
-        "--model",
-        "mlp",
-    ];
-    a.extend(["--hidden", "8", "--steps", "300", "--lr", "0.05"]);
-    a.extend(common);
-    a.extend(["--out", out.to_str().unwrap()]);
-    run_ok(&a);
-    let s = summary(&out);
+    // multiclass with the default features (every numeric column: x1, x2, y; the text columns
+    // are ignored), an MLP
+    let s = run_task(
+        &dir,
+        "multi",
+        &data,
+        &[
+            "--task",
+            "multiclass",
+            "--target",
+            "kind",
+            "--model",
+            "mlp",
+            "--hidden",
+            "8",
+            "--steps",
+            "300",
+            "--lr",
+            "0.05",
+        ],
+    );
     assert_eq!(s["tabular"]["classes"], serde_json::json!(["high", "low", "mid"]));
     assert_eq!(s["tabular"]["features"], serde_json::json!(["x1", "x2", "y"]));
     let acc = metric(&s, &["tabular", "losses", "cross_entropy", "accuracy", "mean"]);
@@ -236,13 +247,7 @@ fn assert_bad(data: &str, extra: &[&str], needles: &[&str]) {
         "--quiet",
     ];
     args.extend(extra);
-    let o = trainer(&args);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr:?}");
-    for n in needles {
-        assert!(stderr.contains(n), "{stderr:?} lacks {n:?}");
-    }
+    assert_one_line_error(&trainer(&args), data, needles);
     assert!(!out.exists(), "{} was created", out.display());
 }
 

@@ -6,7 +6,8 @@ use candle_nn::VarMap;
 use loss_core::MseLoss;
 use std::path::{Path, PathBuf};
 use trainer::fit::{
-    fit, fit_resumable, split_rows, EarlyStopping, FitConfig, FitReport, LogRow, Plateau, Validation, ValidationState,
+    fit, fit_resumable, split_rows, EarlyStopping, FitConfig, FitError, FitReport, LogRow, Plateau, Validation,
+    ValidationState,
 };
 use trainer::models::{Init, Linear, Mlp};
 use trainer::optim::{sorted_params, OptimizerConfig, Schedule};
@@ -114,6 +115,29 @@ fn tensors(x: Vec<f64>, y: Vec<f64>) -> (Tensor, Tensor) {
     )
 }
 
+/// A 1 → 1 linear model with zero weights, in f64.
+fn zero_line() -> (VarMap, Linear) {
+    let varmap = VarMap::new();
+    let mut rng = trainer::rng::stream(0, &["line"]);
+    let m = Linear::new(&varmap, "l", 1, 1, Init::Zeros, &mut rng, DType::F64, &Device::Cpu).unwrap();
+    (varmap, m)
+}
+
+/// [`fit`] with the MSE loss and nothing logged.
+fn fit_mse(m: &Linear, varmap: &VarMap, x: &Tensor, y: &Tensor, cfg: &FitConfig) -> Result<FitReport, FitError> {
+    fit(
+        m,
+        varmap,
+        &MseLoss::default(),
+        x,
+        y,
+        cfg,
+        "line",
+        &mut |_, _| Ok(()),
+        None,
+    )
+}
+
 fn weights(varmap: &VarMap) -> Vec<Vec<f64>> {
     sorted_params(varmap)
         .iter()
@@ -126,9 +150,7 @@ fn two_accumulated_half_batches_make_the_full_batch_update() {
     let (x, y) = line(16);
     let (x, y) = tensors(x, y);
     let run = |batch: Option<usize>, accumulate: usize| {
-        let varmap = VarMap::new();
-        let mut rng = trainer::rng::stream(0, &["acc"]);
-        let m = Linear::new(&varmap, "l", 1, 1, Init::Zeros, &mut rng, DType::F64, &Device::Cpu).unwrap();
+        let (varmap, m) = zero_line();
         let cfg = FitConfig {
             steps: 25,
             lr: 0.1,
@@ -137,18 +159,7 @@ fn two_accumulated_half_batches_make_the_full_batch_update() {
             accumulate,
             ..FitConfig::default()
         };
-        let r = fit(
-            &m,
-            &varmap,
-            &MseLoss::default(),
-            &x,
-            &y,
-            &cfg,
-            "acc",
-            &mut |_, _| Ok(()),
-            None,
-        )
-        .unwrap();
+        let r = fit_mse(&m, &varmap, &x, &y, &cfg).unwrap();
         (r, weights(&varmap))
     };
     let (full, w_full) = run(None, 1);
@@ -166,25 +177,12 @@ fn two_accumulated_half_batches_make_the_full_batch_update() {
         .zip(w_full.iter().flatten())
         .any(|(a, b)| (a - b).abs() > 1e-6));
     // accumulation without mini-batches is refused
-    let varmap = VarMap::new();
-    let mut rng = trainer::rng::stream(0, &["acc"]);
-    let m = Linear::new(&varmap, "l", 1, 1, Init::Zeros, &mut rng, DType::F64, &Device::Cpu).unwrap();
+    let (varmap, m) = zero_line();
     let cfg = FitConfig {
         accumulate: 2,
         ..FitConfig::default()
     };
-    let e = fit(
-        &m,
-        &varmap,
-        &MseLoss::default(),
-        &x,
-        &y,
-        &cfg,
-        "acc",
-        &mut |_, _| Ok(()),
-        None,
-    )
-    .unwrap_err();
+    let e = fit_mse(&m, &varmap, &x, &y, &cfg).unwrap_err();
     assert!(e.to_string().contains("batch_size"), "{e}");
 }
 
@@ -212,9 +210,7 @@ fn early_stopping_stops_where_the_validation_loss_stopped_improving() {
         }),
     };
     let (x, y) = overfitting_data(&v, 7);
-    let varmap = VarMap::new();
-    let mut rng = trainer::rng::stream(0, &["es"]);
-    let m = Linear::new(&varmap, "l", 1, 1, Init::Zeros, &mut rng, DType::F64, &Device::Cpu).unwrap();
+    let (varmap, m) = zero_line();
     let cfg = FitConfig {
         steps: 2000,
         lr: 0.02,
@@ -224,18 +220,7 @@ fn early_stopping_stops_where_the_validation_loss_stopped_improving() {
         validation: Some(v),
         ..FitConfig::default()
     };
-    let r = fit(
-        &m,
-        &varmap,
-        &MseLoss::default(),
-        &x,
-        &y,
-        &cfg,
-        "es",
-        &mut |_, _| Ok(()),
-        None,
-    )
-    .unwrap();
+    let r = fit_mse(&m, &varmap, &x, &y, &cfg).unwrap();
     let stopped = r.stopped_at.expect("the run stops early");
     let (best_t, best_v) = r.validation.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
     // it stops at the third evaluation after the best one, every one since no better
@@ -248,9 +233,7 @@ fn early_stopping_stops_where_the_validation_loss_stopped_improving() {
     assert!(stopped > 20 && stopped < 2000, "stopped at {stopped}");
     assert_eq!(r.history.last().unwrap().0, stopped, "the last logged row is the stop");
     // without early stopping the same run goes on to the end
-    let varmap = VarMap::new();
-    let mut rng = trainer::rng::stream(0, &["es"]);
-    let m = Linear::new(&varmap, "l", 1, 1, Init::Zeros, &mut rng, DType::F64, &Device::Cpu).unwrap();
+    let (varmap, m) = zero_line();
     let cfg = FitConfig {
         validation: Some(Validation {
             early_stopping: None,
@@ -258,18 +241,7 @@ fn early_stopping_stops_where_the_validation_loss_stopped_improving() {
         }),
         ..cfg
     };
-    let r2 = fit(
-        &m,
-        &varmap,
-        &MseLoss::default(),
-        &x,
-        &y,
-        &cfg,
-        "es",
-        &mut |_, _| Ok(()),
-        None,
-    )
-    .unwrap();
+    let r2 = fit_mse(&m, &varmap, &x, &y, &cfg).unwrap();
     assert_eq!(r2.stopped_at, None);
     assert_eq!(r2.validation.len(), 2000 / 5 - 1);
     assert_eq!(r2.validation[..r.validation.len()], r.validation[..]);
