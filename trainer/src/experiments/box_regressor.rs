@@ -525,7 +525,7 @@ fn summarise(cfg: &BoxRegressorConfig, runs: &Runs<'_, BoxRegressor>) -> anyhow:
         },
     ];
     let mut notes = vec![
-        super::verdict(&names, &verdict_rows),
+        super::verdict(&names, &verdict_rows, "seeds"),
         "AP with one predicted box and one ground truth an image and no confidence score is the share of \
          held-out images whose box reaches the IoU threshold (precision = recall there; COCO's ranking has \
          nothing to order). AP@[.5:.95] averages it over the ten thresholds 0.50, 0.55, …, 0.95."

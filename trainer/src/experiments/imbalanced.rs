@@ -658,7 +658,10 @@ fn summarise(e: &Imbalanced, runs: &Runs<'_, Imbalanced>, ctx: &Context) -> anyh
         }
         tasks_json.insert(task.to_string(), Value::Object(per_model));
         tables.push(t);
-        verdicts.push(format!("Task {task}: {}", verdict(metric_names, &verdict_rows)));
+        verdicts.push(format!(
+            "Task {task}: {}",
+            verdict(metric_names, &verdict_rows, "folds")
+        ));
     }
 
     let mut diag_json = Map::new();

@@ -591,7 +591,7 @@ fn summarise(
         .iter()
         .map(|(m, name, mae, rmse, bias)| (format!("{} / {name}", MODELS[*m]), vec![*mae, *rmse, *bias]))
         .collect();
-    let mut notes = vec![super::verdict(&["MAE", "RMSE", "bias"], &verdict_rows)];
+    let mut notes = vec![super::verdict(&["MAE", "RMSE", "bias"], &verdict_rows, "folds")];
     notes.push(format!(
         "{} training runs (mse_clean is mse at shift 0 and is shared with the sweep; the sweep reuses the \
          main runs at equal shifts). metrics.csv labels each run by its training loss and shift.",

@@ -587,7 +587,7 @@ fn summarise(cfg: &SegmentationConfig, runs: &Runs<'_, Segmentation>, ctx: &Cont
     let stats: Vec<(String, Vec<crate::metrics::MeanStd>)> =
         finals.iter().map(|(n, d, j)| (n.clone(), vec![*d, *j])).collect();
     let mut notes = vec![
-        super::verdict(&["Dice", "IoU"], &stats),
+        super::verdict(&["Dice", "IoU"], &stats, "seeds"),
         format!(
             "Object pixels: {:.1} % of {of}. Dice, dice_ce, tversky, soft_cldice and hausdorff_dt leave the \
              background channel out of the overlap term (MONAI include_background=False).",

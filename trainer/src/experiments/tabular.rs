@@ -547,7 +547,7 @@ fn summarise(t: &Tabular, runs: &Runs<'_, Tabular>) -> anyhow::Result<Summary> {
         "folds": cfg.folds,
         "losses": per_loss,
     });
-    let mut notes = vec![verdict(metric_names, &all_stats)];
+    let mut notes = vec![verdict(metric_names, &all_stats, "folds")];
     if cfg.task == Task::Binary {
         notes.push(format!(
             "Positive class: {:?} (of {:?}). AP and ROC-AUC on the logits; recall, precision, F1 and balanced \

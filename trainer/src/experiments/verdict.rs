@@ -19,7 +19,8 @@ fn better(name: &str, a: f64, b: f64) -> bool {
 
 /// One sentence: for each metric (column k of every loss's stats), the loss with the best mean,
 /// its margin over the runner-up and whether that margin is larger than the spread over folds
-/// (the larger sample std of the two). Metrics without a finite mean are left out.
+/// (the larger sample std of the two) over the repeats named by `over` (`"folds"`, `"seeds"`).
+/// Metrics without a finite mean are left out.
 ///
 /// ```
 /// use trainer::experiments::verdict;
@@ -29,14 +30,14 @@ fn better(name: &str, a: f64, b: f64) -> bool {
 ///     ("ce".to_string(), vec![s(0.60, 0.05), s(0.30, 0.01)]),
 ///     ("focal".to_string(), vec![s(0.62, 0.04), s(0.20, 0.01)]),
 /// ];
-/// let v = verdict(&["ap", "rmse"], &rows);
+/// let v = verdict(&["ap", "rmse"], &rows, "folds");
 /// assert_eq!(
 ///     v,
 ///     "Best loss per metric: ap focal (0.620) by 0.020 over ce, within the spread over folds (std 0.050); \
 ///      rmse focal (0.200) by 0.100 over ce, more than the spread over folds (std 0.010)."
 /// );
 /// ```
-pub fn verdict(metrics: &[&str], rows: &[(String, Vec<MeanStd>)]) -> String {
+pub fn verdict(metrics: &[&str], rows: &[(String, Vec<MeanStd>)], over: &str) -> String {
     let mut parts = Vec::new();
     for (k, name) in metrics.iter().enumerate() {
         let mut ranked: Vec<(&str, MeanStd)> = rows
@@ -68,7 +69,7 @@ pub fn verdict(metrics: &[&str], rows: &[(String, Vec<MeanStd>)]) -> String {
             let _ = write!(p, " by {margin:.3} over {second}");
             if spread.is_finite() {
                 let word = if margin > spread { "more than" } else { "within" };
-                let _ = write!(p, ", {word} the spread over folds (std {spread:.3})");
+                let _ = write!(p, ", {word} the spread over {over} (std {spread:.3})");
             }
         }
         parts.push(p);
