@@ -14,7 +14,7 @@
 //! With `default-features = false` that is all this crate builds. The `cli` feature (on by
 //! default) adds [`data`] (data sets and folds), [`experiments`] (the five convergence
 //! experiments), [`runner`] (runs them and writes records, [`plot`]s and the [`report`]),
-//! [`progress`], [`tuning`] (thread pools and allocator of the binary), [`cases`] and [`registry`] (the reference-case runner), [`bench`](mod@bench), and the
+//! [`progress`], [`tuning`] (thread pools and allocator of the binary), [`cases`] and [`registry`] (the reference-case runner), [`bench`](mod@bench), [`options`] (the command-line options of the commands that train on the user's data), and the
 //! `trainer` binary.
 //!
 //! ```toml

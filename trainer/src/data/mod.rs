@@ -1,6 +1,7 @@
 //! Data sets and splits: the real tables (diabetes, red wine quality, from linfa-datasets, which
-//! ships them inside the crate), a user's CSV file ([`csv`]), synthetic segmentation images,
-//! fold assignment and z-scoring, a fold's tensors ([`fold`]).
+//! ships them inside the crate), a user's CSV file ([`csv`]) and PNG images and masks
+//! ([`images`]), synthetic segmentation images, fold assignment and z-scoring, a fold's tensors
+//! ([`fold`]).
 
 pub mod csv;
 pub mod diabetes;
