@@ -136,22 +136,13 @@ pub fn run_custom(c: &Custom, opts: &BenchOptions, mut progress: impl FnMut(&Row
     Ok(rows)
 }
 
-/// `key=value` pairs as JSON parameters (a value is read as JSON when it parses, else as a
-/// string).
+/// `key=value` pairs as JSON parameters ([`crate::experiments::tabular::param_value`]).
 ///
 /// # Errors
 /// A pair without `=`.
 pub fn parse_params(pairs: &[String]) -> Result<Map<String, Value>> {
-    let mut m = Map::new();
-    for p in pairs {
-        let (k, v) = p
-            .split_once('=')
-            .ok_or_else(|| anyhow!("bench: --param {p:?} is not key=value"))?;
-        let v = v.trim();
-        m.insert(
-            k.trim().to_string(),
-            serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string())),
-        );
-    }
-    Ok(m)
+    pairs
+        .iter()
+        .map(|p| crate::experiments::tabular::param_value(p).map_err(|e| anyhow!("bench: --param: {e}")))
+        .collect()
 }

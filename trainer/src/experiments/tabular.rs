@@ -159,8 +159,12 @@ impl LossSpec {
     }
 }
 
-/// `key=value` with the value read as JSON when it parses.
-fn param_value(text: &str) -> anyhow::Result<(String, Value)> {
+/// `key=value` with the value read as JSON when it parses (numbers, booleans, lists), else as
+/// a string: the form of every loss parameter given on the command line.
+///
+/// # Errors
+/// A text without `=`.
+pub fn param_value(text: &str) -> anyhow::Result<(String, Value)> {
     let (k, v) = text
         .split_once('=')
         .ok_or_else(|| anyhow!("parameter {text:?} is not key=value"))?;
