@@ -8,11 +8,12 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use trainer::data::images::ImageFiles;
 use trainer::experiments::box_regressor::BoxRegressorConfig;
 use trainer::experiments::boxes::{BoxesConfig, GradMode, Scale};
 use trainer::experiments::imbalanced::ImbalancedConfig;
 use trainer::experiments::regression::RegressionConfig;
-use trainer::experiments::segmentation::{ImageFiles, SegmentationConfig};
+use trainer::experiments::segmentation::SegmentationConfig;
 use trainer::experiments::{self, Context};
 use trainer::progress::ProgressMode;
 use trainer::runner::{self, RunOptions, Spec};

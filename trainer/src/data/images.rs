@@ -218,3 +218,63 @@ pub fn load(images: &Path, masks: &Path, classes: usize) -> Result<ImageSet> {
         masks: masks_out,
     })
 }
+
+/// The user's PNG images and masks ([`load`]), with the share held out: what
+/// `trainer run segmentation --images DIR --masks DIR` trains on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageFiles {
+    /// The image folder.
+    pub images: PathBuf,
+    /// The mask folder.
+    pub masks: PathBuf,
+    /// Share of the pairs held out for the metrics, drawn per seed.
+    pub holdout: f64,
+    /// Number of pairs.
+    pub pairs: usize,
+    /// Channels, height and width after the crop.
+    pub shape: [usize; 3],
+    /// Classes of the masks.
+    pub classes: usize,
+    /// The pixels and masks.
+    #[serde(skip)]
+    pub set: std::sync::Arc<ImageSet>,
+}
+
+impl ImageFiles {
+    /// Reads the pairs ([`load`]) and checks `holdout` in (0, 1).
+    ///
+    /// # Errors
+    /// A bad file (one line naming it) or a bad share.
+    pub fn load(images: &Path, masks: &Path, classes: usize, holdout: f64) -> Result<Self> {
+        if !(holdout > 0.0 && holdout < 1.0) {
+            bail!("--holdout must be a share in (0, 1), got {holdout}");
+        }
+        let set = load(images, masks, classes)?;
+        Ok(Self {
+            images: images.to_path_buf(),
+            masks: masks.to_path_buf(),
+            holdout,
+            pairs: set.len(),
+            shape: [set.channels, set.height, set.width],
+            classes: set.classes,
+            set: std::sync::Arc::new(set),
+        })
+    }
+
+    /// Number of pairs held out per seed: `round(holdout · n)`, at least 1, at most n − 1.
+    pub fn held_out(&self) -> usize {
+        let n = self.set.len();
+        ((self.holdout * n as f64).round() as usize).clamp(1, n.max(2) - 1)
+    }
+
+    /// The training and held-out pairs (indices, each in name order) for the generator `rng`:
+    /// its permutation's first [`held_out`](Self::held_out) pairs are held out.
+    pub fn split(&self, rng: &mut rand_chacha::ChaCha8Rng) -> (Vec<usize>, Vec<usize>) {
+        let perm = crate::rng::permutation(rng, self.set.len());
+        let k = self.held_out();
+        let (mut test, mut train) = (perm[..k].to_vec(), perm[k..].to_vec());
+        test.sort_unstable();
+        train.sort_unstable();
+        (train, test)
+    }
+}

@@ -15,7 +15,7 @@
 //! images and initial weights, shared by every loss).
 
 use super::{mean_curve, pm, select_losses, Context, Experiment, LossSeed, Runs, Summary};
-use crate::data::images::ImageSet;
+use crate::data::images::ImageFiles;
 use crate::data::shapes::{self, Shapes, ShapesConfig};
 use crate::fit::{fit_resumable, FitConfig, FitError};
 use crate::metrics::{self, mean_std};
@@ -76,83 +76,6 @@ pub struct SegmentationConfig {
     /// The user's images and masks instead of the synthetic shapes (`--images`, `--masks`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<ImageFiles>,
-}
-
-/// The user's PNG images and masks ([`crate::data::images`]), with the share held out.
-#[derive(Debug, Clone, Serialize)]
-pub struct ImageFiles {
-    /// The image folder.
-    pub images: std::path::PathBuf,
-    /// The mask folder.
-    pub masks: std::path::PathBuf,
-    /// Share of the pairs held out for the metrics, drawn per seed.
-    pub holdout: f64,
-    /// Number of pairs.
-    pub pairs: usize,
-    /// Channels, height and width after the crop.
-    pub shape: [usize; 3],
-    /// Classes of the masks.
-    pub classes: usize,
-    /// The pixels and masks.
-    #[serde(skip)]
-    pub set: std::sync::Arc<ImageSet>,
-}
-
-impl ImageFiles {
-    /// Reads the pairs ([`crate::data::images::load`]) and checks `holdout` in (0, 1).
-    ///
-    /// # Errors
-    /// A bad file (one line naming it) or a bad share.
-    pub fn load(
-        images: &std::path::Path,
-        masks: &std::path::Path,
-        classes: usize,
-        holdout: f64,
-    ) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            holdout > 0.0 && holdout < 1.0,
-            "--holdout must be a share in (0, 1), got {holdout}"
-        );
-        let set = crate::data::images::load(images, masks, classes)?;
-        Ok(Self {
-            images: images.to_path_buf(),
-            masks: masks.to_path_buf(),
-            holdout,
-            pairs: set.len(),
-            shape: [set.channels, set.height, set.width],
-            classes: set.classes,
-            set: std::sync::Arc::new(set),
-        })
-    }
-
-    /// The held-out and training pairs of seed `seed_name`: a seeded permutation's first
-    /// `round(holdout · n)` pairs (at least 1, at most n − 1) are held out; both in name order.
-    /// Number of pairs held out per seed: `round(holdout · n)`, at least 1, at most n − 1.
-    pub fn held_out(&self) -> usize {
-        let n = self.set.len();
-        ((self.holdout * n as f64).round() as usize).clamp(1, n.max(2) - 1)
-    }
-
-    fn split(&self, seed: u64, seed_name: &str) -> (Batch, Batch) {
-        let n = self.set.len();
-        let k = self.held_out();
-        let perm = rng::permutation(&mut rng::stream(seed, &["segmentation", seed_name, "split"]), n);
-        let (mut test, mut train) = (perm[..k].to_vec(), perm[k..].to_vec());
-        test.sort_unstable();
-        train.sort_unstable();
-        let batch = |rows: &[usize]| {
-            let (pixels, masks) = self.set.select(rows);
-            Batch {
-                n: rows.len(),
-                channels: self.set.channels,
-                height: self.set.height,
-                width: self.set.width,
-                pixels,
-                masks,
-            }
-        };
-        (batch(&train), batch(&test))
-    }
 }
 
 impl Default for SegmentationConfig {
@@ -325,6 +248,21 @@ impl From<Shapes> for Batch {
     }
 }
 
+impl Batch {
+    /// The pairs `rows` of the user's files.
+    fn of_files(f: &ImageFiles, rows: &[usize]) -> Self {
+        let (pixels, masks) = f.set.select(rows);
+        Self {
+            n: rows.len(),
+            channels: f.set.channels,
+            height: f.set.height,
+            width: f.set.width,
+            pixels,
+            masks,
+        }
+    }
+}
+
 fn images(s: &Batch, device: &Device) -> Result<(Tensor, Tensor)> {
     let x = crate::data::tensor(
         s.pixels.clone(),
@@ -379,7 +317,10 @@ fn run_job(
                 shapes::generate(&mut data_rng, cfg.test_images, &cfg.shapes).into(),
             )
         }
-        Some(f) => f.split(ctx.seed, &seed_name),
+        Some(f) => {
+            let (train, test) = f.split(&mut rng::stream(ctx.seed, &["segmentation", &seed_name, "split"]));
+            (Batch::of_files(f, &train), Batch::of_files(f, &test))
+        }
     };
     let (x, y) = images(&train, &ctx.device).map_err(wrap)?;
     let (x_test, _) = images(&test, &ctx.device).map_err(wrap)?;
