@@ -120,95 +120,43 @@ pub fn huber_loss(input: &Tensor, target: &Tensor, delta: f64, reduction: Reduct
     reduce(LOSS, &ad.lt(delta)?.where_cond(&quadratic, &linear)?, reduction)
 }
 
-/// [`l1_loss`] as a [`Loss`] value (`torch.nn.L1Loss`).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct L1Loss {
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-/// [`mse_loss`] as a [`Loss`] value (`torch.nn.MSELoss`).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct MseLoss {
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-/// [`smooth_l1_loss`] as a [`Loss`] value (`torch.nn.SmoothL1Loss`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SmoothL1Loss {
-    /// Width of the quadratic zone (default 1.0, `>= 0`).
-    pub beta: f64,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-/// [`huber_loss`] as a [`Loss`] value (`torch.nn.HuberLoss`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HuberLoss {
-    /// Threshold between the quadratic and linear zones (default 1.0, `> 0`).
-    pub delta: f64,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-impl Default for SmoothL1Loss {
-    fn default() -> Self {
-        Self {
-            beta: 1.0,
-            reduction: Reduction::Mean,
-        }
+crate::loss_config! {
+    /// [`l1_loss`] as a [`Loss`] value (`torch.nn.L1Loss`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct L1Loss {
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
 }
 
-impl Default for HuberLoss {
-    fn default() -> Self {
-        Self {
-            delta: 1.0,
-            reduction: Reduction::Mean,
-        }
+crate::loss_config! {
+    /// [`mse_loss`] as a [`Loss`] value (`torch.nn.MSELoss`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct MseLoss {
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
 }
 
-impl L1Loss {
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
+crate::loss_config! {
+    /// [`smooth_l1_loss`] as a [`Loss`] value (`torch.nn.SmoothL1Loss`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct SmoothL1Loss {
+        /// Width of the quadratic zone (`>= 0`).
+        beta: f64 = 1.0,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
 }
 
-impl MseLoss {
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl SmoothL1Loss {
-    /// Sets `beta`.
-    pub fn with_beta(mut self, beta: f64) -> Self {
-        self.beta = beta;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl HuberLoss {
-    /// Sets `delta`.
-    pub fn with_delta(mut self, delta: f64) -> Self {
-        self.delta = delta;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
+crate::loss_config! {
+    /// [`huber_loss`] as a [`Loss`] value (`torch.nn.HuberLoss`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct HuberLoss {
+        /// Threshold between the quadratic and linear zones (`> 0`).
+        delta: f64 = 1.0,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
 }
 
