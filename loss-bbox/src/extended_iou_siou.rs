@@ -163,42 +163,16 @@ pub fn siou_loss(pred: &Tensor, target: &Tensor, neg_gamma: bool, eps: f64, redu
     reduce_boxes(LOSS, &loss, reduction)
 }
 
-/// [`extended_iou_loss`] as a [`Loss`] value (mmdetection's `EIoULoss`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ExtendedIoULoss {
-    /// Where the quadratic zone ends (default 0.1, > 0).
-    pub smooth_point: f64,
-    /// Added to the union (default `1e-6`, > 0).
-    pub eps: f64,
-    /// Reduction (default `Mean`, as mmdetection).
-    pub reduction: Reduction,
-}
-
-impl Default for ExtendedIoULoss {
-    fn default() -> Self {
-        Self {
-            smooth_point: 0.1,
-            eps: 1e-6,
-            reduction: Reduction::Mean,
-        }
-    }
-}
-
-impl ExtendedIoULoss {
-    /// Sets `smooth_point`.
-    pub fn with_smooth_point(mut self, smooth_point: f64) -> Self {
-        self.smooth_point = smooth_point;
-        self
-    }
-    /// Sets `eps`.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
+loss_core::loss_config! {
+    /// [`extended_iou_loss`] as a [`Loss`] value (mmdetection's `EIoULoss`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct ExtendedIoULoss {
+        /// Where the quadratic zone ends (> 0).
+        smooth_point: f64 = 0.1,
+        /// Added to the union (> 0).
+        eps: f64 = 1e-6,
+        /// Reduction (`Mean`, as mmdetection).
+        reduction: Reduction = Reduction::Mean,
     }
 }
 
@@ -211,43 +185,16 @@ impl Loss for ExtendedIoULoss {
     }
 }
 
-/// [`siou_loss`] as a [`Loss`] value (mmdetection's `SIoULoss`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SIoULoss {
-    /// `γ = Λ − 2` as the paper (true) or `2 − Λ` as mmdetection's default (false).
-    pub neg_gamma: bool,
-    /// Added to the union, the heights, the centre offsets; lower clamp of the enclosing
-    /// extents (default `1e-6`, > 0).
-    pub eps: f64,
-    /// Reduction (default `Mean`, as mmdetection).
-    pub reduction: Reduction,
-}
-
-impl Default for SIoULoss {
-    fn default() -> Self {
-        Self {
-            neg_gamma: false,
-            eps: 1e-6,
-            reduction: Reduction::Mean,
-        }
-    }
-}
-
-impl SIoULoss {
-    /// Sets `neg_gamma`.
-    pub fn with_neg_gamma(mut self, neg_gamma: bool) -> Self {
-        self.neg_gamma = neg_gamma;
-        self
-    }
-    /// Sets `eps`.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
+loss_core::loss_config! {
+    /// [`siou_loss`] as a [`Loss`] value (mmdetection's `SIoULoss`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct SIoULoss {
+        /// `γ = Λ − 2` as the paper (true) or `2 − Λ` as mmdetection's default (false).
+        neg_gamma: bool = false,
+        /// Added to the union, the heights, the centre offsets; lower clamp of the enclosing extents (> 0).
+        eps: f64 = 1e-6,
+        /// Reduction (`Mean`, as mmdetection).
+        reduction: Reduction = Reduction::Mean,
     }
 }
 
