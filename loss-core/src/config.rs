@@ -167,9 +167,38 @@ where
 /// - `tensors { name }`: an `Option<Tensor>` field, `None` by default, `with_name(Tensor)`, set
 ///   by [`LossConfig::set_tensor`](crate::config::LossConfig::set_tensor), not deserialized;
 /// - `parts { name: Type }`: a nested config (`Type: LossConfig`), its default, `with_name(Type)`;
-///   its parameters are read from the same flat map (the config's own fields come first).
+///   its parameters are read from the same flat map (the config's own fields come first);
+///   `parts { name: Type => TypeBuilders }` also gives this config the part's builders;
+/// - `builders TypeBuilders;`: declares the trait `TypeBuilders` of this config's `with_*`
+///   builders, which a config that holds this one as a part implements (`=> TypeBuilders`).
 #[macro_export]
 macro_rules! loss_config {
+    (@builders [] $name:ident { $($field:ident : $ty:ty = $default:expr),* }) => {};
+    (@builders [$trait:ident] $name:ident { $($field:ident : $ty:ty = $default:expr),* }) => {
+            $crate::config::__pastey::paste! {
+                #[doc = concat!("The `with_*` builders of [`", stringify!($name), "`]'s fields, on every config that holds a [`",
+                    stringify!($name), "`] as a part (`parts { name: ", stringify!($name), " => ", stringify!($trait), " }`).")]
+                pub trait $trait: Sized {
+                    #[doc = concat!("The [`", stringify!($name), "`] this config holds.")]
+                    fn options_mut(&mut self) -> &mut $name;
+                    $(
+                        #[doc = concat!("Sets [`", stringify!($field), "`](", stringify!($name), "::", stringify!($field),
+                            ") (default `", stringify!($default), "`).")]
+                        #[must_use]
+                        fn [<with_ $field>](mut self, $field: $ty) -> Self {
+                            <Self as $trait>::options_mut(&mut self).$field = $field;
+                            self
+                        }
+                    )*
+                }
+
+                impl $trait for $name {
+                    fn options_mut(&mut self) -> &mut $name {
+                        self
+                    }
+                }
+            }
+    };
     (
         $(#[$meta:meta])*
         $vis:vis struct $name:ident {
@@ -177,7 +206,8 @@ macro_rules! loss_config {
         }
         $( optional { $( $(#[$ometa:meta])* $ofield:ident : $oty:ty ),* $(,)? } )?
         $( tensors { $( $(#[$tmeta:meta])* $tfield:ident ),* $(,)? } )?
-        $( parts { $( $(#[$pmeta:meta])* $pfield:ident : $pty:ty ),* $(,)? } )?
+        $( parts { $( $(#[$pmeta:meta])* $pfield:ident : $pty:ty $(=> $ptrait:path)? ),* $(,)? } )?
+        $( builders $trait:ident; )?
     ) => {
         $(#[$meta])*
         $vis struct $name {
@@ -256,6 +286,18 @@ macro_rules! loss_config {
                 )*)?
             }
         }
+
+        $($(
+            $(
+                impl $ptrait for $name {
+                    fn options_mut(&mut self) -> &mut $pty {
+                        &mut self.$pfield
+                    }
+                }
+            )?
+        )*)?
+
+        $crate::loss_config!(@builders [$($trait)?] $name { $($field: $ty = $default),* });
 
         impl $crate::config::LossConfig for $name {
             fn param_names(out: &mut ::std::vec::Vec<&'static str>) {

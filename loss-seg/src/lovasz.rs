@@ -26,26 +26,15 @@ use candle_core::{DType, Device, Result, Tensor};
 use loss_core::{check, ops, Loss, LossError};
 use rayon::prelude::*;
 
-/// The Lovász-Softmax options (smp's defaults: `per_image = false`, no `ignore_index`); also
-/// the loss as a [`Loss`] value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LovaszSoftmaxLoss {
-    /// Compute the loss per image and average over the images.
-    pub per_image: bool,
-    /// Target value of pixels left out of the loss (`None`: none).
-    pub ignore_index: Option<i64>,
-}
-
-impl LovaszSoftmaxLoss {
-    /// Computes the loss per image, then averages.
-    pub fn with_per_image(mut self, per_image: bool) -> Self {
-        self.per_image = per_image;
-        self
-    }
-    /// Leaves pixels with this target value out.
-    pub fn with_ignore_index(mut self, ignore_index: Option<i64>) -> Self {
-        self.ignore_index = ignore_index;
-        self
+loss_core::loss_config! {
+    /// The Lovász-Softmax options (smp's defaults: `per_image = false`, no `ignore_index`); also
+    /// the loss as a [`Loss`] value.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct LovaszSoftmaxLoss {
+        /// Compute the loss per image and average over the images.
+        per_image: bool = false,
+        /// Target value of pixels left out of the loss (`None`: none).
+        ignore_index: Option<i64> = None,
     }
 }
 
@@ -209,26 +198,15 @@ impl Loss for LovaszSoftmaxLoss {
     }
 }
 
-/// The Lovász hinge options (smp's `LovaszLoss(mode="binary")` defaults: `per_image = false`,
-/// no `ignore_index`); also the loss as a [`Loss`] value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LovaszHingeLoss {
-    /// Compute the loss per image (dimension 0) and average over the images.
-    pub per_image: bool,
-    /// Target value of pixels left out of the loss (`None`: none).
-    pub ignore_index: Option<i64>,
-}
-
-impl LovaszHingeLoss {
-    /// Computes the loss per image, then averages.
-    pub fn with_per_image(mut self, per_image: bool) -> Self {
-        self.per_image = per_image;
-        self
-    }
-    /// Leaves pixels with this target value out.
-    pub fn with_ignore_index(mut self, ignore_index: Option<i64>) -> Self {
-        self.ignore_index = ignore_index;
-        self
+loss_core::loss_config! {
+    /// The Lovász hinge options (smp's `LovaszLoss(mode="binary")` defaults); also the loss as a
+    /// [`Loss`] value.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct LovaszHingeLoss {
+        /// Compute the loss per image (dimension 0) and average over the images.
+        per_image: bool = false,
+        /// Target value of pixels left out of the loss (`None`: none).
+        ignore_index: Option<i64> = None,
     }
 }
 

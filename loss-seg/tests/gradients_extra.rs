@@ -137,7 +137,7 @@ fn soft_cldice_gradients() {
         assert_grad("soft cldice", |x| soft_cldice_loss(x, &t, &o), &z);
         assert_grad(
             "soft cldice iter 1",
-            |x| soft_cldice_loss(x, &t, &o.with_iter(1).with_smooth_nr(1e-3).with_smooth_dr(1e-3)),
+            |x| soft_cldice_loss(x, &t, &o.with_iter_(1).with_smooth_nr(1e-3).with_smooth_dr(1e-3)),
             &z,
         );
         let z3 = uniform(&mut r, &[1, 2, 4, 5, 5], -3.0, 3.0);

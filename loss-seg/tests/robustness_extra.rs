@@ -154,7 +154,7 @@ impl ExCase {
                     .with_smooth_nr(p[0])
                     .with_smooth_dr(p[1])
                     .with_smooth(p[2])
-                    .with_iter((p[3].abs().min(8.0)) as usize)
+                    .with_iter_((p[3].abs().min(8.0)) as usize)
                     .with_reduction(r);
                 if self.loss == Ex::ClDice {
                     soft_cldice_loss(pred, target, &o)
