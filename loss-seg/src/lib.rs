@@ -99,9 +99,9 @@ pub mod prepare;
 pub mod soft_bce;
 pub mod tversky;
 
-pub use cldice::{soft_cldice_loss, soft_dice_cldice_loss, SoftClDiceLoss, SoftDiceClDiceLoss};
+pub use cldice::{soft_cldice_loss, soft_dice_cldice_loss, SoftClDiceBuilders, SoftClDiceLoss, SoftDiceClDiceLoss};
 pub use combined::{dice_ce_loss, dice_focal_loss, DiceCeLoss, DiceFocalLoss};
-pub use dice::{dice_loss, DiceLoss};
+pub use dice::{dice_loss, DiceBuilders, DiceLoss};
 pub use generalized_dice::{generalized_dice_loss, GeneralizedDiceLoss, Weighting};
 pub use hausdorff::{hausdorff_dt_loss, log_hausdorff_dt_loss, HausdorffDtLoss, LogHausdorffDtLoss};
 pub use jaccard::{jaccard_loss, JaccardLoss, JaccardMode};
