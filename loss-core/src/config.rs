@@ -139,7 +139,7 @@ where
 /// use loss_core::{loss_config, Reduction};
 /// loss_config! {
 ///     /// My loss's options.
-///     #[derive(Debug, Clone, PartialEq)]
+///     #[derive(Debug, Clone)]
 ///     pub struct MyLoss {
 ///         /// Width of the quadratic zone.
 ///         beta: f64 = 1.0,
@@ -158,7 +158,9 @@ where
 /// let c = MyLoss::default().with_beta(0.5).with_ignore_index(3);
 /// assert_eq!((c.beta, c.ignore_index, c.reduction), (0.5, Some(3), Reduction::Mean));
 /// let d: MyLoss = serde_json::from_str(r#"{"beta": 0.5, "ignore_index": 3}"#).unwrap();
-/// assert_eq!(c, d);
+/// assert_eq!((d.beta, d.ignore_index, d.reduction), (0.5, Some(3), Reduction::Mean));
+/// // A tensor parameter is set, not deserialized.
+/// assert!(serde_json::from_str::<MyLoss>(r#"{"weight": [1.0]}"#).is_err());
 /// ```
 ///
 /// Sections, each optional, in this order after the struct:
