@@ -194,6 +194,27 @@ mod tests {
     }
 
     #[test]
+    fn the_parameters_deserialize_into_the_config_with_its_defaults() {
+        // tversky_loss has ignore_index (MONAI 1.6.1): read, not dropped.
+        let t = Tensor::new(&[[[[0.2f32, 0.8]]]], &Device::Cpu).unwrap();
+        let inputs = Inputs::from([("pred".to_string(), t.clone()), ("target".to_string(), t)]);
+        let p = params(r#"{"ignore_index": 0, "alpha": 0.3}"#);
+        assert!(call("tversky_loss", &p, &inputs).unwrap().is_ok());
+        // generalized_dice_loss has no squared_pred.
+        let p = params(r#"{"squared_pred": true}"#);
+        let e = call("generalized_dice_loss", &p, &inputs).unwrap().unwrap_err();
+        assert!(format!("{e:#}").contains("unknown parameter `squared_pred`"), "{e:#}");
+        // A tensor parameter from a list, of the input's dtype.
+        let w: LossConfigProbe = config(
+            "binary_cross_entropy",
+            &params(r#"{"weight": [1, 2]}"#),
+            &l1_inputs()["input"],
+        )
+        .unwrap();
+        assert_eq!(w.weight.unwrap().to_vec1::<f32>().unwrap(), [1.0, 2.0]);
+    }
+
+    #[test]
     fn known_and_null_parameters_pass() {
         let out = call(
             "l1_loss",
