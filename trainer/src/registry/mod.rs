@@ -205,12 +205,8 @@ mod tests {
         let e = call("generalized_dice_loss", &p, &inputs).unwrap().unwrap_err();
         assert!(format!("{e:#}").contains("unknown parameter `squared_pred`"), "{e:#}");
         // A tensor parameter from a list, of the input's dtype.
-        let w: LossConfigProbe = config(
-            "binary_cross_entropy",
-            &params(r#"{"weight": [1, 2]}"#),
-            &l1_inputs()["input"],
-        )
-        .unwrap();
+        let like = &l1_inputs()["input"];
+        let w: loss_core::BceLoss = config("binary_cross_entropy", &params(r#"{"weight": [1, 2]}"#), like).unwrap();
         assert_eq!(w.weight.unwrap().to_vec1::<f32>().unwrap(), [1.0, 2.0]);
     }
 
