@@ -533,15 +533,7 @@ loss_core::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl Loss for VarifocalLoss {
-    fn name(&self) -> &'static str {
-        "varifocal_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        varifocal_loss(input, target, self.alpha, self.gamma, self.iou_weighted, self.reduction)
-    }
+    loss varifocal_loss(alpha, gamma, iou_weighted, reduction);
 }
 
 loss_core::loss_config! {
@@ -584,15 +576,7 @@ loss_core::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl Loss for DistributionFocalLoss {
-    fn name(&self) -> &'static str {
-        "distribution_focal_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        distribution_focal_loss(input, target, self.reduction)
-    }
+    loss distribution_focal_loss(reduction);
 }
 
 loss_core::loss_config! {
@@ -610,23 +594,7 @@ loss_core::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl Loss for GaussianFocalLoss {
-    fn name(&self) -> &'static str {
-        "gaussian_focal_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        gaussian_focal_loss(
-            input,
-            target,
-            self.alpha,
-            self.gamma,
-            self.pos_weight,
-            self.neg_weight,
-            self.reduction,
-        )
-    }
+    loss gaussian_focal_loss(alpha, gamma, pos_weight, neg_weight, reduction);
 }
 
 loss_core::loss_config! {
@@ -642,15 +610,7 @@ loss_core::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl Loss for BalancedL1Loss {
-    fn name(&self) -> &'static str {
-        "balanced_l1_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        balanced_l1_loss(input, target, self.alpha, self.gamma, self.beta, self.reduction)
-    }
+    loss balanced_l1_loss(alpha, gamma, beta, reduction);
 }
 
 loss_core::loss_config! {
@@ -664,15 +624,7 @@ loss_core::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::None,
     }
-}
-
-impl Loss for Poly1CrossEntropy {
-    fn name(&self) -> &'static str {
-        "poly1_cross_entropy"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        poly1_cross_entropy(input, target, self.epsilon, self.label_smoothing, self.reduction)
-    }
+    loss poly1_cross_entropy(epsilon, label_smoothing, reduction);
 }
 
 loss_core::loss_config! {
@@ -688,13 +640,5 @@ loss_core::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::None,
     }
-}
-
-impl Loss for Poly1FocalLoss {
-    fn name(&self) -> &'static str {
-        "poly1_focal_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        poly1_focal_loss(input, target, self.epsilon, self.alpha, self.gamma, self.reduction)
-    }
+    loss poly1_focal_loss(epsilon, alpha, gamma, reduction);
 }

@@ -9,7 +9,7 @@
 use crate::geometry::{self, div_or_zero, Boxes, Overlap};
 use crate::losses::{check_pair, reduce_boxes};
 use candle_core::{Result, Tensor};
-use loss_core::{check, ops, Loss, Reduction};
+use loss_core::{check, ops, Reduction};
 use std::f64::consts::FRAC_1_SQRT_2;
 
 /// The extended intersection of mmdetection's `eiou_loss`, negative for disjoint boxes.
@@ -164,7 +164,7 @@ pub fn siou_loss(pred: &Tensor, target: &Tensor, neg_gamma: bool, eps: f64, redu
 }
 
 loss_core::loss_config! {
-    /// [`extended_iou_loss`] as a [`Loss`] value (mmdetection's `EIoULoss`).
+    /// [`extended_iou_loss`] as a [`Loss`](loss_core::Loss) value (mmdetection's `EIoULoss`).
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct ExtendedIoULoss {
         /// Where the quadratic zone ends (> 0).
@@ -174,19 +174,11 @@ loss_core::loss_config! {
         /// Reduction (`Mean`, as mmdetection).
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl Loss for ExtendedIoULoss {
-    fn name(&self) -> &'static str {
-        "extended_iou_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        extended_iou_loss(input, target, self.smooth_point, self.eps, self.reduction)
-    }
+    loss extended_iou_loss(smooth_point, eps, reduction);
 }
 
 loss_core::loss_config! {
-    /// [`siou_loss`] as a [`Loss`] value (mmdetection's `SIoULoss`).
+    /// [`siou_loss`] as a [`Loss`](loss_core::Loss) value (mmdetection's `SIoULoss`).
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct SIoULoss {
         /// `γ = Λ − 2` as the paper (true) or `2 − Λ` as mmdetection's default (false).
@@ -196,13 +188,5 @@ loss_core::loss_config! {
         /// Reduction (`Mean`, as mmdetection).
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl Loss for SIoULoss {
-    fn name(&self) -> &'static str {
-        "siou_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        siou_loss(input, target, self.neg_gamma, self.eps, self.reduction)
-    }
+    loss siou_loss(neg_gamma, eps, reduction);
 }

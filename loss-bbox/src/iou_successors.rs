@@ -825,15 +825,7 @@ loss_core::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::None,
     }
-}
-
-impl Loss for AlphaIoULoss {
-    fn name(&self) -> &'static str {
-        "alpha_iou_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        alpha_iou_loss(input, target, self.alpha, self.base, self.eps, self.reduction)
-    }
+    loss alpha_iou_loss(alpha, base, eps, reduction);
 }
 
 loss_core::loss_config! {
@@ -898,15 +890,7 @@ loss_core::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::None,
     }
-}
-
-impl Loss for InnerIoULoss {
-    fn name(&self) -> &'static str {
-        "inner_iou_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        inner_iou_loss(input, target, self.ratio, self.base, self.eps, self.reduction)
-    }
+    loss inner_iou_loss(ratio, base, eps, reduction);
 }
 
 loss_core::loss_config! {
@@ -920,15 +904,7 @@ loss_core::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::None,
     }
-}
-
-impl Loss for ShapeIoULoss {
-    fn name(&self) -> &'static str {
-        "shape_iou_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        shape_iou_loss(input, target, self.scale, self.eps, self.reduction)
-    }
+    loss shape_iou_loss(scale, eps, reduction);
 }
 
 loss_core::loss_config! {
@@ -944,15 +920,7 @@ loss_core::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::None,
     }
-}
-
-impl Loss for FocalerIoULoss {
-    fn name(&self) -> &'static str {
-        "focaler_iou_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        focaler_iou_loss(input, target, self.d, self.u, self.eps, self.reduction)
-    }
+    loss focaler_iou_loss(d, u, eps, reduction);
 }
 
 loss_core::loss_config! {
@@ -967,13 +935,5 @@ loss_core::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl Loss for NWDLoss {
-    fn name(&self) -> &'static str {
-        "nwd_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        nwd_loss(input, target, self.constant, self.eps, self.reduction)
-    }
+    loss nwd_loss(constant, eps, reduction);
 }

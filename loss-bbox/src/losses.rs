@@ -405,13 +405,5 @@ loss_core::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::None,
     }
-}
-
-impl Loss for IoULoss {
-    fn name(&self) -> &'static str {
-        "iou_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        iou_loss(input, target, self.mode, self.eps, self.reduction)
-    }
+    loss iou_loss(mode, eps, reduction);
 }

@@ -28,7 +28,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 #[doc(hidden)]
-pub use candle_core::Tensor;
+pub use candle_core::{Result as CandleResult, Tensor};
 #[doc(hidden)]
 pub use pastey as __pastey;
 #[doc(hidden)]
@@ -172,7 +172,11 @@ where
 ///   its parameters are read from the same flat map (the config's own fields come first);
 ///   `parts { name: Type => TypeBuilders }` also gives this config the part's builders;
 /// - `builders TypeBuilders;`: declares the trait `TypeBuilders` of this config's `with_*`
-///   builders, which a config that holds this one as a part implements (`=> TypeBuilders`).
+///   builders, which a config that holds this one as a part implements (`=> TypeBuilders`);
+/// - `loss my_loss(beta, reduction);`: implements [`Loss`](crate::Loss) as the function
+///   `my_loss(input, target, self.beta, self.reduction)`, named `"my_loss"`; or
+///   `loss_of_config my_loss;`: as `my_loss(input, target, self)`, for functions that take the
+///   config.
 #[macro_export]
 macro_rules! loss_config {
     (@builders [] $name:ident { $($field:ident : $ty:ty = $default:expr),* }) => {};
@@ -210,6 +214,8 @@ macro_rules! loss_config {
         $( tensors { $( $(#[$tmeta:meta])* $tfield:ident ),* $(,)? } )?
         $( parts { $( $(#[$pmeta:meta])* $pfield:ident : $pty:ty $(=> $ptrait:path)? ),* $(,)? } )?
         $( builders $trait:ident; )?
+        $( loss $fname:ident ( $($arg:ident),* ); )?
+        $( loss_of_config $cfname:ident; )?
     ) => {
         $(#[$meta])*
         $vis struct $name {
@@ -300,6 +306,36 @@ macro_rules! loss_config {
         )*)?
 
         $crate::loss_config!(@builders [$($trait)?] $name { $($field: $ty = $default),* });
+
+        $(
+            impl $crate::Loss for $name {
+                fn name(&self) -> &'static str {
+                    stringify!($fname)
+                }
+                fn forward(
+                    &self,
+                    input: &$crate::config::Tensor,
+                    target: &$crate::config::Tensor,
+                ) -> $crate::config::CandleResult<$crate::config::Tensor> {
+                    $fname(input, target, $(self.$arg),*)
+                }
+            }
+        )?
+
+        $(
+            impl $crate::Loss for $name {
+                fn name(&self) -> &'static str {
+                    stringify!($cfname)
+                }
+                fn forward(
+                    &self,
+                    input: &$crate::config::Tensor,
+                    target: &$crate::config::Tensor,
+                ) -> $crate::config::CandleResult<$crate::config::Tensor> {
+                    $cfname(input, target, self)
+                }
+            }
+        )?
 
         impl $crate::config::LossConfig for $name {
             fn param_names(out: &mut ::std::vec::Vec<&'static str>) {

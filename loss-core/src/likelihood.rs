@@ -202,15 +202,7 @@ crate::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl Loss for PoissonNllLoss {
-    fn name(&self) -> &'static str {
-        "poisson_nll_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        poisson_nll_loss(input, target, self.log_input, self.full, self.eps, self.reduction)
-    }
+    loss poisson_nll_loss(log_input, full, eps, reduction);
 }
 
 crate::loss_config! {
@@ -265,13 +257,5 @@ crate::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl Loss for LogCoshLoss {
-    fn name(&self) -> &'static str {
-        "log_cosh_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        log_cosh_loss(input, target, self.reduction)
-    }
+    loss log_cosh_loss(reduction);
 }

@@ -335,15 +335,7 @@ crate::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl Loss for HingeEmbeddingLoss {
-    fn name(&self) -> &'static str {
-        "hinge_embedding_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        hinge_embedding_loss(input, target, self.margin, self.reduction)
-    }
+    loss hinge_embedding_loss(margin, reduction);
 }
 
 crate::loss_config! {
@@ -353,15 +345,7 @@ crate::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl Loss for SoftMarginLoss {
-    fn name(&self) -> &'static str {
-        "soft_margin_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        soft_margin_loss(input, target, self.reduction)
-    }
+    loss soft_margin_loss(reduction);
 }
 
 crate::loss_config! {
@@ -393,15 +377,7 @@ crate::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl Loss for MultilabelMarginLoss {
-    fn name(&self) -> &'static str {
-        "multilabel_margin_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        multilabel_margin_loss(input, target, self.reduction)
-    }
+    loss multilabel_margin_loss(reduction);
 }
 
 crate::loss_config! {

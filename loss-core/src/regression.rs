@@ -21,7 +21,6 @@ use crate::check;
 use crate::fused::{self, Pointwise};
 use crate::ops;
 use crate::reduction::{reduce, Reduction};
-use crate::Loss;
 use candle_core::{Result, Tensor};
 
 /// Validates the pair and runs the fused CPU kernel when it applies (`Ok(Err(d))` hands the
@@ -121,25 +120,27 @@ pub fn huber_loss(input: &Tensor, target: &Tensor, delta: f64, reduction: Reduct
 }
 
 crate::loss_config! {
-    /// [`l1_loss`] as a [`Loss`] value (`torch.nn.L1Loss`).
+    /// [`l1_loss`] as a [`Loss`](crate::Loss) value (`torch.nn.L1Loss`).
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct L1Loss {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
+    loss l1_loss(reduction);
 }
 
 crate::loss_config! {
-    /// [`mse_loss`] as a [`Loss`] value (`torch.nn.MSELoss`).
+    /// [`mse_loss`] as a [`Loss`](crate::Loss) value (`torch.nn.MSELoss`).
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct MseLoss {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
+    loss mse_loss(reduction);
 }
 
 crate::loss_config! {
-    /// [`smooth_l1_loss`] as a [`Loss`] value (`torch.nn.SmoothL1Loss`).
+    /// [`smooth_l1_loss`] as a [`Loss`](crate::Loss) value (`torch.nn.SmoothL1Loss`).
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct SmoothL1Loss {
         /// Width of the quadratic zone (`>= 0`).
@@ -147,10 +148,11 @@ crate::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
+    loss smooth_l1_loss(beta, reduction);
 }
 
 crate::loss_config! {
-    /// [`huber_loss`] as a [`Loss`] value (`torch.nn.HuberLoss`).
+    /// [`huber_loss`] as a [`Loss`](crate::Loss) value (`torch.nn.HuberLoss`).
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct HuberLoss {
         /// Threshold between the quadratic and linear zones (`> 0`).
@@ -158,40 +160,5 @@ crate::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl Loss for L1Loss {
-    fn name(&self) -> &'static str {
-        "l1_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        l1_loss(input, target, self.reduction)
-    }
-}
-
-impl Loss for MseLoss {
-    fn name(&self) -> &'static str {
-        "mse_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        mse_loss(input, target, self.reduction)
-    }
-}
-
-impl Loss for SmoothL1Loss {
-    fn name(&self) -> &'static str {
-        "smooth_l1_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        smooth_l1_loss(input, target, self.beta, self.reduction)
-    }
-}
-
-impl Loss for HuberLoss {
-    fn name(&self) -> &'static str {
-        "huber_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        huber_loss(input, target, self.delta, self.reduction)
-    }
+    loss huber_loss(delta, reduction);
 }

@@ -32,11 +32,11 @@ use crate::dice::{dice_per_class, DiceLoss};
 use crate::options::OverlapBuilders;
 use crate::prepare::{check_activation, prepare, Prepare};
 use candle_core::{Result, Tensor};
-use loss_core::{check, ops, reduce, Loss, LossError, Reduction};
+use loss_core::{check, ops, reduce, LossError, Reduction};
 
 loss_core::loss_config! {
     /// MONAI's `SoftclDiceLoss` options (1.6.1 API), with MONAI's defaults; also the loss as a
-    /// [`Loss`] value.
+    /// [`Loss`](loss_core::Loss) value.
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct SoftClDiceLoss {
         /// Erosion steps of the soft skeleton (MONAI's `iter_`).
@@ -59,11 +59,12 @@ loss_core::loss_config! {
         reduction: Reduction = Reduction::Mean,
     }
     builders SoftClDiceBuilders;
+    loss_of_config soft_cldice_loss;
 }
 
 loss_core::loss_config! {
     /// MONAI's `SoftDiceclDiceLoss` options: [`SoftClDiceLoss`]'s (same defaults, read from the
-    /// same flat map) and `alpha`; also the loss as a [`Loss`] value. The reduction is `Mean` or
+    /// same flat map) and `alpha`; also the loss as a [`Loss`](loss_core::Loss) value. The reduction is `Mean` or
     /// `Sum`.
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct SoftDiceClDiceLoss {
@@ -74,6 +75,7 @@ loss_core::loss_config! {
         /// The clDice options (and the Dice term's `smooth_nr`, `smooth_dr` and flags).
         cldice: SoftClDiceLoss => SoftClDiceBuilders,
     }
+    loss_of_config soft_dice_cldice_loss;
 }
 
 impl SoftClDiceLoss {
@@ -253,22 +255,4 @@ pub fn soft_dice_cldice_loss(pred: &Tensor, target: &Tensor, opts: &SoftDiceClDi
         .with_reduction(o.reduction);
     let dice = reduce(LOSS, &dice_per_class(LOSS, pred, target, &dice_opts)?, o.reduction)?;
     dice.affine(1.0 - opts.alpha, 0.0)?.add(&cl.affine(opts.alpha, 0.0)?)
-}
-
-impl Loss for SoftClDiceLoss {
-    fn name(&self) -> &'static str {
-        "soft_cldice_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        soft_cldice_loss(input, target, self)
-    }
-}
-
-impl Loss for SoftDiceClDiceLoss {
-    fn name(&self) -> &'static str {
-        "soft_dice_cldice_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        soft_dice_cldice_loss(input, target, self)
-    }
 }

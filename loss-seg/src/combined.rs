@@ -16,7 +16,7 @@ use crate::options::{OverlapBuilders, OverlapOptions};
 use crate::prepare::{check_pred, class_weight, dense_target};
 use candle_core::{DType, Result, Tensor};
 use loss_core::{
-    binary_cross_entropy_with_logits, check, cross_entropy, ops, reduce, sigmoid_focal_loss, Loss, LossError, Reduction,
+    binary_cross_entropy_with_logits, check, cross_entropy, ops, reduce, sigmoid_focal_loss, LossError, Reduction,
 };
 
 /// MONAI's checks of the combined losses: `target` has `pred`'s rank and 1 or `C` channels.
@@ -44,7 +44,7 @@ fn check_lambdas(loss: &'static str, dice: f64, other_name: &'static str, other:
 }
 
 loss_core::loss_config! {
-    /// MONAI's `DiceCELoss` options, with MONAI's defaults; also the loss as a [`Loss`] value.
+    /// MONAI's `DiceCELoss` options, with MONAI's defaults; also the loss as a [`Loss`](loss_core::Loss) value.
     ///
     /// Holds its Dice term's options as the part [`DiceCeLoss::dice`] (a [`DiceLoss`], as
     /// MONAI's `DiceCELoss` holds a `DiceLoss`): their builders ([`DiceBuilders`],
@@ -70,6 +70,7 @@ loss_core::loss_config! {
         /// The Dice term's options.
         dice: DiceLoss => DiceBuilders,
     }
+    loss_of_config dice_ce_loss;
 }
 
 impl OverlapBuilders for DiceCeLoss {
@@ -200,17 +201,8 @@ pub fn dice_ce_loss(pred: &Tensor, target: &Tensor, opts: &DiceCeLoss) -> Result
         .add(&ce.affine(opts.lambda_ce, 0.0)?)
 }
 
-impl Loss for DiceCeLoss {
-    fn name(&self) -> &'static str {
-        "dice_ce_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        dice_ce_loss(input, target, self)
-    }
-}
-
 loss_core::loss_config! {
-    /// MONAI's `DiceFocalLoss` options, with MONAI's defaults; also the loss as a [`Loss`] value.
+    /// MONAI's `DiceFocalLoss` options, with MONAI's defaults; also the loss as a [`Loss`](loss_core::Loss) value.
     ///
     /// Holds its Dice term's options as the part [`DiceFocalLoss::dice`] (a [`DiceLoss`]):
     /// their builders ([`DiceBuilders`], [`OverlapBuilders`]) work on this config too. The Dice
@@ -233,6 +225,7 @@ loss_core::loss_config! {
         /// The Dice term's options.
         dice: DiceLoss => DiceBuilders,
     }
+    loss_of_config dice_focal_loss;
 }
 
 impl OverlapBuilders for DiceFocalLoss {
@@ -343,13 +336,4 @@ pub fn dice_focal_loss(pred: &Tensor, target: &Tensor, opts: &DiceFocalLoss) -> 
     };
     dice.affine(opts.lambda_dice, 0.0)?
         .add(&focal.affine(opts.lambda_focal, 0.0)?)
-}
-
-impl Loss for DiceFocalLoss {
-    fn name(&self) -> &'static str {
-        "dice_focal_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        dice_focal_loss(input, target, self)
-    }
 }

@@ -14,10 +14,10 @@ use crate::options::{OverlapBuilders, OverlapOptions};
 use crate::overlap::Overlap;
 use crate::prepare::{check_smooth, class_weight, one_minus, prepare_ignoring, ratio_or_one, Prepared};
 use candle_core::{Result, Tensor};
-use loss_core::{reduce, Loss};
+use loss_core::reduce;
 
 loss_core::loss_config! {
-    /// MONAI's `DiceLoss` options, with MONAI's defaults; also the loss as a [`Loss`] value.
+    /// MONAI's `DiceLoss` options, with MONAI's defaults; also the loss as a [`Loss`](loss_core::Loss) value.
     ///
     /// The options every overlap loss shares are the part [`DiceLoss::overlap`]
     /// ([`OverlapOptions`]; builders through [`OverlapBuilders`]).
@@ -47,6 +47,7 @@ loss_core::loss_config! {
         overlap: OverlapOptions => OverlapBuilders,
     }
     builders DiceBuilders;
+    loss_of_config dice_loss;
 }
 
 /// The Dice (or Jaccard) value of each class from overlap statistics, before any weight.
@@ -116,13 +117,4 @@ pub fn dice_loss(pred: &Tensor, target: &Tensor, opts: &DiceLoss) -> Result<Tens
     const LOSS: &str = "dice_loss";
     let reduction = opts.overlap.reduction.standard(LOSS)?;
     reduce(LOSS, &dice_per_class(LOSS, pred, target, opts)?, reduction)
-}
-
-impl Loss for DiceLoss {
-    fn name(&self) -> &'static str {
-        "dice_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        dice_loss(input, target, self)
-    }
 }

@@ -17,7 +17,7 @@ use crate::options::{OverlapBuilders, OverlapOptions};
 use crate::overlap::Overlap;
 use crate::prepare::{check_smooth, one_minus, prepare, ratio_or_one};
 use candle_core::{Result, Tensor};
-use loss_core::{reduce, Loss, LossError};
+use loss_core::{reduce, LossError};
 
 /// How the classes are weighted (MONAI's `w_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,7 +67,7 @@ impl Weighting {
 }
 
 loss_core::loss_config! {
-    /// MONAI's `GeneralizedDiceLoss` options, with MONAI's defaults; also the loss as a [`Loss`]
+    /// MONAI's `GeneralizedDiceLoss` options, with MONAI's defaults; also the loss as a [`Loss`](loss_core::Loss)
     /// value. The options every overlap loss shares are the part
     /// [`GeneralizedDiceLoss::overlap`] (`batch`: one value for the whole batch instead of one
     /// per sample; `reduction = None` gives `[N, 1]`, `[1]` with `batch`).
@@ -80,6 +80,7 @@ loss_core::loss_config! {
         /// The options every overlap loss shares.
         overlap: OverlapOptions => OverlapBuilders,
     }
+    loss_of_config generalized_dice_loss;
 }
 
 /// The class weights `[N, C']` (`[C']` for batch statistics) from the target sums `G`, with
@@ -139,13 +140,4 @@ pub fn generalized_dice_loss(pred: &Tensor, target: &Tensor, opts: &GeneralizedD
         .sum_keepdim(class_dim)?
         .affine(1.0, smooth_dr)?;
     reduce(LOSS, &one_minus(&ratio_or_one(&num, &den)?)?, reduction)
-}
-
-impl Loss for GeneralizedDiceLoss {
-    fn name(&self) -> &'static str {
-        "generalized_dice_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        generalized_dice_loss(input, target, self)
-    }
 }

@@ -44,6 +44,7 @@ loss_core::loss_config! {
         /// `None` gives `[N, C']` (`[1, C']` with `batch`), `Mean` / `Sum` a 0-d tensor.
         reduction: Reduction = Reduction::Mean,
     }
+    loss_of_config hausdorff_dt_loss;
 }
 
 impl HausdorffDtLoss {
@@ -156,15 +157,6 @@ pub fn log_hausdorff_dt_loss(pred: &Tensor, target: &Tensor, opts: &HausdorffDtL
     opts.reduction.standard(LOSS)?;
     let h = reduce(LOSS, &hausdorff_per_class(LOSS, pred, target, opts)?, opts.reduction)?;
     ops::log1p(&h)
-}
-
-impl Loss for HausdorffDtLoss {
-    fn name(&self) -> &'static str {
-        "hausdorff_dt_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        hausdorff_dt_loss(input, target, self)
-    }
 }
 
 /// [`log_hausdorff_dt_loss`] as a [`Loss`] value, holding the [`HausdorffDtLoss`] options.

@@ -17,7 +17,7 @@
 
 use crate::prepare::softmax_channels;
 use candle_core::{DType, Result, Tensor};
-use loss_core::{check, ops, Loss, LossError};
+use loss_core::{check, ops, LossError};
 
 /// smp's three modes of the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +57,7 @@ impl JaccardMode {
 }
 
 loss_core::loss_config! {
-    /// smp's `JaccardLoss` options with smp's defaults; also the loss as a [`Loss`] value.
+    /// smp's `JaccardLoss` options with smp's defaults; also the loss as a [`Loss`](loss_core::Loss) value.
     /// `mode` has no default: the loss is an error until it is set ([`JaccardLoss::new`]).
     #[derive(Debug, Clone)]
     pub struct JaccardLoss {
@@ -83,6 +83,7 @@ loss_core::loss_config! {
         /// `Binary`.
         class_weights,
     }
+    loss_of_config jaccard_loss;
 }
 
 impl JaccardLoss {
@@ -251,14 +252,5 @@ pub fn jaccard_loss(pred: &Tensor, target: &Tensor, opts: &JaccardLoss) -> Resul
             let k = per_class.elem_count();
             per_class.sum_all()?.affine(1.0 / k as f64, 0.0)
         }
-    }
-}
-
-impl Loss for JaccardLoss {
-    fn name(&self) -> &'static str {
-        "jaccard_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        jaccard_loss(input, target, self)
     }
 }

@@ -13,10 +13,10 @@
 //! logits give finite values and gradients.
 
 use candle_core::{Result, Tensor};
-use loss_core::{check, ops, reduce, Loss, Reduction};
+use loss_core::{check, ops, reduce, Reduction};
 
 loss_core::loss_config! {
-    /// smp's `SoftBCEWithLogitsLoss` options with smp's defaults; also the loss as a [`Loss`]
+    /// smp's `SoftBCEWithLogitsLoss` options with smp's defaults; also the loss as a [`Loss`](loss_core::Loss)
     /// value.
     #[derive(Debug, Clone)]
     pub struct SoftBceWithLogitsLoss {
@@ -33,6 +33,7 @@ loss_core::loss_config! {
         /// Factor of the positive term along the last dimension (`[D]`, `pred`'s dtype).
         pos_weight,
     }
+    loss_of_config soft_bce_with_logits_loss;
 }
 
 /// A `[D]` vector along the last dimension of `like`, broadcast to its shape.
@@ -103,13 +104,4 @@ pub fn soft_bce_with_logits_loss(logits: &Tensor, target: &Tensor, opts: &SoftBc
         per = k.where_cond(&per, &per.zeros_like()?)?;
     }
     reduce(LOSS, &per, opts.reduction)
-}
-
-impl Loss for SoftBceWithLogitsLoss {
-    fn name(&self) -> &'static str {
-        "soft_bce_with_logits_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        soft_bce_with_logits_loss(input, target, self)
-    }
 }

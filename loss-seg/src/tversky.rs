@@ -19,10 +19,10 @@ use crate::options::{OverlapBuilders, OverlapOptions};
 use crate::overlap::Overlap;
 use crate::prepare::{check_smooth, one_minus, prepare_ignoring, ratio_or_one};
 use candle_core::{Result, Tensor};
-use loss_core::{check, ops, reduce, Loss};
+use loss_core::{check, ops, reduce};
 
 loss_core::loss_config! {
-    /// MONAI's `TverskyLoss` options, with MONAI's defaults; also the loss as a [`Loss`] value.
+    /// MONAI's `TverskyLoss` options, with MONAI's defaults; also the loss as a [`Loss`](loss_core::Loss) value.
     /// The options every overlap loss shares are the part [`TverskyLoss::overlap`].
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct TverskyLoss {
@@ -39,12 +39,13 @@ loss_core::loss_config! {
         /// The options every overlap loss shares.
         overlap: OverlapOptions => OverlapBuilders,
     }
+    loss_of_config tversky_loss;
 }
 
 loss_core::loss_config! {
     /// Focal Tversky loss options: [`TverskyLoss`]'s with Abraham & Khan's defaults
     /// (`alpha = 0.3` on false positives, `beta = 0.7` on false negatives) and `gamma = 0.75`;
-    /// also the loss as a [`Loss`] value.
+    /// also the loss as a [`Loss`](loss_core::Loss) value.
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct FocalTverskyLoss {
         /// Weight of the false positives (finite, `>= 0`).
@@ -62,6 +63,7 @@ loss_core::loss_config! {
         /// The options every overlap loss shares.
         overlap: OverlapOptions => OverlapBuilders,
     }
+    loss_of_config focal_tversky_loss;
 }
 
 impl FocalTverskyLoss {
@@ -153,22 +155,4 @@ pub fn focal_tversky_loss(pred: &Tensor, target: &Tensor, opts: &FocalTverskyLos
     check::positive(LOSS, "gamma", opts.gamma)?;
     let t = tversky_per_class(LOSS, pred, target, &opts.tversky())?;
     reduce(LOSS, &focal_power(&t, opts.gamma)?, reduction)
-}
-
-impl Loss for TverskyLoss {
-    fn name(&self) -> &'static str {
-        "tversky_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        tversky_loss(input, target, self)
-    }
-}
-
-impl Loss for FocalTverskyLoss {
-    fn name(&self) -> &'static str {
-        "focal_tversky_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        focal_tversky_loss(input, target, self)
-    }
 }

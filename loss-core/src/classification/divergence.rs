@@ -37,7 +37,6 @@ use crate::check;
 use crate::fused::{self, Pointwise};
 use crate::ops;
 use crate::reduction::{reduce, sum_all, Reduction};
-use crate::Loss;
 use candle_core::{Result, Tensor, D};
 
 /// Kullback–Leibler divergence `KL(target ‖ input)` with `input` given as log-probabilities
@@ -151,7 +150,7 @@ pub fn entropy(probs: &Tensor, base: EntropyBase, reduction: Reduction) -> Resul
 }
 
 crate::loss_config! {
-    /// [`entropy`] as a value: one input, so [`Entropy::forward1`] instead of [`Loss`].
+    /// [`entropy`] as a value: one input, so [`Entropy::forward1`] instead of [`Loss`](crate::Loss).
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct Entropy {
         /// The logarithm's base (`"e"`: nats, `"2"`: bits).
@@ -172,7 +171,7 @@ impl Entropy {
 }
 
 crate::loss_config! {
-    /// [`kl_div`] as a [`Loss`] value (`torch.nn.KLDivLoss`); `forward(input, target)` takes
+    /// [`kl_div`] as a [`Loss`](crate::Loss) value (`torch.nn.KLDivLoss`); `forward(input, target)` takes
     /// log-probabilities as `input`.
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct KlDivLoss {
@@ -181,13 +180,5 @@ crate::loss_config! {
         /// Reduction (`BatchMean` is the true KL per sample).
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl Loss for KlDivLoss {
-    fn name(&self) -> &'static str {
-        "kl_div"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        kl_div(input, target, self.log_target, self.reduction)
-    }
+    loss kl_div(log_target, reduction);
 }

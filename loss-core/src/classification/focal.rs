@@ -177,15 +177,7 @@ crate::loss_config! {
         /// Reduction (`None`, as torchvision).
         reduction: Reduction = Reduction::None,
     }
-}
-
-impl Loss for SigmoidFocalLoss {
-    fn name(&self) -> &'static str {
-        "sigmoid_focal_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        sigmoid_focal_loss(input, target, self.alpha, self.gamma, self.reduction)
-    }
+    loss sigmoid_focal_loss(alpha, gamma, reduction);
 }
 
 crate::loss_config! {
