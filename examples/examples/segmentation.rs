@@ -8,7 +8,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use loss_core::Loss;
-use loss_seg::DiceLoss;
+use loss_seg::{DiceLoss, OverlapBuilders};
 
 fn main() -> Result<()> {
     let dev = Device::Cpu;

@@ -61,18 +61,21 @@ fn run(data: &[u8]) -> Result<()> {
         *u.choose(&[Weighting::Square, Weighting::Simple, Weighting::Uniform])?,
     );
     on_path(composite, || {
-        let dice = DiceLoss {
+        let overlap = OverlapOptions {
             include_background: b[0],
             to_onehot_y: b[1],
             sigmoid: b[2],
             softmax: b[3],
-            squared_pred: b[4],
-            jaccard: b[5],
             batch: b[6],
             smooth_nr: p[0],
             smooth_dr: p[1],
-            weight: w.clone(),
             reduction: r,
+        };
+        let dice = DiceLoss {
+            squared_pred: b[4],
+            jaccard: b[5],
+            weight: w.clone(),
+            overlap,
             ..Default::default()
         };
         let (name, out) = match which {
@@ -153,7 +156,7 @@ fn run(data: &[u8]) -> Result<()> {
                     .with_gamma(p[4])
                     .with_alpha(if b[7] { Some(p[5]) } else { None })
                     .with_reduction(r);
-                o.weight = w.clone();
+                o.dice.weight = w.clone();
                 ("dice_focal_loss", dice_focal_loss(&x, &t, &o))
             }
             _ => {

@@ -28,6 +28,13 @@ pub enum BoxFormat {
     Cxcywh,
 }
 
+impl<'de> serde::Deserialize<'de> for BoxFormat {
+    /// From torchvision's spelling ([`BoxFormat::parse`]).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        loss_core::config::deserialize_parsed(d, |s| Self::parse("box_format", "fmt", s))
+    }
+}
+
 impl BoxFormat {
     /// Parses torchvision's spelling: `"xyxy"`, `"xywh"` or `"cxcywh"`.
     ///

@@ -520,100 +520,37 @@ pub fn poly1_focal_loss(
 // ------------------------------------------------------------------------------------------
 // Configs
 
-/// [`varifocal_loss`] as a [`Loss`] value (mmdetection's `VarifocalLoss`): `input` the logits.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct VarifocalLoss {
-    /// Weight of the negatives' focal term (default 0.75, >= 0).
-    pub alpha: f64,
-    /// Focusing exponent (default 2, >= 0).
-    pub gamma: f64,
-    /// Weight the positives by their target (default true).
-    pub iou_weighted: bool,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
+loss_core::loss_config! {
+    /// [`varifocal_loss`] as a [`Loss`] value (mmdetection's `VarifocalLoss`): `input` the logits.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct VarifocalLoss {
+        /// Weight of the negatives' focal term (>= 0).
+        alpha: f64 = 0.75,
+        /// Focusing exponent (>= 0).
+        gamma: f64 = 2.0,
+        /// Weight the positives by their target.
+        iou_weighted: bool = true,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
+    }
+    loss varifocal_loss(alpha, gamma, iou_weighted, reduction);
 }
 
-impl Default for VarifocalLoss {
-    fn default() -> Self {
-        Self {
-            alpha: 0.75,
-            gamma: 2.0,
-            iou_weighted: true,
-            reduction: Reduction::Mean,
-        }
-    }
-}
-
-impl VarifocalLoss {
-    /// Sets `alpha`.
-    pub fn with_alpha(mut self, alpha: f64) -> Self {
-        self.alpha = alpha;
-        self
-    }
-    /// Sets `gamma`.
-    pub fn with_gamma(mut self, gamma: f64) -> Self {
-        self.gamma = gamma;
-        self
-    }
-    /// Sets `iou_weighted`.
-    pub fn with_iou_weighted(mut self, iou_weighted: bool) -> Self {
-        self.iou_weighted = iou_weighted;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl Loss for VarifocalLoss {
-    fn name(&self) -> &'static str {
-        "varifocal_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        varifocal_loss(input, target, self.alpha, self.gamma, self.iou_weighted, self.reduction)
-    }
-}
-
-/// [`quality_focal_loss_tensor_target`] as a [`Loss`] value (mmdetection's `QualityFocalLoss`
-/// with a dense `[N, C]` target; call [`quality_focal_loss`] for the `(label, score)` form).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct QualityFocalLoss {
-    /// Focusing exponent (default 2, >= 0).
-    pub beta: f64,
-    /// `pred` holds probabilities, not logits (default false).
-    pub activated: bool,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-impl Default for QualityFocalLoss {
-    fn default() -> Self {
-        Self {
-            beta: 2.0,
-            activated: false,
-            reduction: Reduction::Mean,
-        }
+loss_core::loss_config! {
+    /// [`quality_focal_loss_tensor_target`] as a [`Loss`] value (mmdetection's `QualityFocalLoss`
+    /// with a dense `[N, C]` target; call [`quality_focal_loss`] for the `(label, score)` form).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct QualityFocalLoss {
+        /// Focusing exponent (>= 0).
+        beta: f64 = 2.0,
+        /// `pred` holds probabilities, not logits.
+        activated: bool = false,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
 }
 
 impl QualityFocalLoss {
-    /// Sets `beta`.
-    pub fn with_beta(mut self, beta: f64) -> Self {
-        self.beta = beta;
-        self
-    }
-    /// Sets `activated`.
-    pub fn with_activated(mut self, activated: bool) -> Self {
-        self.activated = activated;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
     /// The loss with the `(label, score)` target.
     ///
     /// # Errors
@@ -632,250 +569,76 @@ impl Loss for QualityFocalLoss {
     }
 }
 
-/// [`distribution_focal_loss`] as a [`Loss`] value: `input` the bin logits, `target` the labels.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DistributionFocalLoss {
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
+loss_core::loss_config! {
+    /// [`distribution_focal_loss`] as a [`Loss`] value: `input` the bin logits, `target` the labels.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct DistributionFocalLoss {
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
+    }
+    loss distribution_focal_loss(reduction);
 }
 
-impl Default for DistributionFocalLoss {
-    fn default() -> Self {
-        Self {
-            reduction: Reduction::Mean,
-        }
+loss_core::loss_config! {
+    /// [`gaussian_focal_loss`] as a [`Loss`] value: `input` the heatmap, `target` the Gaussian target.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct GaussianFocalLoss {
+        /// Exponent on the prediction (>= 0).
+        alpha: f64 = 2.0,
+        /// Exponent of the negatives' `(1 − t)` (>= 0).
+        gamma: f64 = 4.0,
+        /// Weight of the positive term.
+        pos_weight: f64 = 1.0,
+        /// Weight of the negative term.
+        neg_weight: f64 = 1.0,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
+    loss gaussian_focal_loss(alpha, gamma, pos_weight, neg_weight, reduction);
 }
 
-impl DistributionFocalLoss {
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
+loss_core::loss_config! {
+    /// [`balanced_l1_loss`] as a [`Loss`] value (mmdetection's `BalancedL1Loss`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct BalancedL1Loss {
+        /// Inlier gradient scale (> 0).
+        alpha: f64 = 0.5,
+        /// Outlier gradient bound (> 0).
+        gamma: f64 = 1.5,
+        /// Where the inlier zone ends (> 0).
+        beta: f64 = 1.0,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
+    loss balanced_l1_loss(alpha, gamma, beta, reduction);
 }
 
-impl Loss for DistributionFocalLoss {
-    fn name(&self) -> &'static str {
-        "distribution_focal_loss"
+loss_core::loss_config! {
+    /// [`poly1_cross_entropy`] as a [`Loss`] value: `input` the logits, `target` the labels.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct Poly1CrossEntropy {
+        /// Weight of the first polynomial term (>= −1).
+        epsilon: f64 = 1.0,
+        /// Label smoothing, in `[0, 1]`.
+        label_smoothing: f64 = 0.0,
+        /// Reduction.
+        reduction: Reduction = Reduction::None,
     }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        distribution_focal_loss(input, target, self.reduction)
-    }
+    loss poly1_cross_entropy(epsilon, label_smoothing, reduction);
 }
 
-/// [`gaussian_focal_loss`] as a [`Loss`] value: `input` the heatmap, `target` the Gaussian target.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GaussianFocalLoss {
-    /// Exponent on the prediction (default 2, >= 0).
-    pub alpha: f64,
-    /// Exponent of the negatives' `(1 − t)` (default 4, >= 0).
-    pub gamma: f64,
-    /// Weight of the positive term (default 1).
-    pub pos_weight: f64,
-    /// Weight of the negative term (default 1).
-    pub neg_weight: f64,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-impl Default for GaussianFocalLoss {
-    fn default() -> Self {
-        Self {
-            alpha: 2.0,
-            gamma: 4.0,
-            pos_weight: 1.0,
-            neg_weight: 1.0,
-            reduction: Reduction::Mean,
-        }
+loss_core::loss_config! {
+    /// [`poly1_focal_loss`] as a [`Loss`] value: `input` the logits, `target` the 0/1 labels.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct Poly1FocalLoss {
+        /// Weight of the first polynomial term (>= −1).
+        epsilon: f64 = 1.0,
+        /// Class balance, in `[0, 1]` or −1.
+        alpha: f64 = 0.25,
+        /// Focusing exponent (>= 0).
+        gamma: f64 = 2.0,
+        /// Reduction.
+        reduction: Reduction = Reduction::None,
     }
-}
-
-impl GaussianFocalLoss {
-    /// Sets `alpha` and `gamma`.
-    pub fn with_alpha_gamma(mut self, alpha: f64, gamma: f64) -> Self {
-        self.alpha = alpha;
-        self.gamma = gamma;
-        self
-    }
-    /// Sets the weights of the positive and negative terms.
-    pub fn with_weights(mut self, pos_weight: f64, neg_weight: f64) -> Self {
-        self.pos_weight = pos_weight;
-        self.neg_weight = neg_weight;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl Loss for GaussianFocalLoss {
-    fn name(&self) -> &'static str {
-        "gaussian_focal_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        gaussian_focal_loss(
-            input,
-            target,
-            self.alpha,
-            self.gamma,
-            self.pos_weight,
-            self.neg_weight,
-            self.reduction,
-        )
-    }
-}
-
-/// [`balanced_l1_loss`] as a [`Loss`] value (mmdetection's `BalancedL1Loss`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BalancedL1Loss {
-    /// Inlier gradient scale (default 0.5, > 0).
-    pub alpha: f64,
-    /// Outlier gradient bound (default 1.5, > 0).
-    pub gamma: f64,
-    /// Where the inlier zone ends (default 1, > 0).
-    pub beta: f64,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-impl Default for BalancedL1Loss {
-    fn default() -> Self {
-        Self {
-            alpha: 0.5,
-            gamma: 1.5,
-            beta: 1.0,
-            reduction: Reduction::Mean,
-        }
-    }
-}
-
-impl BalancedL1Loss {
-    /// Sets `alpha`, `gamma` and `beta`.
-    pub fn with_params(mut self, alpha: f64, gamma: f64, beta: f64) -> Self {
-        self.alpha = alpha;
-        self.gamma = gamma;
-        self.beta = beta;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl Loss for BalancedL1Loss {
-    fn name(&self) -> &'static str {
-        "balanced_l1_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        balanced_l1_loss(input, target, self.alpha, self.gamma, self.beta, self.reduction)
-    }
-}
-
-/// [`poly1_cross_entropy`] as a [`Loss`] value: `input` the logits, `target` the labels.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Poly1CrossEntropy {
-    /// Weight of the first polynomial term (default 1, >= −1).
-    pub epsilon: f64,
-    /// Label smoothing (default 0, in `[0, 1]`).
-    pub label_smoothing: f64,
-    /// Reduction (default `None`).
-    pub reduction: Reduction,
-}
-
-impl Default for Poly1CrossEntropy {
-    fn default() -> Self {
-        Self {
-            epsilon: 1.0,
-            label_smoothing: 0.0,
-            reduction: Reduction::None,
-        }
-    }
-}
-
-impl Poly1CrossEntropy {
-    /// Sets `epsilon`.
-    pub fn with_epsilon(mut self, epsilon: f64) -> Self {
-        self.epsilon = epsilon;
-        self
-    }
-    /// Sets the label smoothing.
-    pub fn with_label_smoothing(mut self, label_smoothing: f64) -> Self {
-        self.label_smoothing = label_smoothing;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl Loss for Poly1CrossEntropy {
-    fn name(&self) -> &'static str {
-        "poly1_cross_entropy"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        poly1_cross_entropy(input, target, self.epsilon, self.label_smoothing, self.reduction)
-    }
-}
-
-/// [`poly1_focal_loss`] as a [`Loss`] value: `input` the logits, `target` the 0/1 labels.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Poly1FocalLoss {
-    /// Weight of the first polynomial term (default 1, >= −1).
-    pub epsilon: f64,
-    /// Class balance (default 0.25, in `[0, 1]` or −1).
-    pub alpha: f64,
-    /// Focusing exponent (default 2, >= 0).
-    pub gamma: f64,
-    /// Reduction (default `None`).
-    pub reduction: Reduction,
-}
-
-impl Default for Poly1FocalLoss {
-    fn default() -> Self {
-        Self {
-            epsilon: 1.0,
-            alpha: 0.25,
-            gamma: 2.0,
-            reduction: Reduction::None,
-        }
-    }
-}
-
-impl Poly1FocalLoss {
-    /// Sets `epsilon`.
-    pub fn with_epsilon(mut self, epsilon: f64) -> Self {
-        self.epsilon = epsilon;
-        self
-    }
-    /// Sets `alpha`.
-    pub fn with_alpha(mut self, alpha: f64) -> Self {
-        self.alpha = alpha;
-        self
-    }
-    /// Sets `gamma`.
-    pub fn with_gamma(mut self, gamma: f64) -> Self {
-        self.gamma = gamma;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl Loss for Poly1FocalLoss {
-    fn name(&self) -> &'static str {
-        "poly1_focal_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        poly1_focal_loss(input, target, self.epsilon, self.alpha, self.gamma, self.reduction)
-    }
+    loss poly1_focal_loss(epsilon, alpha, gamma, reduction);
 }

@@ -36,9 +36,9 @@
 //! composite path on every device.
 
 use crate::boxes::check_boxes;
+use crate::extended_iou_siou::shape_term;
 use crate::geometry::{self, clamp_min, div_or_zero, Boxes, Overlap, ASPECT_K};
 use crate::losses::{check_pair, reduce_boxes};
-use crate::mmdet::shape_term;
 use candle_core::{Result, Tensor};
 use loss_core::{check, ops, Loss, LossError, Reduction};
 use std::fmt;
@@ -90,6 +90,13 @@ pub enum AlphaIouBase {
     /// With DIoU's penalty and CIoU's `(a·v + eps)^α` (the default, as the authors' training code).
     #[default]
     Ciou,
+}
+
+impl<'de> serde::Deserialize<'de> for AlphaIouBase {
+    /// From the authors' spelling ([`AlphaIouBase::parse`]).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        loss_core::config::deserialize_parsed(d, Self::parse)
+    }
 }
 
 impl AlphaIouBase {
@@ -266,6 +273,13 @@ pub enum InnerIouBase {
     Ciou,
 }
 
+impl<'de> serde::Deserialize<'de> for InnerIouBase {
+    /// From the authors' spelling ([`InnerIouBase::parse`]).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        loss_core::config::deserialize_parsed(d, Self::parse)
+    }
+}
+
 impl InnerIouBase {
     /// Parses `"iou"` or `"ciou"`.
     ///
@@ -427,6 +441,13 @@ pub enum WiseIouVersion {
     V3,
 }
 
+impl<'de> serde::Deserialize<'de> for WiseIouVersion {
+    /// From the authors' spelling ([`WiseIouVersion::parse`]).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        loss_core::config::deserialize_parsed(d, Self::parse)
+    }
+}
+
 impl WiseIouVersion {
     /// Parses `"v1"`, `"v2"` or `"v3"`.
     ///
@@ -526,6 +547,34 @@ pub fn wise_iou_loss(
         }
     };
     reduce_boxes(LOSS, &loss, reduction)
+}
+
+loss_core::loss_config! {
+    /// [`wise_iou_loss`] as a [`Loss`] value with a fixed `mean_iou_loss` (the stateless function);
+    /// [`WiseIoU`] keeps the running mean as the authors' `IouLoss`.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct WiseIoULoss {
+        /// The focusing version.
+        version: WiseIouVersion = WiseIouVersion::V3,
+        /// The running mean of `L_IoU` (> 0).
+        mean_iou_loss: f64 = 1.0,
+        /// `α` of v3 (> 0).
+        alpha: f64 = 1.7,
+        /// `δ` of v3 (> 0).
+        delta: f64 = 2.7,
+        /// Reduction.
+        reduction: Reduction = Reduction::None,
+    }
+}
+
+impl Loss for WiseIoULoss {
+    fn name(&self) -> &'static str {
+        "wise_iou_loss"
+    }
+    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
+        let c = self;
+        wise_iou_loss(input, target, c.version, c.mean_iou_loss, c.alpha, c.delta, c.reduction)
+    }
 }
 
 /// The authors' momentum of the running mean (their v2 branch).
@@ -763,95 +812,58 @@ pub fn nwd_loss(pred: &Tensor, target: &Tensor, constant: f64, eps: f64, reducti
 // ------------------------------------------------------------------------------------------
 // Configs
 
-/// [`alpha_iou_loss`] as a [`Loss`] value: `input` is the predicted boxes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AlphaIoULoss {
-    /// The power (default 3, > 0).
-    pub alpha: f64,
-    /// The IoU form (default `Ciou`).
-    pub base: AlphaIouBase,
-    /// Added to the heights, the union and each powered term (default `1e-9`, > 0).
-    pub eps: f64,
-    /// Reduction (default `None`).
-    pub reduction: Reduction,
+loss_core::loss_config! {
+    /// [`alpha_iou_loss`] as a [`Loss`] value: `input` is the predicted boxes.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct AlphaIoULoss {
+        /// The power (> 0).
+        alpha: f64 = 3.0,
+        /// The IoU form.
+        base: AlphaIouBase = AlphaIouBase::Ciou,
+        /// Added to the heights, the union and each powered term (> 0).
+        eps: f64 = 1e-9,
+        /// Reduction.
+        reduction: Reduction = Reduction::None,
+    }
+    loss alpha_iou_loss(alpha, base, eps, reduction);
 }
 
-impl Default for AlphaIoULoss {
-    fn default() -> Self {
-        Self {
-            alpha: 3.0,
-            base: AlphaIouBase::Ciou,
-            eps: 1e-9,
-            reduction: Reduction::None,
-        }
+loss_core::loss_config! {
+    /// [`mpdiou_loss`] as a [`Loss`] value: `input` is the predicted boxes. The image size has no
+    /// default: `forward` is an error until `img_w` and `img_h` are set ([`MPDIoULoss::new`]).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct MPDIoULoss {
+        /// Added to the heights and the union (> 0).
+        eps: f64 = 1e-7,
+        /// Reduction.
+        reduction: Reduction = Reduction::None,
     }
-}
-
-impl AlphaIoULoss {
-    /// Sets `alpha`.
-    pub fn with_alpha(mut self, alpha: f64) -> Self {
-        self.alpha = alpha;
-        self
+    optional {
+        /// Input image width (> 0; required).
+        img_w: f64,
+        /// Input image height (> 0; required).
+        img_h: f64,
     }
-    /// Sets the IoU form.
-    pub fn with_base(mut self, base: AlphaIouBase) -> Self {
-        self.base = base;
-        self
-    }
-    /// Sets `eps`.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl Loss for AlphaIoULoss {
-    fn name(&self) -> &'static str {
-        "alpha_iou_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        alpha_iou_loss(input, target, self.alpha, self.base, self.eps, self.reduction)
-    }
-}
-
-/// [`mpdiou_loss`] as a [`Loss`] value: `input` is the predicted boxes. No default: the image
-/// size is required ([`MPDIoULoss::new`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MPDIoULoss {
-    /// Input image width (> 0).
-    pub img_w: f64,
-    /// Input image height (> 0).
-    pub img_h: f64,
-    /// Added to the heights and the union (default `1e-7`, > 0).
-    pub eps: f64,
-    /// Reduction (default `None`).
-    pub reduction: Reduction,
 }
 
 impl MPDIoULoss {
-    /// The loss for images of `img_w × img_h`, `eps = 1e-7`, `reduction = None`.
+    /// The loss for images of `img_w × img_h`, the other options at their defaults.
     pub fn new(img_w: f64, img_h: f64) -> Self {
-        Self {
-            img_w,
-            img_h,
-            eps: 1e-7,
-            reduction: Reduction::None,
+        Self::default().with_img_w(img_w).with_img_h(img_h)
+    }
+
+    /// The image size, required by [`mpdiou_loss`].
+    ///
+    /// # Errors
+    /// `BadOptions` when `img_w` or `img_h` is not set.
+    pub fn image_size(&self) -> Result<(f64, f64)> {
+        match (self.img_w, self.img_h) {
+            (Some(w), Some(h)) => Ok((w, h)),
+            _ => Err(bad_option(
+                "mpdiou_loss",
+                "`img_w` and `img_h` (the image size) are required".into(),
+            )),
         }
-    }
-    /// Sets `eps`.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
     }
 }
 
@@ -860,211 +872,68 @@ impl Loss for MPDIoULoss {
         "mpdiou_loss"
     }
     fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        mpdiou_loss(input, target, self.img_w, self.img_h, self.eps, self.reduction)
+        let (img_w, img_h) = self.image_size()?;
+        mpdiou_loss(input, target, img_w, img_h, self.eps, self.reduction)
     }
 }
 
-/// [`inner_iou_loss`] as a [`Loss`] value: `input` is the predicted boxes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct InnerIoULoss {
-    /// Scale of the auxiliary boxes (default 1, > 0; the paper uses 0.5 to 1.5).
-    pub ratio: f64,
-    /// The loss on the auxiliary boxes (default `Iou`).
-    pub base: InnerIouBase,
-    /// Added to the unions and CIoU's diagonal (default `1e-7`, > 0).
-    pub eps: f64,
-    /// Reduction (default `None`).
-    pub reduction: Reduction,
+loss_core::loss_config! {
+    /// [`inner_iou_loss`] as a [`Loss`] value: `input` is the predicted boxes.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct InnerIoULoss {
+        /// Scale of the auxiliary boxes (> 0; the paper uses 0.5 to 1.5).
+        ratio: f64 = 1.0,
+        /// The loss on the auxiliary boxes.
+        base: InnerIouBase = InnerIouBase::Iou,
+        /// Added to the unions and CIoU's diagonal (> 0).
+        eps: f64 = 1e-7,
+        /// Reduction.
+        reduction: Reduction = Reduction::None,
+    }
+    loss inner_iou_loss(ratio, base, eps, reduction);
 }
 
-impl Default for InnerIoULoss {
-    fn default() -> Self {
-        Self {
-            ratio: 1.0,
-            base: InnerIouBase::Iou,
-            eps: 1e-7,
-            reduction: Reduction::None,
-        }
+loss_core::loss_config! {
+    /// [`shape_iou_loss`] as a [`Loss`] value: `input` is the predicted boxes.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct ShapeIoULoss {
+        /// Exponent of the target's shape weights (>= 0).
+        scale: f64 = 0.0,
+        /// Added to the union and the diagonal (> 0).
+        eps: f64 = 1e-7,
+        /// Reduction.
+        reduction: Reduction = Reduction::None,
     }
+    loss shape_iou_loss(scale, eps, reduction);
 }
 
-impl InnerIoULoss {
-    /// Sets `ratio`.
-    pub fn with_ratio(mut self, ratio: f64) -> Self {
-        self.ratio = ratio;
-        self
+loss_core::loss_config! {
+    /// [`focaler_iou_loss`] as a [`Loss`] value: `input` is the predicted boxes.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct FocalerIoULoss {
+        /// Lower end of the IoU interval.
+        d: f64 = 0.0,
+        /// Upper end of the IoU interval (`0 <= d < u <= 1`).
+        u: f64 = 0.95,
+        /// Added to the heights and the union (> 0).
+        eps: f64 = 1e-7,
+        /// Reduction.
+        reduction: Reduction = Reduction::None,
     }
-    /// Sets the base loss.
-    pub fn with_base(mut self, base: InnerIouBase) -> Self {
-        self.base = base;
-        self
-    }
-    /// Sets `eps`.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
+    loss focaler_iou_loss(d, u, eps, reduction);
 }
 
-impl Loss for InnerIoULoss {
-    fn name(&self) -> &'static str {
-        "inner_iou_loss"
+loss_core::loss_config! {
+    /// [`nwd_loss`] as a [`Loss`] value (the authors' `WassersteinLoss`): `input` is the predicted
+    /// boxes.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct NWDLoss {
+        /// Normalizing constant, about the dataset's object size (> 0).
+        constant: f64 = 12.8,
+        /// Added to the squared distance (> 0).
+        eps: f64 = 1e-6,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        inner_iou_loss(input, target, self.ratio, self.base, self.eps, self.reduction)
-    }
-}
-
-/// [`shape_iou_loss`] as a [`Loss`] value: `input` is the predicted boxes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ShapeIoULoss {
-    /// Exponent of the target's shape weights (default 0, >= 0).
-    pub scale: f64,
-    /// Added to the union and the diagonal (default `1e-7`, > 0).
-    pub eps: f64,
-    /// Reduction (default `None`).
-    pub reduction: Reduction,
-}
-
-impl Default for ShapeIoULoss {
-    fn default() -> Self {
-        Self {
-            scale: 0.0,
-            eps: 1e-7,
-            reduction: Reduction::None,
-        }
-    }
-}
-
-impl ShapeIoULoss {
-    /// Sets `scale`.
-    pub fn with_scale(mut self, scale: f64) -> Self {
-        self.scale = scale;
-        self
-    }
-    /// Sets `eps`.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl Loss for ShapeIoULoss {
-    fn name(&self) -> &'static str {
-        "shape_iou_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        shape_iou_loss(input, target, self.scale, self.eps, self.reduction)
-    }
-}
-
-/// [`focaler_iou_loss`] as a [`Loss`] value: `input` is the predicted boxes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FocalerIoULoss {
-    /// Lower end of the IoU interval (default 0).
-    pub d: f64,
-    /// Upper end of the IoU interval (default 0.95; `0 <= d < u <= 1`).
-    pub u: f64,
-    /// Added to the heights and the union (default `1e-7`, > 0).
-    pub eps: f64,
-    /// Reduction (default `None`).
-    pub reduction: Reduction,
-}
-
-impl Default for FocalerIoULoss {
-    fn default() -> Self {
-        Self {
-            d: 0.0,
-            u: 0.95,
-            eps: 1e-7,
-            reduction: Reduction::None,
-        }
-    }
-}
-
-impl FocalerIoULoss {
-    /// Sets the interval `[d, u]`.
-    pub fn with_interval(mut self, d: f64, u: f64) -> Self {
-        self.d = d;
-        self.u = u;
-        self
-    }
-    /// Sets `eps`.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl Loss for FocalerIoULoss {
-    fn name(&self) -> &'static str {
-        "focaler_iou_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        focaler_iou_loss(input, target, self.d, self.u, self.eps, self.reduction)
-    }
-}
-
-/// [`nwd_loss`] as a [`Loss`] value (the authors' `WassersteinLoss`): `input` is the predicted
-/// boxes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct NWDLoss {
-    /// Normalizing constant, about the dataset's object size (default 12.8, > 0).
-    pub constant: f64,
-    /// Added to the squared distance (default `1e-6`, > 0).
-    pub eps: f64,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-impl Default for NWDLoss {
-    fn default() -> Self {
-        Self {
-            constant: 12.8,
-            eps: 1e-6,
-            reduction: Reduction::Mean,
-        }
-    }
-}
-
-impl NWDLoss {
-    /// Sets `constant`.
-    pub fn with_constant(mut self, constant: f64) -> Self {
-        self.constant = constant;
-        self
-    }
-    /// Sets `eps`.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl Loss for NWDLoss {
-    fn name(&self) -> &'static str {
-        "nwd_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        nwd_loss(input, target, self.constant, self.eps, self.reduction)
-    }
+    loss nwd_loss(constant, eps, reduction);
 }

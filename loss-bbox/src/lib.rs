@@ -58,11 +58,11 @@
 
 pub mod boxes;
 pub mod dense;
+pub mod extended_iou_siou;
 mod fused;
 pub mod geometry;
 pub mod iou_successors;
 pub mod losses;
-pub mod mmdet;
 pub mod pairwise;
 
 pub use boxes::{box_area, box_convert, check_boxes, to_xyxy_boxes, BoxFormat};
@@ -71,16 +71,16 @@ pub use dense::{
     quality_focal_loss, quality_focal_loss_tensor_target, varifocal_loss, BalancedL1Loss, DistributionFocalLoss,
     GaussianFocalLoss, Poly1CrossEntropy, Poly1FocalLoss, QualityFocalLoss, VarifocalLoss,
 };
+pub use extended_iou_siou::{extended_iou_loss, siou_loss, ExtendedIoULoss, SIoULoss};
 pub use iou_successors::{
     alpha_iou_loss, focaler_iou_loss, inner_iou_loss, mpdiou_loss, nwd_loss, shape_iou_loss, wise_iou_loss,
     AlphaIoULoss, AlphaIouBase, FocalerIoULoss, InnerIoULoss, InnerIouBase, MPDIoULoss, NWDLoss, ShapeIoULoss, WiseIoU,
-    WiseIouVersion, WISE_IOU_MOMENTUM,
+    WiseIoULoss, WiseIouVersion, WISE_IOU_MOMENTUM,
 };
 pub use losses::{
     aligned_loss, ciou_loss, diou_loss, eiou_loss, giou_loss, iou_loss, AlignedLoss, CIoULoss, DIoULoss,
     EfficientIoULoss, GIoULoss, IoULoss, IouMode, Kernel, DEFAULT_EPS,
 };
-pub use mmdet::{extended_iou_loss, siou_loss, ExtendedIoULoss, SIoULoss};
 pub use pairwise::{box_iou, complete_box_iou, distance_box_iou, generalized_box_iou};
 
 // The README's example is compiled and run with the doc tests.

@@ -57,6 +57,13 @@ pub enum IouMode {
     Log,
 }
 
+impl<'de> serde::Deserialize<'de> for IouMode {
+    /// From mmdetection's spelling ([`IouMode::parse`]).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        loss_core::config::deserialize_parsed(d, Self::parse)
+    }
+}
+
 impl IouMode {
     /// Parses `"linear"`, `"square"` or `"log"`.
     ///
@@ -337,33 +344,17 @@ pub fn eiou_loss(pred: &Tensor, target: &Tensor, eps: f64, reduction: Reduction)
 /// The default `eps` of the torchvision box losses.
 pub const DEFAULT_EPS: f64 = 1e-7;
 
+/// An aligned box loss's config ([`loss_core::loss_config!`]) and its [`Loss`] impl.
 macro_rules! aligned_config {
     ($(#[$doc:meta])* $name:ident, $kind:expr, $fname:literal) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq)]
-        pub struct $name {
-            /// Added to every denominator (default `1e-7`, must be > 0).
-            pub eps: f64,
-            /// Reduction (default `None`, as torchvision).
-            pub reduction: Reduction,
-        }
-
-        impl Default for $name {
-            fn default() -> Self {
-                Self { eps: DEFAULT_EPS, reduction: Reduction::None }
-            }
-        }
-
-        impl $name {
-            /// Sets `eps`.
-            pub fn with_eps(mut self, eps: f64) -> Self {
-                self.eps = eps;
-                self
-            }
-            /// Sets the reduction.
-            pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-                self.reduction = reduction;
-                self
+        loss_core::loss_config! {
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy, PartialEq)]
+            pub struct $name {
+                /// Added to every denominator (`> 0`).
+                eps: f64 = DEFAULT_EPS,
+                /// Reduction (`None`, as torchvision).
+                reduction: Reduction = Reduction::None,
             }
         }
 
@@ -403,50 +394,16 @@ aligned_config!(
     "eiou_loss"
 );
 
-/// [`iou_loss`] as a [`Loss`] value: `input` is the predicted boxes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct IoULoss {
-    /// Linear, square or log (default linear).
-    pub mode: IouMode,
-    /// Added to the union and the lower clamp of IoU (default `1e-7`, must be > 0).
-    pub eps: f64,
-    /// Reduction (default `None`).
-    pub reduction: Reduction,
-}
-
-impl Default for IoULoss {
-    fn default() -> Self {
-        Self {
-            mode: IouMode::Linear,
-            eps: DEFAULT_EPS,
-            reduction: Reduction::None,
-        }
+loss_core::loss_config! {
+    /// [`iou_loss`] as a [`Loss`] value: `input` is the predicted boxes.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct IoULoss {
+        /// Linear, square or log.
+        mode: IouMode = IouMode::Linear,
+        /// Added to the union and the lower clamp of IoU (`> 0`).
+        eps: f64 = DEFAULT_EPS,
+        /// Reduction.
+        reduction: Reduction = Reduction::None,
     }
-}
-
-impl IoULoss {
-    /// Sets the mode.
-    pub fn with_mode(mut self, mode: IouMode) -> Self {
-        self.mode = mode;
-        self
-    }
-    /// Sets `eps`.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl Loss for IoULoss {
-    fn name(&self) -> &'static str {
-        "iou_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        iou_loss(input, target, self.mode, self.eps, self.reduction)
-    }
+    loss iou_loss(mode, eps, reduction);
 }

@@ -308,8 +308,8 @@ pub fn ctc_loss(
     input_lengths: &Tensor,
     target_lengths: &Tensor,
     blank: usize,
-    reduction: Reduction,
     zero_infinity: bool,
+    reduction: Reduction,
 ) -> Result<Tensor> {
     check::float(LOSS, "log_probs", log_probs)?;
     let (t_max, n, c) = match log_probs.dims() {
@@ -429,35 +429,22 @@ pub fn ctc_loss(
     }
 }
 
-/// [`ctc_loss`] as a value (`torch.nn.CTCLoss`): four inputs, so it has
-/// [`CtcLoss::forward4`] instead of [`crate::Loss`] (see the crate docs, "Losses of three or
-/// four inputs").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CtcLoss {
-    /// The blank class (default 0).
-    pub blank: usize,
-    /// Reduction (default `Mean`: per-sample loss over its target length, then the mean).
-    pub reduction: Reduction,
-    /// Whether an infinite loss (no alignment) becomes 0 (default false).
-    pub zero_infinity: bool,
+crate::loss_config! {
+    /// [`ctc_loss`] as a value (`torch.nn.CTCLoss`): four inputs, so it has
+    /// [`CtcLoss::forward4`] instead of [`crate::Loss`] (see the crate docs, "Losses of three or
+    /// four inputs").
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct CtcLoss {
+        /// The blank class.
+        blank: usize = 0,
+        /// Whether an infinite loss (no alignment) becomes 0.
+        zero_infinity: bool = false,
+        /// Reduction (`Mean`: per-sample loss over its target length, then the mean).
+        reduction: Reduction = Reduction::Mean,
+    }
 }
 
 impl CtcLoss {
-    /// Sets the blank class.
-    pub fn with_blank(mut self, blank: usize) -> Self {
-        self.blank = blank;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-    /// Sets `zero_infinity`.
-    pub fn with_zero_infinity(mut self, zero_infinity: bool) -> Self {
-        self.zero_infinity = zero_infinity;
-        self
-    }
     /// The loss of one batch ([`ctc_loss`]).
     ///
     /// # Errors
@@ -475,8 +462,8 @@ impl CtcLoss {
             input_lengths,
             target_lengths,
             self.blank,
-            self.reduction,
             self.zero_infinity,
+            self.reduction,
         )
     }
 }

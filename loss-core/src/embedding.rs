@@ -158,6 +158,13 @@ pub enum TripletDistance {
     Cosine,
 }
 
+impl<'de> serde::Deserialize<'de> for TripletDistance {
+    /// From `distance_function`'s string ([`TripletDistance::parse`]).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::config::deserialize_parsed(d, |s| Self::parse(Some(s)))
+    }
+}
+
 impl TripletDistance {
     /// Parses `triplet_margin_with_distance_loss`'s `distance_function`: `None` (pairwise
     /// distance) or `"cosine"`.
@@ -286,27 +293,19 @@ pub fn triplet_margin_with_distance_loss(
     )
 }
 
-/// [`cosine_embedding_loss`] as a value (`torch.nn.CosineEmbeddingLoss`); three inputs, so
-/// [`CosineEmbeddingLoss::forward3`] (see the crate docs, "Losses of three or four inputs").
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct CosineEmbeddingLoss {
-    /// Margin (default 0).
-    pub margin: f64,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
+crate::loss_config! {
+    /// [`cosine_embedding_loss`] as a value (`torch.nn.CosineEmbeddingLoss`); three inputs, so
+    /// [`CosineEmbeddingLoss::forward3`] (see the crate docs, "Losses of three or four inputs").
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct CosineEmbeddingLoss {
+        /// Margin.
+        margin: f64 = 0.0,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
+    }
 }
 
 impl CosineEmbeddingLoss {
-    /// Sets the margin.
-    pub fn with_margin(mut self, margin: f64) -> Self {
-        self.margin = margin;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
     /// The loss of the pair `(input1, input2)` labelled `target` ([`cosine_embedding_loss`]).
     ///
     /// # Errors
@@ -316,72 +315,59 @@ impl CosineEmbeddingLoss {
     }
 }
 
-/// [`triplet_margin_loss`] and [`triplet_margin_with_distance_loss`] as a value
-/// (`torch.nn.TripletMarginLoss`, `torch.nn.TripletMarginWithDistanceLoss`); three inputs, so
-/// [`TripletMarginLoss::forward3`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TripletMarginLoss {
-    /// The distance (default: pairwise, p = 2, eps = 1e-6).
-    pub distance: TripletDistance,
-    /// Margin (default 1, `> 0`).
-    pub margin: f64,
-    /// Whether to use the distance swap (default false).
-    pub swap: bool,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-impl Default for TripletMarginLoss {
-    fn default() -> Self {
-        Self {
-            distance: TripletDistance::Pairwise { p: 2.0, eps: 1e-6 },
-            margin: 1.0,
-            swap: false,
-            reduction: Reduction::Mean,
-        }
+crate::loss_config! {
+    /// [`triplet_margin_loss`] as a value (`torch.nn.TripletMarginLoss`); three inputs, so
+    /// [`TripletMarginLoss::forward3`].
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct TripletMarginLoss {
+        /// Margin (`> 0`).
+        margin: f64 = 1.0,
+        /// The norm's order of the pairwise distance (`≥ 1`).
+        p: f64 = 2.0,
+        /// Added to every coordinate of the difference.
+        eps: f64 = 1e-6,
+        /// Whether to use the distance swap.
+        swap: bool = false,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
 }
 
 impl TripletMarginLoss {
-    /// Sets the distance.
-    pub fn with_distance(mut self, distance: TripletDistance) -> Self {
-        self.distance = distance;
-        self
-    }
-    /// Sets the margin.
-    pub fn with_margin(mut self, margin: f64) -> Self {
-        self.margin = margin;
-        self
-    }
-    /// Sets `swap`.
-    pub fn with_swap(mut self, swap: bool) -> Self {
-        self.swap = swap;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-    /// The loss of the triplet ([`triplet_margin_with_distance_loss`]; errors name
-    /// `triplet_margin_loss` when the distance is [`TripletDistance::Pairwise`]).
+    /// The loss of the triplet ([`triplet_margin_loss`]).
     ///
     /// # Errors
     /// As [`triplet_margin_loss`].
     pub fn forward3(&self, anchor: &Tensor, positive: &Tensor, negative: &Tensor) -> Result<Tensor> {
-        let name = match self.distance {
-            TripletDistance::Pairwise { .. } => "triplet_margin_loss",
-            _ => "triplet_margin_with_distance_loss",
-        };
-        triplet(
-            name,
-            anchor,
-            positive,
-            negative,
-            self.distance,
-            self.margin,
-            self.swap,
-            self.reduction,
-        )
+        let (c, r) = (self, self.reduction);
+        triplet_margin_loss(anchor, positive, negative, c.margin, c.p, c.eps, c.swap, r)
+    }
+}
+
+crate::loss_config! {
+    /// [`triplet_margin_with_distance_loss`] as a value
+    /// (`torch.nn.TripletMarginWithDistanceLoss`); three inputs, so
+    /// [`TripletMarginWithDistanceLoss::forward3`].
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct TripletMarginWithDistanceLoss {
+        /// The distance (`null`: pairwise, p = 2, eps = 1e-6; or `"cosine"`).
+        distance_function: TripletDistance = TripletDistance::Euclidean,
+        /// Margin (`> 0`).
+        margin: f64 = 1.0,
+        /// Whether to use the distance swap.
+        swap: bool = false,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
+    }
+}
+
+impl TripletMarginWithDistanceLoss {
+    /// The loss of the triplet ([`triplet_margin_with_distance_loss`]).
+    ///
+    /// # Errors
+    /// As [`triplet_margin_with_distance_loss`].
+    pub fn forward3(&self, anchor: &Tensor, positive: &Tensor, negative: &Tensor) -> Result<Tensor> {
+        let (c, d) = (self, self.distance_function);
+        triplet_margin_with_distance_loss(anchor, positive, negative, d, c.margin, c.swap, c.reduction)
     }
 }

@@ -91,6 +91,7 @@
 
 pub mod check;
 pub mod classification;
+pub mod config;
 pub mod ctc;
 pub mod embedding;
 pub mod error;
@@ -110,6 +111,7 @@ pub mod reduction;
 pub mod regression;
 
 pub use classification::*;
+pub use config::LossConfig;
 pub use ctc::*;
 pub use embedding::*;
 pub use error::LossError;

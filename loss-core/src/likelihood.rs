@@ -189,112 +189,45 @@ pub fn log_cosh_loss(input: &Tensor, target: &Tensor, reduction: Reduction) -> R
     reduce(LOSS, &per, reduction)
 }
 
-/// [`poisson_nll_loss`] as a [`Loss`] value (`torch.nn.PoissonNLLLoss`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PoissonNllLoss {
-    /// Whether `input` is the log of the rate (default true).
-    pub log_input: bool,
-    /// Whether to add Stirling's term (default false).
-    pub full: bool,
-    /// Added to the rate inside the log when `log_input` is false (default 1e-8).
-    pub eps: f64,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
+crate::loss_config! {
+    /// [`poisson_nll_loss`] as a [`Loss`] value (`torch.nn.PoissonNLLLoss`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct PoissonNllLoss {
+        /// Whether `input` is the log of the rate.
+        log_input: bool = true,
+        /// Whether to add Stirling's term.
+        full: bool = false,
+        /// Added to the rate inside the log when `log_input` is false.
+        eps: f64 = 1e-8,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
+    }
+    loss poisson_nll_loss(log_input, full, eps, reduction);
 }
 
-impl Default for PoissonNllLoss {
-    fn default() -> Self {
-        Self {
-            log_input: true,
-            full: false,
-            eps: 1e-8,
-            reduction: Reduction::Mean,
-        }
+crate::loss_config! {
+    /// [`gaussian_nll_loss`] as a value (`torch.nn.GaussianNLLLoss`).
+    ///
+    /// It takes three tensors, so it implements [`Loss`] only through [`GaussianNllLoss::with_var`]
+    /// (a fixed variance, e.g. a learned homoscedastic one held by the model); a training loop whose
+    /// model predicts the variance calls [`GaussianNllLoss::forward3`] (see the crate docs,
+    /// "Losses of three or four inputs").
+    #[derive(Debug, Clone)]
+    pub struct GaussianNllLoss {
+        /// Whether to add `½·ln(2π)`.
+        full: bool = false,
+        /// Lower clamp of the variance.
+        eps: f64 = 1e-6,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl PoissonNllLoss {
-    /// Sets `log_input`.
-    pub fn with_log_input(mut self, log_input: bool) -> Self {
-        self.log_input = log_input;
-        self
-    }
-    /// Sets `full`.
-    pub fn with_full(mut self, full: bool) -> Self {
-        self.full = full;
-        self
-    }
-    /// Sets `eps`.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl Loss for PoissonNllLoss {
-    fn name(&self) -> &'static str {
-        "poisson_nll_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        poisson_nll_loss(input, target, self.log_input, self.full, self.eps, self.reduction)
-    }
-}
-
-/// [`gaussian_nll_loss`] as a value (`torch.nn.GaussianNLLLoss`).
-///
-/// It takes three tensors, so it implements [`Loss`] only through [`GaussianNllLoss::with_var`]
-/// (a fixed variance, e.g. a learned homoscedastic one held by the model); a training loop whose
-/// model predicts the variance calls [`GaussianNllLoss::forward3`] (see the crate docs,
-/// "Losses of three or four inputs").
-#[derive(Debug, Clone)]
-pub struct GaussianNllLoss {
-    /// Whether to add `½·ln(2π)` (default false).
-    pub full: bool,
-    /// Lower clamp of the variance (default 1e-6).
-    pub eps: f64,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-    /// The variance `Loss::forward` uses; `None` makes `forward` an error.
-    pub var: Option<Tensor>,
-}
-
-impl Default for GaussianNllLoss {
-    fn default() -> Self {
-        Self {
-            full: false,
-            eps: 1e-6,
-            reduction: Reduction::Mean,
-            var: None,
-        }
+    tensors {
+        /// The variance `Loss::forward` uses; `None` makes `forward` an error.
+        var,
     }
 }
 
 impl GaussianNllLoss {
-    /// Sets `full`.
-    pub fn with_full(mut self, full: bool) -> Self {
-        self.full = full;
-        self
-    }
-    /// Sets `eps`.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-    /// Sets the variance that [`Loss::forward`] uses.
-    pub fn with_var(mut self, var: Tensor) -> Self {
-        self.var = Some(var);
-        self
-    }
     /// The loss of `input` against `target` with variance `var` ([`gaussian_nll_loss`]).
     ///
     /// # Errors
@@ -317,26 +250,12 @@ impl Loss for GaussianNllLoss {
     }
 }
 
-/// [`log_cosh_loss`] as a [`Loss`] value.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct LogCoshLoss {
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-impl LogCoshLoss {
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
+crate::loss_config! {
+    /// [`log_cosh_loss`] as a [`Loss`] value.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct LogCoshLoss {
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl Loss for LogCoshLoss {
-    fn name(&self) -> &'static str {
-        "log_cosh_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        log_cosh_loss(input, target, self.reduction)
-    }
+    loss log_cosh_loss(reduction);
 }

@@ -303,28 +303,20 @@ pub fn multi_margin_loss(
     reduce(LOSS, &per, reduction)
 }
 
-/// [`margin_ranking_loss`] as a value (`torch.nn.MarginRankingLoss`): three inputs, so it has
-/// [`MarginRankingLoss::forward3`] instead of [`Loss`] (see the crate docs, "Losses of three or
-/// four inputs").
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct MarginRankingLoss {
-    /// Margin (default 0).
-    pub margin: f64,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
+crate::loss_config! {
+    /// [`margin_ranking_loss`] as a value (`torch.nn.MarginRankingLoss`): three inputs, so it has
+    /// [`MarginRankingLoss::forward3`] instead of [`Loss`] (see the crate docs, "Losses of three or
+    /// four inputs").
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct MarginRankingLoss {
+        /// Margin.
+        margin: f64 = 0.0,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
+    }
 }
 
 impl MarginRankingLoss {
-    /// Sets the margin.
-    pub fn with_margin(mut self, margin: f64) -> Self {
-        self.margin = margin;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
     /// The loss of the pair `(input1, input2)` ranked by `target` ([`margin_ranking_loss`]).
     ///
     /// # Errors
@@ -334,89 +326,38 @@ impl MarginRankingLoss {
     }
 }
 
-/// [`hinge_embedding_loss`] as a [`Loss`] value (`torch.nn.HingeEmbeddingLoss`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HingeEmbeddingLoss {
-    /// Margin (default 1).
-    pub margin: f64,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
+crate::loss_config! {
+    /// [`hinge_embedding_loss`] as a [`Loss`] value (`torch.nn.HingeEmbeddingLoss`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct HingeEmbeddingLoss {
+        /// Margin.
+        margin: f64 = 1.0,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
+    }
+    loss hinge_embedding_loss(margin, reduction);
 }
 
-impl Default for HingeEmbeddingLoss {
-    fn default() -> Self {
-        Self {
-            margin: 1.0,
-            reduction: Reduction::Mean,
-        }
+crate::loss_config! {
+    /// [`soft_margin_loss`] as a [`Loss`] value (`torch.nn.SoftMarginLoss`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct SoftMarginLoss {
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
+    loss soft_margin_loss(reduction);
 }
 
-impl HingeEmbeddingLoss {
-    /// Sets the margin.
-    pub fn with_margin(mut self, margin: f64) -> Self {
-        self.margin = margin;
-        self
+crate::loss_config! {
+    /// [`multilabel_soft_margin_loss`] as a [`Loss`] value (`torch.nn.MultiLabelSoftMarginLoss`).
+    #[derive(Debug, Clone)]
+    pub struct MultilabelSoftMarginLoss {
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl Loss for HingeEmbeddingLoss {
-    fn name(&self) -> &'static str {
-        "hinge_embedding_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        hinge_embedding_loss(input, target, self.margin, self.reduction)
-    }
-}
-
-/// [`soft_margin_loss`] as a [`Loss`] value (`torch.nn.SoftMarginLoss`).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct SoftMarginLoss {
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-impl SoftMarginLoss {
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl Loss for SoftMarginLoss {
-    fn name(&self) -> &'static str {
-        "soft_margin_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        soft_margin_loss(input, target, self.reduction)
-    }
-}
-
-/// [`multilabel_soft_margin_loss`] as a [`Loss`] value (`torch.nn.MultiLabelSoftMarginLoss`).
-#[derive(Debug, Clone, Default)]
-pub struct MultilabelSoftMarginLoss {
-    /// Optional per-class weight `[C]`.
-    pub weight: Option<Tensor>,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-impl MultilabelSoftMarginLoss {
-    /// Sets the per-class weight `[C]`.
-    pub fn with_weight(mut self, weight: Tensor) -> Self {
-        self.weight = Some(weight);
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
+    tensors {
+        /// Per-class weight `[C]`.
+        weight,
     }
 }
 
@@ -429,74 +370,30 @@ impl Loss for MultilabelSoftMarginLoss {
     }
 }
 
-/// [`multilabel_margin_loss`] as a [`Loss`] value (`torch.nn.MultiLabelMarginLoss`).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct MultilabelMarginLoss {
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
+crate::loss_config! {
+    /// [`multilabel_margin_loss`] as a [`Loss`] value (`torch.nn.MultiLabelMarginLoss`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct MultilabelMarginLoss {
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
+    }
+    loss multilabel_margin_loss(reduction);
 }
 
-impl MultilabelMarginLoss {
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
+crate::loss_config! {
+    /// [`multi_margin_loss`] as a [`Loss`] value (`torch.nn.MultiMarginLoss`).
+    #[derive(Debug, Clone)]
+    pub struct MultiMarginLoss {
+        /// Exponent, 1 or 2.
+        p: u32 = 1,
+        /// Margin.
+        margin: f64 = 1.0,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl Loss for MultilabelMarginLoss {
-    fn name(&self) -> &'static str {
-        "multilabel_margin_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        multilabel_margin_loss(input, target, self.reduction)
-    }
-}
-
-/// [`multi_margin_loss`] as a [`Loss`] value (`torch.nn.MultiMarginLoss`).
-#[derive(Debug, Clone)]
-pub struct MultiMarginLoss {
-    /// Exponent, 1 (default) or 2.
-    pub p: u32,
-    /// Margin (default 1).
-    pub margin: f64,
-    /// Optional per-class weight `[C]`.
-    pub weight: Option<Tensor>,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-impl Default for MultiMarginLoss {
-    fn default() -> Self {
-        Self {
-            p: 1,
-            margin: 1.0,
-            weight: None,
-            reduction: Reduction::Mean,
-        }
-    }
-}
-
-impl MultiMarginLoss {
-    /// Sets `p` (1 or 2).
-    pub fn with_p(mut self, p: u32) -> Self {
-        self.p = p;
-        self
-    }
-    /// Sets the margin.
-    pub fn with_margin(mut self, margin: f64) -> Self {
-        self.margin = margin;
-        self
-    }
-    /// Sets the per-class weight `[C]`.
-    pub fn with_weight(mut self, weight: Tensor) -> Self {
-        self.weight = Some(weight);
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
+    tensors {
+        /// Per-class weight `[C]`.
+        weight,
     }
 }
 

@@ -68,6 +68,13 @@ impl Reduction {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Reduction {
+    /// From PyTorch's spelling ([`Reduction::parse`]).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::config::deserialize_parsed(d, |s| Self::parse("reduction", s))
+    }
+}
+
 impl fmt::Display for Reduction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

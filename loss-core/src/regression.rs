@@ -21,7 +21,6 @@ use crate::check;
 use crate::fused::{self, Pointwise};
 use crate::ops;
 use crate::reduction::{reduce, Reduction};
-use crate::Loss;
 use candle_core::{Result, Tensor};
 
 /// Validates the pair and runs the fused CPU kernel when it applies (`Ok(Err(d))` hands the
@@ -120,130 +119,46 @@ pub fn huber_loss(input: &Tensor, target: &Tensor, delta: f64, reduction: Reduct
     reduce(LOSS, &ad.lt(delta)?.where_cond(&quadratic, &linear)?, reduction)
 }
 
-/// [`l1_loss`] as a [`Loss`] value (`torch.nn.L1Loss`).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct L1Loss {
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
+crate::loss_config! {
+    /// [`l1_loss`] as a [`Loss`](crate::Loss) value (`torch.nn.L1Loss`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct L1Loss {
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
+    }
+    loss l1_loss(reduction);
 }
 
-/// [`mse_loss`] as a [`Loss`] value (`torch.nn.MSELoss`).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct MseLoss {
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
+crate::loss_config! {
+    /// [`mse_loss`] as a [`Loss`](crate::Loss) value (`torch.nn.MSELoss`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct MseLoss {
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
+    }
+    loss mse_loss(reduction);
 }
 
-/// [`smooth_l1_loss`] as a [`Loss`] value (`torch.nn.SmoothL1Loss`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SmoothL1Loss {
-    /// Width of the quadratic zone (default 1.0, `>= 0`).
-    pub beta: f64,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
+crate::loss_config! {
+    /// [`smooth_l1_loss`] as a [`Loss`](crate::Loss) value (`torch.nn.SmoothL1Loss`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct SmoothL1Loss {
+        /// Width of the quadratic zone (`>= 0`).
+        beta: f64 = 1.0,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
+    }
+    loss smooth_l1_loss(beta, reduction);
 }
 
-/// [`huber_loss`] as a [`Loss`] value (`torch.nn.HuberLoss`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HuberLoss {
-    /// Threshold between the quadratic and linear zones (default 1.0, `> 0`).
-    pub delta: f64,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-impl Default for SmoothL1Loss {
-    fn default() -> Self {
-        Self {
-            beta: 1.0,
-            reduction: Reduction::Mean,
-        }
+crate::loss_config! {
+    /// [`huber_loss`] as a [`Loss`](crate::Loss) value (`torch.nn.HuberLoss`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct HuberLoss {
+        /// Threshold between the quadratic and linear zones (`> 0`).
+        delta: f64 = 1.0,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl Default for HuberLoss {
-    fn default() -> Self {
-        Self {
-            delta: 1.0,
-            reduction: Reduction::Mean,
-        }
-    }
-}
-
-impl L1Loss {
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl MseLoss {
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl SmoothL1Loss {
-    /// Sets `beta`.
-    pub fn with_beta(mut self, beta: f64) -> Self {
-        self.beta = beta;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl HuberLoss {
-    /// Sets `delta`.
-    pub fn with_delta(mut self, delta: f64) -> Self {
-        self.delta = delta;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl Loss for L1Loss {
-    fn name(&self) -> &'static str {
-        "l1_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        l1_loss(input, target, self.reduction)
-    }
-}
-
-impl Loss for MseLoss {
-    fn name(&self) -> &'static str {
-        "mse_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        mse_loss(input, target, self.reduction)
-    }
-}
-
-impl Loss for SmoothL1Loss {
-    fn name(&self) -> &'static str {
-        "smooth_l1_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        smooth_l1_loss(input, target, self.beta, self.reduction)
-    }
-}
-
-impl Loss for HuberLoss {
-    fn name(&self) -> &'static str {
-        "huber_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        huber_loss(input, target, self.delta, self.reduction)
-    }
+    loss huber_loss(delta, reduction);
 }

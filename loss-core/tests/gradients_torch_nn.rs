@@ -217,7 +217,7 @@ fn ctc_gradients_through_log_softmax() {
             };
             assert_grad(
                 "ctc_loss (logits)",
-                |x| ctc_loss(&log_softmax(x, 2)?, &tg, &il, &tl, blank, red, false),
+                |x| ctc_loss(&log_softmax(x, 2)?, &tg, &il, &tl, blank, false, red),
                 &logits,
             );
         }
@@ -234,7 +234,7 @@ fn ctc_gradient_convention_on_log_probs() {
     let targets = Tensor::new(&[1i64, 2, 3, 3, 1], &Device::Cpu).unwrap();
     let il = Tensor::new(&[6i64, 4], &Device::Cpu).unwrap();
     let tl = Tensor::new(&[2i64, 3], &Device::Cpu).unwrap();
-    let f = |x: &Tensor| ctc_loss(x, &targets, &il, &tl, 0, Reduction::Sum, false);
+    let f = |x: &Tensor| ctc_loss(x, &targets, &il, &tl, 0, false, Reduction::Sum);
     let var = Var::from_tensor(&lp).unwrap();
     let g = f(var.as_tensor()).unwrap().backward().unwrap();
     let auto = g

@@ -1630,7 +1630,7 @@ impl NnCase {
                     };
                     triplet_margin_with_distance_loss(&a[0], &a[1], &a[2], d, c.q, c.flag, r)
                 }
-                Nn::Ctc => ctc_loss(&a[0], &a[1], &a[2], &a[3], c.p as usize, r, c.flag),
+                Nn::Ctc => ctc_loss(&a[0], &a[1], &a[2], &a[3], c.p as usize, c.flag, r),
             }
         })
     }

@@ -29,119 +29,56 @@
 //! picks one); the value never depends on it.
 
 use crate::dice::{dice_per_class, DiceLoss};
+use crate::options::OverlapBuilders;
 use crate::prepare::{check_activation, prepare, Prepare};
 use candle_core::{Result, Tensor};
-use loss_core::{check, ops, reduce, Loss, LossError, Reduction};
+use loss_core::{check, ops, reduce, LossError, Reduction};
 
-/// MONAI's `SoftclDiceLoss` options (1.6.1 API), with MONAI's defaults; also the loss as a
-/// [`Loss`] value.
-///
-/// Defaults: `iter_ = 3`, `smooth_nr = 1`, `smooth_dr = 1`, `smooth = 1e-4`,
-/// `include_background = true`, `to_onehot_y = false`, `sigmoid = false`, `softmax = false`,
-/// `reduction = Mean`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SoftClDiceLoss {
-    /// Erosion steps of the soft skeleton (MONAI's `iter_`).
-    pub iter_: usize,
-    /// Added to the numerators of `tprec` and `tsens` (finite, `>= 0`).
-    pub smooth_nr: f64,
-    /// Added to the denominators of `tprec` and `tsens` (finite, `>= 0`).
-    pub smooth_dr: f64,
-    /// Added to the denominator of the final ratio (finite, `> 0`).
-    pub smooth: f64,
-    /// Keep channel 0 (ignored when `C = 1`).
-    pub include_background: bool,
-    /// The target holds class indices `[N, 1, spatial...]` (ignored when `C = 1`).
-    pub to_onehot_y: bool,
-    /// Sigmoid on `pred` first.
-    pub sigmoid: bool,
-    /// Softmax over the channels of `pred` first (ignored when `C = 1`).
-    pub softmax: bool,
-    /// `None` gives `[N]`, `Mean` / `Sum` a 0-d tensor.
-    pub reduction: Reduction,
-}
-
-impl Default for SoftClDiceLoss {
-    fn default() -> Self {
-        Self {
-            iter_: 3,
-            smooth_nr: 1.0,
-            smooth_dr: 1.0,
-            smooth: 1e-4,
-            include_background: true,
-            to_onehot_y: false,
-            sigmoid: false,
-            softmax: false,
-            reduction: Reduction::Mean,
-        }
+loss_core::loss_config! {
+    /// MONAI's `SoftclDiceLoss` options (1.6.1 API), with MONAI's defaults; also the loss as a
+    /// [`Loss`](loss_core::Loss) value.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct SoftClDiceLoss {
+        /// Erosion steps of the soft skeleton (MONAI's `iter_`).
+        iter_: usize = 3,
+        /// Added to the numerators of `tprec` and `tsens` (finite, `>= 0`).
+        smooth_nr: f64 = 1.0,
+        /// Added to the denominators of `tprec` and `tsens` (finite, `>= 0`).
+        smooth_dr: f64 = 1.0,
+        /// Added to the denominator of the final ratio (finite, `> 0`).
+        smooth: f64 = 1e-4,
+        /// Keep channel 0 (ignored when `C = 1`).
+        include_background: bool = true,
+        /// The target holds class indices `[N, 1, spatial...]` (ignored when `C = 1`).
+        to_onehot_y: bool = false,
+        /// Sigmoid on `pred` first.
+        sigmoid: bool = false,
+        /// Softmax over the channels of `pred` first (ignored when `C = 1`).
+        softmax: bool = false,
+        /// `None` gives `[N]`, `Mean` / `Sum` a 0-d tensor.
+        reduction: Reduction = Reduction::Mean,
     }
+    builders SoftClDiceBuilders;
+    loss_of_config soft_cldice_loss;
 }
 
-/// MONAI's `SoftDiceclDiceLoss` options: [`SoftClDiceLoss`]'s (same defaults) and
-/// `alpha = 0.5`; also the loss as a [`Loss`] value. The reduction is `Mean` or `Sum`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SoftDiceClDiceLoss {
-    /// The clDice options (and the Dice term's `smooth_nr`, `smooth_dr` and flags).
-    pub cldice: SoftClDiceLoss,
-    /// Weight of the clDice term, in `[0, 1]`; the Dice term gets `1 − alpha`.
-    pub alpha: f64,
-}
-
-impl Default for SoftDiceClDiceLoss {
-    fn default() -> Self {
-        Self {
-            cldice: SoftClDiceLoss::default(),
-            alpha: 0.5,
-        }
+loss_core::loss_config! {
+    /// MONAI's `SoftDiceclDiceLoss` options: [`SoftClDiceLoss`]'s (same defaults, read from the
+    /// same flat map) and `alpha`; also the loss as a [`Loss`](loss_core::Loss) value. The reduction is `Mean` or
+    /// `Sum`.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct SoftDiceClDiceLoss {
+        /// Weight of the clDice term, in `[0, 1]`; the Dice term gets `1 − alpha`.
+        alpha: f64 = 0.5,
     }
+    parts {
+        /// The clDice options (and the Dice term's `smooth_nr`, `smooth_dr` and flags).
+        cldice: SoftClDiceLoss => SoftClDiceBuilders,
+    }
+    loss_of_config soft_dice_cldice_loss;
 }
 
 impl SoftClDiceLoss {
-    /// Sets the number of erosion steps of the soft skeleton.
-    pub fn with_iter(mut self, iter_: usize) -> Self {
-        self.iter_ = iter_;
-        self
-    }
-    /// Sets the numerator smoothing of `tprec` / `tsens`.
-    pub fn with_smooth_nr(mut self, smooth_nr: f64) -> Self {
-        self.smooth_nr = smooth_nr;
-        self
-    }
-    /// Sets the denominator smoothing of `tprec` / `tsens`.
-    pub fn with_smooth_dr(mut self, smooth_dr: f64) -> Self {
-        self.smooth_dr = smooth_dr;
-        self
-    }
-    /// Sets the smoothing of the final ratio (`> 0`).
-    pub fn with_smooth(mut self, smooth: f64) -> Self {
-        self.smooth = smooth;
-        self
-    }
-    /// Keeps (`true`, the default) or drops channel 0.
-    pub fn with_include_background(mut self, include_background: bool) -> Self {
-        self.include_background = include_background;
-        self
-    }
-    /// Reads the target as class indices `[N, 1, spatial...]` and one-hot encodes it.
-    pub fn with_to_onehot_y(mut self, to_onehot_y: bool) -> Self {
-        self.to_onehot_y = to_onehot_y;
-        self
-    }
-    /// Applies a sigmoid to `pred` first.
-    pub fn with_sigmoid(mut self, sigmoid: bool) -> Self {
-        self.sigmoid = sigmoid;
-        self
-    }
-    /// Applies a softmax over the channels of `pred` first.
-    pub fn with_softmax(mut self, softmax: bool) -> Self {
-        self.softmax = softmax;
-        self
-    }
-    /// Sets the reduction (`None`, `Mean` or `Sum`).
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
     fn prepare_options(&self) -> Prepare {
         Prepare {
             include_background: self.include_background,
@@ -155,19 +92,6 @@ impl SoftClDiceLoss {
         check::non_negative(loss, "smooth_dr", self.smooth_dr)?;
         check::positive(loss, "smooth", self.smooth)?;
         check_activation(loss, self.sigmoid, self.softmax)
-    }
-}
-
-impl SoftDiceClDiceLoss {
-    /// Sets the weight α of the clDice term.
-    pub fn with_alpha(mut self, alpha: f64) -> Self {
-        self.alpha = alpha;
-        self
-    }
-    /// Sets the clDice options (flags, smoothing, `iter_`, reduction).
-    pub fn with_cldice(mut self, cldice: SoftClDiceLoss) -> Self {
-        self.cldice = cldice;
-        self
     }
 }
 
@@ -321,34 +245,14 @@ pub fn soft_dice_cldice_loss(pred: &Tensor, target: &Tensor, opts: &SoftDiceClDi
     }
     let (p, g) = prepared(LOSS, pred, target, o)?;
     let cl = reduce(LOSS, &cldice_per_item(&p, &g, o)?, o.reduction)?;
-    let dice_opts = DiceLoss {
-        include_background: o.include_background,
-        to_onehot_y: o.to_onehot_y,
-        sigmoid: o.sigmoid,
-        softmax: o.softmax,
-        smooth_nr: o.smooth_nr,
-        smooth_dr: o.smooth_dr,
-        reduction: o.reduction,
-        ..DiceLoss::default()
-    };
+    let dice_opts = DiceLoss::default()
+        .with_include_background(o.include_background)
+        .with_to_onehot_y(o.to_onehot_y)
+        .with_sigmoid(o.sigmoid)
+        .with_softmax(o.softmax)
+        .with_smooth_nr(o.smooth_nr)
+        .with_smooth_dr(o.smooth_dr)
+        .with_reduction(o.reduction);
     let dice = reduce(LOSS, &dice_per_class(LOSS, pred, target, &dice_opts)?, o.reduction)?;
     dice.affine(1.0 - opts.alpha, 0.0)?.add(&cl.affine(opts.alpha, 0.0)?)
-}
-
-impl Loss for SoftClDiceLoss {
-    fn name(&self) -> &'static str {
-        "soft_cldice_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        soft_cldice_loss(input, target, self)
-    }
-}
-
-impl Loss for SoftDiceClDiceLoss {
-    fn name(&self) -> &'static str {
-        "soft_dice_cldice_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        soft_dice_cldice_loss(input, target, self)
-    }
 }

@@ -11,11 +11,12 @@
 //! `softmax` act on the Dice term only, the cross-entropy and the focal loss take the logits.
 //! Source: `monai.losses.DiceCELoss`, `monai.losses.DiceFocalLoss` (MONAI 1.x).
 
-use crate::dice::{dice_per_class, DiceLoss};
+use crate::dice::{dice_per_class, DiceBuilders, DiceLoss};
+use crate::options::{OverlapBuilders, OverlapOptions};
 use crate::prepare::{check_pred, class_weight, dense_target};
 use candle_core::{DType, Result, Tensor};
 use loss_core::{
-    binary_cross_entropy_with_logits, check, cross_entropy, ops, reduce, sigmoid_focal_loss, Loss, LossError, Reduction,
+    binary_cross_entropy_with_logits, check, cross_entropy, ops, reduce, sigmoid_focal_loss, LossError, Reduction,
 };
 
 /// MONAI's checks of the combined losses: `target` has `pred`'s rank and 1 or `C` channels.
@@ -42,118 +43,52 @@ fn check_lambdas(loss: &'static str, dice: f64, other_name: &'static str, other:
     check::non_negative(loss, other_name, other)
 }
 
-/// MONAI's `DiceCELoss` options, with MONAI's defaults; also the loss as a [`Loss`] value.
-///
-/// The Dice options (`include_background`, `to_onehot_y`, `sigmoid`, `softmax`, `squared_pred`,
-/// `jaccard`, `batch`, `smooth_nr`, `smooth_dr`) are [`DiceLoss`]'s, with its defaults;
-/// `weight = None`, `lambda_dice = 1`, `lambda_ce = 1`, `label_smoothing = 0`,
-/// `reduction = Mean`.
-#[derive(Debug, Clone)]
-pub struct DiceCeLoss {
-    /// Keep channel 0 in the Dice term (ignored when `C = 1`; the CE always uses all `C`).
-    pub include_background: bool,
-    /// The target holds class indices `[N, 1, spatial...]`.
-    pub to_onehot_y: bool,
-    /// Sigmoid on `pred` for the Dice term.
-    pub sigmoid: bool,
-    /// Softmax on `pred` for the Dice term.
-    pub softmax: bool,
-    /// `Σp²`, `Σt²` in the Dice denominator.
-    pub squared_pred: bool,
-    /// Jaccard form of the Dice term.
-    pub jaccard: bool,
-    /// Dice over the batch at once.
-    pub batch: bool,
-    /// Dice numerator smoothing (finite, `>= 0`).
-    pub smooth_nr: f64,
-    /// Dice denominator smoothing (finite, `>= 0`).
-    pub smooth_dr: f64,
-    /// `[C]`: the class weight of the cross-entropy (`pos_weight` of the binary cross-entropy
-    /// when `C = 1`); the Dice term gets `weight[1..]` without background.
-    pub weight: Option<Tensor>,
-    /// Factor of the Dice term (`>= 0`).
-    pub lambda_dice: f64,
-    /// Factor of the cross-entropy term (`>= 0`).
-    pub lambda_ce: f64,
-    /// Label smoothing of the cross-entropy, in `[0, 1]`.
-    pub label_smoothing: f64,
-    /// `Mean` or `Sum` (MONAI refuses `None` here).
-    pub reduction: Reduction,
+loss_core::loss_config! {
+    /// MONAI's `DiceCELoss` options, with MONAI's defaults; also the loss as a [`Loss`](loss_core::Loss) value.
+    ///
+    /// Holds its Dice term's options as the part [`DiceCeLoss::dice`] (a [`DiceLoss`], as
+    /// MONAI's `DiceCELoss` holds a `DiceLoss`): their builders ([`DiceBuilders`],
+    /// [`OverlapBuilders`]) work on this config too, and its reduction is the Dice part's
+    /// (`Mean` or `Sum`; MONAI refuses `None` here). `include_background` only concerns the Dice
+    /// term: the CE always uses all `C`. The Dice part's `weight` is not read (this config's
+    /// `weight` serves both terms) and its `soft_label` / `ignore_index` are refused.
+    #[derive(Debug, Clone)]
+    pub struct DiceCeLoss {
+        /// Factor of the Dice term (`>= 0`).
+        lambda_dice: f64 = 1.0,
+        /// Factor of the cross-entropy term (`>= 0`).
+        lambda_ce: f64 = 1.0,
+        /// Label smoothing of the cross-entropy, in `[0, 1]`.
+        label_smoothing: f64 = 0.0,
+    }
+    tensors {
+        /// `[C]`: the class weight of the cross-entropy (`pos_weight` of the binary
+        /// cross-entropy when `C = 1`); the Dice term gets `weight[1..]` without background.
+        weight,
+    }
+    parts {
+        /// The Dice term's options.
+        dice: DiceLoss => DiceBuilders,
+    }
+    loss_of_config dice_ce_loss;
 }
 
-impl Default for DiceCeLoss {
-    fn default() -> Self {
-        let d = DiceLoss::default();
-        Self {
-            include_background: d.include_background,
-            to_onehot_y: d.to_onehot_y,
-            sigmoid: d.sigmoid,
-            softmax: d.softmax,
-            squared_pred: d.squared_pred,
-            jaccard: d.jaccard,
-            batch: d.batch,
-            smooth_nr: d.smooth_nr,
-            smooth_dr: d.smooth_dr,
-            weight: None,
-            lambda_dice: 1.0,
-            lambda_ce: 1.0,
-            label_smoothing: 0.0,
-            reduction: Reduction::Mean,
-        }
+impl OverlapBuilders for DiceCeLoss {
+    fn options_mut(&mut self) -> &mut OverlapOptions {
+        &mut self.dice.overlap
     }
 }
 
-common_builders!(DiceCeLoss);
-
-impl DiceCeLoss {
-    /// Uses `Σp²` and `Σt²` in the Dice denominator.
-    pub fn with_squared_pred(mut self, squared_pred: bool) -> Self {
-        self.squared_pred = squared_pred;
-        self
-    }
-    /// Uses the Jaccard form of the Dice term.
-    pub fn with_jaccard(mut self, jaccard: bool) -> Self {
-        self.jaccard = jaccard;
-        self
-    }
-    /// Sets the class weight `[C]`.
-    pub fn with_weight(mut self, weight: Tensor) -> Self {
-        self.weight = Some(weight);
-        self
-    }
-    /// Sets the factor of the Dice term.
-    pub fn with_lambda_dice(mut self, lambda_dice: f64) -> Self {
-        self.lambda_dice = lambda_dice;
-        self
-    }
-    /// Sets the factor of the cross-entropy term.
-    pub fn with_lambda_ce(mut self, lambda_ce: f64) -> Self {
-        self.lambda_ce = lambda_ce;
-        self
-    }
-    /// Sets the label smoothing of the cross-entropy.
-    pub fn with_label_smoothing(mut self, label_smoothing: f64) -> Self {
-        self.label_smoothing = label_smoothing;
-        self
-    }
-
-    fn dice(&self, weight: Option<Tensor>) -> DiceLoss {
-        DiceLoss {
-            include_background: self.include_background,
-            to_onehot_y: self.to_onehot_y,
-            sigmoid: self.sigmoid,
-            softmax: self.softmax,
-            squared_pred: self.squared_pred,
-            jaccard: self.jaccard,
-            batch: self.batch,
-            smooth_nr: self.smooth_nr,
-            smooth_dr: self.smooth_dr,
-            weight,
-            soft_label: false,
-            ignore_index: None,
-            reduction: self.reduction,
+/// Refuses the Dice options that a combined loss does not take (`soft_label`, `ignore_index`).
+fn check_dice_part(loss: &'static str, dice: &DiceLoss) -> Result<()> {
+    if dice.soft_label || dice.ignore_index.is_some() {
+        return Err(LossError::BadOptions {
+            loss,
+            message: "`soft_label` and `ignore_index` are options of dice_loss, not of this loss".into(),
         }
+        .into());
     }
+    Ok(())
 }
 
 /// The cross-entropy term: index targets `[N, 1, ...]` (squeezed to `[N, ...]`) or one-hot /
@@ -166,7 +101,7 @@ fn ce_term(pred: &Tensor, target: &Tensor, weight: Option<&Tensor>, opts: &DiceC
         } else {
             target.to_dtype(pred.dtype())?
         };
-        return binary_cross_entropy_with_logits(pred, &t, None, weight, opts.reduction);
+        return binary_cross_entropy_with_logits(pred, &t, None, weight, opts.dice.overlap.reduction);
     }
     if target.dim(1)? == 1 {
         let t = target.squeeze(1)?;
@@ -175,14 +110,28 @@ fn ce_term(pred: &Tensor, target: &Tensor, weight: Option<&Tensor>, opts: &DiceC
         } else {
             t
         };
-        cross_entropy(pred, &t, weight, -100, opts.label_smoothing, opts.reduction)
+        cross_entropy(
+            pred,
+            &t,
+            weight,
+            -100,
+            opts.label_smoothing,
+            opts.dice.overlap.reduction,
+        )
     } else {
         let t = if target.dtype().is_float() {
             target.clone()
         } else {
             target.to_dtype(pred.dtype())?
         };
-        cross_entropy(pred, &t, weight, -100, opts.label_smoothing, opts.reduction)
+        cross_entropy(
+            pred,
+            &t,
+            weight,
+            -100,
+            opts.label_smoothing,
+            opts.dice.overlap.reduction,
+        )
     }
 }
 
@@ -207,7 +156,9 @@ fn ce_term(pred: &Tensor, target: &Tensor, weight: Option<&Tensor>, opts: &DiceC
 /// [`cross_entropy`].
 pub fn dice_ce_loss(pred: &Tensor, target: &Tensor, opts: &DiceCeLoss) -> Result<Tensor> {
     const LOSS: &str = "dice_ce_loss";
-    if opts.reduction.standard(LOSS)? == Reduction::None {
+    let reduction = opts.dice.overlap.reduction;
+    check_dice_part(LOSS, &opts.dice)?;
+    if reduction.standard(LOSS)? == Reduction::None {
         return Err(LossError::BadReduction {
             loss: LOSS,
             got: "none".into(),
@@ -236,146 +187,67 @@ pub fn dice_ce_loss(pred: &Tensor, target: &Tensor, opts: &DiceCeLoss) -> Result
         None => None,
     };
     let dice_weight = match &weight {
-        Some(w) if c > 1 && !opts.include_background => Some(w.narrow(0, 1, c - 1)?),
+        Some(w) if c > 1 && !opts.dice.overlap.include_background => Some(w.narrow(0, 1, c - 1)?),
         Some(w) if c > 1 => Some(w.clone()),
         _ => None,
     };
-    let dice = reduce(
-        LOSS,
-        &dice_per_class(LOSS, pred, target, &opts.dice(dice_weight))?,
-        opts.reduction,
-    )?;
+    let dice_opts = DiceLoss {
+        weight: dice_weight,
+        ..opts.dice.clone()
+    };
+    let dice = reduce(LOSS, &dice_per_class(LOSS, pred, target, &dice_opts)?, reduction)?;
     let ce = ce_term(pred, target, weight.as_ref(), opts)?;
     dice.affine(opts.lambda_dice, 0.0)?
         .add(&ce.affine(opts.lambda_ce, 0.0)?)
 }
 
-impl Loss for DiceCeLoss {
-    fn name(&self) -> &'static str {
-        "dice_ce_loss"
+loss_core::loss_config! {
+    /// MONAI's `DiceFocalLoss` options, with MONAI's defaults; also the loss as a [`Loss`](loss_core::Loss) value.
+    ///
+    /// Holds its Dice term's options as the part [`DiceFocalLoss::dice`] (a [`DiceLoss`]):
+    /// their builders ([`DiceBuilders`], [`OverlapBuilders`]) work on this config too. The Dice
+    /// part's `weight` (`[C']`, the classes kept, `>= 0`; ignored when one class is left) weighs
+    /// both terms, its `include_background` both terms, and its reduction is this loss's
+    /// (`None` gives `pred`'s shape `[N, C', spatial...]`); its `soft_label` / `ignore_index`
+    /// are refused.
+    #[derive(Debug, Clone)]
+    pub struct DiceFocalLoss {
+        /// Focusing exponent of the focal term (finite, `>= 0`).
+        gamma: f64 = 2.0,
+        /// Class balance of the focal term in `[0, 1]`; `None` for none.
+        alpha: Option<f64> = None,
+        /// Factor of the Dice term (`>= 0`).
+        lambda_dice: f64 = 1.0,
+        /// Factor of the focal term (`>= 0`).
+        lambda_focal: f64 = 1.0,
     }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        dice_ce_loss(input, target, self)
+    parts {
+        /// The Dice term's options.
+        dice: DiceLoss => DiceBuilders,
     }
+    loss_of_config dice_focal_loss;
 }
 
-/// MONAI's `DiceFocalLoss` options, with MONAI's defaults; also the loss as a [`Loss`] value.
-///
-/// The Dice options are [`DiceLoss`]'s, with its defaults; `weight = None`, `gamma = 2`,
-/// `alpha = None`, `lambda_dice = 1`, `lambda_focal = 1`, `reduction = Mean`.
-#[derive(Debug, Clone)]
-pub struct DiceFocalLoss {
-    /// Keep channel 0 in both terms (ignored when `C = 1`).
-    pub include_background: bool,
-    /// The target holds class indices `[N, 1, spatial...]`.
-    pub to_onehot_y: bool,
-    /// Sigmoid on `pred` for the Dice term.
-    pub sigmoid: bool,
-    /// Softmax on `pred` for the Dice term.
-    pub softmax: bool,
-    /// `Σp²`, `Σt²` in the Dice denominator.
-    pub squared_pred: bool,
-    /// Jaccard form of the Dice term.
-    pub jaccard: bool,
-    /// Dice over the batch at once.
-    pub batch: bool,
-    /// Dice numerator smoothing (finite, `>= 0`).
-    pub smooth_nr: f64,
-    /// Dice denominator smoothing (finite, `>= 0`).
-    pub smooth_dr: f64,
-    /// `[C']` (the classes kept), `>= 0`: per-class factor of both terms; ignored when one class
-    /// is left.
-    pub weight: Option<Tensor>,
-    /// Focusing exponent of the focal term (finite, `>= 0`).
-    pub gamma: f64,
-    /// Class balance of the focal term in `[0, 1]`; `None` for none.
-    pub alpha: Option<f64>,
-    /// Factor of the Dice term (`>= 0`).
-    pub lambda_dice: f64,
-    /// Factor of the focal term (`>= 0`).
-    pub lambda_focal: f64,
-    /// `None` gives `pred`'s shape (`[N, C', spatial...]`), `Mean` / `Sum` a 0-d tensor.
-    pub reduction: Reduction,
-}
-
-impl Default for DiceFocalLoss {
-    fn default() -> Self {
-        let d = DiceLoss::default();
-        Self {
-            include_background: d.include_background,
-            to_onehot_y: d.to_onehot_y,
-            sigmoid: d.sigmoid,
-            softmax: d.softmax,
-            squared_pred: d.squared_pred,
-            jaccard: d.jaccard,
-            batch: d.batch,
-            smooth_nr: d.smooth_nr,
-            smooth_dr: d.smooth_dr,
-            weight: None,
-            gamma: 2.0,
-            alpha: None,
-            lambda_dice: 1.0,
-            lambda_focal: 1.0,
-            reduction: Reduction::Mean,
-        }
+impl OverlapBuilders for DiceFocalLoss {
+    fn options_mut(&mut self) -> &mut OverlapOptions {
+        &mut self.dice.overlap
     }
 }
-
-common_builders!(DiceFocalLoss);
 
 impl DiceFocalLoss {
-    /// Uses `Σp²` and `Σt²` in the Dice denominator.
-    pub fn with_squared_pred(mut self, squared_pred: bool) -> Self {
-        self.squared_pred = squared_pred;
-        self
-    }
-    /// Uses the Jaccard form of the Dice term.
-    pub fn with_jaccard(mut self, jaccard: bool) -> Self {
-        self.jaccard = jaccard;
-        self
-    }
-    /// Sets the per-class weight `[C']`.
+    /// Sets the per-class weight `[C']` of both terms (the Dice part's `weight`).
+    #[must_use]
     pub fn with_weight(mut self, weight: Tensor) -> Self {
-        self.weight = Some(weight);
-        self
-    }
-    /// Sets the focusing exponent γ.
-    pub fn with_gamma(mut self, gamma: f64) -> Self {
-        self.gamma = gamma;
-        self
-    }
-    /// Sets the class balance α (`None` for none).
-    pub fn with_alpha(mut self, alpha: Option<f64>) -> Self {
-        self.alpha = alpha;
-        self
-    }
-    /// Sets the factor of the Dice term.
-    pub fn with_lambda_dice(mut self, lambda_dice: f64) -> Self {
-        self.lambda_dice = lambda_dice;
-        self
-    }
-    /// Sets the factor of the focal term.
-    pub fn with_lambda_focal(mut self, lambda_focal: f64) -> Self {
-        self.lambda_focal = lambda_focal;
+        self.dice.weight = Some(weight);
         self
     }
 
-    fn dice(&self) -> DiceLoss {
-        DiceLoss {
-            include_background: self.include_background,
-            to_onehot_y: false,
-            sigmoid: self.sigmoid,
-            softmax: self.softmax,
-            squared_pred: self.squared_pred,
-            jaccard: self.jaccard,
-            batch: self.batch,
-            smooth_nr: self.smooth_nr,
-            smooth_dr: self.smooth_dr,
-            weight: self.weight.clone(),
-            soft_label: false,
-            ignore_index: None,
-            reduction: Reduction::None,
-        }
+    /// The Dice term's options on the already dense target, unreduced.
+    fn dice_term(&self) -> DiceLoss {
+        let mut dice = self.dice.clone();
+        dice.overlap.to_onehot_y = false;
+        dice.overlap.reduction = Reduction::None;
+        dice
     }
 }
 
@@ -392,12 +264,12 @@ fn along_channels(classes: usize, rank: usize) -> Vec<usize> {
 fn focal_term(loss: &'static str, x: &Tensor, t: &Tensor, opts: &DiceFocalLoss) -> Result<Tensor> {
     let alpha = opts.alpha.unwrap_or(-1.0);
     let classes = x.dim(1)?;
-    let weight = match &opts.weight {
+    let weight = match &opts.dice.weight {
         Some(w) if classes > 1 => Some(class_weight(loss, w, classes, x)?),
         _ => None,
     };
     let Some(w) = weight else {
-        return match opts.reduction {
+        return match opts.dice.overlap.reduction {
             // No (sample, class) at all: a sum over nothing, 0 (not the NaN of a mean times 0).
             Reduction::Sum if x.dim(0)? * classes == 0 => sigmoid_focal_loss(x, t, alpha, opts.gamma, Reduction::Sum),
             Reduction::Sum => {
@@ -409,7 +281,7 @@ fn focal_term(loss: &'static str, x: &Tensor, t: &Tensor, opts: &DiceFocalLoss) 
     };
     let focal = sigmoid_focal_loss(x, t, alpha, opts.gamma, Reduction::None)?
         .broadcast_mul(&w.reshape(along_channels(classes, x.rank()))?)?;
-    match opts.reduction {
+    match opts.dice.overlap.reduction {
         Reduction::Sum => {
             let spatial: Vec<usize> = (2..x.rank()).collect();
             reduce(loss, &focal.mean(spatial)?, Reduction::Sum)
@@ -434,18 +306,19 @@ fn focal_term(loss: &'static str, x: &Tensor, t: &Tensor, opts: &DiceFocalLoss) 
 /// another rank or with neither 1 nor `C` channels; and the errors of [`crate::dice_loss`].
 pub fn dice_focal_loss(pred: &Tensor, target: &Tensor, opts: &DiceFocalLoss) -> Result<Tensor> {
     const LOSS: &str = "dice_focal_loss";
-    let reduction = opts.reduction.standard(LOSS)?;
+    let reduction = opts.dice.overlap.reduction.standard(LOSS)?;
+    check_dice_part(LOSS, &opts.dice)?;
     check_lambdas(LOSS, opts.lambda_dice, "lambda_focal", opts.lambda_focal)?;
     check::non_negative(LOSS, "gamma", opts.gamma)?;
     if let Some(alpha) = opts.alpha {
         check::unit_interval(LOSS, "alpha", alpha)?;
     }
     check_layout(LOSS, pred, target)?;
-    let target = dense_target(LOSS, pred, target, opts.to_onehot_y)?;
-    let dice = dice_per_class(LOSS, pred, &target, &opts.dice())?;
+    let target = dense_target(LOSS, pred, target, opts.dice.overlap.to_onehot_y)?;
+    let dice = dice_per_class(LOSS, pred, &target, &opts.dice_term())?;
 
     let c = pred.dim(1)?;
-    let first = usize::from(!opts.include_background && c > 1);
+    let first = usize::from(!opts.dice.overlap.include_background && c > 1);
     let (x, t) = (
         ops::narrow(pred, 1, first, c - first)?,
         ops::narrow(&target, 1, first, c - first)?,
@@ -454,7 +327,7 @@ pub fn dice_focal_loss(pred: &Tensor, target: &Tensor, opts: &DiceFocalLoss) -> 
     let dice = match reduction {
         Reduction::None => {
             let mut shape = along_channels(c - first, pred.rank());
-            if !opts.batch {
+            if !opts.dice.overlap.batch {
                 shape[0] = pred.dim(0)?;
             }
             dice.reshape(shape)?.broadcast_as(focal.shape())?
@@ -463,13 +336,4 @@ pub fn dice_focal_loss(pred: &Tensor, target: &Tensor, opts: &DiceFocalLoss) -> 
     };
     dice.affine(opts.lambda_dice, 0.0)?
         .add(&focal.affine(opts.lambda_focal, 0.0)?)
-}
-
-impl Loss for DiceFocalLoss {
-    fn name(&self) -> &'static str {
-        "dice_focal_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        dice_focal_loss(input, target, self)
-    }
 }

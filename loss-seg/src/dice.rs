@@ -10,100 +10,44 @@
 //! with `P = Σp²`, `G = Σt²` under `squared_pred` (the V-Net paper's form). Source:
 //! `monai.losses.DiceLoss` (MONAI 1.x): same values, gradients and defaults.
 
+use crate::options::{OverlapBuilders, OverlapOptions};
 use crate::overlap::Overlap;
 use crate::prepare::{check_smooth, class_weight, one_minus, prepare_ignoring, ratio_or_one, Prepared};
 use candle_core::{Result, Tensor};
-use loss_core::{reduce, Loss, Reduction};
+use loss_core::reduce;
 
-/// MONAI's `DiceLoss` options, with MONAI's defaults; also the loss as a [`Loss`] value.
-///
-/// Defaults: `include_background = true`, `to_onehot_y = false`, `sigmoid = false`,
-/// `softmax = false`, `squared_pred = false`, `jaccard = false`, `batch = false`,
-/// `smooth_nr = 1e-5`, `smooth_dr = 1e-5`, `weight = None`, `reduction = Mean`.
-#[derive(Debug, Clone)]
-pub struct DiceLoss {
-    /// Keep channel 0 (ignored when `C = 1`).
-    pub include_background: bool,
-    /// The target holds class indices `[N, 1, spatial...]` (ignored when `C = 1`).
-    pub to_onehot_y: bool,
-    /// Sigmoid on `pred` first.
-    pub sigmoid: bool,
-    /// Softmax over the channels of `pred` first (ignored when `C = 1`).
-    pub softmax: bool,
-    /// `P = Σp²`, `G = Σt²` in the denominator.
-    pub squared_pred: bool,
-    /// The Jaccard (soft IoU) form.
-    pub jaccard: bool,
-    /// Sum over the batch too before the ratio: one value per class.
-    pub batch: bool,
-    /// Added to the numerator (finite, `>= 0`).
-    pub smooth_nr: f64,
-    /// Added to the denominator (finite, `>= 0`).
-    pub smooth_dr: f64,
-    /// Per-class factor on each class's value, `[C']` (the classes kept: `C − 1` without
-    /// background), values `>= 0`, `pred`'s dtype. Ignored when one class is left. The mean is
-    /// then still over `N·C'` values, not over the weights (MONAI).
-    pub weight: Option<Tensor>,
-    /// MONAI 1.6.1's `soft_label`: the L1-norm form of the overlap statistics
-    /// ([`Overlap::soft`]), exact for soft targets (its optimum is `pred = target`). Changes
-    /// nothing with `squared_pred`.
-    pub soft_label: bool,
-    /// MONAI 1.6.1's `ignore_index` (`None`: none): pixels whose target is this value (or, for a
-    /// `C`-channel target, pixels of this class or unlabelled pixels) leave the loss; see
-    /// [`crate::prepare::ignore_mask`].
-    pub ignore_index: Option<i64>,
-    /// `None` gives `[N, C']` (`[C']` with `batch`), `Mean` / `Sum` a 0-d tensor.
-    pub reduction: Reduction,
-}
-
-impl Default for DiceLoss {
-    fn default() -> Self {
-        Self {
-            include_background: true,
-            to_onehot_y: false,
-            sigmoid: false,
-            softmax: false,
-            squared_pred: false,
-            jaccard: false,
-            batch: false,
-            smooth_nr: 1e-5,
-            smooth_dr: 1e-5,
-            weight: None,
-            soft_label: false,
-            ignore_index: None,
-            reduction: Reduction::Mean,
-        }
+loss_core::loss_config! {
+    /// MONAI's `DiceLoss` options, with MONAI's defaults; also the loss as a [`Loss`](loss_core::Loss) value.
+    ///
+    /// The options every overlap loss shares are the part [`DiceLoss::overlap`]
+    /// ([`OverlapOptions`]; builders through [`OverlapBuilders`]).
+    #[derive(Debug, Clone)]
+    pub struct DiceLoss {
+        /// `P = Σp²`, `G = Σt²` in the denominator.
+        squared_pred: bool = false,
+        /// The Jaccard (soft IoU) form.
+        jaccard: bool = false,
+        /// MONAI 1.6.1's `soft_label`: the L1-norm form of the overlap statistics
+        /// ([`Overlap::soft`]), exact for soft targets (its optimum is `pred = target`). Changes
+        /// nothing with `squared_pred`.
+        soft_label: bool = false,
+        /// MONAI 1.6.1's `ignore_index` (`None`: none): pixels whose target is this value (or, for
+        /// a `C`-channel target, pixels of this class or unlabelled pixels) leave the loss; see
+        /// [`crate::prepare::ignore_mask`].
+        ignore_index: Option<i64> = None,
     }
-}
-
-common_builders!(DiceLoss);
-
-impl DiceLoss {
-    /// Uses `Σp²` and `Σt²` in the denominator.
-    pub fn with_squared_pred(mut self, squared_pred: bool) -> Self {
-        self.squared_pred = squared_pred;
-        self
+    tensors {
+        /// Per-class factor on each class's value, `[C']` (the classes kept: `C − 1` without
+        /// background), values `>= 0`, `pred`'s dtype. Ignored when one class is left. The mean
+        /// is then still over `N·C'` values, not over the weights (MONAI).
+        weight,
     }
-    /// Computes the Jaccard (soft IoU) loss instead.
-    pub fn with_jaccard(mut self, jaccard: bool) -> Self {
-        self.jaccard = jaccard;
-        self
+    parts {
+        /// The options every overlap loss shares.
+        overlap: OverlapOptions => OverlapBuilders,
     }
-    /// Sets the per-class weight `[C']`.
-    pub fn with_weight(mut self, weight: Tensor) -> Self {
-        self.weight = Some(weight);
-        self
-    }
-    /// Uses the L1-norm (`soft_label`) form of the statistics.
-    pub fn with_soft_label(mut self, soft_label: bool) -> Self {
-        self.soft_label = soft_label;
-        self
-    }
-    /// Leaves the pixels labelled `ignore_index` out (`None`: none).
-    pub fn with_ignore_index(mut self, ignore_index: Option<i64>) -> Self {
-        self.ignore_index = ignore_index;
-        self
-    }
+    builders DiceBuilders;
+    loss_of_config dice_loss;
 }
 
 /// The Dice (or Jaccard) value of each class from overlap statistics, before any weight.
@@ -124,8 +68,9 @@ pub fn dice_from_overlap(o: &Overlap, jaccard: bool, smooth_nr: f64, smooth_dr: 
 /// # Errors
 /// As [`dice_loss`].
 pub fn dice_per_class(loss: &'static str, pred: &Tensor, target: &Tensor, opts: &DiceLoss) -> Result<Tensor> {
-    check_smooth(loss, opts.smooth_nr, opts.smooth_dr)?;
-    let prepared = prepare_ignoring(loss, pred, target, opts.prepare_options(), opts.ignore_index)?;
+    check_smooth(loss, opts.overlap.smooth_nr, opts.overlap.smooth_dr)?;
+    let prepare = opts.overlap.prepare_options();
+    let prepared = prepare_ignoring(loss, pred, target, prepare, opts.ignore_index)?;
     dice_of_prepared(loss, &prepared, opts)
 }
 
@@ -135,9 +80,15 @@ pub fn dice_per_class(loss: &'static str, pred: &Tensor, target: &Tensor, opts: 
 /// # Errors
 /// A `weight` not of length `C'` or with a negative value.
 pub fn dice_of_prepared(loss: &'static str, prepared: &Prepared, opts: &DiceLoss) -> Result<Tensor> {
-    check_smooth(loss, opts.smooth_nr, opts.smooth_dr)?;
-    let o = Overlap::of_options(prepared, opts.squared_pred, opts.soft_label, opts.batch)?;
-    let f = dice_from_overlap(&o, opts.jaccard, opts.smooth_nr, opts.smooth_dr)?;
+    let OverlapOptions {
+        smooth_nr,
+        smooth_dr,
+        batch,
+        ..
+    } = opts.overlap;
+    check_smooth(loss, smooth_nr, smooth_dr)?;
+    let o = Overlap::of_options(prepared, opts.squared_pred, opts.soft_label, batch)?;
+    let f = dice_from_overlap(&o, opts.jaccard, smooth_nr, smooth_dr)?;
     let classes = prepared.classes_kept()?;
     match &opts.weight {
         Some(w) if classes > 1 => f.broadcast_mul(&class_weight(loss, w, classes, &prepared.pred)?),
@@ -164,15 +115,6 @@ pub fn dice_of_prepared(loss: &'static str, prepared: &Prepared, opts: &DiceLoss
 /// `Reduction::BatchMean`.
 pub fn dice_loss(pred: &Tensor, target: &Tensor, opts: &DiceLoss) -> Result<Tensor> {
     const LOSS: &str = "dice_loss";
-    opts.reduction.standard(LOSS)?;
-    reduce(LOSS, &dice_per_class(LOSS, pred, target, opts)?, opts.reduction)
-}
-
-impl Loss for DiceLoss {
-    fn name(&self) -> &'static str {
-        "dice_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        dice_loss(input, target, self)
-    }
+    let reduction = opts.overlap.reduction.standard(LOSS)?;
+    reduce(LOSS, &dice_per_class(LOSS, pred, target, opts)?, reduction)
 }

@@ -13,10 +13,11 @@
 //! class of the sample is absent. The weights are constants for the gradient. Source:
 //! `monai.losses.GeneralizedDiceLoss` (MONAI 1.x).
 
+use crate::options::{OverlapBuilders, OverlapOptions};
 use crate::overlap::Overlap;
 use crate::prepare::{check_smooth, one_minus, prepare, ratio_or_one};
 use candle_core::{Result, Tensor};
-use loss_core::{reduce, Loss, LossError, Reduction};
+use loss_core::{reduce, LossError};
 
 /// How the classes are weighted (MONAI's `w_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,6 +29,13 @@ pub enum Weighting {
     Simple,
     /// 1 for every class.
     Uniform,
+}
+
+impl<'de> serde::Deserialize<'de> for Weighting {
+    /// From MONAI's spelling ([`Weighting::parse`]).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        loss_core::config::deserialize_parsed(d, |s| Self::parse("generalized_dice_loss", s))
+    }
 }
 
 impl Weighting {
@@ -58,58 +66,21 @@ impl Weighting {
     }
 }
 
-/// MONAI's `GeneralizedDiceLoss` options, with MONAI's defaults; also the loss as a [`Loss`]
-/// value.
-///
-/// Defaults: `include_background = true`, `to_onehot_y = false`, `sigmoid = false`,
-/// `softmax = false`, `w_type = Square`, `batch = false`, `smooth_nr = 1e-5`, `smooth_dr = 1e-5`,
-/// `reduction = Mean`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GeneralizedDiceLoss {
-    /// Keep channel 0 (ignored when `C = 1`).
-    pub include_background: bool,
-    /// The target holds class indices `[N, 1, spatial...]` (ignored when `C = 1`).
-    pub to_onehot_y: bool,
-    /// Sigmoid on `pred` first.
-    pub sigmoid: bool,
-    /// Softmax over the channels of `pred` first (ignored when `C = 1`).
-    pub softmax: bool,
-    /// The class weighting.
-    pub w_type: Weighting,
-    /// One value for the whole batch instead of one per sample.
-    pub batch: bool,
-    /// Added to the numerator (finite, `>= 0`).
-    pub smooth_nr: f64,
-    /// Added to the denominator (finite, `>= 0`).
-    pub smooth_dr: f64,
-    /// `None` gives `[N, 1]` (`[1]` with `batch`), `Mean` / `Sum` a 0-d tensor.
-    pub reduction: Reduction,
-}
-
-impl Default for GeneralizedDiceLoss {
-    fn default() -> Self {
-        Self {
-            include_background: true,
-            to_onehot_y: false,
-            sigmoid: false,
-            softmax: false,
-            w_type: Weighting::Square,
-            batch: false,
-            smooth_nr: 1e-5,
-            smooth_dr: 1e-5,
-            reduction: Reduction::Mean,
-        }
+loss_core::loss_config! {
+    /// MONAI's `GeneralizedDiceLoss` options, with MONAI's defaults; also the loss as a [`Loss`](loss_core::Loss)
+    /// value. The options every overlap loss shares are the part
+    /// [`GeneralizedDiceLoss::overlap`] (`batch`: one value for the whole batch instead of one
+    /// per sample; `reduction = None` gives `[N, 1]`, `[1]` with `batch`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct GeneralizedDiceLoss {
+        /// The class weighting.
+        w_type: Weighting = Weighting::Square,
     }
-}
-
-common_builders!(GeneralizedDiceLoss);
-
-impl GeneralizedDiceLoss {
-    /// Sets the class weighting.
-    pub fn with_w_type(mut self, w_type: Weighting) -> Self {
-        self.w_type = w_type;
-        self
+    parts {
+        /// The options every overlap loss shares.
+        overlap: OverlapOptions => OverlapBuilders,
     }
+    loss_of_config generalized_dice_loss;
 }
 
 /// The class weights `[N, C']` (`[C']` for batch statistics) from the target sums `G`, with
@@ -147,32 +118,26 @@ pub fn class_weights(target_sum: &Tensor, w_type: Weighting) -> Result<Tensor> {
 /// As [`crate::dice_loss`] (no `weight` here).
 pub fn generalized_dice_loss(pred: &Tensor, target: &Tensor, opts: &GeneralizedDiceLoss) -> Result<Tensor> {
     const LOSS: &str = "generalized_dice_loss";
-    opts.reduction.standard(LOSS)?;
-    check_smooth(LOSS, opts.smooth_nr, opts.smooth_dr)?;
-    let prepared = prepare(LOSS, pred, target, opts.prepare_options())?;
-    let o = Overlap::of(&prepared, false, opts.batch)?;
+    let OverlapOptions {
+        smooth_nr,
+        smooth_dr,
+        batch,
+        reduction,
+        ..
+    } = opts.overlap;
+    reduction.standard(LOSS)?;
+    check_smooth(LOSS, smooth_nr, smooth_dr)?;
+    let prepared = prepare(LOSS, pred, target, opts.overlap.prepare_options())?;
+    let o = Overlap::of(&prepared, false, batch)?;
     let w = class_weights(&o.target_sum, opts.w_type)?;
     // Sum over the classes: dim 1 of [N, C'], dim 0 of [C'], keeping it ([N, 1] or [1]).
-    let class_dim = usize::from(!opts.batch);
-    let num = o
-        .intersection
-        .mul(&w)?
-        .sum_keepdim(class_dim)?
-        .affine(2.0, opts.smooth_nr)?;
+    let class_dim = usize::from(!batch);
+    let num = o.intersection.mul(&w)?.sum_keepdim(class_dim)?.affine(2.0, smooth_nr)?;
     let den = o
         .pred_sum
         .add(&o.target_sum)?
         .mul(&w)?
         .sum_keepdim(class_dim)?
-        .affine(1.0, opts.smooth_dr)?;
-    reduce(LOSS, &one_minus(&ratio_or_one(&num, &den)?)?, opts.reduction)
-}
-
-impl Loss for GeneralizedDiceLoss {
-    fn name(&self) -> &'static str {
-        "generalized_dice_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        generalized_dice_loss(input, target, self)
-    }
+        .affine(1.0, smooth_dr)?;
+    reduce(LOSS, &one_minus(&ratio_or_one(&num, &den)?)?, reduction)
 }

@@ -24,79 +24,30 @@ use candle_core::{DType, Device, Result, Tensor};
 use loss_core::{check, ops, reduce, Loss, Reduction};
 use rayon::prelude::*;
 
-/// MONAI's `HausdorffDTLoss` options, with MONAI's defaults; also the loss as a [`Loss`] value
-/// (the same options serve `log_hausdorff_dt_loss` through [`LogHausdorffDtLoss`]).
-///
-/// Defaults: `alpha = 2`, `include_background = false` (note: false), `to_onehot_y = false`,
-/// `sigmoid = false`, `softmax = false`, `batch = false`, `reduction = Mean`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HausdorffDtLoss {
-    /// Exponent of the distance maps (finite, `>= 0`).
-    pub alpha: f64,
-    /// Keep channel 0 (default `false`; ignored when `C = 1`).
-    pub include_background: bool,
-    /// The target holds class indices `[N, 1, spatial...]` (ignored when `C = 1`).
-    pub to_onehot_y: bool,
-    /// Sigmoid on `pred` first.
-    pub sigmoid: bool,
-    /// Softmax over the channels of `pred` first (ignored when `C = 1`).
-    pub softmax: bool,
-    /// Mean over the batch and space together: `[1, C']` instead of `[N, C']`.
-    pub batch: bool,
-    /// `None` gives `[N, C']` (`[1, C']` with `batch`), `Mean` / `Sum` a 0-d tensor.
-    pub reduction: Reduction,
-}
-
-impl Default for HausdorffDtLoss {
-    fn default() -> Self {
-        Self {
-            alpha: 2.0,
-            include_background: false,
-            to_onehot_y: false,
-            sigmoid: false,
-            softmax: false,
-            batch: false,
-            reduction: Reduction::Mean,
-        }
+loss_core::loss_config! {
+    /// MONAI's `HausdorffDTLoss` options, with MONAI's defaults; also the loss as a [`Loss`]
+    /// value (the same options serve `log_hausdorff_dt_loss` through [`LogHausdorffDtLoss`]).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct HausdorffDtLoss {
+        /// Exponent of the distance maps (finite, `>= 0`).
+        alpha: f64 = 2.0,
+        /// Keep channel 0 (note: `false` by default here; ignored when `C = 1`).
+        include_background: bool = false,
+        /// The target holds class indices `[N, 1, spatial...]` (ignored when `C = 1`).
+        to_onehot_y: bool = false,
+        /// Sigmoid on `pred` first.
+        sigmoid: bool = false,
+        /// Softmax over the channels of `pred` first (ignored when `C = 1`).
+        softmax: bool = false,
+        /// Mean over the batch and space together: `[1, C']` instead of `[N, C']`.
+        batch: bool = false,
+        /// `None` gives `[N, C']` (`[1, C']` with `batch`), `Mean` / `Sum` a 0-d tensor.
+        reduction: Reduction = Reduction::Mean,
     }
+    loss_of_config hausdorff_dt_loss;
 }
 
 impl HausdorffDtLoss {
-    /// Sets the exponent α of the distance maps.
-    pub fn with_alpha(mut self, alpha: f64) -> Self {
-        self.alpha = alpha;
-        self
-    }
-    /// Keeps (`true`) or drops (`false`, the default here) channel 0.
-    pub fn with_include_background(mut self, include_background: bool) -> Self {
-        self.include_background = include_background;
-        self
-    }
-    /// Reads the target as class indices `[N, 1, spatial...]` and one-hot encodes it.
-    pub fn with_to_onehot_y(mut self, to_onehot_y: bool) -> Self {
-        self.to_onehot_y = to_onehot_y;
-        self
-    }
-    /// Applies a sigmoid to `pred` first.
-    pub fn with_sigmoid(mut self, sigmoid: bool) -> Self {
-        self.sigmoid = sigmoid;
-        self
-    }
-    /// Applies a softmax over the channels of `pred` first.
-    pub fn with_softmax(mut self, softmax: bool) -> Self {
-        self.softmax = softmax;
-        self
-    }
-    /// Means over the batch and space together.
-    pub fn with_batch(mut self, batch: bool) -> Self {
-        self.batch = batch;
-        self
-    }
-    /// Sets the reduction (`None`, `Mean` or `Sum`).
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
     fn prepare_options(&self) -> Prepare {
         Prepare {
             include_background: self.include_background,
@@ -206,15 +157,6 @@ pub fn log_hausdorff_dt_loss(pred: &Tensor, target: &Tensor, opts: &HausdorffDtL
     opts.reduction.standard(LOSS)?;
     let h = reduce(LOSS, &hausdorff_per_class(LOSS, pred, target, opts)?, opts.reduction)?;
     ops::log1p(&h)
-}
-
-impl Loss for HausdorffDtLoss {
-    fn name(&self) -> &'static str {
-        "hausdorff_dt_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        hausdorff_dt_loss(input, target, self)
-    }
 }
 
 /// [`log_hausdorff_dt_loss`] as a [`Loss`] value, holding the [`HausdorffDtLoss`] options.

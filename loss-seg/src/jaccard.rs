@@ -17,7 +17,7 @@
 
 use crate::prepare::softmax_channels;
 use candle_core::{DType, Result, Tensor};
-use loss_core::{check, ops, Loss, LossError};
+use loss_core::{check, ops, LossError};
 
 /// smp's three modes of the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,13 @@ pub enum JaccardMode {
     Multiclass,
     /// Independent channels: `pred` and target 0/1 `[N, C, d1...]`; sigmoid.
     Multilabel,
+}
+
+impl<'de> serde::Deserialize<'de> for JaccardMode {
+    /// From smp's names ([`JaccardMode::parse`]).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        loss_core::config::deserialize_parsed(d, |s| Self::parse("jaccard_loss", s))
+    }
 }
 
 impl JaccardMode {
@@ -49,80 +56,54 @@ impl JaccardMode {
     }
 }
 
-/// smp's `JaccardLoss` options with smp's defaults (`mode` has none; [`JaccardLoss::new`]); also
-/// the loss as a [`Loss`] value.
-///
-/// Defaults: `classes = None`, `log_loss = false`, `from_logits = true`, `smooth = 0`,
-/// `ignore_index = None`, `eps = 1e-7`, `class_weights = None`.
-#[derive(Debug, Clone)]
-pub struct JaccardLoss {
-    /// How the target is read.
-    pub mode: JaccardMode,
-    /// The class indices that enter the mean (`None`: all); not with `Binary`.
-    pub classes: Option<Vec<usize>>,
-    /// `−log(score)` instead of `1 − score`.
-    pub log_loss: bool,
-    /// `pred` holds logits: softmax (multiclass) or sigmoid (binary, multilabel) first.
-    pub from_logits: bool,
-    /// Added to the numerator and denominator (finite, `>= 0`).
-    pub smooth: f64,
-    /// Target value of pixels (elements with `Multilabel`) left out (`None`: none).
-    pub ignore_index: Option<i64>,
-    /// Lower bound of the denominator and of the score under the log (finite, `> 0`).
-    pub eps: f64,
-    /// `[C]` weights of a weighted mean over the classes (`>= 0`, `pred`'s dtype); not with
-    /// `Binary`.
-    pub class_weights: Option<Tensor>,
+loss_core::loss_config! {
+    /// smp's `JaccardLoss` options with smp's defaults; also the loss as a [`Loss`](loss_core::Loss) value.
+    /// `mode` has no default: the loss is an error until it is set ([`JaccardLoss::new`]).
+    #[derive(Debug, Clone)]
+    pub struct JaccardLoss {
+        /// The class indices that enter the mean (`None`: all); not with `Binary`.
+        classes: Option<Vec<usize>> = None,
+        /// `−log(score)` instead of `1 − score`.
+        log_loss: bool = false,
+        /// `pred` holds logits: softmax (multiclass) or sigmoid (binary, multilabel) first.
+        from_logits: bool = true,
+        /// Added to the numerator and denominator (finite, `>= 0`).
+        smooth: f64 = 0.0,
+        /// Target value of pixels (elements with `Multilabel`) left out (`None`: none).
+        ignore_index: Option<i64> = None,
+        /// Lower bound of the denominator and of the score under the log (finite, `> 0`).
+        eps: f64 = 1e-7,
+    }
+    optional {
+        /// How the target is read (required).
+        mode: JaccardMode,
+    }
+    tensors {
+        /// `[C]` weights of a weighted mean over the classes (`>= 0`, `pred`'s dtype); not with
+        /// `Binary`.
+        class_weights,
+    }
+    loss_of_config jaccard_loss;
 }
 
 impl JaccardLoss {
     /// smp's defaults for `mode`.
     pub fn new(mode: JaccardMode) -> Self {
-        Self {
-            mode,
-            classes: None,
-            log_loss: false,
-            from_logits: true,
-            smooth: 0.0,
-            ignore_index: None,
-            eps: 1e-7,
-            class_weights: None,
-        }
+        Self::default().with_mode(mode)
     }
-    /// Keeps only these classes in the mean.
-    pub fn with_classes(mut self, classes: Option<Vec<usize>>) -> Self {
-        self.classes = classes;
-        self
-    }
-    /// Uses `−log(score)`.
-    pub fn with_log_loss(mut self, log_loss: bool) -> Self {
-        self.log_loss = log_loss;
-        self
-    }
-    /// Reads `pred` as logits (`true`, the default) or probabilities.
-    pub fn with_from_logits(mut self, from_logits: bool) -> Self {
-        self.from_logits = from_logits;
-        self
-    }
-    /// Sets the smoothing term.
-    pub fn with_smooth(mut self, smooth: f64) -> Self {
-        self.smooth = smooth;
-        self
-    }
-    /// Leaves pixels with this target value out (`None`: none).
-    pub fn with_ignore_index(mut self, ignore_index: Option<i64>) -> Self {
-        self.ignore_index = ignore_index;
-        self
-    }
-    /// Sets the lower bound `eps`.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-    /// Sets the class weights `[C]`.
-    pub fn with_class_weights(mut self, class_weights: Option<Tensor>) -> Self {
-        self.class_weights = class_weights;
-        self
+
+    /// The mode, required by [`jaccard_loss`].
+    ///
+    /// # Errors
+    /// `BadOptions` when `mode` is not set.
+    pub fn mode(&self) -> Result<JaccardMode> {
+        self.mode.ok_or_else(|| {
+            LossError::BadOptions {
+                loss: "jaccard_loss",
+                message: "`mode` is required (\"binary\", \"multiclass\" or \"multilabel\")".into(),
+            }
+            .into()
+        })
     }
 }
 
@@ -133,7 +114,8 @@ fn prepare(loss: &'static str, pred: &Tensor, target: &Tensor, o: &JaccardLoss) 
     let (n, c) = (pred.dim(0)?, pred.dim(1)?);
     let s = pred.elem_count() / (n * c).max(1);
     let ignore = o.ignore_index.map(|i| i as f64);
-    match o.mode {
+    let mode = o.mode()?;
+    match mode {
         JaccardMode::Multiclass => {
             check::index(loss, "target", target)?;
             let mut want = pred.dims().to_vec();
@@ -169,7 +151,7 @@ fn prepare(loss: &'static str, pred: &Tensor, target: &Tensor, o: &JaccardLoss) 
         }
         JaccardMode::Binary | JaccardMode::Multilabel => {
             check::float_pair(loss, "pred", pred, "target", target)?;
-            if o.mode == JaccardMode::Binary && c != 1 {
+            if mode == JaccardMode::Binary && c != 1 {
                 return Err(check::bad_shape(loss, "pred", pred, "[N, 1, d1...] (mode \"binary\")"));
             }
             let p = if o.from_logits {
@@ -205,7 +187,7 @@ fn prepare(loss: &'static str, pred: &Tensor, target: &Tensor, o: &JaccardLoss) 
 /// `eps` not finite and `> 0`; a target of the wrong shape or dtype; a class index out of range.
 pub fn jaccard_loss(pred: &Tensor, target: &Tensor, opts: &JaccardLoss) -> Result<Tensor> {
     const LOSS: &str = "jaccard_loss";
-    if opts.mode == JaccardMode::Binary && (opts.classes.is_some() || opts.class_weights.is_some()) {
+    if opts.mode()? == JaccardMode::Binary && (opts.classes.is_some() || opts.class_weights.is_some()) {
         return Err(LossError::BadOptions {
             loss: LOSS,
             message: "`classes` and `class_weights` are not options of the binary mode".into(),
@@ -270,14 +252,5 @@ pub fn jaccard_loss(pred: &Tensor, target: &Tensor, opts: &JaccardLoss) -> Resul
             let k = per_class.elem_count();
             per_class.sum_all()?.affine(1.0 / k as f64, 0.0)
         }
-    }
-}
-
-impl Loss for JaccardLoss {
-    fn name(&self) -> &'static str {
-        "jaccard_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        jaccard_loss(input, target, self)
     }
 }

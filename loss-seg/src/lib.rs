@@ -83,63 +83,6 @@
 
 #![warn(missing_docs)]
 
-/// `with_*` builders for the option fields that every overlap loss shares.
-macro_rules! common_builders {
-    ($t:ident) => {
-        impl $t {
-            /// Keeps (`true`, the default) or drops channel 0, the background, from the loss.
-            pub fn with_include_background(mut self, include_background: bool) -> Self {
-                self.include_background = include_background;
-                self
-            }
-            /// Reads the target as class indices `[N, 1, spatial...]` and one-hot encodes it.
-            pub fn with_to_onehot_y(mut self, to_onehot_y: bool) -> Self {
-                self.to_onehot_y = to_onehot_y;
-                self
-            }
-            /// Applies a sigmoid to `pred` first (not together with `softmax`).
-            pub fn with_sigmoid(mut self, sigmoid: bool) -> Self {
-                self.sigmoid = sigmoid;
-                self
-            }
-            /// Applies a softmax over the channel dimension of `pred` first (not with `sigmoid`).
-            pub fn with_softmax(mut self, softmax: bool) -> Self {
-                self.softmax = softmax;
-                self
-            }
-            /// Sums over the batch too before the ratio (one value per class).
-            pub fn with_batch(mut self, batch: bool) -> Self {
-                self.batch = batch;
-                self
-            }
-            /// Sets the numerator smoothing term (finite, `>= 0`).
-            pub fn with_smooth_nr(mut self, smooth_nr: f64) -> Self {
-                self.smooth_nr = smooth_nr;
-                self
-            }
-            /// Sets the denominator smoothing term (finite, `>= 0`).
-            pub fn with_smooth_dr(mut self, smooth_dr: f64) -> Self {
-                self.smooth_dr = smooth_dr;
-                self
-            }
-            /// Sets the reduction (`None`, `Mean` or `Sum`).
-            pub fn with_reduction(mut self, reduction: loss_core::Reduction) -> Self {
-                self.reduction = reduction;
-                self
-            }
-            /// The input options as a [`crate::prepare::Prepare`].
-            pub fn prepare_options(&self) -> crate::prepare::Prepare {
-                crate::prepare::Prepare {
-                    include_background: self.include_background,
-                    to_onehot_y: self.to_onehot_y,
-                    sigmoid: self.sigmoid,
-                    softmax: self.softmax,
-                }
-            }
-        }
-    };
-}
-
 pub mod cldice;
 pub mod combined;
 pub mod dice;
@@ -150,19 +93,21 @@ pub mod hausdorff;
 pub mod jaccard;
 pub mod lovasz;
 pub mod masked_dice;
+pub mod options;
 pub mod overlap;
 pub mod prepare;
 pub mod soft_bce;
 pub mod tversky;
 
-pub use cldice::{soft_cldice_loss, soft_dice_cldice_loss, SoftClDiceLoss, SoftDiceClDiceLoss};
+pub use cldice::{soft_cldice_loss, soft_dice_cldice_loss, SoftClDiceBuilders, SoftClDiceLoss, SoftDiceClDiceLoss};
 pub use combined::{dice_ce_loss, dice_focal_loss, DiceCeLoss, DiceFocalLoss};
-pub use dice::{dice_loss, DiceLoss};
+pub use dice::{dice_loss, DiceBuilders, DiceLoss};
 pub use generalized_dice::{generalized_dice_loss, GeneralizedDiceLoss, Weighting};
 pub use hausdorff::{hausdorff_dt_loss, log_hausdorff_dt_loss, HausdorffDtLoss, LogHausdorffDtLoss};
 pub use jaccard::{jaccard_loss, JaccardLoss, JaccardMode};
 pub use lovasz::{lovasz_hinge_loss, lovasz_softmax_loss, LovaszHingeLoss, LovaszSoftmaxLoss};
 pub use masked_dice::{masked_dice_loss, MaskedDice, MaskedDiceLoss};
+pub use options::{OverlapBuilders, OverlapOptions};
 pub use overlap::Overlap;
 pub use prepare::Prepare;
 pub use soft_bce::{soft_bce_with_logits_loss, SoftBceWithLogitsLoss};

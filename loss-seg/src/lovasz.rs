@@ -23,30 +23,20 @@
 
 use crate::prepare::softmax_channels;
 use candle_core::{DType, Device, Result, Tensor};
-use loss_core::{check, ops, Loss, LossError};
+use loss_core::{check, ops, LossError};
 use rayon::prelude::*;
 
-/// The Lovász-Softmax options (smp's defaults: `per_image = false`, no `ignore_index`); also
-/// the loss as a [`Loss`] value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LovaszSoftmaxLoss {
-    /// Compute the loss per image and average over the images.
-    pub per_image: bool,
-    /// Target value of pixels left out of the loss (`None`: none).
-    pub ignore_index: Option<i64>,
-}
-
-impl LovaszSoftmaxLoss {
-    /// Computes the loss per image, then averages.
-    pub fn with_per_image(mut self, per_image: bool) -> Self {
-        self.per_image = per_image;
-        self
+loss_core::loss_config! {
+    /// The Lovász-Softmax options (smp's defaults: `per_image = false`, no `ignore_index`); also
+    /// the loss as a [`Loss`](loss_core::Loss) value.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct LovaszSoftmaxLoss {
+        /// Compute the loss per image and average over the images.
+        per_image: bool = false,
+        /// Target value of pixels left out of the loss (`None`: none).
+        ignore_index: Option<i64> = None,
     }
-    /// Leaves pixels with this target value out.
-    pub fn with_ignore_index(mut self, ignore_index: Option<i64>) -> Self {
-        self.ignore_index = ignore_index;
-        self
-    }
+    loss_of_config lovasz_softmax_loss;
 }
 
 fn check_inputs(loss: &'static str, logits: &Tensor, target: &Tensor) -> Result<()> {
@@ -200,36 +190,17 @@ pub fn lovasz_softmax_loss(logits: &Tensor, target: &Tensor, opts: &LovaszSoftma
     errors.mul(&w_t)?.sum_all()
 }
 
-impl Loss for LovaszSoftmaxLoss {
-    fn name(&self) -> &'static str {
-        "lovasz_softmax_loss"
+loss_core::loss_config! {
+    /// The Lovász hinge options (smp's `LovaszLoss(mode="binary")` defaults); also the loss as a
+    /// [`Loss`](loss_core::Loss) value.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct LovaszHingeLoss {
+        /// Compute the loss per image (dimension 0) and average over the images.
+        per_image: bool = false,
+        /// Target value of pixels left out of the loss (`None`: none).
+        ignore_index: Option<i64> = None,
     }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        lovasz_softmax_loss(input, target, self)
-    }
-}
-
-/// The Lovász hinge options (smp's `LovaszLoss(mode="binary")` defaults: `per_image = false`,
-/// no `ignore_index`); also the loss as a [`Loss`] value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LovaszHingeLoss {
-    /// Compute the loss per image (dimension 0) and average over the images.
-    pub per_image: bool,
-    /// Target value of pixels left out of the loss (`None`: none).
-    pub ignore_index: Option<i64>,
-}
-
-impl LovaszHingeLoss {
-    /// Computes the loss per image, then averages.
-    pub fn with_per_image(mut self, per_image: bool) -> Self {
-        self.per_image = per_image;
-        self
-    }
-    /// Leaves pixels with this target value out.
-    pub fn with_ignore_index(mut self, ignore_index: Option<i64>) -> Self {
-        self.ignore_index = ignore_index;
-        self
-    }
+    loss_of_config lovasz_hinge_loss;
 }
 
 /// The Lovász hinge weights of one group of pixels: `(offset, w_k)` in the order of decreasing
@@ -325,13 +296,4 @@ pub fn lovasz_hinge_loss(logits: &Tensor, target: &Tensor, opts: &LovaszHingeLos
     }
     let w_t = on_device(w, (1, 1, total), logits)?.flatten_all()?;
     errors.mul(&w_t)?.sum_all()
-}
-
-impl Loss for LovaszHingeLoss {
-    fn name(&self) -> &'static str {
-        "lovasz_hinge_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        lovasz_hinge_loss(input, target, self)
-    }
 }

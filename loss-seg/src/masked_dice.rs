@@ -65,7 +65,7 @@ fn check_mask(loss: &'static str, pred: &Tensor, mask: &Tensor) -> Result<()> {
 /// another dtype; `opts.ignore_index` set; and the errors of [`crate::dice_loss`].
 pub fn masked_dice_loss(pred: &Tensor, target: &Tensor, mask: &Tensor, opts: &MaskedDiceLoss) -> Result<Tensor> {
     const LOSS: &str = "masked_dice_loss";
-    opts.reduction.standard(LOSS)?;
+    opts.overlap.reduction.standard(LOSS)?;
     if opts.ignore_index.is_some() {
         return Err(LossError::BadOptions {
             loss: LOSS,
@@ -73,12 +73,12 @@ pub fn masked_dice_loss(pred: &Tensor, target: &Tensor, mask: &Tensor, opts: &Ma
         }
         .into());
     }
-    check_activation(LOSS, opts.sigmoid, opts.softmax)?;
+    check_activation(LOSS, opts.overlap.sigmoid, opts.overlap.softmax)?;
     check_pred(LOSS, pred)?;
     check_mask(LOSS, pred, mask)?;
     let mask = mask.detach();
     let c = pred.dim(1)?;
-    let act = activate(LOSS, pred, opts.sigmoid, opts.softmax)?.broadcast_mul(&mask)?;
+    let act = activate(LOSS, pred, opts.overlap.sigmoid, opts.overlap.softmax)?.broadcast_mul(&mask)?;
     let target = if target.dtype().is_float() {
         check::same_shape(LOSS, "target", target, "pred", pred)?;
         check::same_dtype(LOSS, "target", target, "pred", pred)?;
@@ -100,14 +100,14 @@ pub fn masked_dice_loss(pred: &Tensor, target: &Tensor, mask: &Tensor, opts: &Ma
         let keep = mask.ne(0.0)?.broadcast_as(target.shape())?;
         keep.where_cond(target, &target.zeros_like()?)?
     };
-    let target = crate::prepare::dense_target(LOSS, &act, &target, opts.to_onehot_y)?;
+    let target = crate::prepare::dense_target(LOSS, &act, &target, opts.overlap.to_onehot_y)?;
     let prepared = Prepared {
         pred: act,
         target,
-        first_class: usize::from(!opts.include_background && c > 1),
+        first_class: usize::from(!opts.overlap.include_background && c > 1),
     };
     let per = dice_of_prepared(LOSS, &prepared, opts)?;
-    reduce(LOSS, &per, opts.reduction)
+    reduce(LOSS, &per, opts.overlap.reduction)
 }
 
 /// The masked Dice loss as a value: the options plus the mask (the [`loss_core::Loss`] trait

@@ -13,63 +13,27 @@
 //! logits give finite values and gradients.
 
 use candle_core::{Result, Tensor};
-use loss_core::{check, ops, reduce, Loss, Reduction};
+use loss_core::{check, ops, reduce, Reduction};
 
-/// smp's `SoftBCEWithLogitsLoss` options with smp's defaults (`weight = None`,
-/// `pos_weight = None`, `smooth_factor = None`, `ignore_index = Some(-100)`,
-/// `reduction = Mean`); also the loss as a [`Loss`] value.
-#[derive(Debug, Clone)]
-pub struct SoftBceWithLogitsLoss {
-    /// Factor of each element along the last dimension (`[D]`, `pred`'s dtype).
-    pub weight: Option<Tensor>,
-    /// Factor of the positive term along the last dimension (`[D]`, `pred`'s dtype).
-    pub pos_weight: Option<Tensor>,
-    /// Label smoothing in `[0, 1]` (`None`: none).
-    pub smooth_factor: Option<f64>,
-    /// Target value whose elements are zeroed (`None`: none; smp's default −100 is always active).
-    pub ignore_index: Option<i64>,
-    /// `None` keeps the input's shape; `Mean` divides by every element, ignored ones included.
-    pub reduction: Reduction,
-}
-
-impl Default for SoftBceWithLogitsLoss {
-    fn default() -> Self {
-        Self {
-            weight: None,
-            pos_weight: None,
-            smooth_factor: None,
-            ignore_index: Some(-100),
-            reduction: Reduction::Mean,
-        }
+loss_core::loss_config! {
+    /// smp's `SoftBCEWithLogitsLoss` options with smp's defaults; also the loss as a [`Loss`](loss_core::Loss)
+    /// value.
+    #[derive(Debug, Clone)]
+    pub struct SoftBceWithLogitsLoss {
+        /// Label smoothing in `[0, 1]` (`None`: none).
+        smooth_factor: Option<f64> = None,
+        /// Target value whose elements are zeroed (`None`: none).
+        ignore_index: Option<i64> = Some(-100),
+        /// `None` keeps the input's shape; `Mean` divides by every element, ignored ones included.
+        reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl SoftBceWithLogitsLoss {
-    /// Sets the element weight along the last dimension.
-    pub fn with_weight(mut self, weight: Option<Tensor>) -> Self {
-        self.weight = weight;
-        self
+    tensors {
+        /// Factor of each element along the last dimension (`[D]`, `pred`'s dtype).
+        weight,
+        /// Factor of the positive term along the last dimension (`[D]`, `pred`'s dtype).
+        pos_weight,
     }
-    /// Sets the positive weight along the last dimension.
-    pub fn with_pos_weight(mut self, pos_weight: Option<Tensor>) -> Self {
-        self.pos_weight = pos_weight;
-        self
-    }
-    /// Sets the label smoothing factor.
-    pub fn with_smooth_factor(mut self, smooth_factor: Option<f64>) -> Self {
-        self.smooth_factor = smooth_factor;
-        self
-    }
-    /// Sets the ignored target value.
-    pub fn with_ignore_index(mut self, ignore_index: Option<i64>) -> Self {
-        self.ignore_index = ignore_index;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
+    loss_of_config soft_bce_with_logits_loss;
 }
 
 /// A `[D]` vector along the last dimension of `like`, broadcast to its shape.
@@ -140,13 +104,4 @@ pub fn soft_bce_with_logits_loss(logits: &Tensor, target: &Tensor, opts: &SoftBc
         per = k.where_cond(&per, &per.zeros_like()?)?;
     }
     reduce(LOSS, &per, opts.reduction)
-}
-
-impl Loss for SoftBceWithLogitsLoss {
-    fn name(&self) -> &'static str {
-        "soft_bce_with_logits_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        soft_bce_with_logits_loss(input, target, self)
-    }
 }

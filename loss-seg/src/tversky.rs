@@ -15,184 +15,66 @@
 //! (their α = 0.7 weighs false negatives, which is `beta` here, and their γ = 4/3 enters as
 //! `1/γ = 0.75`, this crate's `gamma`).
 
+use crate::options::{OverlapBuilders, OverlapOptions};
 use crate::overlap::Overlap;
 use crate::prepare::{check_smooth, one_minus, prepare_ignoring, ratio_or_one};
 use candle_core::{Result, Tensor};
-use loss_core::{check, ops, reduce, Loss, Reduction};
+use loss_core::{check, ops, reduce};
 
-/// MONAI's `TverskyLoss` options, with MONAI's defaults; also the loss as a [`Loss`] value.
-///
-/// Defaults: `include_background = true`, `to_onehot_y = false`, `sigmoid = false`,
-/// `softmax = false`, `alpha = 0.5`, `beta = 0.5`, `batch = false`, `smooth_nr = 1e-5`,
-/// `smooth_dr = 1e-5`, `reduction = Mean`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TverskyLoss {
-    /// Keep channel 0 (ignored when `C = 1`).
-    pub include_background: bool,
-    /// The target holds class indices `[N, 1, spatial...]` (ignored when `C = 1`).
-    pub to_onehot_y: bool,
-    /// Sigmoid on `pred` first.
-    pub sigmoid: bool,
-    /// Softmax over the channels of `pred` first (ignored when `C = 1`).
-    pub softmax: bool,
-    /// Weight of the false positives (finite, `>= 0`).
-    pub alpha: f64,
-    /// Weight of the false negatives (finite, `>= 0`).
-    pub beta: f64,
-    /// Sum over the batch too before the ratio: one value per class.
-    pub batch: bool,
-    /// Added to the numerator (finite, `>= 0`).
-    pub smooth_nr: f64,
-    /// Added to the denominator (finite, `>= 0`).
-    pub smooth_dr: f64,
-    /// MONAI 1.6.1's `soft_label`: the L1-norm form of the statistics ([`Overlap::soft`]).
-    pub soft_label: bool,
-    /// MONAI 1.6.1's `ignore_index` (`None`: none); see [`crate::prepare::ignore_mask`].
-    pub ignore_index: Option<i64>,
-    /// `None` gives `[N, C']` (`[C']` with `batch`), `Mean` / `Sum` a 0-d tensor.
-    pub reduction: Reduction,
+loss_core::loss_config! {
+    /// MONAI's `TverskyLoss` options, with MONAI's defaults; also the loss as a [`Loss`](loss_core::Loss) value.
+    /// The options every overlap loss shares are the part [`TverskyLoss::overlap`].
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct TverskyLoss {
+        /// Weight of the false positives (finite, `>= 0`).
+        alpha: f64 = 0.5,
+        /// Weight of the false negatives (finite, `>= 0`).
+        beta: f64 = 0.5,
+        /// MONAI 1.6.1's `soft_label`: the L1-norm form of the statistics ([`Overlap::soft`]).
+        soft_label: bool = false,
+        /// MONAI 1.6.1's `ignore_index` (`None`: none); see [`crate::prepare::ignore_mask`].
+        ignore_index: Option<i64> = None,
+    }
+    parts {
+        /// The options every overlap loss shares.
+        overlap: OverlapOptions => OverlapBuilders,
+    }
+    loss_of_config tversky_loss;
 }
 
-impl Default for TverskyLoss {
-    fn default() -> Self {
-        Self {
-            include_background: true,
-            to_onehot_y: false,
-            sigmoid: false,
-            softmax: false,
-            alpha: 0.5,
-            beta: 0.5,
-            batch: false,
-            smooth_nr: 1e-5,
-            smooth_dr: 1e-5,
-            soft_label: false,
-            ignore_index: None,
-            reduction: Reduction::Mean,
-        }
+loss_core::loss_config! {
+    /// Focal Tversky loss options: [`TverskyLoss`]'s with Abraham & Khan's defaults
+    /// (`alpha = 0.3` on false positives, `beta = 0.7` on false negatives) and `gamma = 0.75`;
+    /// also the loss as a [`Loss`](loss_core::Loss) value.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct FocalTverskyLoss {
+        /// Weight of the false positives (finite, `>= 0`).
+        alpha: f64 = 0.3,
+        /// Weight of the false negatives (finite, `>= 0`).
+        beta: f64 = 0.7,
+        /// Exponent on each class's Tversky value (finite, `> 0`).
+        gamma: f64 = 0.75,
+        /// MONAI 1.6.1's `soft_label`: the L1-norm form of the statistics ([`Overlap::soft`]).
+        soft_label: bool = false,
+        /// MONAI 1.6.1's `ignore_index` (`None`: none); see [`crate::prepare::ignore_mask`].
+        ignore_index: Option<i64> = None,
     }
+    parts {
+        /// The options every overlap loss shares.
+        overlap: OverlapOptions => OverlapBuilders,
+    }
+    loss_of_config focal_tversky_loss;
 }
-
-common_builders!(TverskyLoss);
-
-impl TverskyLoss {
-    /// Sets the false-positive weight α.
-    pub fn with_alpha(mut self, alpha: f64) -> Self {
-        self.alpha = alpha;
-        self
-    }
-    /// Uses the L1-norm (`soft_label`) form of the statistics.
-    pub fn with_soft_label(mut self, soft_label: bool) -> Self {
-        self.soft_label = soft_label;
-        self
-    }
-    /// Leaves the pixels labelled `ignore_index` out (`None`: none).
-    pub fn with_ignore_index(mut self, ignore_index: Option<i64>) -> Self {
-        self.ignore_index = ignore_index;
-        self
-    }
-    /// Sets the false-negative weight β.
-    pub fn with_beta(mut self, beta: f64) -> Self {
-        self.beta = beta;
-        self
-    }
-}
-
-/// Focal Tversky loss options: [`TverskyLoss`]'s with Abraham & Khan's defaults
-/// (`alpha = 0.3` on false positives, `beta = 0.7` on false negatives) and `gamma = 0.75`;
-/// also the loss as a [`Loss`] value.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FocalTverskyLoss {
-    /// Keep channel 0 (ignored when `C = 1`).
-    pub include_background: bool,
-    /// The target holds class indices `[N, 1, spatial...]` (ignored when `C = 1`).
-    pub to_onehot_y: bool,
-    /// Sigmoid on `pred` first.
-    pub sigmoid: bool,
-    /// Softmax over the channels of `pred` first (ignored when `C = 1`).
-    pub softmax: bool,
-    /// Weight of the false positives (finite, `>= 0`; default 0.3).
-    pub alpha: f64,
-    /// Weight of the false negatives (finite, `>= 0`; default 0.7).
-    pub beta: f64,
-    /// Exponent on each class's Tversky value (finite, `> 0`; default 0.75).
-    pub gamma: f64,
-    /// Sum over the batch too before the ratio: one value per class.
-    pub batch: bool,
-    /// Added to the numerator (finite, `>= 0`).
-    pub smooth_nr: f64,
-    /// Added to the denominator (finite, `>= 0`).
-    pub smooth_dr: f64,
-    /// MONAI 1.6.1's `soft_label`: the L1-norm form of the statistics ([`Overlap::soft`]).
-    pub soft_label: bool,
-    /// MONAI 1.6.1's `ignore_index` (`None`: none); see [`crate::prepare::ignore_mask`].
-    pub ignore_index: Option<i64>,
-    /// `None` gives `[N, C']` (`[C']` with `batch`), `Mean` / `Sum` a 0-d tensor.
-    pub reduction: Reduction,
-}
-
-impl Default for FocalTverskyLoss {
-    fn default() -> Self {
-        Self {
-            include_background: true,
-            to_onehot_y: false,
-            sigmoid: false,
-            softmax: false,
-            alpha: 0.3,
-            beta: 0.7,
-            gamma: 0.75,
-            batch: false,
-            smooth_nr: 1e-5,
-            smooth_dr: 1e-5,
-            soft_label: false,
-            ignore_index: None,
-            reduction: Reduction::Mean,
-        }
-    }
-}
-
-common_builders!(FocalTverskyLoss);
 
 impl FocalTverskyLoss {
-    /// Sets the false-positive weight α.
-    pub fn with_alpha(mut self, alpha: f64) -> Self {
-        self.alpha = alpha;
-        self
-    }
-    /// Uses the L1-norm (`soft_label`) form of the statistics.
-    pub fn with_soft_label(mut self, soft_label: bool) -> Self {
-        self.soft_label = soft_label;
-        self
-    }
-    /// Leaves the pixels labelled `ignore_index` out (`None`: none).
-    pub fn with_ignore_index(mut self, ignore_index: Option<i64>) -> Self {
-        self.ignore_index = ignore_index;
-        self
-    }
-    /// Sets the false-negative weight β.
-    pub fn with_beta(mut self, beta: f64) -> Self {
-        self.beta = beta;
-        self
-    }
-    /// Sets the focal exponent γ.
-    pub fn with_gamma(mut self, gamma: f64) -> Self {
-        self.gamma = gamma;
-        self
-    }
     /// The Tversky options underneath (`gamma` left out).
     pub fn tversky(&self) -> TverskyLoss {
         TverskyLoss {
-            include_background: self.include_background,
-            to_onehot_y: self.to_onehot_y,
-            sigmoid: self.sigmoid,
-            softmax: self.softmax,
             alpha: self.alpha,
             beta: self.beta,
-            batch: self.batch,
-            smooth_nr: self.smooth_nr,
-            smooth_dr: self.smooth_dr,
             soft_label: self.soft_label,
             ignore_index: self.ignore_index,
-            reduction: self.reduction,
+            overlap: self.overlap,
         }
     }
 }
@@ -212,12 +94,19 @@ pub fn tversky_from_overlap(o: &Overlap, alpha: f64, beta: f64, smooth_nr: f64, 
 
 /// The unreduced Tversky loss: `[N, C']`, or `[C']` with `batch`.
 fn tversky_per_class(loss: &'static str, pred: &Tensor, target: &Tensor, opts: &TverskyLoss) -> Result<Tensor> {
-    check_smooth(loss, opts.smooth_nr, opts.smooth_dr)?;
+    let OverlapOptions {
+        smooth_nr,
+        smooth_dr,
+        batch,
+        ..
+    } = opts.overlap;
+    check_smooth(loss, smooth_nr, smooth_dr)?;
     check::non_negative(loss, "alpha", opts.alpha)?;
     check::non_negative(loss, "beta", opts.beta)?;
-    let prepared = prepare_ignoring(loss, pred, target, opts.prepare_options(), opts.ignore_index)?;
-    let o = Overlap::of_options(&prepared, false, opts.soft_label, opts.batch)?;
-    tversky_from_overlap(&o, opts.alpha, opts.beta, opts.smooth_nr, opts.smooth_dr)
+    let prepare = opts.overlap.prepare_options();
+    let prepared = prepare_ignoring(loss, pred, target, prepare, opts.ignore_index)?;
+    let o = Overlap::of_options(&prepared, false, opts.soft_label, batch)?;
+    tversky_from_overlap(&o, opts.alpha, opts.beta, smooth_nr, smooth_dr)
 }
 
 /// Tversky loss of `pred` against `target` with MONAI's options (see [`TverskyLoss`]; shapes as
@@ -234,8 +123,8 @@ fn tversky_per_class(loss: &'static str, pred: &Tensor, target: &Tensor, opts: &
 /// As [`crate::dice_loss`], and `alpha` or `beta` negative or not finite.
 pub fn tversky_loss(pred: &Tensor, target: &Tensor, opts: &TverskyLoss) -> Result<Tensor> {
     const LOSS: &str = "tversky_loss";
-    opts.reduction.standard(LOSS)?;
-    reduce(LOSS, &tversky_per_class(LOSS, pred, target, opts)?, opts.reduction)
+    let reduction = opts.overlap.reduction.standard(LOSS)?;
+    reduce(LOSS, &tversky_per_class(LOSS, pred, target, opts)?, reduction)
 }
 
 /// `t^γ` for the non-negative Tversky values `t`, with a finite gradient: `γ·t^(γ−1)` where
@@ -262,26 +151,8 @@ fn focal_power(t: &Tensor, gamma: f64) -> Result<Tensor> {
 /// As [`tversky_loss`], and `gamma` not finite or `<= 0`.
 pub fn focal_tversky_loss(pred: &Tensor, target: &Tensor, opts: &FocalTverskyLoss) -> Result<Tensor> {
     const LOSS: &str = "focal_tversky_loss";
-    opts.reduction.standard(LOSS)?;
+    let reduction = opts.overlap.reduction.standard(LOSS)?;
     check::positive(LOSS, "gamma", opts.gamma)?;
     let t = tversky_per_class(LOSS, pred, target, &opts.tversky())?;
-    reduce(LOSS, &focal_power(&t, opts.gamma)?, opts.reduction)
-}
-
-impl Loss for TverskyLoss {
-    fn name(&self) -> &'static str {
-        "tversky_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        tversky_loss(input, target, self)
-    }
-}
-
-impl Loss for FocalTverskyLoss {
-    fn name(&self) -> &'static str {
-        "focal_tversky_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        focal_tversky_loss(input, target, self)
-    }
+    reduce(LOSS, &focal_power(&t, opts.gamma)?, reduction)
 }

@@ -149,7 +149,7 @@ fn lovasz_hinge_jaccard_and_soft_bce_arguments() {
         jaccard_loss(
             &f32s(&[1, 3, 2, 2]),
             &idx(&[1, 2, 2], 0),
-            &mc.clone().with_class_weights(Some(f32s(&[2]))),
+            &mc.clone().with_class_weights(f32s(&[2])),
         ),
         &["jaccard_loss", "class_weights", "[2]"],
     );
@@ -159,7 +159,7 @@ fn lovasz_hinge_jaccard_and_soft_bce_arguments() {
         &["soft_bce_with_logits_loss", "target", "[2, 3, 3]"],
     );
     expect_err(
-        soft_bce_with_logits_loss(&x, &x, &o.clone().with_pos_weight(Some(f32s(&[2])))),
+        soft_bce_with_logits_loss(&x, &x, &o.clone().with_pos_weight(f32s(&[2]))),
         &["soft_bce_with_logits_loss", "pos_weight", "[2]"],
     );
     expect_err(

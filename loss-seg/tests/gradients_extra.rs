@@ -137,7 +137,7 @@ fn soft_cldice_gradients() {
         assert_grad("soft cldice", |x| soft_cldice_loss(x, &t, &o), &z);
         assert_grad(
             "soft cldice iter 1",
-            |x| soft_cldice_loss(x, &t, &o.with_iter(1).with_smooth_nr(1e-3).with_smooth_dr(1e-3)),
+            |x| soft_cldice_loss(x, &t, &o.with_iter_(1).with_smooth_nr(1e-3).with_smooth_dr(1e-3)),
             &z,
         );
         let z3 = uniform(&mut r, &[1, 2, 4, 5, 5], -3.0, 3.0);
@@ -210,7 +210,7 @@ fn jaccard_gradients() {
         let sub = mc
             .clone()
             .with_classes(Some(vec![0, 2]))
-            .with_class_weights(Some(w.clone()))
+            .with_class_weights(w.clone())
             .with_smooth(0.5);
         assert_grad("jaccard multiclass classes weights", |x| jaccard_loss(x, &y, &sub), &z);
         let ml = JaccardLoss::new(JaccardMode::Multilabel).with_log_loss(log_loss);
@@ -245,8 +245,8 @@ fn soft_bce_gradients() {
         let o = SoftBceWithLogitsLoss::default()
             .with_reduction(red)
             .with_smooth_factor(Some(0.1))
-            .with_weight(Some(w))
-            .with_pos_weight(Some(pw));
+            .with_weight(w)
+            .with_pos_weight(pw);
         assert_grad("soft bce", |x| soft_bce_with_logits_loss(x, &t, &o), &z);
     }
 }

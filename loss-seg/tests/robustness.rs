@@ -109,39 +109,34 @@ impl SgCase {
         w: Option<&candle_core::Tensor>,
     ) -> candle_core::Result<candle_core::Tensor> {
         let (f, p, r) = (self.f, self.p, self.reduction);
+        let overlap = OverlapOptions {
+            include_background: f.include_background,
+            to_onehot_y: f.to_onehot_y,
+            sigmoid: f.sigmoid,
+            softmax: f.softmax,
+            batch: f.batch,
+            smooth_nr: p[0],
+            smooth_dr: p[1],
+            reduction: r,
+        };
         match self.loss {
             Sg::Dice => {
-                let mut o = DiceLoss {
-                    include_background: f.include_background,
-                    to_onehot_y: f.to_onehot_y,
-                    sigmoid: f.sigmoid,
-                    softmax: f.softmax,
+                let o = DiceLoss {
                     squared_pred: f.squared_pred,
                     jaccard: f.jaccard,
-                    batch: f.batch,
-                    smooth_nr: p[0],
-                    smooth_dr: p[1],
-                    weight: None,
-                    reduction: r,
+                    weight: w.cloned(),
+                    overlap,
                     ..Default::default()
                 };
-                o.weight = w.cloned();
                 dice_loss(pred, target, &o)
             }
             Sg::Tversky => tversky_loss(
                 pred,
                 target,
                 &TverskyLoss {
-                    include_background: f.include_background,
-                    to_onehot_y: f.to_onehot_y,
-                    sigmoid: f.sigmoid,
-                    softmax: f.softmax,
                     alpha: p[2],
                     beta: p[3],
-                    batch: f.batch,
-                    smooth_nr: p[0],
-                    smooth_dr: p[1],
-                    reduction: r,
+                    overlap,
                     ..Default::default()
                 },
             ),
@@ -149,17 +144,10 @@ impl SgCase {
                 pred,
                 target,
                 &FocalTverskyLoss {
-                    include_background: f.include_background,
-                    to_onehot_y: f.to_onehot_y,
-                    sigmoid: f.sigmoid,
-                    softmax: f.softmax,
                     alpha: p[2],
                     beta: p[3],
                     gamma: p[4],
-                    batch: f.batch,
-                    smooth_nr: p[0],
-                    smooth_dr: p[1],
-                    reduction: r,
+                    overlap,
                     ..Default::default()
                 },
             ),
@@ -167,15 +155,8 @@ impl SgCase {
                 pred,
                 target,
                 &GeneralizedDiceLoss {
-                    include_background: f.include_background,
-                    to_onehot_y: f.to_onehot_y,
-                    sigmoid: f.sigmoid,
-                    softmax: f.softmax,
                     w_type: self.w_type,
-                    batch: f.batch,
-                    smooth_nr: p[0],
-                    smooth_dr: p[1],
-                    reduction: r,
+                    overlap,
                 },
             ),
             Sg::DiceCe => {
@@ -212,7 +193,7 @@ impl SgCase {
                     .with_gamma(p[4])
                     .with_alpha(self.opt)
                     .with_reduction(r);
-                o.weight = w.cloned();
+                o.dice.weight = w.cloned();
                 dice_focal_loss(pred, target, &o)
             }
             Sg::Lovasz => lovasz_softmax_loss(

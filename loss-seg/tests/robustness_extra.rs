@@ -154,7 +154,7 @@ impl ExCase {
                     .with_smooth_nr(p[0])
                     .with_smooth_dr(p[1])
                     .with_smooth(p[2])
-                    .with_iter((p[3].abs().min(8.0)) as usize)
+                    .with_iter_((p[3].abs().min(8.0)) as usize)
                     .with_reduction(r);
                 if self.loss == Ex::ClDice {
                     soft_cldice_loss(pred, target, &o)
@@ -201,12 +201,12 @@ impl ExCase {
                 jaccard_loss(pred, target, &o)
             }
             Ex::SoftBce => {
-                let o = SoftBceWithLogitsLoss::default()
+                let mut o = SoftBceWithLogitsLoss::default()
                     .with_smooth_factor(if f[5] { Some(p[2]) } else { None })
-                    .with_pos_weight(extra.cloned())
-                    .with_weight(if f[4] { extra.cloned() } else { None })
                     .with_ignore_index(self.ignore)
                     .with_reduction(r);
+                o.pos_weight = extra.cloned();
+                o.weight = if f[4] { extra.cloned() } else { None };
                 soft_bce_with_logits_loss(pred, target, &o)
             }
         }

@@ -450,10 +450,7 @@ fn call(loss: &str, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         "dice_loss" => loss_seg::dice_loss(
             x,
             y,
-            &loss_seg::DiceLoss {
-                reduction: m,
-                ..Default::default()
-            },
+            &loss_seg::DiceLoss::default().with_overlap(loss_seg::OverlapOptions::default().with_reduction(m)),
         )?,
         other => bail!("bench: unknown loss {other:?}"),
     })

@@ -137,25 +137,16 @@ pub(crate) fn bce_with_logits_elementwise(
     Ok(per)
 }
 
-/// [`binary_cross_entropy`] as a [`Loss`] value (`torch.nn.BCELoss`).
-#[derive(Debug, Clone, Default)]
-pub struct BceLoss {
-    /// Optional weight (input's shape or 1-D along the last dimension).
-    pub weight: Option<Tensor>,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-impl BceLoss {
-    /// Sets the weight.
-    pub fn with_weight(mut self, weight: Tensor) -> Self {
-        self.weight = Some(weight);
-        self
+crate::loss_config! {
+    /// [`binary_cross_entropy`] as a [`Loss`] value (`torch.nn.BCELoss`).
+    #[derive(Debug, Clone)]
+    pub struct BceLoss {
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
+    tensors {
+        /// Weight (input's shape or 1-D along the last dimension).
+        weight,
     }
 }
 
@@ -168,32 +159,18 @@ impl Loss for BceLoss {
     }
 }
 
-/// [`binary_cross_entropy_with_logits`] as a [`Loss`] value (`torch.nn.BCEWithLogitsLoss`).
-#[derive(Debug, Clone, Default)]
-pub struct BceWithLogitsLoss {
-    /// Optional weight (input's shape or 1-D along the last dimension).
-    pub weight: Option<Tensor>,
-    /// Optional positive-class weight (1-D along the last dimension).
-    pub pos_weight: Option<Tensor>,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-impl BceWithLogitsLoss {
-    /// Sets the weight.
-    pub fn with_weight(mut self, weight: Tensor) -> Self {
-        self.weight = Some(weight);
-        self
+crate::loss_config! {
+    /// [`binary_cross_entropy_with_logits`] as a [`Loss`] value (`torch.nn.BCEWithLogitsLoss`).
+    #[derive(Debug, Clone)]
+    pub struct BceWithLogitsLoss {
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
-    /// Sets `pos_weight`.
-    pub fn with_pos_weight(mut self, pos_weight: Tensor) -> Self {
-        self.pos_weight = Some(pos_weight);
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
+    tensors {
+        /// Weight (input's shape or 1-D along the last dimension).
+        weight,
+        /// Positive-class weight (1-D along the last dimension).
+        pos_weight,
     }
 }
 

@@ -335,50 +335,20 @@ pub fn nll_loss(
     }
 }
 
-/// [`cross_entropy`] as a [`Loss`] value (`torch.nn.CrossEntropyLoss`).
-#[derive(Debug, Clone)]
-pub struct CrossEntropyLoss {
-    /// Per-class weights `[C]` (default none).
-    pub weight: Option<Tensor>,
-    /// Ignored target value (default -100).
-    pub ignore_index: i64,
-    /// Label smoothing in `[0, 1]` (default 0).
-    pub label_smoothing: f64,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-impl Default for CrossEntropyLoss {
-    fn default() -> Self {
-        Self {
-            weight: None,
-            ignore_index: IGNORE_INDEX,
-            label_smoothing: 0.0,
-            reduction: Reduction::Mean,
-        }
+crate::loss_config! {
+    /// [`cross_entropy`] as a [`Loss`] value (`torch.nn.CrossEntropyLoss`).
+    #[derive(Debug, Clone)]
+    pub struct CrossEntropyLoss {
+        /// Ignored target value.
+        ignore_index: i64 = IGNORE_INDEX,
+        /// Label smoothing in `[0, 1]`.
+        label_smoothing: f64 = 0.0,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl CrossEntropyLoss {
-    /// Sets the per-class weights.
-    pub fn with_weight(mut self, weight: Tensor) -> Self {
-        self.weight = Some(weight);
-        self
-    }
-    /// Sets `ignore_index`.
-    pub fn with_ignore_index(mut self, ignore_index: i64) -> Self {
-        self.ignore_index = ignore_index;
-        self
-    }
-    /// Sets `label_smoothing`.
-    pub fn with_label_smoothing(mut self, label_smoothing: f64) -> Self {
-        self.label_smoothing = label_smoothing;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
+    tensors {
+        /// Per-class weights `[C]`.
+        weight,
     }
 }
 
@@ -398,42 +368,18 @@ impl Loss for CrossEntropyLoss {
     }
 }
 
-/// [`nll_loss`] as a [`Loss`] value (`torch.nn.NLLLoss`).
-#[derive(Debug, Clone)]
-pub struct NllLoss {
-    /// Per-class weights `[C]` (default none).
-    pub weight: Option<Tensor>,
-    /// Ignored target value (default -100).
-    pub ignore_index: i64,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-impl Default for NllLoss {
-    fn default() -> Self {
-        Self {
-            weight: None,
-            ignore_index: IGNORE_INDEX,
-            reduction: Reduction::Mean,
-        }
+crate::loss_config! {
+    /// [`nll_loss`] as a [`Loss`] value (`torch.nn.NLLLoss`).
+    #[derive(Debug, Clone)]
+    pub struct NllLoss {
+        /// Ignored target value.
+        ignore_index: i64 = IGNORE_INDEX,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl NllLoss {
-    /// Sets the per-class weights.
-    pub fn with_weight(mut self, weight: Tensor) -> Self {
-        self.weight = Some(weight);
-        self
-    }
-    /// Sets `ignore_index`.
-    pub fn with_ignore_index(mut self, ignore_index: i64) -> Self {
-        self.ignore_index = ignore_index;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
+    tensors {
+        /// Per-class weights `[C]`.
+        weight,
     }
 }
 

@@ -37,7 +37,6 @@ use crate::check;
 use crate::fused::{self, Pointwise};
 use crate::ops;
 use crate::reduction::{reduce, sum_all, Reduction};
-use crate::Loss;
 use candle_core::{Result, Tensor, D};
 
 /// Kullback–Leibler divergence `KL(target ‖ input)` with `input` given as log-probabilities
@@ -102,6 +101,13 @@ pub enum EntropyBase {
     Bits,
 }
 
+impl<'de> serde::Deserialize<'de> for EntropyBase {
+    /// From `"e"` or `"2"` ([`EntropyBase::parse`]).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        crate::config::deserialize_parsed(d, Self::parse)
+    }
+}
+
 impl EntropyBase {
     /// Parses `"e"` or `"2"`.
     ///
@@ -143,34 +149,36 @@ pub fn entropy(probs: &Tensor, base: EntropyBase, reduction: Reduction) -> Resul
     reduce(LOSS, &h, reduction)
 }
 
-/// [`kl_div`] as a [`Loss`] value (`torch.nn.KLDivLoss`); `forward(input, target)` takes
-/// log-probabilities as `input`.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct KlDivLoss {
-    /// Whether `target` holds log-probabilities (default false).
-    pub log_target: bool,
-    /// Reduction (default `Mean`; `BatchMean` is the true KL per sample).
-    pub reduction: Reduction,
-}
-
-impl KlDivLoss {
-    /// Sets `log_target`.
-    pub fn with_log_target(mut self, log_target: bool) -> Self {
-        self.log_target = log_target;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
+crate::loss_config! {
+    /// [`entropy`] as a value: one input, so [`Entropy::forward1`] instead of [`Loss`](crate::Loss).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct Entropy {
+        /// The logarithm's base (`"e"`: nats, `"2"`: bits).
+        base: EntropyBase = EntropyBase::Nats,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
 }
 
-impl Loss for KlDivLoss {
-    fn name(&self) -> &'static str {
-        "kl_div"
+impl Entropy {
+    /// The entropy of `probs` over its last dimension ([`entropy`]).
+    ///
+    /// # Errors
+    /// As [`entropy`].
+    pub fn forward1(&self, probs: &Tensor) -> Result<Tensor> {
+        entropy(probs, self.base, self.reduction)
     }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        kl_div(input, target, self.log_target, self.reduction)
+}
+
+crate::loss_config! {
+    /// [`kl_div`] as a [`Loss`](crate::Loss) value (`torch.nn.KLDivLoss`); `forward(input, target)` takes
+    /// log-probabilities as `input`.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct KlDivLoss {
+        /// Whether `target` holds log-probabilities.
+        log_target: bool = false,
+        /// Reduction (`BatchMean` is the true KL per sample).
+        reduction: Reduction = Reduction::Mean,
     }
+    loss kl_div(log_target, reduction);
 }

@@ -166,98 +166,34 @@ pub fn softmax_focal_loss(
     }
 }
 
-/// [`sigmoid_focal_loss`] as a [`Loss`] value.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SigmoidFocalLoss {
-    /// Class balance in `[0, 1]`, or -1 for none (default 0.25).
-    pub alpha: f64,
-    /// Focusing parameter ≥ 0 (default 2).
-    pub gamma: f64,
-    /// Reduction (default `None`, as torchvision).
-    pub reduction: Reduction,
+crate::loss_config! {
+    /// [`sigmoid_focal_loss`] as a [`Loss`] value.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct SigmoidFocalLoss {
+        /// Class balance in `[0, 1]`, or -1 for none.
+        alpha: f64 = 0.25,
+        /// Focusing parameter ≥ 0.
+        gamma: f64 = 2.0,
+        /// Reduction (`None`, as torchvision).
+        reduction: Reduction = Reduction::None,
+    }
+    loss sigmoid_focal_loss(alpha, gamma, reduction);
 }
 
-impl Default for SigmoidFocalLoss {
-    fn default() -> Self {
-        Self {
-            alpha: 0.25,
-            gamma: 2.0,
-            reduction: Reduction::None,
-        }
+crate::loss_config! {
+    /// [`softmax_focal_loss`] as a [`Loss`] value.
+    #[derive(Debug, Clone)]
+    pub struct SoftmaxFocalLoss {
+        /// Focusing parameter ≥ 0.
+        gamma: f64 = 2.0,
+        /// Ignored target value.
+        ignore_index: i64 = IGNORE_INDEX,
+        /// Reduction.
+        reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl SigmoidFocalLoss {
-    /// Sets `alpha` (-1 disables).
-    pub fn with_alpha(mut self, alpha: f64) -> Self {
-        self.alpha = alpha;
-        self
-    }
-    /// Sets `gamma`.
-    pub fn with_gamma(mut self, gamma: f64) -> Self {
-        self.gamma = gamma;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl Loss for SigmoidFocalLoss {
-    fn name(&self) -> &'static str {
-        "sigmoid_focal_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        sigmoid_focal_loss(input, target, self.alpha, self.gamma, self.reduction)
-    }
-}
-
-/// [`softmax_focal_loss`] as a [`Loss`] value.
-#[derive(Debug, Clone)]
-pub struct SoftmaxFocalLoss {
-    /// Per-class weights `[C]` (default none).
-    pub alpha: Option<Tensor>,
-    /// Focusing parameter ≥ 0 (default 2).
-    pub gamma: f64,
-    /// Ignored target value (default -100).
-    pub ignore_index: i64,
-    /// Reduction (default `Mean`).
-    pub reduction: Reduction,
-}
-
-impl Default for SoftmaxFocalLoss {
-    fn default() -> Self {
-        Self {
-            alpha: None,
-            gamma: 2.0,
-            ignore_index: IGNORE_INDEX,
-            reduction: Reduction::Mean,
-        }
-    }
-}
-
-impl SoftmaxFocalLoss {
-    /// Sets the per-class `alpha`.
-    pub fn with_alpha(mut self, alpha: Tensor) -> Self {
-        self.alpha = Some(alpha);
-        self
-    }
-    /// Sets `gamma`.
-    pub fn with_gamma(mut self, gamma: f64) -> Self {
-        self.gamma = gamma;
-        self
-    }
-    /// Sets `ignore_index`.
-    pub fn with_ignore_index(mut self, ignore_index: i64) -> Self {
-        self.ignore_index = ignore_index;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
+    tensors {
+        /// Per-class weights `[C]`.
+        alpha,
     }
 }
 

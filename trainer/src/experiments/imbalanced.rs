@@ -32,7 +32,8 @@ use crate::rng;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Module, VarMap};
 use loss_core::{
-    binary_cross_entropy_with_logits, cross_entropy, sigmoid_focal_loss, softmax_focal_loss, Loss, Reduction,
+    binary_cross_entropy_with_logits, BceWithLogitsLoss, CrossEntropyLoss, Loss, Reduction, SigmoidFocalLoss,
+    SoftmaxFocalLoss,
 };
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -128,62 +129,22 @@ impl Loss for AlphaBalancedBce {
     }
 }
 
-struct SigmoidFocal {
-    alpha: f64,
-}
-
-impl Loss for SigmoidFocal {
-    fn name(&self) -> &'static str {
-        "sigmoid_focal_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        sigmoid_focal_loss(input, target, self.alpha, 2.0, Reduction::Mean)
-    }
-}
-
-struct Bce;
-
-impl Loss for Bce {
-    fn name(&self) -> &'static str {
-        "binary_cross_entropy_with_logits"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        binary_cross_entropy_with_logits(input, target, None, None, Reduction::Mean)
-    }
-}
-
-struct MultiCe;
-
-impl Loss for MultiCe {
-    fn name(&self) -> &'static str {
-        "cross_entropy"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        cross_entropy(input, target, None, -100, 0.0, Reduction::Mean)
-    }
-}
-
-struct MultiFocal;
-
-impl Loss for MultiFocal {
-    fn name(&self) -> &'static str {
-        "softmax_focal_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        softmax_focal_loss(input, target, None, 2.0, -100, Reduction::Mean)
-    }
-}
-
-/// The loss behind a variant name for a binary (`multi = false`) or multi-class task.
+/// The loss behind a variant name for a binary (`multi = false`) or multi-class task: the
+/// library's configs (focal: `gamma = 2`, the mean over the elements).
 pub fn loss_for(name: &str, multi: bool) -> Box<dyn Loss> {
+    let focal = |alpha: f64| {
+        SigmoidFocalLoss::default()
+            .with_alpha(alpha)
+            .with_reduction(Reduction::Mean)
+    };
     match (multi, name) {
-        (true, "focal_g2") => Box::new(MultiFocal),
-        (true, _) => Box::new(MultiCe),
+        (true, "focal_g2") => Box::new(SoftmaxFocalLoss::default()),
+        (true, _) => Box::new(CrossEntropyLoss::default()),
         (false, "ce_a75") => Box::new(AlphaBalancedBce { alpha: 0.75 }),
-        (false, "focal_g2") => Box::new(SigmoidFocal { alpha: -1.0 }),
-        (false, "focal_g2_a25") => Box::new(SigmoidFocal { alpha: 0.25 }),
-        (false, "focal_g2_a75") => Box::new(SigmoidFocal { alpha: 0.75 }),
-        (false, _) => Box::new(Bce),
+        (false, "focal_g2") => Box::new(focal(-1.0)),
+        (false, "focal_g2_a25") => Box::new(focal(0.25)),
+        (false, "focal_g2_a75") => Box::new(focal(0.75)),
+        (false, _) => Box::new(BceWithLogitsLoss::default()),
     }
 }
 

@@ -28,10 +28,8 @@ use crate::report::{Figure, Section, Table as TextTable};
 use crate::rng;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Module, VarMap};
-use loss_core::{cross_entropy, softmax_focal_loss, Loss, Reduction};
-use loss_seg::{
-    lovasz_hinge_loss, DiceCeLoss, DiceLoss, HausdorffDtLoss, LovaszHingeLoss, SoftClDiceLoss, TverskyLoss,
-};
+use loss_core::{CrossEntropyLoss, Loss, SoftmaxFocalLoss};
+use loss_seg::{DiceCeLoss, DiceLoss, HausdorffDtLoss, LovaszHingeLoss, OverlapOptions, SoftClDiceLoss, TverskyLoss};
 use serde::Serialize;
 use serde_json::{json, Map};
 
@@ -114,61 +112,72 @@ impl SegmentationConfig {
     }
 }
 
-/// A loss on logits `[N, 2, H, W]` and class indices `[N, H, W]` (u32).
+/// How a loss reads the class-index target `[N, H, W]` and the logits `[N, 2, H, W]`.
+#[derive(Clone, Copy)]
+enum Form {
+    /// As they are (cross-entropy, focal).
+    Indices,
+    /// The target with a channel dimension `[N, 1, H, W]` (the overlap losses, `to_onehot_y`).
+    OneChannel,
+    /// The binary logit of the object, its channel's margin over the background's (Lovász hinge).
+    Margin,
+}
+
+/// A loss on logits `[N, 2, H, W]` and class indices `[N, H, W]` (u32): the library's config,
+/// built once from the loss name.
 struct SegLoss {
-    name: String,
+    loss: Box<dyn Loss>,
+    form: Form,
+}
+
+impl SegLoss {
+    fn new(name: &str) -> Self {
+        let overlap = OverlapOptions::default()
+            .with_softmax(true)
+            .with_to_onehot_y(true)
+            .with_include_background(false);
+        let (loss, form): (Box<dyn Loss>, Form) = match name {
+            "cross_entropy" => (Box::new(CrossEntropyLoss::default()), Form::Indices),
+            "focal" => (Box::new(SoftmaxFocalLoss::default()), Form::Indices),
+            "dice" => (Box::new(DiceLoss::default().with_overlap(overlap)), Form::OneChannel),
+            "dice_ce" => {
+                let dice = DiceLoss::default().with_overlap(overlap);
+                (Box::new(DiceCeLoss::default().with_dice(dice)), Form::OneChannel)
+            }
+            "soft_cldice" => {
+                let c = SoftClDiceLoss::default().with_softmax(true).with_to_onehot_y(true);
+                (Box::new(c.with_include_background(false)), Form::OneChannel)
+            }
+            "hausdorff_dt" => {
+                let c = HausdorffDtLoss::default().with_softmax(true).with_to_onehot_y(true);
+                (Box::new(c), Form::OneChannel)
+            }
+            "lovasz_hinge" => (Box::new(LovaszHingeLoss::default()), Form::Margin),
+            _ => {
+                let c = TverskyLoss::default()
+                    .with_overlap(overlap)
+                    .with_alpha(0.3)
+                    .with_beta(0.7);
+                (Box::new(c), Form::OneChannel)
+            }
+        };
+        Self { loss, form }
+    }
 }
 
 impl Loss for SegLoss {
     fn name(&self) -> &'static str {
-        match self.name.as_str() {
-            "cross_entropy" => "cross_entropy",
-            "dice" => "dice_loss",
-            "dice_ce" => "dice_ce_loss",
-            "focal" => "softmax_focal_loss",
-            "soft_cldice" => "soft_cldice_loss",
-            "hausdorff_dt" => "hausdorff_dt_loss",
-            "lovasz_hinge" => "lovasz_hinge_loss",
-            _ => "tversky_loss",
-        }
+        self.loss.name()
     }
 
     fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        let one_channel = || target.unsqueeze(1);
-        match self.name.as_str() {
-            "cross_entropy" => cross_entropy(input, target, None, -100, 0.0, Reduction::Mean),
-            "focal" => softmax_focal_loss(input, target, None, 2.0, -100, Reduction::Mean),
-            "dice" => DiceLoss::default()
-                .with_softmax(true)
-                .with_to_onehot_y(true)
-                .with_include_background(false)
-                .forward(input, &one_channel()?),
-            "dice_ce" => DiceCeLoss::default()
-                .with_softmax(true)
-                .with_to_onehot_y(true)
-                .with_include_background(false)
-                .forward(input, &one_channel()?),
-            "soft_cldice" => SoftClDiceLoss::default()
-                .with_softmax(true)
-                .with_to_onehot_y(true)
-                .with_include_background(false)
-                .forward(input, &one_channel()?),
-            "hausdorff_dt" => HausdorffDtLoss::default()
-                .with_softmax(true)
-                .with_to_onehot_y(true)
-                .forward(input, &one_channel()?),
-            "lovasz_hinge" => {
-                // The binary logit of the object: the margin of its channel over the background's.
+        match self.form {
+            Form::Indices => self.loss.forward(input, target),
+            Form::OneChannel => self.loss.forward(input, &target.unsqueeze(1)?),
+            Form::Margin => {
                 let margin = input.narrow(1, 1, 1)?.sub(&input.narrow(1, 0, 1)?)?.squeeze(1)?;
-                lovasz_hinge_loss(&margin, target, &LovaszHingeLoss::default())
+                self.loss.forward(&margin, target)
             }
-            _ => TverskyLoss::default()
-                .with_softmax(true)
-                .with_to_onehot_y(true)
-                .with_include_background(false)
-                .with_alpha(0.3)
-                .with_beta(0.7)
-                .forward(input, &one_channel()?),
         }
     }
 }
@@ -328,7 +337,7 @@ fn run_job(
     let mut init_rng = rng::stream(ctx.seed, &["segmentation", &seed_name, "init"]);
     let shape = [train.channels, cfg.channels, cfg.classes()];
     let net = Net::new(&varmap, shape, &mut init_rng, &ctx.device).map_err(wrap)?;
-    let loss = SegLoss { name: job.loss.clone() };
+    let loss = SegLoss::new(&job.loss);
     let batch_seed = rng::derive_seed(ctx.seed, &["segmentation", &seed_name, "batches"]);
     let mut on_log = |_: usize, _: f64| -> Result<Vec<f64>> {
         let (d, j) = evaluate(&net.forward(&x_test)?, &test.masks)?;

@@ -1,6 +1,6 @@
 //! loss-core's entries of the registry.
 
-use super::{input, Inputs, Params};
+use super::{config, input, pair, Inputs};
 use anyhow::Result;
 use candle_core::Tensor;
 use loss_core::*;
@@ -36,170 +36,67 @@ pub const NAMES: &[&str] = &[
 ];
 
 /// Runs a loss-core loss by name; `None` for a name it does not know.
-pub fn call(name: &str, params: &Map<String, Value>, inputs: &Inputs) -> Option<Result<Tensor>> {
+pub fn call(name: &str, params: &Map<String, Value>, x: &Inputs) -> Option<Result<Tensor>> {
     let loss: &'static str = NAMES.iter().find(|n| **n == name)?;
-    Some(super::run_checked(loss, params, inputs, run))
+    Some(run(loss, params, x))
 }
 
-fn run(loss: &'static str, p: &Params, x: &Inputs) -> Result<Tensor> {
-    // torchvision's sigmoid_focal_loss defaults to no reduction; torch losses to mean.
-    let default = if loss == "sigmoid_focal_loss" {
-        Reduction::None
-    } else {
-        Reduction::Mean
+fn run(loss: &'static str, p: &Map<String, Value>, x: &Inputs) -> Result<Tensor> {
+    const IT: [&str; 2] = ["input", "target"];
+    const LT: [&str; 2] = ["logits", "target"];
+    let three = |[a, b, c]: [&str; 3]| -> Result<[&Tensor; 3]> {
+        Ok([input(loss, x, a)?, input(loss, x, b)?, input(loss, x, c)?])
     };
-    let r = p.reduction(default)?;
-    Ok(match loss {
-        "l1_loss" => l1_loss(input(loss, x, "input")?, input(loss, x, "target")?, r)?,
-        "mse_loss" => mse_loss(input(loss, x, "input")?, input(loss, x, "target")?, r)?,
-        "smooth_l1_loss" => smooth_l1_loss(
-            input(loss, x, "input")?,
-            input(loss, x, "target")?,
-            p.f64("beta", 1.0)?,
-            r,
-        )?,
-        "huber_loss" => huber_loss(
-            input(loss, x, "input")?,
-            input(loss, x, "target")?,
-            p.f64("delta", 1.0)?,
-            r,
-        )?,
-        "cross_entropy" => {
-            let logits = input(loss, x, "logits")?;
-            let w = p.tensor("weight", logits)?;
-            let ii = p.i64("ignore_index", IGNORE_INDEX)?;
-            let ls = p.f64("label_smoothing", 0.0)?;
-            cross_entropy(logits, input(loss, x, "target")?, w.as_ref(), ii, ls, r)?
+    const TRIPLET: [&str; 3] = ["anchor", "positive", "negative"];
+    const RANKED: [&str; 3] = ["input1", "input2", "target"];
+    match loss {
+        "l1_loss" => pair::<L1Loss>(loss, p, x, IT),
+        "mse_loss" => pair::<MseLoss>(loss, p, x, IT),
+        "smooth_l1_loss" => pair::<SmoothL1Loss>(loss, p, x, IT),
+        "huber_loss" => pair::<HuberLoss>(loss, p, x, IT),
+        "cross_entropy" => pair::<CrossEntropyLoss>(loss, p, x, LT),
+        "nll_loss" => pair::<NllLoss>(loss, p, x, ["log_probs", "target"]),
+        "binary_cross_entropy" => pair::<BceLoss>(loss, p, x, IT),
+        "binary_cross_entropy_with_logits" => pair::<BceWithLogitsLoss>(loss, p, x, LT),
+        "kl_div" => pair::<KlDivLoss>(loss, p, x, IT),
+        "entropy" => {
+            let probs = input(loss, x, "probs")?;
+            Ok(config::<Entropy>(loss, p, probs)?.forward1(probs)?)
         }
-        "nll_loss" => {
-            let lp = input(loss, x, "log_probs")?;
-            let w = p.tensor("weight", lp)?;
-            nll_loss(
-                lp,
-                input(loss, x, "target")?,
-                w.as_ref(),
-                p.i64("ignore_index", IGNORE_INDEX)?,
-                r,
-            )?
+        "sigmoid_focal_loss" => pair::<SigmoidFocalLoss>(loss, p, x, LT),
+        "softmax_focal_loss" => pair::<SoftmaxFocalLoss>(loss, p, x, LT),
+        "poisson_nll_loss" => pair::<PoissonNllLoss>(loss, p, x, IT),
+        "gaussian_nll_loss" => {
+            let [i, t, var] = three(["input", "target", "var"])?;
+            Ok(config::<GaussianNllLoss>(loss, p, i)?.forward3(i, t, var)?)
         }
-        "binary_cross_entropy" => {
-            let i = input(loss, x, "input")?;
-            let w = p.tensor("weight", i)?;
-            binary_cross_entropy(i, input(loss, x, "target")?, w.as_ref(), r)?
-        }
-        "binary_cross_entropy_with_logits" => {
-            let i = input(loss, x, "logits")?;
-            let w = p.tensor("weight", i)?;
-            let pw = p.tensor("pos_weight", i)?;
-            binary_cross_entropy_with_logits(i, input(loss, x, "target")?, w.as_ref(), pw.as_ref(), r)?
-        }
-        "kl_div" => kl_div(
-            input(loss, x, "input")?,
-            input(loss, x, "target")?,
-            p.bool("log_target", false)?,
-            r,
-        )?,
-        "entropy" => entropy(input(loss, x, "probs")?, EntropyBase::parse(p.str("base", "e")?)?, r)?,
-        "sigmoid_focal_loss" => {
-            let (a, g) = (p.f64("alpha", 0.25)?, p.f64("gamma", 2.0)?);
-            sigmoid_focal_loss(input(loss, x, "logits")?, input(loss, x, "target")?, a, g, r)?
-        }
-        "softmax_focal_loss" => {
-            let logits = input(loss, x, "logits")?;
-            let a = p.tensor("alpha", logits)?;
-            let (g, ii) = (p.f64("gamma", 2.0)?, p.i64("ignore_index", IGNORE_INDEX)?);
-            softmax_focal_loss(logits, input(loss, x, "target")?, a.as_ref(), g, ii, r)?
-        }
-        "poisson_nll_loss" => poisson_nll_loss(
-            input(loss, x, "input")?,
-            input(loss, x, "target")?,
-            p.bool("log_input", true)?,
-            p.bool("full", false)?,
-            p.f64("eps", 1e-8)?,
-            r,
-        )?,
-        "gaussian_nll_loss" => gaussian_nll_loss(
-            input(loss, x, "input")?,
-            input(loss, x, "target")?,
-            input(loss, x, "var")?,
-            p.bool("full", false)?,
-            p.f64("eps", 1e-6)?,
-            r,
-        )?,
-        "log_cosh_loss" => log_cosh_loss(input(loss, x, "input")?, input(loss, x, "target")?, r)?,
+        "log_cosh_loss" => pair::<LogCoshLoss>(loss, p, x, IT),
         "ctc_loss" => {
-            let blank = p.i64("blank", 0)?;
-            let blank =
-                usize::try_from(blank).map_err(|_| anyhow::anyhow!("ctc_loss: `blank` = {blank} is negative"))?;
-            ctc_loss(
-                input(loss, x, "log_probs")?,
-                input(loss, x, "targets")?,
-                input(loss, x, "input_lengths")?,
-                input(loss, x, "target_lengths")?,
-                blank,
-                r,
-                p.bool("zero_infinity", false)?,
-            )?
+            let lp = input(loss, x, "log_probs")?;
+            let [t, il, tl] = three(["targets", "input_lengths", "target_lengths"])?;
+            Ok(config::<CtcLoss>(loss, p, lp)?.forward4(lp, t, il, tl)?)
         }
-        "margin_ranking_loss" => margin_ranking_loss(
-            input(loss, x, "input1")?,
-            input(loss, x, "input2")?,
-            input(loss, x, "target")?,
-            p.f64("margin", 0.0)?,
-            r,
-        )?,
-        "hinge_embedding_loss" => hinge_embedding_loss(
-            input(loss, x, "input")?,
-            input(loss, x, "target")?,
-            p.f64("margin", 1.0)?,
-            r,
-        )?,
-        "soft_margin_loss" => soft_margin_loss(input(loss, x, "input")?, input(loss, x, "target")?, r)?,
-        "multilabel_soft_margin_loss" => {
-            let i = input(loss, x, "input")?;
-            let w = p.tensor("weight", i)?;
-            multilabel_soft_margin_loss(i, input(loss, x, "target")?, w.as_ref(), r)?
+        "margin_ranking_loss" => {
+            let [a, b, t] = three(RANKED)?;
+            Ok(config::<MarginRankingLoss>(loss, p, a)?.forward3(a, b, t)?)
         }
-        "multilabel_margin_loss" => multilabel_margin_loss(input(loss, x, "input")?, input(loss, x, "target")?, r)?,
-        "multi_margin_loss" => {
-            let i = input(loss, x, "input")?;
-            let w = p.tensor("weight", i)?;
-            let pw = p.i64("p", 1)?;
-            let pw = u32::try_from(pw).map_err(|_| anyhow::anyhow!("multi_margin_loss: `p` = {pw} must be 1 or 2"))?;
-            multi_margin_loss(i, input(loss, x, "target")?, pw, p.f64("margin", 1.0)?, w.as_ref(), r)?
+        "hinge_embedding_loss" => pair::<HingeEmbeddingLoss>(loss, p, x, IT),
+        "soft_margin_loss" => pair::<SoftMarginLoss>(loss, p, x, IT),
+        "multilabel_soft_margin_loss" => pair::<MultilabelSoftMarginLoss>(loss, p, x, IT),
+        "multilabel_margin_loss" => pair::<MultilabelMarginLoss>(loss, p, x, IT),
+        "multi_margin_loss" => pair::<MultiMarginLoss>(loss, p, x, IT),
+        "cosine_embedding_loss" => {
+            let [a, b, t] = three(RANKED)?;
+            Ok(config::<CosineEmbeddingLoss>(loss, p, a)?.forward3(a, b, t)?)
         }
-        "cosine_embedding_loss" => cosine_embedding_loss(
-            input(loss, x, "input1")?,
-            input(loss, x, "input2")?,
-            input(loss, x, "target")?,
-            p.f64("margin", 0.0)?,
-            r,
-        )?,
-        "triplet_margin_loss" => triplet_margin_loss(
-            input(loss, x, "anchor")?,
-            input(loss, x, "positive")?,
-            input(loss, x, "negative")?,
-            p.f64("margin", 1.0)?,
-            p.f64("p", 2.0)?,
-            p.f64("eps", 1e-6)?,
-            p.bool("swap", false)?,
-            r,
-        )?,
+        "triplet_margin_loss" => {
+            let [a, pos, neg] = three(TRIPLET)?;
+            Ok(config::<TripletMarginLoss>(loss, p, a)?.forward3(a, pos, neg)?)
+        }
         "triplet_margin_with_distance_loss" => {
-            let d = match p.opt_str("distance_function")? {
-                None => TripletDistance::Euclidean,
-                Some(s) => TripletDistance::parse(Some(s))?,
-            };
-            triplet_margin_with_distance_loss(
-                input(loss, x, "anchor")?,
-                input(loss, x, "positive")?,
-                input(loss, x, "negative")?,
-                d,
-                p.f64("margin", 1.0)?,
-                p.bool("swap", false)?,
-                r,
-            )?
+            let [a, pos, neg] = three(TRIPLET)?;
+            Ok(config::<TripletMarginWithDistanceLoss>(loss, p, a)?.forward3(a, pos, neg)?)
         }
         _ => unreachable!("listed in NAMES"),
-    })
+    }
 }

@@ -1,7 +1,10 @@
 //! Loss by name: builds a loss call from a name, JSON parameters and named input tensors.
 //!
 //! Used by the reference-case runner ([`crate::cases`]) and by the CLI. Each loss crate has its
-//! own table (`core`, `bbox`, `seg`); [`call`] asks them in turn.
+//! own table (`core`, `bbox`, `seg`): a loss name maps to its config type, the parameters
+//! deserialize into that config ([`config`]), so a default exists only in the config's
+//! declaration and a parameter the loss does not have is an error naming it. [`call`] asks the
+//! tables in turn. The parameters are those of the repository's `cases/FORMAT.md`.
 
 mod bbox;
 mod core;
@@ -9,148 +12,65 @@ mod seg;
 
 use anyhow::{anyhow, bail, Context};
 use candle_core::{DType, Device, Tensor};
-use loss_core::Reduction;
+use loss_core::{Loss, LossConfig};
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// Named input tensors of one call (`"input"`, `"target"`, `"logits"`, `"pred"`, ...).
 pub type Inputs = BTreeMap<String, Tensor>;
 
-/// The JSON parameters of one call, with typed getters; `null` or a missing key is the default.
+/// The config `C` of `loss` from JSON `params`: tensor parameters (flat lists of numbers) as
+/// 1-D tensors of `like`'s dtype and device through [`LossConfig::set_tensor`], the others
+/// deserialized. `null` or a missing key keeps the config's default.
 ///
-/// Every getter records the key it was asked for, so that [`Params::check_all_read`] can refuse a
-/// parameter the loss does not have (a misspelt or misplaced option must not be ignored).
-pub struct Params<'a> {
-    /// The loss name, for error messages.
-    pub loss: &'static str,
-    map: &'a Map<String, Value>,
-    read: std::cell::RefCell<std::collections::BTreeSet<String>>,
+/// # Errors
+/// A parameter the loss does not have (named, with the ones it takes), a value of the wrong
+/// type, a tensor parameter that is not a list of numbers.
+pub fn config<C: LossConfig + DeserializeOwned>(
+    loss: &str,
+    params: &Map<String, Value>,
+    like: &Tensor,
+) -> anyhow::Result<C> {
+    let mut plain = Map::new();
+    let mut tensors = Vec::new();
+    for (key, value) in params.iter().filter(|(_, v)| !v.is_null()) {
+        if C::is_tensor_param(key) {
+            tensors.push((key, list_tensor(loss, key, value, like)?));
+        } else {
+            plain.insert(key.clone(), value.clone());
+        }
+    }
+    let mut c: C = serde_json::from_value(Value::Object(plain)).map_err(|e| anyhow!("{loss}: {e}"))?;
+    for (key, t) in tensors {
+        c.set_tensor(key, t);
+    }
+    Ok(c)
 }
 
-impl<'a> Params<'a> {
-    /// Wraps a JSON object of parameters.
-    pub fn new(loss: &'static str, map: &'a Map<String, Value>) -> Self {
-        Self {
-            loss,
-            map,
-            read: Default::default(),
-        }
-    }
+/// A flat list of numbers as a 1-D tensor of `like`'s dtype and device.
+fn list_tensor(loss: &str, key: &str, value: &Value, like: &Tensor) -> anyhow::Result<Tensor> {
+    let Value::Array(a) = value else {
+        bail!("{loss}: parameter `{key}` must be a list of numbers, got {value}");
+    };
+    let v = a
+        .iter()
+        .map(number)
+        .collect::<anyhow::Result<Vec<f64>>>()
+        .with_context(|| format!("{loss}: parameter `{key}`"))?;
+    let n = v.len();
+    Ok(Tensor::from_vec(v, n, like.device())?.to_dtype(like.dtype())?)
+}
 
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.read.borrow_mut().insert(key.to_string());
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    /// An error naming the first parameter that is set (not `null`) but that no getter asked
-    /// for: the loss has no parameter of that name.
-    ///
-    /// # Errors
-    /// Such a parameter, with the names the loss did read.
-    pub fn check_all_read(&self) -> anyhow::Result<()> {
-        let read = self.read.borrow();
-        if let Some(key) = self
-            .map
-            .iter()
-            .find(|(k, v)| !v.is_null() && !read.contains(*k))
-            .map(|(k, _)| k)
-        {
-            bail!(
-                "{}: unknown parameter `{key}` (this loss takes {})",
-                self.loss,
-                read.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
-            );
-        }
-        Ok(())
-    }
-
-    /// A number (`"nan"`, `"inf"`, `"-inf"` accepted), or `default`.
-    pub fn f64(&self, key: &str, default: f64) -> anyhow::Result<f64> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => number(v).with_context(|| format!("{}: parameter `{key}`", self.loss)),
-        }
-    }
-
-    /// An optional number.
-    pub fn opt_f64(&self, key: &str) -> anyhow::Result<Option<f64>> {
-        self.get(key)
-            .map(|v| number(v).with_context(|| format!("{}: parameter `{key}`", self.loss)))
-            .transpose()
-    }
-
-    /// An integer, or `default`.
-    pub fn i64(&self, key: &str, default: i64) -> anyhow::Result<i64> {
-        Ok(self.opt_i64(key)?.unwrap_or(default))
-    }
-
-    /// An optional integer.
-    pub fn opt_i64(&self, key: &str) -> anyhow::Result<Option<i64>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_i64()
-                .map(Some)
-                .ok_or_else(|| anyhow!("{}: parameter `{key}` must be an integer, got {v}", self.loss)),
-        }
-    }
-
-    /// A boolean, or `default`.
-    pub fn bool(&self, key: &str, default: bool) -> anyhow::Result<bool> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| anyhow!("{}: parameter `{key}` must be a boolean, got {v}", self.loss)),
-        }
-    }
-
-    /// A string, or `default`.
-    pub fn str(&self, key: &str, default: &'a str) -> anyhow::Result<&'a str> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_str()
-                .ok_or_else(|| anyhow!("{}: parameter `{key}` must be a string, got {v}", self.loss)),
-        }
-    }
-
-    /// An optional string.
-    pub fn opt_str(&self, key: &str) -> anyhow::Result<Option<&'a str>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| anyhow!("{}: parameter `{key}` must be a string, got {v}", self.loss)),
-        }
-    }
-
-    /// The `reduction` parameter, or `default`.
-    pub fn reduction(&self, default: Reduction) -> anyhow::Result<Reduction> {
-        match self.get("reduction") {
-            None => Ok(default),
-            Some(v) => {
-                let s = v
-                    .as_str()
-                    .ok_or_else(|| anyhow!("{}: `reduction` must be a string", self.loss))?;
-                Ok(Reduction::parse(self.loss, s)?)
-            }
-        }
-    }
-
-    /// A flat list of numbers as a 1-D tensor of `like`'s dtype and device, or `None`.
-    pub fn tensor(&self, key: &str, like: &Tensor) -> anyhow::Result<Option<Tensor>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Array(a)) => {
-                let v = a.iter().map(number).collect::<anyhow::Result<Vec<f64>>>()?;
-                let n = v.len();
-                Ok(Some(Tensor::from_vec(v, n, like.device())?.to_dtype(like.dtype())?))
-            }
-            Some(v) => bail!("{}: parameter `{key}` must be a list of numbers, got {v}", self.loss),
-        }
-    }
+/// Runs the two-input loss `C` of `loss` on the inputs named `a` (the prediction) and `b`.
+fn pair<C: Loss + LossConfig + DeserializeOwned>(
+    loss: &str,
+    params: &Map<String, Value>,
+    x: &Inputs,
+    [a, b]: [&str; 2],
+) -> anyhow::Result<Tensor> {
+    let (a, b) = (input(loss, x, a)?, input(loss, x, b)?);
+    Ok(config::<C>(loss, params, a)?.forward(a, b)?)
 }
 
 /// Reads a JSON number, or one of the strings `"nan"`, `"inf"`, `"-inf"`.
@@ -165,20 +85,6 @@ pub fn number(v: &Value) -> anyhow::Result<f64> {
         },
         _ => bail!("not a number: {v}"),
     }
-}
-
-/// Runs one table's `run` with the parameters of `params`, then refuses any parameter that `run`
-/// did not read ([`Params::check_all_read`]); the call's own error comes first.
-fn run_checked(
-    loss: &'static str,
-    params: &Map<String, Value>,
-    inputs: &Inputs,
-    run: fn(&'static str, &Params, &Inputs) -> anyhow::Result<Tensor>,
-) -> anyhow::Result<Tensor> {
-    let p = Params::new(loss, params);
-    let out = run(loss, &p, inputs)?;
-    p.check_all_read()?;
-    Ok(out)
 }
 
 /// Looks up a named input tensor.
@@ -285,6 +191,23 @@ mod tests {
             );
             assert!(call(loss, &Map::new(), &inputs).unwrap().is_ok(), "{loss}");
         }
+    }
+
+    #[test]
+    fn the_parameters_deserialize_into_the_config_with_its_defaults() {
+        // tversky_loss has ignore_index (MONAI 1.6.1): read, not dropped.
+        let t = Tensor::new(&[[[[0.2f32, 0.8]]]], &Device::Cpu).unwrap();
+        let inputs = Inputs::from([("pred".to_string(), t.clone()), ("target".to_string(), t)]);
+        let p = params(r#"{"ignore_index": 0, "alpha": 0.3}"#);
+        assert!(call("tversky_loss", &p, &inputs).unwrap().is_ok());
+        // generalized_dice_loss has no squared_pred.
+        let p = params(r#"{"squared_pred": true}"#);
+        let e = call("generalized_dice_loss", &p, &inputs).unwrap().unwrap_err();
+        assert!(format!("{e:#}").contains("unknown parameter `squared_pred`"), "{e:#}");
+        // A tensor parameter from a list, of the input's dtype.
+        let like = &l1_inputs()["input"];
+        let w: loss_core::BceLoss = config("binary_cross_entropy", &params(r#"{"weight": [1, 2]}"#), like).unwrap();
+        assert_eq!(w.weight.unwrap().to_vec1::<f32>().unwrap(), [1.0, 2.0]);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use crate::geometry::{self, div_or_zero, Boxes, Overlap};
 use crate::losses::{check_pair, reduce_boxes};
 use candle_core::{Result, Tensor};
-use loss_core::{check, ops, Loss, Reduction};
+use loss_core::{check, ops, Reduction};
 use std::f64::consts::FRAC_1_SQRT_2;
 
 /// The extended intersection of mmdetection's `eiou_loss`, negative for disjoint boxes.
@@ -163,99 +163,30 @@ pub fn siou_loss(pred: &Tensor, target: &Tensor, neg_gamma: bool, eps: f64, redu
     reduce_boxes(LOSS, &loss, reduction)
 }
 
-/// [`extended_iou_loss`] as a [`Loss`] value (mmdetection's `EIoULoss`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ExtendedIoULoss {
-    /// Where the quadratic zone ends (default 0.1, > 0).
-    pub smooth_point: f64,
-    /// Added to the union (default `1e-6`, > 0).
-    pub eps: f64,
-    /// Reduction (default `Mean`, as mmdetection).
-    pub reduction: Reduction,
+loss_core::loss_config! {
+    /// [`extended_iou_loss`] as a [`Loss`](loss_core::Loss) value (mmdetection's `EIoULoss`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct ExtendedIoULoss {
+        /// Where the quadratic zone ends (> 0).
+        smooth_point: f64 = 0.1,
+        /// Added to the union (> 0).
+        eps: f64 = 1e-6,
+        /// Reduction (`Mean`, as mmdetection).
+        reduction: Reduction = Reduction::Mean,
+    }
+    loss extended_iou_loss(smooth_point, eps, reduction);
 }
 
-impl Default for ExtendedIoULoss {
-    fn default() -> Self {
-        Self {
-            smooth_point: 0.1,
-            eps: 1e-6,
-            reduction: Reduction::Mean,
-        }
+loss_core::loss_config! {
+    /// [`siou_loss`] as a [`Loss`](loss_core::Loss) value (mmdetection's `SIoULoss`).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct SIoULoss {
+        /// `γ = Λ − 2` as the paper (true) or `2 − Λ` as mmdetection's default (false).
+        neg_gamma: bool = false,
+        /// Added to the union, the heights, the centre offsets; lower clamp of the enclosing extents (> 0).
+        eps: f64 = 1e-6,
+        /// Reduction (`Mean`, as mmdetection).
+        reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl ExtendedIoULoss {
-    /// Sets `smooth_point`.
-    pub fn with_smooth_point(mut self, smooth_point: f64) -> Self {
-        self.smooth_point = smooth_point;
-        self
-    }
-    /// Sets `eps`.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl Loss for ExtendedIoULoss {
-    fn name(&self) -> &'static str {
-        "extended_iou_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        extended_iou_loss(input, target, self.smooth_point, self.eps, self.reduction)
-    }
-}
-
-/// [`siou_loss`] as a [`Loss`] value (mmdetection's `SIoULoss`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SIoULoss {
-    /// `γ = Λ − 2` as the paper (true) or `2 − Λ` as mmdetection's default (false).
-    pub neg_gamma: bool,
-    /// Added to the union, the heights, the centre offsets; lower clamp of the enclosing
-    /// extents (default `1e-6`, > 0).
-    pub eps: f64,
-    /// Reduction (default `Mean`, as mmdetection).
-    pub reduction: Reduction,
-}
-
-impl Default for SIoULoss {
-    fn default() -> Self {
-        Self {
-            neg_gamma: false,
-            eps: 1e-6,
-            reduction: Reduction::Mean,
-        }
-    }
-}
-
-impl SIoULoss {
-    /// Sets `neg_gamma`.
-    pub fn with_neg_gamma(mut self, neg_gamma: bool) -> Self {
-        self.neg_gamma = neg_gamma;
-        self
-    }
-    /// Sets `eps`.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
-    /// Sets the reduction.
-    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-}
-
-impl Loss for SIoULoss {
-    fn name(&self) -> &'static str {
-        "siou_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        siou_loss(input, target, self.neg_gamma, self.eps, self.reduction)
-    }
+    loss siou_loss(neg_gamma, eps, reduction);
 }
