@@ -150,12 +150,12 @@ pub(crate) fn pair(kind: AlignedLoss, p: [f64; 4], t: [f64; 4], eps: f64, g: Opt
         inter_w: [ix1_p, ix1_t, ix2_p, ix2_t, iy1_p, iy1_t, iy2_p, iy2_t],
         outer_w: [cx1_p, cx1_t, cx2_p, cx2_t, cy1_p, cy1_t, cy2_p, cy2_t],
     };
-    (loss, chain.to_coords())
+    (loss, chain.into_coords())
 }
 
 /// The gradient of one pair's loss w.r.t. its intermediate quantities (already times the
 /// upstream gradient), and the `max`/`min` weights of the extents they came through: what
-/// [`Chain::to_coords`] takes back to the eight coordinates. One chain rule for the f64 [`pair`]
+/// [`Chain::into_coords`] takes back to the eight coordinates. One chain rule for the f64 [`pair`]
 /// and the f32 block kernel ([`block_f32`]).
 pub(crate) struct Chain<F> {
     /// ∂/∂ intersection width (0 where the boxes do not overlap).
@@ -181,7 +181,7 @@ pub(crate) struct Chain<F> {
 impl<F: Real> Chain<F> {
     /// `[∂/∂p.x1, p.y1, p.x2, p.y2, ∂/∂t.x1, t.y1, t.x2, t.y2]`.
     #[inline(always)]
-    pub(crate) fn to_coords(self) -> [F; 8] {
+    pub(crate) fn into_coords(self) -> [F; 8] {
         let z = F::zero();
         let mut gp = [z; 4];
         let mut gt = [z; 4];

@@ -8,7 +8,7 @@
 
 use candle_core::{Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use loss_core::{ops, Reduction};
+use loss_core::Reduction;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -251,7 +251,7 @@ pub(super) fn lane<const K: u8>(c: [f32; 8], eps: f32, g: f32) -> (f32, [f32; 8]
         inter_w: [ix1_p, ix1_t, ix2_p, ix2_t, iy1_p, iy1_t, iy2_p, iy2_t],
         outer_w: [cx1_p, cx1_t, cx2_p, cx2_t, cy1_p, cy1_t, cy2_p, cy2_t],
     };
-    (loss, chain.to_coords(), risky)
+    (loss, chain.into_coords(), risky)
 }
 
 /// Whether the lane's coordinates are in the f32 kernel's domain (finite, `Σ|c| <= COORD_LIMIT`).

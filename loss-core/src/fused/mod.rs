@@ -159,7 +159,7 @@ impl Pointwise {
                 let mut v = ce * pow(q, gamma);
                 if alpha >= 0.0 {
                     let a = F::of(alpha);
-                    v = v * (a * t + (F::one() - a) * (F::one() - t));
+                    v *= a * t + (F::one() - a) * (F::one() - t);
                 }
                 v
             }
@@ -291,7 +291,7 @@ fn focal_grad<F: Real>(x: F, t: F, alpha: f64, gamma: f64) -> (F, F) {
         let at = a * t + (one - a) * (one - t);
         let v = ce * qg;
         gt = gt * at + (a + a - one) * v;
-        gx = gx * at;
+        gx *= at;
     }
     (gx, gt)
 }

@@ -59,7 +59,7 @@ fn row_exp_sum<F: Real>(row: &[F], shift: F) -> F {
     for c in chunks {
         let c: &[F; L] = c.try_into().unwrap();
         for k in 0..L {
-            s[k] = s[k] + (c[k] - shift).fast_exp();
+            s[k] += (c[k] - shift).fast_exp();
         }
     }
     let tail = rest.iter().fold(F::zero(), |a, &v| a + (v - shift).fast_exp());
@@ -78,14 +78,14 @@ fn row_exp_sum_into<F: Real>(row: &[F], shift: F, out: &mut [MaybeUninit<F>]) ->
         for k in 0..L {
             let e = (c[k] - shift).fast_exp();
             o[k].write(e);
-            s[k] = s[k] + e;
+            s[k] += e;
         }
     }
     let mut tail = F::zero();
     for (&v, o) in rest.iter().zip(oc.into_remainder()) {
         let e = (v - shift).fast_exp();
         o.write(e);
-        tail = tail + e;
+        tail += e;
     }
     s.iter().fold(F::zero(), |a, &b| a + b) + tail
 }
@@ -216,7 +216,7 @@ impl CrossEntropyRows {
                 *o = a * (v - lse).fast_exp() - F::of(b * self.w(k));
             }
         }
-        out[yi] = out[yi] - F::of(g * (1.0 - eps) * wy);
+        out[yi] -= F::of(g * (1.0 - eps) * wy);
         self.row_loss(row, yi, lse.f64())
     }
 
