@@ -40,7 +40,7 @@ const HALF_LN_2PI: f64 = 0.918_938_533_204_672_7;
 /// the input's shape for `Reduction::None`, else 0-d (`Mean` over all elements, PyTorch's
 /// default). Gradients flow to `input` and `target`. `eps` (default 1e-8) must be finite. On the
 /// CPU, the default form (`log_input`, not `full`) runs as one fused kernel (value and gradient in
-/// one pass, [`crate::fused`]); the other forms and other devices use Candle ops.
+/// one pass, written with [`crate::kernel`]); the other forms and other devices use Candle ops.
 ///
 /// # Errors
 /// Shapes or dtypes that differ, a non-float dtype, a non-finite `eps`, `Reduction::BatchMean`.

@@ -11,7 +11,7 @@
 //! | `huber_loss` | ½d² if \|d\| < δ, else δ(\|d\| − ½δ) | d, or δ·sign(d) |
 //!
 //! `smooth_l1_loss` with β = 0 is exactly `l1_loss`; `huber_loss = β · smooth_l1_loss` with β = δ.
-//! On the CPU each runs as one fused kernel ([`crate::fused`]); elsewhere as Candle ops.
+//! On the CPU each runs as one fused kernel (written with [`crate::kernel`]); elsewhere as Candle ops.
 //!
 //! Sources: `torch.nn.functional.{l1_loss, mse_loss, smooth_l1_loss, huber_loss}`;
 //! Girshick, "Fast R-CNN", ICCV 2015 (Smooth L1); Huber, "Robust Estimation of a Location
