@@ -5,6 +5,7 @@
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use loss_bbox::*;
+use loss_core::kernel::{with_path, Path};
 use loss_fuzz::*;
 
 /// Mostly `[..., 4]` boxes (`[N, 4]` for the pairwise metrics), else any tensor.
@@ -45,7 +46,7 @@ fn run(data: &[u8]) -> Result<()> {
         u.arbitrary::<bool>()?,
     );
     let (fi, fo) = (format(&mut u)?, format(&mut u)?);
-    let kernel = *u.choose(&[Kernel::Auto, Kernel::Auto, Kernel::Fused, Kernel::Composite])?;
+    let kernel = *u.choose(&[Path::Auto, Path::Auto, Path::Fused, Path::Composite])?;
     on_path(composite, || {
         let kinds = [
             AlignedLoss::Iou(IouMode::Linear),
@@ -59,7 +60,7 @@ fn run(data: &[u8]) -> Result<()> {
         let (name, out) = match which {
             0..=6 => {
                 let k = kinds[which as usize];
-                (k.name(), aligned_loss(k, &a, &b, eps, r, kernel))
+                (k.name(), with_path(kernel, || aligned_loss(k, &a, &b, eps, r)))
             }
             7 => ("extended_iou_loss", extended_iou_loss(&a, &b, p, eps, r)),
             8 => ("siou_loss", siou_loss(&a, &b, flag, eps, r)),

@@ -174,7 +174,7 @@ pub fn optional(u: &mut Unstructured, len: usize, dt: DType) -> Result<Option<Te
 /// Runs `f` on the composite path when `composite`, else on the default (fused CPU) path.
 pub fn on_path<R>(composite: bool, f: impl FnOnce() -> R) -> R {
     if composite {
-        loss_core::ops::with_composite(f)
+        loss_core::kernel::with_path(loss_core::kernel::Path::Composite, f)
     } else {
         f()
     }

@@ -6,7 +6,8 @@
 
 use candle_core::{Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use loss_bbox::{aligned_loss, extended_iou_loss, siou_loss, AlignedLoss, IouMode, Kernel};
+use loss_bbox::{aligned_loss, extended_iou_loss, siou_loss, AlignedLoss, IouMode};
+use loss_core::kernel::{with_path, Path};
 use loss_core::Reduction;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -54,9 +55,15 @@ fn aligned(c: &mut Criterion) {
         for (n, (p, t)) in &data {
             g.throughput(Throughput::Elements(*n as u64));
             let pred = Var::from_tensor(p).unwrap();
-            for (label, kernel) in [("fused", Kernel::Fused), ("composite", Kernel::Composite)] {
+            for (label, kernel) in [("fused", Path::Fused), ("composite", Path::Composite)] {
                 g.bench_with_input(BenchmarkId::new(label, n), n, |b, _| {
-                    b.iter(|| forward_backward(|x, y| aligned_loss(kind, x, y, 1e-7, Reduction::Sum, kernel), &pred, t))
+                    b.iter(|| {
+                        forward_backward(
+                            |x, y| with_path(kernel, || aligned_loss(kind, x, y, 1e-7, Reduction::Sum)),
+                            &pred,
+                            t,
+                        )
+                    })
                 });
             }
         }

@@ -12,30 +12,28 @@
 //! the two equal. Both passes run in parallel over chunks of pairs (rayon) for large inputs.
 //!
 //! Two kernels compute a pair:
-//! - f32 inputs: the block kernel of [`lanes`], branch-free f32 arithmetic over blocks of 64
+//! - f32 inputs: the block kernel of [`block_f32`], branch-free f32 arithmetic over blocks of 64
 //!   pairs that LLVM vectorises (AVX2 + FMA chosen at run time). Lanes outside its safe domain
 //!   (NaN or infinite coordinates, coordinates beyond `1e18`, results that overflow, CIoU's
 //!   `w² + h²` below f32's normal range) are recomputed by the f64 kernel, so NaN propagation
 //!   and overflow are those of the f64 kernel; the other lanes agree with it to a few f32 ulp
-//!   of the terms involved (`lanes::tests`). An `eps` outside `[1e-18, 1e18]` runs the f64
+//!   of the terms involved (`block_f32::tests`). An `eps` outside `[1e-18, 1e18]` runs the f64
 //!   kernel for the whole call.
 //! - f64 inputs: [`pair`], scalar f64 code (libm `atan`).
 //!
-//! CPU only, f32 and f64; [`crate::Kernel::Auto`] picks this kernel for those and the composite
-//! path for everything else.
+//! CPU only, f32 and f64 ([`loss_core::kernel::choose`]); the composite path for everything
+//! else. Written with the kernel layer ([`loss_core::kernel`]).
 
 use crate::geometry::{aspect_angle_scalar, max_w, min_w, ASPECT_K};
 use crate::losses::{AlignedLoss, IouMode};
-use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
-use loss_core::ops::layout_offsets;
+use candle_core::{bail, CpuStorage, DType, Result, Shape, Tensor};
+use loss_core::kernel::{self, build, build_planes, Arg, Fused2, Fused3, Real, SavedGrad, Split};
 use loss_core::Reduction;
-use rayon::prelude::*;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-mod lanes;
+mod block_f32;
 
 /// The loss of one pair and, with `g = Some(upstream)`, its gradient w.r.t. `p` and `t`.
 ///
@@ -133,18 +131,62 @@ pub(crate) fn pair(kind: AlignedLoss, p: [f64; 4], t: [f64; 4], eps: f64, g: Opt
     };
 
     // Chain back to the coordinates, everything scaled by the upstream gradient g.
-    let mut gp = [0.0f64; 4];
-    let mut gt = [0.0f64; 4];
     let mut g_inter = g * g_iou / ue;
     g_union = g * (g_union - g_iou * iou / ue);
     g_inter -= g_union;
-    // area terms of the union
-    g_pw = g * g_pw + g_union * ph;
-    g_ph = g * g_ph + g_union * pw;
-    g_tw = g * g_tw + g_union * th;
-    g_th = g * g_th + g_union * tw;
-    if overlap {
-        let (g_iw, g_ih) = (g_inter * ih, g_inter * iw);
+    let chain = Chain {
+        iw: if overlap { g_inter * ih } else { 0.0 },
+        ih: if overlap { g_inter * iw } else { 0.0 },
+        cw: g * g_cw,
+        ch: g * g_ch,
+        sides: [
+            g * g_pw + g_union * ph,
+            g * g_ph + g_union * pw,
+            g * g_tw + g_union * th,
+            g * g_th + g_union * tw,
+        ],
+        half_dx: 0.5 * g * g_dx,
+        half_dy: 0.5 * g * g_dy,
+        inter_w: [ix1_p, ix1_t, ix2_p, ix2_t, iy1_p, iy1_t, iy2_p, iy2_t],
+        outer_w: [cx1_p, cx1_t, cx2_p, cx2_t, cy1_p, cy1_t, cy2_p, cy2_t],
+    };
+    (loss, chain.into_coords())
+}
+
+/// The gradient of one pair's loss w.r.t. its intermediate quantities (already times the
+/// upstream gradient), and the `max`/`min` weights of the extents they came through: what
+/// [`Chain::into_coords`] takes back to the eight coordinates. One chain rule for the f64 [`pair`]
+/// and the f32 block kernel ([`block_f32`]).
+pub(crate) struct Chain<F> {
+    /// ∂/∂ intersection width (0 where the boxes do not overlap).
+    pub iw: F,
+    /// ∂/∂ intersection height (0 where the boxes do not overlap).
+    pub ih: F,
+    /// ∂/∂ enclosing width.
+    pub cw: F,
+    /// ∂/∂ enclosing height.
+    pub ch: F,
+    /// ∂/∂ (p's width, p's height, t's width, t's height).
+    pub sides: [F; 4],
+    /// ½ · ∂/∂ centre offset `dx = (p.x1 + p.x2 − t.x1 − t.x2) / 2`, and the same for `dy`.
+    pub half_dx: F,
+    /// See `half_dx`.
+    pub half_dy: F,
+    /// Weights of the intersection's `max`/`min`: `[ix1 w.r.t. p, w.r.t. t, ix2 .., iy1 .., iy2 ..]`.
+    pub inter_w: [F; 8],
+    /// Weights of the enclosing box's `min`/`max`, in the same order.
+    pub outer_w: [F; 8],
+}
+
+impl<F: Real> Chain<F> {
+    /// `[∂/∂p.x1, p.y1, p.x2, p.y2, ∂/∂t.x1, t.y1, t.x2, t.y2]`.
+    #[inline(always)]
+    pub(crate) fn into_coords(self) -> [F; 8] {
+        let z = F::zero();
+        let mut gp = [z; 4];
+        let mut gt = [z; 4];
+        let (g_iw, g_ih) = (self.iw, self.ih);
+        let [ix1_p, ix1_t, ix2_p, ix2_t, iy1_p, iy1_t, iy2_p, iy2_t] = self.inter_w;
         gp[0] -= g_iw * ix1_p;
         gt[0] -= g_iw * ix1_t;
         gp[2] += g_iw * ix2_p;
@@ -153,67 +195,53 @@ pub(crate) fn pair(kind: AlignedLoss, p: [f64; 4], t: [f64; 4], eps: f64, g: Opt
         gt[1] -= g_ih * iy1_t;
         gp[3] += g_ih * iy2_p;
         gt[3] += g_ih * iy2_t;
-    }
-    let (g_cw, g_ch) = (g * g_cw, g * g_ch);
-    gp[0] -= g_cw * cx1_p;
-    gt[0] -= g_cw * cx1_t;
-    gp[2] += g_cw * cx2_p;
-    gt[2] += g_cw * cx2_t;
-    gp[1] -= g_ch * cy1_p;
-    gt[1] -= g_ch * cy1_t;
-    gp[3] += g_ch * cy2_p;
-    gt[3] += g_ch * cy2_t;
-    // widths and heights
-    gp[0] -= g_pw;
-    gp[2] += g_pw;
-    gp[1] -= g_ph;
-    gp[3] += g_ph;
-    gt[0] -= g_tw;
-    gt[2] += g_tw;
-    gt[1] -= g_th;
-    gt[3] += g_th;
-    // centre offset dx = (p.x1 + p.x2 - t.x1 - t.x2) / 2
-    let (hx, hy) = (0.5 * g * g_dx, 0.5 * g * g_dy);
-    gp[0] += hx;
-    gp[2] += hx;
-    gt[0] -= hx;
-    gt[2] -= hx;
-    gp[1] += hy;
-    gp[3] += hy;
-    gt[1] -= hy;
-    gt[3] -= hy;
-    (loss, [gp[0], gp[1], gp[2], gp[3], gt[0], gt[1], gt[2], gt[3]])
-}
-
-/// A float element of the f64 scalar kernel (computed in f64).
-trait Elem: Copy + Send + Sync + 'static {
-    fn to_f64(self) -> f64;
-    fn from_f64(v: f64) -> Self;
-}
-
-impl Elem for f32 {
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn from_f64(v: f64) -> Self {
-        v as f32
+        let (g_cw, g_ch) = (self.cw, self.ch);
+        let [cx1_p, cx1_t, cx2_p, cx2_t, cy1_p, cy1_t, cy2_p, cy2_t] = self.outer_w;
+        gp[0] -= g_cw * cx1_p;
+        gt[0] -= g_cw * cx1_t;
+        gp[2] += g_cw * cx2_p;
+        gt[2] += g_cw * cx2_t;
+        gp[1] -= g_ch * cy1_p;
+        gt[1] -= g_ch * cy1_t;
+        gp[3] += g_ch * cy2_p;
+        gt[3] += g_ch * cy2_t;
+        // widths and heights
+        let [g_pw, g_ph, g_tw, g_th] = self.sides;
+        gp[0] -= g_pw;
+        gp[2] += g_pw;
+        gp[1] -= g_ph;
+        gp[3] += g_ph;
+        gt[0] -= g_tw;
+        gt[2] += g_tw;
+        gt[1] -= g_th;
+        gt[3] += g_th;
+        // centre offsets
+        let (hx, hy) = (self.half_dx, self.half_dy);
+        gp[0] += hx;
+        gp[2] += hx;
+        gt[0] -= hx;
+        gt[2] -= hx;
+        gp[1] += hy;
+        gp[3] += hy;
+        gt[1] -= hy;
+        gt[3] -= hy;
+        [gp[0], gp[1], gp[2], gp[3], gt[0], gt[1], gt[2], gt[3]]
     }
 }
 
-impl Elem for f64 {
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn from_f64(v: f64) -> Self {
-        v
+/// `v` as f32 (the f32 block kernel's input): `F` is f32 where this is called.
+fn f32s<F: Real>(v: &[F]) -> Result<&[f32]> {
+    match F::as_f32(v) {
+        Some(v) => Ok(v),
+        None => bail!("fused box kernel: f32 expected"),
     }
 }
 
-/// The elements of a layout in row-major order: a borrowed slice when contiguous.
-fn elems<'a, T: Copy>(v: &'a [T], l: &Layout) -> Cow<'a, [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Cow::Borrowed(&v[a..b]),
-        None => Cow::Owned(layout_offsets(l).into_iter().map(|i| v[i]).collect()),
+/// The f32 block kernel's output as `F` (f32 where this is called).
+fn from_f32s<F: Real>(v: Vec<f32>) -> Result<Vec<F>> {
+    match F::from_f32_vec(v) {
+        Some(v) => Ok(v),
+        None => bail!("fused box kernel: f32 expected"),
     }
 }
 
@@ -228,9 +256,10 @@ enum Up<'a, T: Clone> {
 /// Reads the upstream gradient `g` (layout `l`) of a loss over `n` pairs reduced by `reduction`:
 /// the 0-d gradient of `Sum`, divided by `n` for `Mean`; for `None` a single value when every
 /// dimension of more than one element has stride 0 (a broadcast scalar), else the elements.
-fn upstream<'a, T: Elem>(g: &'a [T], l: &Layout, reduction: Reduction, n: usize) -> Up<'a, T> {
-    let first = || g[l.start_offset()].to_f64();
-    match reduction {
+fn upstream<'a, T: Real>(up: Arg<'a>, reduction: Reduction, n: usize) -> Result<Up<'a, T>> {
+    let (g, l) = (up.raw::<T>()?, up.layout);
+    let first = || g[l.start_offset()].f64();
+    Ok(match reduction {
         Reduction::Sum => Up::Scalar(first()),
         Reduction::Mean => Up::Scalar(first() / n as f64),
         _ => {
@@ -238,105 +267,65 @@ fn upstream<'a, T: Elem>(g: &'a [T], l: &Layout, reduction: Reduction, n: usize)
             if broadcast && n > 0 {
                 Up::Scalar(first())
             } else {
-                Up::Each(elems(g, l))
+                Up::Each(up.elems::<T>()?)
             }
         }
-    }
+    })
 }
 
-/// Pairs per parallel task.
-const CHUNK: usize = 8192;
+/// Pairs per parallel task; from two chunks on in parallel, below as one task on the calling
+/// thread (the reductions' sums).
+const SPLIT: Split = Split::new(8192);
 
-/// Inputs of at least this many pairs are split over rayon's threads; smaller ones run on the
-/// calling thread (no thread overhead).
-const PARALLEL_PAIRS: usize = 2 * CHUNK;
-
-/// An output buffer of `n` elements that the kernel writes in full (no zero fill).
-fn uninit<T>(n: usize) -> Vec<T> {
-    Vec::with_capacity(n)
-}
-
-/// Marks the `n` elements of `v` written through `spare_capacity_mut` as initialised.
-///
-/// # Safety
-/// The first `n` elements of `v`'s spare capacity must have been written.
-unsafe fn assume_written<T>(v: &mut Vec<T>, n: usize) {
-    debug_assert!(v.capacity() >= n);
-    v.set_len(n);
-}
-
-/// Runs `f(first pair, pairs of the chunk)` over chunks of `CHUNK` pairs of `0..n`, in
-/// parallel above [`PARALLEL_PAIRS`], and returns the results in chunk order.
-fn chunked<R: Send>(n: usize, f: impl Fn(usize, usize) -> R + Sync) -> Vec<R> {
-    if n >= PARALLEL_PAIRS {
-        (0..n.div_ceil(CHUNK))
-            .into_par_iter()
-            .map(|c| f(c * CHUNK, CHUNK.min(n - c * CHUNK)))
-            .collect()
-    } else {
-        vec![f(0, n)]
-    }
-}
-
-/// Splits `v` (`per` values a pair) into the mutable chunks of [`chunked`].
-fn split_chunks<T>(v: &mut [T], per: usize) -> Vec<&mut [T]> {
-    v.chunks_mut(per * CHUNK).collect()
-}
+/// [`SPLIT`] with the same chunks also on the calling thread: the buffers written chunk by chunk.
+const CHUNKED: Split = Split {
+    whole_below: false,
+    ..SPLIT
+};
 
 /// The forward of the f64 scalar kernel: `(per-pair losses, or nothing with `reduce`; their sum)`.
-fn forward_scalar<T: Elem>(kind: AlignedLoss, eps: f64, p: &[T], t: &[T], reduce: bool) -> (Vec<T>, f64) {
+fn forward_scalar<T: Real>(kind: AlignedLoss, eps: f64, p: &[T], t: &[T], reduce: bool) -> (Vec<T>, f64) {
     let n = p.len() / 4;
     let loss = |i: usize| pair(kind, boxes(p, i), boxes(t, i), eps, None).0;
     if reduce {
-        let sums = chunked(n, |lo, len| (lo..lo + len).map(loss).sum::<f64>());
+        let sums = kernel::for_each_chunk(SPLIT, n, 0, [], |r, []: [&mut [u8]; 0]| r.map(loss).sum::<f64>());
         return (Vec::new(), sums.iter().sum());
     }
-    let mut out = uninit::<T>(n);
-    let chunks = split_chunks(&mut out.spare_capacity_mut()[..n], 1);
-    let write = |(c, o): (usize, &mut [MaybeUninit<T>])| {
-        for (j, v) in o.iter_mut().enumerate() {
-            v.write(T::from_f64(loss(c * CHUNK + j)));
+    let (out, _) = build(CHUNKED, n, 1, |r, o| {
+        for (v, i) in o.iter_mut().zip(r) {
+            v.write(T::of(loss(i)));
         }
-    };
-    if n >= PARALLEL_PAIRS {
-        chunks.into_par_iter().enumerate().for_each(write);
-    } else {
-        chunks.into_iter().enumerate().for_each(write);
-    }
-    // SAFETY: every one of the n chunks' elements was written above.
-    unsafe { assume_written(&mut out, n) };
+    });
     (out, 0.0)
 }
 
-/// The forward of the f32 block kernel ([`lanes`]), as [`forward_scalar`].
+/// The forward of the f32 block kernel ([`block_f32`]), as [`forward_scalar`].
 fn forward_f32(kind: AlignedLoss, eps: f64, p: &[f32], t: &[f32], reduce: bool) -> (Vec<f32>, f64) {
     let n = p.len() / 4;
     if reduce {
-        let sums = chunked(n, |lo, len| {
-            lanes::forward(
+        let sums = kernel::for_each_chunk(SPLIT, n, 0, [], |r, []: [&mut [u8]; 0]| {
+            block_f32::forward(
                 kind,
                 eps,
-                &p[4 * lo..4 * (lo + len)],
-                &t[4 * lo..4 * (lo + len)],
+                &p[4 * r.start..4 * r.end],
+                &t[4 * r.start..4 * r.end],
                 None,
                 None,
             )
         });
         return (Vec::new(), sums.iter().sum());
     }
-    let mut out = uninit::<f32>(n);
-    let chunks = split_chunks(&mut out.spare_capacity_mut()[..n], 1);
-    let run = |(c, o): (usize, &mut [MaybeUninit<f32>])| {
-        let (lo, hi) = (c * CHUNK, c * CHUNK + o.len());
-        lanes::forward(kind, eps, &p[4 * lo..4 * hi], &t[4 * lo..4 * hi], Some(o), None);
-    };
-    if n >= PARALLEL_PAIRS {
-        chunks.into_par_iter().enumerate().for_each(run);
-    } else {
-        chunks.into_iter().enumerate().for_each(run);
-    }
-    // SAFETY: `lanes::forward` writes every slot of its chunk, and the chunks cover 0..n.
-    unsafe { assume_written(&mut out, n) };
+    // `block_f32::forward` writes every slot of its chunk.
+    let (out, _) = build(CHUNKED, n, 1, |r, o| {
+        block_f32::forward(
+            kind,
+            eps,
+            &p[4 * r.start..4 * r.end],
+            &t[4 * r.start..4 * r.end],
+            Some(o),
+            None,
+        );
+    });
     (out, 0.0)
 }
 
@@ -354,39 +343,17 @@ type GradRun<'a, T> = (
 fn grad_buffers<T: Send, R: Send>(
     n: usize,
     want: (bool, bool),
-    run: impl Fn(GradRun<'_, T>) -> R + Sync,
+    run: impl Fn(GradRun<'_, T>) -> R + Sync + Send,
 ) -> (Vec<T>, Vec<R>) {
-    let k = usize::from(want.0) + usize::from(want.1);
-    let mut out = uninit::<T>(k * 4 * n);
-    let results = {
-        let spare = &mut out.spare_capacity_mut()[..k * 4 * n];
-        let (a, b) = spare.split_at_mut(if k == 2 { 4 * n } else { k * 4 * n });
-        let first = split_chunks(a, 4);
-        let tasks: Vec<_> = if k == 2 {
-            first
-                .into_iter()
-                .zip(split_chunks(b, 4))
-                .map(|(x, y)| (Some(x), Some(y)))
-                .collect()
-        } else if want.0 {
-            first.into_iter().map(|x| (Some(x), None)).collect()
-        } else {
-            first.into_iter().map(|x| (None, Some(x))).collect()
-        };
-        let go = |(c, (gp, gt))| run((c * CHUNK, gp, gt));
-        if n >= PARALLEL_PAIRS {
-            tasks.into_par_iter().enumerate().map(go).collect()
-        } else {
-            tasks.into_iter().enumerate().map(go).collect()
-        }
-    };
-    // SAFETY: every task's run writes its whole chunks, and the chunks cover the buffer.
-    unsafe { assume_written(&mut out, k * 4 * n) };
-    (out, results)
+    match want {
+        (true, true) => build_planes(CHUNKED, n, 4, |r, [gp, gt]| run((r.start, Some(gp), Some(gt)))),
+        (true, false) => build(CHUNKED, n, 4, |r, gp| run((r.start, Some(gp), None))),
+        _ => build(CHUNKED, n, 4, |r, gt| run((r.start, None, Some(gt)))),
+    }
 }
 
 /// The f32 forward of a reduced loss that also computes, in the same pass, the gradients
-/// `want`ed for the scalar upstream gradient `g` (see [`SavedGrads`]): `(sum of the losses,
+/// `want`ed for the scalar upstream gradient `g` (kept in a [`SavedGrad`]): `(sum of the losses,
 /// gradients as [`grad_buffers`])`.
 fn forward_f32_with_grads(
     kind: AlignedLoss,
@@ -399,13 +366,20 @@ fn forward_f32_with_grads(
     let (grads, sums) = grad_buffers::<f32, f64>(p.len() / 4, want, |(lo, gp, gt)| {
         let len = gp.as_ref().or(gt.as_ref()).map_or(0, |c| c.len() / 4);
         let (a, b) = (4 * lo, 4 * (lo + len));
-        lanes::forward(kind, eps, &p[a..b], &t[a..b], None, Some(lanes::Grads { g, gp, gt }))
+        block_f32::forward(
+            kind,
+            eps,
+            &p[a..b],
+            &t[a..b],
+            None,
+            Some(block_f32::Grads { g, gp, gt }),
+        )
     });
     (sums.iter().sum(), grads)
 }
 
 /// The backward of the f64 scalar kernel: the gradients `want`ed, as [`grad_buffers`].
-fn backward_scalar<T: Elem>(
+fn backward_scalar<T: Real>(
     kind: AlignedLoss,
     eps: f64,
     p: &[T],
@@ -416,7 +390,7 @@ fn backward_scalar<T: Elem>(
     let n = p.len() / 4;
     let g = |i: usize| match up {
         Up::Scalar(g) => *g,
-        Up::Each(g) => g[i].to_f64(),
+        Up::Each(g) => g[i].f64(),
     };
     grad_buffers::<T, ()>(n, want, |(lo, mut gp, mut gt)| {
         let len = gp.as_ref().or(gt.as_ref()).map_or(0, |c| c.len() / 4);
@@ -425,10 +399,10 @@ fn backward_scalar<T: Elem>(
             let d = pair(kind, boxes(p, i), boxes(t, i), eps, Some(g(i))).1;
             for k in 0..4 {
                 if let Some(c) = gp.as_deref_mut() {
-                    c[4 * j + k].write(T::from_f64(d[k]));
+                    c[4 * j + k].write(T::of(d[k]));
                 }
                 if let Some(c) = gt.as_deref_mut() {
-                    c[4 * j + k].write(T::from_f64(d[4 + k]));
+                    c[4 * j + k].write(T::of(d[4 + k]));
                 }
             }
         }
@@ -436,39 +410,40 @@ fn backward_scalar<T: Elem>(
     .0
 }
 
-/// The backward of the f32 block kernel ([`lanes`]), as [`backward_scalar`].
-fn backward_f32(kind: AlignedLoss, eps: f64, p: &[f32], t: &[f32], up: &Up<'_, f32>, want: (bool, bool)) -> Vec<f32> {
+/// The backward of the f32 block kernel ([`block_f32`]), as [`backward_scalar`].
+fn backward_f32<F: Real>(
+    kind: AlignedLoss,
+    eps: f64,
+    p: &[f32],
+    t: &[f32],
+    up: &Up<'_, F>,
+    want: (bool, bool),
+) -> Result<Vec<f32>> {
     let n = p.len() / 4;
-    grad_buffers::<f32, ()>(n, want, |(lo, gp, gt)| {
+    let each = match up {
+        Up::Scalar(_) => &[][..],
+        Up::Each(g) => f32s(g)?,
+    };
+    Ok(grad_buffers::<f32, ()>(n, want, |(lo, gp, gt)| {
         let len = gp.as_ref().or(gt.as_ref()).map_or(0, |c| c.len() / 4);
         let u = match up {
-            Up::Scalar(g) => lanes::Upstream::Scalar(*g),
-            Up::Each(g) => lanes::Upstream::Each(&g[lo..lo + len]),
+            Up::Scalar(g) => block_f32::Upstream::Scalar(*g),
+            Up::Each(_) => block_f32::Upstream::Each(&each[lo..lo + len]),
         };
         let (a, b) = (4 * lo, 4 * (lo + len));
-        lanes::backward(kind, eps, &p[a..b], &t[a..b], u, gp, gt);
+        block_f32::backward(kind, eps, &p[a..b], &t[a..b], u, gp, gt);
     })
-    .0
+    .0)
 }
 
 /// Box `i` of `v` (`4·n` coordinates) in f64.
-fn boxes<T: Elem>(v: &[T], i: usize) -> [f64; 4] {
+fn boxes<T: Real>(v: &[T], i: usize) -> [f64; 4] {
     [
-        v[4 * i].to_f64(),
-        v[4 * i + 1].to_f64(),
-        v[4 * i + 2].to_f64(),
-        v[4 * i + 3].to_f64(),
+        v[4 * i].f64(),
+        v[4 * i + 1].f64(),
+        v[4 * i + 2].f64(),
+        v[4 * i + 3].f64(),
     ]
-}
-
-/// The gradients a reduced f32 forward computes on the way when its boxes need gradients:
-/// taken by the backward when the upstream gradient is exactly 1 (the loss itself is
-/// differentiated, the usual case), so the backward does not read the boxes again. For any
-/// other upstream gradient (or a second backward) the backward recomputes them.
-#[derive(Debug, Default)]
-struct SavedGrads {
-    /// `[k, ..., 4]` values as the backward returns them, `k` = the number of wanted gradients.
-    grads: Mutex<Option<Vec<f32>>>,
 }
 
 /// `CustomOp2(pred, target) -> loss`: the fused forward, `[...]` for `Reduction::None`, else
@@ -481,8 +456,11 @@ pub(crate) struct FusedLoss {
     pub reduction: Reduction,
     /// `(pred, target)`: which boxes need a gradient (decided when the op is applied).
     want: (bool, bool),
-    /// Where a reduced f32 forward leaves the gradients for the backward.
-    saved: Arc<SavedGrads>,
+    /// Where a reduced f32 forward leaves the gradients for the backward: taken by the backward
+    /// when the upstream gradient is exactly 1 (the loss itself is differentiated, the usual
+    /// case), so that it does not read the boxes again; recomputed for any other upstream
+    /// gradient or a second backward. `[k, ..., 4]`, `k` = the number of wanted gradients.
+    saved: Arc<SavedGrad>,
 }
 
 impl FusedLoss {
@@ -499,11 +477,11 @@ impl FusedLoss {
     }
 
     /// The output of a forward of `n` pairs: the per-pair losses, or the sum made a 0-d value.
-    fn finish<T: Elem>(&self, (each, sum): (Vec<T>, f64), n: usize) -> Vec<T> {
+    fn finish<T: Real>(&self, (each, sum): (Vec<T>, f64), n: usize) -> Vec<T> {
         match self.reduction {
-            Reduction::Sum => vec![T::from_f64(sum)],
-            Reduction::Mean if n == 0 => vec![T::from_f64(0.0)],
-            Reduction::Mean => vec![T::from_f64(sum / n as f64)],
+            Reduction::Sum => vec![T::of(sum)],
+            Reduction::Mean if n == 0 => vec![T::of(0.0)],
+            Reduction::Mean => vec![T::of(sum / n as f64)],
             _ => each,
         }
     }
@@ -514,12 +492,9 @@ impl FusedLoss {
         if grad.dtype() != DType::F32 || grad.elem_count() != 1 || grad.flatten_all()?.to_vec1::<f32>()? != [1.0] {
             return Ok(None);
         }
-        let Some(v) = self.saved.grads.lock().ok().and_then(|mut slot| slot.take()) else {
-            return Ok(None);
-        };
         let mut dims = vec![usize::from(self.want.0) + usize::from(self.want.1)];
         dims.extend_from_slice(pred.dims());
-        Ok(Some(Tensor::from_vec(v, dims, pred.device())?))
+        self.saved.take_tensor(dims)
     }
 }
 
@@ -532,40 +507,28 @@ struct FusedLossGrad {
     want: (bool, bool),
 }
 
-impl CustomOp2 for FusedLoss {
+impl Fused2 for FusedLoss {
     fn name(&self) -> &'static str {
         self.kind.name()
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn forward<F: Real>(&self, a: Arg<'_>, b: Arg<'_>) -> Result<(Vec<F>, Shape)> {
         let (kind, eps, reduce, want) = (self.kind, self.eps, self.reduced(), self.want);
+        let l1 = a.layout;
         let n = l1.shape().elem_count() / 4;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(p), CpuStorage::F32(t)) => {
-                let (p, t) = (elems(p, l1), elems(t, l2));
-                let r = if !lanes::eps_ok(eps) {
-                    forward_scalar(kind, eps, &p, &t, reduce)
-                } else if reduce && (want.0 || want.1) {
-                    let (sum, grads) = forward_f32_with_grads(kind, eps, &p, &t, self.unit_upstream(n), want);
-                    if let Ok(mut slot) = self.saved.grads.lock() {
-                        *slot = Some(grads);
-                    }
-                    (Vec::new(), sum)
-                } else {
-                    forward_f32(kind, eps, &p, &t, reduce)
-                };
-                CpuStorage::F32(self.finish(r, n))
+        let (p, t) = (a.elems::<F>()?, b.elems::<F>()?);
+        let r = if F::DTYPE == DType::F32 && block_f32::eps_ok(eps) {
+            let (p, t) = (f32s(&p)?, f32s(&t)?);
+            if reduce && (want.0 || want.1) {
+                let (sum, grads) = forward_f32_with_grads(kind, eps, p, t, self.unit_upstream(n), want);
+                self.saved.keep(Some(CpuStorage::F32(grads)));
+                (Vec::new(), sum)
+            } else {
+                let (each, sum) = forward_f32(kind, eps, p, t, reduce);
+                (from_f32s(each)?, sum)
             }
-            (CpuStorage::F64(p), CpuStorage::F64(t)) => {
-                let r = forward_scalar(kind, eps, &elems(p, l1), &elems(t, l2), reduce);
-                CpuStorage::F64(self.finish(r, n))
-            }
-            _ => bail!(
-                "{}: the fused kernel takes f32 or f64 boxes of one dtype, got {:?} and {:?}",
-                self.name(),
-                s1.dtype(),
-                s2.dtype()
-            ),
+        } else {
+            forward_scalar(kind, eps, &p, &t, reduce)
         };
         let shape = if reduce {
             Shape::from(())
@@ -573,10 +536,10 @@ impl CustomOp2 for FusedLoss {
             let d = l1.dims();
             Shape::from(&d[..d.len() - 1])
         };
-        Ok((out, shape))
+        Ok((self.finish(r, n), shape))
     }
 
-    fn bwd(
+    fn backward(
         &self,
         pred: &Tensor,
         target: &Tensor,
@@ -595,7 +558,7 @@ impl CustomOp2 for FusedLoss {
         };
         let g = match saved {
             Some(g) => g,
-            None => pred.apply_op3_no_bwd(target, grad, &FusedLossGrad { op: self.clone(), want })?,
+            None => kernel::apply3_no_bwd(FusedLossGrad { op: self.clone(), want }, pred, target, grad)?,
         };
         Ok(match want {
             (true, true) => (Some(g.get(0)?), Some(g.get(1)?)),
@@ -605,42 +568,26 @@ impl CustomOp2 for FusedLoss {
     }
 }
 
-impl CustomOp3 for FusedLossGrad {
+impl Fused3 for FusedLossGrad {
     fn name(&self) -> &'static str {
         "fused-box-loss-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn forward<F: Real>(&self, a: Arg<'_>, b: Arg<'_>, c: Arg<'_>) -> Result<(Vec<F>, Shape)> {
         let FusedLoss {
             kind, eps, reduction, ..
         } = self.op;
         let want = self.want;
-        let n = l1.shape().elem_count() / 4;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(p), CpuStorage::F32(t), CpuStorage::F32(g)) => {
-                let (p, t, up) = (elems(p, l1), elems(t, l2), upstream(g, l3, reduction, n));
-                CpuStorage::F32(if lanes::eps_ok(eps) {
-                    backward_f32(kind, eps, &p, &t, &up, want)
-                } else {
-                    backward_scalar(kind, eps, &p, &t, &up, want)
-                })
-            }
-            (CpuStorage::F64(p), CpuStorage::F64(t), CpuStorage::F64(g)) => {
-                let up = upstream(g, l3, reduction, n);
-                CpuStorage::F64(backward_scalar(kind, eps, &elems(p, l1), &elems(t, l2), &up, want))
-            }
-            _ => bail!("{}: expected f32 or f64 tensors of one dtype", self.name()),
+        let n = a.layout.shape().elem_count() / 4;
+        let (p, t) = (a.elems::<F>()?, b.elems::<F>()?);
+        let up = upstream::<F>(c, reduction, n)?;
+        let out = if F::DTYPE == DType::F32 && block_f32::eps_ok(eps) {
+            from_f32s(backward_f32(kind, eps, f32s(&p)?, f32s(&t)?, &up, want)?)?
+        } else {
+            backward_scalar(kind, eps, &p, &t, &up, want)
         };
         let mut dims = vec![usize::from(want.0) + usize::from(want.1)];
-        dims.extend_from_slice(l1.dims());
+        dims.extend_from_slice(a.dims());
         Ok((out, Shape::from(dims)))
     }
 }
@@ -662,5 +609,5 @@ pub(crate) fn loss(
         want: (pred.track_op(), target.track_op()),
         saved: Arc::default(),
     };
-    pred.apply_op2(target, op)
+    kernel::apply2(op, pred, target)
 }

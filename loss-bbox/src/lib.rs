@@ -39,7 +39,7 @@
 //!
 //! On the CPU, [`iou_loss`], [`giou_loss`], [`diou_loss`], [`ciou_loss`] and [`eiou_loss`] run a
 //! fused kernel (one pass forward, analytic gradient backward); elsewhere the same formulas run
-//! as plain Candle ops ([`Kernel`]).
+//! as plain Candle ops (the path switch is [`loss_core::kernel::Path`]).
 //!
 //! ```
 //! use candle_core::{Device, Tensor, Var};
@@ -79,7 +79,7 @@ pub use iou_successors::{
 };
 pub use losses::{
     aligned_loss, ciou_loss, diou_loss, eiou_loss, giou_loss, iou_loss, AlignedLoss, CIoULoss, DIoULoss,
-    EfficientIoULoss, GIoULoss, IoULoss, IouMode, Kernel, DEFAULT_EPS,
+    EfficientIoULoss, GIoULoss, IoULoss, IouMode, DEFAULT_EPS,
 };
 pub use pairwise::{box_iou, complete_box_iou, distance_box_iou, generalized_box_iou};
 

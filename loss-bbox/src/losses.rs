@@ -33,16 +33,17 @@
 //! - `reduction` defaults to `None`, as torchvision.
 //!
 //! # Kernels
-//! [`Kernel::Auto`] (what the functions use) runs the fused CPU kernel (module `fused`: one
-//! pass forward, analytic gradient backward) for f32/f64 tensors on the CPU, and the composite
-//! path (plain Candle ops, Candle's autodiff) on every other device or dtype. Both compute the
+//! By default ([`loss_core::kernel::Path::Auto`]) the functions run the fused CPU kernel (module
+//! `fused`: one pass forward, analytic gradient backward) for f32/f64 tensors on the CPU, and the
+//! composite path (plain Candle ops, Candle's autodiff) on every other device or dtype;
+//! [`loss_core::kernel::force`] picks one path on purpose. Both compute the
 //! same values and gradients (held equal by `tests/fused.rs`).
 
 use crate::boxes::check_boxes;
 use crate::fused;
 use crate::geometry::{self, Boxes, Overlap};
-use candle_core::{DType, Result, Tensor};
-use loss_core::{check, ops, reduce, Loss, LossError, Reduction};
+use candle_core::{Result, Tensor};
+use loss_core::{check, kernel, ops, reduce, Loss, LossError, Reduction};
 use std::fmt;
 
 /// The form of [`iou_loss`] (mmdetection's `IoULoss(mode=...)`).
@@ -126,19 +127,6 @@ impl AlignedLoss {
     }
 }
 
-/// Which implementation computes an aligned loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Kernel {
-    /// The fused kernel for f32/f64 CPU tensors, the composite path otherwise (the default;
-    /// also the composite path inside [`loss_core::ops::with_composite`]).
-    #[default]
-    Auto,
-    /// The fused CPU kernel; an error on any other device, or for a dtype other than f32/f64.
-    Fused,
-    /// Plain Candle ops and Candle's autodiff, on any device.
-    Composite,
-}
-
 /// Shared argument checks of the aligned losses (also used by `extended_iou_loss`, `siou_loss`).
 pub(crate) fn check_pair(loss: &'static str, pred: &Tensor, target: &Tensor, eps: f64) -> Result<()> {
     check_boxes(loss, "pred", pred)?;
@@ -157,15 +145,17 @@ pub(crate) fn reduce_boxes(loss: &'static str, t: &Tensor, reduction: Reduction)
     reduce(loss, t, reduction)
 }
 
-/// Computes the aligned loss `kind` of `pred` against `target` with an explicit [`Kernel`].
+/// Computes the aligned loss `kind` of `pred` against `target` on the path in force
+/// ([`loss_core::kernel::Path`]).
 ///
 /// `pred`, `target`: `[..., 4]` `xyxy` boxes, same shape, same float dtype. Output: `[...]` for
 /// `Reduction::None`, else 0-d. The functions [`iou_loss`] ... [`eiou_loss`] call this with
-/// [`Kernel::Auto`]; tests and benchmarks use it to run one path on purpose.
+/// these arguments; tests and benchmarks run it under [`loss_core::kernel::force`] to pick one
+/// path on purpose.
 ///
 /// # Errors
 /// A last dimension other than 4, shapes or dtypes that differ, a non-float dtype,
-/// `eps <= 0` or not finite, `Reduction::BatchMean`; `Kernel::Fused` off the CPU or for a dtype
+/// `eps <= 0` or not finite, `Reduction::BatchMean`; `Path::Fused` off the CPU or for a dtype
 /// other than f32/f64.
 pub fn aligned_loss(
     kind: AlignedLoss,
@@ -173,29 +163,15 @@ pub fn aligned_loss(
     target: &Tensor,
     eps: f64,
     reduction: Reduction,
-    kernel: Kernel,
 ) -> Result<Tensor> {
     let loss = kind.name();
     check_pair(loss, pred, target, eps)?;
     let standard = reduction.standard(loss)?;
-    let fusable = pred.device().is_cpu() && matches!(pred.dtype(), DType::F32 | DType::F64);
-    let per_box = match kernel {
-        // The fused kernel reduces by itself (0 for an empty mean, as `reduce_boxes`).
-        Kernel::Auto if fusable && ops::fused_allowed(pred) => return fused::loss(kind, pred, target, eps, standard),
-        Kernel::Fused if fusable => return fused::loss(kind, pred, target, eps, standard),
-        Kernel::Fused => {
-            return Err(LossError::BadOptions {
-                loss,
-                message: format!(
-                    "the fused kernel runs on the CPU for f32/f64, got {:?} on {:?}",
-                    pred.dtype(),
-                    pred.device().location()
-                ),
-            }
-            .into())
-        }
-        Kernel::Auto | Kernel::Composite => composite(kind, pred, target, eps)?,
-    };
+    // The fused kernel reduces by itself (0 for an empty mean, as `reduce_boxes`).
+    if kernel::choose(loss, pred)? {
+        return fused::loss(kind, pred, target, eps, standard);
+    }
+    let per_box = composite(kind, pred, target, eps)?;
     reduce_boxes(loss, &per_box, reduction)
 }
 
@@ -263,7 +239,7 @@ fn composite(kind: AlignedLoss, pred: &Tensor, target: &Tensor, eps: f64) -> Res
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 pub fn iou_loss(pred: &Tensor, target: &Tensor, mode: IouMode, eps: f64, reduction: Reduction) -> Result<Tensor> {
-    aligned_loss(AlignedLoss::Iou(mode), pred, target, eps, reduction, Kernel::Auto)
+    aligned_loss(AlignedLoss::Iou(mode), pred, target, eps, reduction)
 }
 
 /// Generalized IoU loss: `1 − IoU + (A_c − U)/(A_c + eps)` with `A_c` the enclosing box's area.
@@ -287,7 +263,7 @@ pub fn iou_loss(pred: &Tensor, target: &Tensor, mode: IouMode, eps: f64, reducti
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 pub fn giou_loss(pred: &Tensor, target: &Tensor, eps: f64, reduction: Reduction) -> Result<Tensor> {
-    aligned_loss(AlignedLoss::Giou, pred, target, eps, reduction, Kernel::Auto)
+    aligned_loss(AlignedLoss::Giou, pred, target, eps, reduction)
 }
 
 /// Distance IoU loss: `1 − IoU + ρ²/(C_w² + C_h² + eps)`, `ρ` the distance between the centres.
@@ -299,7 +275,7 @@ pub fn giou_loss(pred: &Tensor, target: &Tensor, eps: f64, reduction: Reduction)
 /// # Errors
 /// As [`iou_loss`].
 pub fn diou_loss(pred: &Tensor, target: &Tensor, eps: f64, reduction: Reduction) -> Result<Tensor> {
-    aligned_loss(AlignedLoss::Diou, pred, target, eps, reduction, Kernel::Auto)
+    aligned_loss(AlignedLoss::Diou, pred, target, eps, reduction)
 }
 
 /// Complete IoU loss: DIoU + `α·v`, `v = 4/π²·(atan(w_t/h_t) − atan(w_p/h_p))²`,
@@ -324,7 +300,7 @@ pub fn diou_loss(pred: &Tensor, target: &Tensor, eps: f64, reduction: Reduction)
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 pub fn ciou_loss(pred: &Tensor, target: &Tensor, eps: f64, reduction: Reduction) -> Result<Tensor> {
-    aligned_loss(AlignedLoss::Ciou, pred, target, eps, reduction, Kernel::Auto)
+    aligned_loss(AlignedLoss::Ciou, pred, target, eps, reduction)
 }
 
 /// Efficient IoU loss: DIoU + `(w_p − w_t)²/(C_w² + eps) + (h_p − h_t)²/(C_h² + eps)`.
@@ -338,7 +314,7 @@ pub fn ciou_loss(pred: &Tensor, target: &Tensor, eps: f64, reduction: Reduction)
 /// # Errors
 /// As [`iou_loss`].
 pub fn eiou_loss(pred: &Tensor, target: &Tensor, eps: f64, reduction: Reduction) -> Result<Tensor> {
-    aligned_loss(AlignedLoss::Eiou, pred, target, eps, reduction, Kernel::Auto)
+    aligned_loss(AlignedLoss::Eiou, pred, target, eps, reduction)
 }
 
 /// The default `eps` of the torchvision box losses.
@@ -363,7 +339,7 @@ macro_rules! aligned_config {
                 $fname
             }
             fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-                aligned_loss($kind, input, target, self.eps, self.reduction, Kernel::Auto)
+                aligned_loss($kind, input, target, self.eps, self.reduction)
             }
         }
     };

@@ -7,19 +7,20 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::*;
 use loss_bbox::*;
+use loss_core::kernel::{with_path, Path};
 use loss_core::{Loss, Reduction};
 use std::f64::consts::PI;
 
-const BOTH: [Kernel; 2] = [Kernel::Fused, Kernel::Composite];
+const BOTH: [Path; 2] = [Path::Fused, Path::Composite];
 
 fn t64(rows: &[[f64; 4]]) -> Tensor {
     let flat: Vec<f64> = rows.iter().flatten().copied().collect();
     Tensor::from_vec(flat, (rows.len(), 4), &Device::Cpu).unwrap()
 }
 
-fn run(kind: AlignedLoss, p: &[[f64; 4]], t: &[[f64; 4]], eps: f64, k: Kernel) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+fn run(kind: AlignedLoss, p: &[[f64; 4]], t: &[[f64; 4]], eps: f64, k: Path) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     value_and_grads(
-        |x: &Tensor, y: &Tensor| aligned_loss(kind, x, y, eps, Reduction::None, k),
+        |x: &Tensor, y: &Tensor| with_path(k, || aligned_loss(kind, x, y, eps, Reduction::None)),
         &t64(p),
         &t64(t),
     )
@@ -177,12 +178,15 @@ fn empty_inputs() {
             AlignedLoss::Eiou,
         ];
         for kind in kinds {
-            for k in [Kernel::Auto, Kernel::Composite] {
-                let none = aligned_loss(kind, &e, &e, 1e-7, Reduction::None, k).unwrap();
+            for k in [Path::Auto, Path::Composite] {
+                let none = with_path(k, || aligned_loss(kind, &e, &e, 1e-7, Reduction::None)).unwrap();
                 assert_eq!(none.dims(), &[0]);
                 for r in [Reduction::Sum, Reduction::Mean] {
-                    let (v, g, _) =
-                        value_and_grads(|x: &Tensor, y: &Tensor| aligned_loss(kind, x, y, 1e-7, r, k), &e, &e);
+                    let (v, g, _) = value_and_grads(
+                        |x: &Tensor, y: &Tensor| with_path(k, || aligned_loss(kind, x, y, 1e-7, r)),
+                        &e,
+                        &e,
+                    );
                     assert_eq!(v, [0.0], "{kind:?} {r} {k:?}");
                     assert!(g.is_empty());
                 }
@@ -210,7 +214,7 @@ fn inverted_boxes_are_accepted() {
     let t = t64(&[[0.0, 0.0, 3.0, 3.0], [0.0, 0.0, 3.0, 3.0]]);
     for k in BOTH {
         let (v, g, _) = value_and_grads(
-            |x: &Tensor, y: &Tensor| aligned_loss(AlignedLoss::Ciou, x, y, 1e-7, Reduction::None, k),
+            |x: &Tensor, y: &Tensor| with_path(k, || aligned_loss(AlignedLoss::Ciou, x, y, 1e-7, Reduction::None)),
             &b,
             &t,
         );
@@ -324,7 +328,8 @@ fn bad_input_is_a_clear_error() {
     ];
     for kind in kinds {
         let name = kind.name();
-        let call = |a: &Tensor, b: &Tensor, eps: f64| aligned_loss(kind, a, b, eps, Reduction::Mean, Kernel::Auto);
+        let call =
+            |a: &Tensor, b: &Tensor, eps: f64| with_path(Path::Auto, || aligned_loss(kind, a, b, eps, Reduction::Mean));
         let e = err_text(call(&three, &three, 1e-7));
         assert!(e.contains(name) && e.contains("pred") && e.contains("[2, 3]"), "{e}");
         let e = err_text(call(&ok, &five, 1e-7));
@@ -343,7 +348,9 @@ fn bad_input_is_a_clear_error() {
             let e = err_text(call(&ok, &ok, eps));
             assert!(e.contains("eps"), "{e}");
         }
-        let e = err_text(aligned_loss(kind, &ok, &ok, 1e-7, Reduction::BatchMean, Kernel::Auto));
+        let e = err_text(with_path(Path::Auto, || {
+            aligned_loss(kind, &ok, &ok, 1e-7, Reduction::BatchMean)
+        }));
         assert!(e.contains("batchmean"), "{e}");
     }
     let e = err_text(extended_iou_loss(&ok, &ok, 0.0, 1e-6, Reduction::Mean));

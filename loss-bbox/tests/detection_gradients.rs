@@ -10,7 +10,7 @@ mod common;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use common::*;
 use loss_bbox::*;
-use loss_core::ops::with_composite;
+use loss_core::kernel::{with_path, Path};
 use loss_core::Reduction;
 use rand::Rng;
 
@@ -62,7 +62,7 @@ fn check(
     let fd_b = if grad_b { central(|y| sum(a, y), b) } else { Vec::new() };
     for composite in [false, true] {
         let (ga, gb) = if composite {
-            with_composite(|| autodiff(&f, &t64(a, sa), &t64(b, sb)))
+            with_path(Path::Composite, || autodiff(&f, &t64(a, sa), &t64(b, sb)))
         } else {
             autodiff(&f, &t64(a, sa), &t64(b, sb))
         };
@@ -119,7 +119,7 @@ fn check_frozen(
     let fd_t = central(|y| total(p, y), t);
     for composite in [false, true] {
         let (gp, gt) = if composite {
-            with_composite(|| autodiff(&f, &t64(p, &s), &t64(t, &s)))
+            with_path(Path::Composite, || autodiff(&f, &t64(p, &s), &t64(t, &s)))
         } else {
             autodiff(&f, &t64(p, &s), &t64(t, &s))
         };

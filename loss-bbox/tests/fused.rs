@@ -5,7 +5,8 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::*;
-use loss_bbox::{aligned_loss, AlignedLoss, IouMode, Kernel};
+use loss_bbox::{aligned_loss, AlignedLoss, IouMode};
+use loss_core::kernel::{with_path, Path};
 use loss_core::Reduction;
 
 const KINDS: [AlignedLoss; 7] = [
@@ -20,15 +21,15 @@ const KINDS: [AlignedLoss; 7] = [
 
 fn check_equal(kind: AlignedLoss, p: &[f64], t: &[f64], eps: f64, dtype: DType, rtol: f64, atol: f64) {
     let (a, b) = (boxes(p, dtype), boxes(t, dtype));
-    let run = |k: Kernel| {
+    let run = |k: Path| {
         value_and_grads(
-            |x: &Tensor, y: &Tensor| aligned_loss(kind, x, y, eps, Reduction::None, k),
+            |x: &Tensor, y: &Tensor| with_path(k, || aligned_loss(kind, x, y, eps, Reduction::None)),
             &a,
             &b,
         )
     };
-    let (vf, gpf, gtf) = run(Kernel::Fused);
-    let (vc, gpc, gtc) = run(Kernel::Composite);
+    let (vf, gpf, gtf) = run(Path::Fused);
+    let (vc, gpc, gtc) = run(Path::Composite);
     let what = format!("{kind:?} eps {eps} {dtype:?}");
     assert_close(&format!("{what}: value"), &vf, &vc, rtol, atol);
     assert_close(&format!("{what}: grad pred"), &gpf, &gpc, rtol, atol);
@@ -80,8 +81,8 @@ fn fused_keeps_dtype_and_shape_of_batched_boxes() {
         let a = boxes(&p, dtype).reshape((2, 3, 4)).unwrap();
         let b = boxes(&t, dtype).reshape((2, 3, 4)).unwrap();
         for kind in KINDS {
-            let f = aligned_loss(kind, &a, &b, 1e-7, Reduction::None, Kernel::Fused).unwrap();
-            let c = aligned_loss(kind, &a, &b, 1e-7, Reduction::None, Kernel::Composite).unwrap();
+            let f = with_path(Path::Fused, || aligned_loss(kind, &a, &b, 1e-7, Reduction::None)).unwrap();
+            let c = with_path(Path::Composite, || aligned_loss(kind, &a, &b, 1e-7, Reduction::None)).unwrap();
             assert_eq!(f.dims(), &[2, 3]);
             assert_eq!(f.dtype(), dtype);
             assert_close("batched", &flat(&f), &flat(&c), 1e-4, 1e-5);
@@ -98,12 +99,12 @@ fn fused_reads_non_contiguous_boxes() {
     assert!(!a.is_contiguous());
     for kind in KINDS {
         let (vf, gf, _) = value_and_grads(
-            |x: &Tensor, y: &Tensor| aligned_loss(kind, x, y, 1e-7, Reduction::Sum, Kernel::Fused),
+            |x: &Tensor, y: &Tensor| with_path(Path::Fused, || aligned_loss(kind, x, y, 1e-7, Reduction::Sum)),
             &a,
             &b,
         );
         let (vc, gc, _) = value_and_grads(
-            |x: &Tensor, y: &Tensor| aligned_loss(kind, x, y, 1e-7, Reduction::Sum, Kernel::Composite),
+            |x: &Tensor, y: &Tensor| with_path(Path::Composite, || aligned_loss(kind, x, y, 1e-7, Reduction::Sum)),
             &a,
             &b,
         );
@@ -117,15 +118,17 @@ fn fused_gradient_under_mean_and_scaled_upstream() {
     let (p, t) = generic_pairs(6, 50);
     let (a, b) = (boxes(&p, DType::F64), boxes(&t, DType::F64));
     for kind in KINDS {
-        let run = |k: Kernel| {
+        let run = |k: Path| {
             value_and_grads(
-                |x: &Tensor, y: &Tensor| aligned_loss(kind, x, y, 1e-7, Reduction::Mean, k)?.affine(3.0, 0.0),
+                |x: &Tensor, y: &Tensor| {
+                    with_path(k, || aligned_loss(kind, x, y, 1e-7, Reduction::Mean))?.affine(3.0, 0.0)
+                },
                 &a,
                 &b,
             )
         };
-        let (vf, gf, tf) = run(Kernel::Fused);
-        let (vc, gc, tc) = run(Kernel::Composite);
+        let (vf, gf, tf) = run(Path::Fused);
+        let (vc, gc, tc) = run(Path::Composite);
         assert_close("mean value", &vf, &vc, 1e-10, 1e-12);
         assert_close("mean grad pred", &gf, &gc, 1e-8, 1e-12);
         assert_close("mean grad target", &tf, &tc, 1e-8, 1e-12);
@@ -135,10 +138,16 @@ fn fused_gradient_under_mean_and_scaled_upstream() {
 #[test]
 fn fused_kernel_refuses_other_dtypes() {
     let a = Tensor::zeros((2, 4), DType::BF16, &Device::Cpu).unwrap();
-    let err = aligned_loss(AlignedLoss::Giou, &a, &a, 1e-7, Reduction::None, Kernel::Fused).unwrap_err();
+    let err = with_path(Path::Fused, || {
+        aligned_loss(AlignedLoss::Giou, &a, &a, 1e-7, Reduction::None)
+    })
+    .unwrap_err();
     assert!(err.to_string().contains("fused kernel"), "{err}");
     // Auto falls back to the composite path for bf16 and keeps the dtype.
-    let l = aligned_loss(AlignedLoss::Giou, &a, &a, 1e-7, Reduction::None, Kernel::Auto).unwrap();
+    let l = with_path(Path::Auto, || {
+        aligned_loss(AlignedLoss::Giou, &a, &a, 1e-7, Reduction::None)
+    })
+    .unwrap();
     assert_eq!(l.dtype(), DType::BF16);
 }
 
@@ -149,12 +158,15 @@ fn fused_gradient_of_one_tracked_argument() {
     let (a, b) = (boxes(&p, DType::F64), boxes(&t, DType::F64));
     for kind in KINDS {
         let (_, gp_both, gt_both) = value_and_grads(
-            |x: &Tensor, y: &Tensor| aligned_loss(kind, x, y, 1e-7, Reduction::Sum, Kernel::Composite),
+            |x: &Tensor, y: &Tensor| with_path(Path::Composite, || aligned_loss(kind, x, y, 1e-7, Reduction::Sum)),
             &a,
             &b,
         );
         let var = candle_core::Var::from_tensor(&a).unwrap();
-        let l = aligned_loss(kind, var.as_tensor(), &b, 1e-7, Reduction::Sum, Kernel::Fused).unwrap();
+        let l = with_path(Path::Fused, || {
+            aligned_loss(kind, var.as_tensor(), &b, 1e-7, Reduction::Sum)
+        })
+        .unwrap();
         let g = l.backward().unwrap();
         assert_close(
             "pred only",
@@ -165,7 +177,10 @@ fn fused_gradient_of_one_tracked_argument() {
         );
         assert!(g.get(&b).is_none());
         let var = candle_core::Var::from_tensor(&b).unwrap();
-        let l = aligned_loss(kind, &a, var.as_tensor(), 1e-7, Reduction::Sum, Kernel::Fused).unwrap();
+        let l = with_path(Path::Fused, || {
+            aligned_loss(kind, &a, var.as_tensor(), 1e-7, Reduction::Sum)
+        })
+        .unwrap();
         let g = l.backward().unwrap();
         assert_close(
             "target only",
@@ -190,7 +205,10 @@ fn f32_gradient_saved_by_the_forward_equals_the_recomputed_one() {
                 candle_core::Var::from_tensor(&a).unwrap(),
                 candle_core::Var::from_tensor(&b).unwrap(),
             );
-            let l = aligned_loss(kind, x.as_tensor(), y.as_tensor(), 1e-7, reduction, Kernel::Fused).unwrap();
+            let l = with_path(Path::Fused, || {
+                aligned_loss(kind, x.as_tensor(), y.as_tensor(), 1e-7, reduction)
+            })
+            .unwrap();
             let first = l.backward().unwrap();
             let second = l.backward().unwrap();
             let scaled = l.affine(4.0, 0.0).unwrap().backward().unwrap();
@@ -218,7 +236,10 @@ fn fused_empty_input_and_strided_f32_boxes() {
         let e = candle_core::Var::from_tensor(&Tensor::zeros((0, 4), dtype, &Device::Cpu).unwrap()).unwrap();
         for kind in KINDS {
             for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
-                let l = aligned_loss(kind, e.as_tensor(), e.as_tensor(), 1e-7, reduction, Kernel::Fused).unwrap();
+                let l = with_path(Path::Fused, || {
+                    aligned_loss(kind, e.as_tensor(), e.as_tensor(), 1e-7, reduction)
+                })
+                .unwrap();
                 let total = l.sum_all().unwrap();
                 assert_eq!(total.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(), 0.0);
                 let g = total.backward().unwrap();
@@ -240,7 +261,9 @@ fn fused_empty_input_and_strided_f32_boxes() {
         for reduction in [Reduction::None, Reduction::Mean] {
             let run = |x: &Tensor| {
                 value_and_grads(
-                    |x: &Tensor, y: &Tensor| aligned_loss(kind, x, y, 1e-7, reduction, Kernel::Fused)?.sum_all(),
+                    |x: &Tensor, y: &Tensor| {
+                        with_path(Path::Fused, || aligned_loss(kind, x, y, 1e-7, reduction))?.sum_all()
+                    },
                     x,
                     &b,
                 )

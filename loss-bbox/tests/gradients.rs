@@ -8,6 +8,7 @@ mod common;
 use candle_core::{DType, Result, Tensor};
 use common::*;
 use loss_bbox::*;
+use loss_core::kernel::{with_path, Path};
 use loss_core::Reduction;
 
 const RTOL: f64 = 1e-5;
@@ -34,11 +35,11 @@ fn aligned_losses_match_finite_differences_on_both_kernels() {
         AlignedLoss::Eiou,
     ];
     for kind in kinds {
-        for kernel in [Kernel::Fused, Kernel::Composite] {
+        for kernel in [Path::Fused, Path::Composite] {
             for eps in [1e-7, 0.05] {
                 grads_match(
                     &format!("{kind:?} {kernel:?} eps {eps}"),
-                    |x: &Tensor, y: &Tensor| aligned_loss(kind, x, y, eps, Reduction::Sum, kernel),
+                    |x: &Tensor, y: &Tensor| with_path(kernel, || aligned_loss(kind, x, y, eps, Reduction::Sum)),
                     &p,
                     &t,
                 );
@@ -92,9 +93,9 @@ fn ciou_gradient_is_diou_plus_constant_alpha_times_dv() {
             want_t[4 * i + k] += alpha * dt[k];
         }
     }
-    for kernel in [Kernel::Fused, Kernel::Composite] {
+    for kernel in [Path::Fused, Path::Composite] {
         let (_, gp, gt) = value_and_grads(
-            |x: &Tensor, y: &Tensor| aligned_loss(AlignedLoss::Ciou, x, y, eps, Reduction::Sum, kernel),
+            |x: &Tensor, y: &Tensor| with_path(kernel, || aligned_loss(AlignedLoss::Ciou, x, y, eps, Reduction::Sum)),
             &a,
             &b,
         );

@@ -8,6 +8,7 @@ mod common;
 use candle_core::{DType, Result, Tensor};
 use common::*;
 use loss_bbox::*;
+use loss_core::kernel::{with_path, Path};
 use loss_core::Reduction;
 use proptest::prelude::*;
 
@@ -36,10 +37,10 @@ fn every_aligned_loss_and_gradient_is_finite_on_10k_pairs() {
     for dtype in [DType::F64, DType::F32] {
         let (a, b) = (boxes(&p, dtype), boxes(&t, dtype));
         for kind in KINDS {
-            for kernel in [Kernel::Fused, Kernel::Composite] {
+            for kernel in [Path::Fused, Path::Composite] {
                 finite_everywhere(
                     &format!("{kind:?} {kernel:?} {dtype:?}"),
-                    |x: &Tensor, y: &Tensor| aligned_loss(kind, x, y, 1e-7, Reduction::None, kernel),
+                    |x: &Tensor, y: &Tensor| with_path(kernel, || aligned_loss(kind, x, y, 1e-7, Reduction::None)),
                     &a,
                     &b,
                 );
@@ -67,15 +68,15 @@ fn fused_equals_composite_on_10k_pairs() {
     let (p, t) = mixed_pairs(22, N);
     let (a, b) = (boxes(&p, DType::F64), boxes(&t, DType::F64));
     for kind in KINDS {
-        let run = |k: Kernel| {
+        let run = |k: Path| {
             value_and_grads(
-                |x: &Tensor, y: &Tensor| aligned_loss(kind, x, y, 1e-7, Reduction::None, k),
+                |x: &Tensor, y: &Tensor| with_path(k, || aligned_loss(kind, x, y, 1e-7, Reduction::None)),
                 &a,
                 &b,
             )
         };
-        let (vf, pf, tf) = run(Kernel::Fused);
-        let (vc, pc, tc) = run(Kernel::Composite);
+        let (vf, pf, tf) = run(Path::Fused);
+        let (vc, pc, tc) = run(Path::Composite);
         assert_close(&format!("{kind:?} value"), &vf, &vc, 1e-5, 1e-12);
         assert_close(&format!("{kind:?} grad pred"), &pf, &pc, 1e-5, 1e-12);
         assert_close(&format!("{kind:?} grad target"), &tf, &tc, 1e-5, 1e-12);
@@ -114,7 +115,7 @@ fn pairwise_metrics_are_finite_on_10k_pairs() {
 fn value_ranges_hold_on_10k_pairs() {
     let (p, t) = mixed_pairs(24, N);
     let (a, b) = (boxes(&p, DType::F64), boxes(&t, DType::F64));
-    let get = |kind| flat(&aligned_loss(kind, &a, &b, 1e-7, Reduction::None, Kernel::Auto).unwrap());
+    let get = |kind| flat(&with_path(Path::Auto, || aligned_loss(kind, &a, &b, 1e-7, Reduction::None)).unwrap());
     let iou = get(AlignedLoss::Iou(IouMode::Linear));
     let giou = get(AlignedLoss::Giou);
     let diou = get(AlignedLoss::Diou);
@@ -159,10 +160,10 @@ proptest! {
         let t: Vec<f64> = pairs.iter().flat_map(|(_, b)| *b).collect();
         let (a, b) = (boxes(&p, DType::F64), boxes(&t, DType::F64));
         for kind in KINDS {
-            let run = |k: Kernel| value_and_grads(
-                |x: &Tensor, y: &Tensor| aligned_loss(kind, x, y, 1e-7, Reduction::Sum, k), &a, &b);
-            let (vf, pf, tf) = run(Kernel::Fused);
-            let (vc, pc, tc) = run(Kernel::Composite);
+            let run = |k: Path| value_and_grads(
+                |x: &Tensor, y: &Tensor| with_path(k, || aligned_loss(kind, x, y, 1e-7, Reduction::Sum)), &a, &b);
+            let (vf, pf, tf) = run(Path::Fused);
+            let (vc, pc, tc) = run(Path::Composite);
             for v in vf.iter().chain(&pf).chain(&tf) {
                 prop_assert!(v.is_finite(), "{kind:?}: non-finite {v}");
             }

@@ -1,5 +1,5 @@
 //! Robustness of every loss and metric of loss-bbox under random input (see
-//! `loss-core/tests/robust/mod.rs` for the three modes and what each asserts): no panic, typed
+//! `loss_core::testing` (`loss-core/src/testing.rs`) for the three modes and what each asserts): no panic, typed
 //! errors, finite value and gradient inside the domain, NaN in → NaN out; on the fused CPU kernel
 //! and on the composite path.
 //!
@@ -11,11 +11,11 @@
 //! output, or 0 for `Mean` / `Sum`. Outside it the gradients of degenerate pairs grow like `1/eps`
 //! and `1/area` (and CIoU's like `1/h` near a point box) and leave f32's range (see the crate docs).
 
-#[path = "../../loss-core/tests/robust/mod.rs"]
-mod robust;
+use loss_core::testing as robust;
 
 use candle_core::DType;
 use loss_bbox::*;
+use loss_core::kernel::{with_path, Path};
 use loss_core::Reduction;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -342,7 +342,7 @@ impl Case for BxCase {
         let got = call(self.composite, args, move |t| {
             let (a, b, r, eps) = (&t[0], &t[1], c.reduction, c.eps);
             match c.loss {
-                Bx::Aligned(kind) => aligned_loss(kind, a, b, eps, r, Kernel::Auto),
+                Bx::Aligned(kind) => with_path(Path::Auto, || aligned_loss(kind, a, b, eps, r)),
                 Bx::Extended => extended_iou_loss(a, b, c.p, eps, r),
                 Bx::Siou => siou_loss(a, b, c.flag, eps, r),
                 Bx::BoxIou => box_iou(a, b),
@@ -500,9 +500,9 @@ fn regression_pairwise_metrics_gradient_for_tiny_boxes() {
         assert!((v[0] - 1.0).abs() < 1e-6, "{name}: identical tiny boxes: {v:?}");
     }
     for kind in [AlignedLoss::Iou(IouMode::Linear), AlignedLoss::Giou, AlignedLoss::Eiou] {
-        let (v, ga, gb) = loss_core::ops::with_composite(|| {
+        let (v, ga, gb) = loss_core::kernel::with_path(loss_core::kernel::Path::Composite, || {
             value_grads(
-                |x, y| aligned_loss(kind, x, y, 1e-30, Reduction::Sum, Kernel::Composite),
+                |x, y| with_path(Path::Composite, || aligned_loss(kind, x, y, 1e-30, Reduction::Sum)),
                 &a,
                 &b,
             )
@@ -519,9 +519,9 @@ fn regression_pairwise_metrics_gradient_for_tiny_boxes() {
 #[test]
 fn regression_ciou_alpha_of_identical_boxes_with_a_tiny_eps() {
     let b = t32(&[[6.764_334_4e-9, 0.0, 1.067_643_3e-7, 1e-7]]);
-    for kernel in [Kernel::Fused, Kernel::Composite] {
+    for kernel in [Path::Fused, Path::Composite] {
         let (v, ga, gb) = value_grads(
-            |x, y| aligned_loss(AlignedLoss::Ciou, x, y, 1e-30, Reduction::None, kernel),
+            |x, y| with_path(kernel, || aligned_loss(AlignedLoss::Ciou, x, y, 1e-30, Reduction::None)),
             &b,
             &b,
         );
@@ -545,12 +545,12 @@ fn regression_giou_fused_and_composite_agree_at_degenerate_boxes() {
     let t = candle_core::Tensor::new(&[[1f64, 4., 1., 4.]], &candle_core::Device::Cpu).unwrap();
     let run = |k| {
         value_grads(
-            |x, y| aligned_loss(AlignedLoss::Giou, x, y, 1e-7, Reduction::Sum, k),
+            |x, y| with_path(k, || aligned_loss(AlignedLoss::Giou, x, y, 1e-7, Reduction::Sum)),
             &p,
             &t,
         )
     };
-    let (fused, composite) = (run(Kernel::Fused), run(Kernel::Composite));
+    let (fused, composite) = (run(Path::Fused), run(Path::Composite));
     assert_eq!(fused, composite);
     assert_eq!(fused.1, [0.0; 4]);
 }
@@ -613,7 +613,9 @@ fn every_error_kind_has_its_full_message() {
         ),
         (
             "BadOptions",
-            aligned_loss(AlignedLoss::Giou, &h, &h, 1e-7, Reduction::None, Kernel::Fused),
+            with_path(Path::Fused, || {
+                aligned_loss(AlignedLoss::Giou, &h, &h, 1e-7, Reduction::None)
+            }),
             "giou_loss: the fused kernel runs on the CPU for f32/f64, got F16 on Cpu",
         ),
     ];

@@ -1,5 +1,5 @@
 //! Robustness of the dense-detection losses and the IoU successors under random input (the
-//! three modes of `loss-core/tests/robust/mod.rs`): no panic, typed errors, finite value and
+//! three modes of `loss_core::testing` (`loss-core/src/testing.rs`)): no panic, typed errors, finite value and
 //! gradient inside the domain, NaN in → NaN out; on the CPU primitives and on the composite path.
 //!
 //! Domains (Valid mode):
@@ -15,8 +15,7 @@
 //!   Gaussian focal loss) 0 or in `[1, 4]`: for an exponent in `(0, 1)`, `|σ − t|^γ` has an
 //!   infinite slope where `σ = t`. Balanced L1: `gamma/alpha <= 20` (`b = e^(γ/α) − 1` fits f32).
 
-#[path = "../../loss-core/tests/robust/mod.rs"]
-mod robust;
+use loss_core::testing as robust;
 
 use candle_core::{DType, Tensor};
 use loss_bbox::*;

@@ -8,7 +8,7 @@
 
 use candle_core::{Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use loss_core::{ops, Reduction};
+use loss_core::Reduction;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -69,7 +69,7 @@ fn pointwise(c: &mut Criterion) {
                 b.iter(|| criterion::black_box(f(&x, &t).unwrap()))
             });
             g.bench_with_input(BenchmarkId::new("composite", n), &n, |b, _| {
-                b.iter(|| ops::with_composite(|| step(f, &pred, &t)))
+                b.iter(|| loss_core::kernel::with_path(loss_core::kernel::Path::Composite, || step(f, &pred, &t)))
             });
         }
         g.finish();

@@ -95,20 +95,24 @@ pub mod config;
 pub mod ctc;
 pub mod embedding;
 pub mod error;
-// The fused CPU kernels and their plumbing (SIMD dispatch, buffer writers, parallel thresholds):
-// public because loss-bbox and loss-seg build their kernels on it, hidden because it is the
-// crates' internal kernel layer, not an API for users, and may change in any release.
-#[doc(hidden)]
-pub mod fused;
+// The fused CPU kernels of this crate's losses (pointwise, cross-entropy rows), written with
+// `kernel`.
+mod fused;
 // A finite-difference gradient check for the test suites of the three loss crates; hidden for the
 // same reason.
 #[doc(hidden)]
 pub mod gradcheck;
+pub mod kernel;
 pub mod likelihood;
 pub mod margin;
 pub mod ops;
 pub mod reduction;
 pub mod regression;
+// The shared machinery of the robustness property tests of the three loss crates (feature
+// `testing`, for their dev-dependencies): one place instead of a file included by path.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 
 pub use classification::*;
 pub use config::LossConfig;

@@ -19,6 +19,7 @@
 use crate::check;
 use crate::error::LossError;
 use crate::fused::{self, Pointwise};
+use crate::kernel;
 use crate::ops;
 use crate::reduction::{reduce, Reduction};
 use crate::Loss;
@@ -39,7 +40,7 @@ const HALF_LN_2PI: f64 = 0.918_938_533_204_672_7;
 /// the input's shape for `Reduction::None`, else 0-d (`Mean` over all elements, PyTorch's
 /// default). Gradients flow to `input` and `target`. `eps` (default 1e-8) must be finite. On the
 /// CPU, the default form (`log_input`, not `full`) runs as one fused kernel (value and gradient in
-/// one pass, [`crate::fused`]); the other forms and other devices use Candle ops.
+/// one pass, written with [`crate::kernel`]); the other forms and other devices use Candle ops.
 ///
 /// # Errors
 /// Shapes or dtypes that differ, a non-float dtype, a non-finite `eps`, `Reduction::BatchMean`.
@@ -55,7 +56,7 @@ pub fn poisson_nll_loss(
     check::float_pair(LOSS, "input", input, "target", target)?;
     check::param(LOSS, "eps", eps, eps.is_finite(), "a finite value")?;
     reduction.standard(LOSS)?;
-    if log_input && !full && fused::applies(input) {
+    if log_input && !full && kernel::choose(LOSS, input)? {
         return fused::pointwise(Pointwise::PoissonLogInput, input, target, reduction);
     }
     let mut per = if log_input {
@@ -179,7 +180,7 @@ pub fn log_cosh_loss(input: &Tensor, target: &Tensor, reduction: Reduction) -> R
     const LOSS: &str = "log_cosh_loss";
     check::float_pair(LOSS, "input", input, "target", target)?;
     reduction.standard(LOSS)?;
-    if fused::applies(input) {
+    if kernel::choose(LOSS, input)? {
         return fused::pointwise(Pointwise::LogCosh, input, target, reduction);
     }
     let ad = ops::abs(&input.sub(target)?)?;

@@ -21,6 +21,7 @@
 use crate::check;
 use crate::error::LossError;
 use crate::fused::{self, Pointwise};
+use crate::kernel;
 use crate::ops;
 use crate::reduction::{reduce, Reduction};
 use crate::Loss;
@@ -78,7 +79,7 @@ pub fn hinge_embedding_loss(input: &Tensor, target: &Tensor, margin: f64, reduct
     check::float_pair(LOSS, "input", input, "target", target)?;
     check::param(LOSS, "margin", margin, margin.is_finite(), "a finite value")?;
     reduction.standard(LOSS)?;
-    if fused::applies(input) {
+    if kernel::choose(LOSS, input)? {
         return fused::pointwise(Pointwise::HingeEmbedding { margin }, input, target, reduction);
     }
     let zeros = input.zeros_like()?;
@@ -103,7 +104,7 @@ pub fn soft_margin_loss(input: &Tensor, target: &Tensor, reduction: Reduction) -
     const LOSS: &str = "soft_margin_loss";
     check::float_pair(LOSS, "input", input, "target", target)?;
     reduction.standard(LOSS)?;
-    if fused::applies(input) {
+    if kernel::choose(LOSS, input)? {
         return fused::pointwise(Pointwise::SoftMargin, input, target, reduction);
     }
     let per = ops::softplus(&target.mul(input)?.neg()?)?;

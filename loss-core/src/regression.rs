@@ -11,7 +11,7 @@
 //! | `huber_loss` | ½d² if \|d\| < δ, else δ(\|d\| − ½δ) | d, or δ·sign(d) |
 //!
 //! `smooth_l1_loss` with β = 0 is exactly `l1_loss`; `huber_loss = β · smooth_l1_loss` with β = δ.
-//! On the CPU each runs as one fused kernel ([`crate::fused`]); elsewhere as Candle ops.
+//! On the CPU each runs as one fused kernel (written with [`crate::kernel`]); elsewhere as Candle ops.
 //!
 //! Sources: `torch.nn.functional.{l1_loss, mse_loss, smooth_l1_loss, huber_loss}`;
 //! Girshick, "Fast R-CNN", ICCV 2015 (Smooth L1); Huber, "Robust Estimation of a Location
@@ -19,25 +19,25 @@
 
 use crate::check;
 use crate::fused::{self, Pointwise};
+use crate::kernel;
 use crate::ops;
 use crate::reduction::{reduce, Reduction};
 use candle_core::{Result, Tensor};
 
-/// Validates the pair and runs the fused CPU kernel when it applies (`Ok(Err(d))` hands the
-/// difference `input − target` to the composite path otherwise).
-fn fused_or_diff(
+/// Validates the pair; `Some(loss)` from the fused CPU kernel where [`kernel::choose`] takes it.
+fn checked_fused(
     loss: &'static str,
     f: Pointwise,
     input: &Tensor,
     target: &Tensor,
     reduction: Reduction,
-) -> Result<std::result::Result<Tensor, Tensor>> {
+) -> Result<Option<Tensor>> {
     check::float_pair(loss, "input", input, "target", target)?;
     reduction.standard(loss)?;
-    if fused::applies(input) {
-        return Ok(Ok(fused::pointwise(f, input, target, reduction)?));
+    if kernel::choose(loss, input)? {
+        return fused::pointwise(f, input, target, reduction).map(Some);
     }
-    Ok(Err(input.sub(target)?))
+    Ok(None)
 }
 
 /// Mean absolute error (L1): `reduce(|input − target|)`.
@@ -49,10 +49,10 @@ fn fused_or_diff(
 /// Shapes or dtypes that differ, a non-float dtype, `Reduction::BatchMean`.
 pub fn l1_loss(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
     const LOSS: &str = "l1_loss";
-    let d = match fused_or_diff(LOSS, Pointwise::L1, input, target, reduction)? {
-        Ok(fused) => return Ok(fused),
-        Err(d) => d,
-    };
+    if let Some(fused) = checked_fused(LOSS, Pointwise::L1, input, target, reduction)? {
+        return Ok(fused);
+    }
+    let d = input.sub(target)?;
     reduce(LOSS, &ops::abs(&d)?, reduction)
 }
 
@@ -64,10 +64,10 @@ pub fn l1_loss(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<
 /// Shapes or dtypes that differ, a non-float dtype, `Reduction::BatchMean`.
 pub fn mse_loss(input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
     const LOSS: &str = "mse_loss";
-    let d = match fused_or_diff(LOSS, Pointwise::Mse, input, target, reduction)? {
-        Ok(fused) => return Ok(fused),
-        Err(d) => d,
-    };
+    if let Some(fused) = checked_fused(LOSS, Pointwise::Mse, input, target, reduction)? {
+        return Ok(fused);
+    }
+    let d = input.sub(target)?;
     reduce(LOSS, &d.sqr()?, reduction)
 }
 
@@ -86,10 +86,10 @@ pub fn smooth_l1_loss(input: &Tensor, target: &Tensor, beta: f64, reduction: Red
     } else {
         Pointwise::SmoothL1 { beta }
     };
-    let d = match fused_or_diff(LOSS, f, input, target, reduction)? {
-        Ok(fused) => return Ok(fused),
-        Err(d) => d,
-    };
+    if let Some(fused) = checked_fused(LOSS, f, input, target, reduction)? {
+        return Ok(fused);
+    }
+    let d = input.sub(target)?;
     let ad = ops::abs(&d)?;
     if beta == 0.0 {
         return reduce(LOSS, &ad, reduction);
@@ -109,10 +109,10 @@ pub fn smooth_l1_loss(input: &Tensor, target: &Tensor, beta: f64, reduction: Red
 pub fn huber_loss(input: &Tensor, target: &Tensor, delta: f64, reduction: Reduction) -> Result<Tensor> {
     const LOSS: &str = "huber_loss";
     check::positive(LOSS, "delta", delta)?;
-    let d = match fused_or_diff(LOSS, Pointwise::Huber { delta }, input, target, reduction)? {
-        Ok(fused) => return Ok(fused),
-        Err(d) => d,
-    };
+    if let Some(fused) = checked_fused(LOSS, Pointwise::Huber { delta }, input, target, reduction)? {
+        return Ok(fused);
+    }
+    let d = input.sub(target)?;
     let ad = ops::abs(&d)?;
     let quadratic = d.sqr()?.affine(0.5, 0.0)?;
     let linear = ad.affine(delta, -0.5 * delta * delta)?;

@@ -2,7 +2,7 @@
 //! input and target, rel. 1e-5 in f64 (and f32 within its precision), at kinks too.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use loss_core::ops::with_composite;
+use loss_core::kernel::{with_path, Path};
 use loss_core::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -91,7 +91,7 @@ fn fused_equals_composite_f64() {
         for r in [Reduction::None, Reduction::Mean, Reduction::Sum] {
             let (x, t) = inputs(1, 257, DType::F64);
             let fused = run(f, &x, &t, r);
-            let comp = with_composite(|| run(f, &x, &t, r));
+            let comp = with_path(Path::Composite, || run(f, &x, &t, r));
             let what = format!("{name} {r}");
             assert_close(&format!("{what} value"), &fused.0, &comp.0, 1e-5, 1e-12);
             assert_close(&format!("{what} d/dinput"), &fused.1, &comp.1, 1e-5, 1e-12);
@@ -137,7 +137,7 @@ fn fused_cross_entropy_equals_composite() {
         for r in [Reduction::None, Reduction::Mean, Reduction::Sum] {
             for (wt, ls) in [(None, 0.0), (Some(&w), 0.0), (None, 0.3), (Some(&w), 0.1)] {
                 let fused = ce_run(&x, &y, wt, ls, r);
-                let comp = with_composite(|| ce_run(&x, &y, wt, ls, r));
+                let comp = with_path(Path::Composite, || ce_run(&x, &y, wt, ls, r));
                 let what = format!("ce [{n}, {c}] {dtype:?} {r} weight {} smoothing {ls}", wt.is_some());
                 let (rel, abs) = if dtype == DType::F64 {
                     (1e-5, 1e-12)
@@ -161,7 +161,7 @@ fn fused_kl_div_equals_composite() {
     for r in [Reduction::None, Reduction::Mean, Reduction::Sum, Reduction::BatchMean] {
         for (name, f) in [("kl_div", f), ("kl_div log_target", g)] {
             let fused = run(f, &x, &t, r);
-            let comp = with_composite(|| run(f, &x, &t, r));
+            let comp = with_path(Path::Composite, || run(f, &x, &t, r));
             assert_close(&format!("{name} {r} value"), &fused.0, &comp.0, 1e-5, 1e-12);
             assert_close(&format!("{name} {r} d/dinput"), &fused.1, &comp.1, 1e-5, 1e-12);
             assert_close(&format!("{name} {r} d/dtarget"), &fused.2, &comp.2, 1e-5, 1e-12);
@@ -175,7 +175,7 @@ fn fused_equals_composite_f32_large() {
     for (name, f) in losses() {
         let (x, t) = inputs(2, 100_003, DType::F32);
         let fused = run(f, &x, &t, Reduction::Mean);
-        let comp = with_composite(|| run(f, &x, &t, Reduction::Mean));
+        let comp = with_path(Path::Composite, || run(f, &x, &t, Reduction::Mean));
         assert_close(&format!("{name} value"), &fused.0, &comp.0, 1e-5, 1e-7);
         assert_close(&format!("{name} d/dinput"), &fused.1, &comp.1, 1e-4, 1e-10);
     }
@@ -195,7 +195,7 @@ fn fused_cross_entropy_nd_equals_composite() {
     for red in [Reduction::None, Reduction::Mean, Reduction::Sum] {
         for (wt, ls) in [(None, 0.0), (Some(&w), 0.2)] {
             let fused = ce_run(&x, &y, wt, ls, red);
-            let comp = with_composite(|| ce_run(&x, &y, wt, ls, red));
+            let comp = with_path(Path::Composite, || ce_run(&x, &y, wt, ls, red));
             assert_close(&format!("ce nd {red} value"), &fused.0, &comp.0, 1e-5, 1e-12);
             assert_close(&format!("ce nd {red} grad"), &fused.1, &comp.1, 1e-5, 1e-12);
         }
@@ -228,7 +228,7 @@ fn fused_gradient_kept_by_the_forward_scales_and_recomputes() {
                 let scaled = (&out * 2.5).unwrap();
                 let first = flat(scaled.backward().unwrap().get(vx.as_tensor()).unwrap());
                 let second = flat(scaled.backward().unwrap().get(vx.as_tensor()).unwrap());
-                let comp = with_composite(|| {
+                let comp = with_path(Path::Composite, || {
                     let out = f(vx.as_tensor(), &t, r).unwrap();
                     let g = (&out * 2.5).unwrap().backward().unwrap();
                     flat(g.get(vx.as_tensor()).unwrap())
@@ -268,7 +268,7 @@ fn fused_cross_entropy_kept_gradient_scales_and_recomputes() {
                 let scaled = (&out * 2.5).unwrap();
                 let first = flat(scaled.backward().unwrap().get(vx.as_tensor()).unwrap());
                 let second = flat(scaled.backward().unwrap().get(vx.as_tensor()).unwrap());
-                let comp = with_composite(|| {
+                let comp = with_path(Path::Composite, || {
                     let out = cross_entropy(vx.as_tensor(), &y, wt, -100, ls, r).unwrap();
                     flat((&out * 2.5).unwrap().backward().unwrap().get(vx.as_tensor()).unwrap())
                 });
@@ -315,7 +315,7 @@ fn fused_cross_entropy_non_finite_rows_equal_composite() {
     for r in [Reduction::None, Reduction::Sum] {
         for ls in [0.0, 0.2] {
             let fused = ce_run(&x, &y, None, ls, r);
-            let comp = with_composite(|| ce_run(&x, &y, None, ls, r));
+            let comp = with_path(Path::Composite, || ce_run(&x, &y, None, ls, r));
             assert_close(&format!("{r} smoothing {ls} value"), &fused.0, &comp.0, 1e-12, 1e-12);
             assert_close(&format!("{r} smoothing {ls} grad"), &fused.1, &comp.1, 1e-12, 1e-12);
         }
@@ -347,7 +347,7 @@ fn gradients_at_a_nan_difference_follow_pytorch() {
             assert!(flat(&out)[0].is_nan(), "{name} {dtype:?} value");
             let g = flat(out.backward().unwrap().get(vx.as_tensor()).unwrap());
             assert_close(&format!("{name} {dtype:?} gradient"), &g, &want, 0.0, 0.0);
-            let composite = with_composite(|| {
+            let composite = with_path(Path::Composite, || {
                 let out = f(vx.as_tensor(), &t, Reduction::Sum).unwrap();
                 flat(out.backward().unwrap().get(vx.as_tensor()).unwrap())
             });

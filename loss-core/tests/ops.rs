@@ -116,23 +116,32 @@ fn xlogy_is_zero_where_x_is_zero() {
     assert!(g.iter().all(|g| g.is_finite()));
 }
 
-/// The composite switch is scoped: it is restored after a panic inside it, so a failed test (or a
-/// caught panic in a user's code) cannot leave the fused kernels switched off on that thread.
+/// The path switch is scoped: the guard restores the previous path when dropped, also after a
+/// panic, so a failed test (or a caught panic in a user's code) cannot leave the fused kernels
+/// switched off on that thread; a forced path is an error where no kernel fits.
 #[test]
-fn with_composite_is_restored_after_a_panic() {
+fn path_is_restored_after_a_panic() {
+    use loss_core::kernel::{choose, force, path, with_path, Path};
     let x = candle_core::Tensor::new(&[1.0f32], &candle_core::Device::Cpu).unwrap();
-    assert!(loss_core::ops::fused_allowed(&x));
+    assert_eq!(path(), Path::Auto);
+    assert!(choose("l", &x).unwrap());
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        loss_core::ops::with_composite(|| {
-            assert!(!loss_core::ops::fused_allowed(&x));
-            panic!("inside");
-        })
+        let _path = force(Path::Composite);
+        assert!(!choose("l", &x).unwrap());
+        panic!("inside");
     }));
     assert!(caught.is_err());
-    assert!(loss_core::ops::fused_allowed(&x));
+    assert_eq!(path(), Path::Auto);
     // Nested: the inner scope restores the outer one's state.
-    loss_core::ops::with_composite(|| {
-        loss_core::ops::with_composite(|| ());
-        assert!(!loss_core::ops::fused_allowed(&x));
+    with_path(Path::Composite, || {
+        with_path(Path::Fused, || assert!(choose("l", &x).unwrap()));
+        assert!(!choose("l", &x).unwrap());
     });
+    // Path::Fused where no kernel runs (f16) is an error naming the loss; Auto falls back.
+    let h = x.to_dtype(candle_core::DType::F16).unwrap();
+    assert!(!choose("l", &h).unwrap());
+    let e = with_path(Path::Fused, || choose("my_loss", &h))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("my_loss"), "{e}");
 }

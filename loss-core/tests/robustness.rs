@@ -1,4 +1,4 @@
-//! Robustness of every loss of loss-core under random input (see `robust/mod.rs` for the three
+//! Robustness of every loss of loss-core under random input (see `loss_core::testing` for the three
 //! modes and what each asserts): no panic, typed errors, finite value and gradient inside the
 //! domain, NaN in → NaN out; on the fused CPU path and on the composite path.
 //!
@@ -16,7 +16,7 @@
 //! | cross_entropy (probabilities) | \|x\| ≤ 1e15 | [0, 1] | `Mean` over zero rows |
 //! | entropy | [0, 1e15] | — | `Mean` over zero rows |
 
-mod robust;
+use loss_core::testing as robust;
 
 use candle_core::{DType, Tensor};
 use loss_core::*;
@@ -986,7 +986,7 @@ fn value_grad(f: impl Fn(&Tensor) -> candle_core::Result<Tensor>, x: &Tensor) ->
 /// Runs `f` on the fused path and on the composite path.
 fn on_both_paths(f: impl Fn(&str)) {
     f("fused");
-    loss_core::ops::with_composite(|| f("composite"));
+    loss_core::kernel::with_path(loss_core::kernel::Path::Composite, || f("composite"));
 }
 
 fn all_finite(v: &[f64]) -> bool {

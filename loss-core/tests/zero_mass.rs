@@ -69,7 +69,7 @@ fn masked(v: &[f64], mask: &[bool], fill: f64) -> Vec<f64> {
 fn everywhere(check: impl Fn(DType, &str)) {
     for dt in [DType::F32, DType::F64] {
         check(dt, "fused");
-        ops::with_composite(|| check(dt, "composite"));
+        loss_core::kernel::with_path(loss_core::kernel::Path::Composite, || check(dt, "composite"));
     }
 }
 

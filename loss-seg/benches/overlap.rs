@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use loss_core::ops::with_composite;
+use loss_core::kernel::{with_path, Path};
 use loss_seg::overlap::Overlap;
 use loss_seg::*;
 use rand::{Rng, SeedableRng};
@@ -69,10 +69,17 @@ fn overlap_step(c: &mut Criterion) {
             backward(Ok(total));
         };
         g.bench_function(BenchmarkId::new("fused", name(shape)), |b| {
-            b.iter(|| step(Overlap::fused(x.probs.as_tensor(), &x.onehot, false).unwrap()))
+            b.iter(|| step(with_path(Path::Fused, || Overlap::compute(x.probs.as_tensor(), &x.onehot, false)).unwrap()))
         });
         g.bench_function(BenchmarkId::new("composite", name(shape)), |b| {
-            b.iter(|| step(Overlap::composite(x.probs.as_tensor(), &x.onehot, false).unwrap()))
+            b.iter(|| {
+                step(
+                    with_path(Path::Composite, || {
+                        Overlap::compute(x.probs.as_tensor(), &x.onehot, false)
+                    })
+                    .unwrap(),
+                )
+            })
         });
     }
     g.finish();
@@ -91,14 +98,18 @@ fn losses(c: &mut Criterion) {
             b.iter(|| backward(dice_loss(z, &x.labels, &dice)))
         });
         g.bench_function(BenchmarkId::new("dice_softmax/composite", name(shape)), |b| {
-            b.iter(|| with_composite(|| backward(dice_loss(z, &x.labels, &dice))))
+            b.iter(|| with_path(Path::Composite, || backward(dice_loss(z, &x.labels, &dice))))
         });
         let p = x.probs.as_tensor();
         g.bench_function(BenchmarkId::new("dice_probs/fused", name(shape)), |b| {
             b.iter(|| backward(dice_loss(p, &x.onehot, &DiceLoss::default())))
         });
         g.bench_function(BenchmarkId::new("dice_probs/composite", name(shape)), |b| {
-            b.iter(|| with_composite(|| backward(dice_loss(p, &x.onehot, &DiceLoss::default()))))
+            b.iter(|| {
+                with_path(Path::Composite, || {
+                    backward(dice_loss(p, &x.onehot, &DiceLoss::default()))
+                })
+            })
         });
         let tv = TverskyLoss::default().with_to_onehot_y(true).with_softmax(true);
         g.bench_function(BenchmarkId::new("tversky_softmax", name(shape)), |b| {

@@ -1,12 +1,11 @@
 //! The fused CPU kernels: the overlap statistics of [`crate::overlap::Overlap`] (one pass for `I`,
 //! `P`, `G` and one pass for each gradient) and the softmax over the channels of
 //! [`crate::prepare::softmax_channels`] (one pass forward, one backward). f32 and f64; other
-//! dtypes and devices take the composite path.
+//! dtypes and devices take the composite path. Written with the kernel layer
+//! ([`loss_core::kernel`]).
 
-use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
-use loss_core::fused::with_simd;
-use rayon::prelude::*;
+use candle_core::{bail, Layout, Result, Shape, Tensor};
+use loss_core::kernel::{self, with_simd, Arg, Fused1, Fused2, Fused3, Real, Split};
 use std::mem::MaybeUninit;
 
 /// Accumulator lanes: independent partial sums so that the loop vectorises.
@@ -25,13 +24,6 @@ struct OverlapGradOp {
     own: usize,
 }
 
-fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&T::cpu_storage_as_slice(s)?[a..b]),
-        None => bail!("overlap: `{what}` must be contiguous for the fused CPU kernel"),
-    }
-}
-
 /// Rows (N·C) and row length (the spatial size) of a `[N, C, spatial...]` layout.
 fn rows_and_len(l: &Layout) -> Result<(usize, usize)> {
     let dims = l.dims();
@@ -42,11 +34,14 @@ fn rows_and_len(l: &Layout) -> Result<(usize, usize)> {
 }
 
 /// Elements per parallel task of the overlap kernels (rows longer than this are split, so that a
-/// single large volume still uses every thread).
-const PART: usize = 1 << 16;
-
-/// Inputs smaller than this run on the calling thread.
-const PARALLEL_MIN: usize = 1 << 15;
+/// single large volume still uses every thread); inputs of fewer than 2¹⁵ elements run on the
+/// calling thread.
+const SPLIT: Split = Split {
+    chunk: 1 << 16,
+    parallel_from: 1 << 15,
+    whole_below: false,
+};
+const PART: usize = SPLIT.chunk;
 
 /// Elements per block of [`span_stats`]: summed in the input's dtype, then added in f64.
 const STATS_BLOCK: usize = 512;
@@ -56,7 +51,7 @@ const STATS_BLOCK: usize = 512;
 /// added in f64 — a two-level sum, as accurate as PyTorch's cascade sum for f32 and exact enough
 /// in f64, and 8 f32 lanes wide under AVX2.
 #[inline(always)]
-fn span_stats<T: WithDType, const SQ: bool>(p: &[T], t: &[T]) -> [f64; 3] {
+fn span_stats<T: Real, const SQ: bool>(p: &[T], t: &[T]) -> [f64; 3] {
     let mut out = [0f64; 3];
     for (pb, tb) in p.chunks(STATS_BLOCK).zip(t.chunks(STATS_BLOCK)) {
         let mut acc = [[T::zero(); LANES]; 3];
@@ -72,10 +67,10 @@ fn span_stats<T: WithDType, const SQ: bool>(p: &[T], t: &[T]) -> [f64; 3] {
             }
         }
         for (o, lanes) in out.iter_mut().zip(&acc) {
-            *o += lanes.iter().map(|v| v.to_f64()).sum::<f64>();
+            *o += lanes.iter().map(|v| v.f64()).sum::<f64>();
         }
         for (&a, &b) in pr.iter().zip(tr) {
-            let (a, b) = (a.to_f64(), b.to_f64());
+            let (a, b) = (a.f64(), b.f64());
             out[0] += a * b;
             out[1] += if SQ { a * a } else { a };
             out[2] += if SQ { b * b } else { b };
@@ -84,7 +79,7 @@ fn span_stats<T: WithDType, const SQ: bool>(p: &[T], t: &[T]) -> [f64; 3] {
     out
 }
 
-fn span_stats_simd<T: WithDType>(p: &[T], t: &[T], squared: bool) -> [f64; 3] {
+fn span_stats_simd<T: Real>(p: &[T], t: &[T], squared: bool) -> [f64; 3] {
     if squared {
         with_simd(
             #[inline(always)]
@@ -98,7 +93,7 @@ fn span_stats_simd<T: WithDType>(p: &[T], t: &[T], squared: bool) -> [f64; 3] {
     }
 }
 
-fn forward<T: WithDType>(p: &[T], t: &[T], rows: usize, len: usize, squared: bool) -> Vec<T> {
+fn forward<T: Real>(p: &[T], t: &[T], rows: usize, len: usize, squared: bool) -> Vec<T> {
     // Tasks: (row, span of the row), each row's spans in order so that its sums add up the same
     // way on any number of threads.
     let parts = len.div_ceil(PART).max(1);
@@ -108,11 +103,7 @@ fn forward<T: WithDType>(p: &[T], t: &[T], rows: usize, len: usize, squared: boo
         let hi = r * len + ((j + 1) * PART).min(len);
         span_stats_simd(&p[lo..hi], &t[lo..hi], squared)
     };
-    let stats: Vec<[f64; 3]> = if rows * len >= PARALLEL_MIN {
-        (0..rows * parts).into_par_iter().map(task).collect()
-    } else {
-        (0..rows * parts).map(task).collect()
-    };
+    let stats: Vec<[f64; 3]> = kernel::run_tasks(SPLIT.parallel(rows * len), (0..rows * parts).collect(), task);
     let mut out = Vec::with_capacity(rows * 3);
     for row in stats.chunks(parts) {
         for k in 0..3 {
@@ -124,7 +115,7 @@ fn forward<T: WithDType>(p: &[T], t: &[T], rows: usize, len: usize, squared: boo
 
 /// `o = gi·y + gx2·x` (`SQ`) or `o = gi·y + gx` over one span.
 #[inline(always)]
-fn span_grad<T: WithDType, const SQ: bool>(x: &[T], y: &[T], gi: T, gx: T, o: &mut [MaybeUninit<T>]) {
+fn span_grad<T: Real, const SQ: bool>(x: &[T], y: &[T], gi: T, gx: T, o: &mut [MaybeUninit<T>]) {
     if SQ {
         for ((o, &a), &b) in o.iter_mut().zip(x).zip(y) {
             o.write(gi * b + gx * a);
@@ -136,11 +127,10 @@ fn span_grad<T: WithDType, const SQ: bool>(x: &[T], y: &[T], gi: T, gx: T, o: &m
     }
 }
 
-fn backward<T: WithDType>(x: &[T], y: &[T], g: &[T], len: usize, squared: bool, own: usize) -> Vec<T> {
+fn backward<T: Real>(x: &[T], y: &[T], g: &[T], len: usize, squared: bool, own: usize) -> Vec<T> {
     let n = x.len();
-    let mut out: Vec<T> = Vec::with_capacity(n);
     if len == 0 {
-        return out;
+        return Vec::new();
     }
     let two = T::one() + T::one();
     let span = |r: usize, lo: usize, o: &mut [MaybeUninit<T>]| {
@@ -160,64 +150,35 @@ fn backward<T: WithDType>(x: &[T], y: &[T], g: &[T], len: usize, squared: bool, 
             )
         }
     };
-    let spare = &mut out.spare_capacity_mut()[..n];
-    if n >= PARALLEL_MIN {
-        spare.par_chunks_mut(len).enumerate().for_each(|(r, row)| {
-            row.par_chunks_mut(PART)
-                .enumerate()
-                .for_each(|(j, o)| span(r, j * PART, o))
-        });
-    } else {
-        for (r, row) in spare.chunks_mut(len).enumerate() {
-            span(r, 0, row);
-        }
-    }
-    // SAFETY: the rows of `spare` (all of `out[..n]`, len > 0) were each written in full.
-    unsafe { out.set_len(n) };
-    out
+    // Tasks: (row, first column, span of the row); each span is written in full.
+    kernel::uninit_vec(n, |spare| {
+        let parallel = SPLIT.parallel(n);
+        let part = if parallel { PART } else { len };
+        let tasks: Vec<_> = spare
+            .chunks_mut(len)
+            .enumerate()
+            .flat_map(|(r, row)| row.chunks_mut(part).enumerate().map(move |(j, o)| (r, j * part, o)))
+            .collect();
+        kernel::run_tasks(parallel, tasks, |(r, lo, o)| span(r, lo, o));
+    })
 }
 
-impl CustomOp2 for OverlapOp {
+impl Fused2 for OverlapOp {
     fn name(&self) -> &'static str {
         "overlap-stats"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        if l1.dims() != l2.dims() {
-            bail!(
-                "overlap: pred {:?} and target {:?} differ in shape",
-                l1.dims(),
-                l2.dims()
-            );
+    fn forward<F: Real>(&self, a: Arg<'_>, b: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        if a.dims() != b.dims() {
+            bail!("overlap: pred {:?} and target {:?} differ in shape", a.dims(), b.dims());
         }
-        let (rows, len) = rows_and_len(l1)?;
-        let dims = l1.dims();
-        let shape = Shape::from((dims[0], dims[1], 3));
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(forward::<f32>(
-                contiguous(s1, l1, "pred")?,
-                contiguous(s2, l2, "target")?,
-                rows,
-                len,
-                self.squared,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(forward::<f64>(
-                contiguous(s1, l1, "pred")?,
-                contiguous(s2, l2, "target")?,
-                rows,
-                len,
-                self.squared,
-            )),
-            _ => bail!(
-                "overlap: the fused kernel takes f32 or f64 pairs, got {:?} and {:?}",
-                s1.dtype(),
-                s2.dtype()
-            ),
-        };
-        Ok((out, shape))
+        let (rows, len) = rows_and_len(a.layout)?;
+        let dims = a.dims();
+        let out = forward::<F>(a.contiguous("pred")?, b.contiguous("target")?, rows, len, self.squared);
+        Ok((out, Shape::from((dims[0], dims[1], 3))))
     }
 
-    fn bwd(
+    fn backward(
         &self,
         pred: &Tensor,
         target: &Tensor,
@@ -233,55 +194,36 @@ impl CustomOp2 for OverlapOp {
                 squared: self.squared,
                 own,
             };
-            Ok(Some(x.apply_op3_no_bwd(y, &grad, &op)?))
+            Ok(Some(kernel::apply3_no_bwd(op, x, y, &grad)?))
         };
         Ok((of(pred, target, 1)?, of(target, pred, 2)?))
     }
 }
 
-impl CustomOp3 for OverlapGradOp {
+impl Fused3 for OverlapGradOp {
     fn name(&self) -> &'static str {
         "overlap-stats-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (rows, len) = rows_and_len(l1)?;
-        if l3.dims().iter().product::<usize>() != rows * 3 || l1.dims() != l2.dims() {
+    fn forward<F: Real>(&self, x: Arg<'_>, y: Arg<'_>, g: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        let (rows, len) = rows_and_len(x.layout)?;
+        if g.dims().iter().product::<usize>() != rows * 3 || x.dims() != y.dims() {
             bail!(
                 "overlap backward: shapes {:?}, {:?} and gradient {:?} do not fit",
-                l1.dims(),
-                l2.dims(),
-                l3.dims()
+                x.dims(),
+                y.dims(),
+                g.dims()
             );
         }
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(backward::<f32>(
-                contiguous(s1, l1, "x")?,
-                contiguous(s2, l2, "y")?,
-                contiguous(s3, l3, "grad")?,
-                len,
-                self.squared,
-                self.own,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(backward::<f64>(
-                contiguous(s1, l1, "x")?,
-                contiguous(s2, l2, "y")?,
-                contiguous(s3, l3, "grad")?,
-                len,
-                self.squared,
-                self.own,
-            )),
-            _ => bail!("overlap backward: f32 or f64 expected, got {:?}", s1.dtype()),
-        };
-        Ok((out, l1.shape().clone()))
+        let out = backward::<F>(
+            x.contiguous("x")?,
+            y.contiguous("y")?,
+            g.contiguous("grad")?,
+            len,
+            self.squared,
+            self.own,
+        );
+        Ok((out, x.layout.shape().clone()))
     }
 }
 
@@ -314,9 +256,7 @@ fn for_each_column_chunk<T: Send>(
             s0 += width;
         }
     }
-    tasks
-        .into_par_iter()
-        .for_each(|(sample, s0, mut pieces)| f(sample, s0, &mut pieces));
+    kernel::run_tasks(true, tasks, |(sample, s0, mut pieces)| f(sample, s0, &mut pieces));
 }
 
 /// Softmax over dimension 1 of a contiguous `[N, C, spatial...]` tensor, with its analytic
@@ -326,7 +266,7 @@ pub(crate) struct ChannelSoftmaxOp;
 /// The backward of [`ChannelSoftmaxOp`] from its output `y` and the upstream gradient `g`.
 struct ChannelSoftmaxGradOp;
 
-fn softmax_forward<T: WithDType + Exp>(x: &[T], classes: usize, len: usize) -> Vec<T> {
+fn softmax_forward<T: Real>(x: &[T], classes: usize, len: usize) -> Vec<T> {
     let mut out = vec![T::zero(); x.len()];
     for_each_column_chunk(&mut out, classes, len, |sample, s0, rows| {
         let base = sample * classes * len + s0;
@@ -345,7 +285,7 @@ fn softmax_forward<T: WithDType + Exp>(x: &[T], classes: usize, len: usize) -> V
         for (c, row) in rows.iter_mut().enumerate() {
             let xr = &x[base + c * len..base + c * len + width];
             for ((o, &v), (s, &m)) in row.iter_mut().zip(xr).zip(sum.iter_mut().zip(&max)) {
-                *o = (v - m).exp_();
+                *o = (v - m).exp();
                 *s += *o;
             }
         }
@@ -358,7 +298,7 @@ fn softmax_forward<T: WithDType + Exp>(x: &[T], classes: usize, len: usize) -> V
     out
 }
 
-fn softmax_backward<T: WithDType>(y: &[T], g: &[T], classes: usize, len: usize) -> Vec<T> {
+fn softmax_backward<T: Real>(y: &[T], g: &[T], classes: usize, len: usize) -> Vec<T> {
     let mut out = vec![T::zero(); y.len()];
     for_each_column_chunk(&mut out, classes, len, |sample, s0, rows| {
         let base = sample * classes * len + s0;
@@ -380,70 +320,41 @@ fn softmax_backward<T: WithDType>(y: &[T], g: &[T], classes: usize, len: usize) 
     out
 }
 
-/// `exp` of the kernels' float dtypes.
-trait Exp {
-    fn exp_(self) -> Self;
-}
-
-impl Exp for f32 {
-    fn exp_(self) -> Self {
-        self.exp()
-    }
-}
-
-impl Exp for f64 {
-    fn exp_(self) -> Self {
-        self.exp()
-    }
-}
-
-impl CustomOp1 for ChannelSoftmaxOp {
+impl Fused1 for ChannelSoftmaxOp {
     fn name(&self) -> &'static str {
         "channel-softmax"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (rows, len) = rows_and_len(l)?;
-        let classes = if rows == 0 { 0 } else { l.dims()[1] };
-        let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(softmax_forward::<f32>(contiguous(s, l, "x")?, classes, len)),
-            CpuStorage::F64(_) => CpuStorage::F64(softmax_forward::<f64>(contiguous(s, l, "x")?, classes, len)),
-            _ => bail!("channel softmax: f32 or f64 expected, got {:?}", s.dtype()),
-        };
-        Ok((out, l.shape().clone()))
+    fn forward<F: Real>(&self, x: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        let (rows, len) = rows_and_len(x.layout)?;
+        let classes = if rows == 0 { 0 } else { x.dims()[1] };
+        Ok((
+            softmax_forward::<F>(x.contiguous("x")?, classes, len),
+            x.layout.shape().clone(),
+        ))
     }
 
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(res.apply_op2_no_bwd(&grad.contiguous()?, &ChannelSoftmaxGradOp)?))
+    fn backward(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(kernel::apply2_no_bwd(
+            ChannelSoftmaxGradOp,
+            res,
+            &grad.contiguous()?,
+        )?))
     }
 }
 
-impl CustomOp2 for ChannelSoftmaxGradOp {
+impl Fused2 for ChannelSoftmaxGradOp {
     fn name(&self) -> &'static str {
         "channel-softmax-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (rows, len) = rows_and_len(l1)?;
-        if l1.dims() != l2.dims() {
-            bail!("channel softmax backward: {:?} and {:?} differ", l1.dims(), l2.dims());
+    fn forward<F: Real>(&self, y: Arg<'_>, g: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        let (rows, len) = rows_and_len(y.layout)?;
+        if y.dims() != g.dims() {
+            bail!("channel softmax backward: {:?} and {:?} differ", y.dims(), g.dims());
         }
-        let classes = if rows == 0 { 0 } else { l1.dims()[1] };
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(softmax_backward::<f32>(
-                contiguous(s1, l1, "y")?,
-                contiguous(s2, l2, "grad")?,
-                classes,
-                len,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(softmax_backward::<f64>(
-                contiguous(s1, l1, "y")?,
-                contiguous(s2, l2, "grad")?,
-                classes,
-                len,
-            )),
-            _ => bail!("channel softmax backward: f32 or f64 expected, got {:?}", s1.dtype()),
-        };
-        Ok((out, l1.shape().clone()))
+        let classes = if rows == 0 { 0 } else { y.dims()[1] };
+        let out = softmax_backward::<F>(y.contiguous("y")?, g.contiguous("grad")?, classes, len);
+        Ok((out, y.layout.shape().clone()))
     }
 }

@@ -18,14 +18,14 @@
 //!   also one pass;
 //! - **composite** (every device, every float dtype): plain Candle ops and autodiff.
 //!
-//! [`Overlap::compute`] takes the fused path where it applies (f32/f64 and
-//! [`loss_core::ops::fused_allowed`]: on the CPU, outside [`loss_core::ops::with_composite`]) and
-//! the composite one elsewhere; tests hold the two equal in value and gradient.
+//! [`Overlap::compute`] takes the fused path where [`loss_core::kernel::choose`] takes it (f32/f64
+//! on the CPU, unless `Path::Composite` is in force) and the composite one elsewhere; tests hold
+//! the two equal in value and gradient.
 
 use crate::fused::OverlapOp;
 use crate::prepare::Prepared;
-use candle_core::{DType, Result, Tensor};
-use loss_core::{check, ops};
+use candle_core::{Result, Tensor};
+use loss_core::{check, kernel, ops};
 
 /// Per (sample, class) intersection `I`, prediction sum `P` and target sum `G` (see the module
 /// docs); each `[N, C]`, or `[C]` after [`Overlap::sum_batch`].
@@ -47,37 +47,18 @@ fn check_inputs(pred: &Tensor, target: &Tensor) -> Result<()> {
 
 impl Overlap {
     /// The statistics of `pred` and `target` (`[N, C, spatial...]`, same shape and float dtype,
-    /// any device): the fused CPU pass for f32/f64 where [`loss_core::ops::fused_allowed`], the
-    /// composite form elsewhere.
+    /// any device): the fused CPU pass for f32/f64 where [`loss_core::kernel::choose`] takes it,
+    /// the composite form (plain Candle ops, autodiff) elsewhere.
     ///
     /// # Errors
-    /// Shapes or dtypes that differ, a rank below 3.
+    /// Shapes or dtypes that differ, a rank below 3; `Path::Fused` for another device or dtype.
     pub fn compute(pred: &Tensor, target: &Tensor, squared: bool) -> Result<Self> {
         check_inputs(pred, target)?;
-        if ops::fused_allowed(pred) && matches!(pred.dtype(), DType::F32 | DType::F64) {
+        if kernel::choose("overlap", pred)? {
             Self::fused_unchecked(pred, target, squared)
         } else {
             Self::composite_unchecked(pred, target, squared)
         }
-    }
-
-    /// The composite form from plain Candle ops (any device, any float dtype), differentiable by
-    /// autodiff.
-    ///
-    /// # Errors
-    /// As [`Overlap::compute`].
-    pub fn composite(pred: &Tensor, target: &Tensor, squared: bool) -> Result<Self> {
-        check_inputs(pred, target)?;
-        Self::composite_unchecked(pred, target, squared)
-    }
-
-    /// The fused CPU pass (f32 or f64 on the CPU only), with its analytic backward.
-    ///
-    /// # Errors
-    /// As [`Overlap::compute`]; another device or dtype.
-    pub fn fused(pred: &Tensor, target: &Tensor, squared: bool) -> Result<Self> {
-        check_inputs(pred, target)?;
-        Self::fused_unchecked(pred, target, squared)
     }
 
     fn composite_unchecked(pred: &Tensor, target: &Tensor, squared: bool) -> Result<Self> {
@@ -96,9 +77,7 @@ impl Overlap {
     }
 
     fn fused_unchecked(pred: &Tensor, target: &Tensor, squared: bool) -> Result<Self> {
-        let stats = pred
-            .contiguous()?
-            .apply_op2(&target.contiguous()?, OverlapOp { squared })?;
+        let stats = kernel::apply2(OverlapOp { squared }, &pred.contiguous()?, &target.contiguous()?)?;
         let column = |k: usize| ops::narrow(&stats, 2, k, 1)?.squeeze(2);
         Ok(Self {
             intersection: column(0)?,

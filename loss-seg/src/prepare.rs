@@ -10,7 +10,7 @@
 
 use crate::fused::ChannelSoftmaxOp;
 use candle_core::{DType, Result, Tensor};
-use loss_core::{check, ops, LossError};
+use loss_core::{check, kernel, ops, LossError};
 
 /// The expected shape of `pred`, for error messages.
 pub const PRED_SHAPE: &str = "[N, C, spatial...] with at least one spatial dimension";
@@ -80,11 +80,11 @@ pub fn check_pred(loss: &'static str, pred: &Tensor) -> Result<()> {
 
 /// Softmax over dimension 1 (the channels), `exp(x − max) / Σ exp(x − max)`, for `x` of rank ≥ 2.
 ///
-/// On the CPU (f32/f64, rank ≥ 3, [`loss_core::ops::fused_allowed`]) one fused pass forward and
+/// On the CPU (f32/f64, rank ≥ 3, [`loss_core::kernel::choose`]) one fused pass forward and
 /// one backward, `s ⊙ (g − Σ_c s g)`; elsewhere [`softmax_channels_composite`].
 pub fn softmax_channels(x: &Tensor) -> Result<Tensor> {
-    if x.rank() >= 3 && ops::fused_allowed(x) && matches!(x.dtype(), DType::F32 | DType::F64) {
-        return x.contiguous()?.apply_op1(ChannelSoftmaxOp);
+    if x.rank() >= 3 && kernel::choose("softmax_channels", x)? {
+        return kernel::apply1(ChannelSoftmaxOp, &x.contiguous()?);
     }
     softmax_channels_composite(x)
 }

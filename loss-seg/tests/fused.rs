@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use common::*;
-use loss_core::ops::with_composite;
+use loss_core::kernel::{with_path, Path};
 use loss_seg::overlap::Overlap;
 use loss_seg::*;
 
@@ -14,9 +14,15 @@ use loss_seg::*;
 fn run(pred: &Tensor, target: &Tensor, squared: bool, fused: bool) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (vp, vt) = (Var::from_tensor(pred).unwrap(), Var::from_tensor(target).unwrap());
     let o = if fused {
-        Overlap::fused(vp.as_tensor(), vt.as_tensor(), squared).unwrap()
+        with_path(Path::Fused, || {
+            Overlap::compute(vp.as_tensor(), vt.as_tensor(), squared)
+        })
+        .unwrap()
     } else {
-        Overlap::composite(vp.as_tensor(), vt.as_tensor(), squared).unwrap()
+        with_path(Path::Composite, || {
+            Overlap::compute(vp.as_tensor(), vt.as_tensor(), squared)
+        })
+        .unwrap()
     };
     let shape = o.intersection.shape().clone();
     let n = shape.elem_count();
@@ -98,8 +104,8 @@ fn fused_takes_strided_inputs() {
     let (pt, tt) = (p.transpose(2, 3).unwrap(), t.transpose(2, 3).unwrap());
     assert!(!pt.is_contiguous());
     assert_paths_equal("transposed", &pt, &tt);
-    let f = Overlap::fused(&pt, &tt, false).unwrap();
-    let c = Overlap::fused(&p, &t, false).unwrap();
+    let f = with_path(Path::Fused, || Overlap::compute(&pt, &tt, false)).unwrap();
+    let c = with_path(Path::Fused, || Overlap::compute(&p, &t, false)).unwrap();
     assert_close(
         "transposed vs plain",
         &values(&f.intersection),
@@ -140,7 +146,7 @@ fn every_loss_agrees_on_both_paths() {
     ];
     for (name, f) in &losses {
         let fused = value_and_grad(f, &z);
-        let composite = with_composite(|| value_and_grad(f, &z));
+        let composite = with_path(Path::Composite, || value_and_grad(f, &z));
         assert_close(&format!("{name}: value"), &fused.0, &composite.0, 1e-10, 1e-12);
         assert_close(&format!("{name}: gradient"), &fused.1, &composite.1, 1e-9, 1e-12);
     }
@@ -203,7 +209,7 @@ fn fused_overlap_f32_sums_of_a_long_row_are_accurate() {
     let pt = Tensor::from_vec(p.clone(), (1, 1, n), &Device::Cpu).unwrap();
     let tt = Tensor::from_vec(t.clone(), (1, 1, n), &Device::Cpu).unwrap();
     for squared in [false, true] {
-        let o = Overlap::fused(&pt, &tt, squared).unwrap();
+        let o = with_path(Path::Fused, || Overlap::compute(&pt, &tt, squared)).unwrap();
         let got = [
             values(&o.intersection)[0],
             values(&o.pred_sum)[0],

@@ -6,7 +6,7 @@ mod common;
 use candle_core::{Result, Tensor};
 use common::*;
 use loss_core::gradcheck::check_gradient;
-use loss_core::ops::with_composite;
+use loss_core::kernel::{with_path, Path};
 use loss_core::Reduction;
 use loss_seg::*;
 
@@ -19,7 +19,7 @@ fn assert_grad(name: &str, f: impl Fn(&Tensor) -> Result<Tensor>, x: &Tensor) {
         fused.max_error < TOL,
         "{name} (fused): gradient differs from finite differences: {fused:?}"
     );
-    let composite = with_composite(|| check_gradient(&f, x, 1e-6)).unwrap();
+    let composite = with_path(Path::Composite, || check_gradient(&f, x, 1e-6)).unwrap();
     assert!(
         composite.max_error < TOL,
         "{name} (composite): gradient differs from finite differences: {composite:?}"

@@ -1,5 +1,5 @@
 //! Robustness of every loss of loss-seg under random input (see
-//! `loss-core/tests/robust/mod.rs` for the three modes and what each asserts): no panic, typed
+//! `loss_core::testing` (`loss-core/src/testing.rs`) for the three modes and what each asserts): no panic, typed
 //! errors, finite value and gradient inside the domain, NaN in → NaN out; on the fused CPU
 //! kernels and on the composite path.
 //!
@@ -16,8 +16,7 @@
 //! `[0, 1]`, focal `gamma` in `[0, 5]`, focal `alpha` in `[0, 1]`. Exception: `Mean` over zero
 //! values (an empty batch or no class kept) is NaN, as `torch.mean` of an empty tensor.
 
-#[path = "../../loss-core/tests/robust/mod.rs"]
-mod robust;
+use loss_core::testing as robust;
 
 use candle_core::DType;
 use loss_core::Reduction;
@@ -581,7 +580,7 @@ fn value_grad(f: impl Fn(&Tensor) -> candle_core::Result<Tensor>, x: &Tensor) ->
 
 fn on_both_paths(f: impl Fn(&str)) {
     f("fused");
-    loss_core::ops::with_composite(|| f("composite"));
+    loss_core::kernel::with_path(loss_core::kernel::Path::Composite, || f("composite"));
 }
 
 /// Found by proptest: an empty batch (`N = 0`) made Candle 0.11's CPU kernels index out of range

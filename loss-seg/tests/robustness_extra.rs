@@ -1,5 +1,5 @@
 //! Robustness of the segmentation extras under random input (see
-//! `loss-core/tests/robust/mod.rs` for the three modes and what each asserts): no panic, typed
+//! `loss_core::testing` (`loss-core/src/testing.rs`) for the three modes and what each asserts): no panic, typed
 //! errors, finite value and gradient inside the domain, NaN in → NaN out; on the fused CPU
 //! kernels and on the composite path.
 //!
@@ -15,8 +15,7 @@
 //! `[0, 3]`, clDice's `iter_` in `0..=5`, soft BCE's `smooth_factor` in `[0, 1]` and weights in
 //! `[0, 10]`.
 
-#[path = "../../loss-core/tests/robust/mod.rs"]
-mod robust;
+use loss_core::testing as robust;
 
 use candle_core::Tensor;
 use loss_core::Reduction;

@@ -539,7 +539,7 @@ fn time_named(loss: &str, shape: &[usize], composite: bool, opts: &BenchOptions,
 fn repeat(step: &dyn Fn() -> Result<()>, composite: bool, opts: &BenchOptions) -> Result<(f64, f64, usize)> {
     let run = |f: &dyn Fn() -> Result<()>| {
         if composite {
-            loss_core::ops::with_composite(f)
+            loss_core::kernel::with_path(loss_core::kernel::Path::Composite, f)
         } else {
             f()
         }

@@ -648,11 +648,13 @@ fn main() -> ExitCode {
             Err(e) => return usage_error(e),
         };
         let run = || trainer::cases::run_dirs(&dirs, &device);
-        let result = if path == "composite" {
-            loss_core::ops::with_composite(run)
+        // `fused`: the CPU kernels where a loss has one (the composite path off the CPU).
+        let path = if path == "composite" {
+            loss_core::kernel::Path::Composite
         } else {
-            run()
+            loss_core::kernel::Path::Auto
         };
+        let result = loss_core::kernel::with_path(path, run);
         return match result {
             Ok(report) => {
                 for (id, msg) in &report.failed {

@@ -41,8 +41,10 @@ fn reference_cases_pass() {
 #[test]
 fn reference_cases_pass_on_the_composite_path() {
     let dirs = case_dirs();
-    let report =
-        loss_core::ops::with_composite(|| run_dirs(&dirs, &candle_core::Device::Cpu)).expect("case files load");
+    let report = loss_core::kernel::with_path(loss_core::kernel::Path::Composite, || {
+        run_dirs(&dirs, &candle_core::Device::Cpu)
+    })
+    .expect("case files load");
     for (id, msg) in &report.failed {
         eprintln!("FAIL (composite) {id}: {msg}");
     }

@@ -6,6 +6,7 @@
 
 use crate::check;
 use crate::fused::{self, Pointwise};
+use crate::kernel;
 use crate::ops;
 use crate::reduction::{reduce, Reduction};
 use crate::Loss;
@@ -104,7 +105,7 @@ pub fn binary_cross_entropy_with_logits(
 ) -> Result<Tensor> {
     const LOSS: &str = "binary_cross_entropy_with_logits";
     reduction.standard(LOSS)?;
-    if weight.is_none() && pos_weight.is_none() && fused::applies(input) {
+    if weight.is_none() && pos_weight.is_none() && kernel::choose(LOSS, input)? {
         check::float_pair(LOSS, "input", input, "target", target)?;
         return fused::pointwise(Pointwise::BceLogits, input, target, reduction);
     }

@@ -13,6 +13,7 @@
 use crate::check;
 use crate::error::LossError;
 use crate::fused::{self, CrossEntropyRows};
+use crate::kernel;
 use crate::reduction::{reduce, reduce_weighted_mean, sum_all, Reduction};
 use crate::Loss;
 use candle_core::{DType, Result, Tensor};
@@ -222,7 +223,7 @@ pub fn cross_entropy(
     let index = !target.dtype().is_float();
     let (x, t, unbatched) = batched(LOSS, input, target, index)?;
     check_common(LOSS, &x, weight, label_smoothing)?;
-    if index && fused::applies(&x) {
+    if index && kernel::choose(LOSS, &x)? {
         index_target(LOSS, &x, &t, ignore_index)?;
         let weight = weight.map(|w| w.to_dtype(DType::F64)?.to_vec1::<f64>()).transpose()?;
         let opts = CrossEntropyRows {

@@ -35,6 +35,7 @@
 
 use crate::check;
 use crate::fused::{self, Pointwise};
+use crate::kernel;
 use crate::ops;
 use crate::reduction::{reduce, sum_all, Reduction};
 use candle_core::{Result, Tensor, D};
@@ -64,7 +65,7 @@ use candle_core::{Result, Tensor, D};
 pub fn kl_div(input: &Tensor, target: &Tensor, log_target: bool, reduction: Reduction) -> Result<Tensor> {
     const LOSS: &str = "kl_div";
     check::float_pair(LOSS, "input", input, "target", target)?;
-    if fused::applies(input) {
+    if kernel::choose(LOSS, input)? {
         return fused::pointwise(Pointwise::KlDiv { log_target }, input, target, reduction);
     }
     // Zero mass is zero: where the target's mass is exactly 0 (t = 0, or a log-target of -inf)

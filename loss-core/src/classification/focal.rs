@@ -9,6 +9,7 @@
 use super::cross_entropy::{classes_last, index_target, log_softmax, IGNORE_INDEX};
 use crate::check;
 use crate::fused::{self, Pointwise};
+use crate::kernel;
 use crate::ops;
 use crate::reduction::{reduce, reduce_weighted_mean, Reduction};
 use crate::Loss;
@@ -52,7 +53,7 @@ pub fn sigmoid_focal_loss(
         (0.0..=1.0).contains(&alpha) || alpha == -1.0,
         "a value in [0, 1], or -1 to disable",
     )?;
-    if fused::applies(input) {
+    if kernel::choose(LOSS, input)? {
         check::float_pair(LOSS, "input", input, "target", target)?;
         return fused::pointwise(Pointwise::SigmoidFocal { alpha, gamma }, input, target, reduction);
     }

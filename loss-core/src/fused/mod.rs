@@ -6,26 +6,22 @@
 //! mean over 1e7 f32 values keeps f32's precision), and whose backward writes the analytic
 //! gradient `upstream · ∂ℓ/∂x` in one pass (and `∂ℓ/∂t` only when the target needs a gradient).
 //! Nothing but the inputs is kept for the backward. Large inputs are split over rayon's threads
-//! (above [`PARALLEL_THRESHOLD`] elements); small ones pay no thread overhead.
+//! (from [`Split::ELEMENTS`]`.parallel_from` elements); small ones pay no thread overhead.
 //!
 //! The composite path (plain Candle ops, autodiff) of each loss runs on every other device and
-//! under [`crate::ops::with_composite`]; tests hold the two equal.
+//! under [`Path::Composite`](crate::kernel::Path); tests hold the two equal. Written with the
+//! kernel layer ([`crate::kernel`]).
 
+use crate::kernel::{self, build, Arg, Fused2, Fused3, Real, SavedGrad, Split};
 use crate::reduction::Reduction;
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
+use candle_core::{Result, Shape, Tensor};
 use std::mem::MaybeUninit;
-use std::sync::Mutex;
 
-mod math;
 mod softmax;
-pub(crate) use math::Real;
-pub use math::{exp_f32, ln1p_unit_f32, ln_f32};
 pub use softmax::{cross_entropy_rows, CrossEntropyRows};
 
-/// Inputs with at least this many elements are processed in parallel.
-pub const PARALLEL_THRESHOLD: usize = 1 << 15;
-pub(crate) const CHUNK: usize = 1 << 14;
+/// The split of the pointwise kernels.
+const SPLIT: Split = Split::ELEMENTS;
 
 /// A pointwise loss with a closed-form value and partial derivatives.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -116,7 +112,7 @@ fn logistic<F: Real>(x: F) -> (F, F, F) {
     let one = F::one();
     let big = one / (one + e);
     let small = e * big;
-    let sp = (-x).max(F::zero()) + e.ln1p_unit();
+    let sp = num_traits::Float::max(-x, F::zero()) + e.ln1p_unit();
     if x >= F::zero() {
         (big, small, sp)
     } else {
@@ -163,7 +159,7 @@ impl Pointwise {
                 let mut v = ce * pow(q, gamma);
                 if alpha >= 0.0 {
                     let a = F::of(alpha);
-                    v = v * (a * t + (F::one() - a) * (F::one() - t));
+                    v *= a * t + (F::one() - a) * (F::one() - t);
                 }
                 v
             }
@@ -295,121 +291,9 @@ fn focal_grad<F: Real>(x: F, t: F, alpha: f64, gamma: f64) -> (F, F) {
         let at = a * t + (one - a) * (one - t);
         let v = ce * qg;
         gt = gt * at + (a + a - one) * v;
-        gx = gx * at;
+        gx *= at;
     }
     (gx, gt)
-}
-
-pub(crate) fn slice<'a, T>(v: &'a [T], l: &Layout, arg: &str) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("fused loss kernel: `{arg}` must be contiguous"),
-    }
-}
-
-/// Whether this CPU has AVX2 and FMA (detected once at run time; std caches the answer).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-pub(crate) fn has_avx2_fma() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-}
-
-/// Runs `f` compiled for AVX2 and FMA when the CPU has them (detected once at run time), and as
-/// it is otherwise (other CPUs, other architectures): the loops of the kernels in `loss-bbox`
-/// and `loss-seg` vectorise 8 f32 lanes wide through it while the binary runs on any x86-64.
-///
-/// `f` should be a closure marked `#[inline(always)]` (allowed on a closure in argument
-/// position) that calls `#[inline(always)]` loop functions, so that all of it is compiled into
-/// the AVX2 copy: `with_simd(#[inline(always)] || kernel(x, y))`. A closure that LLVM declines
-/// to inline, or one called per element inside the loop, stays baseline x86-64 code.
-#[inline(always)]
-pub fn with_simd<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if has_avx2_fma() {
-            // SAFETY: the features were just detected on this CPU.
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
-}
-
-/// A vector of `n` elements written by `write(offset, part)`, which must initialise every
-/// element of `part` (the elements `offset..offset + part.len()`): in parallel chunks of
-/// [`CHUNK`] above the threshold. The buffer is never zero-filled first (one pass less over
-/// memory); should `write` panic, the vector is dropped empty.
-pub(crate) fn build<T: Copy + Send>(n: usize, write: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
-    build_with_sum(n, |offset, part| {
-        write(offset, part);
-        0.0
-    })
-    .0
-}
-
-/// As [`build`], where `write` also returns a partial sum of its part; returns the vector and the
-/// sum of the parts' sums, added in order (the same result on any number of threads).
-pub(crate) fn build_with_sum<T: Copy + Send>(
-    n: usize,
-    write: impl Fn(usize, &mut [MaybeUninit<T>]) -> f64 + Sync,
-) -> (Vec<T>, f64) {
-    let mut v = Vec::with_capacity(n);
-    let spare = &mut v.spare_capacity_mut()[..n];
-    let sum = if n >= PARALLEL_THRESHOLD {
-        let parts: Vec<f64> = spare
-            .par_chunks_mut(CHUNK)
-            .enumerate()
-            .map(|(c, part)| write(c * CHUNK, part))
-            .collect();
-        parts.iter().sum()
-    } else {
-        write(0, spare)
-    };
-    // SAFETY: `write` initialised every element of `spare` (its contract), which is `v[..n]`.
-    unsafe { v.set_len(n) };
-    (v, sum)
-}
-
-/// A gradient written by a forward kernel and kept for the backward (taken by the first
-/// backward; a second backward through the same graph recomputes it).
-#[derive(Default)]
-pub(crate) struct SavedGrad(Mutex<Option<CpuStorage>>);
-
-impl SavedGrad {
-    /// Keeps `grad` (f32 or f64 storage of the input's shape), if any.
-    pub(crate) fn keep(&self, grad: Option<CpuStorage>) {
-        if let (Some(g), Ok(mut slot)) = (grad, self.0.lock()) {
-            *slot = Some(g);
-        }
-    }
-
-    /// The kept gradient times the 0-d `upstream` gradient, as a tensor of `x`'s shape; `None`
-    /// if nothing is kept.
-    pub(crate) fn take(&self, x: &Tensor, upstream: &Tensor) -> Result<Option<Tensor>> {
-        let Some(storage) = self.0.lock().ok().and_then(|mut s| s.take()) else {
-            return Ok(None);
-        };
-        let u = upstream.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-        let scaled = |v: &mut [f32]| v.par_iter_mut().with_min_len(CHUNK).for_each(|e| *e *= u as f32);
-        Ok(Some(match storage {
-            CpuStorage::F32(mut v) => {
-                if u != 1.0 {
-                    scaled(&mut v);
-                }
-                Tensor::from_vec(v, x.shape(), x.device())?
-            }
-            CpuStorage::F64(mut v) => {
-                if u != 1.0 {
-                    v.par_iter_mut().with_min_len(CHUNK).for_each(|e| *e *= u);
-                }
-                Tensor::from_vec(v, x.shape(), x.device())?
-            }
-            _ => return Ok(None),
-        }))
-    }
 }
 
 /// One pointwise loss with its parameters fixed at compile time where they select code, so that
@@ -610,7 +494,8 @@ fn write_grads_up<K: Kernel, F: Real, const WRT_T: bool>(
 }
 
 /// Defines `$name`, which runs the `#[inline(always)]` loop `$body` compiled for AVX2 + FMA when
-/// the CPU has them, and as it is otherwise.
+/// the CPU has them ([`kernel::has_avx2_fma`]), and as it is otherwise: [`kernel::with_simd`]
+/// written out as a generic function, which keeps these loops' code as it was measured.
 macro_rules! simd_entry {
     ($name:ident <$($g:ident : $b:path),* $(; const $c:ident : bool)?> ($($a:ident : $t:ty),*) -> $r:ty = $body:ident) => {
         #[inline(always)]
@@ -621,7 +506,7 @@ macro_rules! simd_entry {
                 unsafe fn avx2<$($g: $b),* $(, const $c: bool)?>($($a: $t),*) -> $r {
                     $body::<$($g),* $(, $c)?>($($a),*)
                 }
-                if has_avx2_fma() {
+                if kernel::has_avx2_fma() {
                     // SAFETY: the features were just detected on this CPU.
                     return unsafe { avx2::<$($g),* $(, $c)?>($($a),*) };
                 }
@@ -640,16 +525,10 @@ simd_entry!(write_grads_up_simd<K: Kernel, F: Real; const WRT_T: bool>(k: K, x: 
 /// `Σ ℓ(xᵢ, tᵢ)` in f64: per chunk of [`CHUNK`] in parallel above the threshold, the chunks'
 /// sums added in order (the same result on any number of threads).
 fn sum_pointwise<K: Kernel, F: Real>(k: K, x: &[F], t: &[F]) -> f64 {
-    if x.len() >= PARALLEL_THRESHOLD {
-        let parts: Vec<f64> = x
-            .par_chunks(CHUNK)
-            .zip(t.par_chunks(CHUNK))
-            .map(|(a, b)| sum_values_simd(k, a, b))
-            .collect();
-        parts.iter().sum()
-    } else {
-        sum_values_simd(k, x, t)
-    }
+    let parts = kernel::for_each_chunk(SPLIT, x.len(), 0, [], |r, []: [&mut [u8]; 0]| {
+        sum_values_simd(k, &x[r.clone()], &t[r])
+    });
+    parts.iter().sum()
 }
 
 /// The forward kernel: elementwise values or the reduced scalar.
@@ -671,18 +550,17 @@ impl ForwardOp {
     fn run<F: Real>(&self, x: &[F], t: &[F], shape: &Shape) -> (Vec<F>, Shape, Option<Vec<F>>) {
         with_kernel!(self.f, |k| match self.reduction {
             Reduction::None => {
-                let out = build(x.len(), |o, part| {
-                    let r = o..o + part.len();
+                let (out, _) = build(SPLIT, x.len(), 1, |r, part| {
                     write_values_simd(k, &x[r.clone()], &t[r], part)
                 });
                 (out, shape.clone(), None)
             }
             _ if self.save_grad => {
                 let s = F::of(1.0 / self.divisor);
-                let (grad, sum) = build_with_sum(x.len(), |o, part| {
-                    let r = o..o + part.len();
+                let (grad, sums) = build(SPLIT, x.len(), 1, |r, part| {
                     sum_values_write_grads_simd(k, &x[r.clone()], &t[r], s, part)
                 });
+                let sum: f64 = sums.iter().sum();
                 (vec![F::of(sum / self.divisor)], Shape::from(()), Some(grad))
             }
             _ => {
@@ -693,30 +571,30 @@ impl ForwardOp {
     }
 }
 
-impl CustomOp2 for ForwardOp {
+impl Fused2 for ForwardOp {
     fn name(&self) -> &'static str {
         "fused-pointwise-loss"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(t)) => {
-                let (v, s, g) = self.run(slice(x, l1, "input")?, slice(t, l2, "target")?, l1.shape());
-                self.saved.keep(g.map(CpuStorage::F32));
-                Ok((CpuStorage::F32(v), s))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(t)) => {
-                let (v, s, g) = self.run(slice(x, l1, "input")?, slice(t, l2, "target")?, l1.shape());
-                self.saved.keep(g.map(CpuStorage::F64));
-                Ok((CpuStorage::F64(v), s))
-            }
-            _ => bail!("fused loss kernel: f32 or f64 inputs of one dtype expected"),
-        }
+    fn forward<F: Real>(&self, x: Arg<'_>, t: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        let (v, s, g) = self.run(
+            x.contiguous::<F>("input")?,
+            t.contiguous::<F>("target")?,
+            x.layout.shape(),
+        );
+        self.saved.keep(g.map(F::to_cpu_storage_owned));
+        Ok((v, s))
     }
 
-    fn bwd(&self, x: &Tensor, t: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn backward(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let saved = if self.save_grad {
-            self.saved.take(x, grad)?
+            self.saved.take_scaled(x, grad)?
         } else {
             None
         };
@@ -733,10 +611,10 @@ impl CustomOp2 for ForwardOp {
         };
         let gx = match saved {
             Some(g) => g,
-            None => x.apply_op3_no_bwd(t, &grad, &op(false))?,
+            None => kernel::apply3_no_bwd(op(false), x, t, &grad)?,
         };
         let gt = if t.track_op() {
-            Some(x.apply_op3_no_bwd(t, &grad, &op(true))?)
+            Some(kernel::apply3_no_bwd(op(true), x, t, &grad)?)
         } else {
             None
         };
@@ -764,52 +642,33 @@ impl GradOp {
     fn run_wrt<F: Real, const WRT_T: bool>(&self, x: &[F], t: &[F], up: &[F]) -> Vec<F> {
         with_kernel!(self.f, |k| if up.len() == 1 && x.len() != 1 {
             let g = F::of(up[0].f64() * self.scale);
-            build(x.len(), |o, part| {
-                let r = o..o + part.len();
+            build(SPLIT, x.len(), 1, |r, part| {
                 write_grads_simd::<_, F, WRT_T>(k, &x[r.clone()], &t[r], g, part)
             })
+            .0
         } else {
             let s = F::of(self.scale);
-            build(x.len(), |o, part| {
-                let r = o..o + part.len();
+            build(SPLIT, x.len(), 1, |r, part| {
                 write_grads_up_simd::<_, F, WRT_T>(k, &x[r.clone()], &t[r.clone()], &up[r], s, part)
             })
+            .0
         })
     }
 }
 
-impl CustomOp3 for GradOp {
+impl Fused3 for GradOp {
     fn name(&self) -> &'static str {
         "fused-pointwise-loss-grad"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let shape = l1.shape().clone();
-        match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(t), CpuStorage::F32(g)) => Ok((
-                CpuStorage::F32(self.run(slice(x, l1, "input")?, slice(t, l2, "target")?, slice(g, l3, "grad")?)),
-                shape,
-            )),
-            (CpuStorage::F64(x), CpuStorage::F64(t), CpuStorage::F64(g)) => Ok((
-                CpuStorage::F64(self.run(slice(x, l1, "input")?, slice(t, l2, "target")?, slice(g, l3, "grad")?)),
-                shape,
-            )),
-            _ => bail!("fused loss kernel: f32 or f64 inputs of one dtype expected"),
-        }
+    fn forward<F: Real>(&self, x: Arg<'_>, t: Arg<'_>, g: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        let v = self.run(
+            x.contiguous::<F>("input")?,
+            t.contiguous::<F>("target")?,
+            g.contiguous::<F>("grad")?,
+        );
+        Ok((v, x.layout.shape().clone()))
     }
-}
-
-/// Whether a fused kernel can run for this call: CPU (and not forced composite), f32 or f64.
-pub fn applies(input: &Tensor) -> bool {
-    crate::ops::fused_allowed(input) && matches!(input.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
 }
 
 /// Runs the fused kernel of `f` on already-checked `input` and `target` (same shape and dtype).
@@ -829,5 +688,5 @@ pub fn pointwise(f: Pointwise, input: &Tensor, target: &Tensor, reduction: Reduc
         save_grad: reduction != Reduction::None && x.track_op(),
         saved: Default::default(),
     };
-    x.apply_op2(&t, op)
+    kernel::apply2(op, &x, &t)
 }

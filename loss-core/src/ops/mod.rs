@@ -137,7 +137,7 @@ impl Unary {
 
     /// Applies the primitive to `x` (float dtype, any shape, any device), differentiably.
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
-        if fused_allowed(x) {
+        if crate::kernel::cpu_allowed(x) {
             x.apply_op1(cpu::UnaryOp {
                 f: self,
                 derivative: false,
@@ -146,37 +146,6 @@ impl Unary {
             composite::apply(self, x)
         }
     }
-}
-
-thread_local! {
-    static FORCE_COMPOSITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn composite_forced() -> bool {
-    FORCE_COMPOSITE.with(|c| c.get())
-}
-
-/// Runs `f` with every primitive of this module (and every fused kernel that asks
-/// [`fused_allowed`]) taking the composite, any-device path even on the CPU, as CUDA and Metal
-/// do. For tests that hold the two paths equal; affects the current thread only.
-/// The previous state is restored when `f` returns or unwinds.
-pub fn with_composite<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            FORCE_COMPOSITE.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(FORCE_COMPOSITE.with(|c| c.replace(true)));
-    f()
-}
-
-/// Whether a CPU fast path may run for `t`: `t` is on the CPU and [`with_composite`] is not in
-/// force. Every fused kernel of the workspace asks this before taking its `CustomOp`.
-// Kernel plumbing for loss-bbox and loss-seg, not for users.
-#[doc(hidden)]
-pub fn fused_allowed(t: &Tensor) -> bool {
-    t.device().is_cpu() && !composite_forced()
 }
 
 /// atan(x), elementwise; gradient 1 / (1 + x²).

@@ -1,73 +1,32 @@
-//! CPU helpers of the box simulation: the float trait the scalar kernels are written over,
-//! fixed-size chunking over cases on rayon's pool, zero-copy access to a CPU tensor, and the
+//! CPU helpers of the box simulation, on loss-core's kernel layer: the float trait the scalar
+//! kernels are written over, fixed-size chunking over cases on rayon's pool, zero-copy access to a CPU tensor, and the
 //! differentiable `(x, y, w, h) → (x1, y1, x2, y2)` conversion (a `CustomOp1` on the CPU, plain
 //! Candle ops elsewhere).
 
-use candle_core::backend::BackendStorage;
-use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, WithDType, D};
-use rayon::prelude::*;
+use candle_core::{bail, Result, Shape, Storage, Tensor, WithDType, D};
+use loss_core::kernel::{self, Arg, Fused1, Split};
 use std::ops::Range;
 
-/// f32 or f64: what the scalar kernels are generic over.
-pub trait Real: WithDType + std::ops::Neg<Output = Self> {
-    /// atan(self).
-    fn atan(self) -> Self;
-    /// √self.
-    fn sqrt(self) -> Self;
-    /// |self|.
-    fn abs(self) -> Self;
-    /// The larger of two values (the second when they compare equal or one is NaN).
-    #[inline]
-    fn maxr(self, o: Self) -> Self {
-        if self > o {
-            self
-        } else {
-            o
-        }
-    }
-    /// The smaller of two values (the second when they compare equal or one is NaN).
-    #[inline]
-    fn minr(self, o: Self) -> Self {
-        if self < o {
-            self
-        } else {
-            o
-        }
-    }
-    /// A constant.
-    #[inline]
-    fn c(v: f64) -> Self {
-        Self::from_f64(v)
+/// f32 or f64: what the scalar kernels are generic over (the workspace's one float trait).
+pub use loss_core::kernel::Real;
+
+/// The larger of two values (the second when they compare equal or one is NaN).
+#[inline]
+pub fn maxr<T: Real>(a: T, b: T) -> T {
+    if a > b {
+        a
+    } else {
+        b
     }
 }
 
-impl Real for f32 {
-    #[inline]
-    fn atan(self) -> Self {
-        f32::atan(self)
-    }
-    #[inline]
-    fn sqrt(self) -> Self {
-        f32::sqrt(self)
-    }
-    #[inline]
-    fn abs(self) -> Self {
-        f32::abs(self)
-    }
-}
-
-impl Real for f64 {
-    #[inline]
-    fn atan(self) -> Self {
-        f64::atan(self)
-    }
-    #[inline]
-    fn sqrt(self) -> Self {
-        f64::sqrt(self)
-    }
-    #[inline]
-    fn abs(self) -> Self {
-        f64::abs(self)
+/// The smaller of two values (the second when they compare equal or one is NaN).
+#[inline]
+pub fn minr<T: Real>(a: T, b: T) -> T {
+    if a < b {
+        a
+    } else {
+        b
     }
 }
 
@@ -75,8 +34,13 @@ impl Real for f64 {
 /// not depend on the number of threads.
 pub const CHUNK: usize = 4096;
 
-/// Inputs of at most this many cases run on the calling thread.
-const SEQUENTIAL_MAX: usize = 4 * CHUNK;
+/// The split of the box kernels: [`CHUNK`] cases a task (also on the calling thread), in
+/// parallel above `4 · CHUNK` cases.
+const SPLIT: Split = Split {
+    chunk: CHUNK,
+    parallel_from: 4 * CHUNK + 1,
+    whole_below: false,
+};
 
 /// Runs `f(cases, out)` over the fixed chunks of `0..n` (`out` is the chunk's slice of `out`,
 /// `per_case` values a case) on rayon's pool for large inputs (on the calling thread for small
@@ -87,19 +51,7 @@ pub fn par_chunks<T: Send, R: Send>(
     per_case: usize,
     f: impl Fn(Range<usize>, &mut [T]) -> R + Sync + Send,
 ) -> Vec<R> {
-    let chunks = n.div_ceil(CHUNK);
-    let mut pieces = Vec::with_capacity(chunks);
-    let mut rest = out;
-    for c in 0..chunks {
-        let cases = c * CHUNK..n.min((c + 1) * CHUNK);
-        let (head, tail) = std::mem::take(&mut rest).split_at_mut(cases.len() * per_case);
-        pieces.push((cases, head));
-        rest = tail;
-    }
-    if n <= SEQUENTIAL_MAX {
-        return pieces.into_iter().map(|(r, s)| f(r, s)).collect();
-    }
-    pieces.into_par_iter().map(|(r, s)| f(r, s)).collect()
+    kernel::for_each_chunk(SPLIT, n, per_case, [out], |cases, [o]| f(cases, o))
 }
 
 /// Calls `f` with the contiguous CPU data of `t` (made contiguous first if needed).
@@ -119,20 +71,10 @@ pub fn with_cpu_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) ->
     Ok(f(&data[a..b]))
 }
 
-/// Applies `f` to the `[N, 4]` rows of a CPU storage (row-major order, strided layouts gathered
-/// first), on a few threads for large inputs.
-fn map_rows_of<T: Real>(v: &[T], l: &Layout, f: fn(&[T; 4]) -> [T; 4]) -> Vec<T> {
-    let gathered;
-    let src: &[T] = match l.contiguous_offsets() {
-        Some((a, b)) => &v[a..b],
-        None => {
-            gathered = loss_core::ops::layout_offsets(l)
-                .into_iter()
-                .map(|i| v[i])
-                .collect::<Vec<T>>();
-            &gathered
-        }
-    };
+/// Applies `f` to the `[N, 4]` rows of `x` (row-major order, strided layouts gathered first), on
+/// a few threads for large inputs.
+fn map_rows_of<T: Real>(x: Arg<'_>, f: fn(&[T; 4]) -> [T; 4]) -> Result<Vec<T>> {
+    let src = x.elems::<T>()?;
     let n = src.len() / 4;
     let mut out = vec![T::zero(); 4 * n];
     par_chunks(n, &mut out, 4, |cases, o| {
@@ -141,12 +83,12 @@ fn map_rows_of<T: Real>(v: &[T], l: &Layout, f: fn(&[T; 4]) -> [T; 4]) -> Vec<T>
             dst.copy_from_slice(&f(&[r[0], r[1], r[2], r[3]]));
         }
     });
-    out
+    Ok(out)
 }
 
-fn check_n4(name: &str, l: &Layout) -> Result<()> {
-    if l.dims().len() != 2 || l.dims()[1] != 4 {
-        bail!("{name}: expected boxes of shape [N, 4], got {:?}", l.dims());
+fn check_n4(name: &str, dims: &[usize]) -> Result<()> {
+    if dims.len() != 2 || dims[1] != 4 {
+        bail!("{name}: expected boxes of shape [N, 4], got {dims:?}");
     }
     Ok(())
 }
@@ -154,7 +96,7 @@ fn check_n4(name: &str, l: &Layout) -> Result<()> {
 /// `(x, y, w, h)` to `(x − w/2, y − h/2, x + w/2, y + h/2)`.
 #[inline]
 fn xywh_to_xyxy_row<T: Real>(b: &[T; 4]) -> [T; 4] {
-    let half = T::c(0.5);
+    let half = T::of(0.5);
     let (hw, hh) = (half * b[2], half * b[3]);
     [b[0] - hw, b[1] - hh, b[0] + hw, b[1] + hh]
 }
@@ -163,7 +105,7 @@ fn xywh_to_xyxy_row<T: Real>(b: &[T; 4]) -> [T; 4] {
 /// `(g1 + g3, g2 + g4, (g3 − g1)/2, (g4 − g2)/2)` w.r.t. `(x, y, w, h)`.
 #[inline]
 fn xyxy_grad_to_xywh_row<T: Real>(r: &[T; 4]) -> [T; 4] {
-    let half = T::c(0.5);
+    let half = T::of(0.5);
     [r[0] + r[2], r[1] + r[3], (r[2] - r[0]) * half, (r[3] - r[1]) * half]
 }
 
@@ -172,51 +114,32 @@ struct XywhToXyxy;
 /// The backward of [`XywhToXyxy`] as an op of its own (no gradient of its own).
 struct XyxyGradToXywh;
 
-fn map_rows(
-    name: &str,
-    s: &CpuStorage,
-    l: &Layout,
-    f32f: fn(&[f32; 4]) -> [f32; 4],
-    f64f: fn(&[f64; 4]) -> [f64; 4],
-) -> Result<(CpuStorage, Shape)> {
-    check_n4(name, l)?;
-    let out = match s {
-        CpuStorage::F32(v) => CpuStorage::F32(map_rows_of(v, l, f32f)),
-        CpuStorage::F64(v) => CpuStorage::F64(map_rows_of(v, l, f64f)),
-        other => bail!("{name}: expected f32 or f64 boxes, got {:?}", other.dtype()),
-    };
-    Ok((out, l.shape().clone()))
-}
-
-impl CustomOp1 for XywhToXyxy {
+impl Fused1 for XywhToXyxy {
     fn name(&self) -> &'static str {
         "xywh-to-xyxy"
     }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        map_rows(self.name(), s, l, xywh_to_xyxy_row::<f32>, xywh_to_xyxy_row::<f64>)
+    fn forward<F: Real>(&self, x: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        check_n4(self.name(), x.dims())?;
+        Ok((map_rows_of(x, xywh_to_xyxy_row::<F>)?, x.layout.shape().clone()))
     }
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+    fn backward(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(xyxy_grad_to_xywh(grad_res)?))
     }
 }
 
-impl CustomOp1 for XyxyGradToXywh {
+impl Fused1 for XyxyGradToXywh {
     fn name(&self) -> &'static str {
         "xyxy-grad-to-xywh"
     }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        map_rows(
-            self.name(),
-            s,
-            l,
-            xyxy_grad_to_xywh_row::<f32>,
-            xyxy_grad_to_xywh_row::<f64>,
-        )
+    fn forward<F: Real>(&self, x: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        check_n4(self.name(), x.dims())?;
+        Ok((map_rows_of(x, xyxy_grad_to_xywh_row::<F>)?, x.layout.shape().clone()))
     }
 }
 
-fn is_cpu_float(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+/// Whether the CPU op runs for `t` (on the path in force; `fast = false` never).
+fn use_op(t: &Tensor, fast: bool) -> Result<bool> {
+    Ok(fast && kernel::choose("xywh_to_xyxy", t)?)
 }
 
 /// `[N, 4]` boxes `(x, y, w, h)` (centre, width, height) to `(x1, y1, x2, y2)`, differentiable:
@@ -233,8 +156,8 @@ pub fn xywh_to_xyxy(boxes: &Tensor) -> Result<Tensor> {
 /// # Errors
 /// `boxes` not of shape `[N, 4]`.
 pub fn xywh_to_xyxy_with(boxes: &Tensor, fast: bool) -> Result<Tensor> {
-    if fast && is_cpu_float(boxes) {
-        return boxes.apply_op1(XywhToXyxy);
+    if use_op(boxes, fast)? {
+        return kernel::apply1(XywhToXyxy, boxes);
     }
     let (n, four) = boxes.dims2()?;
     if four != 4 {
@@ -247,8 +170,8 @@ pub fn xywh_to_xyxy_with(boxes: &Tensor, fast: bool) -> Result<Tensor> {
 
 /// The transpose of [`xywh_to_xyxy`]'s Jacobian applied to a gradient w.r.t. `xyxy`.
 fn xyxy_grad_to_xywh(g: &Tensor) -> Result<Tensor> {
-    if is_cpu_float(g) {
-        return g.apply_op1_no_bwd(&XyxyGradToXywh);
+    if use_op(g, true)? {
+        return kernel::apply1_no_bwd(XyxyGradToXywh, g);
     }
     let lo = g.narrow(1, 0, 2)?;
     let hi = g.narrow(1, 2, 2)?;

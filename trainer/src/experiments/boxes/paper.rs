@@ -27,7 +27,7 @@
 //! [`paper_gradient`] is the scalar form (the CPU path); [`paper_gradient_tensor`] the same in
 //! plain Candle ops for any device. Tests hold the two equal.
 
-use super::kernels::Real;
+use super::kernels::{maxr, minr, Real};
 use super::BoxLoss;
 use candle_core::{DType, Result, Tensor, D};
 
@@ -43,7 +43,7 @@ struct Edges<T> {
 /// `(x, y, w, h)` to edges (their `to_tblr.m`).
 #[inline]
 fn edges<T: Real>(v: [T; 4]) -> Edges<T> {
-    let two = T::c(2.0);
+    let two = T::of(2.0);
     Edges {
         t: v[1] - v[3] / two,
         b: v[1] + v[3] / two,
@@ -70,10 +70,10 @@ struct Overlap<T> {
 #[inline]
 fn overlap<T: Real>(p: &Edges<T>, g: &Edges<T>) -> Overlap<T> {
     let i = Edges {
-        t: p.t.maxr(g.t),
-        b: p.b.minr(g.b),
-        l: p.l.maxr(g.l),
-        r: p.r.minr(g.r),
+        t: maxr(p.t, g.t),
+        b: minr(p.b, g.b),
+        l: maxr(p.l, g.l),
+        r: minr(p.r, g.r),
     };
     let inter = (i.b - i.t) * (i.r - i.l);
     let union = (p.b - p.t) * (p.r - p.l) + (g.b - g.t) * (g.r - g.l) - inter;
@@ -147,10 +147,10 @@ fn d_iou_edges<T: Real>(p: &Edges<T>, g: &Edges<T>, o: &Overlap<T>) -> [T; 4] {
 fn d_giou_edges<T: Real>(p: &Edges<T>, g: &Edges<T>, o: &Overlap<T>) -> [T; 4] {
     let (_, du) = d_inter_union(p, g, o);
     let c = Edges {
-        t: p.t.minr(g.t),
-        b: p.b.maxr(g.b),
-        l: p.l.minr(g.l),
-        r: p.r.maxr(g.r),
+        t: minr(p.t, g.t),
+        b: maxr(p.b, g.b),
+        l: minr(p.l, g.l),
+        r: maxr(p.r, g.r),
     };
     let (cw, ch) = (c.r - c.l, c.b - c.t);
     let z = T::zero();
@@ -180,14 +180,14 @@ fn d_giou_edges<T: Real>(p: &Edges<T>, g: &Edges<T>, o: &Overlap<T>) -> [T; 4] {
 #[inline]
 fn d_distance<T: Real>(a: [T; 4], gt: [T; 4], p: &Edges<T>, g: &Edges<T>, iou: T, ciou: bool) -> [T; 4] {
     let c = Edges {
-        t: p.t.minr(g.t),
-        b: p.b.maxr(g.b),
-        l: p.l.minr(g.l),
-        r: p.r.maxr(g.r),
+        t: minr(p.t, g.t),
+        b: maxr(p.b, g.b),
+        l: minr(p.l, g.l),
+        r: maxr(p.r, g.r),
     };
     let (cw, ch) = (c.r - c.l, c.b - c.t);
     let c2 = ch * ch + cw * cw;
-    let (z, one, half) = (T::zero(), T::one(), T::c(0.5));
+    let (z, one, half) = (T::zero(), T::one(), T::of(0.5));
     let (top, bottom, left, right) = (p.t < g.t, p.b > g.b, p.l < g.l, p.r > g.r);
     // (dx, dy, dw, dh) of each enclosing edge.
     let ct = if top { [z, one, z, -half] } else { [z; 4] };
@@ -203,7 +203,7 @@ fn d_distance<T: Real>(a: [T; 4], gt: [T; 4], p: &Edges<T>, g: &Edges<T>, iou: T
     if top && bottom {
         dch[3] = -one;
     }
-    let two = T::c(2.0);
+    let two = T::of(2.0);
     let d = (a[0] - gt[0]) * (a[0] - gt[0]) + (a[1] - gt[1]) * (a[1] - gt[1]);
     let dc2 = |k: usize| two * cw * dcw[k] + two * ch * dch[k];
     let c4 = c2 * c2;
@@ -214,11 +214,11 @@ fn d_distance<T: Real>(a: [T; 4], gt: [T; 4], p: &Edges<T>, g: &Edges<T>, iou: T
         dc2(3) * d / c4,
     ];
     if ciou {
-        let pi2 = T::c(std::f64::consts::PI * std::f64::consts::PI);
+        let pi2 = T::of(std::f64::consts::PI * std::f64::consts::PI);
         let delta = (gt[2] / gt[3]).atan() - (a[2] / a[3]).atan();
-        let v = T::c(4.0) / pi2 * delta * delta;
-        let alpha = v / (one - iou + v + T::c(1e-7));
-        let k = T::c(8.0) / pi2 * delta;
+        let v = T::of(4.0) / pi2 * delta * delta;
+        let alpha = v / (one - iou + v + T::of(1e-7));
+        let k = T::of(8.0) / pi2 * delta;
         s[2] += alpha * (k * a[3]);
         s[3] += alpha * (-k * a[2]);
     }

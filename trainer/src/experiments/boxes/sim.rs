@@ -53,7 +53,7 @@ fn check(boxes: &Tensor, targets: &Tensor) -> Result<()> {
 /// Σ |b − g| over one case, accumulated in f64.
 #[inline]
 fn case_error<T: Real>(b: &[T], g: &[T]) -> f64 {
-    (0..4).map(|j| (b[j] - g[j]).abs().to_f64()).sum()
+    (0..4).map(|j| (b[j] - g[j]).abs().f64()).sum()
 }
 
 /// Adds per-chunk curves in chunk order.
@@ -69,7 +69,7 @@ fn add_partials(parts: Vec<Vec<f64>>) -> Vec<f64> {
 
 /// Paper mode on the CPU: each case runs its 200 updates in registers.
 fn paper_cpu<T: Real>(loss: BoxLoss, anchors: &Tensor, targets: &Tensor) -> Result<Vec<f64>> {
-    let lrs: Vec<T> = (1..=ITERATIONS).map(|k| T::c(learning_rate(k))).collect();
+    let lrs: Vec<T> = (1..=ITERATIONS).map(|k| T::of(learning_rate(k))).collect();
     with_cpu_slice::<T, _>(anchors, |a| {
         with_cpu_slice::<T, _>(targets, |g| {
             let n = a.len() / 4;
@@ -81,7 +81,7 @@ fn paper_cpu<T: Real>(loss: BoxLoss, anchors: &Tensor, targets: &Tensor) -> Resu
                     e[0] += case_error(&b, &gt);
                     for (k, &lr) in lrs.iter().enumerate() {
                         let (s, iou) = paper_gradient(loss, b, gt);
-                        let f = lr * (T::c(2.0) - iou);
+                        let f = lr * (T::of(2.0) - iou);
                         for j in 0..4 {
                             b[j] += f * s[j];
                         }
@@ -129,7 +129,7 @@ fn paper_composite(loss: BoxLoss, anchors: &Tensor, targets: &Tensor) -> Result<
 /// One update `b − lr (2 − IoU(b)) g` of every case on the CPU (`g` the loss gradient), and E
 /// after it, one partial sum per [`CHUNK`] of cases.
 fn descend_cpu<T: Real>(b: &Tensor, g: &Tensor, targets: &Tensor, lr: f64) -> Result<(Tensor, Vec<f64>)> {
-    let lr = T::c(lr);
+    let lr = T::of(lr);
     let (next, err) = with_cpu_slice::<T, _>(b, |bs| {
         with_cpu_slice::<T, _>(g, |gs| {
             with_cpu_slice::<T, _>(targets, |ts| {
@@ -140,7 +140,7 @@ fn descend_cpu<T: Real>(b: &Tensor, g: &Tensor, targets: &Tensor, lr: f64) -> Re
                     for (local, i) in cases.enumerate() {
                         let p = [bs[4 * i], bs[4 * i + 1], bs[4 * i + 2], bs[4 * i + 3]];
                         let t = [ts[4 * i], ts[4 * i + 1], ts[4 * i + 2], ts[4 * i + 3]];
-                        let f = lr * (T::c(2.0) - iou(p, t));
+                        let f = lr * (T::of(2.0) - iou(p, t));
                         let o = &mut o[4 * local..4 * local + 4];
                         for j in 0..4 {
                             o[j] = p[j] - f * gs[4 * i + j];
@@ -187,7 +187,7 @@ pub fn autograd_gradient(loss: BoxLoss, boxes: &Tensor, target_xyxy: &Tensor, fa
     let total = if fast {
         forward()?
     } else {
-        loss_core::ops::with_composite(forward)?
+        loss_core::kernel::with_path(loss_core::kernel::Path::Composite, forward)?
     };
     let grads = total.backward()?;
     match grads.get(b.as_tensor()) {
@@ -224,14 +224,14 @@ pub fn step(loss: BoxLoss, grad: GradMode, boxes: &Tensor, targets: &Tensor, lr:
 }
 
 fn paper_step_cpu<T: Real>(loss: BoxLoss, boxes: &Tensor, targets: &Tensor, lr: f64) -> Result<Tensor> {
-    let lr = T::c(lr);
+    let lr = T::of(lr);
     let out = with_cpu_slice::<T, _>(boxes, |a| {
         with_cpu_slice::<T, _>(targets, |g| {
             let mut out = a.to_vec();
             for (b, gt) in out.chunks_exact_mut(4).zip(g.chunks_exact(4)) {
                 let p = [b[0], b[1], b[2], b[3]];
                 let (s, iou) = paper_gradient(loss, p, [gt[0], gt[1], gt[2], gt[3]]);
-                let f = lr * (T::c(2.0) - iou);
+                let f = lr * (T::of(2.0) - iou);
                 for j in 0..4 {
                     b[j] += f * s[j];
                 }

@@ -1,8 +1,9 @@
-//! Review tests of the fused overlap statistics: rows of length 0 and 1, rows crossing the 64K
+//! Edge cases of the fused overlap statistics: rows of length 0 and 1, rows crossing the 64K
 //! span and the 512-element block, `N·C = 1` with a large spatial size, empty batches, strided
 //! inputs, one side tracking, upstream gradients ≠ 1; fused against composite in f64.
 
 use candle_core::{DType, Device, Tensor, Var};
+use loss_core::kernel::{with_path, Path};
 use loss_seg::overlap::Overlap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -44,9 +45,9 @@ fn run(p: &Tensor, t: &Tensor, squared: bool, fused: bool, track: (bool, bool), 
     let a = if track.0 { vp.as_tensor().clone() } else { p.clone() };
     let b = if track.1 { vt.as_tensor().clone() } else { t.clone() };
     let o = if fused {
-        Overlap::fused(&a, &b, squared)
+        with_path(Path::Fused, || Overlap::compute(&a, &b, squared))
     } else {
-        Overlap::composite(&a, &b, squared)
+        with_path(Path::Composite, || Overlap::compute(&a, &b, squared))
     }
     .unwrap();
     let total = (o.intersection.affine(0.7, 0.0).unwrap() + o.pred_sum.affine(-1.3, 0.0).unwrap()).unwrap();
@@ -117,7 +118,7 @@ fn large_single_row_f64_reference() {
     let n = 3 * (1 << 17) + 5;
     let p = random(3, &[1, 1, n], DType::F32);
     let t = random(4, &[1, 1, n], DType::F32);
-    let o = Overlap::fused(&p, &t, false).unwrap();
+    let o = with_path(Path::Fused, || Overlap::compute(&p, &t, false)).unwrap();
     let (pv, tv) = (flat(&p), flat(&t));
     let i: f64 = pv.iter().zip(&tv).map(|(a, b)| a * b).sum();
     let ps: f64 = pv.iter().sum();
@@ -146,9 +147,9 @@ fn strided_inputs() {
             let b = vt.as_tensor().narrow(2, 0, 30).unwrap().transpose(2, 3).unwrap();
             let a = a.narrow(3, 5, 30).unwrap();
             let o = if fused {
-                Overlap::fused(&a, &b, true)
+                with_path(Path::Fused, || Overlap::compute(&a, &b, true))
             } else {
-                Overlap::composite(&a, &b, true)
+                with_path(Path::Composite, || Overlap::compute(&a, &b, true))
             }
             .unwrap();
             let total = (o.intersection + o.pred_sum.affine(2.0, 0.0).unwrap()).unwrap();

@@ -13,9 +13,9 @@
 //! the f64 kernel to a few f32 ulp of the terms they sum (`tests`); the reductions add the
 //! per-pair f32 losses in f64.
 
-use super::pair;
+use super::{pair, Chain};
 use crate::losses::{AlignedLoss, IouMode};
-use loss_core::fused::with_simd;
+use loss_core::kernel::with_simd;
 use std::f32::consts::FRAC_PI_2;
 use std::mem::MaybeUninit;
 
@@ -37,7 +37,7 @@ pub(super) const CIOU: u8 = 5;
 pub(super) const EIOU: u8 = 6;
 
 /// `4 / π²` in f32.
-const ASPECT_K: f32 = (4.0 / (std::f64::consts::PI * std::f64::consts::PI)) as f32;
+const ASPECT_K: f32 = crate::geometry::ASPECT_K as f32;
 
 /// Calls `$f::<K>($args)` with `K` the const code of `$kind`.
 macro_rules! dispatch {
@@ -231,53 +231,27 @@ pub(super) fn lane<const K: u8>(c: [f32; 8], eps: f32, g: f32) -> (f32, [f32; 8]
     }
 
     // Chain back to the coordinates, everything scaled by the upstream gradient g.
-    let mut gp = [0.0f32; 4];
-    let mut gt = [0.0f32; 4];
     let rue = 1.0 / ue;
     let mut g_inter = g * g_iou * rue;
     let g_union = g * (g_union - g_iou * iou * rue);
     g_inter -= g_union;
-    let g_pw = g * g_pw + g_union * ph;
-    let g_ph = g * g_ph + g_union * pw;
-    let g_tw = g * g_tw + g_union * th;
-    let g_th = g * g_th + g_union * tw;
-    let g_iw = sel(overlap, g_inter * ih, 0.0);
-    let g_ih = sel(overlap, g_inter * iw, 0.0);
-    gp[0] -= g_iw * ix1_p;
-    gt[0] -= g_iw * ix1_t;
-    gp[2] += g_iw * ix2_p;
-    gt[2] += g_iw * ix2_t;
-    gp[1] -= g_ih * iy1_p;
-    gt[1] -= g_ih * iy1_t;
-    gp[3] += g_ih * iy2_p;
-    gt[3] += g_ih * iy2_t;
-    let (g_cw, g_ch) = (g * g_cw, g * g_ch);
-    gp[0] -= g_cw * cx1_p;
-    gt[0] -= g_cw * cx1_t;
-    gp[2] += g_cw * cx2_p;
-    gt[2] += g_cw * cx2_t;
-    gp[1] -= g_ch * cy1_p;
-    gt[1] -= g_ch * cy1_t;
-    gp[3] += g_ch * cy2_p;
-    gt[3] += g_ch * cy2_t;
-    gp[0] -= g_pw;
-    gp[2] += g_pw;
-    gp[1] -= g_ph;
-    gp[3] += g_ph;
-    gt[0] -= g_tw;
-    gt[2] += g_tw;
-    gt[1] -= g_th;
-    gt[3] += g_th;
-    let (hx, hy) = (0.5 * g * g_dx, 0.5 * g * g_dy);
-    gp[0] += hx;
-    gp[2] += hx;
-    gt[0] -= hx;
-    gt[2] -= hx;
-    gp[1] += hy;
-    gp[3] += hy;
-    gt[1] -= hy;
-    gt[3] -= hy;
-    (loss, [gp[0], gp[1], gp[2], gp[3], gt[0], gt[1], gt[2], gt[3]], risky)
+    let chain = Chain {
+        iw: sel(overlap, g_inter * ih, 0.0),
+        ih: sel(overlap, g_inter * iw, 0.0),
+        cw: g * g_cw,
+        ch: g * g_ch,
+        sides: [
+            g * g_pw + g_union * ph,
+            g * g_ph + g_union * pw,
+            g * g_tw + g_union * th,
+            g * g_th + g_union * tw,
+        ],
+        half_dx: 0.5 * g * g_dx,
+        half_dy: 0.5 * g * g_dy,
+        inter_w: [ix1_p, ix1_t, ix2_p, ix2_t, iy1_p, iy1_t, iy2_p, iy2_t],
+        outer_w: [cx1_p, cx1_t, cx2_p, cx2_t, cy1_p, cy1_t, cy2_p, cy2_t],
+    };
+    (loss, chain.into_coords(), risky)
 }
 
 /// Whether the lane's coordinates are in the f32 kernel's domain (finite, `Σ|c| <= COORD_LIMIT`).

@@ -1,15 +1,21 @@
-//! The float types of the fused kernels, and `exp` / `ln` for f32 that vectorise.
+//! [`Real`], the float type every fused kernel is written over, and `exp` / `ln` for f32 that
+//! vectorise.
 //!
 //! libm's `expf` and `logf` are function calls, which stop a loop from vectorising. The f32
 //! versions here are branch-free polynomial evaluations on the bits of the argument (no
 //! float-to-int conversions, no table look-ups), so that LLVM turns a loop over a slice into
 //! 8-lane AVX2 code; f64 keeps libm (the f64 kernels are the exact reference, not the fast path).
 
+use candle_core::WithDType;
 use num_traits::Float;
 
-/// A float the fused kernels run on: f32 (fast, vectorisable transcendental functions) or f64
-/// (libm).
-pub(crate) trait Real: Float + Send + Sync + 'static {
+/// The float every fused kernel is written over: f32 (fast, vectorisable transcendental
+/// functions) or f64 (libm).
+///
+/// It is `num_traits::Float` (`abs`, `sqrt`, `atan`, `max`, `powf`, ...) and Candle's
+/// `WithDType` (`T::from_f64`, the CPU storage of the dtype), plus the functions below. Write
+/// `x.f64()` for the value in f64: `to_f64` is named by both supertraits.
+pub trait Real: Float + WithDType + Send + Sync + 'static {
     /// `eˣ`: within 2 ulp for f32 ([`exp_f32`]), libm for f64.
     fn fast_exp(self) -> Self;
     /// `ln x`: within 2 ulp for f32 ([`ln_f32`]), libm for f64.
@@ -20,6 +26,11 @@ pub(crate) trait Real: Float + Send + Sync + 'static {
     fn f64(self) -> f64;
     /// `v` rounded to this type.
     fn of(v: f64) -> Self;
+    /// The slice as f32 when `Self` is f32 (`None` for f64): for a kernel whose f32 path is a
+    /// different loop (8 f32 lanes) from its f64 one.
+    fn as_f32(v: &[Self]) -> Option<&[f32]>;
+    /// `v` as a vector of `Self` when `Self` is f32 (`None` for f64): the output of such a loop.
+    fn from_f32_vec(v: Vec<f32>) -> Option<Vec<Self>>;
 }
 
 impl Real for f32 {
@@ -43,6 +54,14 @@ impl Real for f32 {
     fn of(v: f64) -> Self {
         v as f32
     }
+    #[inline(always)]
+    fn as_f32(v: &[Self]) -> Option<&[f32]> {
+        Some(v)
+    }
+    #[inline(always)]
+    fn from_f32_vec(v: Vec<f32>) -> Option<Vec<Self>> {
+        Some(v)
+    }
 }
 
 impl Real for f64 {
@@ -65,6 +84,14 @@ impl Real for f64 {
     #[inline(always)]
     fn of(v: f64) -> Self {
         v
+    }
+    #[inline(always)]
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    #[inline(always)]
+    fn from_f32_vec(_: Vec<f32>) -> Option<Vec<Self>> {
+        None
     }
 }
 

@@ -1,9 +1,10 @@
-//! Review tests of the fused box losses: pair counts around the 64-pair block and the parallel
+//! Edge cases of the fused box losses: pair counts around the 64-pair block and the parallel
 //! chunk, degenerate boxes at block boundaries, upstream gradients ≠ 1, a second backward, one
 //! side tracking, strided inputs; fused against composite.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use loss_bbox::{aligned_loss, AlignedLoss, IouMode, Kernel};
+use loss_bbox::{aligned_loss, AlignedLoss, IouMode};
+use loss_core::kernel::{with_path, Path};
 use loss_core::Reduction;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -66,14 +67,14 @@ fn go(
     p: &Tensor,
     t: &Tensor,
     r: Reduction,
-    k: Kernel,
+    k: Path,
     track: (bool, bool),
     head: fn(&Tensor) -> Result<Tensor>,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (vp, vt) = (Var::from_tensor(p).unwrap(), Var::from_tensor(t).unwrap());
     let a = if track.0 { vp.as_tensor().clone() } else { p.clone() };
     let b = if track.1 { vt.as_tensor().clone() } else { t.clone() };
-    let out = aligned_loss(kind, &a, &b, 1e-7, r, k).unwrap();
+    let out = with_path(k, || aligned_loss(kind, &a, &b, 1e-7, r)).unwrap();
     let g = head(&out).unwrap().backward().unwrap();
     let get = |v: &Var| g.get(v.as_tensor()).map(flat).unwrap_or_default();
     (flat(&out), get(&vp), get(&vt))
@@ -100,8 +101,8 @@ fn compare(
     track: (bool, bool),
     head: fn(&Tensor) -> Result<Tensor>,
 ) {
-    let f = go(kind, p, t, r, Kernel::Fused, track, head);
-    let c = go(kind, p, t, r, Kernel::Composite, track, head);
+    let f = go(kind, p, t, r, Path::Fused, track, head);
+    let c = go(kind, p, t, r, Path::Composite, track, head);
     let (rel, abs) = if p.dtype() == DType::F64 {
         (1e-8, 1e-10)
     } else {
@@ -176,22 +177,22 @@ fn backward_twice_and_strided_boxes() {
         for kind in KINDS {
             for r in [Reduction::Mean, Reduction::Sum] {
                 let vp = Var::from_tensor(&p).unwrap();
-                let out = aligned_loss(kind, vp.as_tensor(), &t, 1e-7, r, Kernel::Fused).unwrap();
+                let out = with_path(Path::Fused, || aligned_loss(kind, vp.as_tensor(), &t, 1e-7, r)).unwrap();
                 let g1 = flat(out.backward().unwrap().get(vp.as_tensor()).unwrap());
                 let g2 = flat(out.backward().unwrap().get(vp.as_tensor()).unwrap());
                 assert_close(&format!("{kind:?} {dtype:?} {r} second backward"), &g2, &g1, 1e-6, 1e-9);
             }
             // Boxes as a strided view: every second row of a [2n, 4] tensor, and a transposed [4, n].
-            let go = |k: Kernel| {
+            let go = |k: Path| {
                 let big = Tensor::cat(&[&p, &t], 1).unwrap().reshape((260, 4)).unwrap();
                 let v = Var::from_tensor(&big).unwrap();
                 let rows = v.as_tensor().reshape((130, 8)).unwrap();
                 let (a, b) = (rows.narrow(1, 0, 4).unwrap(), rows.narrow(1, 4, 4).unwrap());
-                let out = aligned_loss(kind, &a, &b, 1e-7, Reduction::None, k).unwrap();
+                let out = with_path(k, || aligned_loss(kind, &a, &b, 1e-7, Reduction::None)).unwrap();
                 let g = out.sqr().unwrap().sum_all().unwrap().backward().unwrap();
                 (flat(&out), flat(g.get(v.as_tensor()).unwrap()))
             };
-            let (f, c) = (go(Kernel::Fused), go(Kernel::Composite));
+            let (f, c) = (go(Path::Fused), go(Path::Composite));
             let (rel, abs) = if dtype == DType::F64 {
                 (1e-8, 1e-10)
             } else {

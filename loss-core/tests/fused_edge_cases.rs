@@ -1,10 +1,10 @@
-//! Review tests of the fused CPU kernels: sizes around the chunk / block / parallel thresholds,
+//! Edge cases of the fused CPU kernels: sizes around the chunk / block / parallel thresholds,
 //! non-contiguous and empty inputs, upstream gradients ≠ 1, a second backward, gradients w.r.t.
 //! the target only, non-finite inputs, and the f32 `exp` / `ln` approximations over many inputs.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use loss_core::fused::{exp_f32, ln1p_unit_f32, ln_f32};
-use loss_core::ops::with_composite;
+use loss_core::kernel::{exp_f32, ln1p_unit_f32, ln_f32};
+use loss_core::kernel::{with_path, Path};
 use loss_core::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -98,7 +98,7 @@ fn run_with(
 
 fn compare(what: &str, f: Pair, x: &Tensor, t: &Tensor, r: Reduction, head: impl Fn(&Tensor) -> Result<Tensor> + Copy) {
     let fused = run_with(f, x, t, r, head);
-    let comp = with_composite(|| run_with(f, x, t, r, head));
+    let comp = with_path(Path::Composite, || run_with(f, x, t, r, head));
     let (rel, abs) = tol(x.dtype());
     // The mean of many f32 values: the composite sums in f32.
     let vrel = if x.dtype() == DType::F32 && r != Reduction::None {
@@ -137,7 +137,7 @@ fn empty_inputs() {
         for (name, f) in losses() {
             for r in [Reduction::None, Reduction::Mean, Reduction::Sum] {
                 let fused = run_with(f, &x, &x, r, |l| l.sum_all());
-                let comp = with_composite(|| run_with(f, &x, &x, r, |l| l.sum_all()));
+                let comp = with_path(Path::Composite, || run_with(f, &x, &x, r, |l| l.sum_all()));
                 assert_close(
                     &format!("{name} empty {dtype:?} {r} value"),
                     &fused.0,
@@ -231,7 +231,7 @@ fn one_side_tracks() {
                     let (rel, abs) = tol(dtype);
                     for wrt_t in [false, true] {
                         let a = go(wrt_t);
-                        let b = with_composite(|| go(wrt_t));
+                        let b = with_path(Path::Composite, || go(wrt_t));
                         assert_close(&format!("{name} n={n} {dtype:?} {r} wrt_t={wrt_t}"), &a, &b, rel, abs);
                     }
                 }
@@ -283,7 +283,7 @@ fn non_contiguous_inputs() {
                         )
                     };
                     let fu = go();
-                    let co = with_composite(go);
+                    let co = with_path(Path::Composite, go);
                     let (rel, abs) = tol(dtype);
                     let what = format!("{name} view {k} {dtype:?} {r}");
                     assert_close(&format!("{what} value"), &fu.0, &co.0, rel.max(1e-5), abs);
@@ -316,7 +316,9 @@ fn extreme_finite_inputs() {
         let t = Tensor::from_vec(t.clone(), n, &dev).unwrap().to_dtype(dtype).unwrap();
         for (name, f) in losses() {
             let fused = run_with(f, &x, &t, Reduction::None, |l| l.sum_all());
-            let comp = with_composite(|| run_with(f, &x, &t, Reduction::None, |l| l.sum_all()));
+            let comp = with_path(Path::Composite, || {
+                run_with(f, &x, &t, Reduction::None, |l| l.sum_all())
+            });
             let mut bad = Vec::new();
             for (k, what) in [(0, "value"), (1, "d/dx"), (2, "d/dt")] {
                 let (a, b) = match k {
@@ -376,7 +378,7 @@ fn ce_go(x: &Tensor, y: &Tensor, o: Ce, head: impl Fn(&Tensor) -> Result<Tensor>
 
 fn ce_compare(what: &str, x: &Tensor, y: &Tensor, o: Ce, head: impl Fn(&Tensor) -> Result<Tensor> + Copy) {
     let fu = ce_go(x, y, o, head);
-    let co = with_composite(|| ce_go(x, y, o, head));
+    let co = with_path(Path::Composite, || ce_go(x, y, o, head));
     let (rel, abs) = if x.dtype() == DType::F64 {
         (1e-9, 1e-12)
     } else {
@@ -494,7 +496,7 @@ fn cross_entropy_backward_twice_and_views() {
             let g = out.backward().unwrap();
             (flat(&out), flat(g.get(v.as_tensor()).unwrap()))
         };
-        let (a, b) = (go(), with_composite(go));
+        let (a, b) = (go(), with_path(Path::Composite, go));
         assert_close("ce transposed value", &a.0, &b.0, 1e-5, 1e-7);
         assert_close("ce transposed grad", &a.1, &b.1, 1e-5, 1e-7);
         let x3 = x.reshape((70, 6, 10)).unwrap();
@@ -528,7 +530,7 @@ fn cross_entropy_non_finite_logits() {
                 let t = Tensor::new(&[y], &dev).unwrap();
                 for r in [Reduction::None, Reduction::Sum] {
                     let go = || ce_go(&x, &t, (None, -100, 0.0, r), |l| l.sum_all());
-                    let (a, b) = (go(), with_composite(go));
+                    let (a, b) = (go(), with_path(Path::Composite, go));
                     assert_close(&format!("ce row {i} y={y} {dtype:?} {r} value"), &a.0, &b.0, 1e-5, 1e-6);
                     assert_close(&format!("ce row {i} y={y} {dtype:?} {r} grad"), &a.1, &b.1, 1e-5, 1e-6);
                 }

@@ -1,5 +1,6 @@
-//! Shared machinery of the robustness property tests (`tests/robustness.rs` of loss-core,
-//! loss-bbox and loss-seg; the other two crates include this file with `#[path]`).
+//! Shared machinery of the robustness property tests (`tests/robustness*.rs` of loss-core,
+//! loss-bbox and loss-seg), behind the `testing` feature that the three crates' dev-dependencies
+//! turn on (it adds proptest); not part of the API.
 //!
 //! Every property test draws cases in three modes ([`Mode`]) and checks one call per case:
 //!
@@ -18,14 +19,15 @@
 //!   (`candle_core::Error::Wrapped`) whose message starts with the loss's name.
 //!
 //! Every case runs on the default path (the fused CPU kernels) or, chosen at random, inside
-//! [`loss_core::ops::with_composite`] (the plain-Candle path other devices take).
+//! `crate::kernel::with_path(Path::Composite, ..)` (the plain-Candle path other devices take).
 //!
 //! The number of cases per loss is [`cases`] (`LOSS_PROPTEST_CASES` overrides it for a longer
 //! run); each test counts its calls and fails if fewer than that many ran.
-#![allow(dead_code)]
+// Test support: its items are documented by the module, not one by one.
+#![allow(missing_docs)]
 
+use crate::Reduction;
 use candle_core::{DType, Device, Tensor, Var};
-use loss_core::Reduction;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestError, TestRunner};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -443,7 +445,7 @@ pub fn call(composite: bool, args: Vec<Arg>, f: impl FnOnce(&[Tensor]) -> candle
         }
     };
     if composite {
-        loss_core::ops::with_composite(run)
+        crate::kernel::with_path(crate::kernel::Path::Composite, run)
     } else {
         run()
     }
