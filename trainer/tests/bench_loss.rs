@@ -65,6 +65,33 @@ fn a_bad_loss_shape_or_parameter_is_one_line_and_exit_2() {
             "unknown parameter `deltaa`",
         ),
         (vec!["--loss", "huber_loss", "--shape", "0"], "--shape"),
+        // shapes of too few dimensions for the generators that read a class count or a box
+        // width (these panicked on an index out of bounds)
+        (vec!["--loss", "cross_entropy", "--shape", "7"], "at least 2 dimensions"),
+        (
+            vec!["--loss", "poly1_cross_entropy", "--shape", "7"],
+            "at least 2 dimensions",
+        ),
+        (
+            vec!["--loss", "quality_focal_loss", "--shape", "7"],
+            "at least 2 dimensions",
+        ),
+        (vec!["--loss", "ctc_loss", "--shape", "3,4"], "at least 4 dimensions"),
+        (vec!["--loss", "ctc_loss", "--shape", "1,1,1,1"], "C >= 2"),
+        (
+            vec!["--loss", "tversky_loss", "--shape", "7"],
+            "tversky_loss refuses shape [7]",
+        ),
+        (vec!["--loss", "box_iou", "--shape", "1"], "box_iou refuses shape [1]"),
+        // a product of dimensions past memory, or past usize (this aborted on the allocation)
+        (
+            vec!["--loss", "mse_loss", "--shape", "100000000000,100000000000"],
+            "more than 2147483648 elements",
+        ),
+        (
+            vec!["--loss", "mse_loss", "--shape", "4294967296,4294967296,4294967296"],
+            "--shape",
+        ),
         (vec!["--loss", "huber_loss"], "--shape"),
     ] {
         let mut a = vec!["bench", "--no-floor", "--min-seconds", "0"];

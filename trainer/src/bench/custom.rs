@@ -28,6 +28,10 @@ pub struct Custom {
     pub dtype: DType,
 }
 
+/// The most elements a `--shape` may have: 2^31, 8 GiB of f32 for the prediction alone (a
+/// larger product, or one that overflows, would abort on the allocation instead of erring).
+pub const MAX_ELEMENTS: usize = 1 << 31;
+
 /// The families tried, in order, for a loss without its own generator.
 const FAMILIES: [&str; 4] = ["dice_loss", "iou_loss", "mse_loss", "cross_entropy"];
 
@@ -84,6 +88,10 @@ fn inputs(c: &Custom, dev: &Device) -> Result<Named> {
     let shape = &c.shape;
     if shape.is_empty() || shape.contains(&0) {
         bail!("bench: --shape {shape:?} must have at least one dimension, each > 0");
+    }
+    let elements = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if elements.is_none_or(|n| n > MAX_ELEMENTS) {
+        bail!("bench: --shape {shape:?} has more than {MAX_ELEMENTS} elements (2^31), too many to time");
     }
     let refused = |e: anyhow::Error| {
         let text = format!("{e:#}");
