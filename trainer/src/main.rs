@@ -328,7 +328,8 @@ enum Experiment {
     Segmentation {
         #[command(flatten)]
         common: Common,
-        /// Comma-separated loss variants among cross_entropy, dice, dice_ce, focal, tversky.
+        /// Comma-separated loss variants among cross_entropy, dice, dice_ce, focal, tversky,
+        /// soft_cldice, hausdorff_dt, lovasz_hinge (default: all).
         #[arg(long, value_delimiter = ',')]
         losses: Option<Vec<String>>,
         /// Override the number of training steps.
@@ -341,10 +342,10 @@ enum Experiment {
         #[arg(long, value_name = "DIR", requires = "images")]
         masks: Option<PathBuf>,
         /// With --images: the share of the pairs held out for the metrics (drawn per seed).
-        #[arg(long, default_value_t = 0.25)]
+        #[arg(long, default_value_t = 0.25, requires = "images")]
         holdout: f64,
         /// With --images: the number of classes of the masks (2: background and object).
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, requires = "images")]
         classes: usize,
         /// Number of seeds (each its split, initial weights and batch order).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -385,6 +386,19 @@ enum DTypeArg {
 }
 
 /// A bad-input error: printed on one line, exit status 2.
+/// Clap's message on one line: its lines before the usage, joined, so that "the following
+/// required arguments were not provided:" keeps the arguments it lists on the next lines.
+fn clap_one_line(rendered: &str) -> String {
+    rendered
+        .trim_start_matches("error: ")
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
     let text = msg.to_string();
     let line = text.lines().next().unwrap_or("").trim();
@@ -617,7 +631,7 @@ fn main() -> ExitCode {
                     let _ = e.print();
                     ExitCode::from(2)
                 }
-                _ => usage_error(e.render().to_string().trim_start_matches("error: ")),
+                _ => usage_error(clap_one_line(&e.render().to_string())),
             };
         }
     };

@@ -149,3 +149,18 @@ fn every_bad_pair_is_one_line_naming_the_file() {
     assert_bad(&dir, &["masks/p3.png", "grey"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn file_options_without_images_are_one_line_naming_what_is_missing() {
+    // --holdout and --classes were silently ignored on the synthetic shapes
+    for (args, needle) in [
+        (vec!["--holdout", "0.5"], "--images <DIR>"),
+        (vec!["--classes", "3"], "--images <DIR>"),
+        // clap's message lists the missing argument on its next line: it was cut off
+        (vec!["--images", "imgs"], "--masks <DIR>"),
+    ] {
+        let mut a = vec!["run", "segmentation", "--steps", "1", "--out", "/nonexistent/out"];
+        a.extend(&args);
+        assert_one_line_error(&trainer(&a), &format!("{args:?}"), &["not provided", needle]);
+    }
+}
