@@ -113,6 +113,57 @@ impl TrainingArgs {
             "--weight-decay must be >= 0, got {}",
             self.weight_decay
         );
+        ensure!(
+            self.momentum.is_finite() && self.momentum >= 0.0,
+            "--momentum must be finite and >= 0, got {}",
+            self.momentum
+        );
+        if self.optimizer != OptimizerArg::Sgd {
+            ensure!(
+                self.momentum == 0.0 && !self.nesterov,
+                "--momentum and --nesterov apply to --optimizer sgd (Adam and AdamW have their own moments)"
+            );
+        }
+        ensure!(
+            !self.nesterov || self.momentum > 0.0,
+            "--nesterov needs --momentum > 0 (PyTorch's rule)"
+        );
+        if let Some(c) = self.clip_norm {
+            ensure!(c.is_finite() && c > 0.0, "--clip-norm must be finite and > 0, got {c}");
+        }
+        ensure!(
+            self.eta_min.is_finite() && self.eta_min >= 0.0 && self.eta_min <= self.lr,
+            "--eta-min must be in [0, --lr {}], got {}",
+            self.lr,
+            self.eta_min
+        );
+        ensure!(
+            self.eta_min == 0.0 || self.schedule == ScheduleArg::Cosine,
+            "--eta-min applies to --schedule cosine"
+        );
+        ensure!(
+            self.warmup < self.steps,
+            "--warmup {} must be below --steps {} (the rate would never reach --lr)",
+            self.warmup,
+            self.steps
+        );
+        ensure!(
+            self.min_delta.is_finite() && self.min_delta >= 0.0,
+            "--min-delta must be finite and >= 0, got {}",
+            self.min_delta
+        );
+        ensure!(
+            self.min_lr.is_finite() && self.min_lr >= 0.0,
+            "--min-lr must be finite and >= 0, got {}",
+            self.min_lr
+        );
+        if let Some(e) = self.eval_every {
+            ensure!(
+                e <= self.steps,
+                "--eval-every {e} is more than --steps {}: the validation loss would never be evaluated",
+                self.steps
+            );
+        }
         let optimizer = match self.optimizer {
             OptimizerArg::Adam => OptimizerConfig::Adam {
                 beta1: 0.9,
@@ -236,9 +287,9 @@ pub struct TabularArgs {
     /// The model.
     #[arg(long, value_enum, default_value_t = ModelArg::Linear)]
     pub model: ModelArg,
-    /// Hidden width of the MLP.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
-    pub hidden: u64,
+    /// Hidden width of the MLP (only with --model mlp) [default: 32].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub hidden: Option<u64>,
     /// Number of folds (stratified for classification).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..))]
     pub folds: u64,
@@ -292,6 +343,10 @@ impl TabularArgs {
             );
             losses.push(spec);
         }
+        ensure!(
+            self.hidden.is_none() || self.model == ModelArg::Mlp,
+            "--hidden applies to --model mlp (the linear model has no hidden layer)"
+        );
         let cfg = TabularConfig {
             data: self.data.clone(),
             target: self.target.clone(),
@@ -301,7 +356,7 @@ impl TabularArgs {
                 ModelArg::Linear => ModelKind::Linear,
                 ModelArg::Mlp => ModelKind::Mlp,
             },
-            hidden: self.hidden as usize,
+            hidden: self.hidden.map_or(32, |h| h as usize),
             folds: self.folds as usize,
             standardize: self.standardize,
             drop_missing: self.drop_missing,

@@ -348,3 +348,66 @@ fn every_bad_file_is_one_line_exit_2_and_nothing_written() {
     assert_eq!(summary(&out)["tabular"]["dropped_rows"], 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bad_options_and_rows_after_a_blank_line_are_named_exactly() {
+    let dir = tmp("options");
+    let rows = "1,0\n2,1\n3,0\n4,1\n5,0\n6,1\n";
+    // the reader skips a blank line: the row's line is still the file's (was "line 4")
+    let f = write(&dir, "blank.csv", "a,t\n1,0\n\n2,1\nabc,0\n4,1\n");
+    assert_bad(
+        &f,
+        &["--task", "binary", "--target", "t", "--features", "a"],
+        &["blank.csv", "row 3 (line 5)", "\"abc\" is not a number"],
+    );
+    let f = write(&dir, "ok.csv", &format!("a,t\n{rows}{rows}"));
+    for (extra, needle) in [
+        // each of these ran, every run "stopped" or silently ignoring the option, exit 0
+        (
+            vec!["--optimizer", "sgd", "--momentum", "NaN"],
+            "--momentum must be finite",
+        ),
+        (
+            vec!["--optimizer", "sgd", "--nesterov"],
+            "--nesterov needs --momentum > 0",
+        ),
+        (vec!["--momentum", "0.9"], "apply to --optimizer sgd"),
+        (vec!["--clip-norm", "NaN"], "--clip-norm must be finite and > 0"),
+        (vec!["--clip-norm", "0"], "--clip-norm must be finite and > 0"),
+        (
+            vec!["--schedule", "cosine", "--eta-min", "NaN"],
+            "--eta-min must be in [0, --lr 0.01]",
+        ),
+        (
+            vec!["--schedule", "cosine", "--eta-min", "1"],
+            "--eta-min must be in [0, --lr 0.01]",
+        ),
+        (vec!["--eta-min", "0.001"], "--eta-min applies to --schedule cosine"),
+        (vec!["--warmup", "600"], "--warmup 600 must be below --steps 500"),
+        (
+            vec!["--patience", "1", "--min-delta", "NaN"],
+            "--min-delta must be finite",
+        ),
+        (
+            vec!["--plateau-patience", "1", "--min-lr=-1"],
+            "--min-lr must be finite and >= 0",
+        ),
+        (
+            vec!["--patience", "1", "--eval-every", "501"],
+            "--eval-every 501 is more than --steps 500",
+        ),
+        (vec!["--hidden", "8"], "--hidden applies to --model mlp"),
+    ] {
+        let mut a = vec!["--task", "binary", "--target", "t", "--folds", "2"];
+        a.extend(&extra);
+        assert_bad(&f, &a, &[needle]);
+    }
+    // clap's error for a missing argument names it on the one line (it was cut after the colon)
+    let o = trainer(&["run", "tabular", "--data", &f, "--target", "t"]);
+    assert_one_line_error(
+        &o,
+        "no --task",
+        &["required arguments were not provided", "--task <TASK>"],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -79,6 +79,14 @@ pub fn load(path: &Path, target: &str, features: Option<&[String]>, task: Task, 
         bail!("{file}: empty file (expected a header row and data rows)");
     };
     let header: Vec<String> = header.iter().map(|s| s.trim().to_string()).collect();
+    // The file's line of each record: the reader skips blank lines, and a quoted cell may span
+    // several, so a row's line is not its index + 2.
+    let lines: Vec<u64> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| r.position().map_or(i as u64 + 1, |p| p.line()))
+        .collect();
+    let line = |r: usize| lines[r + 1];
     let rows = &records[1..];
     if rows.is_empty() {
         bail!("{file}: no data rows after the header");
@@ -86,7 +94,8 @@ pub fn load(path: &Path, target: &str, features: Option<&[String]>, task: Task, 
     for (i, name) in header.iter().enumerate() {
         if let Some(j) = header[..i].iter().position(|h| h == name) {
             bail!(
-                "{file}: row 0 (line 1, the header): column \"{name}\" appears twice (columns {} and {})",
+                "{file}: row 0 (line {}, the header): column \"{name}\" appears twice (columns {} and {})",
+                lines[0],
                 j + 1,
                 i + 1
             );
@@ -97,7 +106,7 @@ pub fn load(path: &Path, target: &str, features: Option<&[String]>, task: Task, 
             bail!(
                 "{file}: row {} (line {}): {} cells, the header has {} columns",
                 r + 1,
-                r + 2,
+                line(r),
                 rec.len(),
                 header.len()
             );
@@ -145,7 +154,7 @@ pub fn load(path: &Path, target: &str, features: Option<&[String]>, task: Task, 
     let mut y_raw: Vec<&str> = Vec::with_capacity(rows.len());
     let mut dropped = 0;
     for (r, rec) in rows.iter().enumerate() {
-        let at = |c: usize| format!("{file}: row {} (line {}), column \"{}\"", r + 1, r + 2, header[c]);
+        let at = |c: usize| format!("{file}: row {} (line {}), column \"{}\"", r + 1, line(r), header[c]);
         let mut values = Vec::with_capacity(f_cols.len());
         let mut missing = None;
         for &c in &f_cols {
