@@ -695,6 +695,13 @@ fn main() -> ExitCode {
     };
     for spec in &specs {
         if let Spec::Tabular(t) = spec {
+            if t.data.default_features && !t.data.ignored.is_empty() {
+                eprintln!(
+                    "trainer: tabular: column(s) {} of {} left out of the features: a cell is not a number (--features names the columns to use, and then any such cell)",
+                    t.data.ignored.join(", "),
+                    t.cfg.data.display()
+                );
+            }
             if t.data.dropped > 0 {
                 eprintln!(
                     "trainer: tabular: dropped {} of {} rows with a missing cell from {} (--drop-missing)",

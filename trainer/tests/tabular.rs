@@ -411,3 +411,44 @@ fn bad_options_and_rows_after_a_blank_line_are_named_exactly() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn cells_beyond_f32_and_columns_left_out_are_told() {
+    let dir = tmp("range");
+    let rows = "1,0\n2,1\n3,0\n4,1\n";
+    // 1e300 is a finite f64 but infinite in the f32 the model computes in: the metrics were
+    // all n/a (null) with exit 0; with default features the column is still chosen and named
+    let f = write(&dir, "big.csv", &format!("a,t\n{rows}1e300,0\n5,1\n"));
+    for extra in [&["--features", "a"][..], &[][..]] {
+        let mut a = vec!["--task", "binary", "--target", "t", "--folds", "2"];
+        a.extend(extra);
+        assert_bad(
+            &f,
+            &a,
+            &["big.csv", "row 5 (line 6)", "column \"a\"", "beyond the f32 range"],
+        );
+    }
+    // a column left out of the default features is said on stderr, not only in config.json
+    let f = write(&dir, "text.csv", &format!("a,name,t\n{}", rows.replace(',', ",x,")));
+    let out = dir.join("text-out");
+    let stderr = run_ok(&[
+        "run",
+        "tabular",
+        "--data",
+        &f,
+        "--task",
+        "binary",
+        "--target",
+        "t",
+        "--folds",
+        "2",
+        "--steps",
+        "2",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("column(s) name of"), "{stderr}");
+    assert_eq!(summary(&out)["tabular"]["features"], serde_json::json!(["a"]));
+    let _ = std::fs::remove_dir_all(&dir);
+}

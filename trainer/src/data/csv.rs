@@ -8,7 +8,7 @@
 //! - `--target` and every `--features` name a column; the features default to every other
 //!   column whose cells are all numbers (or missing), and the other columns are listed as
 //!   ignored;
-//! - a feature cell is a finite number; a cell that is empty, `NA`, `N/A` or `NaN` (any case)
+//! - a feature cell is a finite number within the f32 range; a cell that is empty, `NA`, `N/A` or `NaN` (any case)
 //!   is missing: an error, or with `drop_missing` its row is dropped (and counted);
 //! - the target of a regression is a finite number; of a binary task, exactly two distinct
 //!   values (the larger one, numerically when both are numbers, is the positive class 1); of a
@@ -57,6 +57,9 @@ pub struct Loaded {
     pub ignored: Vec<String>,
     /// Rows dropped for a missing cell (with `drop_missing`).
     pub dropped: usize,
+    /// Whether the features were chosen by default (every numeric column): then `ignored`
+    /// lists the columns with a cell that is not a number.
+    pub default_features: bool,
 }
 
 /// Reads `path` (see the module's rules).
@@ -141,9 +144,13 @@ pub fn load(path: &Path, target: &str, features: Option<&[String]>, task: Task, 
             (cols, ignored)
         }
         None => {
-            let (numeric, other): (Vec<usize>, Vec<usize>) = (0..header.len())
-                .filter(|&c| c != t_col)
-                .partition(|&c| rows.iter().all(|r| number(&r[c]).is_ok()));
+            // a number out of range (1e300, inf) still makes the column a feature: its cell
+            // is then named as an error rather than the column silently left out
+            let (numeric, other): (Vec<usize>, Vec<usize>) =
+                (0..header.len()).filter(|&c| c != t_col).partition(|&c| {
+                    rows.iter()
+                        .all(|r| is_missing(&r[c]) || r[c].trim().parse::<f64>().is_ok())
+                });
             (numeric, other.into_iter().map(|c| header[c].clone()).collect())
         }
     };
@@ -235,6 +242,7 @@ pub fn load(path: &Path, target: &str, features: Option<&[String]>, task: Task, 
         features: f_cols.iter().map(|&c| header[c].clone()).collect(),
         ignored,
         dropped,
+        default_features: features.is_none(),
     })
 }
 
@@ -266,6 +274,10 @@ fn number(cell: &str) -> std::result::Result<Option<f64>, String> {
         return Ok(None);
     }
     match cell.trim().parse::<f64>() {
+        // the model computes in f32: a larger magnitude would be infinite there
+        Ok(v) if v.is_finite() && v.abs() > f64::from(f32::MAX) => {
+            Err(format!("{v} is beyond the f32 range (±3.4e38) the model computes in"))
+        }
         Ok(v) if v.is_finite() => Ok(Some(v)),
         Ok(v) => Err(format!("{v} is not a finite number")),
         Err(_) => Err(format!("{:?} is not a number", cell.trim())),
