@@ -452,3 +452,36 @@ fn cells_beyond_f32_and_columns_left_out_are_told() {
     assert_eq!(summary(&out)["tabular"]["features"], serde_json::json!(["a"]));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_report_says_the_schedule_in_words() {
+    let dir = tmp("schedule");
+    let f = write(&dir, "ok.csv", "a,t\n1,0\n2,1\n3,0\n4,1\n");
+    let out = dir.join("out");
+    run_ok(&[
+        "run",
+        "tabular",
+        "--data",
+        &f,
+        "--task",
+        "binary",
+        "--target",
+        "t",
+        "--folds",
+        "2",
+        "--steps",
+        "5",
+        "--schedule",
+        "cosine",
+        "--warmup",
+        "2",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    // it was Rust's Debug form: "schedule WarmupCosine { warmup: 2, t_max: 5, eta_min: 0.0 }"
+    assert!(html.contains("linear warm-up over 2 updates, then cosine to 0 at update 5"));
+    assert!(!html.contains("WarmupCosine"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
