@@ -333,6 +333,15 @@ impl TabularArgs {
             Some(l) => l.clone(),
             None => tabular::task_losses(task).iter().map(|s| s.to_string()).collect(),
         };
+        for (loss, k, _) in &extra {
+            ensure!(
+                names
+                    .iter()
+                    .any(|n| n.split(':').next().map(str::trim) == Some(loss.as_str())),
+                "--param {loss}.{k}: {loss} is not among --losses {}",
+                names.join(",")
+            );
+        }
         let mut losses = Vec::new();
         for n in &names {
             let spec = LossSpec::parse(n, task, &extra)?;

@@ -397,6 +397,26 @@ fn bad_options_and_rows_after_a_blank_line_are_named_exactly() {
             "--eval-every 501 is more than --steps 500",
         ),
         (vec!["--hidden", "8"], "--hidden applies to --model mlp"),
+        // the variant's label said gamma=1, the run used --param's 3
+        (
+            vec![
+                "--losses",
+                "sigmoid_focal_loss:gamma=1",
+                "--param",
+                "sigmoid_focal_loss.gamma=3",
+            ],
+            "both set `gamma`",
+        ),
+        // a --param of a loss left out of --losses was ignored
+        (
+            vec![
+                "--losses",
+                "binary_cross_entropy_with_logits",
+                "--param",
+                "sigmoid_focal_loss.gamma=3",
+            ],
+            "sigmoid_focal_loss is not among --losses",
+        ),
     ] {
         let mut a = vec!["--task", "binary", "--target", "t", "--folds", "2"];
         a.extend(&extra);

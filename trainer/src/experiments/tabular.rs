@@ -102,8 +102,13 @@ impl LossSpec {
             let (k, v) = param_value(p).map_err(|e| anyhow!("--losses {text}: {e}"))?;
             params.insert(k, v);
         }
-        for (loss, k, v) in extra.iter().filter(|(l, _, _)| l == name) {
-            let _ = loss;
+        for (_, k, v) in extra.iter().filter(|(l, _, _)| l == name) {
+            // the label names the variant's own value: a --param may not overwrite it
+            anyhow::ensure!(
+                !params.contains_key(k),
+                "--param {name}.{k}={v} and --losses {} both set `{k}` (give it in one place)",
+                text.trim()
+            );
             params.insert(k.clone(), v.clone());
         }
         Ok(Self {
