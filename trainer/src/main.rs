@@ -255,7 +255,7 @@ struct Common {
     no_timings: bool,
     /// Write a checkpoint of every training run (weights, optimizer and random-generator
     /// state, logged rows) every N updates, under OUT/<experiment>/checkpoints.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = trainer::options::count_arg::<1>)]
     checkpoint_every: Option<u64>,
     /// Continue every run from its checkpoint under --out (a finished run is not redone).
     #[arg(long)]
@@ -283,7 +283,7 @@ enum Experiment {
         #[arg(long, default_value_t = 400.0)]
         shift: f64,
         /// Override the number of training steps of both models (default 3,000 linear, 200 MLP).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_parser = trainer::options::count_arg::<1>)]
         steps: Option<u64>,
         /// Override the Adam learning rate of both models (default 0.01; a huge one makes the
         /// runs diverge, which they report with their step, loss and seed).
@@ -321,7 +321,7 @@ enum Experiment {
         #[arg(long, value_delimiter = ',')]
         tasks: Option<Vec<String>>,
         /// Override the number of training steps (default 1,000).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_parser = trainer::options::count_arg::<1>)]
         steps: Option<u64>,
     },
     /// Experiment 4: Dice vs cross-entropy on small objects (synthetic images).
@@ -333,7 +333,7 @@ enum Experiment {
         #[arg(long, value_delimiter = ',')]
         losses: Option<Vec<String>>,
         /// Override the number of training steps.
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_parser = trainer::options::count_arg::<1>)]
         steps: Option<u64>,
         /// Your PNG images (grey or colour) instead of the synthetic shapes; needs --masks.
         #[arg(long, value_name = "DIR", requires = "masks")]
@@ -348,7 +348,7 @@ enum Experiment {
         #[arg(long, default_value_t = 2, requires = "images")]
         classes: usize,
         /// Number of seeds (each its split, initial weights and batch order).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_parser = trainer::options::count_arg::<1>)]
         seeds: Option<u64>,
     },
     /// Experiment 5: a small conv net regressing the largest object's box, one run per box loss.
@@ -361,7 +361,7 @@ enum Experiment {
         #[arg(long, value_delimiter = ',')]
         losses: Option<Vec<String>>,
         /// Override the number of training steps (default 200).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_parser = trainer::options::count_arg::<1>)]
         steps: Option<u64>,
     },
 }

@@ -10,6 +10,18 @@ use anyhow::{bail, ensure};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
+/// A whole number of at least `MIN` (clap's own range check said "0 is not in
+/// 1..18446744073709551615").
+///
+/// # Errors
+/// Not a whole number, or below `MIN`.
+pub fn count_arg<const MIN: u64>(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n >= MIN => Ok(n),
+        _ => Err(format!("expected a whole number of at least {MIN}, got {s:?}")),
+    }
+}
+
 /// The optimizer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerArg {
@@ -35,7 +47,7 @@ pub enum ScheduleArg {
 #[derive(Debug, Clone, Args)]
 pub struct TrainingArgs {
     /// Training updates per run.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 500, value_parser = count_arg::<1>)]
     pub steps: u64,
     /// Base learning rate.
     #[arg(long, default_value_t = 0.01)]
@@ -53,10 +65,10 @@ pub struct TrainingArgs {
     #[arg(long)]
     pub nesterov: bool,
     /// Mini-batches of this many rows (default: full batch).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = count_arg::<1>)]
     pub batch_size: Option<u64>,
     /// Average the gradients of this many mini-batches per update (needs --batch-size).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = count_arg::<1>)]
     pub accumulate: u64,
     /// Schedule after the warm-up.
     #[arg(long, value_enum, default_value_t = ScheduleArg::Constant)]
@@ -75,7 +87,7 @@ pub struct TrainingArgs {
     #[arg(long)]
     pub validation: Option<f64>,
     /// Evaluate the validation loss every N updates (default: steps / 20).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = count_arg::<1>)]
     pub eval_every: Option<u64>,
     /// Early stopping: stop after N evaluations in a row without improvement.
     #[arg(long)]
@@ -288,10 +300,10 @@ pub struct TabularArgs {
     #[arg(long, value_enum, default_value_t = ModelArg::Linear)]
     pub model: ModelArg,
     /// Hidden width of the MLP (only with --model mlp) [default: 32].
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = count_arg::<1>)]
     pub hidden: Option<u64>,
     /// Number of folds (stratified for classification).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..))]
+    #[arg(long, default_value_t = 5, value_parser = count_arg::<2>)]
     pub folds: u64,
     /// Z-score the features with the training fold's statistics.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

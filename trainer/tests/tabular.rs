@@ -422,6 +422,18 @@ fn bad_options_and_rows_after_a_blank_line_are_named_exactly() {
         a.extend(&extra);
         assert_bad(&f, &a, &[needle]);
     }
+    // a count below its minimum says the minimum (clap's range said "1 is not in
+    // 2..18446744073709551615")
+    for (flag, value, min) in [("--folds", "1", "2"), ("--steps", "0", "1"), ("--batch-size", "0", "1")] {
+        assert_bad(
+            &f,
+            &["--task", "binary", "--target", "t", flag, value],
+            &[
+                flag,
+                &format!("expected a whole number of at least {min}, got \"{value}\""),
+            ],
+        );
+    }
     // clap's error for a missing argument names it on the one line (it was cut after the colon)
     let o = trainer(&["run", "tabular", "--data", &f, "--target", "t"]);
     assert_one_line_error(
