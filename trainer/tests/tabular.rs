@@ -460,6 +460,44 @@ fn cells_beyond_f32_and_columns_left_out_are_told() {
             &["big.csv", "row 5 (line 6)", "column \"a\"", "beyond the f32 range"],
         );
     }
+    // a Latin-1 byte in a text column stopped the run ("invalid utf-8"); in a feature it is a
+    // cell that is not a number, named
+    let latin = dir.join("latin.csv");
+    std::fs::write(&latin, b"a,name,t\n1,caf\xe9,0\n2,x,1\n3,y,0\n4,z,1\n").unwrap();
+    let latin = latin.display().to_string();
+    let out = dir.join("latin-out");
+    let stderr = run_ok(&[
+        "run",
+        "tabular",
+        "--data",
+        &latin,
+        "--task",
+        "binary",
+        "--target",
+        "t",
+        "--folds",
+        "2",
+        "--steps",
+        "2",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("column(s) name of"), "{stderr}");
+    assert_bad(
+        &latin,
+        &[
+            "--task",
+            "binary",
+            "--target",
+            "t",
+            "--folds",
+            "2",
+            "--features",
+            "a,name",
+        ],
+        &["row 1 (line 2)", "column \"name\"", "is not a number"],
+    );
     // a column left out of the default features is said on stderr, not only in config.json
     let f = write(&dir, "text.csv", &format!("a,name,t\n{}", rows.replace(',', ",x,")));
     let out = dir.join("text-out");

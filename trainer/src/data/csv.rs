@@ -75,8 +75,11 @@ pub fn load(path: &Path, target: &str, features: Option<&[String]>, task: Task, 
         .from_path(path)
         .map_err(|e| anyhow!("{file}: cannot read: {e}"))?;
     let mut records = Vec::new();
-    for r in reader.records() {
-        records.push(r.map_err(|e| anyhow!("{file}: {}", one_line(&e.to_string())))?);
+    // bytes, then text with U+FFFD for bytes that are not UTF-8: a Latin-1 accent in a text
+    // column the run does not use must not stop it (in a feature it is "not a number")
+    for r in reader.byte_records() {
+        let r = r.map_err(|e| anyhow!("{file}: {}", one_line(&e.to_string())))?;
+        records.push(::csv::StringRecord::from_byte_record_lossy(r));
     }
     let Some(header) = records.first() else {
         bail!("{file}: empty file (expected a header row and data rows)");
