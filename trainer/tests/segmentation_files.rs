@@ -147,6 +147,11 @@ fn every_bad_pair_is_one_line_naming_the_file() {
     // a colour mask
     write_png(&dir.join("masks/p3.png"), 16, 16, 3, &[0; 768]);
     assert_bad(&dir, &["masks/p3.png", "grey"]);
+    // every mask all background: the run trained to a perfect Dice of 1 on nothing
+    for i in 0..8 {
+        write_png(&dir.join(format!("masks/p{i}.png")), 16, 16, 1, &[0; 256]);
+    }
+    assert_bad(&dir, &["--masks", "every pixel of every mask is class 0"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

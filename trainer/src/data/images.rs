@@ -10,6 +10,7 @@
 //! - masks are grey (8 or 16 bits: a 16-bit value is the class index as is), the size of
 //!   their image; a pixel is a class index `0..classes`, and with
 //!   two classes 255 also means class 1 (0/255 masks); any other value is out of range;
+//! - at least one mask pixel is not background (class 0);
 //! - sizes: every pair is cropped about its centre to the smallest height and the smallest
 //!   width in the set (the crop starts at `(h − H) / 2`, `(w − W) / 2`, rounded down), so that
 //!   the images stack into one batch.
@@ -203,6 +204,14 @@ pub fn load(images: &Path, masks: &Path, classes: usize) -> Result<ImageSet> {
             labels.push(c as u8);
         }
         pairs.push((image, labels, mask.width));
+    }
+    if pairs.iter().all(|p| p.1.iter().all(|&c| c == 0)) {
+        // e.g. masks whose foreground the reader could not see: Dice on empty masks is 1,
+        // so the run would look perfect
+        bail!(
+            "--masks {}: every pixel of every mask is class 0 (background): nothing to segment",
+            masks.display()
+        );
     }
     let height = pairs.iter().map(|p| p.0.height).min().unwrap_or(0);
     let width = pairs.iter().map(|p| p.0.width).min().unwrap_or(0);
