@@ -114,6 +114,15 @@ fn classes(r: &mut ChaCha8Rng, n: usize, c: usize) -> Vec<u32> {
     (0..n).map(|_| r.gen_range(0..c as u32)).collect()
 }
 
+/// An error unless `shape` has at least `dims` dimensions (a generator that reads `shape[1]`
+/// must not index past the end of a shorter one).
+fn need_dims(loss: &str, shape: &[usize], dims: usize, layout: &str) -> Result<()> {
+    if shape.len() < dims {
+        bail!("{loss} needs a prediction of at least {dims} dimensions ({layout}), got {shape:?}");
+    }
+    Ok(())
+}
+
 /// The round-two workloads' inputs; `None` for a loss timed by [`call`] instead.
 fn named_inputs(loss: &str, shape: &[usize], dev: &Device) -> Result<Option<Named>> {
     let mut r = ChaCha8Rng::seed_from_u64(0);
@@ -177,6 +186,7 @@ fn named_inputs(loss: &str, shape: &[usize], dev: &Device) -> Result<Option<Name
             ("input", vec![("input", t(x, shape)?), ("target", t(y, shape)?)])
         }
         "multi_margin_loss" => {
+            need_dims(loss, shape, 2, "[N, C]")?;
             let x = normal(&mut r, n);
             let y = classes(&mut r, shape[0], shape[1]);
             (
@@ -208,6 +218,15 @@ fn named_inputs(loss: &str, shape: &[usize], dev: &Device) -> Result<Option<Name
             )
         }
         "ctc_loss" => {
+            need_dims(
+                loss,
+                shape,
+                4,
+                "[T, N, C, S]: steps, batch, classes with the blank, target length",
+            )?;
+            if shape.len() > 4 || shape[2] < 2 {
+                bail!("{loss} needs a shape [T, N, C, S] with C >= 2 (the blank and a class), got {shape:?}");
+            }
             let (steps, batch, c, s) = (shape[0], shape[1], shape[2], shape[3]);
             let lp = loss_core::log_softmax(&t(normal(&mut r, steps * batch * c), &[steps, batch, c])?, 2)?;
             let targets: Vec<i64> = (0..batch * s).map(|_| r.gen_range(1..c as i64)).collect();
@@ -234,6 +253,7 @@ fn named_inputs(loss: &str, shape: &[usize], dev: &Device) -> Result<Option<Name
             ("logits", vec![("logits", t(x, shape)?), ("target", t(y, shape)?)])
         }
         "jaccard_loss" => {
+            need_dims(loss, shape, 2, "[N, C, ...]")?;
             let x = normal(&mut r, n);
             let mut target_shape = vec![shape[0]];
             target_shape.extend_from_slice(&shape[2..]);
@@ -259,6 +279,7 @@ fn named_inputs(loss: &str, shape: &[usize], dev: &Device) -> Result<Option<Name
             ("pred", vec![("pred", t(x, shape)?), ("target", t(y, shape)?)])
         }
         "quality_focal_loss" => {
+            need_dims(loss, shape, 2, "[N, C]")?;
             let x = normal(&mut r, n);
             let label = classes(&mut r, shape[0], shape[1] + 1); // C = background
             let score = uniform(&mut r, shape[0]);
@@ -270,6 +291,7 @@ fn named_inputs(loss: &str, shape: &[usize], dev: &Device) -> Result<Option<Name
             ("pred", inputs)
         }
         "distribution_focal_loss" => {
+            need_dims(loss, shape, 2, "[N, bins]")?;
             let x = normal(&mut r, n);
             let label = uniform(&mut r, shape[0])
                 .into_iter()
@@ -278,6 +300,7 @@ fn named_inputs(loss: &str, shape: &[usize], dev: &Device) -> Result<Option<Name
             ("pred", vec![("pred", t(x, shape)?), ("label", t(label, &shape[..1])?)])
         }
         "poly1_cross_entropy" => {
+            need_dims(loss, shape, 2, "[N, C]")?;
             let x = normal(&mut r, n);
             let y = classes(&mut r, shape[0], shape[1]);
             (
@@ -395,6 +418,7 @@ fn make_inputs(loss: &str, shape: &[usize], dev: &Device) -> Result<(Tensor, Ten
             (t(x, shape)?, t(y, shape)?)
         }
         "cross_entropy" => {
+            need_dims(loss, shape, 2, "[N, C, ...]")?;
             let (rows, c) = (shape[0], shape[1]);
             let y: Vec<u32> = (0..rows).map(|_| r.gen_range(0..c as u32)).collect();
             (t(normal(&mut r, n), shape)?, Tensor::from_vec(y, rows, dev)?)

@@ -255,7 +255,7 @@ struct Common {
     no_timings: bool,
     /// Write a checkpoint of every training run (weights, optimizer and random-generator
     /// state, logged rows) every N updates, under OUT/<experiment>/checkpoints.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = trainer::options::count_arg::<1>)]
     checkpoint_every: Option<u64>,
     /// Continue every run from its checkpoint under --out (a finished run is not redone).
     #[arg(long)]
@@ -283,7 +283,7 @@ enum Experiment {
         #[arg(long, default_value_t = 400.0)]
         shift: f64,
         /// Override the number of training steps of both models (default 3,000 linear, 200 MLP).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_parser = trainer::options::count_arg::<1>)]
         steps: Option<u64>,
         /// Override the Adam learning rate of both models (default 0.01; a huge one makes the
         /// runs diverge, which they report with their step, loss and seed).
@@ -321,18 +321,19 @@ enum Experiment {
         #[arg(long, value_delimiter = ',')]
         tasks: Option<Vec<String>>,
         /// Override the number of training steps (default 1,000).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_parser = trainer::options::count_arg::<1>)]
         steps: Option<u64>,
     },
     /// Experiment 4: Dice vs cross-entropy on small objects (synthetic images).
     Segmentation {
         #[command(flatten)]
         common: Common,
-        /// Comma-separated loss variants among cross_entropy, dice, dice_ce, focal, tversky.
+        /// Comma-separated loss variants among cross_entropy, dice, dice_ce, focal, tversky,
+        /// soft_cldice, hausdorff_dt, lovasz_hinge (default: all).
         #[arg(long, value_delimiter = ',')]
         losses: Option<Vec<String>>,
         /// Override the number of training steps.
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_parser = trainer::options::count_arg::<1>)]
         steps: Option<u64>,
         /// Your PNG images (grey or colour) instead of the synthetic shapes; needs --masks.
         #[arg(long, value_name = "DIR", requires = "masks")]
@@ -341,13 +342,13 @@ enum Experiment {
         #[arg(long, value_name = "DIR", requires = "images")]
         masks: Option<PathBuf>,
         /// With --images: the share of the pairs held out for the metrics (drawn per seed).
-        #[arg(long, default_value_t = 0.25)]
+        #[arg(long, default_value_t = 0.25, requires = "images")]
         holdout: f64,
         /// With --images: the number of classes of the masks (2: background and object).
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, requires = "images")]
         classes: usize,
         /// Number of seeds (each its split, initial weights and batch order).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_parser = trainer::options::count_arg::<1>)]
         seeds: Option<u64>,
     },
     /// Experiment 5: a small conv net regressing the largest object's box, one run per box loss.
@@ -360,7 +361,7 @@ enum Experiment {
         #[arg(long, value_delimiter = ',')]
         losses: Option<Vec<String>>,
         /// Override the number of training steps (default 200).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_parser = trainer::options::count_arg::<1>)]
         steps: Option<u64>,
     },
 }
@@ -385,6 +386,19 @@ enum DTypeArg {
 }
 
 /// A bad-input error: printed on one line, exit status 2.
+/// Clap's message on one line: its lines before the usage, joined, so that "the following
+/// required arguments were not provided:" keeps the arguments it lists on the next lines.
+fn clap_one_line(rendered: &str) -> String {
+    rendered
+        .trim_start_matches("error: ")
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
     let text = msg.to_string();
     let line = text.lines().next().unwrap_or("").trim();
@@ -617,7 +631,7 @@ fn main() -> ExitCode {
                     let _ = e.print();
                     ExitCode::from(2)
                 }
-                _ => usage_error(e.render().to_string().trim_start_matches("error: ")),
+                _ => usage_error(clap_one_line(&e.render().to_string())),
             };
         }
     };
@@ -683,6 +697,13 @@ fn main() -> ExitCode {
     };
     for spec in &specs {
         if let Spec::Tabular(t) = spec {
+            if t.data.default_features && !t.data.ignored.is_empty() {
+                eprintln!(
+                    "trainer: tabular: column(s) {} of {} left out of the features: a cell is not a number (--features names the columns to use, and then any such cell)",
+                    t.data.ignored.join(", "),
+                    t.cfg.data.display()
+                );
+            }
             if t.data.dropped > 0 {
                 eprintln!(
                     "trainer: tabular: dropped {} of {} rows with a missing cell from {} (--drop-missing)",

@@ -10,6 +10,18 @@ use anyhow::{bail, ensure};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
+/// A whole number of at least `MIN` (clap's own range check said "0 is not in
+/// 1..18446744073709551615").
+///
+/// # Errors
+/// Not a whole number, or below `MIN`.
+pub fn count_arg<const MIN: u64>(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if n >= MIN => Ok(n),
+        _ => Err(format!("expected a whole number of at least {MIN}, got {s:?}")),
+    }
+}
+
 /// The optimizer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerArg {
@@ -35,7 +47,7 @@ pub enum ScheduleArg {
 #[derive(Debug, Clone, Args)]
 pub struct TrainingArgs {
     /// Training updates per run.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 500, value_parser = count_arg::<1>)]
     pub steps: u64,
     /// Base learning rate.
     #[arg(long, default_value_t = 0.01)]
@@ -53,10 +65,10 @@ pub struct TrainingArgs {
     #[arg(long)]
     pub nesterov: bool,
     /// Mini-batches of this many rows (default: full batch).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = count_arg::<1>)]
     pub batch_size: Option<u64>,
     /// Average the gradients of this many mini-batches per update (needs --batch-size).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = count_arg::<1>)]
     pub accumulate: u64,
     /// Schedule after the warm-up.
     #[arg(long, value_enum, default_value_t = ScheduleArg::Constant)]
@@ -75,7 +87,7 @@ pub struct TrainingArgs {
     #[arg(long)]
     pub validation: Option<f64>,
     /// Evaluate the validation loss every N updates (default: steps / 20).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = count_arg::<1>)]
     pub eval_every: Option<u64>,
     /// Early stopping: stop after N evaluations in a row without improvement.
     #[arg(long)]
@@ -113,6 +125,57 @@ impl TrainingArgs {
             "--weight-decay must be >= 0, got {}",
             self.weight_decay
         );
+        ensure!(
+            self.momentum.is_finite() && self.momentum >= 0.0,
+            "--momentum must be finite and >= 0, got {}",
+            self.momentum
+        );
+        if self.optimizer != OptimizerArg::Sgd {
+            ensure!(
+                self.momentum == 0.0 && !self.nesterov,
+                "--momentum and --nesterov apply to --optimizer sgd (Adam and AdamW have their own moments)"
+            );
+        }
+        ensure!(
+            !self.nesterov || self.momentum > 0.0,
+            "--nesterov needs --momentum > 0 (PyTorch's rule)"
+        );
+        if let Some(c) = self.clip_norm {
+            ensure!(c.is_finite() && c > 0.0, "--clip-norm must be finite and > 0, got {c}");
+        }
+        ensure!(
+            self.eta_min.is_finite() && self.eta_min >= 0.0 && self.eta_min <= self.lr,
+            "--eta-min must be in [0, --lr {}], got {}",
+            self.lr,
+            self.eta_min
+        );
+        ensure!(
+            self.eta_min == 0.0 || self.schedule == ScheduleArg::Cosine,
+            "--eta-min applies to --schedule cosine"
+        );
+        ensure!(
+            self.warmup < self.steps,
+            "--warmup {} must be below --steps {} (the rate would never reach --lr)",
+            self.warmup,
+            self.steps
+        );
+        ensure!(
+            self.min_delta.is_finite() && self.min_delta >= 0.0,
+            "--min-delta must be finite and >= 0, got {}",
+            self.min_delta
+        );
+        ensure!(
+            self.min_lr.is_finite() && self.min_lr >= 0.0,
+            "--min-lr must be finite and >= 0, got {}",
+            self.min_lr
+        );
+        if let Some(e) = self.eval_every {
+            ensure!(
+                e <= self.steps,
+                "--eval-every {e} is more than --steps {}: the validation loss would never be evaluated",
+                self.steps
+            );
+        }
         let optimizer = match self.optimizer {
             OptimizerArg::Adam => OptimizerConfig::Adam {
                 beta1: 0.9,
@@ -236,11 +299,11 @@ pub struct TabularArgs {
     /// The model.
     #[arg(long, value_enum, default_value_t = ModelArg::Linear)]
     pub model: ModelArg,
-    /// Hidden width of the MLP.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
-    pub hidden: u64,
+    /// Hidden width of the MLP (only with --model mlp) [default: 32].
+    #[arg(long, value_parser = count_arg::<1>)]
+    pub hidden: Option<u64>,
     /// Number of folds (stratified for classification).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..))]
+    #[arg(long, default_value_t = 5, value_parser = count_arg::<2>)]
     pub folds: u64,
     /// Z-score the features with the training fold's statistics.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -282,6 +345,15 @@ impl TabularArgs {
             Some(l) => l.clone(),
             None => tabular::task_losses(task).iter().map(|s| s.to_string()).collect(),
         };
+        for (loss, k, _) in &extra {
+            ensure!(
+                names
+                    .iter()
+                    .any(|n| n.split(':').next().map(str::trim) == Some(loss.as_str())),
+                "--param {loss}.{k}: {loss} is not among --losses {}",
+                names.join(",")
+            );
+        }
         let mut losses = Vec::new();
         for n in &names {
             let spec = LossSpec::parse(n, task, &extra)?;
@@ -292,6 +364,10 @@ impl TabularArgs {
             );
             losses.push(spec);
         }
+        ensure!(
+            self.hidden.is_none() || self.model == ModelArg::Mlp,
+            "--hidden applies to --model mlp (the linear model has no hidden layer)"
+        );
         let cfg = TabularConfig {
             data: self.data.clone(),
             target: self.target.clone(),
@@ -301,7 +377,7 @@ impl TabularArgs {
                 ModelArg::Linear => ModelKind::Linear,
                 ModelArg::Mlp => ModelKind::Mlp,
             },
-            hidden: self.hidden as usize,
+            hidden: self.hidden.map_or(32, |h| h as usize),
             folds: self.folds as usize,
             standardize: self.standardize,
             drop_missing: self.drop_missing,

@@ -147,5 +147,60 @@ fn every_bad_pair_is_one_line_naming_the_file() {
     // a colour mask
     write_png(&dir.join("masks/p3.png"), 16, 16, 3, &[0; 768]);
     assert_bad(&dir, &["masks/p3.png", "grey"]);
+    // every mask all background: the run trained to a perfect Dice of 1 on nothing
+    for i in 0..8 {
+        write_png(&dir.join(format!("masks/p{i}.png")), 16, 16, 1, &[0; 256]);
+    }
+    assert_bad(&dir, &["--masks", "every pixel of every mask is class 0"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn file_options_without_images_are_one_line_naming_what_is_missing() {
+    // --holdout and --classes were silently ignored on the synthetic shapes
+    for (args, needle) in [
+        (vec!["--holdout", "0.5"], "--images <DIR>"),
+        (vec!["--classes", "3"], "--images <DIR>"),
+        // clap's message lists the missing argument on its next line: it was cut off
+        (vec!["--images", "imgs"], "--masks <DIR>"),
+    ] {
+        let mut a = vec!["run", "segmentation", "--steps", "1", "--out", "/nonexistent/out"];
+        a.extend(&args);
+        assert_one_line_error(&trainer(&a), &format!("{args:?}"), &["not provided", needle]);
+    }
+}
+
+/// Writes a 16-bit grey PNG (big-endian samples, as PNG stores them).
+fn write_png16(path: &Path, w: u32, h: u32, values: &[u16]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.set_depth(png::BitDepth::Sixteen);
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_be_bytes()).collect();
+    enc.write_header().unwrap().write_image_data(&bytes).unwrap();
+}
+
+#[test]
+fn a_16_bit_mask_keeps_its_class_indices() {
+    let dir = tmp("mask16");
+    squares(&dir, 1, 3);
+    // p0's mask as 16 bits: 0 outside, 1 and 2 inside; cutting 16 bits to 8 (the high byte)
+    // made every pixel class 0, silently
+    let mut m = vec![0u16; 256];
+    m[0] = 1;
+    m[1] = 2;
+    m[255] = 1;
+    write_png16(&dir.join("masks/p0.png"), 16, 16, &m);
+    let set = trainer::data::images::load(&dir.join("images"), &dir.join("masks"), 3).unwrap();
+    assert_eq!(set.names[0], "p0.png");
+    assert_eq!(&set.masks[..3], &[1, 2, 0]);
+    assert_eq!(set.masks[255], 1);
+    assert_eq!(set.masks[..256].iter().filter(|&&c| c != 0).count(), 3);
+    // a 16-bit value past the classes is out of range, named as in 8 bits
+    m[17] = 300;
+    write_png16(&dir.join("masks/p0.png"), 16, 16, &m);
+    let o = run(&dir, &["--classes", "3", "--losses", "dice", "--steps", "2"]);
+    assert_one_line_error(&o, "16-bit 300", &["masks/p0.png", "pixel (x 1, y 1)", "value 300"]);
+    assert!(!dir.join("out").exists(), "nothing under --out");
     let _ = std::fs::remove_dir_all(&dir);
 }

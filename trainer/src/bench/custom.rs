@@ -12,7 +12,7 @@
 
 use super::{make_inputs, named_inputs, time_named, BenchOptions, Named, Row};
 use anyhow::{anyhow, bail, Result};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use serde_json::{Map, Value};
 
 /// One user workload.
@@ -28,14 +28,94 @@ pub struct Custom {
     pub dtype: DType,
 }
 
-/// The families tried, in order, for a loss without its own generator.
-const FAMILIES: [&str; 4] = ["dice_loss", "iou_loss", "mse_loss", "cross_entropy"];
+/// The most elements a `--shape` may have: 2^31, 8 GiB of f32 for the prediction alone (a
+/// larger product, or one that overflows, would abort on the allocation instead of erring).
+pub const MAX_ELEMENTS: usize = 1 << 31;
+
+/// The families tried, in order, for a loss without its own generator: the workload list's
+/// generators, then class maps (`[N, C, ...]` probabilities, `[N, ...]` class indices) and
+/// multi-label index rows (`[N, C]` logits, `[N, C]` i64 labels padded with −1).
+const FAMILIES: [&str; 6] = [
+    "dice_loss",
+    "iou_loss",
+    "mse_loss",
+    "cross_entropy",
+    CLASS_MAP,
+    LABEL_ROWS,
+];
+const CLASS_MAP: &str = "class map";
+const LABEL_ROWS: &str = "multi-label rows";
+
+/// Prediction and target of the families that are not in the workload list.
+fn extra_family(family: &str, shape: &[usize], dev: &Device) -> Result<(Tensor, Tensor)> {
+    use rand::{Rng, SeedableRng};
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    if shape.len() < 2 || shape[1] < 2 {
+        bail!("{family}: needs a shape [N, C, ...] with C >= 2, got {shape:?}");
+    }
+    let n: usize = shape.iter().product();
+    let c = shape[1];
+    let x: Vec<f32> = (0..n).map(|_| r.gen::<f32>()).collect();
+    let x = Tensor::from_vec(x, shape, dev)?;
+    if family == CLASS_MAP {
+        let probs = candle_nn::ops::softmax(&x, 1)?;
+        let mut t_shape = vec![shape[0]];
+        t_shape.extend_from_slice(&shape[2..]);
+        let y: Vec<u32> = (0..n / c).map(|_| r.gen_range(0..c as u32)).collect();
+        return Ok((probs, Tensor::from_vec(y, t_shape, dev)?));
+    }
+    if shape.len() != 2 {
+        bail!("{family}: needs a shape [N, C], got {shape:?}");
+    }
+    // each row: a few distinct labels, then −1
+    let mut y = Vec::with_capacity(n);
+    for _ in 0..shape[0] {
+        let k = r.gen_range(1..=c.min(3));
+        let mut row: Vec<i64> = Vec::with_capacity(c);
+        while row.len() < k {
+            let l = r.gen_range(0..c as i64);
+            if !row.contains(&l) {
+                row.push(l);
+            }
+        }
+        row.resize(c, -1);
+        y.extend(row);
+    }
+    Ok((x, Tensor::from_vec(y, shape, dev)?))
+}
 
 fn family_inputs(family: &str, shape: &[usize], dev: &Device) -> Result<Named> {
-    let (x, y) = make_inputs(family, shape, dev)?;
+    let (x, y) = if family == CLASS_MAP || family == LABEL_ROWS {
+        extra_family(family, shape, dev)?
+    } else {
+        make_inputs(family, shape, dev)?
+    };
     let mut inputs = crate::registry::Inputs::new();
-    for name in ["input", "logits", "pred", "log_probs", "probs"] {
+    // the names the registry's losses give the prediction (boxes for the box utilities and
+    // pairwise IoUs, the anchor of a triplet), the target and the other inputs
+    for name in [
+        "input",
+        "logits",
+        "pred",
+        "log_probs",
+        "probs",
+        "boxes",
+        "boxes1",
+        "anchor",
+    ] {
         inputs.insert(name.to_string(), x.clone());
+    }
+    for name in ["boxes2", "positive"] {
+        inputs.insert(name.to_string(), y.clone());
+    }
+    if y.dtype().is_float() && y.shape() == x.shape() {
+        inputs.insert("negative".to_string(), y.neg()?);
+    }
+    if shape.len() >= 3 {
+        // masked_dice_loss's mask: one channel, the prediction's batch and spatial dimensions
+        let mut m = shape.to_vec();
+        m[1] = 1;
+        inputs.insert("mask".to_string(), Tensor::ones(m, x.dtype(), x.device())?);
     }
     inputs.insert("target".to_string(), y);
     let mut params = Map::new();
@@ -85,6 +165,10 @@ fn inputs(c: &Custom, dev: &Device) -> Result<Named> {
     if shape.is_empty() || shape.contains(&0) {
         bail!("bench: --shape {shape:?} must have at least one dimension, each > 0");
     }
+    let elements = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if elements.is_none_or(|n| n > MAX_ELEMENTS) {
+        bail!("bench: --shape {shape:?} has more than {MAX_ELEMENTS} elements (2^31), too many to time");
+    }
     let refused = |e: anyhow::Error| {
         let text = format!("{e:#}");
         anyhow!(
@@ -101,7 +185,21 @@ fn inputs(c: &Custom, dev: &Device) -> Result<Named> {
     }
     let mut first = None;
     for family in FAMILIES {
-        match family_inputs(family, shape, dev).and_then(|n| accept(loss, n, c)) {
+        // with `reduction` mean, then without it for the box utilities and pairwise IoUs that
+        // have none (unless the user gave one)
+        let without = |mut n: Named| {
+            n.params.remove("reduction");
+            n
+        };
+        let tries = family_inputs(family, shape, dev).and_then(|n| {
+            accept(loss, n, c).or_else(|e| {
+                if c.params.contains_key("reduction") {
+                    return Err(e);
+                }
+                family_inputs(family, shape, dev).and_then(|n| accept(loss, without(n), c))
+            })
+        });
+        match tries {
             Ok(n) => return Ok(n),
             Err(e) => {
                 first.get_or_insert(e);

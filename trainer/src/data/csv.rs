@@ -8,7 +8,7 @@
 //! - `--target` and every `--features` name a column; the features default to every other
 //!   column whose cells are all numbers (or missing), and the other columns are listed as
 //!   ignored;
-//! - a feature cell is a finite number; a cell that is empty, `NA`, `N/A` or `NaN` (any case)
+//! - a feature cell is a finite number within the f32 range; a cell that is empty, `NA`, `N/A` or `NaN` (any case)
 //!   is missing: an error, or with `drop_missing` its row is dropped (and counted);
 //! - the target of a regression is a finite number; of a binary task, exactly two distinct
 //!   values (the larger one, numerically when both are numbers, is the positive class 1); of a
@@ -57,6 +57,9 @@ pub struct Loaded {
     pub ignored: Vec<String>,
     /// Rows dropped for a missing cell (with `drop_missing`).
     pub dropped: usize,
+    /// Whether the features were chosen by default (every numeric column): then `ignored`
+    /// lists the columns with a cell that is not a number.
+    pub default_features: bool,
 }
 
 /// Reads `path` (see the module's rules).
@@ -72,13 +75,24 @@ pub fn load(path: &Path, target: &str, features: Option<&[String]>, task: Task, 
         .from_path(path)
         .map_err(|e| anyhow!("{file}: cannot read: {e}"))?;
     let mut records = Vec::new();
-    for r in reader.records() {
-        records.push(r.map_err(|e| anyhow!("{file}: {}", one_line(&e.to_string())))?);
+    // bytes, then text with U+FFFD for bytes that are not UTF-8: a Latin-1 accent in a text
+    // column the run does not use must not stop it (in a feature it is "not a number")
+    for r in reader.byte_records() {
+        let r = r.map_err(|e| anyhow!("{file}: {}", one_line(&e.to_string())))?;
+        records.push(::csv::StringRecord::from_byte_record_lossy(r));
     }
     let Some(header) = records.first() else {
         bail!("{file}: empty file (expected a header row and data rows)");
     };
     let header: Vec<String> = header.iter().map(|s| s.trim().to_string()).collect();
+    // The file's line of each record: the reader skips blank lines, and a quoted cell may span
+    // several, so a row's line is not its index + 2.
+    let lines: Vec<u64> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| r.position().map_or(i as u64 + 1, |p| p.line()))
+        .collect();
+    let line = |r: usize| lines[r + 1];
     let rows = &records[1..];
     if rows.is_empty() {
         bail!("{file}: no data rows after the header");
@@ -86,7 +100,8 @@ pub fn load(path: &Path, target: &str, features: Option<&[String]>, task: Task, 
     for (i, name) in header.iter().enumerate() {
         if let Some(j) = header[..i].iter().position(|h| h == name) {
             bail!(
-                "{file}: row 0 (line 1, the header): column \"{name}\" appears twice (columns {} and {})",
+                "{file}: row 0 (line {}, the header): column \"{name}\" appears twice (columns {} and {})",
+                lines[0],
                 j + 1,
                 i + 1
             );
@@ -97,7 +112,7 @@ pub fn load(path: &Path, target: &str, features: Option<&[String]>, task: Task, 
             bail!(
                 "{file}: row {} (line {}): {} cells, the header has {} columns",
                 r + 1,
-                r + 2,
+                line(r),
                 rec.len(),
                 header.len()
             );
@@ -132,9 +147,13 @@ pub fn load(path: &Path, target: &str, features: Option<&[String]>, task: Task, 
             (cols, ignored)
         }
         None => {
-            let (numeric, other): (Vec<usize>, Vec<usize>) = (0..header.len())
-                .filter(|&c| c != t_col)
-                .partition(|&c| rows.iter().all(|r| number(&r[c]).is_ok()));
+            // a number out of range (1e300, inf) still makes the column a feature: its cell
+            // is then named as an error rather than the column silently left out
+            let (numeric, other): (Vec<usize>, Vec<usize>) =
+                (0..header.len()).filter(|&c| c != t_col).partition(|&c| {
+                    rows.iter()
+                        .all(|r| is_missing(&r[c]) || r[c].trim().parse::<f64>().is_ok())
+                });
             (numeric, other.into_iter().map(|c| header[c].clone()).collect())
         }
     };
@@ -145,7 +164,7 @@ pub fn load(path: &Path, target: &str, features: Option<&[String]>, task: Task, 
     let mut y_raw: Vec<&str> = Vec::with_capacity(rows.len());
     let mut dropped = 0;
     for (r, rec) in rows.iter().enumerate() {
-        let at = |c: usize| format!("{file}: row {} (line {}), column \"{}\"", r + 1, r + 2, header[c]);
+        let at = |c: usize| format!("{file}: row {} (line {}), column \"{}\"", r + 1, line(r), header[c]);
         let mut values = Vec::with_capacity(f_cols.len());
         let mut missing = None;
         for &c in &f_cols {
@@ -226,6 +245,7 @@ pub fn load(path: &Path, target: &str, features: Option<&[String]>, task: Task, 
         features: f_cols.iter().map(|&c| header[c].clone()).collect(),
         ignored,
         dropped,
+        default_features: features.is_none(),
     })
 }
 
@@ -257,6 +277,10 @@ fn number(cell: &str) -> std::result::Result<Option<f64>, String> {
         return Ok(None);
     }
     match cell.trim().parse::<f64>() {
+        // the model computes in f32: a larger magnitude would be infinite there
+        Ok(v) if v.is_finite() && v.abs() > f64::from(f32::MAX) => {
+            Err(format!("{v} is beyond the f32 range (±3.4e38) the model computes in"))
+        }
         Ok(v) if v.is_finite() => Ok(Some(v)),
         Ok(v) => Err(format!("{v} is not a finite number")),
         Err(_) => Err(format!("{:?} is not a number", cell.trim())),

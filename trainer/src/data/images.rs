@@ -7,8 +7,10 @@
 //! - images are grey or colour (8 or 16 bits, palette and alpha accepted; alpha is dropped,
 //!   16 bits are cut to 8): pixel values are scaled to [0, 1]; when one image is in colour,
 //!   the grey ones are repeated over three channels;
-//! - masks are grey, the size of their image; a pixel is a class index `0..classes`, and with
+//! - masks are grey (8 or 16 bits: a 16-bit value is the class index as is), the size of
+//!   their image; a pixel is a class index `0..classes`, and with
 //!   two classes 255 also means class 1 (0/255 masks); any other value is out of range;
+//! - at least one mask pixel is not background (class 0);
 //! - sizes: every pair is cropped about its centre to the smallest height and the smallest
 //!   width in the set (the crop starts at `(h − H) / 2`, `(w − W) / 2`, rounded down), so that
 //!   the images stack into one batch.
@@ -61,18 +63,25 @@ impl ImageSet {
     }
 }
 
-/// One decoded PNG: channels (1 grey, 3 colour), height, width, 8-bit values.
+/// One decoded PNG: channels (1 grey, 3 colour), height, width, values (8-bit, or 16-bit for
+/// a 16-bit mask).
 struct Decoded {
     channels: usize,
     height: usize,
     width: usize,
-    values: Vec<u8>,
+    values: Vec<u16>,
 }
 
-fn decode(path: &Path) -> Result<Decoded> {
+/// Decodes `path`; an image's 16 bits are cut to 8, a mask's (`mask`) are kept: a 16-bit
+/// mask holds class indices, which the cut would all turn into 0.
+fn decode(path: &Path, mask: bool) -> Result<Decoded> {
     let file = std::fs::File::open(path).map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
-    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    decoder.set_transformations(if mask {
+        png::Transformations::EXPAND
+    } else {
+        png::Transformations::normalize_to_color8()
+    });
     let mut reader = decoder
         .read_info()
         .map_err(|e| anyhow!("{}: not a PNG file: {e}", path.display()))?;
@@ -88,11 +97,18 @@ fn decode(path: &Path) -> Result<Decoded> {
         png::ColorType::Indexed => bail!("{}: palette image not expanded", path.display()),
     };
     let (width, height) = (info.width as usize, info.height as usize);
+    let bytes = if info.bit_depth == png::BitDepth::Sixteen { 2 } else { 1 };
     let mut values = Vec::with_capacity(width * height * channels);
     for y in 0..height {
-        let row = &buf[y * info.line_size..y * info.line_size + width * stride];
-        for px in row.chunks(stride) {
-            values.extend_from_slice(&px[..channels]);
+        let row = &buf[y * info.line_size..y * info.line_size + width * stride * bytes];
+        for px in row.chunks(stride * bytes) {
+            values.extend(px[..channels * bytes].chunks(bytes).map(|b| {
+                if bytes == 2 {
+                    u16::from_be_bytes([b[0], b[1]])
+                } else {
+                    u16::from(b[0])
+                }
+            }));
         }
     }
     Ok(Decoded {
@@ -153,8 +169,8 @@ pub fn load(images: &Path, masks: &Path, classes: usize) -> Result<ImageSet> {
     let mut pairs = Vec::with_capacity(names.len());
     for n in &names {
         let (ip, mp): (PathBuf, PathBuf) = (images.join(n), masks.join(n));
-        let image = decode(&ip)?;
-        let mask = decode(&mp)?;
+        let image = decode(&ip, false)?;
+        let mask = decode(&mp, true)?;
         if mask.channels != 1 {
             bail!(
                 "{}: a mask must be a grey PNG (class index per pixel), this one is in colour",
@@ -185,9 +201,17 @@ pub fn load(images: &Path, masks: &Path, classes: usize) -> Result<ImageSet> {
                     if classes == 2 { ", or 255" } else { "" }
                 );
             }
-            labels.push(c);
+            labels.push(c as u8);
         }
         pairs.push((image, labels, mask.width));
+    }
+    if pairs.iter().all(|p| p.1.iter().all(|&c| c == 0)) {
+        // e.g. masks whose foreground the reader could not see: Dice on empty masks is 1,
+        // so the run would look perfect
+        bail!(
+            "--masks {}: every pixel of every mask is class 0 (background): nothing to segment",
+            masks.display()
+        );
     }
     let height = pairs.iter().map(|p| p.0.height).min().unwrap_or(0);
     let width = pairs.iter().map(|p| p.0.width).min().unwrap_or(0);

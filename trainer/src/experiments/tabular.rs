@@ -102,8 +102,13 @@ impl LossSpec {
             let (k, v) = param_value(p).map_err(|e| anyhow!("--losses {text}: {e}"))?;
             params.insert(k, v);
         }
-        for (loss, k, v) in extra.iter().filter(|(l, _, _)| l == name) {
-            let _ = loss;
+        for (_, k, v) in extra.iter().filter(|(l, _, _)| l == name) {
+            // the label names the variant's own value: a --param may not overwrite it
+            anyhow::ensure!(
+                !params.contains_key(k),
+                "--param {name}.{k}={v} and --losses {} both set `{k}` (give it in one place)",
+                text.trim()
+            );
             params.insert(k.clone(), v.clone());
         }
         Ok(Self {
@@ -603,6 +608,25 @@ fn model_name(m: ModelKind) -> &'static str {
     }
 }
 
+/// The schedule in words for the report (its `Debug` form read "WarmupCosine { warmup: 20, ... }").
+fn schedule_text(s: &crate::optim::Schedule) -> String {
+    use crate::optim::Schedule;
+    match *s {
+        Schedule::Constant => "constant rate".to_string(),
+        Schedule::Step { step_size, gamma } => format!("rate ×{gamma} every {step_size} updates"),
+        Schedule::Cosine { t_max, eta_min } => format!("cosine to {eta_min} at update {t_max}"),
+        Schedule::WarmupConstant { warmup } => format!("linear warm-up over {warmup} updates, then constant"),
+        Schedule::WarmupCosine {
+            warmup: 0,
+            t_max,
+            eta_min,
+        } => format!("cosine to {eta_min} at update {t_max}"),
+        Schedule::WarmupCosine { warmup, t_max, eta_min } => {
+            format!("linear warm-up over {warmup} updates, then cosine to {eta_min} at update {t_max}")
+        }
+    }
+}
+
 fn setup_text(t: &Tabular) -> String {
     let cfg = &t.cfg;
     let fit = &cfg.fit;
@@ -630,7 +654,7 @@ fn setup_text(t: &Tabular) -> String {
     });
     format!(
         "{} rows, {} features ({}), target {} ({}); K = {}, {folds}; features {}; {model}; {} lr {}, {} steps, {}, \
-         schedule {:?}{}{validation}.",
+         {}{}{validation}.",
         t.data.table.n,
         t.data.table.d,
         t.data.features.join(", "),
@@ -654,7 +678,7 @@ fn setup_text(t: &Tabular) -> String {
         fit.steps,
         fit.batch_size
             .map_or("full batch".to_string(), |b| format!("mini-batches of {b}")),
-        fit.schedule,
+        schedule_text(&fit.schedule),
         if fit.accumulate > 1 {
             format!(", gradients accumulated over {} batches", fit.accumulate)
         } else {
