@@ -380,7 +380,7 @@ def losses():
 
 
 def workloads():
-    """The workload list of `trainer bench` (trainer/src/bench.rs), in its order."""
+    """The workload list of `trainer bench` (trainer/src/cli/bench.rs), in its order."""
     w = [(l, [n]) for l in ("l1_loss", "mse_loss", "smooth_l1_loss", "huber_loss")
          for n in (10**3, 10**5, 10**6, 10**7)]
     w += [(l, [n]) for l in ("binary_cross_entropy_with_logits", "sigmoid_focal_loss")

@@ -14,48 +14,36 @@
 //! With `default-features = false` that is all this crate builds. The `cli` feature (on by
 //! default) adds [`data`] (data sets and folds), [`experiments`] (the five convergence
 //! experiments), [`runner`] (runs them and writes records, [`plot`]s and the [`report`]),
-//! [`progress`], [`tuning`] (thread pools and allocator of the binary), [`cases`] and [`registry`] (the reference-case runner), [`bench`](mod@bench), [`options`] (the command-line options of the commands that train on the user's data), and the
-//! `trainer` binary.
+//! [`progress`], [`tuning`] (thread pools and allocator of the binary), [`cases`] and
+//! [`registry`] (the reference-case runner), [`bench`](mod@bench), [`options`] (the command-line
+//! options of the commands that train on the user's data), and the `trainer` binary.
 //!
 //! ```toml
 //! [dependencies]
 //! trainer = { version = "0.1", default-features = false }
 //! ```
+//!
+//! # Layout
+//! The source has three parts, one folder each, while the public paths stay flat
+//! (`trainer::fit`, `trainer::runner`, ...): `src/train/` is the training library above (it
+//! depends on nothing of the other two parts); `src/experiments/` holds the experiments and their
+//! data sets; `src/cli/` the tool around them (the runner with its parallel map, records, plots
+//! and report; the reference-case runner and registry; the benchmark; the command-line options;
+//! progress; the process tuning of the binary); `src/main.rs` parses arguments and maps errors to
+//! exit codes.
 #![warn(missing_docs)]
 
-pub mod checkpoint;
-pub mod fit;
-pub mod im2col;
-pub mod metrics;
-pub mod models;
-pub mod optim;
-pub mod records;
-pub mod rng;
+mod train;
+pub use train::{checkpoint, fit, im2col, metrics, models, optim, records, rng};
 
 #[cfg(feature = "cli")]
-pub mod bench;
+mod cli;
 #[cfg(feature = "cli")]
-pub mod cases;
-#[cfg(feature = "cli")]
-pub mod data;
+pub use cli::{bench, cases, options, parallel, plot, progress, registry, report, runner, tuning};
 #[cfg(feature = "cli")]
 pub mod experiments;
 #[cfg(feature = "cli")]
-pub mod options;
-#[cfg(feature = "cli")]
-pub mod parallel;
-#[cfg(feature = "cli")]
-pub mod plot;
-#[cfg(feature = "cli")]
-pub mod progress;
-#[cfg(feature = "cli")]
-pub mod registry;
-#[cfg(feature = "cli")]
-pub mod report;
-#[cfg(feature = "cli")]
-pub mod runner;
-#[cfg(feature = "cli")]
-pub mod tuning;
+pub use experiments::data;
 
 // The README's example is compiled and run with the doc tests.
 #[cfg(doctest)]

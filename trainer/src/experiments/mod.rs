@@ -11,6 +11,7 @@
 
 pub mod box_regressor;
 pub mod boxes;
+pub mod data;
 pub mod imbalanced;
 pub mod regression;
 pub mod segmentation;
