@@ -689,7 +689,7 @@ fn main() -> ExitCode {
         };
     }
     if let Command::Bench(args) = cli.command {
-        return bench(args);
+        return tuning::on_pool(|| bench(args));
     }
     let (specs, common) = match plan(cli.command) {
         Ok(p) => p,

@@ -56,6 +56,17 @@ pub fn init(workload: Workload) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `f` on a worker thread of Rayon's global pool, the calling thread waiting (what
+/// `ThreadPool::install` does for a local pool). `trainer bench` times its workloads this way, as
+/// the training runs are timed on the run pool's workers: a kernel's parallel loop then has the
+/// calling thread as one of its workers instead of waking every worker from outside the pool (on
+/// 2 cores, 1e5-element fused workloads measured 15-45 % slower from the main thread), and the
+/// timed code allocates from a worker's malloc arena as a training run does (composite workloads
+/// with large temporaries measured up to 3x slower from the main thread's arena).
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
 fn build_global_pool(threads: usize) -> anyhow::Result<()> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
