@@ -492,9 +492,43 @@ fn time_workload(loss: &str, shape: &[usize], composite: bool, opts: &BenchOptio
     }
     let (x0, y) = make_inputs(loss, shape, &opts.device)?;
     let x = Var::from_tensor(&x0)?;
+    let forward = || call(loss, x.as_tensor(), &y);
+    time_step(loss, shape, composite, opts, &x, &forward, bytes(&x0, &y))
+}
+
+/// A workload of [`named_inputs`]: the loss through the registry, the gradient w.r.t. the input
+/// `named.grad`. Bytes: every input read once, that input's gradient written.
+fn time_named(loss: &str, shape: &[usize], composite: bool, opts: &BenchOptions, named: Named) -> Result<Row> {
+    let mut inputs = named.inputs;
+    let x = Var::from_tensor(&inputs[named.grad])?;
+    // every name the prediction is given under (`input`, `logits`, `pred`) gets the variable
+    let id = inputs[named.grad].id();
+    for t in inputs.values_mut().filter(|t| t.id() == id) {
+        *t = x.as_tensor().clone();
+    }
+    let forward = || {
+        crate::registry::call(loss, &named.params, &inputs)
+            .ok_or_else(|| anyhow::anyhow!("bench: {loss} is not in the registry"))?
+            .map_err(anyhow::Error::from)
+    };
+    let size = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as f64;
+    let mut seen = std::collections::HashSet::new();
+    let bytes = inputs.values().filter(|t| seen.insert(t.id())).map(size).sum::<f64>() + size(x.as_tensor());
+    time_step(loss, shape, composite, opts, &x, &forward, bytes)
+}
+
+/// Times `forward` + backward to the gradient of `x` (the one timing loop of every workload).
+fn time_step(
+    loss: &str,
+    shape: &[usize],
+    composite: bool,
+    opts: &BenchOptions,
+    x: &Var,
+    forward: &dyn Fn() -> Result<Tensor>,
+    bytes: f64,
+) -> Result<Row> {
     let step = || -> Result<()> {
-        let l = call(loss, x.as_tensor(), &y)?;
-        let g = l.backward()?;
+        let g = forward()?.backward()?;
         let grad = g
             .get(x.as_tensor())
             .ok_or_else(|| anyhow::anyhow!("{loss}: no gradient"))?;
@@ -513,47 +547,7 @@ fn time_workload(loss: &str, shape: &[usize], composite: bool, opts: &BenchOptio
         median_ms: median,
         min_ms: min,
         reps,
-        bytes: bytes(&x0, &y),
-        elements: x0.elem_count(),
-    })
-}
-
-/// A workload of [`named_inputs`]: the loss through the registry, the gradient w.r.t. the input
-/// `named.grad`. Bytes: every input read once, that input's gradient written.
-fn time_named(loss: &str, shape: &[usize], composite: bool, opts: &BenchOptions, named: Named) -> Result<Row> {
-    let mut inputs = named.inputs;
-    let x = Var::from_tensor(&inputs[named.grad])?;
-    // every name the prediction is given under (`input`, `logits`, `pred`) gets the variable
-    let id = inputs[named.grad].id();
-    for t in inputs.values_mut().filter(|t| t.id() == id) {
-        *t = x.as_tensor().clone();
-    }
-    let step = || -> Result<()> {
-        let l = crate::registry::call(loss, &named.params, &inputs)
-            .ok_or_else(|| anyhow::anyhow!("bench: {loss} is not in the registry"))??;
-        let g = l.backward()?;
-        let grad = g
-            .get(x.as_tensor())
-            .ok_or_else(|| anyhow::anyhow!("{loss}: no gradient"))?;
-        opts.device.synchronize()?;
-        std::hint::black_box(grad);
-        Ok(())
-    };
-    let (median, min, reps) = repeat(&step, composite, opts)?;
-    let size = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as f64;
-    Ok(Row {
-        loss: loss.to_string(),
-        shape: shape.to_vec(),
-        implementation: if composite { "composite" } else { "fused" }.into(),
-        device: device_name(&opts.device),
-        threads: opts.threads,
-        median_ms: median,
-        min_ms: min,
-        reps,
-        bytes: {
-            let mut seen = std::collections::HashSet::new();
-            inputs.values().filter(|t| seen.insert(t.id())).map(size).sum::<f64>() + size(x.as_tensor())
-        },
+        bytes,
         elements: x.elem_count(),
     })
 }

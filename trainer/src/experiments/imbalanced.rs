@@ -22,15 +22,15 @@ use crate::data::fold::{fold_tensors, Targets};
 use crate::data::{self, folds, Table};
 use crate::fit::{fit_resumable, FitConfig, FitError};
 use crate::metrics::{self, mean_std, Confusion, MeanStd};
-use crate::models::{Init, Linear, Mlp};
+use crate::models::linear_or_mlp;
 use crate::optim::{sorted_params, OptimizerConfig, Schedule};
 use crate::plot::{self, BarSeries, Series};
 use crate::progress::Progress;
 use crate::records::{Cell, Csv};
 use crate::report::{Figure, Section, Table as TextTable};
 use crate::rng;
-use candle_core::{DType, Device, Result, Tensor};
-use candle_nn::{Module, VarMap};
+use candle_core::{Device, Result, Tensor};
+use candle_nn::VarMap;
 use loss_core::{
     binary_cross_entropy_with_logits, BceWithLogitsLoss, CrossEntropyLoss, Loss, Reduction, SigmoidFocalLoss,
     SoftmaxFocalLoss,
@@ -345,35 +345,8 @@ fn run_job(
     let out = if job.multi() { 6 } else { 1 };
     let varmap = VarMap::new();
     let mut init_rng = rng::stream(ctx.seed, &["imbalanced", job.task, "mlp-init"]);
-    let model: Box<dyn Module + Send + Sync> = if job.model == 0 {
-        Box::new(
-            Linear::new(
-                &varmap,
-                "linear",
-                table.d,
-                out,
-                Init::Zeros,
-                &mut init_rng,
-                DType::F32,
-                &ctx.device,
-            )
-            .map_err(wrap)?,
-        )
-    } else {
-        Box::new(
-            Mlp::new(
-                &varmap,
-                "mlp",
-                table.d,
-                cfg.mlp_hidden,
-                out,
-                &mut init_rng,
-                DType::F32,
-                &ctx.device,
-            )
-            .map_err(wrap)?,
-        )
-    };
+    let hidden = (job.model != 0).then_some(cfg.mlp_hidden);
+    let model = linear_or_mlp(&varmap, hidden, table.d, out, &mut init_rng, &ctx.device).map_err(wrap)?;
     let loss = loss_for(&job.loss, job.multi());
     let mut on_log =
         |_: usize, _: f64| -> Result<Vec<f64>> { evaluate(&model.forward(&d.x_test)?, &d.y_test, job.multi()) };

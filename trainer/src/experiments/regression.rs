@@ -15,7 +15,7 @@ use super::{mean_curve, pm, select_losses, Context, Experiment, Runs, Summary};
 use crate::data::{self, folds, Table, ZScore};
 use crate::fit::{fit_resumable, FitConfig, FitError};
 use crate::metrics::{self, mean_std, MeanStd};
-use crate::models::{Init, Linear, Mlp};
+use crate::models::linear_or_mlp;
 use crate::optim::{sorted_params, OptimizerConfig, Schedule};
 use crate::plot::{self, BarSeries, Series};
 use crate::progress::Progress;
@@ -200,35 +200,8 @@ fn run_job(
     let d = fold_data(table, cfg, job, &ctx.device).map_err(wrap)?;
     let varmap = VarMap::new();
     let mut init_rng = rng::stream(ctx.seed, &["regression", "mlp-init"]);
-    let model: Box<dyn Module + Send + Sync> = if job.model == 0 {
-        Box::new(
-            Linear::new(
-                &varmap,
-                "linear",
-                table.d,
-                1,
-                Init::Zeros,
-                &mut init_rng,
-                DType::F32,
-                &ctx.device,
-            )
-            .map_err(wrap)?,
-        )
-    } else {
-        Box::new(
-            Mlp::new(
-                &varmap,
-                "mlp",
-                table.d,
-                cfg.mlp_hidden,
-                1,
-                &mut init_rng,
-                DType::F32,
-                &ctx.device,
-            )
-            .map_err(wrap)?,
-        )
-    };
+    let hidden = (job.model != 0).then_some(cfg.mlp_hidden);
+    let model = linear_or_mlp(&varmap, hidden, table.d, 1, &mut init_rng, &ctx.device).map_err(wrap)?;
     let steps = if job.model == 0 {
         cfg.linear_steps
     } else {

@@ -19,7 +19,7 @@ use crate::data::fold::{fold_tensors, Targets};
 use crate::data::{self, folds};
 use crate::fit::{fit_resumable, FitConfig, FitError, LogRow, Validation};
 use crate::metrics::{self, mean_std, MeanStd};
-use crate::models::{Init, Linear, Mlp};
+use crate::models::linear_or_mlp;
 use crate::optim::{sorted_params, OptimizerConfig};
 use crate::plot::{self, BarSeries, Series};
 use crate::progress::Progress;
@@ -29,7 +29,7 @@ use crate::report::{Figure, Section, Table as TextTable};
 use crate::rng;
 use anyhow::{anyhow, bail};
 use candle_core::{DType, Device, Result, Tensor};
-use candle_nn::{Module, VarMap};
+use candle_nn::VarMap;
 use loss_core::Loss;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -354,24 +354,8 @@ fn run_job(t: &Tabular, ctx: &Context, job: &Job, progress: &Progress) -> std::r
     let varmap = VarMap::new();
     let mut init_rng = rng::stream(ctx.seed, &["tabular", "mlp-init"]);
     let (dev, out) = (&ctx.device, t.outputs());
-    let model: Box<dyn Module + Send + Sync> = match cfg.model {
-        ModelKind::Linear => Box::new(
-            Linear::new(
-                &varmap,
-                "linear",
-                table.d,
-                out,
-                Init::Zeros,
-                &mut init_rng,
-                DType::F32,
-                dev,
-            )
-            .map_err(wrap)?,
-        ),
-        ModelKind::Mlp => {
-            Box::new(Mlp::new(&varmap, "mlp", table.d, cfg.hidden, out, &mut init_rng, DType::F32, dev).map_err(wrap)?)
-        }
-    };
+    let hidden = (cfg.model == ModelKind::Mlp).then_some(cfg.hidden);
+    let model = linear_or_mlp(&varmap, hidden, table.d, out, &mut init_rng, dev).map_err(wrap)?;
     let built = loss.build();
     let mut on_log =
         |_: usize, _: f64| -> Result<Vec<f64>> { evaluate(&model.forward(&f.x_test)?, &y_test, &labels, cfg.task) };

@@ -200,3 +200,22 @@ impl Module for Conv2d {
         out.broadcast_add(&self.bias.reshape((1, c_out, 1, 1))?)
     }
 }
+
+/// The model of the tabular experiments: a zero-initialised linear layer `"linear"` (`hidden` is
+/// `None`) or an [`Mlp`] `"mlp"` with `hidden` units, f32, `[n, d_in] → [n, d_out]`.
+///
+/// # Errors
+/// Names already in the map, or a tensor error.
+pub fn linear_or_mlp(
+    varmap: &VarMap,
+    hidden: Option<usize>,
+    d_in: usize,
+    d_out: usize,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> Result<Box<dyn Module + Send + Sync>> {
+    Ok(match hidden {
+        None => Box::new(Linear::new(varmap, "linear", d_in, d_out, Init::Zeros, rng, DType::F32, device)?),
+        Some(h) => Box::new(Mlp::new(varmap, "mlp", d_in, h, d_out, rng, DType::F32, device)?),
+    })
+}
