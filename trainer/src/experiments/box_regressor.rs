@@ -20,6 +20,7 @@ use crate::progress::Progress;
 use crate::records::{Cell, Csv};
 use crate::report::{Figure, Section, Table as TextTable};
 use crate::rng;
+use crate::data::shapes;
 use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::{Module, VarMap};
 use loss_bbox::*;
@@ -125,31 +126,7 @@ fn generate(rng: &mut ChaCha8Rng, n: usize, cfg: &BoxRegressorConfig) -> BoxImag
         let objects = rng.gen_range(1..=cfg.max_objects.max(1));
         let mut best: (usize, [i64; 4]) = (0, [0; 4]);
         for _ in 0..objects {
-            let mut pixels = Vec::new();
-            if rng.gen_bool(0.5) {
-                let r = rng.gen_range(2.0..5.0f64);
-                let margin = r.ceil() as i64;
-                let cx = rng.gen_range(margin as f64..(s - margin) as f64);
-                let cy = rng.gen_range(margin as f64..(s - margin) as f64);
-                for y in 0..s {
-                    for x in 0..s {
-                        let (dx, dy) = (x as f64 + 0.5 - cx, y as f64 + 0.5 - cy);
-                        if dx * dx + dy * dy <= r * r {
-                            pixels.push((x, y));
-                        }
-                    }
-                }
-            } else {
-                let w = rng.gen_range(3..=10i64);
-                let h = rng.gen_range(3..=10i64);
-                let x0 = rng.gen_range(0..=s - w);
-                let y0 = rng.gen_range(0..=s - h);
-                for y in y0..y0 + h {
-                    for x in x0..x0 + w {
-                        pixels.push((x, y));
-                    }
-                }
-            }
+            let pixels = shapes::object(rng, s, 10);
             for &(x, y) in &pixels {
                 m[(y * s + x) as usize] = 1;
             }
@@ -161,8 +138,7 @@ fn generate(rng: &mut ChaCha8Rng, n: usize, cfg: &BoxRegressorConfig) -> BoxImag
                 best = (pixels.len(), [x1, y1, x2, y2]);
             }
         }
-        let noise = rng::normal(rng, m.len());
-        images.extend(m.iter().zip(noise).map(|(&v, e)| f64::from(v) + cfg.noise * e));
+        shapes::push_noisy(rng, &m, cfg.noise, &mut images);
         boxes.extend(best.1.iter().map(|&c| c as f64 / cfg.size as f64));
     }
     BoxImages { n, images, boxes }

@@ -51,38 +51,56 @@ impl Shapes {
     }
 }
 
-/// Draws one mask of `cfg.size²` pixels (1 = object).
+/// Draws one object inside an `s × s` image and returns its pixels `(x, y)`: with probability ½
+/// a disc (radius uniform in [2, 5) px, centre at least its radius from the edges), else a
+/// rectangle with sides uniform in 3..=`max_side` px.
+pub fn object(rng: &mut ChaCha8Rng, s: i64, max_side: i64) -> Vec<(i64, i64)> {
+    let mut pixels = Vec::new();
+    if rng.gen_bool(0.5) {
+        let r = rng.gen_range(2.0..5.0f64);
+        let margin = r.ceil() as i64;
+        let cx = rng.gen_range(margin as f64..(s - margin) as f64);
+        let cy = rng.gen_range(margin as f64..(s - margin) as f64);
+        for y in 0..s {
+            for x in 0..s {
+                let (dx, dy) = (x as f64 + 0.5 - cx, y as f64 + 0.5 - cy);
+                if dx * dx + dy * dy <= r * r {
+                    pixels.push((x, y));
+                }
+            }
+        }
+    } else {
+        let w = rng.gen_range(3..=max_side);
+        let h = rng.gen_range(3..=max_side);
+        let x0 = rng.gen_range(0..=s - w);
+        let y0 = rng.gen_range(0..=s - h);
+        for y in y0..y0 + h {
+            for x in x0..x0 + w {
+                pixels.push((x, y));
+            }
+        }
+    }
+    pixels
+}
+
+/// Draws one mask of `cfg.size²` pixels (1 = object): 1 to `max_objects` [`object`]s with
+/// rectangle sides up to 9 px.
 pub fn mask(rng: &mut ChaCha8Rng, cfg: &ShapesConfig) -> Vec<u8> {
     let s = cfg.size as i64;
     let mut m = vec![0u8; cfg.size * cfg.size];
     let objects = rng.gen_range(1..=cfg.max_objects.max(1));
     for _ in 0..objects {
-        if rng.gen_bool(0.5) {
-            let r = rng.gen_range(2.0..5.0f64);
-            let margin = r.ceil() as i64;
-            let cx = rng.gen_range(margin as f64..(s - margin) as f64);
-            let cy = rng.gen_range(margin as f64..(s - margin) as f64);
-            for y in 0..s {
-                for x in 0..s {
-                    let (dx, dy) = (x as f64 + 0.5 - cx, y as f64 + 0.5 - cy);
-                    if dx * dx + dy * dy <= r * r {
-                        m[(y * s + x) as usize] = 1;
-                    }
-                }
-            }
-        } else {
-            let w = rng.gen_range(3..=9i64);
-            let h = rng.gen_range(3..=9i64);
-            let x0 = rng.gen_range(0..=s - w);
-            let y0 = rng.gen_range(0..=s - h);
-            for y in y0..y0 + h {
-                for x in x0..x0 + w {
-                    m[(y * s + x) as usize] = 1;
-                }
-            }
+        for (x, y) in object(rng, s, 9) {
+            m[(y * s + x) as usize] = 1;
         }
     }
     m
+}
+
+/// Appends the image of mask `m` to `images`: the mask's 0/1 plus `noise` × N(0, 1).
+pub fn push_noisy(rng: &mut ChaCha8Rng, m: &[u8], noise: f64, images: &mut Vec<f64>) {
+    let e = rng::normal(rng, m.len());
+    images.extend(m.iter().zip(e).map(|(&v, e)| f64::from(v) + noise * e));
 }
 
 /// Draws `n` images with their masks.
@@ -91,8 +109,7 @@ pub fn generate(rng: &mut ChaCha8Rng, n: usize, cfg: &ShapesConfig) -> Shapes {
     let mut masks = Vec::with_capacity(n * cfg.size * cfg.size);
     for _ in 0..n {
         let m = mask(rng, cfg);
-        let noise = rng::normal(rng, m.len());
-        images.extend(m.iter().zip(noise).map(|(&v, e)| f64::from(v) + cfg.noise * e));
+        push_noisy(rng, &m, cfg.noise, &mut images);
         masks.extend(m);
     }
     Shapes {
