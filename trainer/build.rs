@@ -3,7 +3,8 @@
 //! a published crate (none found: no versions recorded).
 
 fn main() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // read at run time: `env!` would bake in the folder the build script was compiled in
+    let dir = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let lock = [dir.join("../Cargo.lock"), dir.join("Cargo.lock")]
         .into_iter()
         .find(|p| p.is_file())

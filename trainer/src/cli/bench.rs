@@ -509,7 +509,6 @@ fn time_named(loss: &str, shape: &[usize], composite: bool, opts: &BenchOptions,
     let forward = || {
         crate::registry::call(loss, &named.params, &inputs)
             .ok_or_else(|| anyhow::anyhow!("bench: {loss} is not in the registry"))?
-            .map_err(anyhow::Error::from)
     };
     let size = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as f64;
     let mut seen = std::collections::HashSet::new();

@@ -19,7 +19,7 @@ use crate::experiments::boxes::{self, BoxesConfig, BoxesReport};
 use crate::experiments::imbalanced::{self, ImbalancedConfig};
 use crate::experiments::regression::{self, RegressionConfig};
 use crate::experiments::segmentation::{self, SegmentationConfig};
-use crate::experiments::{Context, Experiment, Failure, Output, Runs};
+use crate::experiments::{Context, Experiment, Failure, Output, RunLabel, Runs};
 use crate::plot::{self, Series};
 use crate::progress::Progress;
 use crate::records::{self, Cell, Csv};
@@ -128,7 +128,7 @@ pub fn execute<E: Experiment>(experiment: &E, ctx: &Context) -> anyhow::Result<O
                 experiment.metrics_rows(job, done, &mut metrics);
                 weights.extend(experiment.weights(done).iter().cloned());
             }
-            Err(e) => failures.push(Failure::from_fit(name, &experiment.label(job), e)),
+            Err(e) => failures.push(Failure::from_fit(name, &job.label(), e)),
         }
     }
     let runs = Runs::<E> {

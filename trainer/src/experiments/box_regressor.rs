@@ -10,7 +10,8 @@
 //! held-out images are the mean IoU, AP50, AP75 and AP@[.5:.95] (one box an image, see
 //! [`ap_at`]), mean and sample std over the seeds.
 
-use super::{mean_curve, pm, select_losses, Context, Experiment, LossSeed, Runs, Summary};
+use super::{mean_curve, pm, select_losses, Context, Experiment, LossSeed, RunLabel, Runs, Summary};
+use crate::data::shapes;
 use crate::fit::{fit_resumable, FitConfig, FitError};
 use crate::metrics::mean_std;
 use crate::models::{Conv2d, Init, Linear};
@@ -20,7 +21,6 @@ use crate::progress::Progress;
 use crate::records::{Cell, Csv};
 use crate::report::{Figure, Section, Table as TextTable};
 use crate::rng;
-use crate::data::shapes;
 use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::{Module, VarMap};
 use loss_bbox::*;
@@ -315,10 +315,7 @@ fn run_job(
     progress: &Progress,
 ) -> std::result::Result<JobResult, FitError> {
     let label = job.label();
-    let wrap = |source| FitError::Tensor {
-        run: label.clone(),
-        source,
-    };
+    let wrap = FitError::in_run(&label);
     let seed_name = format!("seed{}", job.seed);
     let mut data_rng = rng::stream(ctx.seed, &["box-regressor", &seed_name, "data"]);
     let train = generate(&mut data_rng, cfg.train_images, cfg);
@@ -403,10 +400,6 @@ impl Experiment for BoxRegressor {
 
     fn jobs(&self) -> Vec<LossSeed> {
         LossSeed::all(&self.cfg.losses, self.cfg.seeds)
-    }
-
-    fn label(&self, job: &LossSeed) -> String {
-        job.label()
     }
 
     fn steps(&self, _: &LossSeed) -> usize {

@@ -17,7 +17,7 @@
 //! predictions, and the share of the negatives' loss carried by the hardest 10 % of negatives
 //! (lowest p_t, ⌈n/10⌉ of them).
 
-use super::{mean_curve, pm, select_losses, verdict, Context, Experiment, Runs, Summary};
+use super::{mean_curve, pm, select_losses, verdict, Context, Experiment, RunLabel, Runs, Summary};
 use crate::data::fold::{fold_tensors, Targets};
 use crate::data::{self, folds, Table};
 use crate::fit::{fit_resumable, FitConfig, FitError};
@@ -238,10 +238,13 @@ pub struct Job {
     fold: usize,
 }
 
-impl Job {
+impl RunLabel for Job {
     fn label(&self) -> String {
         format!("{}/{}/{}/fold{}", self.task, MODELS[self.model], self.loss, self.fold)
     }
+}
+
+impl Job {
     fn multi(&self) -> bool {
         self.task == "multi"
     }
@@ -337,10 +340,7 @@ fn run_job(
     progress: &Progress,
 ) -> std::result::Result<JobResult, FitError> {
     let label = job.label();
-    let wrap = |source| FitError::Tensor {
-        run: label.clone(),
-        source,
-    };
+    let wrap = FitError::in_run(&label);
     let d = fold_data(table, cfg, job, &ctx.device).map_err(wrap)?;
     let out = if job.multi() { 6 } else { 1 };
     let varmap = VarMap::new();
@@ -450,10 +450,6 @@ impl Experiment for Imbalanced {
             }
         }
         jobs
-    }
-
-    fn label(&self, job: &Job) -> String {
-        job.label()
     }
 
     fn steps(&self, _: &Job) -> usize {

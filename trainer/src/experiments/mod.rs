@@ -94,15 +94,13 @@ impl Output {
 /// experiments; run by [`crate::runner::execute`].
 pub trait Experiment: Sync {
     /// One training run's settings (model, loss, fold or seed).
-    type Job: Sync;
+    type Job: Sync + RunLabel;
     /// What one run gives (logged rows, final metrics, weights).
     type Done: Send + Sync;
     /// The experiment's name (the folder of its records, its key in `summary.json`).
     fn name(&self) -> &'static str;
     /// The runs, in the order of the records.
     fn jobs(&self) -> Vec<Self::Job>;
-    /// A run's label in messages and weight names (`"linear/mse/shift400/fold2"`).
-    fn label(&self, job: &Self::Job) -> String;
     /// A run's number of training steps (the unit of progress).
     fn steps(&self, job: &Self::Job) -> usize;
     /// Trains one run.
@@ -121,6 +119,12 @@ pub trait Experiment: Sync {
     /// # Errors
     /// A figure that cannot be drawn.
     fn summarise(&self, runs: &Runs<'_, Self>, ctx: &Context) -> anyhow::Result<Summary>;
+}
+
+/// A run's label in messages and weight names (`"linear/mse/shift400/fold2"`, `"dice/seed1"`).
+pub trait RunLabel {
+    /// The label.
+    fn label(&self) -> String;
 }
 
 /// The runs of an experiment with their results, in job order.
@@ -185,9 +189,11 @@ impl LossSeed {
             })
             .collect()
     }
+}
 
+impl RunLabel for LossSeed {
     /// `"dice/seed1"`.
-    pub fn label(&self) -> String {
+    fn label(&self) -> String {
         format!("{}/seed{}", self.loss, self.seed)
     }
 }

@@ -11,7 +11,7 @@
 //! original units: MAE, RMSE and bias (mean prediction − y), mean and sample std over the
 //! folds; and a sweep of the linear model over the shifts 0, 100, 200, 400, 800.
 
-use super::{mean_curve, pm, select_losses, Context, Experiment, Runs, Summary};
+use super::{mean_curve, pm, select_losses, Context, Experiment, RunLabel, Runs, Summary};
 use crate::data::{self, folds, Table, ZScore};
 use crate::fit::{fit_resumable, FitConfig, FitError};
 use crate::metrics::{self, mean_std, MeanStd};
@@ -136,7 +136,7 @@ pub struct Job {
     fold: usize,
 }
 
-impl Job {
+impl RunLabel for Job {
     fn label(&self) -> String {
         format!(
             "{}/{}/shift{}/fold{}",
@@ -193,10 +193,7 @@ fn run_job(
     progress: &Progress,
 ) -> Result<JobResult, FitError> {
     let label = job.label();
-    let wrap = |source| FitError::Tensor {
-        run: label.clone(),
-        source,
-    };
+    let wrap = FitError::in_run(&label);
     let d = fold_data(table, cfg, job, &ctx.device).map_err(wrap)?;
     let varmap = VarMap::new();
     let mut init_rng = rng::stream(ctx.seed, &["regression", "mlp-init"]);
@@ -330,10 +327,6 @@ impl Experiment for Regression {
             }
         }
         jobs
-    }
-
-    fn label(&self, job: &Job) -> String {
-        job.label()
     }
 
     fn steps(&self, job: &Job) -> usize {

@@ -14,7 +14,7 @@
 //! (per image, then averaged), mean and sample std over 3 seeds (each seed draws its own
 //! images and initial weights, shared by every loss).
 
-use super::{mean_curve, pm, select_losses, Context, Experiment, LossSeed, Runs, Summary};
+use super::{mean_curve, pm, select_losses, Context, Experiment, LossSeed, RunLabel, Runs, Summary};
 use crate::data::images::ImageFiles;
 use crate::data::shapes::{self, Shapes, ShapesConfig};
 use crate::fit::{fit_resumable, FitConfig, FitError};
@@ -312,10 +312,7 @@ fn run_job(
     progress: &Progress,
 ) -> std::result::Result<JobResult, FitError> {
     let label = job.label();
-    let wrap = |source| FitError::Tensor {
-        run: label.clone(),
-        source,
-    };
+    let wrap = FitError::in_run(&label);
     let seed_name = format!("seed{}", job.seed);
     let (train, test): (Batch, Batch) = match &cfg.files {
         None => {
@@ -404,10 +401,6 @@ impl Experiment for Segmentation {
 
     fn jobs(&self) -> Vec<LossSeed> {
         LossSeed::all(&self.cfg.losses, self.cfg.seeds)
-    }
-
-    fn label(&self, job: &LossSeed) -> String {
-        job.label()
     }
 
     fn steps(&self, _: &LossSeed) -> usize {

@@ -13,7 +13,7 @@
 //! multi-class accuracy and balanced accuracy (argmax); mean and sample std over folds.
 
 use super::imbalanced::{self, AlphaBalancedBce, BINARY_METRICS, MULTI_METRICS};
-use super::{mean_curve, pm, verdict, Context, Experiment, Runs, Summary};
+use super::{mean_curve, pm, verdict, Context, Experiment, RunLabel, Runs, Summary};
 use crate::data::csv::{self as table_csv, Loaded, Task};
 use crate::data::fold::{fold_tensors, Targets};
 use crate::data::{self, folds};
@@ -327,11 +327,8 @@ fn evaluate(out: &Tensor, y_test: &[f64], labels: &[usize], task: Task) -> Resul
 fn run_job(t: &Tabular, ctx: &Context, job: &Job, progress: &Progress) -> std::result::Result<JobResult, FitError> {
     let cfg = &t.cfg;
     let (loss, fold) = (&cfg.losses[job.loss], job.fold);
-    let label = t.label(job);
-    let wrap = |source| FitError::Tensor {
-        run: label.clone(),
-        source,
-    };
+    let label = job.label();
+    let wrap = FitError::in_run(&label);
     let table = &t.data.table;
     let (assignment, targets) = match cfg.task {
         Task::Regression => (folds::by_position(table.n, cfg.folds), Targets::Values(&table.y)),
@@ -389,12 +386,20 @@ fn run_job(t: &Tabular, ctx: &Context, job: &Job, progress: &Progress) -> std::r
 }
 
 /// One run: a loss (index into the config's losses) on a fold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     /// Index of the loss in [`TabularConfig::losses`].
     pub loss: usize,
     /// The test fold.
     pub fold: usize,
+    /// `"<loss label>/fold<k>"`.
+    pub label: String,
+}
+
+impl RunLabel for Job {
+    fn label(&self) -> String {
+        self.label.clone()
+    }
 }
 
 impl Experiment for Tabular {
@@ -406,13 +411,16 @@ impl Experiment for Tabular {
     }
 
     fn jobs(&self) -> Vec<Job> {
+        let label = |loss: usize, fold| format!("{}/fold{fold}", self.cfg.losses[loss].label);
         (0..self.cfg.losses.len())
-            .flat_map(|loss| (0..self.cfg.folds).map(move |fold| Job { loss, fold }))
+            .flat_map(|loss| {
+                (0..self.cfg.folds).map(move |fold| Job {
+                    loss,
+                    fold,
+                    label: label(loss, fold),
+                })
+            })
             .collect()
-    }
-
-    fn label(&self, job: &Job) -> String {
-        format!("{}/fold{}", self.cfg.losses[job.loss].label, job.fold)
     }
 
     fn steps(&self, _: &Job) -> usize {

@@ -137,6 +137,16 @@ pub enum FitError {
     },
 }
 
+impl FitError {
+    /// Wraps a tensor error of run `run` (for `map_err`).
+    pub fn in_run(run: &str) -> impl Fn(candle_core::Error) -> FitError + Copy + '_ {
+        move |source| FitError::Tensor {
+            run: run.to_string(),
+            source,
+        }
+    }
+}
+
 /// Draws the row indices of successive mini-batches from one seeded generator: a fresh
 /// permutation of `0..n` each epoch, cut into batches of `batch_size` (the last may be short).
 pub struct Batcher {
@@ -263,10 +273,7 @@ pub fn fit_resumable<M: Module + ?Sized>(
     progress: Option<&dyn StepCounter>,
     plan: Option<&Plan>,
 ) -> Result<(FitReport, Vec<LogRow>), FitError> {
-    let wrap = |source| FitError::Tensor {
-        run: run.to_string(),
-        source,
-    };
+    let wrap = FitError::in_run(run);
     if cfg.accumulate == 0 || (cfg.accumulate > 1 && cfg.batch_size.is_none()) {
         return Err(wrap(candle_core::Error::Msg(format!(
             "accumulate = {} needs accumulate >= 1, and a batch_size when > 1",

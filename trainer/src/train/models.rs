@@ -215,7 +215,16 @@ pub fn linear_or_mlp(
     device: &Device,
 ) -> Result<Box<dyn Module + Send + Sync>> {
     Ok(match hidden {
-        None => Box::new(Linear::new(varmap, "linear", d_in, d_out, Init::Zeros, rng, DType::F32, device)?),
+        None => Box::new(Linear::new(
+            varmap,
+            "linear",
+            d_in,
+            d_out,
+            Init::Zeros,
+            rng,
+            DType::F32,
+            device,
+        )?),
         Some(h) => Box::new(Mlp::new(varmap, "mlp", d_in, h, d_out, rng, DType::F32, device)?),
     })
 }

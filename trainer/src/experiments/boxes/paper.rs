@@ -40,6 +40,17 @@ struct Edges<T> {
     r: T,
 }
 
+/// The smallest box enclosing both.
+#[inline]
+fn enclosing<T: Real>(p: &Edges<T>, g: &Edges<T>) -> Edges<T> {
+    Edges {
+        t: minr(p.t, g.t),
+        b: maxr(p.b, g.b),
+        l: minr(p.l, g.l),
+        r: maxr(p.r, g.r),
+    }
+}
+
 /// `(x, y, w, h)` to edges (their `to_tblr.m`).
 #[inline]
 fn edges<T: Real>(v: [T; 4]) -> Edges<T> {
@@ -146,12 +157,7 @@ fn d_iou_edges<T: Real>(p: &Edges<T>, g: &Edges<T>, o: &Overlap<T>) -> [T; 4] {
 #[inline]
 fn d_giou_edges<T: Real>(p: &Edges<T>, g: &Edges<T>, o: &Overlap<T>) -> [T; 4] {
     let (_, du) = d_inter_union(p, g, o);
-    let c = Edges {
-        t: minr(p.t, g.t),
-        b: maxr(p.b, g.b),
-        l: minr(p.l, g.l),
-        r: maxr(p.r, g.r),
-    };
+    let c = enclosing(p, g);
     let (cw, ch) = (c.r - c.l, c.b - c.t);
     let z = T::zero();
     let dc = [
@@ -179,12 +185,7 @@ fn d_giou_edges<T: Real>(p: &Edges<T>, g: &Edges<T>, o: &Overlap<T>) -> [T; 4] {
 /// derivatives, plus (CIoU, `dCIOU.m`) the aspect term `α · 8/π² Δatan · (h, −w)`.
 #[inline]
 fn d_distance<T: Real>(a: [T; 4], gt: [T; 4], p: &Edges<T>, g: &Edges<T>, iou: T, ciou: bool) -> [T; 4] {
-    let c = Edges {
-        t: minr(p.t, g.t),
-        b: maxr(p.b, g.b),
-        l: minr(p.l, g.l),
-        r: maxr(p.r, g.r),
-    };
+    let c = enclosing(p, g);
     let (cw, ch) = (c.r - c.l, c.b - c.t);
     let c2 = ch * ch + cw * cw;
     let (z, one, half) = (T::zero(), T::one(), T::of(0.5));
