@@ -29,10 +29,11 @@
 //! picks one); the value never depends on it.
 
 use crate::dice::{dice_per_class, DiceLoss};
+use crate::fused::SkeletonOp;
 use crate::options::OverlapBuilders;
 use crate::prepare::{check_activation, prepare, Prepare};
 use candle_core::{Result, Tensor};
-use loss_core::{check, ops, reduce, LossError, Reduction};
+use loss_core::{check, kernel, ops, reduce, LossError, Reduction};
 
 loss_core::loss_config! {
     /// MONAI's `SoftclDiceLoss` options (1.6.1 API), with MONAI's defaults; also the loss as a
@@ -145,8 +146,26 @@ fn relu(x: &Tensor) -> Result<Tensor> {
     x.gt(0.0)?.where_cond(x, &x.zeros_like()?)
 }
 
-/// The soft skeleton of `x` with `iter_` erosion steps (see the module docs).
+/// The soft skeleton of `x` (`[N, C, H, W]` or `[N, C, D, H, W]`) with `iter_` erosion steps
+/// (see the module docs): the fused CPU kernel for f32/f64 where
+/// [`loss_core::kernel::choose`] takes it (the same values, and the composite form's gradient,
+/// ties included), else [`soft_skeleton_composite`].
+///
+/// # Errors
+/// `Path::Fused` for another device or dtype; a rank other than 4 or 5 on the fused path.
 pub fn soft_skeleton(x: &Tensor, iter_: usize) -> Result<Tensor> {
+    if (x.rank() == 4 || x.rank() == 5) && kernel::choose("soft_skeleton", x)? {
+        return kernel::apply1(SkeletonOp { iter: iter_ }, &x.contiguous()?);
+    }
+    soft_skeleton_composite(x, iter_)
+}
+
+/// [`soft_skeleton`] from plain Candle ops (any device, any float dtype, any rank ≥ 3), with
+/// Candle's autodiff.
+///
+/// # Errors
+/// Candle's, for a tensor of rank below 3.
+pub fn soft_skeleton_composite(x: &Tensor, iter_: usize) -> Result<Tensor> {
     let open = |t: &Tensor| soft_dilate(&soft_erode(t)?);
     let mut img = x.clone();
     let mut skel = relu(&img.sub(&open(&img)?)?)?;

@@ -1,8 +1,12 @@
 //! The fused CPU kernels: the overlap statistics of [`crate::overlap::Overlap`] (one pass for `I`,
 //! `P`, `G` and one pass for each gradient) and the softmax over the channels of
-//! [`crate::prepare::softmax_channels`] (one pass forward, one backward). f32 and f64; other
-//! dtypes and devices take the composite path. Written with the kernel layer
-//! ([`loss_core::kernel`]).
+//! [`crate::prepare::softmax_channels`] (one pass forward, one backward), and the soft skeleton
+//! of [`crate::cldice`] ([`skeleton`]). f32 and f64; other dtypes and devices take the composite
+//! path. Written with the kernel layer ([`loss_core::kernel`]).
+
+mod skeleton;
+
+pub(crate) use skeleton::SkeletonOp;
 
 use candle_core::{bail, Layout, Result, Shape, Tensor};
 use loss_core::kernel::{self, with_simd, Arg, Fused1, Fused2, Fused3, Real, Split};
