@@ -31,6 +31,7 @@
 use crate::dice::{dice_per_class, DiceLoss};
 use crate::fused::SkeletonOp;
 use crate::options::OverlapBuilders;
+use crate::overlap::Overlap;
 use crate::prepare::{check_activation, prepare, Prepare};
 use candle_core::{Result, Tensor};
 use loss_core::{check, kernel, ops, reduce, LossError, Reduction};
@@ -197,15 +198,16 @@ fn prepared(loss: &'static str, pred: &Tensor, target: &Tensor, o: &SoftClDiceLo
 fn cldice_per_item(p: &Tensor, g: &Tensor, o: &SoftClDiceLoss) -> Result<Tensor> {
     let skel_p = soft_skeleton(p, o.iter_)?;
     let skel_g = soft_skeleton(&g.detach(), o.iter_)?;
-    let per_item = |t: &Tensor| t.flatten_from(1)?.sum(1);
-    let tprec = ops::div(
-        &per_item(&skel_p.mul(g)?)?.affine(1.0, o.smooth_nr)?,
-        &per_item(&skel_p)?.affine(1.0, o.smooth_dr)?,
-    )?;
-    let tsens = ops::div(
-        &per_item(&skel_g.mul(p)?)?.affine(1.0, o.smooth_nr)?,
-        &per_item(&skel_g)?.affine(1.0, o.smooth_dr)?,
-    )?;
+    // `(Σ S·t, Σ S)` over channels and space from the shared overlap step ([N, C] → [N]).
+    let ratio_of = |skel: &Tensor, t: &Tensor| -> Result<Tensor> {
+        let s = Overlap::compute(skel, t, false)?;
+        ops::div(
+            &s.intersection.sum(1)?.affine(1.0, o.smooth_nr)?,
+            &s.pred_sum.sum(1)?.affine(1.0, o.smooth_dr)?,
+        )
+    };
+    let tprec = ratio_of(&skel_p, g)?;
+    let tsens = ratio_of(&skel_g, p)?;
     let ratio = ops::div(
         &tprec.mul(&tsens)?.affine(2.0, 0.0)?,
         &tprec.add(&tsens)?.affine(1.0, o.smooth)?,

@@ -68,57 +68,105 @@ fn share<F: Real>(g: F, u: F, v: F, r: F) -> F {
     }
 }
 
-/// Rows `i − 1`, `i`, `i + 1` (edge-replicated: the row itself at the ends) of a block of `n`
-/// rows of `s` values starting at `at`, as offsets.
-#[inline(always)]
-fn neighbours(at: usize, i: usize, n: usize, s: usize) -> (usize, usize, usize) {
-    let cur = at + i * s;
-    let prev = if i > 0 { cur - s } else { cur };
-    let next = if i + 1 < n { cur + s } else { cur };
-    (prev, cur, next)
+/// Edge-replicated shifts of a plane along one axis and their gradients: `next[i]` is pixel
+/// `i`'s successor along the axis (itself at the end), `prev[i]` its predecessor (itself at the
+/// start); `g_next`, `g_prev` the gradients that go back to them.
+struct Shifts<F> {
+    next: Vec<F>,
+    prev: Vec<F>,
+    g_next: Vec<F>,
+    g_prev: Vec<F>,
+}
+
+impl<F: Real> Shifts<F> {
+    fn new(len: usize) -> Self {
+        let plane = || vec![F::zero(); len];
+        Self {
+            next: plane(),
+            prev: plane(),
+            g_next: plane(),
+            g_prev: plane(),
+        }
+    }
+
+    /// Fills `next` and `prev` from `x` (the composite form's `shifted`).
+    #[inline(always)]
+    fn fill(&mut self, x: &[F], grid: Grid<'_>, axis: usize) {
+        let (n, s) = grid.axis(axis);
+        let block = n * s;
+        let m = block - s;
+        for ((xb, nb), pb) in x.chunks(block).zip(self.next.chunks_mut(block)).zip(self.prev.chunks_mut(block)) {
+            nb[..m].copy_from_slice(&xb[s..]);
+            nb[m..].copy_from_slice(&xb[m..]);
+            pb[s..].copy_from_slice(&xb[..m]);
+            pb[..s].copy_from_slice(&xb[..s]);
+        }
+    }
+
+    /// Adds `g_next` and `g_prev` to the gradient `gx` of the pixels they came from.
+    #[inline(always)]
+    fn add_back(&self, gx: &mut [F], grid: Grid<'_>, axis: usize) {
+        let (n, s) = grid.axis(axis);
+        let block = n * s;
+        let m = block - s;
+        let add = |to: &mut [F], from: &[F]| {
+            for (a, &b) in to.iter_mut().zip(from) {
+                *a += b;
+            }
+        };
+        for ((gb, nb), pb) in gx.chunks_mut(block).zip(self.g_next.chunks(block)).zip(self.g_prev.chunks(block)) {
+            add(&mut gb[s..], &nb[..m]);
+            add(&mut gb[m..], &nb[m..]);
+            add(&mut gb[..m], &pb[s..]);
+            add(&mut gb[..s], &pb[..s]);
+        }
+    }
 }
 
 /// `out = op(op(x, next), prev)` along `axis`: the composite form's `window3`.
 #[inline(always)]
-fn window<F: Real>(x: &[F], out: &mut [F], grid: Grid<'_>, axis: usize, max: bool) {
-    let (n, s) = grid.axis(axis);
-    for at in (0..x.len()).step_by((n * s).max(1)) {
-        for i in 0..n {
-            let (p, c, q) = neighbours(at, i, n, s);
-            let (xp, xc, xq) = (&x[p..p + s], &x[c..c + s], &x[q..q + s]);
-            for (((o, &a), &b), &d) in out[c..c + s].iter_mut().zip(xc).zip(xq).zip(xp) {
-                *o = pick(pick(a, b, max), d, max);
-            }
-        }
+fn window<F: Real>(x: &[F], out: &mut [F], grid: Grid<'_>, axis: usize, max: bool, sh: &mut Shifts<F>) {
+    if x.is_empty() {
+        return;
+    }
+    sh.fill(x, grid, axis);
+    for (((o, &a), &b), &d) in out.iter_mut().zip(x).zip(&sh.next).zip(&sh.prev) {
+        *o = pick(pick(a, b, max), d, max);
     }
 }
 
 /// Adds to `gx` the gradient of [`window`] w.r.t. `x` given the gradient `g` of its output.
 #[inline(always)]
-fn window_back<F: Real>(x: &[F], g: &[F], gx: &mut [F], grid: Grid<'_>, axis: usize, max: bool) {
-    let (n, s) = grid.axis(axis);
-    for at in (0..x.len()).step_by((n * s).max(1)) {
-        for i in 0..n {
-            let (p, c, q) = neighbours(at, i, n, s);
-            for j in 0..s {
-                let (a, b, d, gr) = (x[c + j], x[q + j], x[p + j], g[c + j]);
-                let m = pick(a, b, max);
-                let r = pick(m, d, max);
-                let gm = share(gr, m, d, r);
-                gx[p + j] += share(gr, d, m, r);
-                gx[c + j] += share(gm, a, b, m);
-                gx[q + j] += share(gm, b, a, m);
-            }
-        }
+fn window_back<F: Real>(x: &[F], g: &[F], gx: &mut [F], grid: Grid<'_>, axis: usize, max: bool, sh: &mut Shifts<F>) {
+    if x.is_empty() {
+        return;
     }
+    sh.fill(x, grid, axis);
+    let Shifts {
+        next,
+        prev,
+        g_next,
+        g_prev,
+    } = &mut *sh;
+    let it = x.iter().zip(g).zip(next.iter().zip(prev.iter()));
+    for (((gc, gn), gp), ((&a, &gr), (&b, &d))) in gx.iter_mut().zip(g_next.iter_mut()).zip(g_prev.iter_mut()).zip(it) {
+        let m = pick(a, b, max);
+        let r = pick(m, d, max);
+        let gm = share(gr, m, d, r);
+        *gp = share(gr, d, m, r);
+        *gc += share(gm, a, b, m);
+        *gn = share(gm, b, a, m);
+    }
+    sh.add_back(gx, grid, axis);
 }
 
-/// Soft erosion into `out`; `w` holds the per-axis minima afterwards (`w[a]` for axis `a`) and
-/// `o` the running minima `o[a] = min(o[a − 1], w[a])`, `o[0] = w[0]`.
+/// Soft erosion into `o[axes − 1]`; `w` holds the per-axis minima afterwards (`w[a]` for axis
+/// `a`) and `o` the running minima `o[a] = min(o[a − 1], w[a])`, `o[0] = w[0]`.
 #[inline(always)]
-fn erode<F: Real>(x: &[F], grid: Grid<'_>, w: &mut [Vec<F>], o: &mut [Vec<F>]) {
+fn erode<F: Real>(x: &[F], grid: Grid<'_>, work: &mut Work<F>) {
+    let Work { w, o, sh, .. } = work;
     for (a, wa) in w.iter_mut().enumerate() {
-        window(x, wa, grid, a, false);
+        window(x, wa, grid, a, false, sh);
     }
     o[0].copy_from_slice(&w[0]);
     for a in 1..w.len() {
@@ -133,32 +181,30 @@ fn erode<F: Real>(x: &[F], grid: Grid<'_>, w: &mut [Vec<F>], o: &mut [Vec<F>]) {
 #[inline(always)]
 fn erode_back<F: Real>(x: &[F], g: &[F], gx: &mut [F], grid: Grid<'_>, work: &mut Work<F>) {
     let axes = grid.dims.len();
-    let Work { w, o, t } = work;
-    erode(x, grid, w, o);
+    erode(x, grid, work);
+    let Work { w, o, t, sh } = work;
     // t[0] is the running gradient of o[a], t[1] the gradient of w[a].
     let (run, own) = t.split_at_mut(1);
     let (run, own) = (&mut run[0], &mut own[0]);
     run.copy_from_slice(g);
-    for a in (0..axes).rev() {
-        if a == 0 {
-            window_back(x, run, gx, grid, 0, false);
-            break;
-        }
+    for a in (1..axes).rev() {
         for ((((gw, gr), &prev), &wa), &r) in own.iter_mut().zip(run.iter_mut()).zip(&o[a - 1]).zip(&w[a]).zip(&o[a]) {
             *gw = share(*gr, wa, prev, r);
             *gr = share(*gr, prev, wa, r);
         }
-        window_back(x, own, gx, grid, a, false);
+        window_back(x, own, gx, grid, a, false, sh);
     }
+    window_back(x, run, gx, grid, 0, false, sh);
 }
 
-/// Soft dilation of `x` into `y[axes − 1]`, `y[a]` the maximum along axes `0..=a`.
+/// Soft dilation of `x` into `w[axes − 1]`, `w[a]` the maximum along axes `0..=a`.
 #[inline(always)]
-fn dilate<F: Real>(x: &[F], grid: Grid<'_>, y: &mut [Vec<F>]) {
+fn dilate<F: Real>(x: &[F], grid: Grid<'_>, work: &mut Work<F>) {
+    let Work { w: y, sh, .. } = work;
     for a in 0..y.len() {
         let (done, rest) = y.split_at_mut(a);
         let input = if a == 0 { x } else { &done[a - 1] };
-        window(input, &mut rest[0], grid, a, true);
+        window(input, &mut rest[0], grid, a, true, sh);
     }
 }
 
@@ -166,24 +212,26 @@ fn dilate<F: Real>(x: &[F], grid: Grid<'_>, y: &mut [Vec<F>]) {
 #[inline(always)]
 fn dilate_back<F: Real>(x: &[F], g: &[F], gx: &mut [F], grid: Grid<'_>, work: &mut Work<F>) {
     let axes = grid.dims.len();
-    let Work { w: y, t, .. } = work;
-    dilate(x, grid, y);
+    dilate(x, grid, work);
+    let Work { w: y, t, sh, .. } = work;
     let (run, next) = t.split_at_mut(1);
     let (run, next) = (&mut run[0], &mut next[0]);
     run.copy_from_slice(g);
     for a in (1..axes).rev() {
         next.fill(F::zero());
-        window_back(&y[a - 1], run, next, grid, a, true);
+        window_back(&y[a - 1], run, next, grid, a, true, sh);
         std::mem::swap(run, next);
     }
-    window_back(x, run, gx, grid, 0, true);
+    window_back(x, run, gx, grid, 0, true, sh);
 }
 
-/// Work planes of one erosion or dilation: `w`, `o` per axis and two gradient planes `t`.
+/// Work planes of one erosion or dilation: `w`, `o` per axis, two gradient planes `t` and the
+/// shifts.
 struct Work<F> {
     w: Vec<Vec<F>>,
     o: Vec<Vec<F>>,
     t: Vec<Vec<F>>,
+    sh: Shifts<F>,
 }
 
 /// One plane's images: the erosions `img[k]`, `k = 0..=iter + 1` (`img[0]` the input), the
@@ -203,6 +251,7 @@ impl<F: Real> Scratch<F> {
                 w: planes(axes),
                 o: planes(axes),
                 t: planes(2),
+                sh: Shifts::new(grid.len()),
             },
             img: planes(iter + 2),
             open: planes(iter + 1),
@@ -213,16 +262,15 @@ impl<F: Real> Scratch<F> {
     #[inline(always)]
     fn images(&mut self, x: &[F], grid: Grid<'_>) {
         let last = grid.dims.len() - 1;
-        let Work { w, o, .. } = &mut self.work;
         self.img[0].copy_from_slice(x);
         for k in 1..self.img.len() {
             let (done, rest) = self.img.split_at_mut(k);
-            erode(&done[k - 1], grid, w, o);
-            rest[0].copy_from_slice(&o[last]);
+            erode(&done[k - 1], grid, &mut self.work);
+            rest[0].copy_from_slice(&self.work.o[last]);
         }
         for k in 0..self.open.len() {
-            dilate(&self.img[k + 1], grid, w);
-            self.open[k].copy_from_slice(&w[last]);
+            dilate(&self.img[k + 1], grid, &mut self.work);
+            self.open[k].copy_from_slice(&self.work.w[last]);
         }
     }
 }
