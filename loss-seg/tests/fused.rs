@@ -250,8 +250,20 @@ fn assert_skeleton_paths_equal(what: &str, x: &Tensor, iter: usize) {
     };
     let (fused, composite) = (run(Path::Fused), run(Path::Composite));
     assert!(fused.1.iter().any(|g| *g != 0.0), "{what}: the gradient is all zero");
-    assert_close(&format!("{what} iter {iter}: skeleton values"), &fused.0, &composite.0, 0.0, 0.0);
-    assert_close(&format!("{what} iter {iter}: skeleton gradient"), &fused.1, &composite.1, tol, tol);
+    assert_close(
+        &format!("{what} iter {iter}: skeleton values"),
+        &fused.0,
+        &composite.0,
+        0.0,
+        0.0,
+    );
+    assert_close(
+        &format!("{what} iter {iter}: skeleton gradient"),
+        &fused.1,
+        &composite.1,
+        tol,
+        tol,
+    );
 }
 
 #[test]
@@ -272,7 +284,11 @@ fn fused_soft_skeleton_equals_composite() {
             assert_skeleton_paths_equal(&format!("f64 {shape:?}"), &z, iter);
             assert_skeleton_paths_equal(&format!("f32 {shape:?}"), &z.to_dtype(DType::F32).unwrap(), iter);
             assert_skeleton_paths_equal(&format!("ties f64 {shape:?}"), &ties, iter);
-            assert_skeleton_paths_equal(&format!("ties f32 {shape:?}"), &ties.to_dtype(DType::F32).unwrap(), iter);
+            assert_skeleton_paths_equal(
+                &format!("ties f32 {shape:?}"),
+                &ties.to_dtype(DType::F32).unwrap(),
+                iter,
+            );
         }
     }
     // A strided input.
@@ -294,9 +310,17 @@ fn fused_cldice_losses_equal_composite() {
                 g.to_dtype(dtype).unwrap(),
                 logits.to_dtype(dtype).unwrap(),
             );
-            type Case<'a> = (&'a str, &'a Tensor, Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor> + 'a>);
+            type Case<'a> = (
+                &'a str,
+                &'a Tensor,
+                Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor> + 'a>,
+            );
             let cases: Vec<Case> = vec![
-                ("cldice", &p, Box::new(|x| soft_cldice_loss(x, &g, &SoftClDiceLoss::default()))),
+                (
+                    "cldice",
+                    &p,
+                    Box::new(|x| soft_cldice_loss(x, &g, &SoftClDiceLoss::default())),
+                ),
                 (
                     "cldice softmax none",
                     &logits,
@@ -323,6 +347,59 @@ fn fused_cldice_losses_equal_composite() {
                 let fused = with_path(Path::Fused, || value_and_grad(f, x));
                 let composite = with_path(Path::Composite, || value_and_grad(f, x));
                 let what = format!("{name} {shape:?} {dtype:?}");
+                assert_close(&format!("{what}: value"), &fused.0, &composite.0, tol, tol);
+                assert_close(&format!("{what}: gradient"), &fused.1, &composite.1, tol, tol);
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_multiclass_jaccard_equals_composite() {
+    let mut r = rng(17);
+    for (shape, scale) in [
+        (vec![3, 4, 9, 70], 3.0),
+        (vec![2, 3, 5000], 2.0),
+        (vec![5, 3], 1.0),
+        (vec![2, 2, 3, 4, 5], 40.0),
+    ] {
+        let logits = uniform(&mut r, &shape, -scale, scale);
+        let mut label_shape = shape.clone();
+        label_shape.remove(1);
+        let y = labels(&mut r, &label_shape, shape[1]);
+        // Some pixels relabelled to the ignored values -100 and 1.
+        let sel = mask(&mut r, &label_shape, 0.2).to_dtype(DType::U8).unwrap();
+        let y_ignored = sel
+            .where_cond(&y.ones_like().unwrap().affine(-100.0, 0.0).unwrap(), &y)
+            .unwrap();
+        let base = JaccardLoss::new(JaccardMode::Multiclass);
+        let variants: Vec<(&str, JaccardLoss, &Tensor)> = vec![
+            ("default", base.clone(), &y),
+            ("ignore -100", base.clone().with_ignore_index(Some(-100)), &y_ignored),
+            ("ignore 1", base.clone().with_ignore_index(Some(1)), &y),
+            (
+                "log smooth classes",
+                base.clone()
+                    .with_log_loss(true)
+                    .with_smooth(0.5)
+                    .with_classes(Some(vec![shape[1] - 1, 0])),
+                &y,
+            ),
+        ];
+        for dtype in [DType::F64, DType::F32] {
+            let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
+            let x = logits.to_dtype(dtype).unwrap();
+            let weights = Tensor::arange(1u32, shape[1] as u32 + 1, &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let weighted = ("weights", base.clone().with_class_weights(weights), &y);
+            for (name, o, t) in variants.iter().chain(std::iter::once(&weighted)) {
+                let f = |z: &Tensor| jaccard_loss(z, t, o)?.affine(1.7, 0.0);
+                let fused = with_path(Path::Fused, || value_and_grad(f, &x));
+                let composite = with_path(Path::Composite, || value_and_grad(f, &x));
+                let what = format!("jaccard {name} {shape:?} {dtype:?}");
+                assert!(fused.1.iter().any(|g| *g != 0.0), "{what}: the gradient is all zero");
                 assert_close(&format!("{what}: value"), &fused.0, &composite.0, tol, tol);
                 assert_close(&format!("{what}: gradient"), &fused.1, &composite.1, tol, tol);
             }

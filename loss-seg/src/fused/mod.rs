@@ -4,6 +4,7 @@
 //! of [`crate::cldice`] ([`skeleton`]). f32 and f64; other dtypes and devices take the composite
 //! path. Written with the kernel layer ([`loss_core::kernel`]).
 
+mod labels;
 mod skeleton;
 
 pub(crate) use skeleton::SkeletonOp;
@@ -15,10 +16,50 @@ use std::mem::MaybeUninit;
 /// Accumulator lanes: independent partial sums so that the loop vectorises.
 const LANES: usize = 8;
 
-/// `[N, C, spatial...] × 2 → [N, C, 3]` holding `(I, P, G)` per (sample, class).
+/// `[N, C, spatial...] × 2 → [N, C, 3]`: three sums per (sample, class), of the inputs as
+/// [`OverlapForm`] reads them.
 pub(crate) struct OverlapOp {
-    /// `P = Σ p²`, `G = Σ t²` instead of `Σ p`, `Σ t`.
+    /// `P = Σ p²`, `G = Σ t²` instead of `Σ p`, `Σ t` (the dense form).
     pub squared: bool,
+    /// How the two inputs are read and which sums are formed.
+    pub form: OverlapForm,
+}
+
+/// The inputs of an [`OverlapOp`] and its three sums.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum OverlapForm {
+    /// Probabilities `p` and a target `t` of the same shape: `(I, P, G)` = `(Σ p·t, Σ p, Σ t)`
+    /// (squared: `Σ p²`, `Σ t²`); gradients for both.
+    Dense,
+    /// Logits `x` `[N, C, S]` and class labels `[N, 1, S]` in `x`'s dtype: with `p` the softmax
+    /// of `x` over the channels and `t` the one-hot labels, `(Σ |p − t|, Σ p, Σ t)` over the
+    /// pixels whose label is not `ignore` (smp's multiclass Jaccard sums, [`labels`]); a gradient
+    /// for `x` only.
+    SoftmaxLabels {
+        /// The ignored label, if any.
+        ignore: Option<f64>,
+    },
+}
+
+/// The gradient of an [`OverlapForm::SoftmaxLabels`] overlap w.r.t. its logits, from the logits,
+/// the labels and the upstream gradient `[N, C, 3]`.
+struct LabelsGradOp {
+    ignore: Option<f64>,
+}
+
+/// The [`labels::Labels`] view of logits `x` `[N, C, S]` and labels `y`.
+fn labels_of<'a, F: Real>(x: Arg<'a>, y: Arg<'a>, ignore: Option<f64>) -> Result<labels::Labels<'a, F>> {
+    let dims = x.dims();
+    if dims.len() != 3 || y.dims() != [dims[0], 1, dims[2]] {
+        bail!("overlap: logits {dims:?} need labels [N, 1, S], got {:?}", y.dims());
+    }
+    Ok(labels::Labels {
+        x: x.contiguous("logits")?,
+        y: y.contiguous("labels")?,
+        classes: dims[1],
+        len: dims[2],
+        ignore: ignore.map(F::of),
+    })
 }
 
 /// The gradient of one argument `x` of [`OverlapOp`] given the other, `y`, and the upstream
@@ -173,6 +214,11 @@ impl Fused2 for OverlapOp {
     }
 
     fn forward<F: Real>(&self, a: Arg<'_>, b: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        if let OverlapForm::SoftmaxLabels { ignore } = self.form {
+            let l = labels_of::<F>(a, b, ignore)?;
+            let dims = a.dims();
+            return Ok((labels::forward(l, dims[0]), Shape::from((dims[0], dims[1], 3))));
+        }
         if a.dims() != b.dims() {
             bail!("overlap: pred {:?} and target {:?} differ in shape", a.dims(), b.dims());
         }
@@ -190,6 +236,10 @@ impl Fused2 for OverlapOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
+        if let OverlapForm::SoftmaxLabels { ignore } = self.form {
+            let op = LabelsGradOp { ignore };
+            return Ok((Some(kernel::apply3_no_bwd(op, pred, target, &grad)?), None));
+        }
         let of = |x: &Tensor, y: &Tensor, own: usize| -> Result<Option<Tensor>> {
             if !x.track_op() {
                 return Ok(None);
@@ -227,6 +277,25 @@ impl Fused3 for OverlapGradOp {
             self.squared,
             self.own,
         );
+        Ok((out, x.layout.shape().clone()))
+    }
+}
+
+impl Fused3 for LabelsGradOp {
+    fn name(&self) -> &'static str {
+        "overlap-labels-grad"
+    }
+
+    fn forward<F: Real>(&self, x: Arg<'_>, y: Arg<'_>, g: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        let l = labels_of::<F>(x, y, self.ignore)?;
+        if g.dims().iter().product::<usize>() != x.dims()[0] * l.classes * 3 {
+            bail!(
+                "overlap backward: logits {:?} and gradient {:?} do not fit",
+                x.dims(),
+                g.dims()
+            );
+        }
+        let out = labels::backward(l, g.contiguous("grad")?);
         Ok((out, x.layout.shape().clone()))
     }
 }

@@ -95,7 +95,11 @@ impl<F: Real> Shifts<F> {
         let (n, s) = grid.axis(axis);
         let block = n * s;
         let m = block - s;
-        for ((xb, nb), pb) in x.chunks(block).zip(self.next.chunks_mut(block)).zip(self.prev.chunks_mut(block)) {
+        for ((xb, nb), pb) in x
+            .chunks(block)
+            .zip(self.next.chunks_mut(block))
+            .zip(self.prev.chunks_mut(block))
+        {
             nb[..m].copy_from_slice(&xb[s..]);
             nb[m..].copy_from_slice(&xb[m..]);
             pb[s..].copy_from_slice(&xb[..m]);
@@ -114,7 +118,11 @@ impl<F: Real> Shifts<F> {
                 *a += b;
             }
         };
-        for ((gb, nb), pb) in gx.chunks_mut(block).zip(self.g_next.chunks(block)).zip(self.g_prev.chunks(block)) {
+        for ((gb, nb), pb) in gx
+            .chunks_mut(block)
+            .zip(self.g_next.chunks(block))
+            .zip(self.g_prev.chunks(block))
+        {
             add(&mut gb[s..], &nb[..m]);
             add(&mut gb[m..], &nb[m..]);
             add(&mut gb[..m], &pb[s..]);

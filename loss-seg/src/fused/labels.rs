@@ -1,0 +1,170 @@
+//! The overlap sums of [`super::OverlapForm::SoftmaxLabels`]: the channel softmax `p` of logits
+//! `x` `[N, C, S]` against the one-hot `t` of class labels `[N, 1, S]`, per (sample, class)
+//! `(Σ |p − t|, Σ p, Σ t)` over the pixels whose label is not `ignore` (smp's multiclass Jaccard
+//! sums), in one pass; the backward recomputes the softmax and applies
+//! `∂/∂x_c = p_c (d_c − Σ_k p_k d_k)`, `d_c = g_P + g_D·sign(p_c − t_c)` (`sign(0) = 0`, as the
+//! composite form's `abs`), in one more pass. Sums in the input's dtype per block of
+//! [`BLOCK`] columns, added in f64.
+
+use super::for_each_column_chunk;
+use loss_core::kernel::{self, with_simd, Real};
+
+/// Columns of one task of the forward.
+const COLUMNS: usize = 4096;
+/// Columns whose softmax is held at once.
+const BLOCK: usize = 256;
+
+/// The inputs: logits `x` `[N, C, S]`, labels `y` `[N, S]` as floats, and the ignored label.
+#[derive(Clone, Copy)]
+pub(super) struct Labels<'a, F> {
+    pub x: &'a [F],
+    pub y: &'a [F],
+    pub classes: usize,
+    pub len: usize,
+    pub ignore: Option<F>,
+}
+
+impl<F: Real> Labels<'_, F> {
+    /// The softmax over the channels of columns `s0..s0 + w` of `sample` into `p` (`C` rows of
+    /// [`BLOCK`]) and the pixels' weights (1, or 0 where ignored) into `keep`.
+    #[inline(always)]
+    fn softmax(self, sample: usize, s0: usize, w: usize, p: &mut [F], keep: &mut [F; BLOCK]) {
+        let (c, len) = (self.classes, self.len);
+        let base = sample * c * len + s0;
+        let mut max = [F::zero(); BLOCK];
+        max[..w].copy_from_slice(&self.x[base..base + w]);
+        for k in 1..c {
+            for (m, &v) in max[..w].iter_mut().zip(&self.x[base + k * len..][..w]) {
+                // A NaN (not equal to itself) wins, so that it propagates.
+                if v > *m || v != v {
+                    *m = v;
+                }
+            }
+        }
+        let mut sum = [F::zero(); BLOCK];
+        for k in 0..c {
+            let row = &mut p[k * BLOCK..][..w];
+            for ((e, &v), (s, &m)) in row
+                .iter_mut()
+                .zip(&self.x[base + k * len..][..w])
+                .zip(sum.iter_mut().zip(&max))
+            {
+                *e = (v - m).fast_exp();
+                *s += *e;
+            }
+        }
+        for k in 0..c {
+            for (e, &s) in p[k * BLOCK..][..w].iter_mut().zip(&sum) {
+                *e = *e / s;
+            }
+        }
+        let labels = &self.y[sample * len + s0..][..w];
+        for (k, &l) in keep[..w].iter_mut().zip(labels) {
+            *k = if Some(l) == self.ignore { F::zero() } else { F::one() };
+        }
+    }
+
+    /// `[(Σ |p − t|, Σ p, Σ t); C]` of columns `s0..s0 + width` of `sample`.
+    #[inline(always)]
+    fn span(self, sample: usize, s0: usize, width: usize) -> Vec<[f64; 3]> {
+        let c = self.classes;
+        let mut out = vec![[0f64; 3]; c];
+        let mut p = vec![F::zero(); c * BLOCK];
+        let mut keep = [F::zero(); BLOCK];
+        for b0 in (0..width).step_by(BLOCK) {
+            let w = BLOCK.min(width - b0);
+            self.softmax(sample, s0 + b0, w, &mut p, &mut keep);
+            let labels = &self.y[sample * self.len + s0 + b0..][..w];
+            for (k, o) in out.iter_mut().enumerate() {
+                let class = F::of(k as f64);
+                let mut acc = [[F::zero(); 8]; 3];
+                let (pr, kr, lr) = (&p[k * BLOCK..][..w], &keep[..w], labels);
+                for (j, ((&pj, &kj), &lj)) in pr.iter().zip(kr).zip(lr).enumerate() {
+                    let pk = pj * kj;
+                    let t = if lj == class { kj } else { F::zero() };
+                    acc[0][j % 8] += (pk - t).abs();
+                    acc[1][j % 8] += pk;
+                    acc[2][j % 8] += t;
+                }
+                for (o, lanes) in o.iter_mut().zip(&acc) {
+                    *o += lanes.iter().map(|v| v.f64()).sum::<f64>();
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The sums `[N, C, 3]` (see the module docs).
+pub(super) fn forward<F: Real>(l: Labels<'_, F>, samples: usize) -> Vec<F> {
+    let (c, len) = (l.classes, l.len);
+    let parts = len.div_ceil(COLUMNS).max(1);
+    let tasks: Vec<(usize, usize)> = (0..samples).flat_map(|n| (0..parts).map(move |j| (n, j))).collect();
+    let parallel = samples * c * len >= 1 << 15;
+    let spans = kernel::run_tasks(parallel, tasks, |(n, j)| {
+        let s0 = (j * COLUMNS).min(len);
+        let width = ((j + 1) * COLUMNS).min(len) - s0;
+        with_simd(
+            #[inline(always)]
+            || l.span(n, s0, width),
+        )
+    });
+    let mut out = vec![F::zero(); samples * c * 3];
+    for (n, sample) in spans.chunks(parts).enumerate() {
+        for k in 0..c {
+            for m in 0..3 {
+                out[(n * c + k) * 3 + m] = F::of(sample.iter().map(|s| s[k][m]).sum());
+            }
+        }
+    }
+    out
+}
+
+/// The gradient w.r.t. `x` given the upstream gradient `g` `[N, C, 3]` of the sums.
+pub(super) fn backward<F: Real>(l: Labels<'_, F>, g: &[F]) -> Vec<F> {
+    let (c, len) = (l.classes, l.len);
+    let mut out = vec![F::zero(); l.x.len()];
+    for_each_column_chunk(&mut out, c, len, |sample, s0, rows| {
+        with_simd(
+            #[inline(always)]
+            || {
+                let mut p = vec![F::zero(); c * BLOCK];
+                let mut d = vec![F::zero(); c * BLOCK];
+                let mut keep = [F::zero(); BLOCK];
+                let width = rows[0].len();
+                for b0 in (0..width).step_by(BLOCK) {
+                    let w = BLOCK.min(width - b0);
+                    l.softmax(sample, s0 + b0, w, &mut p, &mut keep);
+                    let labels = &l.y[sample * len + s0 + b0..][..w];
+                    let mut dot = [F::zero(); BLOCK];
+                    for k in 0..c {
+                        let (gd, gp) = (g[(sample * c + k) * 3], g[(sample * c + k) * 3 + 1]);
+                        let class = F::of(k as f64);
+                        let it = p[k * BLOCK..][..w].iter().zip(&keep[..w]).zip(labels);
+                        for ((dk, ((&pj, &kj), &lj)), s) in d[k * BLOCK..][..w].iter_mut().zip(it).zip(&mut dot) {
+                            let t = if lj == class { kj } else { F::zero() };
+                            let u = pj * kj - t;
+                            let sign = if u > F::zero() {
+                                F::one()
+                            } else if u < F::zero() {
+                                -F::one()
+                            } else {
+                                F::zero()
+                            };
+                            *dk = kj * (gp + gd * sign);
+                            *s += pj * *dk;
+                        }
+                    }
+                    for (k, row) in rows.iter_mut().enumerate() {
+                        let o = &mut row[b0..b0 + w];
+                        let it = p[k * BLOCK..][..w].iter().zip(&d[k * BLOCK..][..w]);
+                        for ((o, (&pj, &dj)), &s) in o.iter_mut().zip(it).zip(&dot) {
+                            *o = pj * (dj - s);
+                        }
+                    }
+                }
+            },
+        )
+    });
+    out
+}
