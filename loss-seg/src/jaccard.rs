@@ -130,10 +130,13 @@ fn fused_multiclass_sums(loss: &'static str, pred: &Tensor, target: &Tensor, o: 
     check::float(loss, "pred", pred)?;
     check::min_rank(loss, "pred", pred, 2, "[N, C, d1...]")?;
     check_labels(loss, pred, target, o)?;
-    let (n, c) = (pred.dim(0)?, pred.dim(1)?);
-    let s = pred.elem_count() / (n * c);
-    let x = pred.reshape((n, c, s))?.contiguous()?;
-    let y = target.reshape((n, 1, s))?.to_dtype(pred.dtype())?;
+    // A [N, C] pred is read as [N, C, 1] (the reshape costs a pass in the backward: only then).
+    let x = if pred.rank() == 2 {
+        pred.unsqueeze(2)?
+    } else {
+        pred.contiguous()?
+    };
+    let y = target.to_dtype(pred.dtype())?;
     let op = OverlapOp {
         squared: false,
         form: OverlapForm::SoftmaxLabels {

@@ -6,8 +6,9 @@
 //! composite form's `abs`), in one more pass. Sums in the input's dtype per block of
 //! [`BLOCK`] columns, added in f64.
 
-use super::for_each_column_chunk;
+use super::{for_each_column_chunk, LANES};
 use loss_core::kernel::{self, with_simd, Real};
+use std::mem::MaybeUninit;
 
 /// Columns of one task of the forward.
 const COLUMNS: usize = 4096;
@@ -53,9 +54,12 @@ impl<F: Real> Labels<'_, F> {
                 *s += *e;
             }
         }
+        for s in &mut sum[..w] {
+            *s = F::one() / *s;
+        }
         for k in 0..c {
             for (e, &s) in p[k * BLOCK..][..w].iter_mut().zip(&sum) {
-                *e = *e / s;
+                *e = *e * s;
             }
         }
         let labels = &self.y[sample * len + s0..][..w];
@@ -77,17 +81,31 @@ impl<F: Real> Labels<'_, F> {
             let labels = &self.y[sample * self.len + s0 + b0..][..w];
             for (k, o) in out.iter_mut().enumerate() {
                 let class = F::of(k as f64);
-                let mut acc = [[F::zero(); 8]; 3];
-                let (pr, kr, lr) = (&p[k * BLOCK..][..w], &keep[..w], labels);
-                for (j, ((&pj, &kj), &lj)) in pr.iter().zip(kr).zip(lr).enumerate() {
+                // The three terms of one pixel.
+                let terms = |pj: F, kj: F, lj: F| {
                     let pk = pj * kj;
                     let t = if lj == class { kj } else { F::zero() };
-                    acc[0][j % 8] += (pk - t).abs();
-                    acc[1][j % 8] += pk;
-                    acc[2][j % 8] += t;
+                    [(pk - t).abs(), pk, t]
+                };
+                let mut acc = [[F::zero(); LANES]; 3];
+                let pc = p[k * BLOCK..][..w].chunks_exact(LANES);
+                let (kc, lc) = (keep[..w].chunks_exact(LANES), labels.chunks_exact(LANES));
+                let rest = pc.remainder().iter().zip(kc.remainder()).zip(lc.remainder());
+                for ((pa, ka), la) in pc.zip(kc).zip(lc) {
+                    for i in 0..LANES {
+                        let v = terms(pa[i], ka[i], la[i]);
+                        for (a, v) in acc.iter_mut().zip(v) {
+                            a[i] += v;
+                        }
+                    }
                 }
                 for (o, lanes) in o.iter_mut().zip(&acc) {
                     *o += lanes.iter().map(|v| v.f64()).sum::<f64>();
+                }
+                for ((&pj, &kj), &lj) in rest {
+                    for (o, v) in o.iter_mut().zip(terms(pj, kj, lj)) {
+                        *o += v.f64();
+                    }
                 }
             }
         }
@@ -123,8 +141,16 @@ pub(super) fn forward<F: Real>(l: Labels<'_, F>, samples: usize) -> Vec<F> {
 /// The gradient w.r.t. `x` given the upstream gradient `g` `[N, C, 3]` of the sums.
 pub(super) fn backward<F: Real>(l: Labels<'_, F>, g: &[F]) -> Vec<F> {
     let (c, len) = (l.classes, l.len);
-    let mut out = vec![F::zero(); l.x.len()];
-    for_each_column_chunk(&mut out, c, len, |sample, s0, rows| {
+    kernel::uninit_vec(l.x.len(), |out| {
+        for_each_column_chunk(out, c, len, |sample, s0, rows| backward_span(l, g, sample, s0, rows))
+    })
+}
+
+/// [`backward`] of columns `s0..s0 + width` of `sample` into its `C` row pieces `rows` (each
+/// written in full).
+fn backward_span<F: Real>(l: Labels<'_, F>, g: &[F], sample: usize, s0: usize, rows: &mut [&mut [MaybeUninit<F>]]) {
+    let (c, len) = (l.classes, l.len);
+    {
         with_simd(
             #[inline(always)]
             || {
@@ -159,12 +185,11 @@ pub(super) fn backward<F: Real>(l: Labels<'_, F>, g: &[F]) -> Vec<F> {
                         let o = &mut row[b0..b0 + w];
                         let it = p[k * BLOCK..][..w].iter().zip(&d[k * BLOCK..][..w]);
                         for ((o, (&pj, &dj)), &s) in o.iter_mut().zip(it).zip(&dot) {
-                            *o = pj * (dj - s);
+                            o.write(pj * (dj - s));
                         }
                     }
                 }
             },
         )
-    });
-    out
+    }
 }

@@ -31,7 +31,7 @@ pub(crate) enum OverlapForm {
     /// Probabilities `p` and a target `t` of the same shape: `(I, P, G)` = `(Σ p·t, Σ p, Σ t)`
     /// (squared: `Σ p²`, `Σ t²`); gradients for both.
     Dense,
-    /// Logits `x` `[N, C, S]` and class labels `[N, 1, S]` in `x`'s dtype: with `p` the softmax
+    /// Logits `x` `[N, C, spatial...]` and class labels `[N, spatial...]` in `x`'s dtype: with `p` the softmax
     /// of `x` over the channels and `t` the one-hot labels, `(Σ |p − t|, Σ p, Σ t)` over the
     /// pixels whose label is not `ignore` (smp's multiclass Jaccard sums, [`labels`]); a gradient
     /// for `x` only.
@@ -47,17 +47,22 @@ struct LabelsGradOp {
     ignore: Option<f64>,
 }
 
-/// The [`labels::Labels`] view of logits `x` `[N, C, S]` and labels `y`.
+/// The [`labels::Labels`] view of logits `x` `[N, C, spatial...]` and labels `y`
+/// `[N, spatial...]`.
 fn labels_of<'a, F: Real>(x: Arg<'a>, y: Arg<'a>, ignore: Option<f64>) -> Result<labels::Labels<'a, F>> {
     let dims = x.dims();
-    if dims.len() != 3 || y.dims() != [dims[0], 1, dims[2]] {
-        bail!("overlap: logits {dims:?} need labels [N, 1, S], got {:?}", y.dims());
+    let (rows, len) = rows_and_len(x.layout)?;
+    if y.dims().iter().product::<usize>() != rows / dims[1].max(1) * len || y.dims().first() != dims.first() {
+        bail!(
+            "overlap: logits {dims:?} need labels [N, spatial...], got {:?}",
+            y.dims()
+        );
     }
     Ok(labels::Labels {
         x: x.contiguous("logits")?,
         y: y.contiguous("labels")?,
         classes: dims[1],
-        len: dims[2],
+        len,
         ignore: ignore.map(F::of),
     })
 }
