@@ -22,11 +22,16 @@
 //! soft_dice_cldice = (1 − α)·dice + α·cldice
 //! ```
 //!
-//! The morphology is built from Candle's `minimum` / `maximum` of shifted copies (edge-replicated
-//! shifts: a replicated neighbour equals the pixel itself, which the window holds anyway), so it
-//! runs on every device with autodiff; `relu` has PyTorch's gradient 0 at 0. Where two *different*
-//! pixels tie for a minimum or maximum, the gradient is split between them (PyTorch's pooling
-//! picks one); the value never depends on it.
+//! The composite form ([`soft_skeleton_composite`]) builds the morphology from Candle's
+//! `minimum` / `maximum` of shifted copies (edge-replicated shifts: a replicated neighbour equals
+//! the pixel itself, which the window holds anyway), so it runs on every device with autodiff;
+//! `relu` has PyTorch's gradient 0 at 0. Where two *different* pixels tie for a minimum or
+//! maximum, the gradient is split between them (Candle's `minimum` / `maximum`: halves at each
+//! tied pair; PyTorch's pooling picks one); the value never depends on it. On the CPU (f32/f64)
+//! [`soft_skeleton`] is one fused kernel per `(sample, channel)` plane, in parallel over the
+//! planes, with the same values bit for bit and the composite form's gradient, ties included
+//! (its backward recomputes the erosions and openings); the ratios' sums come from the shared
+//! overlap step ([`Overlap`]), fused on the CPU too.
 
 use crate::dice::{dice_per_class, DiceLoss};
 use crate::fused::SkeletonOp;

@@ -14,6 +14,10 @@
 //!
 //! `|·|` has gradient `sign(u)` with `sign(0) = 0` and the `max(·, eps)` clamps PyTorch's `clamp`
 //! gradient (1 on the bound), so values and gradients match smp's autograd.
+//!
+//! Multiclass from logits on the CPU (f32/f64), the sums `S_p`, `S_g`, `D` come from one fused
+//! pass of the shared overlap kernel (softmax over the channels, one-hot labels, `ignore_index`;
+//! its backward is one more pass); the other modes, and other devices, build them from Candle ops.
 
 use crate::fused::{OverlapForm, OverlapOp};
 use crate::prepare::softmax_channels;
