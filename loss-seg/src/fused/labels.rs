@@ -37,7 +37,7 @@ impl<F: Real> Labels<'_, F> {
         for k in 1..c {
             for (m, &v) in max[..w].iter_mut().zip(&self.x[base + k * len..][..w]) {
                 // A NaN (not equal to itself) wins, so that it propagates.
-                if v > *m || v != v {
+                if v > *m || v.is_nan() {
                     *m = v;
                 }
             }
@@ -59,7 +59,7 @@ impl<F: Real> Labels<'_, F> {
         }
         for k in 0..c {
             for (e, &s) in p[k * BLOCK..][..w].iter_mut().zip(&sum) {
-                *e = *e * s;
+                *e *= s;
             }
         }
         let labels = &self.y[sample * len + s0..][..w];

@@ -340,7 +340,7 @@ fn skeleton_back_plane<F: Real>(x: &[F], g: &[F], grid: Grid<'_>, s: &mut Scratc
             } else {
                 let (d, prev) = (relu(diff), skel[k - 1][j]);
                 let gu = if d - prev * d > F::zero() { *gr } else { F::zero() };
-                *gr = *gr + -gu * d;
+                *gr += -gu * d;
                 gu + -gu * prev
             };
             let gdiff = if diff > F::zero() { gd } else { F::zero() };
