@@ -146,6 +146,7 @@ fn fused_multiclass_sums(loss: &'static str, pred: &Tensor, target: &Tensor, o: 
         form: OverlapForm::SoftmaxLabels {
             ignore: o.ignore_index.map(|i| i as f64),
         },
+        probs: Default::default(),
     };
     let sums = kernel::apply2(op, &x, &y)?.sum(0)?;
     let column = |k: usize| ops::narrow(&sums, 1, k, 1)?.squeeze(1);

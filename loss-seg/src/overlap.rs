@@ -81,6 +81,7 @@ impl Overlap {
             OverlapOp {
                 squared,
                 form: OverlapForm::Dense,
+                probs: Default::default(),
             },
             &pred.contiguous()?,
             &target.contiguous()?,

@@ -406,3 +406,21 @@ fn fused_multiclass_jaccard_equals_composite() {
         }
     }
 }
+
+/// A second backward through the same multiclass Jaccard graph (the kept softmax is taken by the
+/// first; the second recomputes it) gives the same gradient.
+#[test]
+fn fused_multiclass_jaccard_backward_twice() {
+    let mut r = rng(18);
+    for dtype in [DType::F64, DType::F32] {
+        let x = Var::from_tensor(&uniform(&mut r, &[2, 3, 7, 9], -2.0, 2.0).to_dtype(dtype).unwrap()).unwrap();
+        let y = labels(&mut r, &[2, 7, 9], 3);
+        let o = JaccardLoss::new(JaccardMode::Multiclass).with_ignore_index(Some(2));
+        let loss = with_path(Path::Fused, || jaccard_loss(x.as_tensor(), &y, &o)).unwrap();
+        let first = values(loss.backward().unwrap().get(x.as_tensor()).unwrap());
+        let second = values(loss.backward().unwrap().get(x.as_tensor()).unwrap());
+        assert!(first.iter().any(|g| *g != 0.0));
+        let tol = if dtype == DType::F32 { 1e-6 } else { 1e-14 };
+        assert_close(&format!("{dtype:?}: second backward"), &second, &first, tol, tol);
+    }
+}

@@ -1,17 +1,16 @@
 //! The overlap sums of [`super::OverlapForm::SoftmaxLabels`]: the channel softmax `p` of logits
-//! `x` `[N, C, S]` against the one-hot `t` of class labels `[N, 1, S]`, per (sample, class)
+//! `x` `[N, C, S]` against the one-hot `t` of class labels `[N, S]`, per (sample, class)
 //! `(Σ |p − t|, Σ p, Σ t)` over the pixels whose label is not `ignore` (smp's multiclass Jaccard
-//! sums), in one pass; the backward recomputes the softmax and applies
+//! sums), in one pass that also writes the softmax (kept for the backward); the backward applies
 //! `∂/∂x_c = p_c (d_c − Σ_k p_k d_k)`, `d_c = g_P + g_D·sign(p_c − t_c)` (`sign(0) = 0`, as the
-//! composite form's `abs`), in one more pass. Sums in the input's dtype per block of
+//! composite form's `abs`), in one more pass (recomputing the softmax when none was kept: a
+//! second backward through the same graph). Sums in the input's dtype per block of
 //! [`BLOCK`] columns, added in f64.
 
 use super::{for_each_column_chunk, LANES};
 use loss_core::kernel::{self, with_simd, Real};
 use std::mem::MaybeUninit;
 
-/// Columns of one task of the forward.
-const COLUMNS: usize = 4096;
 /// Columns whose softmax is held at once.
 const BLOCK: usize = 256;
 
@@ -28,10 +27,21 @@ pub(super) struct Labels<'a, F> {
 impl<F: Real> Labels<'_, F> {
     /// The softmax over the channels of columns `s0..s0 + w` of `sample` into `p` (`C` rows of
     /// [`BLOCK`]) and the pixels' weights (1, or 0 where ignored) into `keep`.
+    /// With `probs`, `x` already holds the softmax: it is copied.
     #[inline(always)]
-    fn softmax(self, sample: usize, s0: usize, w: usize, p: &mut [F], keep: &mut [F; BLOCK]) {
+    fn softmax(self, sample: usize, s0: usize, w: usize, p: &mut [F], keep: &mut [F; BLOCK], probs: bool) {
         let (c, len) = (self.classes, self.len);
         let base = sample * c * len + s0;
+        let labels = &self.y[sample * len + s0..][..w];
+        for (k, &l) in keep[..w].iter_mut().zip(labels) {
+            *k = if Some(l) == self.ignore { F::zero() } else { F::one() };
+        }
+        if probs {
+            for k in 0..c {
+                p[k * BLOCK..][..w].copy_from_slice(&self.x[base + k * len..][..w]);
+            }
+            return;
+        }
         let mut max = [F::zero(); BLOCK];
         max[..w].copy_from_slice(&self.x[base..base + w]);
         for k in 1..c {
@@ -62,22 +72,25 @@ impl<F: Real> Labels<'_, F> {
                 *e *= s;
             }
         }
-        let labels = &self.y[sample * len + s0..][..w];
-        for (k, &l) in keep[..w].iter_mut().zip(labels) {
-            *k = if Some(l) == self.ignore { F::zero() } else { F::one() };
-        }
     }
 
-    /// `[(Σ |p − t|, Σ p, Σ t); C]` of columns `s0..s0 + width` of `sample`.
+    /// `[(Σ |p − t|, Σ p, Σ t); C]` of the columns `s0..` of `sample` that `rows` (its `C` row
+    /// pieces) cover; writes the softmax into `rows`.
     #[inline(always)]
-    fn span(self, sample: usize, s0: usize, width: usize) -> Vec<[f64; 3]> {
+    fn span(self, sample: usize, s0: usize, rows: &mut [&mut [MaybeUninit<F>]]) -> Vec<[f64; 3]> {
         let c = self.classes;
+        let width = rows[0].len();
         let mut out = vec![[0f64; 3]; c];
         let mut p = vec![F::zero(); c * BLOCK];
         let mut keep = [F::zero(); BLOCK];
         for b0 in (0..width).step_by(BLOCK) {
             let w = BLOCK.min(width - b0);
-            self.softmax(sample, s0 + b0, w, &mut p, &mut keep);
+            self.softmax(sample, s0 + b0, w, &mut p, &mut keep, false);
+            for (k, row) in rows.iter_mut().enumerate() {
+                for (o, &v) in row[b0..b0 + w].iter_mut().zip(&p[k * BLOCK..][..w]) {
+                    o.write(v);
+                }
+            }
             let labels = &self.y[sample * self.len + s0 + b0..][..w];
             for (k, o) in out.iter_mut().enumerate() {
                 let class = F::of(k as f64);
@@ -113,42 +126,50 @@ impl<F: Real> Labels<'_, F> {
     }
 }
 
-/// The sums `[N, C, 3]` (see the module docs).
-pub(super) fn forward<F: Real>(l: Labels<'_, F>, samples: usize) -> Vec<F> {
-    let (c, len) = (l.classes, l.len);
-    let parts = len.div_ceil(COLUMNS).max(1);
-    let tasks: Vec<(usize, usize)> = (0..samples).flat_map(|n| (0..parts).map(move |j| (n, j))).collect();
-    let parallel = samples * c * len >= 1 << 15;
-    let spans = kernel::run_tasks(parallel, tasks, |(n, j)| {
-        let s0 = (j * COLUMNS).min(len);
-        let width = ((j + 1) * COLUMNS).min(len) - s0;
-        with_simd(
-            #[inline(always)]
-            || l.span(n, s0, width),
-        )
+/// The sums `[N, C, 3]` (see the module docs) and the softmax `[N, C, S]`.
+pub(super) fn forward<F: Real>(l: Labels<'_, F>, samples: usize) -> (Vec<F>, Vec<F>) {
+    let c = l.classes;
+    let mut spans = Vec::new();
+    let probs = kernel::uninit_vec(l.x.len(), |out| {
+        spans = for_each_column_chunk(out, c, l.len, |sample, s0, rows| {
+            with_simd(
+                #[inline(always)]
+                || (sample, l.span(sample, s0, rows)),
+            )
+        });
     });
-    let mut out = vec![F::zero(); samples * c * 3];
-    for (n, sample) in spans.chunks(parts).enumerate() {
-        for k in 0..c {
+    let mut sums = vec![0f64; samples * c * 3];
+    for (sample, span) in spans {
+        for (k, s) in span.iter().enumerate() {
             for m in 0..3 {
-                out[(n * c + k) * 3 + m] = F::of(sample.iter().map(|s| s[k][m]).sum());
+                sums[(sample * c + k) * 3 + m] += s[m];
             }
         }
     }
-    out
+    (sums.into_iter().map(F::of).collect(), probs)
 }
 
-/// The gradient w.r.t. `x` given the upstream gradient `g` `[N, C, 3]` of the sums.
-pub(super) fn backward<F: Real>(l: Labels<'_, F>, g: &[F]) -> Vec<F> {
+/// The gradient w.r.t. `x` given the upstream gradient `g` `[N, C, 3]` of the sums; with
+/// `probs`, `l.x` holds the softmax kept by [`forward`] (else the logits).
+pub(super) fn backward<F: Real>(l: Labels<'_, F>, g: &[F], probs: bool) -> Vec<F> {
     let (c, len) = (l.classes, l.len);
     kernel::uninit_vec(l.x.len(), |out| {
-        for_each_column_chunk(out, c, len, |sample, s0, rows| backward_span(l, g, sample, s0, rows))
+        for_each_column_chunk(out, c, len, |sample, s0, rows| {
+            backward_span(l, g, probs, sample, s0, rows)
+        });
     })
 }
 
 /// [`backward`] of columns `s0..s0 + width` of `sample` into its `C` row pieces `rows` (each
 /// written in full).
-fn backward_span<F: Real>(l: Labels<'_, F>, g: &[F], sample: usize, s0: usize, rows: &mut [&mut [MaybeUninit<F>]]) {
+fn backward_span<F: Real>(
+    l: Labels<'_, F>,
+    g: &[F],
+    probs: bool,
+    sample: usize,
+    s0: usize,
+    rows: &mut [&mut [MaybeUninit<F>]],
+) {
     let (c, len) = (l.classes, l.len);
     {
         with_simd(
@@ -160,7 +181,7 @@ fn backward_span<F: Real>(l: Labels<'_, F>, g: &[F], sample: usize, s0: usize, r
                 let width = rows[0].len();
                 for b0 in (0..width).step_by(BLOCK) {
                     let w = BLOCK.min(width - b0);
-                    l.softmax(sample, s0 + b0, w, &mut p, &mut keep);
+                    l.softmax(sample, s0 + b0, w, &mut p, &mut keep, probs);
                     let labels = &l.y[sample * len + s0 + b0..][..w];
                     let mut dot = [F::zero(); BLOCK];
                     for k in 0..c {

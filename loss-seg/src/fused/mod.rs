@@ -10,7 +10,7 @@ mod skeleton;
 pub(crate) use skeleton::SkeletonOp;
 
 use candle_core::{bail, Layout, Result, Shape, Tensor};
-use loss_core::kernel::{self, with_simd, Arg, Fused1, Fused2, Fused3, Real, Split};
+use loss_core::kernel::{self, with_simd, Arg, Fused1, Fused2, Fused3, Real, SavedGrad, Split};
 use std::mem::MaybeUninit;
 
 /// Accumulator lanes: independent partial sums so that the loop vectorises.
@@ -23,6 +23,8 @@ pub(crate) struct OverlapOp {
     pub squared: bool,
     /// How the two inputs are read and which sums are formed.
     pub form: OverlapForm,
+    /// The softmax of [`OverlapForm::SoftmaxLabels`], kept by the forward for the backward.
+    pub probs: SavedGrad,
 }
 
 /// The inputs of an [`OverlapOp`] and its three sums.
@@ -45,6 +47,8 @@ pub(crate) enum OverlapForm {
 /// the labels and the upstream gradient `[N, C, 3]`.
 struct LabelsGradOp {
     ignore: Option<f64>,
+    /// The first input holds the softmax kept by the forward, not the logits.
+    probs: bool,
 }
 
 /// The [`labels::Labels`] view of logits `x` `[N, C, spatial...]` and labels `y`
@@ -222,7 +226,9 @@ impl Fused2 for OverlapOp {
         if let OverlapForm::SoftmaxLabels { ignore } = self.form {
             let l = labels_of::<F>(a, b, ignore)?;
             let dims = a.dims();
-            return Ok((labels::forward(l, dims[0]), Shape::from((dims[0], dims[1], 3))));
+            let (sums, probs) = labels::forward(l, dims[0]);
+            self.probs.keep(Some(F::to_cpu_storage_owned(probs)));
+            return Ok((sums, Shape::from((dims[0], dims[1], 3))));
         }
         if a.dims() != b.dims() {
             bail!("overlap: pred {:?} and target {:?} differ in shape", a.dims(), b.dims());
@@ -242,8 +248,13 @@ impl Fused2 for OverlapOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         if let OverlapForm::SoftmaxLabels { ignore } = self.form {
-            let op = LabelsGradOp { ignore };
-            return Ok((Some(kernel::apply3_no_bwd(op, pred, target, &grad)?), None));
+            let kept = self.probs.take_tensor(pred.shape())?;
+            let op = LabelsGradOp {
+                ignore,
+                probs: kept.is_some(),
+            };
+            let first = kept.as_ref().unwrap_or(pred);
+            return Ok((Some(kernel::apply3_no_bwd(op, first, target, &grad)?), None));
         }
         let of = |x: &Tensor, y: &Tensor, own: usize| -> Result<Option<Tensor>> {
             if !x.track_op() {
@@ -300,7 +311,7 @@ impl Fused3 for LabelsGradOp {
                 g.dims()
             );
         }
-        let out = labels::backward(l, g.contiguous("grad")?);
+        let out = labels::backward(l, g.contiguous("grad")?, self.probs);
         Ok((out, x.layout.shape().clone()))
     }
 }
@@ -309,15 +320,16 @@ impl Fused3 for LabelsGradOp {
 const COLUMN_CHUNK: usize = 4096;
 
 /// Splits a contiguous `[N, C, S]` buffer into tasks of `C` row pieces (one per class) covering
-/// columns `s0..s0 + len` of one sample, and runs `f(sample, s0, pieces)` on rayon's threads.
-fn for_each_column_chunk<T: Send>(
+/// columns `s0..s0 + len` of one sample, and runs `f(sample, s0, pieces)` on rayon's threads; the
+/// results in task order (sample by sample, columns in order).
+fn for_each_column_chunk<T: Send, R: Send>(
     out: &mut [T],
     classes: usize,
     len: usize,
-    f: impl Fn(usize, usize, &mut [&mut [T]]) + Sync + Send,
-) {
+    f: impl Fn(usize, usize, &mut [&mut [T]]) -> R + Sync + Send,
+) -> Vec<R> {
     if classes == 0 || len == 0 {
-        return;
+        return Vec::new();
     }
     let mut tasks: Vec<(usize, usize, Vec<&mut [T]>)> = Vec::new();
     for (sample, block) in out.chunks_mut(classes * len).enumerate() {
@@ -334,7 +346,7 @@ fn for_each_column_chunk<T: Send>(
             s0 += width;
         }
     }
-    kernel::run_tasks(true, tasks, |(sample, s0, mut pieces)| f(sample, s0, &mut pieces));
+    kernel::run_tasks(true, tasks, |(sample, s0, mut pieces)| f(sample, s0, &mut pieces))
 }
 
 /// Softmax over dimension 1 of a contiguous `[N, C, spatial...]` tensor, with its analytic
