@@ -22,17 +22,24 @@
 //! soft_dice_cldice = (1 − α)·dice + α·cldice
 //! ```
 //!
-//! The morphology is built from Candle's `minimum` / `maximum` of shifted copies (edge-replicated
-//! shifts: a replicated neighbour equals the pixel itself, which the window holds anyway), so it
-//! runs on every device with autodiff; `relu` has PyTorch's gradient 0 at 0. Where two *different*
-//! pixels tie for a minimum or maximum, the gradient is split between them (PyTorch's pooling
-//! picks one); the value never depends on it.
+//! The composite form ([`soft_skeleton_composite`]) builds the morphology from Candle's
+//! `minimum` / `maximum` of shifted copies (edge-replicated shifts: a replicated neighbour equals
+//! the pixel itself, which the window holds anyway), so it runs on every device with autodiff;
+//! `relu` has PyTorch's gradient 0 at 0. Where two *different* pixels tie for a minimum or
+//! maximum, the gradient is split between them (Candle's `minimum` / `maximum`: halves at each
+//! tied pair; PyTorch's pooling picks one); the value never depends on it. On the CPU (f32/f64)
+//! [`soft_skeleton`] is one fused kernel per `(sample, channel)` plane, in parallel over the
+//! planes, with the same values bit for bit and the composite form's gradient, ties included
+//! (its backward recomputes the erosions and openings); the ratios' sums come from the shared
+//! overlap step ([`Overlap`]), fused on the CPU too.
 
 use crate::dice::{dice_per_class, DiceLoss};
+use crate::fused::SkeletonOp;
 use crate::options::OverlapBuilders;
+use crate::overlap::Overlap;
 use crate::prepare::{check_activation, prepare, Prepare};
 use candle_core::{Result, Tensor};
-use loss_core::{check, ops, reduce, LossError, Reduction};
+use loss_core::{check, kernel, ops, reduce, LossError, Reduction};
 
 loss_core::loss_config! {
     /// MONAI's `SoftclDiceLoss` options (1.6.1 API), with MONAI's defaults; also the loss as a
@@ -145,8 +152,26 @@ fn relu(x: &Tensor) -> Result<Tensor> {
     x.gt(0.0)?.where_cond(x, &x.zeros_like()?)
 }
 
-/// The soft skeleton of `x` with `iter_` erosion steps (see the module docs).
+/// The soft skeleton of `x` (`[N, C, H, W]` or `[N, C, D, H, W]`) with `iter_` erosion steps
+/// (see the module docs): the fused CPU kernel for f32/f64 where
+/// [`loss_core::kernel::choose`] takes it (the same values, and the composite form's gradient,
+/// ties included), else [`soft_skeleton_composite`].
+///
+/// # Errors
+/// `Path::Fused` for another device or dtype; a rank other than 4 or 5 on the fused path.
 pub fn soft_skeleton(x: &Tensor, iter_: usize) -> Result<Tensor> {
+    if (x.rank() == 4 || x.rank() == 5) && kernel::choose("soft_skeleton", x)? {
+        return kernel::apply1(SkeletonOp { iter: iter_ }, &x.contiguous()?);
+    }
+    soft_skeleton_composite(x, iter_)
+}
+
+/// [`soft_skeleton`] from plain Candle ops (any device, any float dtype, any rank ≥ 3), with
+/// Candle's autodiff.
+///
+/// # Errors
+/// Candle's, for a tensor of rank below 3.
+pub fn soft_skeleton_composite(x: &Tensor, iter_: usize) -> Result<Tensor> {
     let open = |t: &Tensor| soft_dilate(&soft_erode(t)?);
     let mut img = x.clone();
     let mut skel = relu(&img.sub(&open(&img)?)?)?;
@@ -178,15 +203,16 @@ fn prepared(loss: &'static str, pred: &Tensor, target: &Tensor, o: &SoftClDiceLo
 fn cldice_per_item(p: &Tensor, g: &Tensor, o: &SoftClDiceLoss) -> Result<Tensor> {
     let skel_p = soft_skeleton(p, o.iter_)?;
     let skel_g = soft_skeleton(&g.detach(), o.iter_)?;
-    let per_item = |t: &Tensor| t.flatten_from(1)?.sum(1);
-    let tprec = ops::div(
-        &per_item(&skel_p.mul(g)?)?.affine(1.0, o.smooth_nr)?,
-        &per_item(&skel_p)?.affine(1.0, o.smooth_dr)?,
-    )?;
-    let tsens = ops::div(
-        &per_item(&skel_g.mul(p)?)?.affine(1.0, o.smooth_nr)?,
-        &per_item(&skel_g)?.affine(1.0, o.smooth_dr)?,
-    )?;
+    // `(Σ S·t, Σ S)` over channels and space from the shared overlap step ([N, C] → [N]).
+    let ratio_of = |skel: &Tensor, t: &Tensor| -> Result<Tensor> {
+        let s = Overlap::compute(skel, t, false)?;
+        ops::div(
+            &s.intersection.sum(1)?.affine(1.0, o.smooth_nr)?,
+            &s.pred_sum.sum(1)?.affine(1.0, o.smooth_dr)?,
+        )
+    };
+    let tprec = ratio_of(&skel_p, g)?;
+    let tsens = ratio_of(&skel_g, p)?;
     let ratio = ops::div(
         &tprec.mul(&tsens)?.affine(2.0, 0.0)?,
         &tprec.add(&tsens)?.affine(1.0, o.smooth)?,

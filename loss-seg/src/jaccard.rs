@@ -14,10 +14,15 @@
 //!
 //! `|·|` has gradient `sign(u)` with `sign(0) = 0` and the `max(·, eps)` clamps PyTorch's `clamp`
 //! gradient (1 on the bound), so values and gradients match smp's autograd.
+//!
+//! Multiclass from logits on the CPU (f32/f64), the sums `S_p`, `S_g`, `D` come from one fused
+//! pass of the shared overlap kernel (softmax over the channels, one-hot labels, `ignore_index`;
+//! its backward is one more pass); the other modes, and other devices, build them from Candle ops.
 
+use crate::fused::{OverlapForm, OverlapOp};
 use crate::prepare::softmax_channels;
 use candle_core::{DType, Result, Tensor};
-use loss_core::{check, ops, LossError};
+use loss_core::{check, kernel, ops, LossError};
 
 /// smp's three modes of the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +112,63 @@ impl JaccardLoss {
     }
 }
 
+/// The checks of a multiclass target: class indices `[N, d1...]` in `[0, C)` or `ignore_index`.
+fn check_labels(loss: &'static str, pred: &Tensor, target: &Tensor, o: &JaccardLoss) -> Result<()> {
+    check::index(loss, "target", target)?;
+    let mut want = pred.dims().to_vec();
+    want.remove(1);
+    if target.dims() != want.as_slice() {
+        return Err(check::bad_shape(
+            loss,
+            "target",
+            target,
+            &format!("{want:?} (class indices [N, d1...] of pred {:?})", pred.dims()),
+        ));
+    }
+    check::class_indices(loss, "target", target, pred.dim(1)?, o.ignore_index)
+}
+
+/// The fused multiclass sums from logits: `(S_p, S_g, D)`, each `[C]`, in one pass over `pred`
+/// (softmax, one-hot and the three sums; [`OverlapForm::SoftmaxLabels`]).
+fn fused_multiclass_sums(loss: &'static str, pred: &Tensor, target: &Tensor, o: &JaccardLoss) -> Result<[Tensor; 3]> {
+    check::float(loss, "pred", pred)?;
+    check::min_rank(loss, "pred", pred, 2, "[N, C, d1...]")?;
+    check_labels(loss, pred, target, o)?;
+    // A [N, C] pred is read as [N, C, 1] (the reshape costs a pass in the backward: only then).
+    let x = if pred.rank() == 2 {
+        pred.unsqueeze(2)?
+    } else {
+        pred.contiguous()?
+    };
+    let y = target.to_dtype(pred.dtype())?;
+    let op = OverlapOp {
+        squared: false,
+        form: OverlapForm::SoftmaxLabels {
+            ignore: o.ignore_index.map(|i| i as f64),
+        },
+        probs: Default::default(),
+    };
+    let sums = kernel::apply2(op, &x, &y)?.sum(0)?;
+    let column = |k: usize| ops::narrow(&sums, 1, k, 1)?.squeeze(1);
+    Ok([column(1)?, column(2)?, column(0)?])
+}
+
+/// Per-class sums over batch and space `(S_p, S_g, D)`, each `[C]`: fused for multiclass logits
+/// on the CPU (f32/f64, [`kernel::choose`]), else from the prepared `p`, `g` of [`prepare`].
+fn class_sums(loss: &'static str, pred: &Tensor, target: &Tensor, o: &JaccardLoss) -> Result<[Tensor; 3]> {
+    let fused = o.mode()? == JaccardMode::Multiclass
+        && o.from_logits
+        && pred.rank() >= 2
+        && pred.elem_count() > 0
+        && kernel::choose(loss, pred)?;
+    if fused {
+        return fused_multiclass_sums(loss, pred, target, o);
+    }
+    let (p, g) = prepare(loss, pred, target, o)?;
+    let total = |t: &Tensor| -> Result<Tensor> { t.sum(2)?.sum(0) };
+    Ok([total(&p)?, total(&g)?, total(&ops::abs(&p.sub(&g)?)?)?])
+}
+
 /// Probabilities `[N, C, S]` and targets `[N, C, S]` (masked) of pred's dtype.
 fn prepare(loss: &'static str, pred: &Tensor, target: &Tensor, o: &JaccardLoss) -> Result<(Tensor, Tensor)> {
     check::float(loss, "pred", pred)?;
@@ -117,18 +179,7 @@ fn prepare(loss: &'static str, pred: &Tensor, target: &Tensor, o: &JaccardLoss) 
     let mode = o.mode()?;
     match mode {
         JaccardMode::Multiclass => {
-            check::index(loss, "target", target)?;
-            let mut want = pred.dims().to_vec();
-            want.remove(1);
-            if target.dims() != want.as_slice() {
-                return Err(check::bad_shape(
-                    loss,
-                    "target",
-                    target,
-                    &format!("{want:?} (class indices [N, d1...] of pred {:?})", pred.dims()),
-                ));
-            }
-            check::class_indices(loss, "target", target, c, o.ignore_index)?;
+            check_labels(loss, pred, target, o)?;
             let p = if o.from_logits {
                 softmax_channels(pred)?
             } else {
@@ -196,13 +247,8 @@ pub fn jaccard_loss(pred: &Tensor, target: &Tensor, opts: &JaccardLoss) -> Resul
     }
     check::non_negative(LOSS, "smooth", opts.smooth)?;
     check::positive(LOSS, "eps", opts.eps)?;
-    let (p, g) = prepare(LOSS, pred, target, opts)?;
-    let c = p.dim(1)?;
-    // Sums over batch and space: [C].
-    let total = |t: &Tensor| -> Result<Tensor> { t.sum(2)?.sum(0) };
-    let sp = total(&p)?;
-    let sg = total(&g)?;
-    let d = total(&ops::abs(&p.sub(&g)?)?)?;
+    let [sp, sg, d] = class_sums(LOSS, pred, target, opts)?;
+    let c = sp.dim(0)?;
     let inter = sp.add(&sg)?.sub(&d)?.affine(0.5, 0.0)?;
     let union = sp.add(&sg)?.sub(&inter)?.affine(1.0, opts.smooth)?;
     let score = ops::div(
@@ -219,9 +265,9 @@ pub fn jaccard_loss(pred: &Tensor, target: &Tensor, opts: &JaccardLoss) -> Resul
     let per_class = per_class.mul(&present)?;
     let weights = match &opts.class_weights {
         Some(w) => {
-            check::weight_vector(LOSS, "class_weights", w, c, &p)?;
+            check::weight_vector(LOSS, "class_weights", w, c, pred)?;
             check::values_in(LOSS, "class_weights", w, 0.0, f64::INFINITY, "[0, inf)")?;
-            Some(w.to_device(p.device())?)
+            Some(w.to_device(pred.device())?)
         }
         None => None,
     };
@@ -237,7 +283,7 @@ pub fn jaccard_loss(pred: &Tensor, target: &Tensor, opts: &JaccardLoss) -> Resul
             let idx = Tensor::from_vec(
                 list.iter().map(|&k| k as u32).collect::<Vec<_>>(),
                 list.len(),
-                p.device(),
+                pred.device(),
             )?;
             (
                 per_class.index_select(&idx, 0)?,

@@ -22,7 +22,7 @@
 //! on the CPU, unless `Path::Composite` is in force) and the composite one elsewhere; tests hold
 //! the two equal in value and gradient.
 
-use crate::fused::OverlapOp;
+use crate::fused::{OverlapForm, OverlapOp};
 use crate::prepare::Prepared;
 use candle_core::{Result, Tensor};
 use loss_core::{check, kernel, ops};
@@ -77,7 +77,15 @@ impl Overlap {
     }
 
     fn fused_unchecked(pred: &Tensor, target: &Tensor, squared: bool) -> Result<Self> {
-        let stats = kernel::apply2(OverlapOp { squared }, &pred.contiguous()?, &target.contiguous()?)?;
+        let stats = kernel::apply2(
+            OverlapOp {
+                squared,
+                form: OverlapForm::Dense,
+                probs: Default::default(),
+            },
+            &pred.contiguous()?,
+            &target.contiguous()?,
+        )?;
         let column = |k: usize| ops::narrow(&stats, 2, k, 1)?.squeeze(2);
         Ok(Self {
             intersection: column(0)?,

@@ -228,3 +228,199 @@ fn fused_overlap_f32_sums_of_a_long_row_are_accurate() {
         }
     }
 }
+
+/// The fused soft skeleton and the composite one: values and gradients of a weighted sum (an
+/// upstream gradient ≠ 1), under both paths.
+fn assert_skeleton_paths_equal(what: &str, x: &Tensor, iter: usize) {
+    let tol = if x.dtype() == DType::F32 { 1e-6 } else { 1e-13 };
+    let weights = Tensor::arange(0u32, x.elem_count() as u32, &Device::Cpu)
+        .unwrap()
+        .to_dtype(x.dtype())
+        .unwrap()
+        .affine(0.61, 0.2)
+        .unwrap()
+        .sin()
+        .unwrap()
+        .reshape(x.shape())
+        .unwrap();
+    let run = |path: Path| {
+        with_path(path, || {
+            value_and_grad(|z| loss_seg::cldice::soft_skeleton(z, iter)?.mul(&weights), x)
+        })
+    };
+    let (fused, composite) = (run(Path::Fused), run(Path::Composite));
+    assert!(fused.1.iter().any(|g| *g != 0.0), "{what}: the gradient is all zero");
+    assert_close(
+        &format!("{what} iter {iter}: skeleton values"),
+        &fused.0,
+        &composite.0,
+        0.0,
+        0.0,
+    );
+    assert_close(
+        &format!("{what} iter {iter}: skeleton gradient"),
+        &fused.1,
+        &composite.1,
+        tol,
+        tol,
+    );
+}
+
+#[test]
+fn fused_soft_skeleton_equals_composite() {
+    let mut r = rng(15);
+    for shape in [
+        vec![2, 2, 9, 7],
+        vec![1, 2, 5, 6, 4],
+        vec![1, 1, 1, 6],
+        vec![1, 1, 5, 1],
+        vec![1, 1, 2, 1, 3],
+        vec![2, 1, 40, 33],
+    ] {
+        let z = uniform(&mut r, &shape, 0.0, 1.0);
+        // Values on a coarse grid tie between different pixels everywhere.
+        let ties = z.affine(4.0, 0.0).unwrap().round().unwrap().affine(0.25, 0.0).unwrap();
+        for iter in [0, 1, 3, 5] {
+            assert_skeleton_paths_equal(&format!("f64 {shape:?}"), &z, iter);
+            assert_skeleton_paths_equal(&format!("f32 {shape:?}"), &z.to_dtype(DType::F32).unwrap(), iter);
+            assert_skeleton_paths_equal(&format!("ties f64 {shape:?}"), &ties, iter);
+            assert_skeleton_paths_equal(
+                &format!("ties f32 {shape:?}"),
+                &ties.to_dtype(DType::F32).unwrap(),
+                iter,
+            );
+        }
+    }
+    // A strided input.
+    let z = uniform(&mut r, &[2, 3, 6, 8], 0.0, 1.0);
+    assert_skeleton_paths_equal("transposed", &z.transpose(2, 3).unwrap(), 3);
+}
+
+#[test]
+fn fused_cldice_losses_equal_composite() {
+    let mut r = rng(16);
+    for shape in [vec![2, 2, 16, 12], vec![2, 3, 6, 7, 5]] {
+        let p = uniform(&mut r, &shape, 0.0, 1.0);
+        let g = mask(&mut r, &shape, 0.4);
+        let logits = uniform(&mut r, &shape, -3.0, 3.0);
+        for dtype in [DType::F64, DType::F32] {
+            let tol = if dtype == DType::F32 { 2e-5 } else { 1e-11 };
+            let (p, g, logits) = (
+                p.to_dtype(dtype).unwrap(),
+                g.to_dtype(dtype).unwrap(),
+                logits.to_dtype(dtype).unwrap(),
+            );
+            type Case<'a> = (
+                &'a str,
+                &'a Tensor,
+                Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor> + 'a>,
+            );
+            let cases: Vec<Case> = vec![
+                (
+                    "cldice",
+                    &p,
+                    Box::new(|x| soft_cldice_loss(x, &g, &SoftClDiceLoss::default())),
+                ),
+                (
+                    "cldice softmax none",
+                    &logits,
+                    Box::new(|x| {
+                        let o = SoftClDiceLoss::default()
+                            .with_softmax(true)
+                            .with_include_background(false)
+                            .with_reduction(loss_core::Reduction::None);
+                        soft_cldice_loss(x, &g, &o)?.affine(1.5, 0.0)
+                    }),
+                ),
+                (
+                    "dice cldice sigmoid",
+                    &logits,
+                    Box::new(|x| {
+                        let o = SoftDiceClDiceLoss::default()
+                            .with_alpha(0.3)
+                            .with_cldice(SoftClDiceLoss::default().with_sigmoid(true).with_iter_(2));
+                        soft_dice_cldice_loss(x, &g, &o)
+                    }),
+                ),
+            ];
+            for (name, x, f) in &cases {
+                let fused = with_path(Path::Fused, || value_and_grad(f, x));
+                let composite = with_path(Path::Composite, || value_and_grad(f, x));
+                let what = format!("{name} {shape:?} {dtype:?}");
+                assert_close(&format!("{what}: value"), &fused.0, &composite.0, tol, tol);
+                assert_close(&format!("{what}: gradient"), &fused.1, &composite.1, tol, tol);
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_multiclass_jaccard_equals_composite() {
+    let mut r = rng(17);
+    for (shape, scale) in [
+        (vec![3, 4, 9, 70], 3.0),
+        (vec![2, 3, 5000], 2.0),
+        (vec![5, 3], 1.0),
+        (vec![2, 2, 3, 4, 5], 40.0),
+    ] {
+        let logits = uniform(&mut r, &shape, -scale, scale);
+        let mut label_shape = shape.clone();
+        label_shape.remove(1);
+        let y = labels(&mut r, &label_shape, shape[1]);
+        // Some pixels relabelled to the ignored values -100 and 1.
+        let sel = mask(&mut r, &label_shape, 0.2).to_dtype(DType::U8).unwrap();
+        let y_ignored = sel
+            .where_cond(&y.ones_like().unwrap().affine(-100.0, 0.0).unwrap(), &y)
+            .unwrap();
+        let base = JaccardLoss::new(JaccardMode::Multiclass);
+        let variants: Vec<(&str, JaccardLoss, &Tensor)> = vec![
+            ("default", base.clone(), &y),
+            ("ignore -100", base.clone().with_ignore_index(Some(-100)), &y_ignored),
+            ("ignore 1", base.clone().with_ignore_index(Some(1)), &y),
+            (
+                "log smooth classes",
+                base.clone()
+                    .with_log_loss(true)
+                    .with_smooth(0.5)
+                    .with_classes(Some(vec![shape[1] - 1, 0])),
+                &y,
+            ),
+        ];
+        for dtype in [DType::F64, DType::F32] {
+            let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
+            let x = logits.to_dtype(dtype).unwrap();
+            let weights = Tensor::arange(1u32, shape[1] as u32 + 1, &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let weighted = ("weights", base.clone().with_class_weights(weights), &y);
+            for (name, o, t) in variants.iter().chain(std::iter::once(&weighted)) {
+                let f = |z: &Tensor| jaccard_loss(z, t, o)?.affine(1.7, 0.0);
+                let fused = with_path(Path::Fused, || value_and_grad(f, &x));
+                let composite = with_path(Path::Composite, || value_and_grad(f, &x));
+                let what = format!("jaccard {name} {shape:?} {dtype:?}");
+                assert!(fused.1.iter().any(|g| *g != 0.0), "{what}: the gradient is all zero");
+                assert_close(&format!("{what}: value"), &fused.0, &composite.0, tol, tol);
+                assert_close(&format!("{what}: gradient"), &fused.1, &composite.1, tol, tol);
+            }
+        }
+    }
+}
+
+/// A second backward through the same multiclass Jaccard graph (the kept softmax is taken by the
+/// first; the second recomputes it) gives the same gradient.
+#[test]
+fn fused_multiclass_jaccard_backward_twice() {
+    let mut r = rng(18);
+    for dtype in [DType::F64, DType::F32] {
+        let x = Var::from_tensor(&uniform(&mut r, &[2, 3, 7, 9], -2.0, 2.0).to_dtype(dtype).unwrap()).unwrap();
+        let y = labels(&mut r, &[2, 7, 9], 3);
+        let o = JaccardLoss::new(JaccardMode::Multiclass).with_ignore_index(Some(2));
+        let loss = with_path(Path::Fused, || jaccard_loss(x.as_tensor(), &y, &o)).unwrap();
+        let first = values(loss.backward().unwrap().get(x.as_tensor()).unwrap());
+        let second = values(loss.backward().unwrap().get(x.as_tensor()).unwrap());
+        assert!(first.iter().any(|g| *g != 0.0));
+        let tol = if dtype == DType::F32 { 1e-6 } else { 1e-14 };
+        assert_close(&format!("{dtype:?}: second backward"), &second, &first, tol, tol);
+    }
+}

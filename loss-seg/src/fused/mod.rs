@@ -1,20 +1,74 @@
 //! The fused CPU kernels: the overlap statistics of [`crate::overlap::Overlap`] (one pass for `I`,
 //! `P`, `G` and one pass for each gradient) and the softmax over the channels of
-//! [`crate::prepare::softmax_channels`] (one pass forward, one backward). f32 and f64; other
-//! dtypes and devices take the composite path. Written with the kernel layer
-//! ([`loss_core::kernel`]).
+//! [`crate::prepare::softmax_channels`] (one pass forward, one backward), and the soft skeleton
+//! of [`crate::cldice`] ([`skeleton`]). f32 and f64; other dtypes and devices take the composite
+//! path. Written with the kernel layer ([`loss_core::kernel`]).
+
+mod labels;
+mod skeleton;
+
+pub(crate) use skeleton::SkeletonOp;
 
 use candle_core::{bail, Layout, Result, Shape, Tensor};
-use loss_core::kernel::{self, with_simd, Arg, Fused1, Fused2, Fused3, Real, Split};
+use loss_core::kernel::{self, with_simd, Arg, Fused1, Fused2, Fused3, Real, SavedGrad, Split};
 use std::mem::MaybeUninit;
 
 /// Accumulator lanes: independent partial sums so that the loop vectorises.
 const LANES: usize = 8;
 
-/// `[N, C, spatial...] × 2 → [N, C, 3]` holding `(I, P, G)` per (sample, class).
+/// `[N, C, spatial...] × 2 → [N, C, 3]`: three sums per (sample, class), of the inputs as
+/// [`OverlapForm`] reads them.
 pub(crate) struct OverlapOp {
-    /// `P = Σ p²`, `G = Σ t²` instead of `Σ p`, `Σ t`.
+    /// `P = Σ p²`, `G = Σ t²` instead of `Σ p`, `Σ t` (the dense form).
     pub squared: bool,
+    /// How the two inputs are read and which sums are formed.
+    pub form: OverlapForm,
+    /// The softmax of [`OverlapForm::SoftmaxLabels`], kept by the forward for the backward.
+    pub probs: SavedGrad,
+}
+
+/// The inputs of an [`OverlapOp`] and its three sums.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum OverlapForm {
+    /// Probabilities `p` and a target `t` of the same shape: `(I, P, G)` = `(Σ p·t, Σ p, Σ t)`
+    /// (squared: `Σ p²`, `Σ t²`); gradients for both.
+    Dense,
+    /// Logits `x` `[N, C, spatial...]` and class labels `[N, spatial...]` in `x`'s dtype: with `p` the softmax
+    /// of `x` over the channels and `t` the one-hot labels, `(Σ |p − t|, Σ p, Σ t)` over the
+    /// pixels whose label is not `ignore` (smp's multiclass Jaccard sums, [`labels`]); a gradient
+    /// for `x` only.
+    SoftmaxLabels {
+        /// The ignored label, if any.
+        ignore: Option<f64>,
+    },
+}
+
+/// The gradient of an [`OverlapForm::SoftmaxLabels`] overlap w.r.t. its logits, from the logits,
+/// the labels and the upstream gradient `[N, C, 3]`.
+struct LabelsGradOp {
+    ignore: Option<f64>,
+    /// The first input holds the softmax kept by the forward, not the logits.
+    probs: bool,
+}
+
+/// The [`labels::Labels`] view of logits `x` `[N, C, spatial...]` and labels `y`
+/// `[N, spatial...]`.
+fn labels_of<'a, F: Real>(x: Arg<'a>, y: Arg<'a>, ignore: Option<f64>) -> Result<labels::Labels<'a, F>> {
+    let dims = x.dims();
+    let (rows, len) = rows_and_len(x.layout)?;
+    if y.dims().iter().product::<usize>() != rows / dims[1].max(1) * len || y.dims().first() != dims.first() {
+        bail!(
+            "overlap: logits {dims:?} need labels [N, spatial...], got {:?}",
+            y.dims()
+        );
+    }
+    Ok(labels::Labels {
+        x: x.contiguous("logits")?,
+        y: y.contiguous("labels")?,
+        classes: dims[1],
+        len,
+        ignore: ignore.map(F::of),
+    })
 }
 
 /// The gradient of one argument `x` of [`OverlapOp`] given the other, `y`, and the upstream
@@ -169,6 +223,13 @@ impl Fused2 for OverlapOp {
     }
 
     fn forward<F: Real>(&self, a: Arg<'_>, b: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        if let OverlapForm::SoftmaxLabels { ignore } = self.form {
+            let l = labels_of::<F>(a, b, ignore)?;
+            let dims = a.dims();
+            let (sums, probs) = labels::forward(l, dims[0]);
+            self.probs.keep(Some(F::to_cpu_storage_owned(probs)));
+            return Ok((sums, Shape::from((dims[0], dims[1], 3))));
+        }
         if a.dims() != b.dims() {
             bail!("overlap: pred {:?} and target {:?} differ in shape", a.dims(), b.dims());
         }
@@ -186,6 +247,15 @@ impl Fused2 for OverlapOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
+        if let OverlapForm::SoftmaxLabels { ignore } = self.form {
+            let kept = self.probs.take_tensor(pred.shape())?;
+            let op = LabelsGradOp {
+                ignore,
+                probs: kept.is_some(),
+            };
+            let first = kept.as_ref().unwrap_or(pred);
+            return Ok((Some(kernel::apply3_no_bwd(op, first, target, &grad)?), None));
+        }
         let of = |x: &Tensor, y: &Tensor, own: usize| -> Result<Option<Tensor>> {
             if !x.track_op() {
                 return Ok(None);
@@ -227,19 +297,39 @@ impl Fused3 for OverlapGradOp {
     }
 }
 
+impl Fused3 for LabelsGradOp {
+    fn name(&self) -> &'static str {
+        "overlap-labels-grad"
+    }
+
+    fn forward<F: Real>(&self, x: Arg<'_>, y: Arg<'_>, g: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        let l = labels_of::<F>(x, y, self.ignore)?;
+        if g.dims().iter().product::<usize>() != x.dims()[0] * l.classes * 3 {
+            bail!(
+                "overlap backward: logits {:?} and gradient {:?} do not fit",
+                x.dims(),
+                g.dims()
+            );
+        }
+        let out = labels::backward(l, g.contiguous("grad")?, self.probs);
+        Ok((out, x.layout.shape().clone()))
+    }
+}
+
 /// Columns per parallel task of the channel softmax.
 const COLUMN_CHUNK: usize = 4096;
 
 /// Splits a contiguous `[N, C, S]` buffer into tasks of `C` row pieces (one per class) covering
-/// columns `s0..s0 + len` of one sample, and runs `f(sample, s0, pieces)` on rayon's threads.
-fn for_each_column_chunk<T: Send>(
+/// columns `s0..s0 + len` of one sample, and runs `f(sample, s0, pieces)` on rayon's threads; the
+/// results in task order (sample by sample, columns in order).
+fn for_each_column_chunk<T: Send, R: Send>(
     out: &mut [T],
     classes: usize,
     len: usize,
-    f: impl Fn(usize, usize, &mut [&mut [T]]) + Sync + Send,
-) {
+    f: impl Fn(usize, usize, &mut [&mut [T]]) -> R + Sync + Send,
+) -> Vec<R> {
     if classes == 0 || len == 0 {
-        return;
+        return Vec::new();
     }
     let mut tasks: Vec<(usize, usize, Vec<&mut [T]>)> = Vec::new();
     for (sample, block) in out.chunks_mut(classes * len).enumerate() {
@@ -256,7 +346,7 @@ fn for_each_column_chunk<T: Send>(
             s0 += width;
         }
     }
-    kernel::run_tasks(true, tasks, |(sample, s0, mut pieces)| f(sample, s0, &mut pieces));
+    kernel::run_tasks(true, tasks, |(sample, s0, mut pieces)| f(sample, s0, &mut pieces))
 }
 
 /// Softmax over dimension 1 of a contiguous `[N, C, spatial...]` tensor, with its analytic
