@@ -34,6 +34,59 @@ use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 mod block_f32;
+mod successors;
+
+pub(crate) use successors::Successor;
+
+/// What the pair kernel computes: a loss of the torchvision family ([`AlignedLoss`], f32 lanes
+/// in [`block_f32`]) or an IoU successor ([`Successor`]); both take their gradient back to the
+/// coordinates through [`Chain::into_coords`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum PairKind {
+    /// IoU, GIoU, DIoU, CIoU, EIoU.
+    Aligned(AlignedLoss),
+    /// Alpha-, MPD-, Inner-, Shape-, Wise-, Focaler-IoU, NWD.
+    Successor(Successor),
+}
+
+impl PairKind {
+    /// The loss's function name.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Aligned(k) => k.name(),
+            Self::Successor(s) => s.name(),
+        }
+    }
+
+    /// The loss of one pair and, with `g = Some(upstream)`, its gradient (f64 scalar code).
+    #[inline]
+    fn pair(self, p: [f64; 4], t: [f64; 4], eps: f64, g: Option<f64>) -> (f64, [f64; 8]) {
+        match self {
+            Self::Aligned(k) => pair(k, p, t, eps, g),
+            Self::Successor(s) => s.pair(p, t, eps, g),
+        }
+    }
+
+    /// The f32 block kernel's loss, where it runs this kind at this `eps`.
+    fn block(self, eps: f64) -> Option<AlignedLoss> {
+        match self {
+            Self::Aligned(k) if block_f32::eps_ok(eps) => Some(k),
+            _ => None,
+        }
+    }
+}
+
+impl From<Successor> for PairKind {
+    fn from(s: Successor) -> Self {
+        Self::Successor(s)
+    }
+}
+
+impl From<AlignedLoss> for PairKind {
+    fn from(k: AlignedLoss) -> Self {
+        Self::Aligned(k)
+    }
+}
 
 /// The loss of one pair and, with `g = Some(upstream)`, its gradient w.r.t. `p` and `t`.
 ///
@@ -284,9 +337,9 @@ const CHUNKED: Split = Split {
 };
 
 /// The forward of the f64 scalar kernel: `(per-pair losses, or nothing with `reduce`; their sum)`.
-fn forward_scalar<T: Real>(kind: AlignedLoss, eps: f64, p: &[T], t: &[T], reduce: bool) -> (Vec<T>, f64) {
+fn forward_scalar<T: Real>(kind: PairKind, eps: f64, p: &[T], t: &[T], reduce: bool) -> (Vec<T>, f64) {
     let n = p.len() / 4;
-    let loss = |i: usize| pair(kind, boxes(p, i), boxes(t, i), eps, None).0;
+    let loss = |i: usize| kind.pair(boxes(p, i), boxes(t, i), eps, None).0;
     if reduce {
         let sums = kernel::for_each_chunk(SPLIT, n, 0, [], |r, []: [&mut [u8]; 0]| r.map(loss).sum::<f64>());
         return (Vec::new(), sums.iter().sum());
@@ -380,7 +433,7 @@ fn forward_f32_with_grads(
 
 /// The backward of the f64 scalar kernel: the gradients `want`ed, as [`grad_buffers`].
 fn backward_scalar<T: Real>(
-    kind: AlignedLoss,
+    kind: PairKind,
     eps: f64,
     p: &[T],
     t: &[T],
@@ -396,18 +449,47 @@ fn backward_scalar<T: Real>(
         let len = gp.as_ref().or(gt.as_ref()).map_or(0, |c| c.len() / 4);
         for j in 0..len {
             let i = lo + j;
-            let d = pair(kind, boxes(p, i), boxes(t, i), eps, Some(g(i))).1;
-            for k in 0..4 {
-                if let Some(c) = gp.as_deref_mut() {
-                    c[4 * j + k].write(T::of(d[k]));
-                }
-                if let Some(c) = gt.as_deref_mut() {
-                    c[4 * j + k].write(T::of(d[4 + k]));
-                }
-            }
+            let d = kind.pair(boxes(p, i), boxes(t, i), eps, Some(g(i))).1;
+            write_grads(&mut gp, &mut gt, j, &d);
         }
     })
     .0
+}
+
+/// Writes pair `j`'s gradient `d` into the chunks that are there.
+#[inline(always)]
+fn write_grads<T: Real>(gp: &mut Option<&mut [MaybeUninit<T>]>, gt: &mut Option<&mut [MaybeUninit<T>]>, j: usize, d: &[f64; 8]) {
+    for k in 0..4 {
+        if let Some(c) = gp.as_deref_mut() {
+            c[4 * j + k].write(T::of(d[k]));
+        }
+        if let Some(c) = gt.as_deref_mut() {
+            c[4 * j + k].write(T::of(d[4 + k]));
+        }
+    }
+}
+
+/// The scalar forward of a reduced loss that also computes, in the same pass, the gradients
+/// `want`ed for the scalar upstream gradient `g`, as [`forward_f32_with_grads`].
+fn forward_scalar_with_grads<T: Real>(
+    kind: PairKind,
+    eps: f64,
+    p: &[T],
+    t: &[T],
+    g: f64,
+    want: (bool, bool),
+) -> (f64, Vec<T>) {
+    let (grads, sums) = grad_buffers::<T, f64>(p.len() / 4, want, |(lo, mut gp, mut gt)| {
+        let len = gp.as_ref().or(gt.as_ref()).map_or(0, |c| c.len() / 4);
+        let mut sum = 0.0;
+        for j in 0..len {
+            let (v, d) = kind.pair(boxes(p, lo + j), boxes(t, lo + j), eps, Some(g));
+            sum += v;
+            write_grads(&mut gp, &mut gt, j, &d);
+        }
+        sum
+    });
+    (sums.iter().sum(), grads)
 }
 
 /// The backward of the f32 block kernel ([`block_f32`]), as [`backward_scalar`].
@@ -450,7 +532,7 @@ fn boxes<T: Real>(v: &[T], i: usize) -> [f64; 4] {
 /// the 0-d sum or mean (0 for an empty mean, torchvision's box losses).
 #[derive(Debug, Clone)]
 pub(crate) struct FusedLoss {
-    pub kind: AlignedLoss,
+    pub kind: PairKind,
     pub eps: f64,
     /// `None`, `Sum` or `Mean` (already standardised).
     pub reduction: Reduction,
@@ -489,7 +571,10 @@ impl FusedLoss {
     /// The gradients saved by the forward as the `[k, ..., 4]` tensor of the backward, when the
     /// upstream gradient `grad` is exactly 1 (else `None`, and nothing is taken).
     fn saved_grads(&self, pred: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        if grad.dtype() != DType::F32 || grad.elem_count() != 1 || grad.flatten_all()?.to_vec1::<f32>()? != [1.0] {
+        if grad.dtype() != pred.dtype()
+            || grad.elem_count() != 1
+            || grad.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()? != [1.0]
+        {
             return Ok(None);
         }
         let mut dims = vec![usize::from(self.want.0) + usize::from(self.want.1)];
@@ -517,16 +602,21 @@ impl Fused2 for FusedLoss {
         let l1 = a.layout;
         let n = l1.shape().elem_count() / 4;
         let (p, t) = (a.elems::<F>()?, b.elems::<F>()?);
-        let r = if F::DTYPE == DType::F32 && block_f32::eps_ok(eps) {
+        let block = kind.block(eps).filter(|_| F::DTYPE == DType::F32);
+        let r = if let Some(k) = block {
             let (p, t) = (f32s(&p)?, f32s(&t)?);
             if reduce && (want.0 || want.1) {
-                let (sum, grads) = forward_f32_with_grads(kind, eps, p, t, self.unit_upstream(n), want);
+                let (sum, grads) = forward_f32_with_grads(k, eps, p, t, self.unit_upstream(n), want);
                 self.saved.keep(Some(CpuStorage::F32(grads)));
                 (Vec::new(), sum)
             } else {
-                let (each, sum) = forward_f32(kind, eps, p, t, reduce);
+                let (each, sum) = forward_f32(k, eps, p, t, reduce);
                 (from_f32s(each)?, sum)
             }
+        } else if reduce && (want.0 || want.1) && matches!(kind, PairKind::Successor(_)) {
+            let (sum, grads) = forward_scalar_with_grads::<F>(kind, eps, &p, &t, self.unit_upstream(n), want);
+            self.saved.keep(Some(F::to_cpu_storage_owned(grads)));
+            (Vec::new(), sum)
         } else {
             forward_scalar(kind, eps, &p, &t, reduce)
         };
@@ -581,8 +671,8 @@ impl Fused3 for FusedLossGrad {
         let n = a.layout.shape().elem_count() / 4;
         let (p, t) = (a.elems::<F>()?, b.elems::<F>()?);
         let up = upstream::<F>(c, reduction, n)?;
-        let out = if F::DTYPE == DType::F32 && block_f32::eps_ok(eps) {
-            from_f32s(backward_f32(kind, eps, f32s(&p)?, f32s(&t)?, &up, want)?)?
+        let out = if let Some(k) = kind.block(eps).filter(|_| F::DTYPE == DType::F32) {
+            from_f32s(backward_f32(k, eps, f32s(&p)?, f32s(&t)?, &up, want)?)?
         } else {
             backward_scalar(kind, eps, &p, &t, &up, want)
         };
@@ -596,7 +686,7 @@ impl Fused3 for FusedLossGrad {
 /// tensors of one float dtype f32/f64; `reduction` standardised: `None`, `Sum` or `Mean`).
 /// Output `[...]` for `None`, else 0-d.
 pub(crate) fn loss(
-    kind: AlignedLoss,
+    kind: PairKind,
     pred: &Tensor,
     target: &Tensor,
     eps: f64,

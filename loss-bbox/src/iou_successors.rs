@@ -32,15 +32,21 @@
 //! Shape-IoU's `ω`, two identical point boxes in Wise-IoU) the term is 0 with a zero gradient,
 //! so every value and gradient is finite for boxes that are not inverted.
 //!
-//! The fused CPU kernel of the torchvision family does not run these yet: they take the
-//! composite path on every device.
+//! # Kernels
+//! By default ([`loss_core::kernel::Path::Auto`]) f32/f64 tensors on the CPU run the fused pair
+//! kernel of the box losses (module `fused::successors`: one pass over the pair's intersection,
+//! union, enclosing box, centres and sides, the successor's formula, its gradient taken back to
+//! the coordinates by the box losses' one chain rule; for a reduced loss the gradient is
+//! computed in the forward pass); every other device or dtype runs the composite form written
+//! here (plain Candle ops). Both give the same values and gradients (`tests/fused.rs`).
 
 use crate::boxes::check_boxes;
 use crate::extended_iou_siou::shape_term;
+use crate::fused::{self, Successor};
 use crate::geometry::{self, clamp_min, div_or_zero, Boxes, Overlap, ASPECT_K};
 use crate::losses::{check_pair, reduce_boxes};
 use candle_core::{Result, Tensor};
-use loss_core::{check, ops, Loss, LossError, Reduction};
+use loss_core::{check, kernel, ops, Loss, LossError, Reduction};
 use std::fmt;
 use std::sync::Mutex;
 
@@ -182,7 +188,10 @@ pub fn alpha_iou_loss(
     const LOSS: &str = "alpha_iou_loss";
     check_pair(LOSS, pred, target, eps)?;
     check::positive(LOSS, "alpha", alpha)?;
-    reduction.standard(LOSS)?;
+    let standard = reduction.standard(LOSS)?;
+    if kernel::choose(LOSS, pred)? {
+        return fused::loss(Successor::Alpha { alpha, base }.into(), pred, target, eps, standard);
+    }
     let (p, t) = pair(pred, target)?;
     let (inter, union) = yolo_inter_union(&p, &t, eps)?;
     let ratio = ops::div(&inter, &union)?;
@@ -249,13 +258,16 @@ pub fn mpdiou_loss(
     check_pair(LOSS, pred, target, eps)?;
     check::positive(LOSS, "img_w", img_w)?;
     check::positive(LOSS, "img_h", img_h)?;
-    reduction.standard(LOSS)?;
+    let standard = reduction.standard(LOSS)?;
+    let norm = 1.0 / (img_w * img_w + img_h * img_h);
+    if kernel::choose(LOSS, pred)? {
+        return fused::loss(Successor::Mpd { norm }.into(), pred, target, eps, standard);
+    }
     let (p, t) = pair(pred, target)?;
     let (inter, union) = yolo_inter_union(&p, &t, eps)?;
     let iou = ops::div(&inter, &union)?;
     let d1 = t.x1.sub(&p.x1)?.sqr()?.add(&t.y1.sub(&p.y1)?.sqr()?)?;
     let d2 = t.x2.sub(&p.x2)?.sqr()?.add(&t.y2.sub(&p.y2)?.sqr()?)?;
-    let norm = 1.0 / (img_w * img_w + img_h * img_h);
     let loss = iou.affine(-1.0, 1.0)?.add(&d1.add(&d2)?.affine(norm, 0.0)?)?;
     reduce_boxes(LOSS, &loss, reduction)
 }
@@ -355,7 +367,10 @@ pub fn inner_iou_loss(
     const LOSS: &str = "inner_iou_loss";
     check_pair(LOSS, pred, target, eps)?;
     check::positive(LOSS, "ratio", ratio)?;
-    reduction.standard(LOSS)?;
+    let standard = reduction.standard(LOSS)?;
+    if kernel::choose(LOSS, pred)? {
+        return fused::loss(Successor::Inner { ratio, base }.into(), pred, target, eps, standard);
+    }
     let (p, t) = pair(pred, target)?;
     let (ip, it) = (scaled_about_centre(&p, ratio)?, scaled_about_centre(&t, ratio)?);
     let inner = geometry::intersection(&ip, &it, Overlap::Clamped)?;
@@ -400,7 +415,10 @@ pub fn shape_iou_loss(pred: &Tensor, target: &Tensor, scale: f64, eps: f64, redu
     const LOSS: &str = "shape_iou_loss";
     check_pair(LOSS, pred, target, eps)?;
     check::non_negative(LOSS, "scale", scale)?;
-    reduction.standard(LOSS)?;
+    let standard = reduction.standard(LOSS)?;
+    if kernel::choose(LOSS, pred)? {
+        return fused::loss(Successor::Shape { scale }.into(), pred, target, eps, standard);
+    }
     let (p, t) = pair(pred, target)?;
     let (inter, union) = plain_inter_union(&p, &t, eps)?;
     let iou = ops::div(&inter, &union)?;
@@ -528,7 +546,16 @@ pub fn wise_iou_loss(
     const LOSS: &str = "wise_iou_loss";
     check_wise(LOSS, pred, target, alpha, delta)?;
     check::positive(LOSS, "mean_iou_loss", mean_iou_loss)?;
-    reduction.standard(LOSS)?;
+    let standard = reduction.standard(LOSS)?;
+    if kernel::choose(LOSS, pred)? {
+        let kind = Successor::Wise {
+            version,
+            mean: mean_iou_loss,
+            alpha,
+            delta,
+        };
+        return fused::loss(kind.into(), pred, target, 0.0, standard);
+    }
     let (p, t) = pair(pred, target)?;
     let l_iou = wise_l_iou(&p, &t)?;
     let den = enclosing_diag2(&p, &t)?.detach();
@@ -763,7 +790,10 @@ pub fn focaler_iou_loss(
     check::unit_interval(LOSS, "d", d)?;
     check::unit_interval(LOSS, "u", u)?;
     check::param(LOSS, "u", u, u > d, "a value above d")?;
-    reduction.standard(LOSS)?;
+    let standard = reduction.standard(LOSS)?;
+    if kernel::choose(LOSS, pred)? {
+        return fused::loss(Successor::Focaler { d, u }.into(), pred, target, eps, standard);
+    }
     let (p, t) = pair(pred, target)?;
     let (inter, union) = yolo_inter_union(&p, &t, eps)?;
     let iou = ops::div(&inter, &union)?;
@@ -795,7 +825,10 @@ pub fn nwd_loss(pred: &Tensor, target: &Tensor, constant: f64, eps: f64, reducti
     const LOSS: &str = "nwd_loss";
     check_pair(LOSS, pred, target, eps)?;
     check::positive(LOSS, "constant", constant)?;
-    reduction.standard(LOSS)?;
+    let standard = reduction.standard(LOSS)?;
+    if kernel::choose(LOSS, pred)? {
+        return fused::loss(Successor::Nwd { constant }.into(), pred, target, eps, standard);
+    }
     let (p, t) = pair(pred, target)?;
     let centre = (geometry::centre_distance2(&p, &t)? + eps)?;
     let dw = p.width()?.sub(&t.width()?)?.sqr()?;

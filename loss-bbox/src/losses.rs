@@ -169,7 +169,7 @@ pub fn aligned_loss(
     let standard = reduction.standard(loss)?;
     // The fused kernel reduces by itself (0 for an empty mean, as `reduce_boxes`).
     if kernel::choose(loss, pred)? {
-        return fused::loss(kind, pred, target, eps, standard);
+        return fused::loss(kind.into(), pred, target, eps, standard);
     }
     let per_box = composite(kind, pred, target, eps)?;
     reduce_boxes(loss, &per_box, reduction)

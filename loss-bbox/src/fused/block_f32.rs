@@ -14,6 +14,7 @@
 //! per-pair f32 losses in f64.
 
 use super::{pair, Chain};
+use crate::geometry::{max_w, min_w, sel};
 use crate::losses::{AlignedLoss, IouMode};
 use loss_core::kernel::with_simd;
 use std::f32::consts::FRAC_PI_2;
@@ -52,31 +53,6 @@ macro_rules! dispatch {
             AlignedLoss::Eiou => $f::<{ EIOU }>($($arg),*),
         }
     };
-}
-
-/// `if c { a } else { b }` with both arms computed: a select, not a branch.
-#[inline(always)]
-fn sel(c: bool, a: f32, b: f32) -> f32 {
-    if c {
-        a
-    } else {
-        b
-    }
-}
-
-/// `max(a, b)` and its gradient weights, `(1, 0)`, `(0, 1)` or `(½, ½)` at a tie (NaN lanes are
-/// recomputed in f64, so NaN needs no care here).
-#[inline(always)]
-fn max_w(a: f32, b: f32) -> (f32, f32, f32) {
-    let wa = sel(a > b, 1.0, sel(a == b, 0.5, 0.0));
-    (sel(a > b, a, b), wa, 1.0 - wa)
-}
-
-/// `min(a, b)` and its gradient weights, with the tie rule of [`max_w`].
-#[inline(always)]
-fn min_w(a: f32, b: f32) -> (f32, f32, f32) {
-    let wa = sel(a < b, 1.0, sel(a == b, 0.5, 0.0));
-    (sel(a < b, a, b), wa, 1.0 - wa)
 }
 
 /// `atan(x)` for `|x| <= 1`: the odd minimax polynomial of degree 17 of SLEEF's `atanf`
