@@ -7,7 +7,7 @@ mod common;
 use candle_core::{DType, Tensor};
 use common::*;
 use loss_bbox::{
-    alpha_iou_loss, focaler_iou_loss, inner_iou_loss, mpdiou_loss, nwd_loss, shape_iou_loss, wise_iou_loss,
+    alpha_iou_loss, focaler_iou_loss, inner_iou_loss, mpdiou_loss, nwd_loss, shape_iou_loss, siou_loss, wise_iou_loss,
     AlphaIouBase, InnerIouBase, WiseIouVersion,
 };
 use loss_core::kernel::{with_path, Path};
@@ -54,6 +54,12 @@ fn losses() -> Vec<(String, LossFn)> {
         ));
     }
     v.push(("nwd".into(), Box::new(|p, t, r| nwd_loss(p, t, 12.8, 1e-6, r))));
+    for neg_gamma in [false, true] {
+        v.push((
+            format!("siou {neg_gamma}"),
+            Box::new(move |p, t, r| siou_loss(p, t, neg_gamma, 1e-6, r)),
+        ));
+    }
     v
 }
 

@@ -37,6 +37,8 @@ pub(crate) enum Successor {
     Focaler { d: f64, u: f64 },
     /// `nwd_loss`.
     Nwd { constant: f64 },
+    /// `siou_loss` (mmdetection's SIoU).
+    Siou { neg_gamma: bool },
 }
 
 impl Successor {
@@ -50,6 +52,7 @@ impl Successor {
             Self::Wise { .. } => "wise_iou_loss",
             Self::Focaler { .. } => "focaler_iou_loss",
             Self::Nwd { .. } => "nwd_loss",
+            Self::Siou { .. } => "siou_loss",
         }
     }
 
@@ -78,6 +81,7 @@ impl Successor {
                 1.0 - c.value(m)
             }
             Self::Nwd { constant } => nwd(&geo, constant, eps, &mut d),
+            Self::Siou { neg_gamma } => siou(&geo, neg_gamma, eps, &mut d),
         };
         match g {
             None => (loss, [0.0; 8]),
@@ -207,11 +211,7 @@ impl Partials {
 /// `clamp(x, 0)` with `torch.clamp`'s gradient (1 on `[0, ∞)`).
 #[inline(always)]
 fn clamp0(x: f64) -> (f64, f64) {
-    let c = Unary::Clamp {
-        lo: 0.0,
-        hi: f64::INFINITY,
-    };
-    (c.value(x), c.derivative(x))
+    clamp_at(x, 0.0)
 }
 
 /// A ratio `R = I/U` of the clamped intersection `I = clamp(w_I, 0)·clamp(h_I, 0)` and
@@ -405,6 +405,24 @@ fn shape_term(omega: f64) -> (f64, f64) {
     (m2 * m2, 4.0 * m2 * m * e)
 }
 
+/// `(1 − e^{−ω})⁴` of `ω = div_or_zero(k·|a − b|, max(a, b))` and its partials w.r.t.
+/// `(k, a, b)` (Shape-IoU's and SIoU's shape cost).
+#[inline(always)]
+fn shape_cost(k: f64, a: f64, b: f64) -> (f64, [f64; 3]) {
+    let diff = a - b;
+    let (abs, sign) = (diff.abs(), Unary::Abs.derivative(diff));
+    let (m, m_a, m_b) = max_w(a, b);
+    let (om, live) = div_or_zero(k * abs, m);
+    let (st, g_om) = shape_term(om);
+    if !live {
+        return (st, [0.0; 3]);
+    }
+    let g_num = g_om / m;
+    let g_m = -om / m * g_om;
+    let g_diff = g_num * k * sign;
+    (st, [g_num * abs, g_diff + g_m * m_a, -g_diff + g_m * m_b])
+}
+
 fn shape_iou(geo: &Geometry, scale: f64, eps: f64, d: &mut Partials) -> f64 {
     let iou = Iou::new(geo, 0.0, eps);
     iou.back(geo, -1.0, 0.0, d);
@@ -427,25 +445,12 @@ fn shape_iou(geo: &Geometry, scale: f64, eps: f64, d: &mut Partials) -> f64 {
     d.dy += 2.0 * geo.dy * ww / c2;
     d.diag2(geo, -dist / c2);
     // Shape: ω = k·|a − b|/max(a, b), k = hh for the widths, ww for the heights.
-    let omega = |k: f64, a: f64, b: f64, g_k: &mut f64, side: (usize, usize), d: &mut Partials| {
-        let diff = a - b;
-        let (abs, sign) = (diff.abs(), Unary::Abs.derivative(diff));
-        let (m, m_a, m_b) = max_w(a, b);
-        let (om, live) = div_or_zero(k * abs, m);
-        let (st, dst) = shape_term(om);
-        if live {
-            let g_om = 0.5 * dst;
-            let g_num = g_om / m;
-            let g_m = -om / m * g_om;
-            *g_k += g_num * abs;
-            let g_a = g_num * k * sign;
-            d.sides[side.0] += g_a + g_m * m_a;
-            d.sides[side.1] += -g_a + g_m * m_b;
-        }
-        st
-    };
-    let st_w = omega(hh, pw, tw, &mut g_hh, (0, 2), d);
-    let st_h = omega(ww, ph, th, &mut g_ww, (1, 3), d);
+    let (st_w, [gk, ga, gb]) = shape_cost(hh, pw, tw);
+    g_hh += 0.5 * gk;
+    d.add_sides(0.5, [ga, 0.0, gb, 0.0]);
+    let (st_h, [gk, ga, gb]) = shape_cost(ww, ph, th);
+    g_ww += 0.5 * gk;
+    d.add_sides(0.5, [0.0, ga, 0.0, gb]);
     if live {
         let (g_fw, g_fh) = (2.0 * g_ww, 2.0 * g_hh);
         let g_den = -(g_fw * fw + g_fh * fh) / den;
@@ -487,4 +492,62 @@ fn nwd(geo: &Geometry, constant: f64, eps: f64, d: &mut Partials) -> f64 {
     let gs = 0.5 * g;
     d.add_sides(1.0, [gs * sw, gs * sh, -gs * sw, -gs * sh]);
     1.0 - e
+}
+
+fn siou(geo: &Geometry, neg_gamma: bool, eps: f64, d: &mut Partials) -> f64 {
+    let iou = Iou::new(geo, 0.0, eps);
+    let ((cw, dcw), (ch, dch)) = (clamp_at(geo.cw, eps), clamp_at(geo.ch, eps));
+    // The centre offset target − pred, `+ eps`, in the composite's order of operations.
+    let (p, t) = (geo.p, geo.t);
+    let s_cw = ((t[0] + t[2]) - p[0] - p[2]) * 0.5 + eps;
+    let s_ch = ((t[1] + t[3]) - p[1] - p[3]) * 0.5 + eps;
+    let sigma2 = s_cw * s_cw + s_ch * s_ch;
+    let flat = sigma2 == 0.0;
+    let sigma = if flat { 1.0 } else { sigma2.sqrt() };
+    let (sin1, sin2) = (s_cw.abs() / sigma, s_ch.abs() / sigma);
+    let second = sin1 > std::f64::consts::FRAC_1_SQRT_2;
+    let sin = if second { sin2 } else { sin1 };
+    let root = (1.0 - sin * sin).sqrt();
+    let angle = 2.0 * sin * root;
+    let gamma = if neg_gamma { angle - 2.0 } else { 2.0 - angle };
+    let (qx, qy) = (s_cw / cw, s_ch / ch);
+    let (rx, ry) = (qx * qx, qy * qy);
+    let (ex, ey) = ((gamma * rx).exp(), (gamma * ry).exp());
+    let distance = 2.0 - ex - ey;
+    let (hp, ht) = (geo.sides[1] + eps, geo.sides[3] + eps);
+    let (st_w, [_, gw_p, gw_t]) = shape_cost(1.0, geo.sides[0], geo.sides[2]);
+    let (st_h, [_, gh_p, gh_t]) = shape_cost(1.0, hp, ht);
+    let score = iou.r - (distance + st_w + st_h) * 0.5;
+    let c = Unary::Clamp { lo: -1.0, hi: 1.0 };
+    let g = -c.derivative(score);
+    // ∂/∂ of the parts, times g.
+    iou.back(geo, g, 0.0, d);
+    let g_cost = -0.5 * g;
+    d.add_sides(g_cost, [gw_p, gh_p, gw_t, gh_t]);
+    let g_gamma = -g_cost * (ex * rx + ey * ry);
+    let (g_qx, g_qy) = (-g_cost * ex * gamma * 2.0 * qx, -g_cost * ey * gamma * 2.0 * qy);
+    d.cw += -g_qx * qx / cw * dcw;
+    d.ch += -g_qy * qy / ch * dch;
+    let mut g_s = [g_qx / cw, g_qy / ch];
+    // angle = 2·sin·√(1 − sin²): ∂/∂sin = 2(root − sin²/root).
+    let g_sin = (if neg_gamma { g_gamma } else { -g_gamma }) * 2.0 * (root - sin * sin / root);
+    // sin = |s|/σ of the chosen axis, σ = √(s_cw² + s_ch²) (constant 1 where both are 0).
+    let (k, s_k) = if second { (1, s_ch) } else { (0, s_cw) };
+    g_s[k] += g_sin / sigma * Unary::Abs.derivative(s_k);
+    if !flat {
+        let g_sigma2 = -g_sin * sin / sigma / (2.0 * sigma);
+        g_s[0] += g_sigma2 * 2.0 * s_cw;
+        g_s[1] += g_sigma2 * 2.0 * s_ch;
+    }
+    // s = −(centre offset) + eps.
+    d.dx -= g_s[0];
+    d.dy -= g_s[1];
+    1.0 - c.value(score)
+}
+
+/// `clamp(x, lo)` with `torch.clamp`'s gradient (1 on `[lo, ∞)`).
+#[inline(always)]
+fn clamp_at(x: f64, lo: f64) -> (f64, f64) {
+    let c = Unary::Clamp { lo, hi: f64::INFINITY };
+    (c.value(x), c.derivative(x))
 }
