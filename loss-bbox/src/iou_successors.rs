@@ -44,10 +44,11 @@ use crate::boxes::check_boxes;
 use crate::extended_iou_siou::shape_term;
 use crate::fused::{self, Successor};
 use crate::geometry::{self, clamp_min, div_or_zero, Boxes, Overlap, ASPECT_K};
+use crate::kinds::bad_option;
+pub use crate::kinds::{AlphaIouBase, InnerIouBase, WiseIouVersion};
 use crate::losses::{check_pair, reduce_boxes};
 use candle_core::{Result, Tensor};
-use loss_core::{check, kernel, ops, Loss, LossError, Reduction};
-use std::fmt;
+use loss_core::{check, kernel, ops, Loss, Reduction};
 use std::sync::Mutex;
 
 /// The aligned pair as geometry columns.
@@ -77,68 +78,8 @@ fn enclosing_diag2(p: &Boxes, t: &Boxes) -> Result<Tensor> {
     cw.sqr()?.add(&ch.sqr()?)
 }
 
-fn bad_option(loss: &'static str, message: String) -> candle_core::Error {
-    LossError::BadOptions { loss, message }.into()
-}
-
 // ------------------------------------------------------------------------------------------
 // Alpha-IoU
-
-/// The IoU form that [`alpha_iou_loss`] raises to the power `alpha`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum AlphaIouBase {
-    /// `(I/U + eps)^α` alone.
-    Iou,
-    /// With GIoU's penalty `((C − U)/C + eps)^α`.
-    Giou,
-    /// With DIoU's penalty `(ρ²)^α/((C_w² + C_h²)^α + eps)`.
-    Diou,
-    /// With DIoU's penalty and CIoU's `(a·v + eps)^α` (the default, as the authors' training code).
-    #[default]
-    Ciou,
-}
-
-impl<'de> serde::Deserialize<'de> for AlphaIouBase {
-    /// From the authors' spelling ([`AlphaIouBase::parse`]).
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        loss_core::config::deserialize_parsed(d, Self::parse)
-    }
-}
-
-impl AlphaIouBase {
-    /// Parses `"iou"`, `"giou"`, `"diou"` or `"ciou"`.
-    ///
-    /// # Errors
-    /// `LossError::BadOptions` naming `alpha_iou_loss` for any other string.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "iou" => Ok(Self::Iou),
-            "giou" => Ok(Self::Giou),
-            "diou" => Ok(Self::Diou),
-            "ciou" => Ok(Self::Ciou),
-            _ => Err(bad_option(
-                "alpha_iou_loss",
-                format!("`base` = {s:?} is unknown, expected \"iou\", \"giou\", \"diou\" or \"ciou\""),
-            )),
-        }
-    }
-
-    /// The spelling [`AlphaIouBase::parse`] reads.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Iou => "iou",
-            Self::Giou => "giou",
-            Self::Diou => "diou",
-            Self::Ciou => "ciou",
-        }
-    }
-}
-
-impl fmt::Display for AlphaIouBase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Alpha-IoU loss: `1 − [(I/U + eps)^α − P]`, the IoU and its penalty raised to the power `α`.
 ///
@@ -275,54 +216,6 @@ pub fn mpdiou_loss(
 // ------------------------------------------------------------------------------------------
 // Inner-IoU
 
-/// The loss that [`inner_iou_loss`] computes on its auxiliary boxes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum InnerIouBase {
-    /// `1 − I_in/U_in` (the default).
-    #[default]
-    Iou,
-    /// `1 − I_in/U_in` plus CIoU's distance and aspect terms of the real boxes.
-    Ciou,
-}
-
-impl<'de> serde::Deserialize<'de> for InnerIouBase {
-    /// From the authors' spelling ([`InnerIouBase::parse`]).
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        loss_core::config::deserialize_parsed(d, Self::parse)
-    }
-}
-
-impl InnerIouBase {
-    /// Parses `"iou"` or `"ciou"`.
-    ///
-    /// # Errors
-    /// `LossError::BadOptions` naming `inner_iou_loss` for any other string.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "iou" => Ok(Self::Iou),
-            "ciou" => Ok(Self::Ciou),
-            _ => Err(bad_option(
-                "inner_iou_loss",
-                format!("`base` = {s:?} is unknown, expected \"iou\" or \"ciou\""),
-            )),
-        }
-    }
-
-    /// The spelling [`InnerIouBase::parse`] reads.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Iou => "iou",
-            Self::Ciou => "ciou",
-        }
-    }
-}
-
-impl fmt::Display for InnerIouBase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// The box of size `ratio·(w, h)` about each box's centre.
 fn scaled_about_centre(b: &Boxes, ratio: f64) -> Result<Boxes> {
     let half_w = b.width()?.affine(0.5 * ratio, 0.0)?;
@@ -446,58 +339,6 @@ pub fn shape_iou_loss(pred: &Tensor, target: &Tensor, scale: f64, eps: f64, redu
 
 // ------------------------------------------------------------------------------------------
 // Wise-IoU
-
-/// The focusing mechanism of [`wise_iou_loss`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum WiseIouVersion {
-    /// `R·L_IoU`, the distance attention alone.
-    V1,
-    /// `R·L_IoU·√β`, monotonic focusing.
-    V2,
-    /// `R·L_IoU·β/(δ·α^(β−δ))`, non-monotonic focusing (the default).
-    #[default]
-    V3,
-}
-
-impl<'de> serde::Deserialize<'de> for WiseIouVersion {
-    /// From the authors' spelling ([`WiseIouVersion::parse`]).
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        loss_core::config::deserialize_parsed(d, Self::parse)
-    }
-}
-
-impl WiseIouVersion {
-    /// Parses `"v1"`, `"v2"` or `"v3"`.
-    ///
-    /// # Errors
-    /// `LossError::BadOptions` naming `wise_iou_loss` for any other string.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "v1" => Ok(Self::V1),
-            "v2" => Ok(Self::V2),
-            "v3" => Ok(Self::V3),
-            _ => Err(bad_option(
-                "wise_iou_loss",
-                format!("`version` = {s:?} is unknown, expected \"v1\", \"v2\" or \"v3\""),
-            )),
-        }
-    }
-
-    /// The spelling [`WiseIouVersion::parse`] reads.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::V1 => "v1",
-            Self::V2 => "v2",
-            Self::V3 => "v3",
-        }
-    }
-}
-
-impl fmt::Display for WiseIouVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// `L_IoU = 1 − I/U` of Wise-IoU: clamped intersection, `U = A_p + A_t − I`, no `eps`
 /// (`I/U = 0` where `U = 0`).

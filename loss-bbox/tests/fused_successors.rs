@@ -18,7 +18,12 @@ type LossFn = Box<dyn Fn(&Tensor, &Tensor, Reduction) -> candle_core::Result<Ten
 /// Every successor with the option values that take each branch of its kernel.
 fn losses() -> Vec<(String, LossFn)> {
     let mut v: Vec<(String, LossFn)> = Vec::new();
-    for base in [AlphaIouBase::Iou, AlphaIouBase::Giou, AlphaIouBase::Diou, AlphaIouBase::Ciou] {
+    for base in [
+        AlphaIouBase::Iou,
+        AlphaIouBase::Giou,
+        AlphaIouBase::Diou,
+        AlphaIouBase::Ciou,
+    ] {
         for alpha in [3.0, 1.0, 0.5] {
             v.push((
                 format!("alpha_iou {base} {alpha}"),
@@ -26,7 +31,10 @@ fn losses() -> Vec<(String, LossFn)> {
             ));
         }
     }
-    v.push(("mpdiou".into(), Box::new(|p, t, r| mpdiou_loss(p, t, 640.0, 480.0, 1e-7, r))));
+    v.push((
+        "mpdiou".into(),
+        Box::new(|p, t, r| mpdiou_loss(p, t, 640.0, 480.0, 1e-7, r)),
+    ));
     for base in [InnerIouBase::Iou, InnerIouBase::Ciou] {
         for ratio in [0.7, 1.0, 1.3] {
             v.push((

@@ -13,9 +13,9 @@
 //! the f64 kernel to a few f32 ulp of the terms they sum (`tests`); the reductions add the
 //! per-pair f32 losses in f64.
 
-use super::{pair, Chain};
+use super::pair::{pair, Chain};
 use crate::geometry::{max_w, min_w, sel};
-use crate::losses::{AlignedLoss, IouMode};
+use crate::kinds::{AlignedLoss, IouMode};
 use loss_core::kernel::with_simd;
 use std::f32::consts::FRAC_PI_2;
 use std::mem::MaybeUninit;

@@ -10,9 +10,9 @@
 //! a tie, `clamp` passes the gradient at its bound, `|x|` has derivative 0 at 0, a 0/0 of
 //! `div_or_zero` is 0 with a zero gradient, powers follow [`Unary::Pow`].
 
-use super::Chain;
+use super::pair::Chain;
 use crate::geometry::{aspect_angle_scalar, max_w, min_w, ASPECT_K};
-use crate::iou_successors::{AlphaIouBase, InnerIouBase, WiseIouVersion};
+use crate::kinds::{AlphaIouBase, InnerIouBase, WiseIouVersion};
 use loss_core::ops::Unary;
 
 /// Which successor, with its options (the kernel's `eps` is passed beside it).
@@ -289,6 +289,7 @@ fn div_or_zero(num: f64, den: f64) -> (f64, bool) {
     }
 }
 
+#[inline(always)]
 fn alpha_iou(geo: &Geometry, alpha: f64, base: AlphaIouBase, eps: f64, d: &mut Partials) -> f64 {
     let iou = Iou::new(geo, eps, eps);
     let (powered, dp) = pow(iou.r + eps, alpha);
@@ -335,6 +336,7 @@ fn alpha_iou(geo: &Geometry, alpha: f64, base: AlphaIouBase, eps: f64, d: &mut P
     loss
 }
 
+#[inline(always)]
 fn mpdiou(geo: &Geometry, norm: f64, eps: f64, d: &mut Partials) -> f64 {
     let iou = Iou::new(geo, eps, eps);
     iou.back(geo, -1.0, 0.0, d);
@@ -350,6 +352,7 @@ fn mpdiou(geo: &Geometry, norm: f64, eps: f64, d: &mut Partials) -> f64 {
     1.0 - iou.r + (x1 * x1 + y1 * y1 + x2 * x2 + y2 * y2) * norm
 }
 
+#[inline(always)]
 fn inner_iou(geo: &Geometry, ratio: f64, base: InnerIouBase, eps: f64, d: &mut Partials) -> f64 {
     let [pw, ph, tw, th] = geo.sides;
     let hr = 0.5 * ratio;
@@ -423,15 +426,23 @@ fn shape_cost(k: f64, a: f64, b: f64) -> (f64, [f64; 3]) {
     (st, [g_num * abs, g_diff + g_m * m_a, -g_diff + g_m * m_b])
 }
 
+#[inline(always)]
 fn shape_iou(geo: &Geometry, scale: f64, eps: f64, d: &mut Partials) -> f64 {
     let iou = Iou::new(geo, 0.0, eps);
     iou.back(geo, -1.0, 0.0, d);
     let [pw, ph, tw, th] = geo.sides;
     // ww = 2·w_t^s/(w_t^s + h_t^s), hh = 2·h_t^s/(..); 1 and 1 for s = 0.
-    let (sw, dsw) = pow(tw, scale);
-    let (sh, dsh) = pow(th, scale);
+    let ((sw, dsw), (sh, dsh)) = if scale == 0.0 {
+        ((1.0, 0.0), (1.0, 0.0))
+    } else {
+        (pow(tw, scale), pow(th, scale))
+    };
     let den = sw + sh;
-    let (fw, live) = if scale == 0.0 { (0.5, false) } else { div_or_zero(sw, den) };
+    let (fw, live) = if scale == 0.0 {
+        (0.5, false)
+    } else {
+        div_or_zero(sw, den)
+    };
     let fh = if scale == 0.0 { 0.5 } else { div_or_zero(sh, den).0 };
     let (ww, hh) = (2.0 * fw, 2.0 * fh);
     let (mut g_ww, mut g_hh) = (0.0, 0.0);
@@ -460,6 +471,7 @@ fn shape_iou(geo: &Geometry, scale: f64, eps: f64, d: &mut Partials) -> f64 {
     1.0 - iou.r + dist + 0.5 * (st_w + st_h)
 }
 
+#[inline(always)]
 fn wise_iou(geo: &Geometry, version: WiseIouVersion, mean: f64, alpha: f64, delta: f64, d: &mut Partials) -> f64 {
     let iou = Iou::or_zero(geo);
     let l = 1.0 - iou.r;
@@ -479,6 +491,7 @@ fn wise_iou(geo: &Geometry, version: WiseIouVersion, mean: f64, alpha: f64, delt
     r * l * f
 }
 
+#[inline(always)]
 fn nwd(geo: &Geometry, constant: f64, eps: f64, d: &mut Partials) -> f64 {
     let [pw, ph, tw, th] = geo.sides;
     let (sw, sh) = (pw - tw, ph - th);
@@ -494,6 +507,7 @@ fn nwd(geo: &Geometry, constant: f64, eps: f64, d: &mut Partials) -> f64 {
     1.0 - e
 }
 
+#[inline(always)]
 fn siou(geo: &Geometry, neg_gamma: bool, eps: f64, d: &mut Partials) -> f64 {
     let iou = Iou::new(geo, 0.0, eps);
     let ((cw, dcw), (ch, dch)) = (clamp_at(geo.cw, eps), clamp_at(geo.ch, eps));
