@@ -377,10 +377,13 @@ impl FusedLoss {
     /// The gradients saved by the forward as the `[k, ..., 4]` tensor of the backward, when the
     /// upstream gradient `grad` is exactly 1 (else `None`, and nothing is taken).
     fn saved_grads(&self, pred: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        if grad.dtype() != pred.dtype()
-            || grad.elem_count() != 1
-            || grad.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()? != [1.0]
-        {
+        let one = grad.elem_count() == 1
+            && match (grad.dtype(), pred.dtype()) {
+                (DType::F32, DType::F32) => grad.flatten_all()?.to_vec1::<f32>()? == [1.0],
+                (DType::F64, DType::F64) => grad.flatten_all()?.to_vec1::<f64>()? == [1.0],
+                _ => false,
+            };
+        if !one {
             return Ok(None);
         }
         let mut dims = vec![usize::from(self.want.0) + usize::from(self.want.1)];
