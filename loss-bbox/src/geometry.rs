@@ -173,22 +173,24 @@ pub(crate) fn aspect_term(a: &Boxes, b: &Boxes) -> Result<Tensor> {
 /// `4 / π²`, the scale of CIoU's aspect term.
 pub(crate) const ASPECT_K: f64 = 4.0 / (std::f64::consts::PI * std::f64::consts::PI);
 
-/// `max(a, b)` and its gradient weights `(∂/∂a, ∂/∂b)`: `(1, 0)`, `(0, 1)`, or `(½, ½)` at a tie;
-/// NaN (either argument) gives NaN with `(½, ½)`. Written with selects only (no branch), so the
-/// f32 block kernel's lanes vectorise it; one definition for every float type and both kernels.
+/// `max(a, b)` and its gradient weights `(∂/∂a, ∂/∂b)`: `(1, 0)`, `(0, 1)`, or `(½, ½)` at a tie.
+/// With a NaN argument the value is the other argument and the weights `(0, 1)` or `(1, 0)`:
+/// NaN still reaches every loss and gradient, through the box's own sides, which every loss
+/// reads. Two compares and three selects, no branch, so the f32 block kernel's lanes vectorise
+/// it; one definition for every float type and both kernels.
 #[inline(always)]
 pub(crate) fn max_w<F: Real>(a: F, b: F) -> (F, F, F) {
     let (one, half, zero) = (F::one(), F::of(0.5), F::zero());
-    let wa = sel(a > b, one, sel(b > a, zero, half));
-    (sel(a > b, a, sel(b >= a, b, a + b)), wa, one - wa)
+    let wa = sel(a > b, one, sel(a == b, half, zero));
+    (sel(a > b, a, b), wa, one - wa)
 }
 
 /// `min(a, b)` and its gradient weights, with the tie and NaN rules of [`max_w`].
 #[inline(always)]
 pub(crate) fn min_w<F: Real>(a: F, b: F) -> (F, F, F) {
     let (one, half, zero) = (F::one(), F::of(0.5), F::zero());
-    let wa = sel(a < b, one, sel(b < a, zero, half));
-    (sel(a < b, a, sel(b <= a, b, a + b)), wa, one - wa)
+    let wa = sel(a < b, one, sel(a == b, half, zero));
+    (sel(a < b, a, b), wa, one - wa)
 }
 
 /// `if c { a } else { b }` with both arms computed: a select, not a branch.
