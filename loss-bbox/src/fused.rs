@@ -19,7 +19,7 @@
 //!   and overflow are those of the f64 kernel; the other lanes agree with it to a few f32 ulp
 //!   of the terms involved (`block_f32::tests`). An `eps` outside `[1e-18, 1e18]` runs the f64
 //!   kernel for the whole call.
-//! - f64 inputs: [`pair`], scalar f64 code (libm `atan`).
+//! - f64 inputs: [`pair()`], scalar f64 code (libm `atan`).
 //!
 //! CPU only, f32 and f64 ([`loss_core::kernel::choose`]); the composite path for everything
 //! else. Written with the kernel layer ([`loss_core::kernel`]).
@@ -42,7 +42,7 @@ pub(crate) use successors::Successor;
 
 /// What the pair kernel computes: a loss of the torchvision family ([`AlignedLoss`], f32 lanes
 /// in [`block_f32`]) or an IoU successor ([`Successor`]); both take their gradient back to the
-/// coordinates through [`Chain::into_coords`].
+/// coordinates through [`pair::Chain::into_coords`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum PairKind {
     /// IoU, GIoU, DIoU, CIoU, EIoU.

@@ -4,9 +4,9 @@
 //! SSE2 otherwise).
 //!
 //! Every formula, eps placement and gradient rule at a kink is the one of the f64 scalar
-//! [`super::pair`] (ties of `max`/`min` split ½/½, the masked intersection, CIoU's `α` held
+//! [`super::pair::pair()`] (ties of `max`/`min` split ½/½, the masked intersection, CIoU's `α` held
 //! constant, `atan(w/h)` finite at `h = 0`). A lane whose inputs or results leave the range
-//! where f32 arithmetic is safe is recomputed by [`super::pair`] in f64 (NaN or infinite
+//! where f32 arithmetic is safe is recomputed by [`super::pair::pair()`] in f64 (NaN or infinite
 //! coordinates, coordinates whose magnitudes sum to more than [`COORD_LIMIT`], a non-finite
 //! value or gradient, CIoU's `w² + h²` outside f32's normal range), so NaN propagation,
 //! infinities and overflow behave exactly as in the f64 kernel. Elsewhere the results agree with
@@ -105,7 +105,7 @@ fn aspect(w: f32, h: f32) -> (f32, f32, f32, bool) {
 
 /// One pair in f32: `(value, gradients [p.x1, p.y1, p.x2, p.y2, t.x1, ..., t.y2], risky)`,
 /// the gradients scaled by the upstream `g`. `c`: `[p.x1, p.y1, p.x2, p.y2, t.x1, ..., t.y2]`.
-/// The f32 transcription of [`super::pair`], term by term. For `IOU_LOG` the value is `max(IoU,
+/// The f32 transcription of [`super::pair::pair()`], term by term. For `IOU_LOG` the value is `max(IoU,
 /// eps)` (the block takes `−ln` of it outside the vectorised loop).
 ///
 /// Callers that use only the value or only the gradients let LLVM drop the rest (everything

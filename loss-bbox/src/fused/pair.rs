@@ -129,7 +129,7 @@ pub(crate) fn pair(kind: AlignedLoss, p: [f64; 4], t: [f64; 4], eps: f64, g: Opt
 /// The gradient of one pair's loss w.r.t. its intermediate quantities (already times the
 /// upstream gradient), and the `max`/`min` weights of the extents they came through: what
 /// [`Chain::into_coords`] takes back to the eight coordinates. One chain rule for the f64 [`pair`]
-/// and the f32 block kernel ([`block_f32`]).
+/// and the f32 block kernel ([`super::block_f32`]).
 pub(crate) struct Chain<F> {
     /// ∂/∂ intersection width (0 where the boxes do not overlap).
     pub iw: F,
