@@ -207,6 +207,51 @@ def _centre_d2(p, t):
     return (((t[:, 0] + t[:, 2]) - (p[:, 0] + p[:, 2])) ** 2 + ((t[:, 1] + t[:, 3]) - (p[:, 1] + p[:, 3])) ** 2) / 4
 
 
+def eiou(p, t, eps=1e-7):
+    """Efficient-IoU (Zhang et al. 2022) on torchvision's DIoU: `loss_bbox::eiou_loss`."""
+    x1, y1 = torch.max(p[:, 0], t[:, 0]), torch.max(p[:, 1], t[:, 1])
+    x2, y2 = torch.min(p[:, 2], t[:, 2]), torch.min(p[:, 3], t[:, 3])
+    inter = torch.zeros_like(x1)
+    mask = (y2 > y1) & (x2 > x1)
+    inter[mask] = (x2[mask] - x1[mask]) * (y2[mask] - y1[mask])
+    w1, h1, w2, h2 = p[:, 2] - p[:, 0], p[:, 3] - p[:, 1], t[:, 2] - t[:, 0], t[:, 3] - t[:, 1]
+    union = w1 * h1 + w2 * h2 - inter
+    iou = inter / (union + eps)
+    cw = torch.max(p[:, 2], t[:, 2]) - torch.min(p[:, 0], t[:, 0])
+    ch = torch.max(p[:, 3], t[:, 3]) - torch.min(p[:, 1], t[:, 1])
+    diag = cw ** 2 + ch ** 2 + eps
+    loss = 1 - iou + _centre_d2(p, t) / diag + (w1 - w2) ** 2 / (cw ** 2 + eps) + (h1 - h2) ** 2 / (ch ** 2 + eps)
+    return loss.mean()
+
+
+def siou(p, t, eps=1e-6, neg_gamma=False):
+    """mmdetection's `siou_loss` (mmdet/models/losses/iou_loss.py), written out."""
+    lt, rb = torch.max(p[:, :2], t[:, :2]), torch.min(p[:, 2:], t[:, 2:])
+    wh = (rb - lt).clamp(min=0)
+    overlap = wh[:, 0] * wh[:, 1]
+    ap = (p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1])
+    ag = (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])
+    ious = overlap / (ap + ag - overlap + eps)
+    enclose = (torch.max(p[:, 2:], t[:, 2:]) - torch.min(p[:, :2], t[:, :2])).clamp(min=eps)
+    cw, ch = enclose[:, 0], enclose[:, 1]
+    w1, h1 = p[:, 2] - p[:, 0], p[:, 3] - p[:, 1] + eps
+    w2, h2 = t[:, 2] - t[:, 0], t[:, 3] - t[:, 1] + eps
+    s_cw = (t[:, 0] + t[:, 2] - p[:, 0] - p[:, 2]) * 0.5 + eps
+    s_ch = (t[:, 1] + t[:, 3] - p[:, 1] - p[:, 3]) * 0.5 + eps
+    sigma = torch.pow(s_cw ** 2 + s_ch ** 2, 0.5)
+    sin1, sin2 = torch.abs(s_cw) / sigma, torch.abs(s_ch) / sigma
+    sin_alpha = torch.where(sin1 > 2 ** 0.5 / 2, sin2, sin1)
+    angle_cost = torch.cos(torch.asin(sin_alpha) * 2 - torch.pi / 2)
+    rho_x, rho_y = (s_cw / cw) ** 2, (s_ch / ch) ** 2
+    gamma = angle_cost - 2 if neg_gamma else 2 - angle_cost
+    distance_cost = 2 - torch.exp(gamma * rho_x) - torch.exp(gamma * rho_y)
+    omiga_w = torch.abs(w1 - w2) / torch.max(w1, w2)
+    omiga_h = torch.abs(h1 - h2) / torch.max(h1, h2)
+    shape_cost = (1 - torch.exp(-omiga_w)) ** 4 + (1 - torch.exp(-omiga_h)) ** 4
+    ious = ious - (distance_cost + shape_cost) * 0.5
+    return (1 - ious.clamp(min=-1.0, max=1.0)).mean()
+
+
 def alpha_iou(p, t, alpha=3.0, eps=1e-9):
     w1, h1, w2, h2, inter, union, cw, ch = _pair(p, t, eps)
     iou = inter / union
@@ -349,6 +394,8 @@ def losses():
         "gaussian_focal_loss": (gaussian_focal, heatmaps),
         "balanced_l1_loss": (balanced_l1, gauss_pair),
         "poly1_focal_loss": (poly1_focal, logits_and_bits),
+        "eiou_loss": (eiou, box_pair),
+        "siou_loss": (siou, box_pair),
         "alpha_iou_loss": (alpha_iou, box_pair),
         "mpdiou_loss": (mpdiou, box_pair),
         "inner_iou_loss": (inner_iou, box_pair),
@@ -389,6 +436,7 @@ def workloads():
     w += [("kl_div", [10**4, 1000])]
     w += [(l, [n, 4]) for l in ("iou_loss", "giou_loss", "diou_loss", "ciou_loss")
           for n in (10**3, 10**5, 10**6)]
+    w += [(l, [n, 4]) for l in ("eiou_loss", "siou_loss") for n in (10**3, 10**5, 10**6)]
     w += [("dice_loss", [8, 4, 128, 128]), ("dice_loss", [2, 4, 64, 128, 128])]
     w += [(l, [10**6]) for l in ("poisson_nll_loss", "gaussian_nll_loss", "margin_ranking_loss",
                                  "soft_margin_loss", "hinge_embedding_loss", "log_cosh_loss")]

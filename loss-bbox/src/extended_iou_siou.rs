@@ -3,9 +3,12 @@
 //!
 //! Both take aligned `[..., 4]` `xyxy` boxes of one shape and float dtype (f32 or f64) and
 //! default to `Reduction::Mean` as mmdetection (an empty input still gives 0, as the
-//! torchvision losses of this crate). They run as composite Candle ops on every device; the
-//! gradient rules at kinks are those of [`crate::geometry`] (PyTorch's).
+//! torchvision losses of this crate). The gradient rules at kinks are those of
+//! [`crate::geometry`] (PyTorch's). `siou_loss` runs the box losses' fused pair kernel for
+//! f32/f64 on the CPU (as the IoU successors, [`crate::iou_successors`]) and the composite form
+//! written here elsewhere; `extended_iou_loss` runs as composite Candle ops on every device.
 
+use crate::fused::Successor;
 use crate::geometry::{self, div_or_zero, Boxes, Overlap};
 use crate::losses::{check_pair, reduce_boxes};
 use candle_core::{Result, Tensor};
@@ -120,7 +123,10 @@ pub(crate) fn shape_term(omega: &Tensor) -> Result<Tensor> {
 pub fn siou_loss(pred: &Tensor, target: &Tensor, neg_gamma: bool, eps: f64, reduction: Reduction) -> Result<Tensor> {
     const LOSS: &str = "siou_loss";
     check_pair(LOSS, pred, target, eps)?;
-    reduction.standard(LOSS)?;
+    let standard = reduction.standard(LOSS)?;
+    if loss_core::kernel::choose(LOSS, pred)? {
+        return crate::fused::loss(Successor::Siou { neg_gamma }.into(), pred, target, eps, standard);
+    }
     let p = Boxes::aligned(pred)?;
     let t = Boxes::aligned(target)?;
     let inter = geometry::intersection(&p, &t, Overlap::Clamped)?;

@@ -19,13 +19,12 @@
 //!   and overflow are those of the f64 kernel; the other lanes agree with it to a few f32 ulp
 //!   of the terms involved (`block_f32::tests`). An `eps` outside `[1e-18, 1e18]` runs the f64
 //!   kernel for the whole call.
-//! - f64 inputs: [`pair`], scalar f64 code (libm `atan`).
+//! - f64 inputs: [`pair()`], scalar f64 code (libm `atan`).
 //!
 //! CPU only, f32 and f64 ([`loss_core::kernel::choose`]); the composite path for everything
 //! else. Written with the kernel layer ([`loss_core::kernel`]).
 
-use crate::geometry::{aspect_angle_scalar, max_w, min_w, ASPECT_K};
-use crate::losses::{AlignedLoss, IouMode};
+use crate::kinds::AlignedLoss;
 use candle_core::{bail, CpuStorage, DType, Result, Shape, Tensor};
 use loss_core::kernel::{self, build, build_planes, Arg, Fused2, Fused3, Real, SavedGrad, Split};
 use loss_core::Reduction;
@@ -34,198 +33,60 @@ use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 mod block_f32;
+mod pair;
+mod successors;
 
-/// The loss of one pair and, with `g = Some(upstream)`, its gradient w.r.t. `p` and `t`.
-///
-/// `p` and `t` are `xyxy` boxes. See [`crate::losses`] for the formulas.
-#[inline]
-pub(crate) fn pair(kind: AlignedLoss, p: [f64; 4], t: [f64; 4], eps: f64, g: Option<f64>) -> (f64, [f64; 8]) {
-    let [px1, py1, px2, py2] = p;
-    let [tx1, ty1, tx2, ty2] = t;
-    // Intersection (torchvision's masked form).
-    let (ix1, ix1_p, ix1_t) = max_w(px1, tx1);
-    let (iy1, iy1_p, iy1_t) = max_w(py1, ty1);
-    let (ix2, ix2_p, ix2_t) = min_w(px2, tx2);
-    let (iy2, iy2_p, iy2_t) = min_w(py2, ty2);
-    let (iw, ih) = (ix2 - ix1, iy2 - iy1);
-    let overlap = iw > 0.0 && ih > 0.0;
-    let inter = if overlap { iw * ih } else { 0.0 };
-    let (pw, ph, tw, th) = (px2 - px1, py2 - py1, tx2 - tx1, ty2 - ty1);
-    let union = pw * ph + tw * th - inter;
-    let ue = union + eps;
-    let iou = inter / ue;
+use pair::pair;
 
-    // Value and the partials w.r.t. the intermediate quantities.
-    let mut g_iou = -1.0;
-    let mut loss = 1.0 - iou;
-    let (mut g_union, mut g_cw, mut g_ch, mut g_dx, mut g_dy) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    let (mut g_pw, mut g_ph, mut g_tw, mut g_th) = (0.0, 0.0, 0.0, 0.0);
-    let enclosing = |p1: f64, t1: f64, p2: f64, t2: f64| {
-        let (lo, lo_p, lo_t) = min_w(p1, t1);
-        let (hi, hi_p, hi_t) = max_w(p2, t2);
-        (hi - lo, lo_p, lo_t, hi_p, hi_t)
-    };
-    let (cw, cx1_p, cx1_t, cx2_p, cx2_t) = enclosing(px1, tx1, px2, tx2);
-    let (ch, cy1_p, cy1_t, cy2_p, cy2_t) = enclosing(py1, ty1, py2, ty2);
-    match kind {
-        AlignedLoss::Iou(mode) => {
-            let inside = iou >= eps || iou.is_nan();
-            let c = if inside { iou } else { eps };
-            (loss, g_iou) = match mode {
-                IouMode::Linear => (1.0 - iou, -1.0),
-                IouMode::Square => (1.0 - c * c, if inside { -2.0 * c } else { 0.0 }),
-                IouMode::Log => (-c.ln(), if inside { -1.0 / c } else { 0.0 }),
-            };
-        }
-        AlignedLoss::Giou => {
-            let ac = cw * ch;
-            let ace = ac + eps;
-            let q = (ac - union) / ace;
-            loss += q;
-            // d q / d ac = (1 − q) / ace (= ue / ace², without the square), as the composite
-            // path's division (`loss_core::ops::div`).
-            let g_ac = (1.0 - q) / ace;
-            g_union -= 1.0 / ace;
-            g_cw += g_ac * ch;
-            g_ch += g_ac * cw;
-        }
-        AlignedLoss::Diou | AlignedLoss::Ciou | AlignedLoss::Eiou => {
-            let diag = cw * cw + ch * ch + eps;
-            let dx = 0.5 * (px1 + px2 - tx1 - tx2);
-            let dy = 0.5 * (py1 + py2 - ty1 - ty2);
-            let rho2 = dx * dx + dy * dy;
-            loss += rho2 / diag;
-            let g_diag = -rho2 / (diag * diag);
-            g_cw += 2.0 * cw * g_diag;
-            g_ch += 2.0 * ch * g_diag;
-            g_dx += 2.0 * dx / diag;
-            g_dy += 2.0 * dy / diag;
-            if kind == AlignedLoss::Ciou {
-                let (ap, ap_w, ap_h) = aspect_angle_scalar(pw, ph);
-                let (at, at_w, at_h) = aspect_angle_scalar(tw, th);
-                let d = at - ap;
-                let v = ASPECT_K * d * d;
-                // alpha is a constant for the gradient (torch.no_grad in torchvision).
-                let alpha = v / (1.0 - iou + v + eps);
-                loss += alpha * v;
-                let g_theta = 2.0 * ASPECT_K * d * alpha; // d(alpha v)/d(theta_t)
-                g_tw += g_theta * at_w;
-                g_th += g_theta * at_h;
-                g_pw -= g_theta * ap_w;
-                g_ph -= g_theta * ap_h;
-            } else if kind == AlignedLoss::Eiou {
-                let (dw, dh) = (pw - tw, ph - th);
-                let (cw2, ch2) = (cw * cw + eps, ch * ch + eps);
-                loss += dw * dw / cw2 + dh * dh / ch2;
-                g_pw += 2.0 * dw / cw2;
-                g_tw -= 2.0 * dw / cw2;
-                g_ph += 2.0 * dh / ch2;
-                g_th -= 2.0 * dh / ch2;
-                g_cw -= 2.0 * cw * dw * dw / (cw2 * cw2);
-                g_ch -= 2.0 * ch * dh * dh / (ch2 * ch2);
-            }
+pub(crate) use successors::Successor;
+
+/// What the pair kernel computes: a loss of the torchvision family ([`AlignedLoss`], f32 lanes
+/// in [`block_f32`]) or an IoU successor ([`Successor`]); both take their gradient back to the
+/// coordinates through [`pair::Chain::into_coords`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum PairKind {
+    /// IoU, GIoU, DIoU, CIoU, EIoU.
+    Aligned(AlignedLoss),
+    /// Alpha-, MPD-, Inner-, Shape-, Wise-, Focaler-IoU, NWD.
+    Successor(Successor),
+}
+
+impl PairKind {
+    /// The loss's function name.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Aligned(k) => k.name(),
+            Self::Successor(s) => s.name(),
         }
     }
-    let Some(g) = g else {
-        return (loss, [0.0; 8]);
-    };
 
-    // Chain back to the coordinates, everything scaled by the upstream gradient g.
-    let mut g_inter = g * g_iou / ue;
-    g_union = g * (g_union - g_iou * iou / ue);
-    g_inter -= g_union;
-    let chain = Chain {
-        iw: if overlap { g_inter * ih } else { 0.0 },
-        ih: if overlap { g_inter * iw } else { 0.0 },
-        cw: g * g_cw,
-        ch: g * g_ch,
-        sides: [
-            g * g_pw + g_union * ph,
-            g * g_ph + g_union * pw,
-            g * g_tw + g_union * th,
-            g * g_th + g_union * tw,
-        ],
-        half_dx: 0.5 * g * g_dx,
-        half_dy: 0.5 * g * g_dy,
-        inter_w: [ix1_p, ix1_t, ix2_p, ix2_t, iy1_p, iy1_t, iy2_p, iy2_t],
-        outer_w: [cx1_p, cx1_t, cx2_p, cx2_t, cy1_p, cy1_t, cy2_p, cy2_t],
-    };
-    (loss, chain.into_coords())
+    /// The loss of one pair and, with `g = Some(upstream)`, its gradient (f64 scalar code).
+    #[inline]
+    fn pair(self, p: [f64; 4], t: [f64; 4], eps: f64, g: Option<f64>) -> (f64, [f64; 8]) {
+        match self {
+            Self::Aligned(k) => pair(k, p, t, eps, g),
+            Self::Successor(s) => s.pair(p, t, eps, g),
+        }
+    }
+
+    /// The f32 block kernel's loss, where it runs this kind at this `eps`.
+    fn block(self, eps: f64) -> Option<AlignedLoss> {
+        match self {
+            Self::Aligned(k) if block_f32::eps_ok(eps) => Some(k),
+            _ => None,
+        }
+    }
 }
 
-/// The gradient of one pair's loss w.r.t. its intermediate quantities (already times the
-/// upstream gradient), and the `max`/`min` weights of the extents they came through: what
-/// [`Chain::into_coords`] takes back to the eight coordinates. One chain rule for the f64 [`pair`]
-/// and the f32 block kernel ([`block_f32`]).
-pub(crate) struct Chain<F> {
-    /// ∂/∂ intersection width (0 where the boxes do not overlap).
-    pub iw: F,
-    /// ∂/∂ intersection height (0 where the boxes do not overlap).
-    pub ih: F,
-    /// ∂/∂ enclosing width.
-    pub cw: F,
-    /// ∂/∂ enclosing height.
-    pub ch: F,
-    /// ∂/∂ (p's width, p's height, t's width, t's height).
-    pub sides: [F; 4],
-    /// ½ · ∂/∂ centre offset `dx = (p.x1 + p.x2 − t.x1 − t.x2) / 2`, and the same for `dy`.
-    pub half_dx: F,
-    /// See `half_dx`.
-    pub half_dy: F,
-    /// Weights of the intersection's `max`/`min`: `[ix1 w.r.t. p, w.r.t. t, ix2 .., iy1 .., iy2 ..]`.
-    pub inter_w: [F; 8],
-    /// Weights of the enclosing box's `min`/`max`, in the same order.
-    pub outer_w: [F; 8],
+impl From<Successor> for PairKind {
+    fn from(s: Successor) -> Self {
+        Self::Successor(s)
+    }
 }
 
-impl<F: Real> Chain<F> {
-    /// `[∂/∂p.x1, p.y1, p.x2, p.y2, ∂/∂t.x1, t.y1, t.x2, t.y2]`.
-    #[inline(always)]
-    pub(crate) fn into_coords(self) -> [F; 8] {
-        let z = F::zero();
-        let mut gp = [z; 4];
-        let mut gt = [z; 4];
-        let (g_iw, g_ih) = (self.iw, self.ih);
-        let [ix1_p, ix1_t, ix2_p, ix2_t, iy1_p, iy1_t, iy2_p, iy2_t] = self.inter_w;
-        gp[0] -= g_iw * ix1_p;
-        gt[0] -= g_iw * ix1_t;
-        gp[2] += g_iw * ix2_p;
-        gt[2] += g_iw * ix2_t;
-        gp[1] -= g_ih * iy1_p;
-        gt[1] -= g_ih * iy1_t;
-        gp[3] += g_ih * iy2_p;
-        gt[3] += g_ih * iy2_t;
-        let (g_cw, g_ch) = (self.cw, self.ch);
-        let [cx1_p, cx1_t, cx2_p, cx2_t, cy1_p, cy1_t, cy2_p, cy2_t] = self.outer_w;
-        gp[0] -= g_cw * cx1_p;
-        gt[0] -= g_cw * cx1_t;
-        gp[2] += g_cw * cx2_p;
-        gt[2] += g_cw * cx2_t;
-        gp[1] -= g_ch * cy1_p;
-        gt[1] -= g_ch * cy1_t;
-        gp[3] += g_ch * cy2_p;
-        gt[3] += g_ch * cy2_t;
-        // widths and heights
-        let [g_pw, g_ph, g_tw, g_th] = self.sides;
-        gp[0] -= g_pw;
-        gp[2] += g_pw;
-        gp[1] -= g_ph;
-        gp[3] += g_ph;
-        gt[0] -= g_tw;
-        gt[2] += g_tw;
-        gt[1] -= g_th;
-        gt[3] += g_th;
-        // centre offsets
-        let (hx, hy) = (self.half_dx, self.half_dy);
-        gp[0] += hx;
-        gp[2] += hx;
-        gt[0] -= hx;
-        gt[2] -= hx;
-        gp[1] += hy;
-        gp[3] += hy;
-        gt[1] -= hy;
-        gt[3] -= hy;
-        [gp[0], gp[1], gp[2], gp[3], gt[0], gt[1], gt[2], gt[3]]
+impl From<AlignedLoss> for PairKind {
+    fn from(k: AlignedLoss) -> Self {
+        Self::Aligned(k)
     }
 }
 
@@ -284,9 +145,9 @@ const CHUNKED: Split = Split {
 };
 
 /// The forward of the f64 scalar kernel: `(per-pair losses, or nothing with `reduce`; their sum)`.
-fn forward_scalar<T: Real>(kind: AlignedLoss, eps: f64, p: &[T], t: &[T], reduce: bool) -> (Vec<T>, f64) {
+fn forward_scalar<T: Real>(kind: PairKind, eps: f64, p: &[T], t: &[T], reduce: bool) -> (Vec<T>, f64) {
     let n = p.len() / 4;
-    let loss = |i: usize| pair(kind, boxes(p, i), boxes(t, i), eps, None).0;
+    let loss = |i: usize| kind.pair(boxes(p, i), boxes(t, i), eps, None).0;
     if reduce {
         let sums = kernel::for_each_chunk(SPLIT, n, 0, [], |r, []: [&mut [u8]; 0]| r.map(loss).sum::<f64>());
         return (Vec::new(), sums.iter().sum());
@@ -379,14 +240,7 @@ fn forward_f32_with_grads(
 }
 
 /// The backward of the f64 scalar kernel: the gradients `want`ed, as [`grad_buffers`].
-fn backward_scalar<T: Real>(
-    kind: AlignedLoss,
-    eps: f64,
-    p: &[T],
-    t: &[T],
-    up: &Up<'_, T>,
-    want: (bool, bool),
-) -> Vec<T> {
+fn backward_scalar<T: Real>(kind: PairKind, eps: f64, p: &[T], t: &[T], up: &Up<'_, T>, want: (bool, bool)) -> Vec<T> {
     let n = p.len() / 4;
     let g = |i: usize| match up {
         Up::Scalar(g) => *g,
@@ -396,18 +250,52 @@ fn backward_scalar<T: Real>(
         let len = gp.as_ref().or(gt.as_ref()).map_or(0, |c| c.len() / 4);
         for j in 0..len {
             let i = lo + j;
-            let d = pair(kind, boxes(p, i), boxes(t, i), eps, Some(g(i))).1;
-            for k in 0..4 {
-                if let Some(c) = gp.as_deref_mut() {
-                    c[4 * j + k].write(T::of(d[k]));
-                }
-                if let Some(c) = gt.as_deref_mut() {
-                    c[4 * j + k].write(T::of(d[4 + k]));
-                }
-            }
+            let d = kind.pair(boxes(p, i), boxes(t, i), eps, Some(g(i))).1;
+            write_grads(&mut gp, &mut gt, j, &d);
         }
     })
     .0
+}
+
+/// Writes pair `j`'s gradient `d` into the chunks that are there.
+#[inline(always)]
+fn write_grads<T: Real>(
+    gp: &mut Option<&mut [MaybeUninit<T>]>,
+    gt: &mut Option<&mut [MaybeUninit<T>]>,
+    j: usize,
+    d: &[f64; 8],
+) {
+    for k in 0..4 {
+        if let Some(c) = gp.as_deref_mut() {
+            c[4 * j + k].write(T::of(d[k]));
+        }
+        if let Some(c) = gt.as_deref_mut() {
+            c[4 * j + k].write(T::of(d[4 + k]));
+        }
+    }
+}
+
+/// The scalar forward of a reduced loss that also computes, in the same pass, the gradients
+/// `want`ed for the scalar upstream gradient `g`, as [`forward_f32_with_grads`].
+fn forward_scalar_with_grads<T: Real>(
+    kind: PairKind,
+    eps: f64,
+    p: &[T],
+    t: &[T],
+    g: f64,
+    want: (bool, bool),
+) -> (f64, Vec<T>) {
+    let (grads, sums) = grad_buffers::<T, f64>(p.len() / 4, want, |(lo, mut gp, mut gt)| {
+        let len = gp.as_ref().or(gt.as_ref()).map_or(0, |c| c.len() / 4);
+        let mut sum = 0.0;
+        for j in 0..len {
+            let (v, d) = kind.pair(boxes(p, lo + j), boxes(t, lo + j), eps, Some(g));
+            sum += v;
+            write_grads(&mut gp, &mut gt, j, &d);
+        }
+        sum
+    });
+    (sums.iter().sum(), grads)
 }
 
 /// The backward of the f32 block kernel ([`block_f32`]), as [`backward_scalar`].
@@ -450,7 +338,7 @@ fn boxes<T: Real>(v: &[T], i: usize) -> [f64; 4] {
 /// the 0-d sum or mean (0 for an empty mean, torchvision's box losses).
 #[derive(Debug, Clone)]
 pub(crate) struct FusedLoss {
-    pub kind: AlignedLoss,
+    pub kind: PairKind,
     pub eps: f64,
     /// `None`, `Sum` or `Mean` (already standardised).
     pub reduction: Reduction,
@@ -489,7 +377,13 @@ impl FusedLoss {
     /// The gradients saved by the forward as the `[k, ..., 4]` tensor of the backward, when the
     /// upstream gradient `grad` is exactly 1 (else `None`, and nothing is taken).
     fn saved_grads(&self, pred: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        if grad.dtype() != DType::F32 || grad.elem_count() != 1 || grad.flatten_all()?.to_vec1::<f32>()? != [1.0] {
+        let one = grad.elem_count() == 1
+            && match (grad.dtype(), pred.dtype()) {
+                (DType::F32, DType::F32) => grad.flatten_all()?.to_vec1::<f32>()? == [1.0],
+                (DType::F64, DType::F64) => grad.flatten_all()?.to_vec1::<f64>()? == [1.0],
+                _ => false,
+            };
+        if !one {
             return Ok(None);
         }
         let mut dims = vec![usize::from(self.want.0) + usize::from(self.want.1)];
@@ -517,16 +411,21 @@ impl Fused2 for FusedLoss {
         let l1 = a.layout;
         let n = l1.shape().elem_count() / 4;
         let (p, t) = (a.elems::<F>()?, b.elems::<F>()?);
-        let r = if F::DTYPE == DType::F32 && block_f32::eps_ok(eps) {
+        let block = kind.block(eps).filter(|_| F::DTYPE == DType::F32);
+        let r = if let Some(k) = block {
             let (p, t) = (f32s(&p)?, f32s(&t)?);
             if reduce && (want.0 || want.1) {
-                let (sum, grads) = forward_f32_with_grads(kind, eps, p, t, self.unit_upstream(n), want);
+                let (sum, grads) = forward_f32_with_grads(k, eps, p, t, self.unit_upstream(n), want);
                 self.saved.keep(Some(CpuStorage::F32(grads)));
                 (Vec::new(), sum)
             } else {
-                let (each, sum) = forward_f32(kind, eps, p, t, reduce);
+                let (each, sum) = forward_f32(k, eps, p, t, reduce);
                 (from_f32s(each)?, sum)
             }
+        } else if reduce && (want.0 || want.1) && matches!(kind, PairKind::Successor(_)) {
+            let (sum, grads) = forward_scalar_with_grads::<F>(kind, eps, &p, &t, self.unit_upstream(n), want);
+            self.saved.keep(Some(F::to_cpu_storage_owned(grads)));
+            (Vec::new(), sum)
         } else {
             forward_scalar(kind, eps, &p, &t, reduce)
         };
@@ -581,8 +480,8 @@ impl Fused3 for FusedLossGrad {
         let n = a.layout.shape().elem_count() / 4;
         let (p, t) = (a.elems::<F>()?, b.elems::<F>()?);
         let up = upstream::<F>(c, reduction, n)?;
-        let out = if F::DTYPE == DType::F32 && block_f32::eps_ok(eps) {
-            from_f32s(backward_f32(kind, eps, f32s(&p)?, f32s(&t)?, &up, want)?)?
+        let out = if let Some(k) = kind.block(eps).filter(|_| F::DTYPE == DType::F32) {
+            from_f32s(backward_f32(k, eps, f32s(&p)?, f32s(&t)?, &up, want)?)?
         } else {
             backward_scalar(kind, eps, &p, &t, &up, want)
         };
@@ -595,13 +494,7 @@ impl Fused3 for FusedLossGrad {
 /// The loss of `kind` through the fused kernel (`pred`, `target`: validated `[..., 4]` CPU
 /// tensors of one float dtype f32/f64; `reduction` standardised: `None`, `Sum` or `Mean`).
 /// Output `[...]` for `None`, else 0-d.
-pub(crate) fn loss(
-    kind: AlignedLoss,
-    pred: &Tensor,
-    target: &Tensor,
-    eps: f64,
-    reduction: Reduction,
-) -> Result<Tensor> {
+pub(crate) fn loss(kind: PairKind, pred: &Tensor, target: &Tensor, eps: f64, reduction: Reduction) -> Result<Tensor> {
     let op = FusedLoss {
         kind,
         eps,

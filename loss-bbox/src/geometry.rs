@@ -26,6 +26,7 @@
 
 use crate::boxes::columns;
 use candle_core::{Result, Tensor};
+use loss_core::kernel::Real;
 use loss_core::ops;
 use std::f64::consts::FRAC_PI_2;
 
@@ -173,31 +174,32 @@ pub(crate) fn aspect_term(a: &Boxes, b: &Boxes) -> Result<Tensor> {
 pub(crate) const ASPECT_K: f64 = 4.0 / (std::f64::consts::PI * std::f64::consts::PI);
 
 /// `max(a, b)` and its gradient weights `(∂/∂a, ∂/∂b)`: `(1, 0)`, `(0, 1)`, or `(½, ½)` at a tie.
-/// NaN propagates.
-#[inline]
-pub(crate) fn max_w(a: f64, b: f64) -> (f64, f64, f64) {
-    if a > b {
-        (a, 1.0, 0.0)
-    } else if b > a {
-        (b, 0.0, 1.0)
-    } else if a == b {
-        (a, 0.5, 0.5)
-    } else {
-        (f64::NAN, 0.5, 0.5)
-    }
+/// With a NaN argument the value is the other argument and the weights `(0, 1)` or `(1, 0)`:
+/// NaN still reaches every loss and gradient, through the box's own sides, which every loss
+/// reads. Two compares and three selects, no branch, so the f32 block kernel's lanes vectorise
+/// it; one definition for every float type and both kernels.
+#[inline(always)]
+pub(crate) fn max_w<F: Real>(a: F, b: F) -> (F, F, F) {
+    let (one, half, zero) = (F::one(), F::of(0.5), F::zero());
+    let wa = sel(a > b, one, sel(a == b, half, zero));
+    (sel(a > b, a, b), wa, one - wa)
 }
 
-/// `min(a, b)` and its gradient weights, with the tie rule of [`max_w`].
-#[inline]
-pub(crate) fn min_w(a: f64, b: f64) -> (f64, f64, f64) {
-    if a < b {
-        (a, 1.0, 0.0)
-    } else if b < a {
-        (b, 0.0, 1.0)
-    } else if a == b {
-        (a, 0.5, 0.5)
+/// `min(a, b)` and its gradient weights, with the tie and NaN rules of [`max_w`].
+#[inline(always)]
+pub(crate) fn min_w<F: Real>(a: F, b: F) -> (F, F, F) {
+    let (one, half, zero) = (F::one(), F::of(0.5), F::zero());
+    let wa = sel(a < b, one, sel(a == b, half, zero));
+    (sel(a < b, a, b), wa, one - wa)
+}
+
+/// `if c { a } else { b }` with both arms computed: a select, not a branch.
+#[inline(always)]
+pub(crate) fn sel<F: Copy>(c: bool, a: F, b: F) -> F {
+    if c {
+        a
     } else {
-        (f64::NAN, 0.5, 0.5)
+        b
     }
 }
 

@@ -32,16 +32,23 @@
 //! Shape-IoU's `ω`, two identical point boxes in Wise-IoU) the term is 0 with a zero gradient,
 //! so every value and gradient is finite for boxes that are not inverted.
 //!
-//! The fused CPU kernel of the torchvision family does not run these yet: they take the
-//! composite path on every device.
+//! # Kernels
+//! By default ([`loss_core::kernel::Path::Auto`]) f32/f64 tensors on the CPU run the fused pair
+//! kernel of the box losses (module `fused::successors`: one pass over the pair's intersection,
+//! union, enclosing box, centres and sides, the successor's formula, its gradient taken back to
+//! the coordinates by the box losses' one chain rule; for a reduced loss the gradient is
+//! computed in the forward pass); every other device or dtype runs the composite form written
+//! here (plain Candle ops). Both give the same values and gradients (`tests/fused.rs`).
 
 use crate::boxes::check_boxes;
 use crate::extended_iou_siou::shape_term;
+use crate::fused::{self, Successor};
 use crate::geometry::{self, clamp_min, div_or_zero, Boxes, Overlap, ASPECT_K};
+use crate::kinds::bad_option;
+pub use crate::kinds::{AlphaIouBase, InnerIouBase, WiseIouVersion};
 use crate::losses::{check_pair, reduce_boxes};
 use candle_core::{Result, Tensor};
-use loss_core::{check, ops, Loss, LossError, Reduction};
-use std::fmt;
+use loss_core::{check, kernel, ops, Loss, Reduction};
 use std::sync::Mutex;
 
 /// The aligned pair as geometry columns.
@@ -71,68 +78,8 @@ fn enclosing_diag2(p: &Boxes, t: &Boxes) -> Result<Tensor> {
     cw.sqr()?.add(&ch.sqr()?)
 }
 
-fn bad_option(loss: &'static str, message: String) -> candle_core::Error {
-    LossError::BadOptions { loss, message }.into()
-}
-
 // ------------------------------------------------------------------------------------------
 // Alpha-IoU
-
-/// The IoU form that [`alpha_iou_loss`] raises to the power `alpha`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum AlphaIouBase {
-    /// `(I/U + eps)^α` alone.
-    Iou,
-    /// With GIoU's penalty `((C − U)/C + eps)^α`.
-    Giou,
-    /// With DIoU's penalty `(ρ²)^α/((C_w² + C_h²)^α + eps)`.
-    Diou,
-    /// With DIoU's penalty and CIoU's `(a·v + eps)^α` (the default, as the authors' training code).
-    #[default]
-    Ciou,
-}
-
-impl<'de> serde::Deserialize<'de> for AlphaIouBase {
-    /// From the authors' spelling ([`AlphaIouBase::parse`]).
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        loss_core::config::deserialize_parsed(d, Self::parse)
-    }
-}
-
-impl AlphaIouBase {
-    /// Parses `"iou"`, `"giou"`, `"diou"` or `"ciou"`.
-    ///
-    /// # Errors
-    /// `LossError::BadOptions` naming `alpha_iou_loss` for any other string.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "iou" => Ok(Self::Iou),
-            "giou" => Ok(Self::Giou),
-            "diou" => Ok(Self::Diou),
-            "ciou" => Ok(Self::Ciou),
-            _ => Err(bad_option(
-                "alpha_iou_loss",
-                format!("`base` = {s:?} is unknown, expected \"iou\", \"giou\", \"diou\" or \"ciou\""),
-            )),
-        }
-    }
-
-    /// The spelling [`AlphaIouBase::parse`] reads.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Iou => "iou",
-            Self::Giou => "giou",
-            Self::Diou => "diou",
-            Self::Ciou => "ciou",
-        }
-    }
-}
-
-impl fmt::Display for AlphaIouBase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Alpha-IoU loss: `1 − [(I/U + eps)^α − P]`, the IoU and its penalty raised to the power `α`.
 ///
@@ -182,7 +129,10 @@ pub fn alpha_iou_loss(
     const LOSS: &str = "alpha_iou_loss";
     check_pair(LOSS, pred, target, eps)?;
     check::positive(LOSS, "alpha", alpha)?;
-    reduction.standard(LOSS)?;
+    let standard = reduction.standard(LOSS)?;
+    if kernel::choose(LOSS, pred)? {
+        return fused::loss(Successor::Alpha { alpha, base }.into(), pred, target, eps, standard);
+    }
     let (p, t) = pair(pred, target)?;
     let (inter, union) = yolo_inter_union(&p, &t, eps)?;
     let ratio = ops::div(&inter, &union)?;
@@ -249,67 +199,22 @@ pub fn mpdiou_loss(
     check_pair(LOSS, pred, target, eps)?;
     check::positive(LOSS, "img_w", img_w)?;
     check::positive(LOSS, "img_h", img_h)?;
-    reduction.standard(LOSS)?;
+    let standard = reduction.standard(LOSS)?;
+    let norm = 1.0 / (img_w * img_w + img_h * img_h);
+    if kernel::choose(LOSS, pred)? {
+        return fused::loss(Successor::Mpd { norm }.into(), pred, target, eps, standard);
+    }
     let (p, t) = pair(pred, target)?;
     let (inter, union) = yolo_inter_union(&p, &t, eps)?;
     let iou = ops::div(&inter, &union)?;
     let d1 = t.x1.sub(&p.x1)?.sqr()?.add(&t.y1.sub(&p.y1)?.sqr()?)?;
     let d2 = t.x2.sub(&p.x2)?.sqr()?.add(&t.y2.sub(&p.y2)?.sqr()?)?;
-    let norm = 1.0 / (img_w * img_w + img_h * img_h);
     let loss = iou.affine(-1.0, 1.0)?.add(&d1.add(&d2)?.affine(norm, 0.0)?)?;
     reduce_boxes(LOSS, &loss, reduction)
 }
 
 // ------------------------------------------------------------------------------------------
 // Inner-IoU
-
-/// The loss that [`inner_iou_loss`] computes on its auxiliary boxes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum InnerIouBase {
-    /// `1 − I_in/U_in` (the default).
-    #[default]
-    Iou,
-    /// `1 − I_in/U_in` plus CIoU's distance and aspect terms of the real boxes.
-    Ciou,
-}
-
-impl<'de> serde::Deserialize<'de> for InnerIouBase {
-    /// From the authors' spelling ([`InnerIouBase::parse`]).
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        loss_core::config::deserialize_parsed(d, Self::parse)
-    }
-}
-
-impl InnerIouBase {
-    /// Parses `"iou"` or `"ciou"`.
-    ///
-    /// # Errors
-    /// `LossError::BadOptions` naming `inner_iou_loss` for any other string.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "iou" => Ok(Self::Iou),
-            "ciou" => Ok(Self::Ciou),
-            _ => Err(bad_option(
-                "inner_iou_loss",
-                format!("`base` = {s:?} is unknown, expected \"iou\" or \"ciou\""),
-            )),
-        }
-    }
-
-    /// The spelling [`InnerIouBase::parse`] reads.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Iou => "iou",
-            Self::Ciou => "ciou",
-        }
-    }
-}
-
-impl fmt::Display for InnerIouBase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The box of size `ratio·(w, h)` about each box's centre.
 fn scaled_about_centre(b: &Boxes, ratio: f64) -> Result<Boxes> {
@@ -355,7 +260,10 @@ pub fn inner_iou_loss(
     const LOSS: &str = "inner_iou_loss";
     check_pair(LOSS, pred, target, eps)?;
     check::positive(LOSS, "ratio", ratio)?;
-    reduction.standard(LOSS)?;
+    let standard = reduction.standard(LOSS)?;
+    if kernel::choose(LOSS, pred)? {
+        return fused::loss(Successor::Inner { ratio, base }.into(), pred, target, eps, standard);
+    }
     let (p, t) = pair(pred, target)?;
     let (ip, it) = (scaled_about_centre(&p, ratio)?, scaled_about_centre(&t, ratio)?);
     let inner = geometry::intersection(&ip, &it, Overlap::Clamped)?;
@@ -400,7 +308,10 @@ pub fn shape_iou_loss(pred: &Tensor, target: &Tensor, scale: f64, eps: f64, redu
     const LOSS: &str = "shape_iou_loss";
     check_pair(LOSS, pred, target, eps)?;
     check::non_negative(LOSS, "scale", scale)?;
-    reduction.standard(LOSS)?;
+    let standard = reduction.standard(LOSS)?;
+    if kernel::choose(LOSS, pred)? {
+        return fused::loss(Successor::Shape { scale }.into(), pred, target, eps, standard);
+    }
     let (p, t) = pair(pred, target)?;
     let (inter, union) = plain_inter_union(&p, &t, eps)?;
     let iou = ops::div(&inter, &union)?;
@@ -428,58 +339,6 @@ pub fn shape_iou_loss(pred: &Tensor, target: &Tensor, scale: f64, eps: f64, redu
 
 // ------------------------------------------------------------------------------------------
 // Wise-IoU
-
-/// The focusing mechanism of [`wise_iou_loss`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum WiseIouVersion {
-    /// `R·L_IoU`, the distance attention alone.
-    V1,
-    /// `R·L_IoU·√β`, monotonic focusing.
-    V2,
-    /// `R·L_IoU·β/(δ·α^(β−δ))`, non-monotonic focusing (the default).
-    #[default]
-    V3,
-}
-
-impl<'de> serde::Deserialize<'de> for WiseIouVersion {
-    /// From the authors' spelling ([`WiseIouVersion::parse`]).
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        loss_core::config::deserialize_parsed(d, Self::parse)
-    }
-}
-
-impl WiseIouVersion {
-    /// Parses `"v1"`, `"v2"` or `"v3"`.
-    ///
-    /// # Errors
-    /// `LossError::BadOptions` naming `wise_iou_loss` for any other string.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "v1" => Ok(Self::V1),
-            "v2" => Ok(Self::V2),
-            "v3" => Ok(Self::V3),
-            _ => Err(bad_option(
-                "wise_iou_loss",
-                format!("`version` = {s:?} is unknown, expected \"v1\", \"v2\" or \"v3\""),
-            )),
-        }
-    }
-
-    /// The spelling [`WiseIouVersion::parse`] reads.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::V1 => "v1",
-            Self::V2 => "v2",
-            Self::V3 => "v3",
-        }
-    }
-}
-
-impl fmt::Display for WiseIouVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// `L_IoU = 1 − I/U` of Wise-IoU: clamped intersection, `U = A_p + A_t − I`, no `eps`
 /// (`I/U = 0` where `U = 0`).
@@ -528,7 +387,16 @@ pub fn wise_iou_loss(
     const LOSS: &str = "wise_iou_loss";
     check_wise(LOSS, pred, target, alpha, delta)?;
     check::positive(LOSS, "mean_iou_loss", mean_iou_loss)?;
-    reduction.standard(LOSS)?;
+    let standard = reduction.standard(LOSS)?;
+    if kernel::choose(LOSS, pred)? {
+        let kind = Successor::Wise {
+            version,
+            mean: mean_iou_loss,
+            alpha,
+            delta,
+        };
+        return fused::loss(kind.into(), pred, target, 0.0, standard);
+    }
     let (p, t) = pair(pred, target)?;
     let l_iou = wise_l_iou(&p, &t)?;
     let den = enclosing_diag2(&p, &t)?.detach();
@@ -763,7 +631,10 @@ pub fn focaler_iou_loss(
     check::unit_interval(LOSS, "d", d)?;
     check::unit_interval(LOSS, "u", u)?;
     check::param(LOSS, "u", u, u > d, "a value above d")?;
-    reduction.standard(LOSS)?;
+    let standard = reduction.standard(LOSS)?;
+    if kernel::choose(LOSS, pred)? {
+        return fused::loss(Successor::Focaler { d, u }.into(), pred, target, eps, standard);
+    }
     let (p, t) = pair(pred, target)?;
     let (inter, union) = yolo_inter_union(&p, &t, eps)?;
     let iou = ops::div(&inter, &union)?;
@@ -795,7 +666,10 @@ pub fn nwd_loss(pred: &Tensor, target: &Tensor, constant: f64, eps: f64, reducti
     const LOSS: &str = "nwd_loss";
     check_pair(LOSS, pred, target, eps)?;
     check::positive(LOSS, "constant", constant)?;
-    reduction.standard(LOSS)?;
+    let standard = reduction.standard(LOSS)?;
+    if kernel::choose(LOSS, pred)? {
+        return fused::loss(Successor::Nwd { constant }.into(), pred, target, eps, standard);
+    }
     let (p, t) = pair(pred, target)?;
     let centre = (geometry::centre_distance2(&p, &t)? + eps)?;
     let dw = p.width()?.sub(&t.width()?)?.sqr()?;

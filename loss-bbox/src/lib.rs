@@ -62,6 +62,7 @@ pub mod extended_iou_siou;
 mod fused;
 pub mod geometry;
 pub mod iou_successors;
+mod kinds;
 pub mod losses;
 pub mod pairwise;
 

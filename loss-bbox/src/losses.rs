@@ -42,90 +42,9 @@
 use crate::boxes::check_boxes;
 use crate::fused;
 use crate::geometry::{self, Boxes, Overlap};
+pub use crate::kinds::{AlignedLoss, IouMode};
 use candle_core::{Result, Tensor};
-use loss_core::{check, kernel, ops, reduce, Loss, LossError, Reduction};
-use std::fmt;
-
-/// The form of [`iou_loss`] (mmdetection's `IoULoss(mode=...)`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum IouMode {
-    /// `1 − IoU` (the default).
-    #[default]
-    Linear,
-    /// `1 − max(IoU, eps)²`.
-    Square,
-    /// `−ln max(IoU, eps)` (UnitBox).
-    Log,
-}
-
-impl<'de> serde::Deserialize<'de> for IouMode {
-    /// From mmdetection's spelling ([`IouMode::parse`]).
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        loss_core::config::deserialize_parsed(d, Self::parse)
-    }
-}
-
-impl IouMode {
-    /// Parses `"linear"`, `"square"` or `"log"`.
-    ///
-    /// # Errors
-    /// `LossError::BadOptions` naming `iou_loss` for any other string.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "linear" => Ok(Self::Linear),
-            "square" => Ok(Self::Square),
-            "log" => Ok(Self::Log),
-            _ => Err(LossError::BadOptions {
-                loss: "iou_loss",
-                message: format!("`mode` = {s:?} is unknown, expected \"linear\", \"square\" or \"log\""),
-            }
-            .into()),
-        }
-    }
-
-    /// The spelling [`IouMode::parse`] reads.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Linear => "linear",
-            Self::Square => "square",
-            Self::Log => "log",
-        }
-    }
-}
-
-impl fmt::Display for IouMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Which aligned loss: the variants of the fused kernel and of [`aligned_loss`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AlignedLoss {
-    /// [`iou_loss`] in the given mode.
-    Iou(IouMode),
-    /// [`giou_loss`].
-    Giou,
-    /// [`diou_loss`].
-    Diou,
-    /// [`ciou_loss`].
-    Ciou,
-    /// [`eiou_loss`] (Efficient-IoU).
-    Eiou,
-}
-
-impl AlignedLoss {
-    /// The loss's function name (`"giou_loss"`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Iou(_) => "iou_loss",
-            Self::Giou => "giou_loss",
-            Self::Diou => "diou_loss",
-            Self::Ciou => "ciou_loss",
-            Self::Eiou => "eiou_loss",
-        }
-    }
-}
+use loss_core::{check, kernel, ops, reduce, Loss, Reduction};
 
 /// Shared argument checks of the aligned losses (also used by `extended_iou_loss`, `siou_loss`).
 pub(crate) fn check_pair(loss: &'static str, pred: &Tensor, target: &Tensor, eps: f64) -> Result<()> {
@@ -169,7 +88,7 @@ pub fn aligned_loss(
     let standard = reduction.standard(loss)?;
     // The fused kernel reduces by itself (0 for an empty mean, as `reduce_boxes`).
     if kernel::choose(loss, pred)? {
-        return fused::loss(kind, pred, target, eps, standard);
+        return fused::loss(kind.into(), pred, target, eps, standard);
     }
     let per_box = composite(kind, pred, target, eps)?;
     reduce_boxes(loss, &per_box, reduction)

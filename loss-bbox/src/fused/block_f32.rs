@@ -4,17 +4,18 @@
 //! SSE2 otherwise).
 //!
 //! Every formula, eps placement and gradient rule at a kink is the one of the f64 scalar
-//! [`super::pair`] (ties of `max`/`min` split ½/½, the masked intersection, CIoU's `α` held
+//! [`super::pair::pair()`] (ties of `max`/`min` split ½/½, the masked intersection, CIoU's `α` held
 //! constant, `atan(w/h)` finite at `h = 0`). A lane whose inputs or results leave the range
-//! where f32 arithmetic is safe is recomputed by [`super::pair`] in f64 (NaN or infinite
+//! where f32 arithmetic is safe is recomputed by [`super::pair::pair()`] in f64 (NaN or infinite
 //! coordinates, coordinates whose magnitudes sum to more than [`COORD_LIMIT`], a non-finite
 //! value or gradient, CIoU's `w² + h²` outside f32's normal range), so NaN propagation,
 //! infinities and overflow behave exactly as in the f64 kernel. Elsewhere the results agree with
 //! the f64 kernel to a few f32 ulp of the terms they sum (`tests`); the reductions add the
 //! per-pair f32 losses in f64.
 
-use super::{pair, Chain};
-use crate::losses::{AlignedLoss, IouMode};
+use super::pair::{pair, Chain};
+use crate::geometry::{max_w, min_w, sel};
+use crate::kinds::{AlignedLoss, IouMode};
 use loss_core::kernel::with_simd;
 use std::f32::consts::FRAC_PI_2;
 use std::mem::MaybeUninit;
@@ -52,31 +53,6 @@ macro_rules! dispatch {
             AlignedLoss::Eiou => $f::<{ EIOU }>($($arg),*),
         }
     };
-}
-
-/// `if c { a } else { b }` with both arms computed: a select, not a branch.
-#[inline(always)]
-fn sel(c: bool, a: f32, b: f32) -> f32 {
-    if c {
-        a
-    } else {
-        b
-    }
-}
-
-/// `max(a, b)` and its gradient weights, `(1, 0)`, `(0, 1)` or `(½, ½)` at a tie (NaN lanes are
-/// recomputed in f64, so NaN needs no care here).
-#[inline(always)]
-fn max_w(a: f32, b: f32) -> (f32, f32, f32) {
-    let wa = sel(a > b, 1.0, sel(a == b, 0.5, 0.0));
-    (sel(a > b, a, b), wa, 1.0 - wa)
-}
-
-/// `min(a, b)` and its gradient weights, with the tie rule of [`max_w`].
-#[inline(always)]
-fn min_w(a: f32, b: f32) -> (f32, f32, f32) {
-    let wa = sel(a < b, 1.0, sel(a == b, 0.5, 0.0));
-    (sel(a < b, a, b), wa, 1.0 - wa)
 }
 
 /// `atan(x)` for `|x| <= 1`: the odd minimax polynomial of degree 17 of SLEEF's `atanf`
@@ -129,7 +105,7 @@ fn aspect(w: f32, h: f32) -> (f32, f32, f32, bool) {
 
 /// One pair in f32: `(value, gradients [p.x1, p.y1, p.x2, p.y2, t.x1, ..., t.y2], risky)`,
 /// the gradients scaled by the upstream `g`. `c`: `[p.x1, p.y1, p.x2, p.y2, t.x1, ..., t.y2]`.
-/// The f32 transcription of [`super::pair`], term by term. For `IOU_LOG` the value is `max(IoU,
+/// The f32 transcription of [`super::pair::pair()`], term by term. For `IOU_LOG` the value is `max(IoU,
 /// eps)` (the block takes `−ln` of it outside the vectorised loop).
 ///
 /// Callers that use only the value or only the gradients let LLVM drop the rest (everything

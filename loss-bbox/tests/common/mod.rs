@@ -148,12 +148,13 @@ pub fn fd_grad(f: impl Fn(&Tensor, &Tensor) -> Result<Tensor>, a: &[f64], b: &[f
         .collect()
 }
 
-/// Asserts `|got − want| <= atol + rtol·|want|` entrywise, naming `what` and the first index.
+/// Asserts `|got − want| <= atol + rtol·|want|` entrywise (NaN only against NaN, an infinity only
+/// against itself), naming `what` and the first index.
 pub fn assert_close(what: &str, got: &[f64], want: &[f64], rtol: f64, atol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         assert!(
-            (g - w).abs() <= atol + rtol * w.abs(),
+            (g - w).abs() <= atol + rtol * w.abs() || (g.is_nan() && w.is_nan()) || g == w,
             "{what}: index {i} (box {}, coord {}): got {g}, want {w}",
             i / 4,
             i % 4

@@ -43,6 +43,11 @@ pub fn workloads() -> Vec<(&'static str, Vec<usize>)> {
             w.push((l, vec![n, 4]));
         }
     }
+    for l in ["eiou_loss", "siou_loss"] {
+        for n in [1_000, 100_000, 1_000_000] {
+            w.push((l, vec![n, 4]));
+        }
+    }
     w.push(("dice_loss", vec![8, 4, 128, 128]));
     w.push(("dice_loss", vec![2, 4, 64, 128, 128]));
     // The losses added in the second round, timed through the registry (see `named_inputs`).
@@ -428,7 +433,7 @@ fn make_inputs(loss: &str, shape: &[usize], dev: &Device) -> Result<(Tensor, Ten
             let p = loss_core::log_softmax(&t(normal(&mut r, n), shape)?, 1)?.exp()?;
             (x, p)
         }
-        "iou_loss" | "giou_loss" | "diou_loss" | "ciou_loss" => {
+        "iou_loss" | "giou_loss" | "diou_loss" | "ciou_loss" | "eiou_loss" | "siou_loss" => {
             let rows = shape[0];
             let (mut p, mut g) = (Vec::with_capacity(4 * rows), Vec::with_capacity(4 * rows));
             for _ in 0..rows {
@@ -471,6 +476,8 @@ fn call(loss: &str, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         "giou_loss" => loss_bbox::giou_loss(x, y, 1e-7, m)?,
         "diou_loss" => loss_bbox::diou_loss(x, y, 1e-7, m)?,
         "ciou_loss" => loss_bbox::ciou_loss(x, y, 1e-7, m)?,
+        "eiou_loss" => loss_bbox::eiou_loss(x, y, 1e-7, m)?,
+        "siou_loss" => loss_bbox::siou_loss(x, y, false, 1e-6, m)?,
         "dice_loss" => loss_seg::dice_loss(
             x,
             y,
