@@ -1,0 +1,279 @@
+//! Fused CPU row kernels of the cosine embedding and triplet margin losses over `[N, D]` (or
+//! `[D]`) rows, through [`super::items`]: per row one pass for the sums, one (the row in cache)
+//! for the gradients of the inputs that need one.
+//!
+//! - cosine embedding: `cos = Σx₁x₂ / (m₁m₂)`, `mₖ = √(Σxₖ² + 1e-12)`; `ℓ = 1 − cos` (`y = 1`),
+//!   `max(0, cos − margin)` (`y = −1`), 0 otherwise; `∂cos/∂x₁ = x₂/(m₁m₂) − cos·x₁/m₁²` (and
+//!   symmetrically for `x₂`);
+//! - triplet margin (`p = 2`, no swap): `ℓ = max(0, margin + ‖u‖ − ‖v‖)` with `u = a − p + eps`,
+//!   `v = a − n + eps`; `∂ℓ/∂a = h'·(u/‖u‖ − v/‖v‖)`, `∂ℓ/∂p = −h'·u/‖u‖`, `∂ℓ/∂n = h'·v/‖v‖`
+//!   (`h'` the hinge's `clamp_min` rule, `u/‖u‖ = 0` at `u = 0`). A norm whose sum of squares
+//!   leaves the normal range is recomputed on the vector divided by its largest magnitude, as the
+//!   composite form does for every norm.
+
+use super::items::{hinge_grad, sum_lanes, Items, Out, Plan};
+use super::relu;
+use crate::kernel::{self, Arg, Fused3, Real};
+use crate::reduction::Reduction;
+use candle_core::{Result, Shape, Tensor};
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+/// `(n, d, item shape)` of `[N, D]` or `[D]` rows.
+fn rows(x: &Arg<'_>) -> (usize, usize, Shape) {
+    let dims = x.dims();
+    let d = dims.last().copied().unwrap_or(1);
+    let n = x.layout.shape().elem_count() / d.max(1);
+    (n, d, Shape::from(&dims[..dims.len().saturating_sub(1)]))
+}
+
+/// The number of rows of a non-empty `[N, D]` or `[D]` tensor.
+fn row_count(x: &Tensor) -> f64 {
+    (x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1)) as f64
+}
+
+/// `g = a·x + b·y`.
+#[inline(always)]
+fn axpby<F: Real>(g: &mut [MaybeUninit<F>], a: F, x: &[F], b: F, y: &[F]) {
+    for ((o, &xj), &yj) in g.iter_mut().zip(x).zip(y) {
+        o.write(a * xj + b * yj);
+    }
+}
+
+struct Cosine<'a, F> {
+    x1: &'a [F],
+    x2: &'a [F],
+    y: &'a [F],
+    d: usize,
+    margin: F,
+}
+
+impl<F: Real> Items<F> for Cosine<'_, F> {
+    #[inline(always)]
+    fn chunk(&self, items: Range<usize>, scale: F, out: Out<'_, F>) -> f64 {
+        let d = self.d;
+        let (one, zero, tiny) = (F::one(), F::zero(), F::of(1e-12));
+        let Out {
+            mut vals,
+            grads: [mut g1, mut g2, _],
+        } = out;
+        let mut sum = 0.0;
+        for (k, i) in items.enumerate() {
+            let (x1, x2) = (&self.x1[i * d..][..d], &self.x2[i * d..][..d]);
+            let [dot, s1, s2] = sum_lanes(
+                d,
+                #[inline(always)]
+                |j| [x1[j] * x2[j], x1[j] * x1[j], x2[j] * x2[j]],
+            );
+            let (m1, m2) = ((s1 + tiny).sqrt(), (s2 + tiny).sqrt());
+            let den = m1 * m2;
+            let cos = dot / den;
+            let y = self.y[i];
+            let (v, dl) = if y == one {
+                (one - cos, -one)
+            } else if y == -one {
+                (relu(cos - self.margin), hinge_grad(cos - self.margin))
+            } else {
+                (zero, zero)
+            };
+            let a = scale * dl / den;
+            let b = |m: F| -(scale * dl * cos / (m * m));
+            if let Some(g) = g1.as_deref_mut() {
+                axpby(&mut g[k * d..][..d], a, x2, b(m1), x1);
+            }
+            if let Some(g) = g2.as_deref_mut() {
+                axpby(&mut g[k * d..][..d], a, x1, b(m2), x2);
+            }
+            if let Some(o) = vals.as_deref_mut() {
+                o[k].write(v);
+            }
+            sum += v.f64();
+        }
+        sum
+    }
+}
+
+struct CosineOp {
+    margin: f64,
+    plan: Plan,
+}
+
+impl Fused3 for CosineOp {
+    fn name(&self) -> &'static str {
+        "fused-cosine-embedding-loss"
+    }
+
+    fn forward<F: Real>(&self, x1: Arg<'_>, x2: Arg<'_>, y: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        let (n, d, item_shape) = rows(&x1);
+        let k = Cosine {
+            x1: x1.contiguous::<F>("input1")?,
+            x2: x2.contiguous::<F>("input2")?,
+            y: y.contiguous::<F>("target")?,
+            d,
+            margin: F::of(self.margin),
+        };
+        self.plan.run(&k, n, d, &item_shape, x1.layout.shape())
+    }
+
+    fn backward(&self, _: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> Result<kernel::Grads3> {
+        self.plan.backward(grad)
+    }
+}
+
+/// The fused cosine embedding loss of already-checked `[N, D]` or `[D]` `input1`, `input2` (not
+/// empty) and their ±1 `target` (`[N]` or 0-d), one dtype. Gradients flow to both inputs.
+pub fn cosine_embedding(
+    input1: &Tensor,
+    input2: &Tensor,
+    target: &Tensor,
+    margin: f64,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    let (x1, x2, y) = (input1.contiguous()?, input2.contiguous()?, target.contiguous()?);
+    let plan = Plan::new(reduction, row_count(&x1), [Some(&x1), Some(&x2), None]);
+    kernel::apply3(CosineOp { margin, plan }, &x1, &x2, &y)
+}
+
+/// `‖v‖₂` from its sum of squares `s`, recomputed on `v / max|v|` when `s` is not a normal
+/// number well above the underflow (or overflowed): as exact as the composite form's norm.
+#[inline(always)]
+fn norm_of<F: Real>(s: F, v: impl Fn(usize) -> F, d: usize) -> F {
+    let tiny = F::min_positive_value() / F::epsilon();
+    if s >= tiny && s <= F::max_value() {
+        return s.sqrt();
+    }
+    let m = (0..d).fold(F::zero(), |m, j| {
+        let a = v(j).abs();
+        if a > m || a.is_nan() {
+            a
+        } else {
+            m
+        }
+    });
+    if m == F::zero() || m.is_nan() {
+        return m;
+    }
+    let s = (0..d).fold(F::zero(), |s, j| {
+        let u = v(j) / m;
+        s + u * u
+    });
+    m * s.sqrt()
+}
+
+/// `g[j] = f(u_j, v_j)` over a triplet's row, `u = a − p + eps`, `v = a − n + eps`.
+#[inline(always)]
+fn grad_row<F: Real>(g: &mut [MaybeUninit<F>], [a, p, n]: [&[F]; 3], eps: F, f: impl Fn(F, F) -> F) {
+    for (((o, &a), &p), &n) in g.iter_mut().zip(a).zip(p).zip(n) {
+        o.write(f(a - p + eps, a - n + eps));
+    }
+}
+
+struct Triplet<'a, F> {
+    a: &'a [F],
+    p: &'a [F],
+    n: &'a [F],
+    d: usize,
+    margin: F,
+    eps: F,
+}
+
+impl<F: Real> Items<F> for Triplet<'_, F> {
+    #[inline(always)]
+    fn chunk(&self, items: Range<usize>, scale: F, out: Out<'_, F>) -> f64 {
+        let (d, eps, zero) = (self.d, self.eps, F::zero());
+        let Out {
+            mut vals,
+            grads: [mut ga, mut gp, mut gn],
+        } = out;
+        let mut sum = 0.0;
+        for (k, i) in items.enumerate() {
+            let (a, p, n) = (&self.a[i * d..][..d], &self.p[i * d..][..d], &self.n[i * d..][..d]);
+            let [sp, sn] = sum_lanes(
+                d,
+                #[inline(always)]
+                |j| {
+                    let (u, v) = (a[j] - p[j] + eps, a[j] - n[j] + eps);
+                    [u * u, v * v]
+                },
+            );
+            let dp = norm_of(
+                sp,
+                #[inline(always)]
+                |j| a[j] - p[j] + eps,
+                d,
+            );
+            let dn = norm_of(
+                sn,
+                #[inline(always)]
+                |j| a[j] - n[j] + eps,
+                d,
+            );
+            let z = self.margin + dp - dn;
+            let h = scale * hinge_grad(z);
+            // u/‖u‖ is 0 at u = 0 (the norm's gradient there, as PyTorch).
+            let cp = if dp == zero { zero } else { h / dp };
+            let cn = if dn == zero { zero } else { h / dn };
+            let row = [a, p, n];
+            if let Some(g) = ga.as_deref_mut() {
+                grad_row(&mut g[k * d..][..d], row, eps, |u, v| cp * u - cn * v);
+            }
+            if let Some(g) = gp.as_deref_mut() {
+                grad_row(&mut g[k * d..][..d], row, eps, |u, _| -(cp * u));
+            }
+            if let Some(g) = gn.as_deref_mut() {
+                grad_row(&mut g[k * d..][..d], row, eps, |_, v| cn * v);
+            }
+            let v = relu(z);
+            if let Some(o) = vals.as_deref_mut() {
+                o[k].write(v);
+            }
+            sum += v.f64();
+        }
+        sum
+    }
+}
+
+struct TripletOp {
+    margin: f64,
+    eps: f64,
+    plan: Plan,
+}
+
+impl Fused3 for TripletOp {
+    fn name(&self) -> &'static str {
+        "fused-triplet-margin-loss"
+    }
+
+    fn forward<F: Real>(&self, a: Arg<'_>, p: Arg<'_>, n: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        let (rows_n, d, item_shape) = rows(&a);
+        let k = Triplet {
+            a: a.contiguous::<F>("anchor")?,
+            p: p.contiguous::<F>("positive")?,
+            n: n.contiguous::<F>("negative")?,
+            d,
+            margin: F::of(self.margin),
+            eps: F::of(self.eps),
+        };
+        self.plan.run(&k, rows_n, d, &item_shape, a.layout.shape())
+    }
+
+    fn backward(&self, _: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> Result<kernel::Grads3> {
+        self.plan.backward(grad)
+    }
+}
+
+/// The fused triplet margin loss with the Euclidean distance (`p = 2`, no swap) of
+/// already-checked `[N, D]` or `[D]` `anchor`, `positive`, `negative` (one shape and dtype, not
+/// empty). Gradients flow to all three.
+pub fn triplet_margin_euclidean(
+    anchor: &Tensor,
+    positive: &Tensor,
+    negative: &Tensor,
+    margin: f64,
+    eps: f64,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    let (a, p, n) = (anchor.contiguous()?, positive.contiguous()?, negative.contiguous()?);
+    let plan = Plan::new(reduction, row_count(&a), [Some(&a), Some(&p), Some(&n)]);
+    kernel::apply3(TripletOp { margin, eps, plan }, &a, &p, &n)
+}
