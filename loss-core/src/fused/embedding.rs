@@ -134,13 +134,16 @@ pub fn cosine_embedding(
     kernel::apply3(CosineOp { margin, plan }, &x1, &x2, &y)
 }
 
-/// `‖v‖₂` from its sum of squares `s`, recomputed on `v / max|v|` when `s` is not a normal
-/// number well above the underflow (or overflowed): as exact as the composite form's norm.
+/// `(‖v‖₂, m, ‖v/m‖₂)` from the sum of squares `s` of `v`: `m = 1` while `s` is a normal number
+/// well above the underflow and finite; otherwise `m = max|v|` and the norm is recomputed on
+/// `v/m`, as the composite form computes every norm (no overflow or underflow where the norm is
+/// representable).
 #[inline(always)]
-fn norm_of<F: Real>(s: F, v: impl Fn(usize) -> F, d: usize) -> F {
+fn norm_of<F: Real>(s: F, v: impl Fn(usize) -> F, d: usize) -> (F, F, F) {
     let tiny = F::min_positive_value() / F::epsilon();
     if s >= tiny && s <= F::max_value() {
-        return s.sqrt();
+        let r = s.sqrt();
+        return (r, F::one(), r);
     }
     let m = (0..d).fold(F::zero(), |m, j| {
         let a = v(j).abs();
@@ -151,20 +154,28 @@ fn norm_of<F: Real>(s: F, v: impl Fn(usize) -> F, d: usize) -> F {
         }
     });
     if m == F::zero() || m.is_nan() {
-        return m;
+        return (m, F::one(), m);
     }
     let s = (0..d).fold(F::zero(), |s, j| {
         let u = v(j) / m;
         s + u * u
     });
-    m * s.sqrt()
+    let r = s.sqrt();
+    (m * r, m, r)
 }
 
-/// `g[j] = f(u_j, v_j)` over a triplet's row, `u = a − p + eps`, `v = a − n + eps`.
+/// `g[j] = f(u_j/mu, v_j/mv)` over a triplet's row, `u = a − p + eps`, `v = a − n + eps` (no
+/// division where both `mu` and `mv` are 1).
 #[inline(always)]
-fn grad_row<F: Real>(g: &mut [MaybeUninit<F>], [a, p, n]: [&[F]; 3], eps: F, f: impl Fn(F, F) -> F) {
-    for (((o, &a), &p), &n) in g.iter_mut().zip(a).zip(p).zip(n) {
-        o.write(f(a - p + eps, a - n + eps));
+fn grad_row<F: Real>(g: &mut [MaybeUninit<F>], [a, p, n]: [&[F]; 3], eps: F, [mu, mv]: [F; 2], f: impl Fn(F, F) -> F) {
+    if mu == F::one() && mv == F::one() {
+        for (((o, &a), &p), &n) in g.iter_mut().zip(a).zip(p).zip(n) {
+            o.write(f(a - p + eps, a - n + eps));
+        }
+    } else {
+        for (((o, &a), &p), &n) in g.iter_mut().zip(a).zip(p).zip(n) {
+            o.write(f((a - p + eps) / mu, (a - n + eps) / mv));
+        }
     }
 }
 
@@ -196,13 +207,13 @@ impl<F: Real> Items<F> for Triplet<'_, F> {
                     [u * u, v * v]
                 },
             );
-            let dp = norm_of(
+            let (dp, mp, rp) = norm_of(
                 sp,
                 #[inline(always)]
                 |j| a[j] - p[j] + eps,
                 d,
             );
-            let dn = norm_of(
+            let (dn, mn, rn) = norm_of(
                 sn,
                 #[inline(always)]
                 |j| a[j] - n[j] + eps,
@@ -210,18 +221,39 @@ impl<F: Real> Items<F> for Triplet<'_, F> {
             );
             let z = self.margin + dp - dn;
             let h = scale * hinge_grad(z);
-            // u/‖u‖ is 0 at u = 0 (the norm's gradient there, as PyTorch).
-            let cp = if dp == zero { zero } else { h / dp };
-            let cn = if dn == zero { zero } else { h / dn };
-            let row = [a, p, n];
+            // ∂‖u‖/∂u = (u/m)/‖u/m‖, 0 at u = 0 (the norm's gradient there, as PyTorch).
+            let cp = if dp == zero { zero } else { h / rp };
+            let cn = if dn == zero { zero } else { h / rn };
+            let (row, m) = ([a, p, n], [mp, mn]);
             if let Some(g) = ga.as_deref_mut() {
-                grad_row(&mut g[k * d..][..d], row, eps, |u, v| cp * u - cn * v);
+                grad_row(
+                    &mut g[k * d..][..d],
+                    row,
+                    eps,
+                    m,
+                    #[inline(always)]
+                    |u, v| cp * u - cn * v,
+                );
             }
             if let Some(g) = gp.as_deref_mut() {
-                grad_row(&mut g[k * d..][..d], row, eps, |u, _| -(cp * u));
+                grad_row(
+                    &mut g[k * d..][..d],
+                    row,
+                    eps,
+                    m,
+                    #[inline(always)]
+                    |u, _| -(cp * u),
+                );
             }
             if let Some(g) = gn.as_deref_mut() {
-                grad_row(&mut g[k * d..][..d], row, eps, |_, v| cn * v);
+                grad_row(
+                    &mut g[k * d..][..d],
+                    row,
+                    eps,
+                    m,
+                    #[inline(always)]
+                    |_, v| cn * v,
+                );
             }
             let v = relu(z);
             if let Some(o) = vals.as_deref_mut() {
