@@ -223,7 +223,7 @@ fn triplet(
     }
     reduction.standard(loss)?;
     let euclidean = match distance {
-        TripletDistance::Pairwise { p, eps } if p == 2.0 => Some(eps),
+        TripletDistance::Pairwise { p: 2.0, eps } => Some(eps),
         TripletDistance::Euclidean => Some(1e-6),
         _ => None,
     };

@@ -652,7 +652,10 @@ use loss_core::testing::{assert_paths_agree, value_and_grads, MultiLoss};
 
 /// The five losses as functions of three `[N, D]` float tensors (the labels fixed by the row
 /// count); `t[1]` doubles as the target of the losses of two inputs.
-fn row_losses() -> Vec<(&'static str, Box<dyn Fn(&[Tensor], Reduction) -> Result<Tensor>>)> {
+/// A loss of several float inputs, owned.
+type BoxedLoss = Box<dyn Fn(&[Tensor], Reduction) -> Result<Tensor>>;
+
+fn row_losses() -> Vec<(&'static str, BoxedLoss)> {
     fn signs(x: &Tensor) -> Result<Tensor> {
         let n = x.dims()[..x.rank() - 1].iter().product::<usize>();
         let y: Vec<f64> = (0..n).map(|i| if i % 3 == 0 { -1.0 } else { 1.0 }).collect();

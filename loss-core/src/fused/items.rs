@@ -148,6 +148,8 @@ pub(crate) fn sum_lanes<F: Real, const K: usize>(n: usize, mut f: impl FnMut(usi
     let mut start = 0;
     while start < n {
         let m = BLOCK.min(n - start);
+        // `j` is `f`'s argument too: a plain counted loop, which vectorises.
+        #[allow(clippy::needless_range_loop)]
         for j in 0..m {
             let v = f(start + j);
             for k in 0..K {
