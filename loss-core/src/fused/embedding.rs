@@ -11,26 +11,13 @@
 //!   leaves the normal range is recomputed on the vector divided by its largest magnitude, as the
 //!   composite form does for every norm.
 
-use super::items::{hinge_grad, sum_lanes, Items, Out, Plan};
+use super::items::{hinge_grad, row_count, rows, sum_lanes, Items, Out, Plan};
 use super::relu;
 use crate::kernel::{self, Arg, Fused3, Real};
 use crate::reduction::Reduction;
 use candle_core::{Result, Shape, Tensor};
 use std::mem::MaybeUninit;
 use std::ops::Range;
-
-/// `(n, d, item shape)` of `[N, D]` or `[D]` rows.
-fn rows(x: &Arg<'_>) -> (usize, usize, Shape) {
-    let dims = x.dims();
-    let d = dims.last().copied().unwrap_or(1);
-    let n = x.layout.shape().elem_count() / d.max(1);
-    (n, d, Shape::from(&dims[..dims.len().saturating_sub(1)]))
-}
-
-/// The number of rows of a non-empty `[N, D]` or `[D]` tensor.
-fn row_count(x: &Tensor) -> f64 {
-    (x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1)) as f64
-}
 
 /// `g = a·x + b·y`.
 #[inline(always)]

@@ -9,7 +9,7 @@
 //! value per item): no second pass over the inputs, nothing done for the usual upstream 1.
 
 use super::BLOCK;
-use crate::kernel::{self, KeptGrads, Real, Split};
+use crate::kernel::{self, Arg, KeptGrads, Real, Split};
 use crate::reduction::Reduction;
 use candle_core::{Result, Shape, Tensor};
 use std::mem::MaybeUninit;
@@ -125,6 +125,20 @@ impl Plan {
             self.kept.scaled(2, grad)?,
         ))
     }
+}
+
+/// `(n, d, item shape)` of `[N, D]` or `[D]` rows: their count, their length, and the shape of
+/// one value per row (`[N]` or `[]`).
+pub(crate) fn rows(x: &Arg<'_>) -> (usize, usize, Shape) {
+    let dims = x.dims();
+    let d = dims.last().copied().unwrap_or(1);
+    let n = x.layout.shape().elem_count() / d.max(1);
+    (n, d, Shape::from(&dims[..dims.len().saturating_sub(1)]))
+}
+
+/// The number of rows of a non-empty `[N, D]` or `[D]` tensor (what `Mean` divides by).
+pub(crate) fn row_count(x: &Tensor) -> f64 {
+    (x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1)) as f64
 }
 
 /// Lanes of the row loops (8 f32 = one AVX2 register).

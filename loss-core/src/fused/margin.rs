@@ -9,20 +9,12 @@
 //!
 //! The class weights are constants here (a weight that needs a gradient takes the composite form).
 
-use super::items::{hinge_grad, sum_lanes, Items, Out, Plan};
+use super::items::{hinge_grad, row_count, rows, sum_lanes, Items, Out, Plan};
 use super::{logistic, relu, select, softmax::targets, softplus_neg};
 use crate::kernel::{self, Arg, Fused2, Real};
 use crate::reduction::Reduction;
 use candle_core::{Result, Shape, Tensor};
 use std::ops::Range;
-
-/// `(n, c, item shape)` of `[N, C]` or `[C]` rows.
-fn rows(x: &Arg<'_>) -> (usize, usize, Shape) {
-    let dims = x.dims();
-    let c = dims.last().copied().unwrap_or(1);
-    let n = x.layout.shape().elem_count() / c.max(1);
-    (n, c, Shape::from(&dims[..dims.len().saturating_sub(1)]))
-}
 
 /// The weights as `F` (all 1 for none).
 fn weights<F: Real>(w: &Option<Vec<f64>>, c: usize) -> Vec<F> {
@@ -121,8 +113,7 @@ pub fn multilabel_soft_margin(
     reduction: Reduction,
 ) -> Result<Tensor> {
     let (x, t) = (input.contiguous()?, target.contiguous()?);
-    let n = x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1);
-    let plan = Plan::new(reduction, n as f64, [Some(&x), Some(&t), None]);
+    let plan = Plan::new(reduction, row_count(&x), [Some(&x), Some(&t), None]);
     kernel::apply2(MultilabelOp { weight, plan }, &x, &t)
 }
 
@@ -240,8 +231,7 @@ pub fn multi_margin(
     reduction: Reduction,
 ) -> Result<Tensor> {
     let x = input.contiguous()?;
-    let n = x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1);
-    let plan = Plan::new(reduction, n as f64, [Some(&x), None, None]);
+    let plan = Plan::new(reduction, row_count(&x), [Some(&x), None, None]);
     let op = MultiMarginOp {
         p,
         margin,
