@@ -18,6 +18,8 @@
 //! Schroff et al., "FaceNet", CVPR 2015 and Balntas et al., BMVC 2016 (triplets, `swap`).
 
 use crate::check;
+use crate::fused;
+use crate::kernel;
 use crate::margin::{float_triple, hinge};
 use crate::ops;
 use crate::reduction::{reduce, Reduction};
@@ -84,6 +86,8 @@ pub fn cosine_similarity(x: &Tensor, y: &Tensor, eps: f64) -> Result<Tensor> {
 /// Shapes: `input1`, `input2` `[N, D]` with `target` (±1) `[N]`, or `[D]` with a 0-d target; one
 /// float dtype. Output: `[N]` (`[]`) with `Reduction::None`, else 0-d. Gradients flow to `input1`
 /// and `input2`. `margin` (default 0) in `[−1, 1]` is meaningful; any finite value is accepted.
+/// On the CPU it runs as one fused row kernel (written with [`crate::kernel`]); elsewhere as
+/// Candle ops.
 ///
 /// # Errors
 /// Inputs of another rank or of different shapes, a target not `[N]` (0-d), dtypes that differ,
@@ -117,6 +121,9 @@ pub fn cosine_embedding_loss(
         // No vector, or vectors of length 0 (cos = 0 / 1e-12 = 0).
         let cos = target.zeros_like()?;
         return finish_cosine(LOSS, &cos, target, margin, reduction);
+    }
+    if kernel::choose(LOSS, input1)? {
+        return fused::cosine_embedding(input1, input2, target, margin, reduction);
     }
     let prod = input1.mul(input2)?.sum(D::Minus1)?;
     let m1 = input1.sqr()?.sum(D::Minus1)?.affine(1.0, 1e-12)?.sqrt()?;
@@ -215,6 +222,16 @@ fn triplet(
         check::param(loss, "eps", eps, eps.is_finite(), "a finite value")?;
     }
     reduction.standard(loss)?;
+    let euclidean = match distance {
+        TripletDistance::Pairwise { p: 2.0, eps } => Some(eps),
+        TripletDistance::Euclidean => Some(1e-6),
+        _ => None,
+    };
+    if let Some(eps) = euclidean.filter(|_| !swap && anchor.elem_count() > 0) {
+        if kernel::choose(loss, anchor)? {
+            return fused::triplet_margin_euclidean(anchor, positive, negative, margin, eps, reduction);
+        }
+    }
     let d_pos = distance.apply(anchor, positive)?;
     let mut d_neg = distance.apply(anchor, negative)?;
     if swap {
@@ -233,7 +250,9 @@ fn triplet(
 /// `torch.minimum`). Defaults: `margin` 1 (`> 0`), `p` 2 (`≥ 1`), `eps` 1e-6, `swap` false.
 ///
 /// Shapes: `anchor`, `positive`, `negative` identical, `[N, D]` or `[D]`, one float dtype.
-/// Output: `[N]` (`[]`) with `Reduction::None`, else 0-d. Gradients flow to all three.
+/// Output: `[N]` (`[]`) with `Reduction::None`, else 0-d. Gradients flow to all three. On the
+/// CPU the Euclidean distance (`p = 2`) without `swap` runs as one fused row kernel (written
+/// with [`crate::kernel`]); the other forms and other devices use Candle ops.
 ///
 /// # Errors
 /// Shapes or dtypes that differ, a rank other than 1 or 2, `margin <= 0`, `p < 1`, a non-finite

@@ -115,7 +115,9 @@ fn var_view(input: &[usize], var: &[usize]) -> Option<Vec<usize>> {
 ///   `½·(1/eps − (input − target)²/eps²)`.
 ///
 /// Output: the input's shape for `Reduction::None`, else 0-d (`Mean` over all of the input's
-/// elements). Gradients flow to `input`, `target` and `var`.
+/// elements). Gradients flow to `input`, `target` and `var`. On the CPU a `var` of the input's
+/// shape runs as one fused kernel (value, the check of `var` and the gradients in one pass,
+/// written with [`crate::kernel`]); the broadcast forms and other devices use Candle ops.
 ///
 /// # Errors
 /// A negative entry of `var`; a `var` shape not listed above; shapes or dtypes that differ; a
@@ -145,6 +147,10 @@ pub fn gaussian_nll_loss(
             ),
         )
     })?;
+    if input.elem_count() > 0 && var.dims() == input.dims() && kernel::choose(LOSS, input)? {
+        // One pass, the check of `var` included.
+        return fused::gaussian_nll(input, target, var, full, eps, reduction);
+    }
     check::values_in(LOSS, "var", var, 0.0, f64::INFINITY, "[0, inf) (a variance)")?;
     if input.elem_count() == 0 {
         // Nothing to broadcast into: an empty elementwise loss (its sum is 0, its mean NaN).

@@ -111,6 +111,11 @@ pub fn soft_margin_loss(input: &Tensor, target: &Tensor, reduction: Reduction) -
     reduce(LOSS, &per, reduction)
 }
 
+/// The class weights of a fused kernel (a weight without gradient: a constant).
+fn constant_weights(w: &Tensor) -> Result<Vec<f64>> {
+    w.to_dtype(DType::F64)?.to_vec1::<f64>()
+}
+
 /// `[N, C]` or `[C]` input check shared by the three multi-class/multi-label losses.
 fn check_rows(loss: &'static str, input: &Tensor) -> Result<usize> {
     check::float(loss, "input", input)?;
@@ -130,7 +135,9 @@ fn check_rows(loss: &'static str, input: &Tensor) -> Result<usize> {
 ///   weights.
 /// - Output: `[N]` (`[]` for a `[C]` input) with `Reduction::None`, else 0-d (`Mean` over `N`).
 ///
-/// Gradient flows to `input`.
+/// Gradients flow to `input`, `target` and `weight`. On the CPU, with a weight that needs no
+/// gradient, it runs as one fused row kernel (written with [`crate::kernel`]); otherwise as
+/// Candle ops.
 ///
 /// # Errors
 /// An input of another rank, shapes or dtypes that differ, a `weight` that is not `[C]` of the
@@ -148,6 +155,10 @@ pub fn multilabel_soft_margin_loss(
         check::weight_vector(LOSS, "weight", w, c, input)?;
     }
     reduction.standard(LOSS)?;
+    if input.elem_count() > 0 && weight.is_none_or(|w| !w.track_op()) && kernel::choose(LOSS, input)? {
+        let w = weight.map(constant_weights).transpose()?;
+        return fused::multilabel_soft_margin(input, target, w, reduction);
+    }
     let one_minus = target.affine(-1.0, 1.0)?;
     let ls_pos = ops::log_sigmoid(input)?;
     let ls_neg = ops::log_sigmoid(&input.neg()?)?;
@@ -246,7 +257,8 @@ pub fn multilabel_margin_loss(input: &Tensor, target: &Tensor, reduction: Reduct
 ///   (PyTorch's kernel; its docs put it inside). `Mean` is the plain mean over `N`, not weighted.
 /// - Output: `[N]` (`[]` for a `[C]` input) with `Reduction::None`, else 0-d (an empty `Sum` is 0).
 ///
-/// Gradient flows to `input`.
+/// Gradients flow to `input` and `weight`. On the CPU, with a weight that needs no gradient, it
+/// runs as one fused row kernel (written with [`crate::kernel`]); otherwise as Candle ops.
 ///
 /// # Errors
 /// An input of another rank, a float target or one of another shape, an index outside `[0, C)`,
@@ -279,6 +291,10 @@ pub fn multi_margin_loss(
     }
     reduction.standard(LOSS)?;
     check::class_indices(LOSS, "target", target, c, None)?;
+    if input.elem_count() > 0 && weight.is_none_or(|w| !w.track_op()) && kernel::choose(LOSS, input)? {
+        let w = weight.map(constant_weights).transpose()?;
+        return fused::multi_margin(input, target, p, margin, w, reduction);
+    }
     let unbatched = input.rank() == 1;
     let x = if unbatched { input.unsqueeze(0)? } else { input.clone() };
     let y = target.flatten_all()?.to_dtype(DType::U32)?;

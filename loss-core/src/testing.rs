@@ -571,3 +571,65 @@ pub fn typed(loss: &str, e: &candle_core::Error) -> Result<(), TestCaseError> {
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fused == composite for losses of several float inputs (tests/fused*.rs).
+
+/// A loss of several float inputs, each differentiated, with its reduction.
+pub type MultiLoss<'a> = &'a dyn Fn(&[Tensor], Reduction) -> candle_core::Result<Tensor>;
+
+fn flat_f64(t: &Tensor) -> Vec<f64> {
+    flat(t).expect("a float tensor")
+}
+
+/// The value of `f` on `path` and its gradients w.r.t. every input (zeros where the loss gives
+/// an input none), after one backward of `Σ upstreamᵢ·outᵢ` with `upstreamᵢ = upstream·(1 + i mod 3)`
+/// (an upstream gradient other than 1, different per item of an unreduced loss).
+pub fn value_and_grads(
+    path: crate::kernel::Path,
+    f: MultiLoss<'_>,
+    xs: &[Tensor],
+    r: Reduction,
+) -> (Vec<f64>, Vec<Vec<f64>>) {
+    crate::kernel::with_path(path, || {
+        let vars: Vec<Var> = xs.iter().map(|x| Var::from_tensor(x).expect("var")).collect();
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let out = f(&ts, r).expect("the loss");
+        let n = out.elem_count();
+        let up: Vec<f64> = (0..n).map(|i| 1.5 * (1 + i % 3) as f64).collect();
+        let up = Tensor::from_vec(up, out.shape(), out.device())
+            .and_then(|u| u.to_dtype(out.dtype()))
+            .expect("upstream");
+        let g = out
+            .mul(&up)
+            .and_then(|o| o.sum_all())
+            .and_then(|s| s.backward())
+            .expect("backward");
+        let grads = ts
+            .iter()
+            .map(|t| g.get(t).map_or_else(|| vec![0.0; t.elem_count()], flat_f64))
+            .collect();
+        (flat_f64(&out), grads)
+    })
+}
+
+/// Asserts that `a` and `b` agree within `abs + rel·max(|a|, |b|)` (NaN equals NaN).
+pub fn assert_close(what: &str, a: &[f64], b: &[f64], rel: f64, abs: f64) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let ok = x == y || (x.is_nan() && y.is_nan()) || (x - y).abs() <= abs + rel * x.abs().max(y.abs());
+        assert!(ok, "{what}[{i}]: fused {x} vs composite {y}");
+    }
+}
+
+/// Asserts that the fused and the composite path of `f` agree on `xs` in value and in the
+/// gradient w.r.t. every input ([`value_and_grads`]), within `rel` and `abs`.
+pub fn assert_paths_agree(what: &str, f: MultiLoss<'_>, xs: &[Tensor], r: Reduction, rel: f64, abs: f64) {
+    use crate::kernel::Path;
+    let fused = value_and_grads(Path::Fused, f, xs, r);
+    let comp = value_and_grads(Path::Composite, f, xs, r);
+    assert_close(&format!("{what} {r} value"), &fused.0, &comp.0, rel, abs);
+    for (k, (a, b)) in fused.1.iter().zip(&comp.1).enumerate() {
+        assert_close(&format!("{what} {r} d/dinput{k}"), a, b, rel, abs);
+    }
+}

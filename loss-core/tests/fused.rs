@@ -361,3 +361,220 @@ fn gradients_at_a_nan_difference_follow_pytorch() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The fused kernels of losses of several inputs and of rows: Gaussian NLL, multi-label soft
+// margin, multi-class margin, cosine embedding, triplet margin.
+
+use loss_core::testing::{assert_paths_agree, MultiLoss};
+
+fn uniform(r: &mut ChaCha8Rng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+    (0..n).map(|_| r.gen_range(lo..hi)).collect()
+}
+
+fn tensor(v: Vec<f64>, shape: &[usize], dtype: DType) -> Tensor {
+    Tensor::from_vec(v, shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+/// `[x, t, var]` with variances below `eps` (clamped), at 0 and at `eps` itself.
+fn gaussian_inputs(seed: u64, shape: &[usize], dtype: DType) -> Vec<Tensor> {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    let mut v = uniform(&mut r, n, 0.05, 3.0);
+    for (i, e) in v.iter_mut().enumerate() {
+        match i % 11 {
+            0 => *e = 0.0,
+            5 => *e = 1e-3,
+            7 => *e = 0.01,
+            _ => {}
+        }
+    }
+    vec![
+        tensor(uniform(&mut r, n, -3.0, 3.0), shape, dtype),
+        tensor(uniform(&mut r, n, -3.0, 3.0), shape, dtype),
+        tensor(v, shape, dtype),
+    ]
+}
+
+/// `[x, t]` of `[N, C]` logits and soft or 0/1 labels.
+fn multilabel_inputs(seed: u64, shape: &[usize], dtype: DType) -> Vec<Tensor> {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    let t = (0..n)
+        .map(|i| {
+            if i % 4 == 0 {
+                r.gen_range(0.0..1.0)
+            } else {
+                (r.gen::<f64>() < 0.3) as u8 as f64
+            }
+        })
+        .collect();
+    vec![
+        tensor(uniform(&mut r, n, -8.0, 8.0), shape, dtype),
+        tensor(t, shape, dtype),
+    ]
+}
+
+/// `[N, D]` embeddings (three of them), with a zero row and a row equal to the first input's.
+fn embeddings(seed: u64, shape: &[usize], dtype: DType) -> Vec<Tensor> {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let d = *shape.last().unwrap();
+    let a = uniform(&mut r, n, -2.0, 2.0);
+    let mut p = uniform(&mut r, n, -2.0, 2.0);
+    let mut q = uniform(&mut r, n, -2.0, 2.0);
+    if n >= 3 * d {
+        p[d..2 * d].copy_from_slice(&a[d..2 * d]);
+        q[2 * d..3 * d].iter_mut().for_each(|v| *v = 0.0);
+    }
+    [a, p, q].into_iter().map(|v| tensor(v, shape, dtype)).collect()
+}
+
+/// ±1 labels (and a 0, which selects neither term) for the rows of `shape`.
+fn labels(seed: u64, rows: &[usize], dtype: DType) -> Tensor {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    let n = rows.iter().product();
+    let y = (0..n)
+        .map(|i| {
+            if i % 9 == 4 {
+                0.0
+            } else if r.gen::<bool>() {
+                1.0
+            } else {
+                -1.0
+            }
+        })
+        .collect();
+    tensor(y, rows, dtype)
+}
+
+fn tolerance(dtype: DType) -> (f64, f64) {
+    if dtype == DType::F64 {
+        (1e-9, 1e-12)
+    } else {
+        (2e-4, 2e-6)
+    }
+}
+
+const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
+
+#[test]
+fn fused_gaussian_nll_equals_composite() {
+    for dtype in [DType::F64, DType::F32] {
+        let (rel, abs) = tolerance(dtype);
+        for shape in [vec![1usize], vec![37], vec![4, 9], vec![16_385], vec![40_001]] {
+            let xs = gaussian_inputs(7, &shape, dtype);
+            for full in [false, true] {
+                let f: MultiLoss = &|t, r| gaussian_nll_loss(&t[0], &t[1], &t[2], full, 1e-2, r);
+                for r in REDUCTIONS {
+                    assert_paths_agree(
+                        &format!("gaussian_nll {shape:?} {dtype:?} full {full}"),
+                        f,
+                        &xs,
+                        r,
+                        rel,
+                        abs,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_multilabel_soft_margin_equals_composite() {
+    for dtype in [DType::F64, DType::F32] {
+        let (rel, abs) = tolerance(dtype);
+        for shape in [vec![13usize], vec![5, 13], vec![300, 100], vec![7000, 5]] {
+            let xs = multilabel_inputs(8, &shape, dtype);
+            let c = *shape.last().unwrap();
+            let w: Vec<f64> = (0..c).map(|k| 0.25 + (k % 4) as f64 * 0.5).collect();
+            let w = tensor(w, &[c], dtype);
+            for weight in [None, Some(&w)] {
+                let f: MultiLoss = &|t, r| multilabel_soft_margin_loss(&t[0], &t[1], weight, r);
+                for r in REDUCTIONS {
+                    let what = format!("multilabel_soft_margin {shape:?} {dtype:?} weight {}", weight.is_some());
+                    assert_paths_agree(&what, f, &xs, r, rel, abs);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_multi_margin_equals_composite() {
+    for dtype in [DType::F64, DType::F32] {
+        let (rel, abs) = tolerance(dtype);
+        for (n, c) in [(1usize, 13usize), (9, 37), (300, 100), (7000, 5)] {
+            let mut r = ChaCha8Rng::seed_from_u64(9);
+            let y: Vec<i64> = (0..n).map(|_| r.gen_range(0..c as i64)).collect();
+            let mut x = uniform(&mut r, n * c, -2.0, 2.0);
+            // A hinge exactly at 0 (x_c = x_y − margin) and exactly at the margin's other side.
+            let y0 = y[0] as usize;
+            x[(y0 + 1) % c] = x[y0] - 1.0;
+            let (x, y) = if n == 1 {
+                (tensor(x, &[c], dtype), Tensor::new(y[0], &Device::Cpu).unwrap())
+            } else {
+                (tensor(x, &[n, c], dtype), Tensor::from_vec(y, n, &Device::Cpu).unwrap())
+            };
+            let w: Vec<f64> = (0..c).map(|k| 0.5 + (k % 3) as f64).collect();
+            let w = tensor(w, &[c], dtype);
+            for (p, margin) in [(1u32, 1.0), (2, 1.0), (1, -0.5), (2, 0.3)] {
+                for weight in [None, Some(&w)] {
+                    let f: MultiLoss = &|t, r| multi_margin_loss(&t[0], &y, p, margin, weight, r);
+                    for red in REDUCTIONS {
+                        let what = format!(
+                            "multi_margin [{n}, {c}] {dtype:?} p {p} margin {margin} weight {}",
+                            weight.is_some()
+                        );
+                        assert_paths_agree(&what, f, std::slice::from_ref(&x), red, rel, abs);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_cosine_embedding_equals_composite() {
+    for dtype in [DType::F64, DType::F32] {
+        let (rel, abs) = tolerance(dtype);
+        for shape in [vec![7usize], vec![5, 3], vec![300, 128], vec![7000, 5]] {
+            let xs = embeddings(10, &shape, dtype);
+            let y = labels(11, &shape[..shape.len() - 1], dtype);
+            for margin in [0.0, 0.3, -0.5] {
+                let f: MultiLoss = &|t, r| cosine_embedding_loss(&t[0], &t[1], &y, margin, r);
+                for r in REDUCTIONS {
+                    let what = format!("cosine_embedding {shape:?} {dtype:?} margin {margin}");
+                    assert_paths_agree(&what, f, &xs[..2], r, rel, abs);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_triplet_margin_equals_composite() {
+    for dtype in [DType::F64, DType::F32] {
+        let (rel, abs) = tolerance(dtype);
+        for shape in [vec![7usize], vec![5, 3], vec![300, 128], vec![7000, 5]] {
+            let xs = embeddings(12, &shape, dtype);
+            // f32: margin + d(a, p) − d(a, n) cancels; a few ulp of the distances (≈ 10).
+            let abs = if dtype == DType::F32 { 2e-5 } else { abs };
+            for (margin, eps) in [(1.0, 1e-6), (0.5, 0.0), (2.0, 0.1)] {
+                let f: MultiLoss = &|t, r| triplet_margin_loss(&t[0], &t[1], &t[2], margin, 2.0, eps, false, r);
+                let g: MultiLoss = &|t, r| {
+                    triplet_margin_with_distance_loss(&t[0], &t[1], &t[2], TripletDistance::Euclidean, margin, false, r)
+                };
+                for r in REDUCTIONS {
+                    let what = format!("triplet_margin {shape:?} {dtype:?} margin {margin} eps {eps}");
+                    assert_paths_agree(&what, f, &xs, r, rel, abs);
+                    assert_paths_agree(&format!("{what} with distance"), g, &xs, r, rel, abs);
+                }
+            }
+        }
+    }
+}

@@ -641,3 +641,220 @@ fn ln1p_unit_f32_every_13th_bit_pattern() {
     assert_eq!(ln1p_unit_f32(1.0), (2.0f64.ln()) as f32);
     assert_eq!(ln1p_unit_f32(-0.0).to_bits(), (-0.0f32).to_bits());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The fused kernels of losses of several inputs and of rows (Gaussian NLL, multi-label soft
+// margin, multi-class margin, cosine embedding, triplet margin): views, empty inputs, a second
+// backward, one input that tracks, non-finite and extreme inputs, and the checks made inside
+// the kernel.
+
+use loss_core::testing::{assert_paths_agree, value_and_grads, MultiLoss};
+
+/// The five losses as functions of three `[N, D]` float tensors (the labels fixed by the row
+/// count); `t[1]` doubles as the target of the losses of two inputs.
+/// A loss of several float inputs, owned.
+type BoxedLoss = Box<dyn Fn(&[Tensor], Reduction) -> Result<Tensor>>;
+
+fn row_losses() -> Vec<(&'static str, BoxedLoss)> {
+    fn signs(x: &Tensor) -> Result<Tensor> {
+        let n = x.dims()[..x.rank() - 1].iter().product::<usize>();
+        let y: Vec<f64> = (0..n).map(|i| if i % 3 == 0 { -1.0 } else { 1.0 }).collect();
+        Tensor::from_vec(y, &x.dims()[..x.rank() - 1], x.device())?.to_dtype(x.dtype())
+    }
+    fn classes(x: &Tensor) -> Result<Tensor> {
+        let c = *x.dims().last().unwrap() as i64;
+        let n = x.dims()[..x.rank() - 1].iter().product::<usize>();
+        let y: Vec<i64> = (0..n as i64).map(|i| (i * 7) % c.max(1)).collect();
+        Tensor::from_vec(y, &x.dims()[..x.rank() - 1], x.device())
+    }
+    vec![
+        (
+            "gaussian_nll",
+            Box::new(|t, r| gaussian_nll_loss(&t[0], &t[1], &t[2].abs()?, false, 1e-6, r)),
+        ),
+        (
+            "multilabel_soft_margin",
+            Box::new(|t, r| multilabel_soft_margin_loss(&t[0], &t[1], None, r)),
+        ),
+        (
+            "multi_margin",
+            Box::new(|t, r| multi_margin_loss(&t[0], &classes(&t[0])?, 2, 1.0, None, r)),
+        ),
+        (
+            "cosine_embedding",
+            Box::new(|t, r| cosine_embedding_loss(&t[0], &t[1], &signs(&t[0])?, 0.1, r)),
+        ),
+        (
+            "triplet_margin",
+            Box::new(|t, r| triplet_margin_loss(&t[0], &t[1], &t[2], 1.0, 2.0, 1e-6, false, r)),
+        ),
+    ]
+}
+
+fn three(seed: u64, shape: &[usize], dtype: DType) -> Vec<Tensor> {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    (0..3)
+        .map(|_| {
+            let v: Vec<f64> = (0..n).map(|_| r.gen_range(-3.0..3.0)).collect();
+            Tensor::from_vec(v, shape, &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn row_kernels_on_views_and_around_thresholds() {
+    for (name, f) in row_losses() {
+        let f: MultiLoss = &*f;
+        // Rows of 128 (chunks of 128 rows, parallel from 256) and of 3; a transposed view.
+        for (shape, dtype) in [
+            (vec![127usize, 128], DType::F64),
+            (vec![128, 128], DType::F64),
+            (vec![257, 128], DType::F32),
+            (vec![10_923, 3], DType::F32),
+            (vec![1, 1], DType::F64),
+        ] {
+            let (rel, abs) = if dtype == DType::F64 {
+                (1e-9, 1e-12)
+            } else {
+                (2e-4, 1e-5)
+            };
+            let xs = three(21, &shape, dtype);
+            for r in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+                assert_paths_agree(&format!("{name} {shape:?}"), f, &xs, r, rel, abs);
+            }
+            let views: Vec<Tensor> = three(22, &[shape[1], shape[0]], dtype)
+                .iter()
+                .map(|t| t.t().unwrap())
+                .collect();
+            assert!(shape[0] == 1 || !views[0].is_contiguous());
+            assert_paths_agree(&format!("{name} {shape:?} view"), f, &views, Reduction::Mean, rel, abs);
+        }
+    }
+}
+
+#[test]
+fn row_kernels_on_empty_inputs() {
+    for (name, f) in row_losses() {
+        let f: MultiLoss = &*f;
+        for shape in [[0usize, 4], [3, 0]] {
+            if name == "multi_margin" && shape[1] == 0 {
+                continue; // no class index is valid
+            }
+            let xs = three(23, &shape, DType::F32);
+            for r in [Reduction::None, Reduction::Sum] {
+                let fused = value_and_grads(Path::Fused, f, &xs, r);
+                let comp = value_and_grads(Path::Composite, f, &xs, r);
+                assert_close(&format!("{name} {shape:?} {r} value"), &fused.0, &comp.0, 0.0, 0.0);
+                assert_eq!(fused.1, comp.1, "{name} {shape:?} {r} gradients");
+            }
+        }
+    }
+}
+
+/// The gradients the forward keeps serve a second backward through the same graph, and an
+/// input that does not track gets none while the others get theirs.
+#[test]
+fn row_kernels_backward_twice_and_one_input_tracking() {
+    for (name, f) in row_losses() {
+        let xs = three(24, &[300, 17], DType::F32);
+        for r in [Reduction::Mean, Reduction::None] {
+            let v = Var::from_tensor(&xs[0]).unwrap();
+            let out = f(&[v.as_tensor().clone(), xs[1].clone(), xs[2].clone()], r).unwrap();
+            let loss = (out.sum_all().unwrap() * 2.5).unwrap();
+            let first = flat(loss.backward().unwrap().get(v.as_tensor()).unwrap());
+            let second = flat(loss.backward().unwrap().get(v.as_tensor()).unwrap());
+            assert_close(&format!("{name} {r} second backward"), &second, &first, 0.0, 0.0);
+            let comp = with_path(Path::Composite, || {
+                let out = f(&[v.as_tensor().clone(), xs[1].clone(), xs[2].clone()], r).unwrap();
+                let loss = (out.sum_all().unwrap() * 2.5).unwrap();
+                flat(loss.backward().unwrap().get(v.as_tensor()).unwrap())
+            });
+            assert_close(&format!("{name} {r} one input tracks"), &first, &comp, 2e-4, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn row_kernels_non_finite_inputs() {
+    let nan = f64::NAN;
+    for (name, f) in row_losses() {
+        let f: MultiLoss = &*f;
+        let mut xs = three(25, &[4, 5], DType::F64);
+        let mut v = flat(&xs[0]);
+        v[2] = nan;
+        v[13] = f64::INFINITY;
+        xs[0] = Tensor::from_vec(v, (4, 5), &Device::Cpu).unwrap();
+        let fused = value_and_grads(Path::Fused, f, &xs, Reduction::None);
+        let comp = value_and_grads(Path::Composite, f, &xs, Reduction::None);
+        // The NaN (element 2, row 0) gives NaN on both paths. The inf (element 13, row 2) is left
+        // out: the composite Gaussian NLL's `ops::div` turns inf/v into NaN where the kernel (and
+        // PyTorch) give inf.
+        let per_row = fused.0.len() == 4;
+        let (nan, inf) = if per_row { (0, 2) } else { (2, 13) };
+        assert!(fused.0[nan].is_nan() && comp.0[nan].is_nan(), "{name}: {:?}", fused.0);
+        for i in (0..fused.0.len()).filter(|&i| i != nan && i != inf) {
+            assert_close(
+                &format!("{name} value[{i}]"),
+                &fused.0[i..=i],
+                &comp.0[i..=i],
+                1e-9,
+                1e-12,
+            );
+        }
+        // Rows without a non-finite entry: the same gradients.
+        for (k, (a, b)) in fused.1.iter().zip(&comp.1).enumerate() {
+            for row in [1usize, 3] {
+                let r = row * 5..row * 5 + 5;
+                assert_close(
+                    &format!("{name} d/dinput{k} row {row}"),
+                    &a[r.clone()],
+                    &b[r],
+                    1e-9,
+                    1e-12,
+                );
+            }
+        }
+    }
+}
+
+/// Norms whose sum of squares overflows or underflows f32 (1e20, 1e-25): the kernel recomputes
+/// them on the scaled vector, as the composite form computes every norm.
+#[test]
+fn triplet_margin_extreme_magnitudes() {
+    for scale in [1e20, 1e-25, 1e-40] {
+        let xs: Vec<Tensor> = three(26, &[6, 9], DType::F64)
+            .iter()
+            .map(|t| (t * scale).unwrap().to_dtype(DType::F32).unwrap())
+            .collect();
+        let margin = 0.5 * scale;
+        let f: MultiLoss = &|t, r| triplet_margin_loss(&t[0], &t[1], &t[2], margin, 2.0, 0.0, false, r);
+        let fused = value_and_grads(Path::Fused, f, &xs, Reduction::None);
+        let comp = value_and_grads(Path::Composite, f, &xs, Reduction::None);
+        assert!(fused.0.iter().all(|v| v.is_finite()), "scale {scale}: {:?}", fused.0);
+        assert_close(&format!("scale {scale} value"), &fused.0, &comp.0, 1e-5, 1e-6 * scale);
+        for (k, (a, b)) in fused.1.iter().zip(&comp.1).enumerate() {
+            assert_close(&format!("scale {scale} d/dinput{k}"), a, b, 1e-4, 1e-6);
+        }
+    }
+}
+
+/// The Gaussian NLL's check of `var` is made inside the fused kernel: the same error as the
+/// composite form's.
+#[test]
+fn gaussian_nll_negative_var_is_the_same_error_on_both_paths() {
+    let x = Tensor::new(&[[0.5f32, 1.0], [2.0, -1.0]], &Device::Cpu).unwrap();
+    let v = Tensor::new(&[[0.5f32, 1.0], [-0.1, 1.0]], &Device::Cpu).unwrap();
+    let fused = with_path(Path::Fused, || {
+        gaussian_nll_loss(&x, &x, &v, false, 1e-6, Reduction::Mean)
+    });
+    let comp = with_path(Path::Composite, || {
+        gaussian_nll_loss(&x, &x, &v, false, 1e-6, Reduction::Mean)
+    });
+    let (fused, comp) = (fused.unwrap_err().to_string(), comp.unwrap_err().to_string());
+    assert_eq!(fused, comp);
+    assert!(fused.starts_with("gaussian_nll_loss"), "{fused}");
+}

@@ -17,7 +17,14 @@ use crate::reduction::Reduction;
 use candle_core::{Result, Shape, Tensor};
 use std::mem::MaybeUninit;
 
+mod embedding;
+mod gaussian;
+mod items;
+mod margin;
 mod softmax;
+pub use embedding::{cosine_embedding, triplet_margin_euclidean};
+pub use gaussian::gaussian_nll;
+pub use margin::{multi_margin, multilabel_soft_margin};
 pub use softmax::{cross_entropy_rows, CrossEntropyRows};
 
 /// The split of the pointwise kernels.

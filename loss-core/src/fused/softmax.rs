@@ -100,7 +100,8 @@ unsafe fn assume_init<F>(out: &mut [MaybeUninit<F>]) -> &mut [F] {
     unsafe { &mut *(out as *mut [MaybeUninit<F>] as *mut [F]) }
 }
 
-fn targets(s: &CpuStorage, l: &Layout) -> Result<Vec<i64>> {
+/// The class indices of a target tensor (i64, u32 or u8) as i64.
+pub(super) fn targets(s: &CpuStorage, l: &Layout) -> Result<Vec<i64>> {
     let y = Arg { storage: s, layout: l };
     Ok(match s {
         CpuStorage::I64(_) => y.contiguous::<i64>("target")?.to_vec(),

@@ -9,9 +9,9 @@
 //! |---|---|
 //! | [`Real`] | the float trait the loops are written over (f32 with `exp`/`ln` that vectorise, f64 with libm) |
 //! | [`with_simd`] | runs a loop compiled for AVX2 + FMA when the CPU has them |
-//! | [`Split`], [`build`], [`build_planes`], [`for_each_chunk`], [`run_tasks`], [`uninit_vec`] | fills an output buffer (never zero-filled first) in fixed chunks, in parallel for large inputs, the chunks' results in order (the same sums on any number of threads) |
-//! | [`SavedGrad`] | a gradient written by the forward and kept for the backward |
-//! | [`Fused1`], [`Fused2`], [`Fused3`], [`Arg`], [`apply1`], [`apply2`], [`apply3_no_bwd`] | the adapter: a forward over f32/f64 slices plus a backward becomes Candle's `CustomOp1/2/3`; the f32/f64 `match` is written here |
+//! | [`Split`], [`build`], [`build_planes`], [`build_optional`], [`for_each_chunk`], [`run_tasks`], [`uninit_vec`] | fills an output buffer (never zero-filled first) in fixed chunks, in parallel for large inputs, the chunks' results in order (the same sums on any number of threads) |
+//! | [`SavedGrad`], [`KeptGrads`] | gradients written by the forward and kept for the backward (taken by the first, or kept for every one) |
+//! | [`Fused1`], [`Fused2`], [`Fused3`], [`Arg`], [`apply1`], [`apply2`], [`apply3`], [`apply3_no_bwd`] | the adapter: a forward over f32/f64 slices plus a backward becomes Candle's `CustomOp1/2/3`; the f32/f64 `match` is written here |
 //! | [`Path`], [`force`], [`with_path`], [`choose`] | which form runs: the one switch of the workspace |
 //!
 //! The pattern of every fused loss (see CONTRIBUTING.md, "How to add a loss"):
@@ -283,6 +283,44 @@ pub fn build_planes<T: Send, R: Send, const K: usize>(
     (v, results)
 }
 
+/// As [`build_planes`] with planes that may be absent and of different widths: plane `k` holds
+/// `n · per[k]` values and exists only where `want[k]` (a loss's per-item values, say, and the
+/// gradients of those of its inputs that need one). `write(items, parts)` gets the chunk's part of
+/// every present plane, which it must initialise in full; returns the planes and `write`'s
+/// results in chunk order.
+pub fn build_optional<T: Send, R: Send, const M: usize>(
+    split: Split,
+    n: usize,
+    per: [usize; M],
+    want: [bool; M],
+    write: impl Fn(Range<usize>, [Option<&mut [MaybeUninit<T>]>; M]) -> R + Sync + Send,
+) -> ([Option<Vec<T>>; M], Vec<R>) {
+    let mut planes: [Option<Vec<T>>; M] = std::array::from_fn(|k| want[k].then(|| Vec::with_capacity(n * per[k])));
+    let results = {
+        let mut rest: [Option<&mut [MaybeUninit<T>]>; M] = std::array::from_fn(|_| None);
+        for (k, p) in planes.iter_mut().enumerate() {
+            rest[k] = p.as_mut().map(|v| &mut v.spare_capacity_mut()[..n * per[k]]);
+        }
+        let mut tasks = Vec::new();
+        for items in split.ranges(n) {
+            let pieces = std::array::from_fn(|k| {
+                let (head, tail) = rest[k].take()?.split_at_mut(items.len() * per[k]);
+                rest[k] = Some(tail);
+                Some(head)
+            });
+            tasks.push((items, pieces));
+        }
+        run_tasks(split.parallel(n), tasks, |(items, pieces)| write(items, pieces))
+    };
+    for (k, p) in planes.iter_mut().enumerate() {
+        if let Some(v) = p {
+            // SAFETY: the tasks cover 0..n and `write` initialised each task's part of the plane.
+            unsafe { v.set_len(n * per[k]) };
+        }
+    }
+    (planes, results)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The saved gradient.
 
@@ -344,6 +382,57 @@ impl SavedGrad {
             }
             _ => return Ok(None),
         }))
+    }
+}
+
+/// The gradients a forward kernel wrote for its `K` inputs (`scale · ∂ℓ/∂input`, per item for an
+/// unreduced loss), kept as CPU tensors for every backward through the graph: a backward
+/// multiplies them by its upstream gradient (nothing to do for the usual scalar 1), a second
+/// backward reads them again. They live as long as the graph that holds the op.
+#[derive(Debug)]
+pub struct KeptGrads<const K: usize>(Mutex<[Option<Tensor>; K]>);
+
+impl<const K: usize> Default for KeptGrads<K> {
+    fn default() -> Self {
+        Self(Mutex::new(std::array::from_fn(|_| None)))
+    }
+}
+
+impl<const K: usize> KeptGrads<K> {
+    /// Keeps the gradients present in `grads`, each of `shape`.
+    ///
+    /// # Errors
+    /// A gradient whose size is not `shape`'s.
+    pub fn keep<F: Real>(&self, grads: [Option<Vec<F>>; K], shape: &Shape) -> Result<()> {
+        let device = candle_core::Device::Cpu;
+        let mut kept: [Option<Tensor>; K] = std::array::from_fn(|_| None);
+        for (slot, g) in kept.iter_mut().zip(grads) {
+            if let Some(g) = g {
+                *slot = Some(Tensor::from_vec(g, shape, &device)?);
+            }
+        }
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = kept;
+        }
+        Ok(())
+    }
+
+    /// The kept gradient of input `k` times `upstream`, a 0-d scalar or one value per item (the
+    /// leading dimensions of the gradient, broadcast over the rest); `None` if nothing is kept.
+    ///
+    /// # Errors
+    /// An `upstream` whose shape is not a leading part of the gradient's.
+    pub fn scaled(&self, k: usize, upstream: &Tensor) -> Result<Option<Tensor>> {
+        let Some(g) = self.0.lock().ok().and_then(|s| s[k].clone()) else {
+            return Ok(None);
+        };
+        if upstream.rank() == 0 {
+            let u = upstream.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            return Ok(Some(if u == 1.0 { g } else { g.affine(u, 0.0)? }));
+        }
+        let mut dims = upstream.dims().to_vec();
+        dims.resize(g.rank(), 1);
+        Ok(Some(g.broadcast_mul(&upstream.reshape(dims)?)?))
     }
 }
 
@@ -446,7 +535,8 @@ pub trait Fused2: Send + Sync {
     }
 }
 
-/// A kernel of three tensors without a backward (the backward pass of a [`Fused2`]).
+/// A kernel of three tensors, as [`Fused1`]: a loss of three inputs (applied with [`apply3`]),
+/// or the backward pass of a [`Fused2`] (applied with [`apply3_no_bwd`]).
 pub trait Fused3: Send + Sync {
     /// The op's name.
     fn name(&self) -> &'static str;
@@ -455,7 +545,17 @@ pub trait Fused3: Send + Sync {
     /// # Errors
     /// Whatever the kernel rejects.
     fn forward<F: Real>(&self, a: Arg<'_>, b: Arg<'_>, c: Arg<'_>) -> Result<(Vec<F>, Shape)>;
+    /// The gradients w.r.t. `a`, `b` and `c`.
+    ///
+    /// # Errors
+    /// The default: the op has no backward.
+    fn backward(&self, _a: &Tensor, _b: &Tensor, _c: &Tensor, _res: &Tensor, _grad: &Tensor) -> Result<Grads3> {
+        Err(candle_core::Error::BackwardNotSupported { op: self.name() })
+    }
 }
+
+/// The gradients of a [`Fused3`] w.r.t. its three tensors (`None`: no gradient).
+pub type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
 
 /// A [`Fused1`], [`Fused2`] or [`Fused3`] as Candle's `CustomOp`.
 struct Op<K>(K);
@@ -551,6 +651,9 @@ impl<K: Fused3> CustomOp3 for Op<K> {
             || self.0.forward::<f64>(a, b, c),
         )
     }
+    fn bwd(&self, a: &Tensor, b: &Tensor, c: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Grads3> {
+        self.0.backward(a, b, c, res, grad)
+    }
 }
 
 /// Applies the one-tensor kernel `k` to `x` (a CPU tensor; the caller has [`choose`]n).
@@ -583,6 +686,15 @@ pub fn apply2<K: Fused2 + 'static>(k: K, a: &Tensor, b: &Tensor) -> Result<Tenso
 /// As `k`'s forward.
 pub fn apply2_no_bwd<K: Fused2>(k: K, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     a.apply_op2_no_bwd(b, &Op(k))
+}
+
+/// Applies the three-tensor kernel `k` to `a`, `b` and `c` (CPU tensors; the caller has
+/// [`choose`]n), recording its backward.
+///
+/// # Errors
+/// As `k`'s forward.
+pub fn apply3<K: Fused3 + 'static>(k: K, a: &Tensor, b: &Tensor, c: &Tensor) -> Result<Tensor> {
+    a.apply_op3(b, c, Op(k))
 }
 
 /// Applies the three-tensor kernel `k` (a backward pass) to `a`, `b`, `c`.

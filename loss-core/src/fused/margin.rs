@@ -1,0 +1,242 @@
+//! Fused CPU row kernels of the multi-label soft margin and multi-class margin losses over `[N, C]`
+//! (or `[C]`) inputs, through [`super::items`] (one pass forward, the gradient written in it):
+//!
+//! - multi-label soft margin: `ℓᵢ = Σ_c w_c·((1 − t_c)·x_c + softplus(−x_c)) / C`, with
+//!   `∂ℓᵢ/∂x_c = w_c·(σ(x_c) − t_c)/C` and `∂ℓᵢ/∂t_c = −w_c·x_c/C`;
+//! - multi-class margin: `ℓᵢ = w_y·Σ_{c ≠ y} h_cᵖ / C` with `h_c = max(0, margin − x_y + x_c)`,
+//!   `∂ℓᵢ/∂x_c = w_y·p·h_cᵖ⁻¹·[h_c' = 1]/C` for `c ≠ y` (the hinge's `clamp_min` rule) and
+//!   `∂ℓᵢ/∂x_y = −Σ_{c ≠ y} ∂ℓᵢ/∂x_c`.
+//!
+//! The class weights are constants here (a weight that needs a gradient takes the composite form).
+
+use super::items::{hinge_grad, row_count, rows, sum_lanes, Items, Out, Plan};
+use super::{logistic, relu, select, softmax::targets, softplus_neg};
+use crate::kernel::{self, Arg, Fused2, Real};
+use crate::reduction::Reduction;
+use candle_core::{Result, Shape, Tensor};
+use std::ops::Range;
+
+/// The weights as `F` (all 1 for none).
+fn weights<F: Real>(w: &Option<Vec<f64>>, c: usize) -> Vec<F> {
+    w.as_ref()
+        .map_or_else(|| vec![F::one(); c], |w| w.iter().map(|&v| F::of(v)).collect())
+}
+
+struct Multilabel<'a, F> {
+    x: &'a [F],
+    t: &'a [F],
+    w: &'a [F],
+    c: usize,
+}
+
+impl<F: Real> Items<F> for Multilabel<'_, F> {
+    #[inline(always)]
+    fn chunk(&self, items: Range<usize>, scale: F, out: Out<'_, F>) -> f64 {
+        let (c, w) = (self.c, &self.w[..self.c]);
+        let inv_c = F::one() / F::of(c as f64);
+        let s = scale * inv_c;
+        let Out {
+            mut vals,
+            grads: [mut gx, mut gt, _],
+        } = out;
+        let mut sum = 0.0;
+        for (k, i) in items.enumerate() {
+            let (x, t) = (&self.x[i * c..][..c], &self.t[i * c..][..c]);
+            let [v] = match gx.as_deref_mut() {
+                Some(g) => {
+                    let g = &mut g[k * c..][..c];
+                    sum_lanes(
+                        c,
+                        #[inline(always)]
+                        |j| {
+                            let (sig, _, sp) = logistic(x[j]);
+                            g[j].write(s * w[j] * (sig - t[j]));
+                            [w[j] * ((F::one() - t[j]) * x[j] + sp)]
+                        },
+                    )
+                }
+                None => sum_lanes(
+                    c,
+                    #[inline(always)]
+                    |j| [w[j] * ((F::one() - t[j]) * x[j] + softplus_neg(x[j]))],
+                ),
+            };
+            if let Some(g) = gt.as_deref_mut() {
+                for ((o, &xj), &wj) in g[k * c..][..c].iter_mut().zip(x).zip(w) {
+                    o.write(-(s * wj * xj));
+                }
+            }
+            let v = v * inv_c;
+            if let Some(o) = vals.as_deref_mut() {
+                o[k].write(v);
+            }
+            sum += v.f64();
+        }
+        sum
+    }
+}
+
+struct MultilabelOp {
+    weight: Option<Vec<f64>>,
+    plan: Plan,
+}
+
+impl Fused2 for MultilabelOp {
+    fn name(&self) -> &'static str {
+        "fused-multilabel-soft-margin-loss"
+    }
+
+    fn forward<F: Real>(&self, x: Arg<'_>, t: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        let (n, c, item_shape) = rows(&x);
+        let w = weights::<F>(&self.weight, c);
+        let k = Multilabel {
+            x: x.contiguous::<F>("input")?,
+            t: t.contiguous::<F>("target")?,
+            w: &w,
+            c,
+        };
+        self.plan.run(&k, n, c, &item_shape, x.layout.shape())
+    }
+
+    fn backward(&self, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (gx, gt, _) = self.plan.backward(grad)?;
+        Ok((gx, gt))
+    }
+}
+
+/// The fused multi-label soft margin loss of already-checked `[N, C]` or `[C]` `input` and
+/// `target` (one shape and dtype, not empty) with constant class weights.
+pub fn multilabel_soft_margin(
+    input: &Tensor,
+    target: &Tensor,
+    weight: Option<Vec<f64>>,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    let (x, t) = (input.contiguous()?, target.contiguous()?);
+    let plan = Plan::new(reduction, row_count(&x), [Some(&x), Some(&t), None]);
+    kernel::apply2(MultilabelOp { weight, plan }, &x, &t)
+}
+
+/// `(hᵖ, p·hᵖ⁻¹·h')` of the hinge `h = max(0, z)` (NaN kept), 0 where not `keep` (the target
+/// class).
+#[inline(always)]
+fn margin_term<F: Real>(z: F, keep: bool, squared: bool) -> (F, F) {
+    let h = relu(z);
+    let (v, d) = if squared {
+        (h * h, F::of(2.0) * h * hinge_grad(z))
+    } else {
+        (h, hinge_grad(z))
+    };
+    (select(keep, v, F::zero()), select(keep, d, F::zero()))
+}
+
+struct MultiMargin<'a, F> {
+    x: &'a [F],
+    y: &'a [i64],
+    w: &'a [F],
+    c: usize,
+    margin: F,
+    squared: bool,
+}
+
+impl<F: Real> Items<F> for MultiMargin<'_, F> {
+    #[inline(always)]
+    fn chunk(&self, items: Range<usize>, scale: F, out: Out<'_, F>) -> f64 {
+        let c = self.c;
+        let inv_c = F::one() / F::of(c as f64);
+        let Out {
+            mut vals,
+            grads: [mut gx, _, _],
+        } = out;
+        let mut sum = 0.0;
+        for (k, i) in items.enumerate() {
+            let x = &self.x[i * c..][..c];
+            let y = self.y[i] as usize;
+            let a = self.margin - x[y];
+            let wy = self.w[y];
+            let [v] = match gx.as_deref_mut() {
+                Some(g) => {
+                    let g = &mut g[k * c..][..c];
+                    let coef = scale * wy * inv_c;
+                    let [v, gsum] = sum_lanes(
+                        c,
+                        #[inline(always)]
+                        |j| {
+                            let (v, d) = margin_term(a + x[j], j != y, self.squared);
+                            let gj = coef * d;
+                            g[j].write(gj);
+                            [v, gj]
+                        },
+                    );
+                    g[y].write(-gsum);
+                    [v]
+                }
+                None => sum_lanes(
+                    c,
+                    #[inline(always)]
+                    |j| [margin_term(a + x[j], j != y, self.squared).0],
+                ),
+            };
+            let v = v * wy * inv_c;
+            if let Some(o) = vals.as_deref_mut() {
+                o[k].write(v);
+            }
+            sum += v.f64();
+        }
+        sum
+    }
+}
+
+struct MultiMarginOp {
+    p: u32,
+    margin: f64,
+    weight: Option<Vec<f64>>,
+    plan: Plan,
+}
+
+impl Fused2 for MultiMarginOp {
+    fn name(&self) -> &'static str {
+        "fused-multi-margin-loss"
+    }
+
+    fn forward<F: Real>(&self, x: Arg<'_>, y: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        let (n, c, item_shape) = rows(&x);
+        let w = weights::<F>(&self.weight, c);
+        let y = targets(y.storage, y.layout)?;
+        let k = MultiMargin {
+            x: x.contiguous::<F>("input")?,
+            y: &y,
+            w: &w,
+            c,
+            margin: F::of(self.margin),
+            squared: self.p == 2,
+        };
+        self.plan.run(&k, n, c, &item_shape, x.layout.shape())
+    }
+
+    fn backward(&self, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((self.plan.backward(grad)?.0, None))
+    }
+}
+
+/// The fused multi-class margin loss of an already-checked `[N, C]` or `[C]` `input` (not empty)
+/// and its class indices `target` (`[N]` or 0-d, each in `[0, C)`), `p` 1 or 2, constant class
+/// weights.
+pub fn multi_margin(
+    input: &Tensor,
+    target: &Tensor,
+    p: u32,
+    margin: f64,
+    weight: Option<Vec<f64>>,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    let x = input.contiguous()?;
+    let plan = Plan::new(reduction, row_count(&x), [Some(&x), None, None]);
+    let op = MultiMarginOp {
+        p,
+        margin,
+        weight,
+        plan,
+    };
+    kernel::apply2(op, &x, &target.contiguous()?)
+}
