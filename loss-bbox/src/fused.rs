@@ -34,6 +34,7 @@ use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 mod block_f32;
+pub(crate) mod dense;
 
 /// The loss of one pair and, with `g = Some(upstream)`, its gradient w.r.t. `p` and `t`.
 ///

@@ -7,9 +7,11 @@
 //!
 //! | piece | what |
 //! |---|---|
-//! | [`Real`] | the float trait the loops are written over (f32 with `exp`/`ln` that vectorise, f64 with libm) |
+//! | [`Real`], [`select`], [`logistic`] | the float trait the loops are written over (f32 with `exp`/`ln` that vectorise, f64 with libm), a branch-free select, the stable sigmoid pair and softplus |
 //! | [`with_simd`] | runs a loop compiled for AVX2 + FMA when the CPU has them |
 //! | [`Split`], [`build`], [`build_planes`], [`for_each_chunk`], [`run_tasks`], [`uninit_vec`] | fills an output buffer (never zero-filled first) in fixed chunks, in parallel for large inputs, the chunks' results in order (the same sums on any number of threads) |
+//! | [`Elementwise`], [`elementwise`] | a loss `ℓ(x, t)` of two same-shape tensors from its value and partial derivatives: the whole forward and backward (values or the reduced sum, the gradient saved by a reduced forward) |
+//! | [`row_max`], [`row_sum_map`], [`row_sum_map_into`], [`row_exp_sum`], [`row_exp_sum_into`], [`row_softmax_into`], [`assume_init`] | the pieces of a softmax over `[N, C]` rows (row kernels) |
 //! | [`SavedGrad`] | a gradient written by the forward and kept for the backward |
 //! | [`Fused1`], [`Fused2`], [`Fused3`], [`Arg`], [`apply1`], [`apply2`], [`apply3_no_bwd`] | the adapter: a forward over f32/f64 slices plus a backward becomes Candle's `CustomOp1/2/3`; the f32/f64 `match` is written here |
 //! | [`Path`], [`force`], [`with_path`], [`choose`] | which form runs: the one switch of the workspace |
@@ -38,8 +40,12 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Mutex;
 
+mod elementwise;
 mod real;
-pub use real::{exp_f32, ln1p_unit_f32, ln_f32, Real};
+mod rows;
+pub use elementwise::{elementwise, Elementwise};
+pub use real::{exp_f32, ln1p_unit_f32, ln_f32, logistic, select, Real};
+pub use rows::{assume_init, row_exp_sum, row_exp_sum_into, row_max, row_softmax_into, row_sum_map, row_sum_map_into};
 
 // ---------------------------------------------------------------------------------------------
 // The path switch.
