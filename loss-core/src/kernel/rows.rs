@@ -25,26 +25,77 @@ pub fn row_max<F: Real>(row: &[F]) -> F {
         .fold(F::neg_infinity(), |a, &b| num_traits::Float::max(a, b))
 }
 
-/// `Σ f(v)` over a row in [`L`] lanes (`f` inlined into a loop that vectorises).
+/// Values per block of [`row_sum_map`]: a block's values go to a stack buffer first.
+const BLOCK: usize = 64;
+
+/// Adds `vals` in [`L`] lanes.
+#[inline(always)]
+fn lane_sum<F: Real>(vals: &[F]) -> F {
+    let chunks = vals.chunks_exact(L);
+    let tail = chunks.remainder().iter().fold(F::zero(), |a, &v| a + v);
+    let mut s = [F::zero(); L];
+    for c in chunks {
+        let c: &[F; L] = c.try_into().unwrap();
+        for k in 0..L {
+            s[k] += c[k];
+        }
+    }
+    s.iter().fold(F::zero(), |a, &b| a + b) + tail
+}
+
+/// `Σ f(v)` over a row. Per block of 64 the values are written to a buffer by a plain loop
+/// (which vectorises whatever `f` is), then added in [`L`] lanes.
 #[inline(always)]
 pub fn row_sum_map<F: Real>(row: &[F], f: impl Fn(F) -> F) -> F {
+    let mut buf = [F::zero(); BLOCK];
+    let mut sum = F::zero();
+    for xb in row.chunks(BLOCK) {
+        let vals = &mut buf[..xb.len()];
+        for (v, &x) in vals.iter_mut().zip(xb) {
+            *v = f(x);
+        }
+        sum += lane_sum(vals);
+    }
+    sum
+}
+
+/// `Σ a` over a row where `(a, b) = f(v)`, each `b` written to `out` (which it initialises), as
+/// [`row_sum_map`].
+#[inline(always)]
+pub fn row_sum_map_into<F: Real>(row: &[F], out: &mut [MaybeUninit<F>], f: impl Fn(F) -> (F, F)) -> F {
+    let mut buf = [F::zero(); BLOCK];
+    let mut sum = F::zero();
+    for (xb, ob) in row.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
+        let vals = &mut buf[..xb.len()];
+        for ((v, o), &x) in vals.iter_mut().zip(ob.iter_mut()).zip(xb) {
+            let (a, b) = f(x);
+            *v = a;
+            o.write(b);
+        }
+        sum += lane_sum(vals);
+    }
+    sum
+}
+
+/// `Σ exp(v − shift)` over a row in [`L`] lanes.
+#[inline(always)]
+pub fn row_exp_sum<F: Real>(row: &[F], shift: F) -> F {
     let chunks = row.chunks_exact(L);
     let rest = chunks.remainder();
     let mut s = [F::zero(); L];
     for c in chunks {
         let c: &[F; L] = c.try_into().unwrap();
         for k in 0..L {
-            s[k] += f(c[k]);
+            s[k] += (c[k] - shift).fast_exp();
         }
     }
-    let tail = rest.iter().fold(F::zero(), |a, &v| a + f(v));
+    let tail = rest.iter().fold(F::zero(), |a, &v| a + (v - shift).fast_exp());
     s.iter().fold(F::zero(), |a, &b| a + b) + tail
 }
 
-/// `Σ a` over a row where `(a, b) = f(v)`, each `b` written to `out` (which it initialises), in
-/// [`L`] lanes.
+/// As [`row_exp_sum`], each term also written to `out` (which it initialises).
 #[inline(always)]
-pub fn row_sum_map_into<F: Real>(row: &[F], out: &mut [MaybeUninit<F>], f: impl Fn(F) -> (F, F)) -> F {
+pub fn row_exp_sum_into<F: Real>(row: &[F], shift: F, out: &mut [MaybeUninit<F>]) -> F {
     let mut oc = out.chunks_exact_mut(L);
     let chunks = row.chunks_exact(L);
     let rest = chunks.remainder();
@@ -52,33 +103,18 @@ pub fn row_sum_map_into<F: Real>(row: &[F], out: &mut [MaybeUninit<F>], f: impl 
     for (c, o) in chunks.zip(&mut oc) {
         let c: &[F; L] = c.try_into().unwrap();
         for k in 0..L {
-            let (a, b) = f(c[k]);
-            o[k].write(b);
-            s[k] += a;
+            let e = (c[k] - shift).fast_exp();
+            o[k].write(e);
+            s[k] += e;
         }
     }
     let mut tail = F::zero();
     for (&v, o) in rest.iter().zip(oc.into_remainder()) {
-        let (a, b) = f(v);
-        o.write(b);
-        tail += a;
+        let e = (v - shift).fast_exp();
+        o.write(e);
+        tail += e;
     }
     s.iter().fold(F::zero(), |a, &b| a + b) + tail
-}
-
-/// `Σ exp(v − shift)` over a row in [`L`] lanes.
-#[inline(always)]
-pub fn row_exp_sum<F: Real>(row: &[F], shift: F) -> F {
-    row_sum_map(row, |v| (v - shift).fast_exp())
-}
-
-/// As [`row_exp_sum`], each term also written to `out` (which it initialises).
-#[inline(always)]
-pub fn row_exp_sum_into<F: Real>(row: &[F], shift: F, out: &mut [MaybeUninit<F>]) -> F {
-    row_sum_map_into(row, out, |v| {
-        let e = (v - shift).fast_exp();
-        (e, e)
-    })
 }
 
 /// `out` viewed as initialised.
