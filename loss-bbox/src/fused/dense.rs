@@ -533,10 +533,10 @@ fn row_split(c: usize) -> Split {
     Split::new((Split::ELEMENTS.chunk / c.max(1)).max(1))
 }
 
-/// Runs `r` over the rows `items` of one chunk (compiled for AVX2 + FMA where the CPU has them):
-/// the sum of their losses, each row's gradient written to `grad` (`c` values a row) and each
-/// loss to `losses` where given.
+/// Runs `r` over the rows `items` of one chunk: the sum of their losses, each row's gradient
+/// written to `grad` (`c` values a row) and each loss to `losses` where given.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn chunk<R: RowLoss, F: Real>(
     r: &R,
     x: &[F],
@@ -547,24 +547,23 @@ fn chunk<R: RowLoss, F: Real>(
     mut grad: Option<&mut [MaybeUninit<F>]>,
     mut losses: Option<&mut [MaybeUninit<F>]>,
 ) -> f64 {
-    kernel::with_simd(
-        #[inline(always)]
-        || {
-            let mut sum = 0.0;
-            let r0 = items.start;
-            for i in items {
-                let k = i - r0;
-                let g = grad.as_deref_mut().map(|g| (up.at(i), &mut g[k * c..(k + 1) * c]));
-                let v = r.row(i, &x[i * c..(i + 1) * c], aux[i], g);
-                if let Some(l) = losses.as_deref_mut() {
-                    l[k].write(F::of(v));
-                }
-                sum += v;
-            }
-            sum
-        },
-    )
+    let mut sum = 0.0;
+    let r0 = items.start;
+    for i in items {
+        let k = i - r0;
+        let g = grad.as_deref_mut().map(|g| (up.at(i), &mut g[k * c..(k + 1) * c]));
+        let v = r.row(i, &x[i * c..(i + 1) * c], aux[i], g);
+        if let Some(l) = losses.as_deref_mut() {
+            l[k].write(F::of(v));
+        }
+        sum += v;
+    }
+    sum
 }
+
+// [`chunk`] compiled for AVX2 + FMA where the CPU has them (through `with_simd`'s closure the
+// row loops stay scalar).
+loss_core::simd_entry!(chunk_simd<R: RowLoss, F: Real>(r: &R, x: &[F], aux: &[F], c: usize, items: std::ops::Range<usize>, up: Up<'_, F>, grad: Option<&mut [MaybeUninit<F>]>, losses: Option<&mut [MaybeUninit<F>]>) -> f64 = chunk);
 
 /// Every row of `x` (`[n, c]`): the sum of the losses, and either the `[n, c]` gradient (`up`)
 /// or the `[n]` losses.
@@ -580,16 +579,16 @@ fn rows<R: RowLoss, F: Real>(r: &R, x: &[F], aux: &[F], c: usize, up: Up<'_, F>,
     match out {
         Out::Sum => {
             let parts = for_each_chunk(split, n, 0, [], |items, []: [&mut [F]; 0]| {
-                chunk(r, x, aux, c, items, up, None, None)
+                chunk_simd(r, x, aux, c, items, up, None, None)
             });
             (parts.iter().sum(), Vec::new())
         }
         Out::Grad => {
-            let (g, parts) = build(split, n, c, |items, part| chunk(r, x, aux, c, items, up, Some(part), None));
+            let (g, parts) = build(split, n, c, |items, part| chunk_simd(r, x, aux, c, items, up, Some(part), None));
             (parts.iter().sum(), g)
         }
         Out::Losses => {
-            let (l, parts) = build(split, n, 1, |items, part| chunk(r, x, aux, c, items, up, None, Some(part)));
+            let (l, parts) = build(split, n, 1, |items, part| chunk_simd(r, x, aux, c, items, up, None, Some(part)));
             (parts.iter().sum(), l)
         }
     }

@@ -115,34 +115,11 @@ fn write_grads_up<K: Elementwise, F: Real, const WRT_T: bool>(
     }
 }
 
-/// Defines `$name`, which runs the `#[inline(always)]` loop `$body` compiled for AVX2 + FMA when
-/// the CPU has them ([`super::has_avx2_fma`]), and as it is otherwise: [`kernel::with_simd`]
-/// written out as a generic function, which keeps these loops' code as it was measured.
-macro_rules! simd_entry {
-    ($name:ident <$($g:ident : $b:path),* $(; const $c:ident : bool)?> ($($a:ident : $t:ty),*) -> $r:ty = $body:ident) => {
-        #[inline(always)]
-        fn $name<$($g: $b),* $(, const $c: bool)?>($($a: $t),*) -> $r {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2<$($g: $b),* $(, const $c: bool)?>($($a: $t),*) -> $r {
-                    $body::<$($g),* $(, $c)?>($($a),*)
-                }
-                if super::has_avx2_fma() {
-                    // SAFETY: the features were just detected on this CPU.
-                    return unsafe { avx2::<$($g),* $(, $c)?>($($a),*) };
-                }
-            }
-            $body::<$($g),* $(, $c)?>($($a),*)
-        }
-    };
-}
-
-simd_entry!(sum_values_simd<K: Elementwise, F: Real>(k: K, x: &[F], t: &[F]) -> f64 = sum_values);
-simd_entry!(sum_values_write_grads_simd<K: Elementwise, F: Real>(k: K, x: &[F], t: &[F], s: F, out: &mut [MaybeUninit<F>]) -> f64 = sum_values_write_grads);
-simd_entry!(write_values_simd<K: Elementwise, F: Real>(k: K, x: &[F], t: &[F], out: &mut [MaybeUninit<F>]) -> () = write_values);
-simd_entry!(write_grads_simd<K: Elementwise, F: Real; const WRT_T: bool>(k: K, x: &[F], t: &[F], g: F, out: &mut [MaybeUninit<F>]) -> () = write_grads);
-simd_entry!(write_grads_up_simd<K: Elementwise, F: Real; const WRT_T: bool>(k: K, x: &[F], t: &[F], up: &[F], s: F, out: &mut [MaybeUninit<F>]) -> () = write_grads_up);
+crate::simd_entry!(sum_values_simd<K: Elementwise, F: Real>(k: K, x: &[F], t: &[F]) -> f64 = sum_values);
+crate::simd_entry!(sum_values_write_grads_simd<K: Elementwise, F: Real>(k: K, x: &[F], t: &[F], s: F, out: &mut [MaybeUninit<F>]) -> f64 = sum_values_write_grads);
+crate::simd_entry!(write_values_simd<K: Elementwise, F: Real>(k: K, x: &[F], t: &[F], out: &mut [MaybeUninit<F>]) -> () = write_values);
+crate::simd_entry!(write_grads_simd<K: Elementwise, F: Real; const WRT_T: bool>(k: K, x: &[F], t: &[F], g: F, out: &mut [MaybeUninit<F>]) -> () = write_grads);
+crate::simd_entry!(write_grads_up_simd<K: Elementwise, F: Real; const WRT_T: bool>(k: K, x: &[F], t: &[F], up: &[F], s: F, out: &mut [MaybeUninit<F>]) -> () = write_grads_up);
 
 /// `Σ ℓ(xᵢ, tᵢ)` in f64: per chunk of [`SPLIT`] in parallel above the threshold, the chunks'
 /// sums added in order (the same result on any number of threads).

@@ -8,7 +8,7 @@
 //! | piece | what |
 //! |---|---|
 //! | [`Real`], [`select`], [`logistic`] | the float trait the loops are written over (f32 with `exp`/`ln` that vectorise, f64 with libm), a branch-free select, the stable sigmoid pair and softplus |
-//! | [`with_simd`] | runs a loop compiled for AVX2 + FMA when the CPU has them |
+//! | [`with_simd`], [`simd_entry!`](crate::simd_entry) | runs a loop compiled for AVX2 + FMA when the CPU has them |
 //! | [`Split`], [`build`], [`build_planes`], [`for_each_chunk`], [`run_tasks`], [`uninit_vec`] | fills an output buffer (never zero-filled first) in fixed chunks, in parallel for large inputs, the chunks' results in order (the same sums on any number of threads) |
 //! | [`Elementwise`], [`elementwise`] | a loss `ℓ(x, t)` of two same-shape tensors from its value and partial derivatives: the whole forward and backward (values or the reduced sum, the gradient saved by a reduced forward) |
 //! | [`row_max`], [`row_sum_map`], [`row_sum_map_into`], [`row_exp_sum`], [`row_exp_sum_into`], [`row_softmax_into`], [`assume_init`] | the pieces of a softmax over `[N, C]` rows (row kernels) |
@@ -159,6 +159,36 @@ pub fn with_simd<R>(f: impl FnOnce() -> R) -> R {
         }
     }
     f()
+}
+
+/// Defines the function `$name`, which runs the `#[inline(always)]` function `$body` (same
+/// generics and arguments) compiled for AVX2 + FMA when the CPU has them ([`has_avx2_fma`]), and
+/// as it is otherwise: [`with_simd`] written out as a generic function. Some loops (lanes kept
+/// in a `[F; 8]` array, row kernels) vectorise only this way, not through `with_simd`'s closure.
+///
+/// `simd_entry!(name<K: Bound, F: Real>(k: K, x: &[F]) -> f64 = body);` (an optional
+/// `; const C: bool` after the type parameters).
+#[macro_export]
+macro_rules! simd_entry {
+    ($name:ident <$($g:ident : $b:path),* $(; const $c:ident : bool)?> ($($a:ident : $t:ty),*) -> $r:ty = $body:ident) => {
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        fn $name<$($g: $b),* $(, const $c: bool)?>($($a: $t),*) -> $r {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2<$($g: $b),* $(, const $c: bool)?>($($a: $t),*) -> $r {
+                    $body::<$($g),* $(, $c)?>($($a),*)
+                }
+                if $crate::kernel::has_avx2_fma() {
+                    // SAFETY: the features were just detected on this CPU.
+                    return unsafe { avx2::<$($g),* $(, $c)?>($($a),*) };
+                }
+            }
+            $body::<$($g),* $(, $c)?>($($a),*)
+        }
+    };
 }
 
 // ---------------------------------------------------------------------------------------------
