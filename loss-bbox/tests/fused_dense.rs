@@ -93,7 +93,14 @@ fn run(f: LossFn, inputs: &[In], dtype: DType, reduction: Reduction, path: Path,
     .unwrap();
     let total = with_path(path, || out.mul(&w)?.sum_all()).unwrap();
     let grads = with_path(path, || total.backward()).unwrap();
-    let flat = |t: &Tensor| t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+    let flat = |t: &Tensor| {
+        t.flatten_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+    };
     let mut res = vec![flat(&out)];
     for v in &vars {
         res.push(flat(grads.get(v.as_tensor()).expect("a gradient")));
@@ -102,7 +109,11 @@ fn run(f: LossFn, inputs: &[In], dtype: DType, reduction: Reduction, path: Path,
 }
 
 fn check(what: &str, f: LossFn, inputs: &[In], dtype: DType, strided: bool) {
-    let (rtol, atol) = if dtype == DType::F64 { (1e-9, 1e-12) } else { (3e-4, 3e-6) };
+    let (rtol, atol) = if dtype == DType::F64 {
+        (1e-9, 1e-12)
+    } else {
+        (3e-4, 3e-6)
+    };
     for r in REDUCTIONS {
         let fused = run(f, inputs, dtype, r, Path::Fused, strided);
         let comp = run(f, inputs, dtype, r, Path::Composite, strided);
@@ -275,7 +286,12 @@ fn poly1_cross_entropy_fused_equals_composite() {
                 vec![fl(normal(r, n * c, 2.0), &[n, c], true), idx(y, &[n])]
             };
             let f = move |x: &[Tensor], red| poly1_cross_entropy(&x[0], &x[1], eps, ls, red);
-            all(&format!("poly1_ce C={c} eps {eps} ls {ls}"), &f, &mk, &[1, 4, (1 << 15) / c + 3]);
+            all(
+                &format!("poly1_ce C={c} eps {eps} ls {ls}"),
+                &f,
+                &mk,
+                &[1, 4, (1 << 15) / c + 3],
+            );
         }
     }
 }
@@ -283,7 +299,10 @@ fn poly1_cross_entropy_fused_equals_composite() {
 #[test]
 fn poly1_focal_fused_equals_composite() {
     let mk = |r: &mut ChaCha8Rng, n: usize| {
-        let y: Vec<f64> = unif(r, n).into_iter().map(|u| if u < 0.4 { 1.0 } else { 0.0 }).collect();
+        let y: Vec<f64> = unif(r, n)
+            .into_iter()
+            .map(|u| if u < 0.4 { 1.0 } else { 0.0 })
+            .collect();
         vec![fl(normal(r, n, 2.0), &[n, 1], true), fl(y, &[n, 1], false)]
     };
     for (eps, alpha, gamma) in [(1.0, 0.25, 2.0), (-0.5, -1.0, 1.5), (2.0, 0.7, 0.0)] {
@@ -332,10 +351,30 @@ fn a_second_backward_recomputes_the_saved_gradient() {
     let dev = Device::Cpu;
     let mut r = ChaCha8Rng::seed_from_u64(5);
     let x = Var::from_vec(normal(&mut r, 40 * 17, 1.0), (40, 17), &dev).unwrap();
-    let y = Tensor::from_vec(unif(&mut r, 40).into_iter().map(|u| u * 16.0).collect::<Vec<_>>(), 40, &dev).unwrap();
-    let l = with_path(Path::Fused, || distribution_focal_loss(x.as_tensor(), &y, Reduction::Mean)).unwrap();
-    let g1 = l.backward().unwrap().get(x.as_tensor()).unwrap().to_vec2::<f64>().unwrap();
-    let g2 = l.backward().unwrap().get(x.as_tensor()).unwrap().to_vec2::<f64>().unwrap();
+    let y = Tensor::from_vec(
+        unif(&mut r, 40).into_iter().map(|u| u * 16.0).collect::<Vec<_>>(),
+        40,
+        &dev,
+    )
+    .unwrap();
+    let l = with_path(Path::Fused, || {
+        distribution_focal_loss(x.as_tensor(), &y, Reduction::Mean)
+    })
+    .unwrap();
+    let g1 = l
+        .backward()
+        .unwrap()
+        .get(x.as_tensor())
+        .unwrap()
+        .to_vec2::<f64>()
+        .unwrap();
+    let g2 = l
+        .backward()
+        .unwrap()
+        .get(x.as_tensor())
+        .unwrap()
+        .to_vec2::<f64>()
+        .unwrap();
     for (a, b) in g1.iter().flatten().zip(g2.iter().flatten()) {
         assert!((a - b).abs() <= 1e-15 * a.abs().max(1.0), "{a} vs {b}");
     }

@@ -584,11 +584,15 @@ fn rows<R: RowLoss, F: Real>(r: &R, x: &[F], aux: &[F], c: usize, up: Up<'_, F>,
             (parts.iter().sum(), Vec::new())
         }
         Out::Grad => {
-            let (g, parts) = build(split, n, c, |items, part| chunk_simd(r, x, aux, c, items, up, Some(part), None));
+            let (g, parts) = build(split, n, c, |items, part| {
+                chunk_simd(r, x, aux, c, items, up, Some(part), None)
+            });
             (parts.iter().sum(), g)
         }
         Out::Losses => {
-            let (l, parts) = build(split, n, 1, |items, part| chunk_simd(r, x, aux, c, items, up, None, Some(part)));
+            let (l, parts) = build(split, n, 1, |items, part| {
+                chunk_simd(r, x, aux, c, items, up, None, Some(part))
+            });
             (parts.iter().sum(), l)
         }
     }
@@ -784,7 +788,16 @@ pub(crate) fn quality_focal_rows(
     with_exponent!(beta, |e| if activated {
         apply_rows(QflRows { link: Probs, e, labels }, pred, score, reduction)
     } else {
-        apply_rows(QflRows { link: Logits, e, labels }, pred, score, reduction)
+        apply_rows(
+            QflRows {
+                link: Logits,
+                e,
+                labels,
+            },
+            pred,
+            score,
+            reduction,
+        )
     })
 }
 
@@ -793,7 +806,11 @@ pub(crate) fn quality_focal_rows(
 #[inline(always)]
 fn dfl_bins<F: Real>(y: F, bins: usize) -> (usize, usize, F, F) {
     let top = bins - 1;
-    let l = if y.is_nan() { 0 } else { (y.floor().f64().max(0.0) as usize).min(top) };
+    let l = if y.is_nan() {
+        0
+    } else {
+        (y.floor().f64().max(0.0) as usize).min(top)
+    };
     let r = (l + 1).min(top);
     let lf = F::of(l as f64);
     (l, r, lf + F::one() - y, y - lf)
@@ -811,11 +828,25 @@ impl RowLoss for Dfl {
         let (l, r, wl, wr) = dfl_bins(y, x.len());
         let lse = match grad {
             Some((g, out)) => {
-                let lse = row_softmax_into(x, out);
-                // SAFETY: `row_softmax_into` wrote every element.
+                let m = kernel::row_max(x);
+                let lse = if m.is_finite() {
+                    // p_c·g·(w_l + w_r) = e_c·(g·(w_l + w_r)/s): one scaling pass.
+                    let s = kernel::row_exp_sum_into(x, m, out);
+                    // SAFETY: `row_exp_sum_into` wrote every element.
+                    let out = unsafe { kernel::assume_init(out) };
+                    let a = g * (wl + wr) / s;
+                    out.iter_mut().for_each(|o| *o = a * *o);
+                    m + s.fast_ln()
+                } else {
+                    let lse = row_softmax_into(x, out);
+                    // SAFETY: `row_softmax_into` wrote every element.
+                    let out = unsafe { kernel::assume_init(out) };
+                    let a = g * (wl + wr);
+                    out.iter_mut().for_each(|o| *o = a * *o);
+                    lse
+                };
+                // SAFETY: both branches wrote every element.
                 let out = unsafe { kernel::assume_init(out) };
-                let a = g * (wl + wr);
-                out.iter_mut().for_each(|o| *o = a * *o);
                 out[l] -= g * wl;
                 out[r] -= g * wr;
                 lse

@@ -12,7 +12,9 @@
 //! usual 1); otherwise (`Reduction::None`, or a second backward through the same graph) the
 //! backward runs the same row kernel. Nothing else is kept.
 
-use crate::kernel::{self, assume_init, row_exp_sum, row_exp_sum_into, row_max, Arg, Fused2, Fused3, Real, SavedGrad, Split};
+use crate::kernel::{
+    self, assume_init, row_exp_sum, row_exp_sum_into, row_max, Arg, Fused2, Fused3, Real, SavedGrad, Split,
+};
 use crate::reduction::Reduction;
 use candle_core::{bail, CpuStorage, Layout, Result, Shape, Tensor};
 use std::mem::MaybeUninit;

@@ -272,7 +272,6 @@ impl<K: Elementwise> Fused3 for GradOp<K> {
     }
 }
 
-
 /// Runs the elementwise kernel of `k` on already-checked `input` and `target` (same shape, same
 /// dtype f32 or f64, CPU). Output: the `[...]` losses for `Reduction::None`, else 0-d: the sum,
 /// divided by the element count for `Mean` (an empty mean is NaN, as PyTorch's) or by

@@ -127,7 +127,6 @@ pub unsafe fn assume_init<F>(out: &mut [MaybeUninit<F>]) -> &mut [F] {
     unsafe { &mut *(out as *mut [MaybeUninit<F>] as *mut [F]) }
 }
 
-
 /// Writes `softmax(row)` to `out` (which it initialises) and returns `lse = ln Σ exp(row)`.
 ///
 /// One pass for the maximum `m`, one for the exponentials `e_c = exp(x_c − m)` (written to
