@@ -835,14 +835,14 @@ impl RowLoss for Dfl {
                     // SAFETY: `row_exp_sum_into` wrote every element.
                     let out = unsafe { kernel::assume_init(out) };
                     let a = g * (wl + wr) / s;
-                    out.iter_mut().for_each(|o| *o = a * *o);
+                    out.iter_mut().for_each(|o| *o *= a);
                     m + s.fast_ln()
                 } else {
                     let lse = row_softmax_into(x, out);
                     // SAFETY: `row_softmax_into` wrote every element.
                     let out = unsafe { kernel::assume_init(out) };
                     let a = g * (wl + wr);
-                    out.iter_mut().for_each(|o| *o = a * *o);
+                    out.iter_mut().for_each(|o| *o *= a);
                     lse
                 };
                 // SAFETY: both branches wrote every element.

@@ -142,7 +142,7 @@ pub fn row_softmax_into<F: Real>(row: &[F], out: &mut [MaybeUninit<F>]) -> F {
     let lse = shift + s.fast_ln();
     if m.is_finite() {
         let inv = F::one() / s;
-        out.iter_mut().for_each(|o| *o = *o * inv);
+        out.iter_mut().for_each(|o| *o *= inv);
     } else {
         for (o, &v) in out.iter_mut().zip(row) {
             *o = (v - lse).fast_exp();
