@@ -134,7 +134,8 @@ impl Link for Probs {
     fn parts<F: Real>(self, p: F) -> [F; 6] {
         let one = F::one();
         let floor = F::of(-100.0);
-        let max = |a: F, b: F| select(a > b, a, b);
+        // NaN stays NaN (as the composite path's `maximum`).
+        let max = |a: F, b: F| select(a > b || a.is_nan(), a, b);
         let lp = max(p.fast_ln(), floor);
         let lq = max((one - p).fast_ln(), floor);
         let den = max(p * (one - p), F::of(1e-12));
