@@ -21,11 +21,15 @@
 //! target, Poly-1 CE's probability labels) as autodiff of the reference would. mmdetection's
 //! `weight`, `avg_factor` and `loss_weight` are left to the caller (multiply the `None` output).
 //!
-//! All run as composite Candle ops (loss-core's primitives, PyTorch's gradient rules) on every
-//! device; f32 and f64.
+//! On the CPU, for f32 and f64, each runs a fused kernel (forward and analytic backward,
+//! `fused/dense.rs`; Poly-1 cross-entropy with probability labels excepted); elsewhere, and under
+//! [`loss_core::kernel::Path::Composite`], the same formulas run as composite Candle ops
+//! (loss-core's primitives, PyTorch's gradient rules), on every device.
 
+use crate::fused::dense as fused;
 use crate::losses::reduce_boxes;
 use candle_core::{DType, Result, Tensor, D};
+use loss_core::kernel;
 use loss_core::{check, log_softmax, ops, reduce, sigmoid_focal_loss, Loss, Reduction};
 
 /// `BCEWithLogits(x, t) = (1 − t)·x + softplus(−x)`, elementwise, finite for every finite `x`;
@@ -93,6 +97,9 @@ pub fn varifocal_loss(
     check::non_negative(LOSS, "alpha", alpha)?;
     check::non_negative(LOSS, "gamma", gamma)?;
     reduction.standard(LOSS)?;
+    if kernel::choose(LOSS, pred)? {
+        return fused::varifocal(pred, target, alpha, gamma, iou_weighted, reduction);
+    }
     let sigma = ops::sigmoid(pred)?;
     let negative = ops::powf(&ops::abs(&sigma.sub(target)?)?, gamma)?.affine(alpha, 0.0)?;
     let positive = if iou_weighted {
@@ -188,6 +195,9 @@ pub fn quality_focal_loss(
         ));
     }
     let labels = label.to_dtype(DType::I64)?.to_vec1::<i64>()?;
+    if kernel::choose(LOSS, pred)? {
+        return fused::quality_focal_rows(pred, labels, score, beta, activated, reduction);
+    }
     let mut onehot = vec![0u8; n * c];
     for (row, &l) in labels.iter().enumerate() {
         if l >= 0 && (l as u64) < c as u64 {
@@ -224,6 +234,9 @@ pub fn quality_focal_loss_tensor_target(
     check::float_pair(LOSS, "pred", pred, "target", target)?;
     check::non_negative(LOSS, "beta", beta)?;
     reduction.standard(LOSS)?;
+    if kernel::choose(LOSS, pred)? {
+        return fused::quality_focal_dense(pred, target, beta, activated, reduction);
+    }
     let mask = target.detach().ne(0.0)?;
     reduce(LOSS, &qfl_rows(pred, target, &mask, beta, activated)?, reduction)
 }
@@ -265,6 +278,9 @@ pub fn distribution_focal_loss(pred: &Tensor, label: &Tensor, reduction: Reducti
     let top = (bins - 1) as f64;
     check::values_in(LOSS, "label", label, 0.0, top, "[0, n] (n + 1 bins)")?;
     reduction.standard(LOSS)?;
+    if kernel::choose(LOSS, pred)? {
+        return fused::distribution_focal(pred, label, reduction);
+    }
     if n_rows == 0 {
         let empty = pred
             .sum_keepdim(1)?
@@ -329,6 +345,9 @@ pub fn gaussian_focal_loss(
     check::values_in(LOSS, "pred", pred, 0.0, 1.0, "[0, 1] (probabilities)")?;
     check::values_in(LOSS, "gaussian_target", gaussian_target, 0.0, 1.0, "[0, 1]")?;
     reduction.standard(LOSS)?;
+    if kernel::choose(LOSS, pred)? {
+        return fused::gaussian_focal(pred, gaussian_target, alpha, gamma, pos_weight, neg_weight, reduction);
+    }
     const EPS: f64 = 1e-12;
     let t = gaussian_target;
     let is_peak = t.detach().eq(1.0)?.to_dtype(pred.dtype())?;
@@ -374,6 +393,9 @@ pub fn balanced_l1_loss(
     check::positive(LOSS, "gamma", gamma)?;
     check::positive(LOSS, "beta", beta)?;
     reduction.standard(LOSS)?;
+    if kernel::choose(LOSS, pred)? {
+        return fused::balanced_l1(pred, target, alpha, gamma, beta, reduction);
+    }
     let b = (gamma / alpha).exp() - 1.0;
     let x = ops::abs(&pred.sub(target)?)?;
     let small = x
@@ -445,6 +467,9 @@ pub fn poly1_cross_entropy(
             ));
         }
         check::class_indices(LOSS, "labels", labels, c, None)?;
+        if kernel::choose(LOSS, logits)? {
+            return fused::poly1_cross_entropy_indices(logits, labels, epsilon, label_smoothing, reduction);
+        }
         let idx = labels.to_dtype(DType::I64)?.to_vec1::<i64>()?;
         let mut onehot = vec![0f64; n * c];
         for (row, &l) in idx.iter().enumerate() {
@@ -505,6 +530,9 @@ pub fn poly1_focal_loss(
     check::non_negative(LOSS, "gamma", gamma)?;
     reduction.standard(LOSS)?;
     let y = labels.detach();
+    if kernel::choose(LOSS, logits)? {
+        return fused::poly1_focal(logits, &y, epsilon, alpha, gamma, reduction);
+    }
     let focal = sigmoid_focal_loss(logits, &y, alpha, gamma, Reduction::None)?;
     // 1 − p_t = y·σ(−x) + (1 − y)·σ(x)
     let q = y

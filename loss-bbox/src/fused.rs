@@ -33,6 +33,7 @@ use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 mod block_f32;
+pub(crate) mod dense;
 mod pair;
 mod successors;
 

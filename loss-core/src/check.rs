@@ -164,6 +164,31 @@ pub fn class_indices(
     Ok(())
 }
 
+/// Whether a contiguous f32/f64 CPU tensor has a value outside `[lo, hi]`, read in place (one
+/// vectorised pass, no f64 copy); `None` for any other tensor.
+fn any_outside_cpu(t: &Tensor, lo: f64, hi: f64) -> Option<bool> {
+    use candle_core::{CpuStorage, Storage};
+    #[inline(always)]
+    fn scan<T: Copy + Into<f64>>(v: &[T], lo: f64, hi: f64) -> bool {
+        crate::kernel::with_simd(
+            #[inline(always)]
+            || {
+                v.iter().fold(false, |acc, &x| {
+                    let x: f64 = x.into();
+                    acc | (x < lo) | (x > hi)
+                })
+            },
+        )
+    }
+    let (storage, layout) = t.storage_and_layout();
+    let (a, b) = layout.contiguous_offsets()?;
+    match &*storage {
+        Storage::Cpu(CpuStorage::F32(v)) => Some(scan(&v[a..b], lo, hi)),
+        Storage::Cpu(CpuStorage::F64(v)) => Some(scan(&v[a..b], lo, hi)),
+        _ => None,
+    }
+}
+
 /// All values of `t` must lie in `[lo, hi]` (NaN passes through: it propagates to the output).
 pub fn values_in(
     loss: &'static str,
@@ -176,8 +201,14 @@ pub fn values_in(
     if t.elem_count() == 0 {
         return Ok(());
     }
-    let vals = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-    if vals.iter().any(|&v| v < lo || v > hi) {
+    let outside = match any_outside_cpu(t, lo, hi) {
+        Some(outside) => outside,
+        None => {
+            let vals = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+            vals.iter().any(|&v| v < lo || v > hi)
+        }
+    };
+    if outside {
         return Err(LossError::BadValues {
             loss,
             arg,

@@ -12,10 +12,9 @@
 //! under [`Path::Composite`](crate::kernel::Path); tests hold the two equal. Written with the
 //! kernel layer ([`crate::kernel`]).
 
-use crate::kernel::{self, build, Arg, Fused2, Fused3, Real, SavedGrad, Split};
+use crate::kernel::{self, logistic, select, Elementwise, Real};
 use crate::reduction::Reduction;
-use candle_core::{Result, Shape, Tensor};
-use std::mem::MaybeUninit;
+use candle_core::{Result, Tensor};
 
 mod embedding;
 mod gaussian;
@@ -26,9 +25,6 @@ pub use embedding::{cosine_embedding, triplet_margin_euclidean};
 pub use gaussian::gaussian_nll;
 pub use margin::{multi_margin, multilabel_soft_margin};
 pub use softmax::{cross_entropy_rows, CrossEntropyRows};
-
-/// The split of the pointwise kernels.
-const SPLIT: Split = Split::ELEMENTS;
 
 /// A pointwise loss with a closed-form value and partial derivatives.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,35 +92,10 @@ fn sign<F: Real>(d: F) -> F {
     }
 }
 
-/// `if c { a } else { b }` with both arms already computed (a select, not a branch).
-#[inline(always)]
-fn select<F: Real>(c: bool, a: F, b: F) -> F {
-    if c {
-        a
-    } else {
-        b
-    }
-}
-
 /// softplus(−x) = ln(1 + e⁻ˣ), stable.
 #[inline(always)]
 fn softplus_neg<F: Real>(x: F) -> F {
     logistic(x).2
-}
-
-/// `(σ(x), σ(−x), softplus(−x))` from one `e^{−|x|}`.
-#[inline(always)]
-fn logistic<F: Real>(x: F) -> (F, F, F) {
-    let e = (-x.abs()).fast_exp();
-    let one = F::one();
-    let big = one / (one + e);
-    let small = e * big;
-    let sp = num_traits::Float::max(-x, F::zero()) + e.ln1p_unit();
-    if x >= F::zero() {
-        (big, small, sp)
-    } else {
-        (small, big, sp)
-    }
 }
 
 impl Pointwise {
@@ -303,37 +274,34 @@ fn focal_grad<F: Real>(x: F, t: F, alpha: f64, gamma: f64) -> (F, F) {
     (gx, gt)
 }
 
-/// One pointwise loss with its parameters fixed at compile time where they select code, so that
-/// each kernel loop below is compiled for one loss (no `match` per element) and vectorises.
-trait Kernel: Copy + Send + Sync {
-    fn get(self) -> Pointwise;
-
-    #[inline(always)]
-    fn value<F: Real>(self, x: F, t: F) -> F {
-        self.get().value(x, t)
-    }
-
-    #[inline(always)]
-    fn grad<F: Real, const WRT_T: bool>(self, x: F, t: F) -> F {
-        let (gx, gt) = self.get().grad(x, t);
-        if WRT_T {
-            gt
-        } else {
-            gx
-        }
-    }
-}
-
+/// One type per pointwise loss, with its parameters fixed at compile time where they select code
+/// (`FocalGamma2K`), so that each loop of [`kernel::elementwise`] is compiled for one loss (no
+/// `match` per element) and vectorises.
 macro_rules! kernels {
     ($($name:ident($($field:ident),*) => $pw:expr;)*) => {
         $(
             #[derive(Clone, Copy)]
             struct $name($(kernels!(@f64 $field)),*);
-            impl Kernel for $name {
+            impl $name {
                 #[inline(always)]
                 fn get(self) -> Pointwise {
                     let $name($($field),*) = self;
                     $pw
+                }
+            }
+            impl Elementwise for $name {
+                #[inline(always)]
+                fn value<F: Real>(self, x: F, t: F) -> F {
+                    self.get().value(x, t)
+                }
+                #[inline(always)]
+                fn grad<F: Real, const WRT_T: bool>(self, x: F, t: F) -> F {
+                    let (gx, gt) = self.get().grad(x, t);
+                    if WRT_T {
+                        gt
+                    } else {
+                        gx
+                    }
                 }
             }
         )*
@@ -357,7 +325,7 @@ kernels! {
     PoissonLogInputK() => Pointwise::PoissonLogInput;
 }
 
-/// Evaluates `$body` with `$k` bound to the [`Kernel`] of `$f`.
+/// Evaluates `$body` with `$k` bound to the kernel type of `$f`.
 macro_rules! with_kernel {
     ($f:expr, |$k:ident| $body:expr) => {
         match $f {
@@ -417,283 +385,8 @@ macro_rules! with_kernel {
     };
 }
 
-/// Lanes of the kernel loops (8 f32 = one AVX2 register).
-const LANES: usize = 8;
-
-/// Elements per block of [`sum_values`]: the block's values go to a stack buffer first.
-const BLOCK: usize = 256;
-
-/// Adds a block of values to [`LANES`] f64 accumulators (the remainder to `tail`).
-#[inline(always)]
-fn accumulate<F: Real>(vals: &[F], acc: &mut [f64; LANES], tail: &mut f64) {
-    let lanes = vals.chunks_exact(LANES);
-    *tail += lanes.remainder().iter().map(|v| v.f64()).sum::<f64>();
-    for c in lanes {
-        let c: &[F; LANES] = c.try_into().unwrap();
-        for j in 0..LANES {
-            acc[j] += c[j].f64();
-        }
-    }
-}
-
-/// `Σ ℓ(xᵢ, tᵢ)` in f64 over one chunk. Per block the values are written to a buffer by a
-/// plain loop (which vectorises whatever the loss), then added in [`LANES`] f64 accumulators.
-#[inline(always)]
-fn sum_values<K: Kernel, F: Real>(k: K, x: &[F], t: &[F]) -> f64 {
-    let mut buf = [F::zero(); BLOCK];
-    let (mut acc, mut tail) = ([0.0f64; LANES], 0.0);
-    for (xb, tb) in x.chunks(BLOCK).zip(t.chunks(BLOCK)) {
-        let vals = &mut buf[..xb.len()];
-        for ((v, &a), &b) in vals.iter_mut().zip(xb).zip(tb) {
-            *v = k.value(a, b);
-        }
-        accumulate(vals, &mut acc, &mut tail);
-    }
-    acc.iter().sum::<f64>() + tail
-}
-
-/// `Σ ℓ(xᵢ, tᵢ)` in f64 over one chunk, writing `out[i] = s · ∂ℓ/∂x` at the same time (the
-/// forward of a reduced loss whose input needs a gradient: one pass instead of two).
-#[inline(always)]
-fn sum_values_write_grads<K: Kernel, F: Real>(k: K, x: &[F], t: &[F], s: F, out: &mut [MaybeUninit<F>]) -> f64 {
-    let mut buf = [F::zero(); BLOCK];
-    let (mut acc, mut tail) = ([0.0f64; LANES], 0.0);
-    for ((xb, tb), ob) in x.chunks(BLOCK).zip(t.chunks(BLOCK)).zip(out.chunks_mut(BLOCK)) {
-        let vals = &mut buf[..xb.len()];
-        for (((v, o), &a), &b) in vals.iter_mut().zip(ob.iter_mut()).zip(xb).zip(tb) {
-            *v = k.value(a, b);
-            o.write(s * k.grad::<F, false>(a, b));
-        }
-        accumulate(vals, &mut acc, &mut tail);
-    }
-    acc.iter().sum::<f64>() + tail
-}
-
-/// `out[i] = ℓ(xᵢ, tᵢ)` over one chunk.
-#[inline(always)]
-fn write_values<K: Kernel, F: Real>(k: K, x: &[F], t: &[F], out: &mut [MaybeUninit<F>]) {
-    for ((o, &a), &b) in out.iter_mut().zip(x).zip(t) {
-        o.write(k.value(a, b));
-    }
-}
-
-/// `out[i] = g · ∂ℓ/∂x` (or `∂ℓ/∂t`) at `(xᵢ, tᵢ)` over one chunk, for a scalar upstream `g`.
-#[inline(always)]
-fn write_grads<K: Kernel, F: Real, const WRT_T: bool>(k: K, x: &[F], t: &[F], g: F, out: &mut [MaybeUninit<F>]) {
-    for ((o, &a), &b) in out.iter_mut().zip(x).zip(t) {
-        o.write(g * k.grad::<F, WRT_T>(a, b));
-    }
-}
-
-/// `out[i] = upᵢ · s · ∂ℓ/∂x` (or `∂ℓ/∂t`) over one chunk, for an elementwise upstream.
-#[inline(always)]
-fn write_grads_up<K: Kernel, F: Real, const WRT_T: bool>(
-    k: K,
-    x: &[F],
-    t: &[F],
-    up: &[F],
-    s: F,
-    out: &mut [MaybeUninit<F>],
-) {
-    for (((o, &a), &b), &u) in out.iter_mut().zip(x).zip(t).zip(up) {
-        o.write(u * s * k.grad::<F, WRT_T>(a, b));
-    }
-}
-
-/// Defines `$name`, which runs the `#[inline(always)]` loop `$body` compiled for AVX2 + FMA when
-/// the CPU has them ([`kernel::has_avx2_fma`]), and as it is otherwise: [`kernel::with_simd`]
-/// written out as a generic function, which keeps these loops' code as it was measured.
-macro_rules! simd_entry {
-    ($name:ident <$($g:ident : $b:path),* $(; const $c:ident : bool)?> ($($a:ident : $t:ty),*) -> $r:ty = $body:ident) => {
-        #[inline(always)]
-        fn $name<$($g: $b),* $(, const $c: bool)?>($($a: $t),*) -> $r {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2<$($g: $b),* $(, const $c: bool)?>($($a: $t),*) -> $r {
-                    $body::<$($g),* $(, $c)?>($($a),*)
-                }
-                if kernel::has_avx2_fma() {
-                    // SAFETY: the features were just detected on this CPU.
-                    return unsafe { avx2::<$($g),* $(, $c)?>($($a),*) };
-                }
-            }
-            $body::<$($g),* $(, $c)?>($($a),*)
-        }
-    };
-}
-
-simd_entry!(sum_values_simd<K: Kernel, F: Real>(k: K, x: &[F], t: &[F]) -> f64 = sum_values);
-simd_entry!(sum_values_write_grads_simd<K: Kernel, F: Real>(k: K, x: &[F], t: &[F], s: F, out: &mut [MaybeUninit<F>]) -> f64 = sum_values_write_grads);
-simd_entry!(write_values_simd<K: Kernel, F: Real>(k: K, x: &[F], t: &[F], out: &mut [MaybeUninit<F>]) -> () = write_values);
-simd_entry!(write_grads_simd<K: Kernel, F: Real; const WRT_T: bool>(k: K, x: &[F], t: &[F], g: F, out: &mut [MaybeUninit<F>]) -> () = write_grads);
-simd_entry!(write_grads_up_simd<K: Kernel, F: Real; const WRT_T: bool>(k: K, x: &[F], t: &[F], up: &[F], s: F, out: &mut [MaybeUninit<F>]) -> () = write_grads_up);
-
-/// `Σ ℓ(xᵢ, tᵢ)` in f64: per chunk of [`CHUNK`] in parallel above the threshold, the chunks'
-/// sums added in order (the same result on any number of threads).
-fn sum_pointwise<K: Kernel, F: Real>(k: K, x: &[F], t: &[F]) -> f64 {
-    let parts = kernel::for_each_chunk(SPLIT, x.len(), 0, [], |r, []: [&mut [u8]; 0]| {
-        sum_values_simd(k, &x[r.clone()], &t[r])
-    });
-    parts.iter().sum()
-}
-
-/// The forward kernel: elementwise values or the reduced scalar.
-///
-/// When the input needs a gradient and the loss is reduced (`save_grad`), the forward also writes
-/// `∂ℓ/∂x / divisor` in the same pass and keeps it for the backward, which then only scales it
-/// by the upstream gradient (not at all for the usual upstream 1) instead of reading the inputs
-/// again. A second backward through the same graph recomputes it.
-struct ForwardOp {
-    f: Pointwise,
-    reduction: Reduction,
-    /// What the sum is divided by: the element count (`Mean`), the batch size (`BatchMean`), 1.
-    divisor: f64,
-    save_grad: bool,
-    saved: SavedGrad,
-}
-
-impl ForwardOp {
-    fn run<F: Real>(&self, x: &[F], t: &[F], shape: &Shape) -> (Vec<F>, Shape, Option<Vec<F>>) {
-        with_kernel!(self.f, |k| match self.reduction {
-            Reduction::None => {
-                let (out, _) = build(SPLIT, x.len(), 1, |r, part| {
-                    write_values_simd(k, &x[r.clone()], &t[r], part)
-                });
-                (out, shape.clone(), None)
-            }
-            _ if self.save_grad => {
-                let s = F::of(1.0 / self.divisor);
-                let (grad, sums) = build(SPLIT, x.len(), 1, |r, part| {
-                    sum_values_write_grads_simd(k, &x[r.clone()], &t[r], s, part)
-                });
-                let sum: f64 = sums.iter().sum();
-                (vec![F::of(sum / self.divisor)], Shape::from(()), Some(grad))
-            }
-            _ => {
-                let s = sum_pointwise(k, x, t);
-                (vec![F::of(s / self.divisor)], Shape::from(()), None)
-            }
-        })
-    }
-}
-
-impl Fused2 for ForwardOp {
-    fn name(&self) -> &'static str {
-        "fused-pointwise-loss"
-    }
-
-    fn forward<F: Real>(&self, x: Arg<'_>, t: Arg<'_>) -> Result<(Vec<F>, Shape)> {
-        let (v, s, g) = self.run(
-            x.contiguous::<F>("input")?,
-            t.contiguous::<F>("target")?,
-            x.layout.shape(),
-        );
-        self.saved.keep(g.map(F::to_cpu_storage_owned));
-        Ok((v, s))
-    }
-
-    fn backward(
-        &self,
-        x: &Tensor,
-        t: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let saved = if self.save_grad {
-            self.saved.take_scaled(x, grad)?
-        } else {
-            None
-        };
-        let scale = if self.reduction == Reduction::None {
-            1.0
-        } else {
-            1.0 / self.divisor
-        };
-        let grad = grad.contiguous()?;
-        let op = |wrt_target| GradOp {
-            f: self.f,
-            scale,
-            wrt_target,
-        };
-        let gx = match saved {
-            Some(g) => g,
-            None => kernel::apply3_no_bwd(op(false), x, t, &grad)?,
-        };
-        let gt = if t.track_op() {
-            Some(kernel::apply3_no_bwd(op(true), x, t, &grad)?)
-        } else {
-            None
-        };
-        Ok((Some(gx), gt))
-    }
-}
-
-/// The backward kernel: `upstream · scale · ∂ℓ/∂x` (or `∂ℓ/∂t`); `upstream` is a scalar or has
-/// the inputs' shape.
-struct GradOp {
-    f: Pointwise,
-    scale: f64,
-    wrt_target: bool,
-}
-
-impl GradOp {
-    fn run<F: Real>(&self, x: &[F], t: &[F], up: &[F]) -> Vec<F> {
-        if self.wrt_target {
-            self.run_wrt::<F, true>(x, t, up)
-        } else {
-            self.run_wrt::<F, false>(x, t, up)
-        }
-    }
-
-    fn run_wrt<F: Real, const WRT_T: bool>(&self, x: &[F], t: &[F], up: &[F]) -> Vec<F> {
-        with_kernel!(self.f, |k| if up.len() == 1 && x.len() != 1 {
-            let g = F::of(up[0].f64() * self.scale);
-            build(SPLIT, x.len(), 1, |r, part| {
-                write_grads_simd::<_, F, WRT_T>(k, &x[r.clone()], &t[r], g, part)
-            })
-            .0
-        } else {
-            let s = F::of(self.scale);
-            build(SPLIT, x.len(), 1, |r, part| {
-                write_grads_up_simd::<_, F, WRT_T>(k, &x[r.clone()], &t[r.clone()], &up[r], s, part)
-            })
-            .0
-        })
-    }
-}
-
-impl Fused3 for GradOp {
-    fn name(&self) -> &'static str {
-        "fused-pointwise-loss-grad"
-    }
-
-    fn forward<F: Real>(&self, x: Arg<'_>, t: Arg<'_>, g: Arg<'_>) -> Result<(Vec<F>, Shape)> {
-        let v = self.run(
-            x.contiguous::<F>("input")?,
-            t.contiguous::<F>("target")?,
-            g.contiguous::<F>("grad")?,
-        );
-        Ok((v, x.layout.shape().clone()))
-    }
-}
-
 /// Runs the fused kernel of `f` on already-checked `input` and `target` (same shape and dtype).
 /// `BatchMean` divides the sum by `input.dim(0)` (1 for a 0-d input).
 pub fn pointwise(f: Pointwise, input: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
-    let x = input.contiguous()?;
-    let t = target.contiguous()?;
-    let divisor = match reduction {
-        Reduction::Mean => x.elem_count() as f64,
-        Reduction::BatchMean if x.rank() > 0 => x.dim(0)? as f64,
-        _ => 1.0,
-    };
-    let op = ForwardOp {
-        f,
-        reduction,
-        divisor,
-        save_grad: reduction != Reduction::None && x.track_op(),
-        saved: Default::default(),
-    };
-    kernel::apply2(op, &x, &t)
+    with_kernel!(f, |k| kernel::elementwise(k, input, target, reduction))
 }

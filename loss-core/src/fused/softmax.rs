@@ -12,7 +12,9 @@
 //! usual 1); otherwise (`Reduction::None`, or a second backward through the same graph) the
 //! backward runs the same row kernel. Nothing else is kept.
 
-use crate::kernel::{self, Arg, Fused2, Fused3, Real, SavedGrad, Split};
+use crate::kernel::{
+    self, assume_init, row_exp_sum, row_exp_sum_into, row_max, Arg, Fused2, Fused3, Real, SavedGrad, Split,
+};
 use crate::reduction::Reduction;
 use candle_core::{bail, CpuStorage, Layout, Result, Shape, Tensor};
 use std::mem::MaybeUninit;
@@ -28,76 +30,6 @@ pub struct CrossEntropyRows {
     pub label_smoothing: f64,
     /// `None`, `Mean` or `Sum`.
     pub reduction: Reduction,
-}
-
-/// Lanes of the row loops.
-const L: usize = 8;
-
-/// The maximum of a row in [`L`] lanes (`max` skips NaN; a NaN makes `s`, hence the loss, NaN).
-#[inline(always)]
-fn row_max<F: Real>(row: &[F]) -> F {
-    let chunks = row.chunks_exact(L);
-    let rest = chunks.remainder();
-    let mut m = [F::neg_infinity(); L];
-    for c in chunks {
-        let c: &[F; L] = c.try_into().unwrap();
-        for k in 0..L {
-            m[k] = num_traits::Float::max(m[k], c[k]);
-        }
-    }
-    rest.iter()
-        .chain(m.iter())
-        .fold(F::neg_infinity(), |a, &b| num_traits::Float::max(a, b))
-}
-
-/// `Σ exp(v − shift)` over a row in [`L`] lanes.
-#[inline(always)]
-fn row_exp_sum<F: Real>(row: &[F], shift: F) -> F {
-    let chunks = row.chunks_exact(L);
-    let rest = chunks.remainder();
-    let mut s = [F::zero(); L];
-    for c in chunks {
-        let c: &[F; L] = c.try_into().unwrap();
-        for k in 0..L {
-            s[k] += (c[k] - shift).fast_exp();
-        }
-    }
-    let tail = rest.iter().fold(F::zero(), |a, &v| a + (v - shift).fast_exp());
-    s.iter().fold(F::zero(), |a, &b| a + b) + tail
-}
-
-/// As [`row_exp_sum`], each term also written to `out` (which it initialises).
-#[inline(always)]
-fn row_exp_sum_into<F: Real>(row: &[F], shift: F, out: &mut [MaybeUninit<F>]) -> F {
-    let mut oc = out.chunks_exact_mut(L);
-    let chunks = row.chunks_exact(L);
-    let rest = chunks.remainder();
-    let mut s = [F::zero(); L];
-    for (c, o) in chunks.zip(&mut oc) {
-        let c: &[F; L] = c.try_into().unwrap();
-        for k in 0..L {
-            let e = (c[k] - shift).fast_exp();
-            o[k].write(e);
-            s[k] += e;
-        }
-    }
-    let mut tail = F::zero();
-    for (&v, o) in rest.iter().zip(oc.into_remainder()) {
-        let e = (v - shift).fast_exp();
-        o.write(e);
-        tail += e;
-    }
-    s.iter().fold(F::zero(), |a, &b| a + b) + tail
-}
-
-/// `out` viewed as initialised.
-///
-/// # Safety
-/// Every element of `out` must have been written.
-#[inline(always)]
-unsafe fn assume_init<F>(out: &mut [MaybeUninit<F>]) -> &mut [F] {
-    // SAFETY: MaybeUninit<F> has F's layout, and the caller guarantees initialisation.
-    unsafe { &mut *(out as *mut [MaybeUninit<F>] as *mut [F]) }
 }
 
 /// The class indices of a target tensor (i64, u32 or u8) as i64.

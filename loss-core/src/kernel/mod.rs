@@ -7,9 +7,11 @@
 //!
 //! | piece | what |
 //! |---|---|
-//! | [`Real`] | the float trait the loops are written over (f32 with `exp`/`ln` that vectorise, f64 with libm) |
-//! | [`with_simd`] | runs a loop compiled for AVX2 + FMA when the CPU has them |
+//! | [`Real`], [`select`], [`logistic`] | the float trait the loops are written over (f32 with `exp`/`ln` that vectorise, f64 with libm), a branch-free select, the stable sigmoid pair and softplus |
+//! | [`with_simd`], [`simd_entry!`](crate::simd_entry) | runs a loop compiled for AVX2 + FMA when the CPU has them |
 //! | [`Split`], [`build`], [`build_planes`], [`build_optional`], [`for_each_chunk`], [`run_tasks`], [`uninit_vec`] | fills an output buffer (never zero-filled first) in fixed chunks, in parallel for large inputs, the chunks' results in order (the same sums on any number of threads) |
+//! | [`Elementwise`], [`elementwise`] | a loss `ℓ(x, t)` of two same-shape tensors from its value and partial derivatives: the whole forward and backward (values or the reduced sum, the gradient saved by a reduced forward) |
+//! | [`row_max`], [`row_sum_map`], [`row_sum_map_into`], [`row_exp_sum`], [`row_exp_sum_into`], [`row_softmax_into`], [`assume_init`] | the pieces of a softmax over `[N, C]` rows (row kernels) |
 //! | [`SavedGrad`], [`KeptGrads`] | gradients written by the forward and kept for the backward (taken by the first, or kept for every one) |
 //! | [`Fused1`], [`Fused2`], [`Fused3`], [`Arg`], [`apply1`], [`apply2`], [`apply3`], [`apply3_no_bwd`] | the adapter: a forward over f32/f64 slices plus a backward becomes Candle's `CustomOp1/2/3`; the f32/f64 `match` is written here |
 //! | [`Path`], [`force`], [`with_path`], [`choose`] | which form runs: the one switch of the workspace |
@@ -38,8 +40,12 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Mutex;
 
+mod elementwise;
 mod real;
-pub use real::{exp_f32, ln1p_unit_f32, ln_f32, Real};
+mod rows;
+pub use elementwise::{elementwise, Elementwise};
+pub use real::{exp_f32, ln1p_unit_f32, ln_f32, logistic, select, Real};
+pub use rows::{assume_init, row_exp_sum, row_exp_sum_into, row_max, row_softmax_into, row_sum_map, row_sum_map_into};
 
 // ---------------------------------------------------------------------------------------------
 // The path switch.
@@ -153,6 +159,36 @@ pub fn with_simd<R>(f: impl FnOnce() -> R) -> R {
         }
     }
     f()
+}
+
+/// Defines the function `$name`, which runs the `#[inline(always)]` function `$body` (same
+/// generics and arguments) compiled for AVX2 + FMA when the CPU has them ([`has_avx2_fma`]), and
+/// as it is otherwise: [`with_simd`] written out as a generic function. Some loops (lanes kept
+/// in a `[F; 8]` array, row kernels) vectorise only this way, not through `with_simd`'s closure.
+///
+/// `simd_entry!(name<K: Bound, F: Real>(k: K, x: &[F]) -> f64 = body);` (an optional
+/// `; const C: bool` after the type parameters).
+#[macro_export]
+macro_rules! simd_entry {
+    ($name:ident <$($g:ident : $b:path),* $(; const $c:ident : bool)?> ($($a:ident : $t:ty),*) -> $r:ty = $body:ident) => {
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        fn $name<$($g: $b),* $(, const $c: bool)?>($($a: $t),*) -> $r {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2<$($g: $b),* $(, const $c: bool)?>($($a: $t),*) -> $r {
+                    $body::<$($g),* $(, $c)?>($($a),*)
+                }
+                if $crate::kernel::has_avx2_fma() {
+                    // SAFETY: the features were just detected on this CPU.
+                    return unsafe { avx2::<$($g),* $(, $c)?>($($a),*) };
+                }
+            }
+            $body::<$($g),* $(, $c)?>($($a),*)
+        }
+    };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -182,6 +182,32 @@ pub fn ln_f32(x: f32) -> f32 {
     }
 }
 
+/// `if c { a } else { b }` with both arms already computed (a select, not a branch).
+#[inline(always)]
+pub fn select<F: Real>(c: bool, a: F, b: F) -> F {
+    if c {
+        a
+    } else {
+        b
+    }
+}
+
+/// `(σ(x), σ(−x), softplus(−x))` from one `e^{−|x|}`, stable for every `x` (`softplus(−x) =
+/// ln(1 + e^{−x})`); NaN gives NaN.
+#[inline(always)]
+pub fn logistic<F: Real>(x: F) -> (F, F, F) {
+    let e = (-x.abs()).fast_exp();
+    let one = F::one();
+    let big = one / (one + e);
+    let small = e * big;
+    let sp = num_traits::Float::max(-x, F::zero()) + e.ln1p_unit();
+    if x >= F::zero() {
+        (big, small, sp)
+    } else {
+        (small, big, sp)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
