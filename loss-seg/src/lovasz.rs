@@ -21,8 +21,10 @@
 //! w.r.t. the logits comes from autodiff through the softmax and `|·|` (gradient 0 at 0) on
 //! every device.
 
+use crate::fused::LovaszHingeOp;
 use crate::prepare::softmax_channels;
 use candle_core::{DType, Device, Result, Tensor};
+use loss_core::kernel::{self, SavedGrad};
 use loss_core::{check, ops, LossError};
 use rayon::prelude::*;
 
@@ -240,17 +242,46 @@ pub fn lovasz_hinge_loss(logits: &Tensor, target: &Tensor, opts: &LovaszHingeLos
     check::float(LOSS, "logits", logits)?;
     check::min_rank(LOSS, "logits", logits, 1, "[N, d1...]")?;
     check::same_shape(LOSS, "target", target, "logits", logits)?;
+    if kernel::choose(LOSS, logits)? {
+        let op = LovaszHingeOp {
+            per_image: opts.per_image,
+            ignore: opts.ignore_index.map(|i| i as f64),
+            grad: SavedGrad::default(),
+        };
+        let labels = target.detach().to_dtype(logits.dtype())?.contiguous()?;
+        match kernel::apply2(op, &logits.contiguous()?, &labels) {
+            Ok(loss) => return Ok(loss),
+            // A label the kernel rejects: the error names it, else (a label that is
+            // `ignore_index` only in f64) the composite form decides.
+            Err(_) => {
+                hinge_labels(target, opts.ignore_index)?;
+            }
+        }
+    }
+    lovasz_hinge_composite(logits, target, opts)
+}
+
+/// The labels of [`lovasz_hinge_loss`] on the host, as f64, checked: 0, 1 or `ignore_index`.
+fn hinge_labels(target: &Tensor, ignore_index: Option<i64>) -> Result<Vec<f64>> {
     let labels = host_values(&target.detach())?;
-    let ignore = opts.ignore_index.map(|i| i as f64);
+    let ignore = ignore_index.map(|i| i as f64);
     if labels.iter().any(|&y| y != 0.0 && y != 1.0 && Some(y) != ignore) {
         return Err(LossError::BadValues {
-            loss: LOSS,
+            loss: "lovasz_hinge_loss",
             arg: "target",
             expected: "0 or 1 (or ignore_index)",
             shape: target.shape().clone(),
         }
         .into());
     }
+    Ok(labels)
+}
+
+/// [`lovasz_hinge_loss`] from plain Candle ops and a host sort (any device, any float dtype;
+/// the arguments checked by the caller).
+fn lovasz_hinge_composite(logits: &Tensor, target: &Tensor, opts: &LovaszHingeLoss) -> Result<Tensor> {
+    let labels = hinge_labels(target, opts.ignore_index)?;
+    let ignore = opts.ignore_index.map(|i| i as f64);
     let total = logits.elem_count();
     let n = logits.dim(0)?;
     let per = total / n.max(1);
