@@ -1,6 +1,6 @@
 //! The fused Lovász hinge of [`crate::lovasz::lovasz_hinge_loss`]: per group of pixels (an image
 //! with `per_image`, else the whole batch; groups in parallel) the hinge errors
-//! `e = 1 − x·s` of the non-ignored pixels, a stable radix sort of them in decreasing order (ties
+//! `e = 1 − x·s` of the non-ignored pixels, a stable radix sort of their bits in decreasing order (ties
 //! in pixel order, as the composite form's sort), the Lovász gradient `g_k = J_k − J_{k−1}` of the
 //! Jaccard from the running counts of the sorted labels, the value `Σ relu(e_(k))·g_k` and, kept
 //! for the backward, the gradient `−s·g_k·scale` of each pixel with `e > 0` (or NaN: it reaches
@@ -26,69 +26,87 @@ const GROUPS: Split = Split {
     whole_below: false,
 };
 
-/// A key whose unsigned order is the decreasing [`f64::total_cmp`] order of `e`.
+/// A key whose unsigned order is the decreasing [`f64::total_cmp`] order of `e` (of `F`'s bits:
+/// 32 for f32, 64 for f64).
 #[inline(always)]
-fn descending_key(e: f64) -> u64 {
-    let b = e.to_bits();
-    let ascending = if b >> 63 == 1 { !b } else { b | (1 << 63) };
-    !ascending
+fn descending_key<F: Real>(e: F) -> u64 {
+    if std::mem::size_of::<F>() == 4 {
+        let b = (e.f64() as f32).to_bits();
+        let ascending = if b >> 31 == 1 { !b } else { b | (1 << 31) };
+        u64::from(!ascending)
+    } else {
+        let b = e.f64().to_bits();
+        let ascending = if b >> 63 == 1 { !b } else { b | (1 << 63) };
+        !ascending
+    }
 }
 
-/// Sorts `items` (key, pixel) by key, stably (LSD radix sort, 8 bits a pass; a pass whose digit
-/// is the same for every key is skipped). `tmp` is scratch space of `items`' length.
-fn radix_sort(items: &mut Vec<(u64, u32)>, tmp: &mut Vec<(u64, u32)>) {
-    let mut counts = [[0usize; 256]; 8];
+/// Bits a radix digit.
+const DIGIT: u32 = 11;
+
+/// Sorts `items` (key of `bits` bits, pixel) by key, stably (LSD radix sort, [`DIGIT`] bits a
+/// pass; a pass whose digit is the same for every key is skipped).
+fn radix_sort(items: &mut Vec<(u64, u32)>, bits: u32) {
+    let passes = bits.div_ceil(DIGIT) as usize;
+    let mask = (1u64 << DIGIT) - 1;
+    let mut counts = vec![[0u32; 1 << DIGIT]; passes];
     for &(k, _) in items.iter() {
         for (d, c) in counts.iter_mut().enumerate() {
-            c[((k >> (8 * d)) & 0xff) as usize] += 1;
+            c[((k >> (DIGIT as usize * d)) & mask) as usize] += 1;
         }
     }
     let n = items.len();
-    tmp.resize(n, (0, 0));
+    let mut tmp = vec![(0u64, 0u32); n];
     for (d, c) in counts.iter().enumerate() {
-        if c.iter().any(|&m| m == n) {
+        if c.iter().any(|&m| m as usize == n) {
             continue;
         }
-        let mut start = [0usize; 256];
+        let mut start = [0usize; 1 << DIGIT];
         let mut sum = 0;
         for (s, &m) in start.iter_mut().zip(c.iter()) {
             *s = sum;
-            sum += m;
+            sum += m as usize;
         }
         for &it in items.iter() {
-            let digit = ((it.0 >> (8 * d)) & 0xff) as usize;
+            let digit = ((it.0 >> (DIGIT as usize * d)) & mask) as usize;
             tmp[start[digit]] = it;
             start[digit] += 1;
         }
-        std::mem::swap(items, tmp);
+        std::mem::swap(items, &mut tmp);
     }
 }
 
+/// The flag of a positive pixel in a sort item's pixel field.
+const POSITIVE: u32 = 1 << 31;
+
 /// One group: the value `Σ relu(e_(k))·g_k` (before `scale`), the gradient `−s·g_k·scale`
-/// written into `grad` (zero on entry). `Err` on a label other than 0, 1 or `ignore`.
+/// written into `grad` (zero on entry). `Err` on a label other than 0, 1 or `ignore`, or a
+/// group of 2³¹ pixels or more.
 fn group<F: Real>(x: &[F], y: &[F], ignore: Option<F>, scale: f64, grad: &mut [F]) -> Result<f64> {
+    if x.len() >= POSITIVE as usize {
+        bail!("lovasz_hinge_loss: the fused kernel takes groups of fewer than 2^31 pixels");
+    }
     let mut items = Vec::with_capacity(x.len());
     let mut positives = 0usize;
     for (i, (&xi, &yi)) in x.iter().zip(y).enumerate() {
         if Some(yi) == ignore {
             continue;
         }
-        let e = if yi == F::one() {
+        let (e, flag) = if yi == F::one() {
             positives += 1;
-            F::one() - xi
+            (F::one() - xi, POSITIVE)
         } else if yi == F::zero() {
-            F::one() + xi
+            (F::one() + xi, 0)
         } else {
             bail!("lovasz_hinge_loss: a label is not 0, 1 or ignore_index");
         };
-        items.push((descending_key(e.f64()), i as u32));
+        items.push((descending_key(e), i as u32 | flag));
     }
-    radix_sort(&mut items, &mut Vec::new());
+    radix_sort(&mut items, 8 * std::mem::size_of::<F>() as u32);
     let gts = positives as f64;
     let (mut fg, mut bg, mut prev, mut value) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    for &(_, i) in &items {
-        let i = i as usize;
-        let pos = y[i] == F::one();
+    for &(_, field) in &items {
+        let (i, pos) = ((field & !POSITIVE) as usize, field & POSITIVE != 0);
         if pos {
             fg += 1.0;
         } else {
