@@ -41,22 +41,44 @@ fn descending_key<F: Real>(e: F) -> u64 {
     }
 }
 
+/// The error of a [`descending_key`] (its inverse).
+#[inline(always)]
+fn error_of<F: Real>(key: u64) -> F {
+    if std::mem::size_of::<F>() == 4 {
+        let ascending = !(key as u32);
+        let b = if ascending >> 31 == 1 {
+            ascending & !(1 << 31)
+        } else {
+            !ascending
+        };
+        F::of(f64::from(f32::from_bits(b)))
+    } else {
+        let ascending = !key;
+        let b = if ascending >> 63 == 1 {
+            ascending & !(1 << 63)
+        } else {
+            !ascending
+        };
+        F::of(f64::from_bits(b))
+    }
+}
+
 /// Bits a radix digit.
 const DIGIT: u32 = 11;
 
 /// Sorts `items` (key of `bits` bits, pixel) by key, stably (LSD radix sort, [`DIGIT`] bits a
 /// pass; a pass whose digit is the same for every key is skipped).
-fn radix_sort(items: &mut Vec<(u64, u32)>, bits: u32) {
+fn radix_sort<T: SortItem>(items: &mut Vec<T>, bits: u32) {
     let passes = bits.div_ceil(DIGIT) as usize;
     let mask = (1u64 << DIGIT) - 1;
     let mut counts = vec![[0u32; 1 << DIGIT]; passes];
-    for &(k, _) in items.iter() {
+    for k in items.iter().map(|it| it.key()) {
         for (d, c) in counts.iter_mut().enumerate() {
             c[((k >> (DIGIT as usize * d)) & mask) as usize] += 1;
         }
     }
     let n = items.len();
-    let mut tmp = vec![(0u64, 0u32); n];
+    let mut tmp = vec![T::new(0, 0); n];
     for (d, c) in counts.iter().enumerate() {
         if c.iter().any(|&m| m as usize == n) {
             continue;
@@ -68,11 +90,53 @@ fn radix_sort(items: &mut Vec<(u64, u32)>, bits: u32) {
             sum += m as usize;
         }
         for &it in items.iter() {
-            let digit = ((it.0 >> (DIGIT as usize * d)) & mask) as usize;
+            let digit = ((it.key() >> (DIGIT as usize * d)) & mask) as usize;
             tmp[start[digit]] = it;
             start[digit] += 1;
         }
         std::mem::swap(items, &mut tmp);
+    }
+}
+
+/// An item of the sort: a key and a pixel field, packed in one `u64` for 32-bit keys.
+trait SortItem: Copy + Send {
+    /// The item of `key` and `field`.
+    fn new(key: u64, field: u32) -> Self;
+    /// Its key.
+    fn key(self) -> u64;
+    /// Its pixel field.
+    fn field(self) -> u32;
+}
+
+/// A 32-bit key above the field.
+impl SortItem for u64 {
+    #[inline(always)]
+    fn new(key: u64, field: u32) -> Self {
+        key << 32 | u64::from(field)
+    }
+    #[inline(always)]
+    fn key(self) -> u64 {
+        self >> 32
+    }
+    #[inline(always)]
+    fn field(self) -> u32 {
+        self as u32
+    }
+}
+
+/// A 64-bit key and the field.
+impl SortItem for (u64, u32) {
+    #[inline(always)]
+    fn new(key: u64, field: u32) -> Self {
+        (key, field)
+    }
+    #[inline(always)]
+    fn key(self) -> u64 {
+        self.0
+    }
+    #[inline(always)]
+    fn field(self) -> u32 {
+        self.1
     }
 }
 
@@ -83,29 +147,41 @@ const POSITIVE: u32 = 1 << 31;
 /// written into `grad` (zero on entry). `Err` on a label other than 0, 1 or `ignore`, or a
 /// group of 2³¹ pixels or more.
 fn group<F: Real>(x: &[F], y: &[F], ignore: Option<F>, scale: f64, grad: &mut [F]) -> Result<f64> {
+    if std::mem::size_of::<F>() == 4 {
+        group_of::<F, u64>(x, y, ignore, scale, grad)
+    } else {
+        group_of::<F, (u64, u32)>(x, y, ignore, scale, grad)
+    }
+}
+
+/// [`group`] with sort items `T`.
+fn group_of<F: Real, T: SortItem>(x: &[F], y: &[F], ignore: Option<F>, scale: f64, grad: &mut [F]) -> Result<f64> {
     if x.len() >= POSITIVE as usize {
         bail!("lovasz_hinge_loss: the fused kernel takes groups of fewer than 2^31 pixels");
     }
-    let mut items = Vec::with_capacity(x.len());
-    let mut positives = 0usize;
+    let mut items: Vec<T> = Vec::with_capacity(x.len());
+    let (mut positives, mut bad) = (0usize, false);
     for (i, (&xi, &yi)) in x.iter().zip(y).enumerate() {
         if Some(yi) == ignore {
             continue;
         }
-        let (e, flag) = if yi == F::one() {
-            positives += 1;
+        let pos = yi == F::one();
+        bad |= !pos && yi != F::zero();
+        positives += usize::from(pos);
+        let (e, flag) = if pos {
             (F::one() - xi, POSITIVE)
-        } else if yi == F::zero() {
-            (F::one() + xi, 0)
         } else {
-            bail!("lovasz_hinge_loss: a label is not 0, 1 or ignore_index");
+            (F::one() + xi, 0)
         };
-        items.push((descending_key(e), i as u32 | flag));
+        items.push(T::new(descending_key(e), i as u32 | flag));
+    }
+    if bad {
+        bail!("lovasz_hinge_loss: a label is not 0, 1 or ignore_index");
     }
     radix_sort(&mut items, 8 * std::mem::size_of::<F>() as u32);
     let gts = positives as f64;
     let (mut fg, mut bg, mut prev, mut value) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    for &(_, field) in &items {
+    for (key, field) in items.iter().map(|it| (it.key(), it.field())) {
         let (i, pos) = ((field & !POSITIVE) as usize, field & POSITIVE != 0);
         if pos {
             fg += 1.0;
@@ -115,7 +191,7 @@ fn group<F: Real>(x: &[F], y: &[F], ignore: Option<F>, scale: f64, grad: &mut [F
         let jaccard = 1.0 - (gts - fg) / (gts + bg);
         let g = jaccard - prev;
         prev = jaccard;
-        let e = if pos { F::one() - x[i] } else { F::one() + x[i] };
+        let e = error_of::<F>(key);
         if e > F::zero() || e.is_nan() {
             value += e.f64() * g;
             let w = F::of(g * scale);
