@@ -226,8 +226,12 @@ fn hinge_weights(pixels: &[usize], errors: &[f64], fg: &[bool]) -> Vec<(usize, f
 /// ```
 ///
 /// over all pixels of the batch, or for each image (dimension 0) and then the mean over the
-/// images with `per_image`. The sort runs on the host; the gradient flows through Candle ops
-/// (`relu'(0) = 0`), so it works on every device. No valid pixel (all ignored, an empty batch)
+/// images with `per_image`. On the CPU in f32/f64 one fused kernel (where
+/// [`loss_core::kernel::choose`] takes it) forms the errors, radix-sorts them (stably: ties in
+/// pixel order), and writes the value and the gradient for the backward, per image in parallel;
+/// elsewhere the sort runs on the host and the gradient flows through Candle ops, so it works on
+/// every device. Both give the same values and gradients, ties included (`relu'(0) = 0`). No
+/// valid pixel (all ignored, an empty batch)
 /// gives 0; with `per_image` such an image counts as 0 in the mean.
 ///
 /// - `logits`: `[N, d1...]` (rank ≥ 1, e.g. `[N, 1, H, W]` or `[N, H, W]`), f32 or f64.
