@@ -213,7 +213,7 @@ impl Fused2 for LovaszHingeOp {
         let (xs, ys) = (x.contiguous::<F>("logits")?, y.contiguous::<F>("labels")?);
         let total = xs.len();
         let groups = if self.per_image { x.dims()[0] } else { 1 };
-        let per = if groups == 0 { 0 } else { total / groups };
+        let per = total.checked_div(groups).unwrap_or(0);
         let scale = 1.0 / groups.max(1) as f64;
         let ignore = self
             .ignore
