@@ -21,8 +21,10 @@
 //! w.r.t. the logits comes from autodiff through the softmax and `|·|` (gradient 0 at 0) on
 //! every device.
 
+use crate::fused::LovaszHingeOp;
 use crate::prepare::softmax_channels;
 use candle_core::{DType, Device, Result, Tensor};
+use loss_core::kernel::{self, SavedGrad};
 use loss_core::{check, ops, LossError};
 use rayon::prelude::*;
 
@@ -224,8 +226,12 @@ fn hinge_weights(pixels: &[usize], errors: &[f64], fg: &[bool]) -> Vec<(usize, f
 /// ```
 ///
 /// over all pixels of the batch, or for each image (dimension 0) and then the mean over the
-/// images with `per_image`. The sort runs on the host; the gradient flows through Candle ops
-/// (`relu'(0) = 0`), so it works on every device. No valid pixel (all ignored, an empty batch)
+/// images with `per_image`. On the CPU in f32/f64 one fused kernel (where
+/// [`loss_core::kernel::choose`] takes it) forms the errors, radix-sorts them (stably: ties in
+/// pixel order), and writes the value and the gradient for the backward, per image in parallel;
+/// elsewhere the sort runs on the host and the gradient flows through Candle ops, so it works on
+/// every device. Both give the same values and gradients, ties included (`relu'(0) = 0`). No
+/// valid pixel (all ignored, an empty batch)
 /// gives 0; with `per_image` such an image counts as 0 in the mean.
 ///
 /// - `logits`: `[N, d1...]` (rank ≥ 1, e.g. `[N, 1, H, W]` or `[N, H, W]`), f32 or f64.
@@ -240,17 +246,46 @@ pub fn lovasz_hinge_loss(logits: &Tensor, target: &Tensor, opts: &LovaszHingeLos
     check::float(LOSS, "logits", logits)?;
     check::min_rank(LOSS, "logits", logits, 1, "[N, d1...]")?;
     check::same_shape(LOSS, "target", target, "logits", logits)?;
+    if kernel::choose(LOSS, logits)? {
+        let op = LovaszHingeOp {
+            per_image: opts.per_image,
+            ignore: opts.ignore_index.map(|i| i as f64),
+            grad: SavedGrad::default(),
+        };
+        let labels = target.detach().to_dtype(logits.dtype())?.contiguous()?;
+        match kernel::apply2(op, &logits.contiguous()?, &labels) {
+            Ok(loss) => return Ok(loss),
+            // A label the kernel rejects: the error names it, else (a label that is
+            // `ignore_index` only in f64) the composite form decides.
+            Err(_) => {
+                hinge_labels(target, opts.ignore_index)?;
+            }
+        }
+    }
+    lovasz_hinge_composite(logits, target, opts)
+}
+
+/// The labels of [`lovasz_hinge_loss`] on the host, as f64, checked: 0, 1 or `ignore_index`.
+fn hinge_labels(target: &Tensor, ignore_index: Option<i64>) -> Result<Vec<f64>> {
     let labels = host_values(&target.detach())?;
-    let ignore = opts.ignore_index.map(|i| i as f64);
+    let ignore = ignore_index.map(|i| i as f64);
     if labels.iter().any(|&y| y != 0.0 && y != 1.0 && Some(y) != ignore) {
         return Err(LossError::BadValues {
-            loss: LOSS,
+            loss: "lovasz_hinge_loss",
             arg: "target",
             expected: "0 or 1 (or ignore_index)",
             shape: target.shape().clone(),
         }
         .into());
     }
+    Ok(labels)
+}
+
+/// [`lovasz_hinge_loss`] from plain Candle ops and a host sort (any device, any float dtype;
+/// the arguments checked by the caller).
+fn lovasz_hinge_composite(logits: &Tensor, target: &Tensor, opts: &LovaszHingeLoss) -> Result<Tensor> {
+    let labels = hinge_labels(target, opts.ignore_index)?;
+    let ignore = opts.ignore_index.map(|i| i as f64);
     let total = logits.elem_count();
     let n = logits.dim(0)?;
     let per = total / n.max(1);

@@ -424,3 +424,79 @@ fn fused_multiclass_jaccard_backward_twice() {
         assert_close(&format!("{dtype:?}: second backward"), &second, &first, tol, tol);
     }
 }
+
+/// The fused Lovász hinge and the composite form: values and gradients, f32 and f64, per image
+/// or not, ignored labels, ties (logits on a coarse grid), all-positive and all-negative images,
+/// an upstream gradient other than 1.
+#[test]
+fn fused_lovasz_hinge_equals_composite() {
+    let mut r = rng(19);
+    for (shape, grid) in [
+        (vec![4, 1, 9, 11], false),
+        (vec![3, 2, 7, 5], true),
+        (vec![2, 300], true),
+        (vec![5, 4], false),
+        (vec![7], false),
+    ] {
+        let raw = uniform(&mut r, &shape, -2.5, 2.5);
+        // On a grid of steps of 0.5: many equal errors (ties).
+        let logits = if grid {
+            raw.affine(2.0, 0.0).unwrap().round().unwrap().affine(0.5, 0.0).unwrap()
+        } else {
+            raw
+        };
+        let y = mask(&mut r, &shape, 0.4);
+        // Image 0 all positive, image 1 all negative (where there are two images or more).
+        let per = shape.iter().product::<usize>() / shape[0];
+        let mut yv = values(&y);
+        if shape[0] >= 2 {
+            yv[..per].iter_mut().for_each(|v| *v = 1.0);
+            yv[per..2 * per].iter_mut().for_each(|v| *v = 0.0);
+        }
+        let y = Tensor::from_vec(yv, shape.as_slice(), &Device::Cpu).unwrap();
+        let sel = mask(&mut r, &shape, 0.25).to_dtype(DType::U8).unwrap();
+        let y_ignored = sel
+            .where_cond(&y.ones_like().unwrap().affine(-100.0, 0.0).unwrap(), &y)
+            .unwrap();
+        let y_u8 = y.to_dtype(DType::U8).unwrap();
+        for dtype in [DType::F64, DType::F32] {
+            let tol = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
+            let x = logits.to_dtype(dtype).unwrap();
+            for per_image in [false, true] {
+                let base = LovaszHingeLoss::default().with_per_image(per_image);
+                let variants: Vec<(&str, LovaszHingeLoss, &Tensor)> = vec![
+                    ("default", base, &y),
+                    ("u8 labels", base, &y_u8),
+                    ("ignore -100", base.with_ignore_index(Some(-100)), &y_ignored),
+                    ("ignore 1", base.with_ignore_index(Some(1)), &y),
+                ];
+                for (name, o, t) in &variants {
+                    let f = |z: &Tensor| lovasz_hinge_loss(z, t, o)?.affine(1.7, 0.0);
+                    let fused = with_path(Path::Fused, || value_and_grad(f, &x));
+                    let composite = with_path(Path::Composite, || value_and_grad(f, &x));
+                    let what = format!("lovasz hinge {name} per_image {per_image} {shape:?} {dtype:?}");
+                    assert!(fused.1.iter().any(|g| *g != 0.0), "{what}: the gradient is all zero");
+                    assert_close(&format!("{what}: value"), &fused.0, &composite.0, tol, tol);
+                    assert_close(&format!("{what}: gradient"), &fused.1, &composite.1, tol, tol);
+                }
+            }
+        }
+    }
+}
+
+/// A second backward through the same fused Lovász hinge graph (the kept gradient is taken by
+/// the first; the second recomputes it) gives the same gradient.
+#[test]
+fn fused_lovasz_hinge_backward_twice() {
+    let mut r = rng(20);
+    for dtype in [DType::F64, DType::F32] {
+        let x = Var::from_tensor(&uniform(&mut r, &[3, 1, 6, 5], -2.0, 2.0).to_dtype(dtype).unwrap()).unwrap();
+        let y = mask(&mut r, &[3, 1, 6, 5], 0.5);
+        let o = LovaszHingeLoss::default().with_per_image(true);
+        let loss = with_path(Path::Fused, || lovasz_hinge_loss(x.as_tensor(), &y, &o)).unwrap();
+        let first = values(loss.backward().unwrap().get(x.as_tensor()).unwrap());
+        let second = values(loss.backward().unwrap().get(x.as_tensor()).unwrap());
+        assert!(first.iter().any(|g| *g != 0.0));
+        assert_close(&format!("{dtype:?}: second backward"), &second, &first, 0.0, 0.0);
+    }
+}

@@ -5,8 +5,10 @@
 //! path. Written with the kernel layer ([`loss_core::kernel`]).
 
 mod labels;
+mod lovasz;
 mod skeleton;
 
+pub(crate) use lovasz::LovaszHingeOp;
 pub(crate) use skeleton::SkeletonOp;
 
 use candle_core::{bail, Layout, Result, Shape, Tensor};
