@@ -5,7 +5,7 @@
 //! that `var` holds no negative entry is made in the same pass.
 
 use super::items::{Items, Out, Plan};
-use super::{accumulate, BLOCK, LANES};
+use crate::kernel::{accumulate, BLOCK, LANES};
 use crate::kernel::{self, Arg, Fused3, Real};
 use crate::reduction::Reduction;
 use crate::LossError;

@@ -8,7 +8,7 @@
 //! ([`KeptGrads`]) and the backward multiplies them by its upstream gradient (a scalar, or one
 //! value per item): no second pass over the inputs, nothing done for the usual upstream 1.
 
-use super::BLOCK;
+use crate::kernel::BLOCK;
 use crate::kernel::{self, Arg, KeptGrads, Real, Split};
 use crate::reduction::Reduction;
 use candle_core::{Result, Shape, Tensor};

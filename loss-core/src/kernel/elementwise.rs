@@ -33,14 +33,14 @@ pub trait Elementwise: Copy + Send + Sync + 'static {
 }
 
 /// Lanes of the kernel loops (8 f32 = one AVX2 register).
-const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
 
 /// Elements per block of [`sum_values`]: the block's values go to a stack buffer first.
-const BLOCK: usize = 256;
+pub(crate) const BLOCK: usize = 256;
 
 /// Adds a block of values to [`LANES`] f64 accumulators (the remainder to `tail`).
 #[inline(always)]
-fn accumulate<F: Real>(vals: &[F], acc: &mut [f64; LANES], tail: &mut f64) {
+pub(crate) fn accumulate<F: Real>(vals: &[F], acc: &mut [f64; LANES], tail: &mut f64) {
     let lanes = vals.chunks_exact(LANES);
     *tail += lanes.remainder().iter().map(|v| v.f64()).sum::<f64>();
     for c in lanes {
