@@ -5,8 +5,8 @@
 //! that `var` holds no negative entry is made in the same pass.
 
 use super::items::{Items, Out, Plan};
-use crate::kernel::{accumulate, BLOCK, LANES};
 use crate::kernel::{self, Arg, Fused3, Real};
+use crate::kernel::{accumulate, BLOCK, LANES};
 use crate::reduction::Reduction;
 use crate::LossError;
 use candle_core::{Result, Shape, Tensor};

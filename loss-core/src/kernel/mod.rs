@@ -43,8 +43,8 @@ use std::sync::Mutex;
 mod elementwise;
 mod real;
 mod rows;
-pub use elementwise::{elementwise, Elementwise};
 pub(crate) use elementwise::{accumulate, BLOCK, LANES};
+pub use elementwise::{elementwise, Elementwise};
 pub use real::{exp_f32, ln1p_unit_f32, ln_f32, logistic, select, Real};
 pub use rows::{assume_init, row_exp_sum, row_exp_sum_into, row_max, row_softmax_into, row_sum_map, row_sum_map_into};
 
