@@ -49,7 +49,8 @@ fn lse2(a: f64, b: f64) -> f64 {
         // Both -inf, or one NaN (f64::max skips NaN): the sum keeps the NaN.
         return a + b;
     }
-    m + ((a - m).exp() + (b - m).exp()).ln()
+    // One exp: the larger term's is 1 (`a − b` is NaN for a NaN, or for inf and inf, as before).
+    m + (-(a - b).abs()).exp().ln_1p()
 }
 
 #[inline]
@@ -85,7 +86,7 @@ impl Alignment {
     }
 
     /// `(α, nll)` of sample `b` from its frames `lp[t·stride + c]`; α is `[Tn, 2L + 1]`.
-    fn alpha(&self, b: usize, lp: &dyn Fn(usize, usize) -> f64) -> (Vec<f64>, f64) {
+    fn alpha(&self, b: usize, lp: &impl Fn(usize, usize) -> f64) -> (Vec<f64>, f64) {
         let tn = self.input_lengths[b];
         let l = self.labels[b].len();
         let s_len = 2 * l + 1;
@@ -125,14 +126,21 @@ impl Alignment {
 
     /// The gradient `[Tn, C]` of sample `b`'s loss w.r.t. its frames, times `gr` (PyTorch's
     /// convention, see the module docs); all zeros where the loss is infinite or `gr = 0`.
-    fn grad(&self, b: usize, lp: &dyn Fn(usize, usize) -> f64, gr: f64) -> Vec<f64> {
+    fn grad(&self, b: usize, lp: &impl Fn(usize, usize) -> f64, gr: f64, kept: Option<&(Vec<f64>, f64)>) -> Vec<f64> {
         let tn = self.input_lengths[b];
         let c = self.c;
         let mut g = vec![0.0; tn * c];
         if tn == 0 || gr == 0.0 {
             return g;
         }
-        let (a, nll) = self.alpha(b, lp);
+        let computed;
+        let (a, nll) = match kept {
+            Some((a, nll)) => (a, *nll),
+            None => {
+                computed = self.alpha(b, lp);
+                (&computed.0, computed.1)
+            }
+        };
         if !nll.is_finite() {
             // No alignment (inf), or NaN input: NaN propagates, inf gets no gradient.
             if nll.is_nan() {
@@ -165,21 +173,20 @@ impl Alignment {
                 cur[s] = if v == f64::NEG_INFINITY { v } else { v + lp(t, k) };
             }
         }
-        let mut lcab = vec![f64::NEG_INFINITY; c];
+        // The occupancy `Σ_{s: l'_s = k} α_t(s)β_t(s) / (p·y_t(k))`, summed term by term (each
+        // term is at most 1: one exp a term, no log-sum-exp).
+        let mut occ = vec![0.0; c];
         for t in 0..tn {
-            lcab.iter_mut().for_each(|v| *v = f64::NEG_INFINITY);
+            occ.iter_mut().for_each(|v| *v = 0.0);
             for s in 0..s_len {
                 let k = self.ext(b, s);
-                lcab[k] = lse2(lcab[k], a[t * s_len + s] + beta[t * s_len + s]);
+                let ab = a[t * s_len + s] + beta[t * s_len + s];
+                if ab != f64::NEG_INFINITY {
+                    occ[k] += (ab + nll - lp(t, k)).exp();
+                }
             }
-            for (k, &ab) in lcab.iter().enumerate() {
-                let x = lp(t, k);
-                let occupancy = if ab == f64::NEG_INFINITY {
-                    0.0
-                } else {
-                    (ab + nll - x).exp()
-                };
-                g[t * c + k] = (x.exp() - occupancy) * gr;
+            for (k, &o) in occ.iter().enumerate() {
+                g[t * c + k] = (lp(t, k).exp() - o) * gr;
             }
         }
         g
@@ -201,6 +208,9 @@ fn host_f64(s: &CpuStorage, l: &Layout) -> Result<Vec<f64>> {
 /// The CPU kernel: per-sample losses `[N]` forward, PyTorch's gradient backward.
 struct CtcOp {
     al: std::sync::Arc<Alignment>,
+    /// Each sample's `(α, loss)` from the forward, for the backward (which reads the same
+    /// `log_probs`): the α recursion runs once.
+    alphas: std::sync::OnceLock<Vec<(Vec<f64>, f64)>>,
 }
 
 impl CtcOp {
@@ -217,10 +227,13 @@ impl CustomOp1 for CtcOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let lp = host_f64(s, l)?;
-        let losses: Vec<f64> = (0..self.al.n)
+        let alphas: Vec<(Vec<f64>, f64)> = (0..self.al.n)
             .into_par_iter()
-            .map(|b| self.al.alpha(b, &self.frame(&lp, b)).1)
+            .map(|b| self.al.alpha(b, &self.frame(&lp, b)))
             .collect();
+        let losses: Vec<f64> = alphas.iter().map(|a| a.1).collect();
+        // A second forward of the same op (none in practice) keeps the first α.
+        let _ = self.alphas.set(alphas);
         let out = match s.dtype() {
             DType::F64 => CpuStorage::F64(losses),
             DType::F32 => CpuStorage::F32(losses.into_iter().map(|v| v as f32).collect()),
@@ -244,7 +257,7 @@ impl CustomOp1 for CtcOp {
             .to_vec1::<f64>()?;
         let per: Vec<Vec<f64>> = (0..al.n)
             .into_par_iter()
-            .map(|b| al.grad(b, &self.frame(&lp, b), gr[b]))
+            .map(|b| al.grad(b, &self.frame(&lp, b), gr[b], self.alphas.get().map(|a| &a[b])))
             .collect();
         let mut g = vec![0.0; al.t_max * al.n * al.c];
         for (b, gb) in per.iter().enumerate() {
@@ -410,6 +423,7 @@ pub fn ctc_loss(
     let device = log_probs.device().clone();
     let op = CtcOp {
         al: std::sync::Arc::new(al),
+        alphas: std::sync::OnceLock::new(),
     };
     let mut losses = if device.is_cpu() {
         log_probs.apply_op1(op)?

@@ -484,6 +484,44 @@ fn fused_gaussian_nll_equals_composite() {
     }
 }
 
+/// `[x1, x2, y]` on a grid of halves (so that `−y·(x1 − x2) + 0.5` is exactly 0 at many
+/// elements: the kink), with ±1 labels, a 0 and a 2.
+fn ranking_inputs(seed: u64, shape: &[usize], dtype: DType) -> Vec<Tensor> {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    let mut half = |_| r.gen_range(-6i32..6) as f64 * 0.5;
+    let (a, b): (Vec<f64>, Vec<f64>) = ((0..n).map(&mut half).collect(), (0..n).map(&mut half).collect());
+    let y = (0..n)
+        .map(|i| match i % 13 {
+            3 => 0.0,
+            8 => 2.0,
+            k => [1.0, -1.0][k % 2],
+        })
+        .collect();
+    vec![
+        tensor(a, shape, dtype),
+        tensor(b, shape, dtype),
+        tensor(y, shape, dtype),
+    ]
+}
+
+#[test]
+fn fused_margin_ranking_equals_composite() {
+    for dtype in [DType::F64, DType::F32] {
+        let (rel, abs) = tolerance(dtype);
+        for shape in [vec![1usize], vec![37], vec![4, 9], vec![16_385], vec![40_001]] {
+            let xs = ranking_inputs(9, &shape, dtype);
+            for margin in [0.5, -1.0] {
+                let f: MultiLoss = &|t, r| margin_ranking_loss(&t[0], &t[1], &t[2], margin, r);
+                for r in REDUCTIONS {
+                    let what = format!("margin_ranking {shape:?} {dtype:?} margin {margin}");
+                    assert_paths_agree(&what, f, &xs, r, rel, abs);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn fused_multilabel_soft_margin_equals_composite() {
     for dtype in [DType::F64, DType::F32] {

@@ -673,6 +673,10 @@ fn row_losses() -> Vec<(&'static str, BoxedLoss)> {
             Box::new(|t, r| gaussian_nll_loss(&t[0], &t[1], &t[2].abs()?, false, 1e-6, r)),
         ),
         (
+            "margin_ranking",
+            Box::new(|t, r| margin_ranking_loss(&t[0], &t[1], &t[2], 0.5, r)),
+        ),
+        (
             "multilabel_soft_margin",
             Box::new(|t, r| multilabel_soft_margin_loss(&t[0], &t[1], None, r)),
         ),

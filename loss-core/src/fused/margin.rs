@@ -1,17 +1,20 @@
-//! Fused CPU row kernels of the multi-label soft margin and multi-class margin losses over `[N, C]`
-//! (or `[C]`) inputs, through [`super::items`] (one pass forward, the gradient written in it):
+//! Fused CPU kernels of the margin family: rows of the multi-label soft margin and multi-class
+//! margin losses over `[N, C]` (or `[C]`) inputs, and the elementwise margin ranking loss, through
+//! [`super::items`] (one pass forward, the gradient written in it):
 //!
 //! - multi-label soft margin: `ℓᵢ = Σ_c w_c·((1 − t_c)·x_c + softplus(−x_c)) / C`, with
 //!   `∂ℓᵢ/∂x_c = w_c·(σ(x_c) − t_c)/C` and `∂ℓᵢ/∂t_c = −w_c·x_c/C`;
 //! - multi-class margin: `ℓᵢ = w_y·Σ_{c ≠ y} h_cᵖ / C` with `h_c = max(0, margin − x_y + x_c)`,
 //!   `∂ℓᵢ/∂x_c = w_y·p·h_cᵖ⁻¹·[h_c' = 1]/C` for `c ≠ y` (the hinge's `clamp_min` rule) and
-//!   `∂ℓᵢ/∂x_y = −Σ_{c ≠ y} ∂ℓᵢ/∂x_c`.
+//!   `∂ℓᵢ/∂x_y = −Σ_{c ≠ y} ∂ℓᵢ/∂x_c`;
+//! - margin ranking (elementwise over three inputs): `ℓ = max(0, −y·(x₁ − x₂) + margin)`, with
+//!   `∂ℓ/∂x₁ = −y·h'`, `∂ℓ/∂x₂ = y·h'` and `∂ℓ/∂y = −(x₁ − x₂)·h'`.
 //!
 //! The class weights are constants here (a weight that needs a gradient takes the composite form).
 
 use super::items::{hinge_grad, row_count, rows, sum_lanes, Items, Out, Plan};
-use super::{logistic, relu, select, softmax::targets, softplus_neg};
-use crate::kernel::{self, Arg, Fused2, Real};
+use super::{accumulate, logistic, relu, select, softmax::targets, softplus_neg, BLOCK, LANES};
+use crate::kernel::{self, Arg, Fused2, Fused3, Real};
 use crate::reduction::Reduction;
 use candle_core::{Result, Shape, Tensor};
 use std::ops::Range;
@@ -239,4 +242,100 @@ pub fn multi_margin(
         plan,
     };
     kernel::apply2(op, &x, &target.contiguous()?)
+}
+
+/// Margin ranking: `ℓ = max(0, z)`, `z = −y·(x₁ − x₂) + margin`, with `h' = [z ≥ 0]` (the
+/// hinge's `clamp_min` rule, NaN kept): `∂ℓ/∂x₁ = −y·h'`, `∂ℓ/∂x₂ = y·h'`,
+/// `∂ℓ/∂y = −(x₁ − x₂)·h'`.
+struct Ranking<'a, F> {
+    a: &'a [F],
+    b: &'a [F],
+    y: &'a [F],
+    margin: F,
+}
+
+impl<F: Real> Items<F> for Ranking<'_, F> {
+    #[inline(always)]
+    fn chunk(&self, items: Range<usize>, scale: F, out: Out<'_, F>) -> f64 {
+        let (a, b, y) = (&self.a[items.clone()], &self.b[items.clone()], &self.y[items]);
+        let Out {
+            mut vals,
+            grads: [mut ga, mut gb, mut gy],
+        } = out;
+        let (mut acc, mut tail) = ([0.0f64; LANES], 0.0);
+        let (mut val, mut g) = ([F::zero(); BLOCK], [F::zero(); BLOCK]);
+        for start in (0..a.len()).step_by(BLOCK) {
+            let end = (start + BLOCK).min(a.len());
+            let m = end - start;
+            let (ab, bb, yb) = (&a[start..end], &b[start..end], &y[start..end]);
+            let (val, g) = (&mut val[..m], &mut g[..m]);
+            for j in 0..m {
+                let z = self.margin - yb[j] * (ab[j] - bb[j]);
+                val[j] = relu(z);
+                g[j] = scale * hinge_grad(z);
+            }
+            accumulate(val, &mut acc, &mut tail);
+            if let Some(o) = vals.as_deref_mut() {
+                for (o, &v) in o[start..end].iter_mut().zip(val.iter()) {
+                    o.write(v);
+                }
+            }
+            if let Some(o) = ga.as_deref_mut() {
+                for ((o, &h), &t) in o[start..end].iter_mut().zip(g.iter()).zip(yb) {
+                    o.write(-(t * h));
+                }
+            }
+            if let Some(o) = gb.as_deref_mut() {
+                for ((o, &h), &t) in o[start..end].iter_mut().zip(g.iter()).zip(yb) {
+                    o.write(t * h);
+                }
+            }
+            if let Some(o) = gy.as_deref_mut() {
+                for (j, (o, &h)) in o[start..end].iter_mut().zip(g.iter()).enumerate() {
+                    o.write(-((ab[j] - bb[j]) * h));
+                }
+            }
+        }
+        acc.iter().sum::<f64>() + tail
+    }
+}
+
+struct RankingOp {
+    margin: f64,
+    plan: Plan,
+}
+
+impl Fused3 for RankingOp {
+    fn name(&self) -> &'static str {
+        "fused-margin-ranking-loss"
+    }
+
+    fn forward<F: Real>(&self, a: Arg<'_>, b: Arg<'_>, y: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        let k = Ranking {
+            a: a.contiguous::<F>("input1")?,
+            b: b.contiguous::<F>("input2")?,
+            y: y.contiguous::<F>("target")?,
+            margin: F::of(self.margin),
+        };
+        let shape = a.layout.shape();
+        self.plan.run(&k, shape.elem_count(), 1, shape, shape)
+    }
+
+    fn backward(&self, _: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> Result<kernel::Grads3> {
+        self.plan.backward(grad)
+    }
+}
+
+/// The fused margin ranking loss of already-checked `input1`, `input2` and `target`, all three of
+/// one shape and float dtype (not empty); gradients to each input that tracks.
+pub fn margin_ranking(
+    input1: &Tensor,
+    input2: &Tensor,
+    target: &Tensor,
+    margin: f64,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    let (a, b, y) = (input1.contiguous()?, input2.contiguous()?, target.contiguous()?);
+    let plan = Plan::new(reduction, a.elem_count() as f64, [Some(&a), Some(&b), Some(&y)]);
+    kernel::apply3(RankingOp { margin, plan }, &a, &b, &y)
 }

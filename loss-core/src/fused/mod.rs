@@ -23,7 +23,7 @@ mod margin;
 mod softmax;
 pub use embedding::{cosine_embedding, triplet_margin_euclidean};
 pub use gaussian::gaussian_nll;
-pub use margin::{multi_margin, multilabel_soft_margin};
+pub use margin::{margin_ranking, multi_margin, multilabel_soft_margin};
 pub use softmax::{cross_entropy_rows, CrossEntropyRows};
 
 /// A pointwise loss with a closed-form value and partial derivatives.
