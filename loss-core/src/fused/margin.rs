@@ -13,8 +13,9 @@
 //! The class weights are constants here (a weight that needs a gradient takes the composite form).
 
 use super::items::{hinge_grad, row_count, rows, sum_lanes, Items, Out, Plan};
-use super::{accumulate, logistic, relu, select, softmax::targets, softplus_neg, BLOCK, LANES};
+use super::{logistic, relu, select, softmax::targets, softplus_neg};
 use crate::kernel::{self, Arg, Fused2, Fused3, Real};
+use crate::kernel::{accumulate, BLOCK, LANES};
 use crate::reduction::Reduction;
 use candle_core::{Result, Shape, Tensor};
 use std::ops::Range;
