@@ -567,13 +567,13 @@ fn visit<J: Job>(kind: PairKind, eps: f64, job: J) -> J::Out {
     }
 }
 
-/// Whether the block kernel runs `kind` at `eps`.
+/// Whether the block kernel runs `kind` at `eps` (Wise-IoU has no `eps`).
 pub(super) fn supports(kind: PairKind, eps: f64) -> bool {
-    eps_ok(eps)
-        && match kind {
-            PairKind::Aligned(_) => true,
-            PairKind::Successor(s) => successor_lanes::supports(s),
-        }
+    match kind {
+        PairKind::Aligned(_) => eps_ok(eps),
+        PairKind::Successor(s @ super::Successor::Wise { .. }) => successor_lanes::supports(s),
+        PairKind::Successor(s) => eps_ok(eps) && successor_lanes::supports(s),
+    }
 }
 
 /// The forward job ([`forward_chunk`] in its AVX2 + FMA build when the CPU has them).

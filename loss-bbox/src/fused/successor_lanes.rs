@@ -7,7 +7,8 @@
 //! A lane is `risky` (recomputed in f64 by [`Successor::pair`], as the block does for a
 //! non-finite value or gradient) where f32 would not follow the f64 kernel closely: a power of
 //! a non-positive base (`α ≠ 3`), a distance that `exp` would overflow, Wise-IoU's zero union.
-//! Alpha-IoU (every base), MPDIoU, Wise-IoU, Focaler-IoU and NWD run here; Inner-, Shape-IoU and
+//! Alpha-IoU (IoU base; DIoU and CIoU bases at `α = 3`: the GIoU base's gradient, and
+//! `∂(ρ²)^α` for `α < 1` at close centres, cancel beyond f32's reach), MPDIoU, Wise-IoU, Focaler-IoU and NWD run here; Inner-, Shape-IoU and
 //! SIoU stay on the f64 kernel ([`supports`]).
 
 use super::block_f32::{aspect, Job, Lanes};
@@ -22,8 +23,13 @@ use super::Successor;
 pub(super) fn supports(s: Successor) -> bool {
     matches!(
         s,
-        Successor::Alpha { .. }
-            | Successor::Mpd { .. }
+        Successor::Alpha {
+            base: AlphaIouBase::Iou,
+            ..
+        } | Successor::Alpha {
+            base: AlphaIouBase::Diou | AlphaIouBase::Ciou,
+            alpha: 3.0
+        } | Successor::Mpd { .. }
             | Successor::Wise { .. }
             | Successor::Focaler { .. }
             | Successor::Nwd { .. }
@@ -427,7 +433,10 @@ impl Lanes for Focaler {
         let inside = (m >= 0.0) & (m <= 1.0);
         let cm = sel(m < 0.0, 0.0, sel(m > 1.0, 1.0, m));
         iou.back(&geo, sel(inside, -self.k, 0.0), 0.0, &mut d);
-        (1.0 - cm, d.coords(&geo, g), false)
+        // Near a bound of the clamp the side is decided in f64 (not for disjoint boxes, whose
+        // `I/U = 0` is exact).
+        let near = |b: f32| ((m - b).abs() <= 1e-5) & (iou.r != 0.0);
+        (1.0 - cm, d.coords(&geo, g), near(0.0) | near(1.0))
     }
 
     fn exact(self, p: [f64; 4], t: [f64; 4], g: Option<f64>) -> (f64, [f64; 8]) {
@@ -459,7 +468,10 @@ impl Lanes for Nwd {
         d.rho2(&geo, gr);
         let gs = 0.5 * gr;
         d.add_sides(1.0, [gs * sw, gs * sh, -gs * sw, -gs * sh]);
-        (1.0 - e, d.coords(&geo, g), false)
+        // The distance's f32 rounding (an ulp of the coordinates) over √W²: near-equal boxes
+        // far from the origin are computed in f64.
+        let m = c.iter().fold(0.0f32, |a, x| a + x.abs());
+        (1.0 - e, d.coords(&geo, g), s <= 0.01 * m)
     }
 
     fn exact(self, p: [f64; 4], t: [f64; 4], g: Option<f64>) -> (f64, [f64; 8]) {
