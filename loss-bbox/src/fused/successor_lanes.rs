@@ -430,7 +430,7 @@ impl Lanes for Focaler {
         let mut d = Part::default();
         let iou = Iou::new(&geo, self.e, self.e);
         let m = iou.r * self.k + self.off;
-        let inside = (m >= 0.0) & (m <= 1.0);
+        let inside = (0.0..=1.0).contains(&m);
         let cm = sel(m < 0.0, 0.0, sel(m > 1.0, 1.0, m));
         iou.back(&geo, sel(inside, -self.k, 0.0), 0.0, &mut d);
         // Near a bound of the clamp the side is decided in f64 (not for disjoint boxes, whose
