@@ -35,6 +35,7 @@ use std::sync::Arc;
 mod block_f32;
 pub(crate) mod dense;
 mod pair;
+mod successor_lanes;
 mod successors;
 
 use pair::pair;
@@ -70,12 +71,9 @@ impl PairKind {
         }
     }
 
-    /// The f32 block kernel's loss, where it runs this kind at this `eps`.
-    fn block(self, eps: f64) -> Option<AlignedLoss> {
-        match self {
-            Self::Aligned(k) if block_f32::eps_ok(eps) => Some(k),
-            _ => None,
-        }
+    /// This kind, where the f32 block kernel runs it at this `eps`.
+    fn block(self, eps: f64) -> Option<PairKind> {
+        block_f32::supports(self, eps).then_some(self)
     }
 }
 
@@ -162,7 +160,7 @@ fn forward_scalar<T: Real>(kind: PairKind, eps: f64, p: &[T], t: &[T], reduce: b
 }
 
 /// The forward of the f32 block kernel ([`block_f32`]), as [`forward_scalar`].
-fn forward_f32(kind: AlignedLoss, eps: f64, p: &[f32], t: &[f32], reduce: bool) -> (Vec<f32>, f64) {
+fn forward_f32(kind: PairKind, eps: f64, p: &[f32], t: &[f32], reduce: bool) -> (Vec<f32>, f64) {
     let n = p.len() / 4;
     if reduce {
         let sums = kernel::for_each_chunk(SPLIT, n, 0, [], |r, []: [&mut [u8]; 0]| {
@@ -218,7 +216,7 @@ fn grad_buffers<T: Send, R: Send>(
 /// `want`ed for the scalar upstream gradient `g` (kept in a [`SavedGrad`]): `(sum of the losses,
 /// gradients as [`grad_buffers`])`.
 fn forward_f32_with_grads(
-    kind: AlignedLoss,
+    kind: PairKind,
     eps: f64,
     p: &[f32],
     t: &[f32],
@@ -301,7 +299,7 @@ fn forward_scalar_with_grads<T: Real>(
 
 /// The backward of the f32 block kernel ([`block_f32`]), as [`backward_scalar`].
 fn backward_f32<F: Real>(
-    kind: AlignedLoss,
+    kind: PairKind,
     eps: f64,
     p: &[f32],
     t: &[f32],

@@ -132,3 +132,14 @@ fn successors_fused_equal_composite_f32() {
     check(&p, &t, DType::F32, Reduction::None, 1e-5, 1e-6);
     check(&p, &t, DType::F32, Reduction::Mean, 1e-5, 1e-8);
 }
+
+/// Sizes that end inside a block of the f32 kernel (64 pairs) and that cross the parallel
+/// threshold (8192 pairs a task): every lane of every block, and every chunk, agrees.
+#[test]
+fn successors_fused_equal_composite_f32_across_blocks_and_chunks() {
+    for n in [63, 65, 129, 20_001] {
+        let (p, t) = mixed_pairs(14 + n as u64, n);
+        check(&p, &t, DType::F32, Reduction::None, 1e-5, 1e-6);
+        check(&p, &t, DType::F32, Reduction::Sum, 1e-5, 1e-2);
+    }
+}

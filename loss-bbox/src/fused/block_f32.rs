@@ -14,6 +14,7 @@
 //! per-pair f32 losses in f64.
 
 use super::pair::{pair, Chain};
+use super::{successor_lanes, PairKind};
 use crate::geometry::{max_w, min_w, sel};
 use crate::kinds::{AlignedLoss, IouMode};
 use loss_core::kernel::with_simd;
@@ -39,21 +40,6 @@ pub(super) const EIOU: u8 = 6;
 
 /// `4 / π²` in f32.
 const ASPECT_K: f32 = crate::geometry::ASPECT_K as f32;
-
-/// Calls `$f::<K>($args)` with `K` the const code of `$kind`.
-macro_rules! dispatch {
-    ($kind:expr, $f:ident($($arg:expr),*)) => {
-        match $kind {
-            AlignedLoss::Iou(IouMode::Linear) => $f::<{ IOU_LINEAR }>($($arg),*),
-            AlignedLoss::Iou(IouMode::Square) => $f::<{ IOU_SQUARE }>($($arg),*),
-            AlignedLoss::Iou(IouMode::Log) => $f::<{ IOU_LOG }>($($arg),*),
-            AlignedLoss::Giou => $f::<{ GIOU }>($($arg),*),
-            AlignedLoss::Diou => $f::<{ DIOU }>($($arg),*),
-            AlignedLoss::Ciou => $f::<{ CIOU }>($($arg),*),
-            AlignedLoss::Eiou => $f::<{ EIOU }>($($arg),*),
-        }
-    };
-}
 
 /// `atan(x)` for `|x| <= 1`: the odd minimax polynomial of degree 17 of SLEEF's `atanf`
 /// (Shibata and Petrogalli, SLEEF `sleefsp.c`, `xatanf`), evaluated in f32 (Horner, no FMA, so
@@ -92,7 +78,7 @@ pub(super) fn atan_ratio(w: f32, h: f32) -> f32 {
 /// a point box). `risky`: `w² + h²` is non-zero but below f32's normal range or infinite, where
 /// the f32 gradient `(h, −w)/(w² + h²)` would lose its precision: the lane goes to f64.
 #[inline(always)]
-fn aspect(w: f32, h: f32) -> (f32, f32, f32, bool) {
+pub(super) fn aspect(w: f32, h: f32) -> (f32, f32, f32, bool) {
     let flat = h == 0.0;
     let edge = sel(w > 0.0, FRAC_PI_2, sel(w < 0.0, -FRAC_PI_2, 0.0));
     let theta = sel(flat, edge, atan_ratio(w, h));
@@ -230,9 +216,47 @@ pub(super) fn lane<const K: u8>(c: [f32; 8], eps: f32, g: f32) -> (f32, [f32; 8]
     (loss, chain.into_coords(), risky)
 }
 
+/// What the generic block computes a lane with: one loss of the pair kernel, its options
+/// captured (the dispatch on the loss happens once, outside the loops), in f32 for the lanes
+/// and in f64 for the lanes outside the f32 domain.
+pub(super) trait Lanes: Copy {
+    /// One pair in f32: `(value, gradients for the upstream g, risky)`, as [`lane`].
+    fn lane(self, c: [f32; 8], g: f32) -> (f32, [f32; 8], bool);
+    /// The same pair in f64 (the recomputation of a lane outside the f32 domain).
+    fn exact(self, p: [f64; 4], t: [f64; 4], g: Option<f64>) -> (f64, [f64; 8]);
+    /// Turns the block's lane values into losses (outside the vectorised loop).
+    #[inline(always)]
+    fn finish(self, _out: &mut [f32; BLOCK]) {}
+}
+
+/// A loss of the torchvision family ([`AlignedLoss`] with its const code `K`) as [`Lanes`].
+#[derive(Clone, Copy)]
+struct Aligned<const K: u8> {
+    kind: AlignedLoss,
+    eps: f64,
+}
+
+impl<const K: u8> Lanes for Aligned<K> {
+    #[inline(always)]
+    fn lane(self, c: [f32; 8], g: f32) -> (f32, [f32; 8], bool) {
+        lane::<K>(c, self.eps as f32, g)
+    }
+    fn exact(self, p: [f64; 4], t: [f64; 4], g: Option<f64>) -> (f64, [f64; 8]) {
+        pair(self.kind, p, t, self.eps, g)
+    }
+    #[inline(always)]
+    fn finish(self, out: &mut [f32; BLOCK]) {
+        if K == IOU_LOG {
+            for v in out.iter_mut() {
+                *v = -v.ln();
+            }
+        }
+    }
+}
+
 /// Whether the lane's coordinates are in the f32 kernel's domain (finite, `Σ|c| <= COORD_LIMIT`).
 #[inline(always)]
-fn coords_ok(c: &[f32; 8]) -> bool {
+pub(super) fn coords_ok(c: &[f32; 8]) -> bool {
     let s = c[0].abs() + c[1].abs() + c[2].abs() + c[3].abs() + c[4].abs() + c[5].abs() + c[6].abs() + c[7].abs();
     s <= COORD_LIMIT
 }
@@ -256,10 +280,10 @@ fn transpose(p: &[f32; 4 * BLOCK], t: &[f32; 4 * BLOCK], s: &mut Soa) {
 /// domain (`bad[l] != 0` for those lanes), to be recomputed in f64.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn forward_block<const K: u8, const GRAD: bool>(
+fn forward_block<L: Lanes, const GRAD: bool>(
+    ls: L,
     p: &[f32; 4 * BLOCK],
     t: &[f32; 4 * BLOCK],
-    eps: f32,
     g: f32,
     s: &mut Soa,
     out: &mut [f32; BLOCK],
@@ -269,7 +293,7 @@ fn forward_block<const K: u8, const GRAD: bool>(
     transpose(p, t, s);
     for l in 0..BLOCK {
         let c = [s[0][l], s[1][l], s[2][l], s[3][l], s[4][l], s[5][l], s[6][l], s[7][l]];
-        let (v, d, risky) = lane::<K>(c, eps, g);
+        let (v, d, risky) = ls.lane(c, g);
         out[l] = v;
         let mut ok = !risky & coords_ok(&c) & v.is_finite();
         if GRAD {
@@ -282,22 +306,18 @@ fn forward_block<const K: u8, const GRAD: bool>(
         }
         bad[l] = u32::from(!ok);
     }
-    if K == IOU_LOG {
-        for v in out.iter_mut() {
-            *v = -v.ln();
-        }
-    }
+    ls.finish(out);
     bad.iter().fold(0, |a, &b| a | b) != 0
 }
 
 /// Backward of one block: the gradients w.r.t. the coordinates into `o` (`o[k][l]`, `k` as in
 /// [`Soa`]) for the upstream gradients `g`; returns whether some lane is out of the f32 domain.
 #[inline(always)]
-fn backward_block<const K: u8>(
+fn backward_block<L: Lanes>(
+    ls: L,
     p: &[f32; 4 * BLOCK],
     t: &[f32; 4 * BLOCK],
     g: &[f32; BLOCK],
-    eps: f32,
     s: &mut Soa,
     o: &mut Soa,
     bad: &mut [u32; BLOCK],
@@ -305,7 +325,7 @@ fn backward_block<const K: u8>(
     transpose(p, t, s);
     for l in 0..BLOCK {
         let c = [s[0][l], s[1][l], s[2][l], s[3][l], s[4][l], s[5][l], s[6][l], s[7][l]];
-        let (_, d, risky) = lane::<K>(c, eps, g[l]);
+        let (_, d, risky) = ls.lane(c, g[l]);
         let m = d[0].abs() + d[1].abs() + d[2].abs() + d[3].abs() + d[4].abs() + d[5].abs() + d[6].abs() + d[7].abs();
         for k in 0..8 {
             o[k][l] = d[k];
@@ -384,9 +404,8 @@ pub(super) struct Grads<'a> {
 /// slots) when given, with `GRAD` the gradients into `grads`; returns the sum of the losses
 /// in f64.
 #[inline(always)]
-fn forward_chunk<const K: u8, const GRAD: bool>(
-    kind: AlignedLoss,
-    eps: f64,
+fn forward_chunk<L: Lanes, const GRAD: bool>(
+    ls: L,
     p: &[f32],
     t: &[f32],
     mut out: Option<&mut [MaybeUninit<f32>]>,
@@ -399,7 +418,6 @@ fn forward_chunk<const K: u8, const GRAD: bool>(
         assert!(fits(&gr.gp, 4 * n) && fits(&gr.gt, 4 * n));
     }
     let g = grads.as_ref().map_or(0.0, |gr| gr.g);
-    let e = eps as f32;
     let (mut pp, mut pt) = ([0.0f32; 4 * BLOCK], [0.0f32; 4 * BLOCK]);
     let mut s = [[0.0f32; BLOCK]; 8];
     let mut o = [[0.0f32; BLOCK]; 8];
@@ -410,11 +428,11 @@ fn forward_chunk<const K: u8, const GRAD: bool>(
     while i < n {
         let len = BLOCK.min(n - i);
         let (bp, bt) = (block_of(p, i, len, &mut pp), block_of(t, i, len, &mut pt));
-        if forward_block::<K, GRAD>(bp, bt, e, g as f32, &mut s, &mut v, &mut o, &mut bad) {
+        if forward_block::<L, GRAD>(ls, bp, bt, g as f32, &mut s, &mut v, &mut o, &mut bad) {
             for l in 0..len {
                 if bad[l] != 0 {
                     let (a, b) = pair64(p, t, i + l);
-                    let (val, d) = pair(kind, a, b, eps, if GRAD { Some(g) } else { None });
+                    let (val, d) = ls.exact(a, b, if GRAD { Some(g) } else { None });
                     v[l] = val as f32;
                     if GRAD {
                         for (k, x) in d.iter().enumerate() {
@@ -465,9 +483,8 @@ pub(super) enum Upstream<'a> {
 
 /// The backward over a chunk of pairs: the gradients into `gp` and/or `gt` (`4·n` slots each).
 #[inline(always)]
-fn backward_chunk<const K: u8>(
-    kind: AlignedLoss,
-    eps: f64,
+fn backward_chunk<L: Lanes>(
+    ls: L,
     p: &[f32],
     t: &[f32],
     up: Upstream<'_>,
@@ -480,7 +497,6 @@ fn backward_chunk<const K: u8>(
     if let Upstream::Each(g) = up {
         assert!(g.len() == n);
     }
-    let e = eps as f32;
     let (mut pp, mut pt) = ([0.0f32; 4 * BLOCK], [0.0f32; 4 * BLOCK]);
     let mut s = [[0.0f32; BLOCK]; 8];
     let mut o = [[0.0f32; BLOCK]; 8];
@@ -496,7 +512,7 @@ fn backward_chunk<const K: u8>(
         if let Upstream::Each(g) = up {
             gb[..len].copy_from_slice(&g[i..i + len]);
         }
-        if backward_block::<K>(bp, bt, &gb, e, &mut s, &mut o, &mut bad) {
+        if backward_block(ls, bp, bt, &gb, &mut s, &mut o, &mut bad) {
             for l in 0..len {
                 if bad[l] != 0 {
                     let (a, b) = pair64(p, t, i + l);
@@ -504,7 +520,7 @@ fn backward_chunk<const K: u8>(
                         Upstream::Scalar(g) => g,
                         Upstream::Each(g) => g[i + l] as f64,
                     };
-                    let d = pair(kind, a, b, eps, Some(g)).1;
+                    let d = ls.exact(a, b, Some(g)).1;
                     for (k, x) in d.iter().enumerate() {
                         o[k][l] = *x as f32;
                     }
@@ -521,81 +537,109 @@ fn backward_chunk<const K: u8>(
     }
 }
 
-/// [`forward_chunk`], in its AVX2 + FMA build when the CPU has them.
-fn forward_dispatch<const K: u8, const GRAD: bool>(
-    kind: AlignedLoss,
-    eps: f64,
-    p: &[f32],
-    t: &[f32],
-    out: Option<&mut [MaybeUninit<f32>]>,
-    grads: Option<Grads<'_>>,
-) -> f64 {
-    with_simd(
-        #[inline(always)]
-        || forward_chunk::<K, GRAD>(kind, eps, p, t, out, grads),
-    )
+/// A job over a chunk of pairs, run with the [`Lanes`] of the loss ([`visit`]).
+pub(super) trait Job {
+    /// What the job returns.
+    type Out;
+    /// Runs the job with the lanes `ls`.
+    fn run<L: Lanes>(self, ls: L) -> Self::Out;
 }
 
-/// [`forward_dispatch`] without gradients (the const-generic target of [`dispatch!`]).
-fn forward_values<const K: u8>(
-    kind: AlignedLoss,
-    eps: f64,
-    p: &[f32],
-    t: &[f32],
-    out: Option<&mut [MaybeUninit<f32>]>,
-) -> f64 {
-    forward_dispatch::<K, false>(kind, eps, p, t, out, None)
+/// Runs `job` with the [`Lanes`] of `kind` (the one dispatch on the loss, outside the loops).
+/// `kind` must be one that [`supports`] accepts.
+fn visit<J: Job>(kind: PairKind, eps: f64, job: J) -> J::Out {
+    macro_rules! aligned {
+        ($k:expr, $K:expr) => {
+            job.run(Aligned::<{ $K }> { kind: $k, eps })
+        };
+    }
+    match kind {
+        PairKind::Aligned(k) => match k {
+            AlignedLoss::Iou(IouMode::Linear) => aligned!(k, IOU_LINEAR),
+            AlignedLoss::Iou(IouMode::Square) => aligned!(k, IOU_SQUARE),
+            AlignedLoss::Iou(IouMode::Log) => aligned!(k, IOU_LOG),
+            AlignedLoss::Giou => aligned!(k, GIOU),
+            AlignedLoss::Diou => aligned!(k, DIOU),
+            AlignedLoss::Ciou => aligned!(k, CIOU),
+            AlignedLoss::Eiou => aligned!(k, EIOU),
+        },
+        PairKind::Successor(s) => successor_lanes::visit(s, eps, job),
+    }
 }
 
-/// [`forward_dispatch`] with gradients (the const-generic target of [`dispatch!`]).
-fn forward_grads<const K: u8>(
-    kind: AlignedLoss,
-    eps: f64,
-    p: &[f32],
-    t: &[f32],
-    out: Option<&mut [MaybeUninit<f32>]>,
-    grads: Grads<'_>,
-) -> f64 {
-    forward_dispatch::<K, true>(kind, eps, p, t, out, Some(grads))
+/// Whether the block kernel runs `kind` at `eps` (Wise-IoU has no `eps`).
+pub(super) fn supports(kind: PairKind, eps: f64) -> bool {
+    match kind {
+        PairKind::Aligned(_) => eps_ok(eps),
+        PairKind::Successor(s @ super::Successor::Wise { .. }) => successor_lanes::supports(s),
+        PairKind::Successor(s) => eps_ok(eps) && successor_lanes::supports(s),
+    }
 }
 
-/// [`backward_chunk`], in its AVX2 + FMA build when the CPU has them.
-fn backward_dispatch<const K: u8>(
-    kind: AlignedLoss,
-    eps: f64,
-    p: &[f32],
-    t: &[f32],
-    up: Upstream<'_>,
-    gp: Option<&mut [MaybeUninit<f32>]>,
-    gt: Option<&mut [MaybeUninit<f32>]>,
-) {
-    with_simd(
-        #[inline(always)]
-        || backward_chunk::<K>(kind, eps, p, t, up, gp, gt),
-    )
+/// The forward job ([`forward_chunk`] in its AVX2 + FMA build when the CPU has them).
+struct ForwardJob<'a> {
+    p: &'a [f32],
+    t: &'a [f32],
+    out: Option<&'a mut [MaybeUninit<f32>]>,
+    grads: Option<Grads<'a>>,
+}
+
+impl Job for ForwardJob<'_> {
+    type Out = f64;
+    fn run<L: Lanes>(self, ls: L) -> f64 {
+        let ForwardJob { p, t, out, grads } = self;
+        if grads.is_some() {
+            with_simd(
+                #[inline(always)]
+                || forward_chunk::<L, true>(ls, p, t, out, grads),
+            )
+        } else {
+            with_simd(
+                #[inline(always)]
+                || forward_chunk::<L, false>(ls, p, t, out, None),
+            )
+        }
+    }
+}
+
+/// The backward job ([`backward_chunk`] in its AVX2 + FMA build when the CPU has them).
+struct BackwardJob<'a> {
+    p: &'a [f32],
+    t: &'a [f32],
+    up: Upstream<'a>,
+    gp: Option<&'a mut [MaybeUninit<f32>]>,
+    gt: Option<&'a mut [MaybeUninit<f32>]>,
+}
+
+impl Job for BackwardJob<'_> {
+    type Out = ();
+    fn run<L: Lanes>(self, ls: L) {
+        let BackwardJob { p, t, up, gp, gt } = self;
+        with_simd(
+            #[inline(always)]
+            || backward_chunk(ls, p, t, up, gp, gt),
+        )
+    }
 }
 
 /// The f32 forward of `kind` over a chunk of pairs (see [`forward_chunk`]): the losses into
 /// `out` when given, and the gradients into `grads` when given (computed in the same pass,
 /// bit for bit those of [`backward`] with `Upstream::Scalar(grads.g)`); returns the sum of the
-/// losses in f64.
+/// losses in f64. `kind` must be one that [`supports`] accepts at `eps`.
 pub(super) fn forward(
-    kind: AlignedLoss,
+    kind: impl Into<PairKind>,
     eps: f64,
     p: &[f32],
     t: &[f32],
     out: Option<&mut [MaybeUninit<f32>]>,
     grads: Option<Grads<'_>>,
 ) -> f64 {
-    match grads {
-        None => dispatch!(kind, forward_values(kind, eps, p, t, out)),
-        Some(grads) => dispatch!(kind, forward_grads(kind, eps, p, t, out, grads)),
-    }
+    visit(kind.into(), eps, ForwardJob { p, t, out, grads })
 }
 
 /// The f32 backward of `kind` over a chunk of pairs (see [`backward_chunk`]).
 pub(super) fn backward(
-    kind: AlignedLoss,
+    kind: impl Into<PairKind>,
     eps: f64,
     p: &[f32],
     t: &[f32],
@@ -603,7 +647,7 @@ pub(super) fn backward(
     gp: Option<&mut [MaybeUninit<f32>]>,
     gt: Option<&mut [MaybeUninit<f32>]>,
 ) {
-    dispatch!(kind, backward_dispatch(kind, eps, p, t, up, gp, gt))
+    visit(kind.into(), eps, BackwardJob { p, t, up, gp, gt })
 }
 
 /// Whether `eps` suits the f32 kernel: its f32 rounding, its square and its reciprocal are
