@@ -1,5 +1,5 @@
 //! Row helpers of the row kernels (softmax over the last axis of `[N, C]` rows): the maximum,
-//! the sum of exponentials (optionally written out), in [`L`] lanes that vectorise. Used by
+//! the sum of exponentials (optionally written out), in `L` = 8 lanes that vectorise. Used by
 //! loss-core's fused cross-entropy and loss-bbox's dense-detection row kernels.
 
 use super::Real;
@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 /// Lanes of the row loops.
 const L: usize = 8;
 
-/// The maximum of a row in [`L`] lanes (`max` skips NaN; a NaN makes `s`, hence the loss, NaN).
+/// The maximum of a row in `L` = 8 lanes (`max` skips NaN; a NaN makes `s`, hence the loss, NaN).
 #[inline(always)]
 pub fn row_max<F: Real>(row: &[F]) -> F {
     let chunks = row.chunks_exact(L);
@@ -28,7 +28,7 @@ pub fn row_max<F: Real>(row: &[F]) -> F {
 /// Values per block of [`row_sum_map`]: a block's values go to a stack buffer first.
 const BLOCK: usize = 64;
 
-/// Adds `vals` in [`L`] lanes.
+/// Adds `vals` in `L` = 8 lanes.
 #[inline(always)]
 fn lane_sum<F: Real>(vals: &[F]) -> F {
     let chunks = vals.chunks_exact(L);
@@ -44,7 +44,7 @@ fn lane_sum<F: Real>(vals: &[F]) -> F {
 }
 
 /// `Σ f(v)` over a row. Per block of 64 the values are written to a buffer by a plain loop
-/// (which vectorises whatever `f` is), then added in [`L`] lanes.
+/// (which vectorises whatever `f` is), then added in `L` = 8 lanes.
 #[inline(always)]
 pub fn row_sum_map<F: Real>(row: &[F], f: impl Fn(F) -> F) -> F {
     let mut buf = [F::zero(); BLOCK];
@@ -77,7 +77,7 @@ pub fn row_sum_map_into<F: Real>(row: &[F], out: &mut [MaybeUninit<F>], f: impl 
     sum
 }
 
-/// `Σ exp(v − shift)` over a row in [`L`] lanes.
+/// `Σ exp(v − shift)` over a row in `L` = 8 lanes.
 #[inline(always)]
 pub fn row_exp_sum<F: Real>(row: &[F], shift: F) -> F {
     let chunks = row.chunks_exact(L);
