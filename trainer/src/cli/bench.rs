@@ -79,15 +79,7 @@ pub fn workloads() -> Vec<(&'static str, Vec<usize>)> {
     for l in ["gaussian_focal_loss", "balanced_l1_loss", "poly1_focal_loss"] {
         w.push((l, vec![1_000_000]));
     }
-    for l in [
-        "alpha_iou_loss",
-        "mpdiou_loss",
-        "inner_iou_loss",
-        "shape_iou_loss",
-        "wise_iou_loss",
-        "focaler_iou_loss",
-        "nwd_loss",
-    ] {
+    for &l in crate::registry::YOLO_BOX_LOSSES {
         for n in [100_000, 1_000_000] {
             w.push((l, vec![n, 4]));
         }
@@ -105,9 +97,14 @@ struct Named {
 }
 
 fn bits(r: &mut ChaCha8Rng, n: usize, p_one: f32) -> Vec<f32> {
+    bits_where(r, n, |u| u < p_one)
+}
+
+/// `n` uniform draws `u` in [0, 1) mapped to 1 where `one(u)`, else 0.
+fn bits_where(r: &mut ChaCha8Rng, n: usize, one: impl Fn(f32) -> bool) -> Vec<f32> {
     uniform(r, n)
         .into_iter()
-        .map(|u| if u < p_one { 1.0 } else { 0.0 })
+        .map(|u| if one(u) { 1.0 } else { 0.0 })
         .collect()
 }
 
@@ -416,10 +413,7 @@ fn make_inputs(loss: &str, shape: &[usize], dev: &Device) -> Result<(Tensor, Ten
         }
         "binary_cross_entropy_with_logits" | "sigmoid_focal_loss" => {
             let x = normal(&mut r, n);
-            let y = uniform(&mut r, n)
-                .into_iter()
-                .map(|u| if u > 0.5 { 1.0 } else { 0.0 })
-                .collect();
+            let y = bits_where(&mut r, n, |u| u > 0.5);
             (t(x, shape)?, t(y, shape)?)
         }
         "cross_entropy" => {
@@ -450,10 +444,7 @@ fn make_inputs(loss: &str, shape: &[usize], dev: &Device) -> Result<(Tensor, Ten
         }
         "dice_loss" => {
             let p = uniform(&mut r, n);
-            let y = uniform(&mut r, n)
-                .into_iter()
-                .map(|u| if u > 0.5 { 1.0 } else { 0.0 })
-                .collect();
+            let y = bits_where(&mut r, n, |u| u > 0.5);
             (t(p, shape)?, t(y, shape)?)
         }
         other => bail!("bench: unknown loss {other:?}"),

@@ -54,6 +54,19 @@ pub struct BarSeries {
     pub values: Vec<(f64, f64)>,
 }
 
+impl BarSeries {
+    /// One series per name of `names`, in order, each with no values yet.
+    pub fn empty_each(names: &[&str]) -> Vec<Self> {
+        names
+            .iter()
+            .map(|n| Self {
+                name: (*n).to_string(),
+                values: Vec::new(),
+            })
+            .collect()
+    }
+}
+
 fn encode_png(rgb: &[u8], w: u32, h: u32) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     {

@@ -19,7 +19,7 @@ use crate::experiments::boxes::{self, BoxesConfig, BoxesReport};
 use crate::experiments::imbalanced::{self, ImbalancedConfig};
 use crate::experiments::regression::{self, RegressionConfig};
 use crate::experiments::segmentation::{self, SegmentationConfig};
-use crate::experiments::{Context, Experiment, Failure, Output, RunLabel, Runs};
+use crate::experiments::{named_weights, Context, Experiment, Failure, Output, RunLabel, Runs};
 use crate::plot::{self, Series};
 use crate::progress::Progress;
 use crate::records::{self, Cell, Csv};
@@ -113,23 +113,25 @@ pub fn crate_versions() -> Value {
 /// # Errors
 /// Only from [`Experiment::summarise`]; a run that stops is listed in [`Output::failures`].
 pub fn execute<E: Experiment>(experiment: &E, ctx: &Context) -> anyhow::Result<Output> {
-    let name = experiment.name();
+    let name = E::NAME;
     let jobs = experiment.jobs();
     let total: usize = jobs.iter().map(|j| experiment.steps(j)).sum();
     let progress = Progress::new(name, total as u64, ctx.progress);
-    let results = crate::parallel::map(&jobs, |j| experiment.run_job(j, ctx, &progress));
+    let trained = crate::parallel::map(&jobs, |j| experiment.run_job(j, ctx, &progress));
     progress.finish();
     let mut metrics = Csv::new(&experiment.metrics_header());
     let mut weights = Vec::new();
     let mut failures = Vec::new();
-    for (job, r) in jobs.iter().zip(&results) {
-        match r {
-            Ok(done) => {
-                experiment.metrics_rows(job, done, &mut metrics);
-                weights.extend(experiment.weights(done).iter().cloned());
+    let mut results = Vec::with_capacity(jobs.len());
+    for (job, r) in jobs.iter().zip(trained) {
+        match &r {
+            Ok(t) => {
+                experiment.metrics_rows(job, &t.done, &mut metrics);
+                weights.extend(named_weights(&job.label(), &t.varmap));
             }
             Err(e) => failures.push(Failure::from_fit(name, &job.label(), e)),
         }
+        results.push(r.map(|t| t.done));
     }
     let runs = Runs::<E> {
         jobs: &jobs,

@@ -10,17 +10,18 @@
 //! held-out images are the mean IoU, AP50, AP75 and AP@[.5:.95] (one box an image, see
 //! [`ap_at`]), mean and sample std over the seeds.
 
-use super::{mean_curve, pm, select_losses, Context, Experiment, LossSeed, RunLabel, Runs, Summary};
+use super::{
+    adam_constant, mean_curve, pm, select_losses, Context, Experiment, JobOutcome, LossSeed, RunLabel, Runs, Summary,
+    Trained,
+};
 use crate::data::shapes;
 use crate::fit::{fit_resumable, FitConfig, FitError};
 use crate::metrics::mean_std;
 use crate::models::{Conv2d, Init, Linear};
-use crate::optim::{sorted_params, OptimizerConfig, Schedule};
 use crate::plot::{self, BarSeries, Series};
 use crate::progress::Progress;
 use crate::records::{Cell, Csv};
 use crate::report::{Figure, Section, Table as TextTable};
-use crate::rng;
 use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::{Module, VarMap};
 use loss_bbox::*;
@@ -271,27 +272,16 @@ impl Loss for BoxLoss {
     }
 }
 
-/// One run's logged rows and weights.
+/// One run's logged rows and final metrics.
 pub struct JobResult {
     /// (step, train loss, test mean IoU)
     rows: Vec<(usize, f64, f64)>,
     /// Final `(mean IoU, AP50, AP75, AP)` on the held-out images.
     final_metrics: [f64; 4],
-    weights: Vec<(String, Tensor)>,
 }
 
 fn fit_config(cfg: &BoxRegressorConfig, seed: u64) -> FitConfig {
-    FitConfig {
-        steps: cfg.steps,
-        lr: cfg.lr,
-        optimizer: OptimizerConfig::adam(),
-        schedule: Schedule::Constant,
-        clip_norm: None,
-        batch_size: Some(cfg.batch_size),
-        log_every: cfg.log_every,
-        seed,
-        ..FitConfig::default()
-    }
+    adam_constant(cfg.steps, cfg.lr, Some(cfg.batch_size), cfg.log_every, seed)
 }
 
 fn tensors(b: &BoxImages, size: usize, device: &Device) -> Result<(Tensor, Tensor)> {
@@ -308,29 +298,23 @@ fn ious(pred: &Tensor, truth: &[f64]) -> Result<Vec<f64>> {
         .collect())
 }
 
-fn run_job(
-    cfg: &BoxRegressorConfig,
-    ctx: &Context,
-    job: &LossSeed,
-    progress: &Progress,
-) -> std::result::Result<JobResult, FitError> {
+fn run_job(cfg: &BoxRegressorConfig, ctx: &Context, job: &LossSeed, progress: &Progress) -> JobOutcome<JobResult> {
     let label = job.label();
     let wrap = FitError::in_run(&label);
-    let seed_name = format!("seed{}", job.seed);
-    let mut data_rng = rng::stream(ctx.seed, &["box-regressor", &seed_name, "data"]);
+    let mut data_rng = job.stream(ctx.seed, BoxRegressor::NAME, "data");
     let train = generate(&mut data_rng, cfg.train_images, cfg);
     let test = generate(&mut data_rng, cfg.test_images, cfg);
     let (x, y) = tensors(&train, cfg.size, &ctx.device).map_err(wrap)?;
     let (x_test, _) = tensors(&test, cfg.size, &ctx.device).map_err(wrap)?;
     let varmap = VarMap::new();
-    let mut init_rng = rng::stream(ctx.seed, &["box-regressor", &seed_name, "init"]);
+    let mut init_rng = job.stream(ctx.seed, BoxRegressor::NAME, "init");
     let net = Net::new(&varmap, cfg.size, &mut init_rng, &ctx.device).map_err(wrap)?;
     let loss = BoxLoss {
         name: job.loss.clone(),
         size: cfg.size,
         wise: WiseIoU::default().with_reduction(Reduction::Mean),
     };
-    let batch_seed = rng::derive_seed(ctx.seed, &["box-regressor", &seed_name, "batches"]);
+    let batch_seed = job.derive_seed(ctx.seed, BoxRegressor::NAME, "batches");
     let mut on_log = |_: usize, _: f64| -> Result<Vec<f64>> {
         let q = ious(&net.forward(&x_test)?, &test.boxes)?;
         Ok(vec![box_metrics(&q)[0]])
@@ -359,14 +343,12 @@ fn run_job(
         .map(|(t, l, m)| (t, l, m.first().copied().unwrap_or(f64::NAN)))
         .collect();
     let q = ious(&net.forward(&x_test).map_err(wrap)?, &test.boxes).map_err(wrap)?;
-    let weights = sorted_params(&varmap)
-        .into_iter()
-        .map(|(n, v)| (format!("{label}/{n}"), v.as_tensor().detach()))
-        .collect();
-    Ok(JobResult {
-        rows,
-        final_metrics: box_metrics(&q),
-        weights,
+    Ok(Trained {
+        done: JobResult {
+            rows,
+            final_metrics: box_metrics(&q),
+        },
+        varmap,
     })
 }
 
@@ -393,10 +375,7 @@ impl BoxRegressor {
 impl Experiment for BoxRegressor {
     type Job = LossSeed;
     type Done = JobResult;
-
-    fn name(&self) -> &'static str {
-        "box-regressor"
-    }
+    const NAME: &'static str = "box-regressor";
 
     fn jobs(&self) -> Vec<LossSeed> {
         LossSeed::all(&self.cfg.losses, self.cfg.seeds)
@@ -406,7 +385,7 @@ impl Experiment for BoxRegressor {
         self.cfg.steps
     }
 
-    fn run_job(&self, job: &LossSeed, ctx: &Context, progress: &Progress) -> std::result::Result<JobResult, FitError> {
+    fn run_job(&self, job: &LossSeed, ctx: &Context, progress: &Progress) -> JobOutcome<JobResult> {
         run_job(&self.cfg, ctx, job, progress)
     }
 
@@ -426,10 +405,6 @@ impl Experiment for BoxRegressor {
         }
     }
 
-    fn weights<'a>(&self, done: &'a JobResult) -> &'a [(String, Tensor)] {
-        &done.weights
-    }
-
     fn summarise(&self, runs: &Runs<'_, Self>, _: &Context) -> anyhow::Result<Summary> {
         summarise(&self.cfg, runs)
     }
@@ -444,13 +419,7 @@ fn summarise(cfg: &BoxRegressorConfig, runs: &Runs<'_, BoxRegressor>) -> anyhow:
         ),
         &["loss", names[0], names[1], names[2], names[3]],
     );
-    let mut bars: Vec<BarSeries> = names
-        .iter()
-        .map(|n| BarSeries {
-            name: (*n).into(),
-            values: Vec::new(),
-        })
-        .collect();
+    let mut bars = BarSeries::empty_each(&names);
     let mut losses_json = Map::new();
     let mut curves = Vec::new();
     let mut best: Option<(String, f64)> = None;
@@ -535,8 +504,7 @@ fn summarise(cfg: &BoxRegressorConfig, runs: &Runs<'_, BoxRegressor>) -> anyhow:
         tables: vec![table],
         notes,
         figures,
-        seconds: None,
-        error: None,
+        ..Section::default()
     };
     let config = json!({
         "experiment": "box-regressor",
@@ -554,6 +522,7 @@ fn summarise(cfg: &BoxRegressorConfig, runs: &Runs<'_, BoxRegressor>) -> anyhow:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng;
 
     #[test]
     fn ap_is_the_hit_rate_at_the_threshold() {

@@ -17,13 +17,15 @@
 //! predictions, and the share of the negatives' loss carried by the hardest 10 % of negatives
 //! (lowest p_t, ⌈n/10⌉ of them).
 
-use super::{mean_curve, pm, select_losses, verdict, Context, Experiment, RunLabel, Runs, Summary};
+use super::{
+    adam_constant, mean_curve, pm, select_losses, verdict, Context, Experiment, JobOutcome, RunLabel, Runs, Summary,
+    Trained,
+};
 use crate::data::fold::{fold_tensors, Targets};
 use crate::data::{self, folds, Table};
 use crate::fit::{fit_resumable, FitConfig, FitError};
 use crate::metrics::{self, mean_std, Confusion, MeanStd};
 use crate::models::linear_or_mlp;
-use crate::optim::{sorted_params, OptimizerConfig, Schedule};
 use crate::plot::{self, BarSeries, Series};
 use crate::progress::Progress;
 use crate::records::{Cell, Csv};
@@ -250,13 +252,12 @@ impl Job {
     }
 }
 
-/// One run's logged rows, final metrics, diagnostic and weights.
+/// One run's logged rows, final metrics and diagnostic.
 pub struct JobResult {
     /// (step, train loss, metric values in the task's metric order)
     rows: Vec<(usize, f64, Vec<f64>)>,
     last: Vec<f64>,
     diagnostic: Option<Diagnostic>,
-    weights: Vec<(String, Tensor)>,
 }
 
 struct FoldData {
@@ -319,17 +320,7 @@ pub fn evaluate(logits: &Tensor, labels: &[usize], multi: bool) -> Result<Vec<f6
 }
 
 fn fit_config(cfg: &ImbalancedConfig, seed: u64) -> FitConfig {
-    FitConfig {
-        steps: cfg.steps,
-        lr: cfg.lr,
-        optimizer: OptimizerConfig::adam(),
-        schedule: Schedule::Constant,
-        clip_norm: None,
-        batch_size: None,
-        log_every: cfg.log_every,
-        seed,
-        ..FitConfig::default()
-    }
+    adam_constant(cfg.steps, cfg.lr, None, cfg.log_every, seed)
 }
 
 fn run_job(
@@ -338,7 +329,7 @@ fn run_job(
     ctx: &Context,
     job: &Job,
     progress: &Progress,
-) -> std::result::Result<JobResult, FitError> {
+) -> JobOutcome<JobResult> {
     let label = job.label();
     let wrap = FitError::in_run(&label);
     let d = fold_data(table, cfg, job, &ctx.device).map_err(wrap)?;
@@ -369,15 +360,9 @@ fn run_job(
         None
     };
     let last = rows.last().map(|r| r.2.clone()).unwrap_or_default();
-    let weights = sorted_params(&varmap)
-        .into_iter()
-        .map(|(n, v)| (format!("{label}/{n}"), v.as_tensor().detach()))
-        .collect();
-    Ok(JobResult {
-        rows,
-        last,
-        diagnostic,
-        weights,
+    Ok(Trained {
+        done: JobResult { rows, last, diagnostic },
+        varmap,
     })
 }
 
@@ -428,10 +413,7 @@ impl Imbalanced {
 impl Experiment for Imbalanced {
     type Job = Job;
     type Done = JobResult;
-
-    fn name(&self) -> &'static str {
-        "imbalanced"
-    }
+    const NAME: &'static str = "imbalanced";
 
     fn jobs(&self) -> Vec<Job> {
         let mut jobs = Vec::new();
@@ -456,7 +438,7 @@ impl Experiment for Imbalanced {
         self.cfg.steps
     }
 
-    fn run_job(&self, job: &Job, ctx: &Context, progress: &Progress) -> std::result::Result<JobResult, FitError> {
+    fn run_job(&self, job: &Job, ctx: &Context, progress: &Progress) -> JobOutcome<JobResult> {
         run_job(&self.table, &self.cfg, ctx, job, progress)
     }
 
@@ -490,10 +472,6 @@ impl Experiment for Imbalanced {
         }
     }
 
-    fn weights<'a>(&self, done: &'a JobResult) -> &'a [(String, Tensor)] {
-        &done.weights
-    }
-
     fn summarise(&self, runs: &Runs<'_, Self>, ctx: &Context) -> anyhow::Result<Summary> {
         summarise(self, runs, ctx)
     }
@@ -525,13 +503,7 @@ fn summarise(e: &Imbalanced, runs: &Runs<'_, Imbalanced>, ctx: &Context) -> anyh
         let mut per_model = Map::new();
         for (m, model) in MODELS.iter().enumerate() {
             let mut per_loss = Map::new();
-            let mut bars: Vec<BarSeries> = metric_names
-                .iter()
-                .map(|n| BarSeries {
-                    name: n.to_string(),
-                    values: Vec::new(),
-                })
-                .collect();
+            let mut bars = BarSeries::empty_each(metric_names);
             let mut curves = Vec::new();
             for loss in &losses {
                 let rs = find(task, m, loss);
@@ -605,24 +577,12 @@ fn summarise(e: &Imbalanced, runs: &Runs<'_, Imbalanced>, ctx: &Context) -> anyh
             "hardest 10% share focal",
         ],
     );
-    let mut diag_bars = vec![
-        BarSeries {
-            name: "easy negatives, CE".into(),
-            values: Vec::new(),
-        },
-        BarSeries {
-            name: "easy negatives, focal".into(),
-            values: Vec::new(),
-        },
-        BarSeries {
-            name: "hardest 10%, CE".into(),
-            values: Vec::new(),
-        },
-        BarSeries {
-            name: "hardest 10%, focal".into(),
-            values: Vec::new(),
-        },
-    ];
+    let mut diag_bars = BarSeries::empty_each(&[
+        "easy negatives, CE",
+        "easy negatives, focal",
+        "hardest 10%, CE",
+        "hardest 10%, focal",
+    ]);
     let mut diag_tasks = Vec::new();
     for &task in tasks.iter().filter(|t| **t != "multi") {
         let ds: Vec<Diagnostic> = find(task, 0, "ce").iter().filter_map(|r| r.diagnostic).collect();
@@ -695,8 +655,7 @@ fn summarise(e: &Imbalanced, runs: &Runs<'_, Imbalanced>, ctx: &Context) -> anyh
         tables,
         notes,
         figures,
-        seconds: None,
-        error: None,
+        ..Section::default()
     };
     let config = json!({
         "experiment": "imbalanced",

@@ -20,11 +20,14 @@ mod verdict;
 
 pub use verdict::verdict;
 
-use crate::fit::FitError;
+use crate::fit::{FitConfig, FitError};
+use crate::optim::{sorted_params, OptimizerConfig, Schedule};
 use crate::progress::{Progress, ProgressMode};
 use crate::records::Csv;
 use crate::report::{Figure, Section};
 use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// The experiment names, in the order `all` runs them.
@@ -95,10 +98,10 @@ impl Output {
 pub trait Experiment: Sync {
     /// One training run's settings (model, loss, fold or seed).
     type Job: Sync + RunLabel;
-    /// What one run gives (logged rows, final metrics, weights).
+    /// What one run gives (logged rows, final metrics).
     type Done: Send + Sync;
     /// The experiment's name (the folder of its records, its key in `summary.json`).
-    fn name(&self) -> &'static str;
+    const NAME: &'static str;
     /// The runs, in the order of the records.
     fn jobs(&self) -> Vec<Self::Job>;
     /// A run's number of training steps (the unit of progress).
@@ -107,18 +110,55 @@ pub trait Experiment: Sync {
     ///
     /// # Errors
     /// A run that stops (non-finite loss, tensor error); the other runs go on.
-    fn run_job(&self, job: &Self::Job, ctx: &Context, progress: &Progress) -> Result<Self::Done, FitError>;
+    fn run_job(&self, job: &Self::Job, ctx: &Context, progress: &Progress) -> JobOutcome<Self::Done>;
     /// The columns of `metrics.csv`.
     fn metrics_header(&self) -> Vec<&'static str>;
     /// Appends a finished run's logged rows to `metrics.csv`.
     fn metrics_rows(&self, job: &Self::Job, done: &Self::Done, csv: &mut Csv);
-    /// A finished run's final weights, named by its label.
-    fn weights<'a>(&self, done: &'a Self::Done) -> &'a [(String, Tensor)];
     /// The experiment's summary, config and report section from all runs.
     ///
     /// # Errors
     /// A figure that cannot be drawn.
     fn summarise(&self, runs: &Runs<'_, Self>, ctx: &Context) -> anyhow::Result<Summary>;
+}
+
+/// A finished training run: what the experiment keeps of it and the model's variables, whose
+/// final values the runner writes to `weights.safetensors` named `"<run label>/<variable>"`
+/// ([`named_weights`]).
+pub struct Trained<D> {
+    /// The experiment's result of the run (logged rows, final metrics).
+    pub done: D,
+    /// The trained model's variables.
+    pub varmap: VarMap,
+}
+
+/// What [`Experiment::run_job`] gives: the trained run, or the error that stopped it.
+pub type JobOutcome<D> = Result<Trained<D>, FitError>;
+
+/// The final values of `varmap`'s variables, sorted by name and named `"<label>/<variable>"`
+/// (detached from the graph).
+pub fn named_weights(label: &str, varmap: &VarMap) -> Vec<(String, Tensor)> {
+    sorted_params(varmap)
+        .into_iter()
+        .map(|(n, v)| (format!("{label}/{n}"), v.as_tensor().detach()))
+        .collect()
+}
+
+/// The training settings every experiment uses: `steps` Adam updates at the constant rate
+/// `lr`, no gradient clipping, mini-batches of `batch_size` rows (`None`: full batch) drawn
+/// from `seed`, the test metrics logged every `log_every` updates.
+pub fn adam_constant(steps: usize, lr: f64, batch_size: Option<usize>, log_every: usize, seed: u64) -> FitConfig {
+    FitConfig {
+        steps,
+        lr,
+        optimizer: OptimizerConfig::adam(),
+        schedule: Schedule::Constant,
+        clip_norm: None,
+        batch_size,
+        log_every,
+        seed,
+        ..FitConfig::default()
+    }
 }
 
 /// A run's label in messages and weight names (`"linear/mse/shift400/fold2"`, `"dice/seed1"`).
@@ -188,6 +228,20 @@ impl LossSeed {
                 })
             })
             .collect()
+    }
+}
+
+impl LossSeed {
+    /// The random stream of this run's `purpose` (`"data"`, `"init"`, `"split"`) in
+    /// `experiment`: [`crate::rng::stream`] of `[experiment, "seed<k>", purpose]`.
+    pub fn stream(&self, seed: u64, experiment: &str, purpose: &str) -> ChaCha8Rng {
+        crate::rng::stream(seed, &[experiment, &format!("seed{}", self.seed), purpose])
+    }
+
+    /// The seed of this run's `purpose` (`"batches"`) in `experiment`:
+    /// [`crate::rng::derive_seed`] of `[experiment, "seed<k>", purpose]`.
+    pub fn derive_seed(&self, seed: u64, experiment: &str, purpose: &str) -> u64 {
+        crate::rng::derive_seed(seed, &[experiment, &format!("seed{}", self.seed), purpose])
     }
 }
 

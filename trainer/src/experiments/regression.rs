@@ -11,12 +11,13 @@
 //! original units: MAE, RMSE and bias (mean prediction − y), mean and sample std over the
 //! folds; and a sweep of the linear model over the shifts 0, 100, 200, 400, 800.
 
-use super::{mean_curve, pm, select_losses, Context, Experiment, RunLabel, Runs, Summary};
+use super::{
+    adam_constant, mean_curve, pm, select_losses, Context, Experiment, JobOutcome, RunLabel, Runs, Summary, Trained,
+};
 use crate::data::{self, folds, Table, ZScore};
 use crate::fit::{fit_resumable, FitConfig, FitError};
 use crate::metrics::{self, mean_std, MeanStd};
 use crate::models::linear_or_mlp;
-use crate::optim::{sorted_params, OptimizerConfig, Schedule};
 use crate::plot::{self, BarSeries, Series};
 use crate::progress::Progress;
 use crate::records::{Cell, Csv};
@@ -145,13 +146,12 @@ impl RunLabel for Job {
     }
 }
 
-/// One run's logged rows, final metrics and weights.
+/// One run's logged rows and final metrics.
 pub struct JobResult {
     /// (step, train loss, mae, rmse, bias)
     rows: Vec<(usize, f64, f64, f64, f64)>,
     /// (mae, rmse, bias) after the last step.
     last: (f64, f64, f64),
-    weights: Vec<(String, Tensor)>,
 }
 
 struct FoldData {
@@ -191,7 +191,7 @@ fn run_job(
     ctx: &Context,
     job: &Job,
     progress: &Progress,
-) -> Result<JobResult, FitError> {
+) -> JobOutcome<JobResult> {
     let label = job.label();
     let wrap = FitError::in_run(&label);
     let d = fold_data(table, cfg, job, &ctx.device).map_err(wrap)?;
@@ -240,31 +240,21 @@ fn run_job(
         .last()
         .map(|r| (r.2, r.3, r.4))
         .unwrap_or((f64::NAN, f64::NAN, f64::NAN));
-    let weights = sorted_params(&varmap)
-        .into_iter()
-        .map(|(n, v)| (format!("{label}/{n}"), v.as_tensor().detach()))
-        .collect();
-    Ok(JobResult { rows, last, weights })
+    Ok(Trained {
+        done: JobResult { rows, last },
+        varmap,
+    })
 }
 
 /// The training settings of model 0 (linear) or 1 (MLP).
 fn fit_config(cfg: &RegressionConfig, model: usize, seed: u64) -> FitConfig {
     let steps = if model == 0 { cfg.linear_steps } else { cfg.mlp_steps };
-    FitConfig {
-        steps,
-        lr: cfg.lr,
-        optimizer: OptimizerConfig::adam(),
-        schedule: Schedule::Constant,
-        clip_norm: None,
-        batch_size: None,
-        log_every: if model == 0 {
-            cfg.log_every
-        } else {
-            (cfg.log_every / 5).max(1)
-        },
-        seed,
-        ..FitConfig::default()
-    }
+    let log_every = if model == 0 {
+        cfg.log_every
+    } else {
+        (cfg.log_every / 5).max(1)
+    };
+    adam_constant(steps, cfg.lr, None, log_every, seed)
 }
 
 /// The regression experiment with its data, ready for [`crate::runner::execute`].
@@ -293,10 +283,7 @@ impl Regression {
 impl Experiment for Regression {
     type Job = Job;
     type Done = JobResult;
-
-    fn name(&self) -> &'static str {
-        "regression"
-    }
+    const NAME: &'static str = "regression";
 
     /// The unique runs: (model, training loss, shift actually trained, fold).
     fn jobs(&self) -> Vec<Job> {
@@ -337,7 +324,7 @@ impl Experiment for Regression {
         }
     }
 
-    fn run_job(&self, job: &Job, ctx: &Context, progress: &Progress) -> Result<JobResult, FitError> {
+    fn run_job(&self, job: &Job, ctx: &Context, progress: &Progress) -> JobOutcome<JobResult> {
         run_job(&self.table, &self.cfg, ctx, job, progress)
     }
 
@@ -370,10 +357,6 @@ impl Experiment for Regression {
                 Cell::Num(bias),
             ]);
         }
-    }
-
-    fn weights<'a>(&self, done: &'a JobResult) -> &'a [(String, Tensor)] {
-        &done.weights
     }
 
     fn summarise(&self, runs: &Runs<'_, Self>, ctx: &Context) -> anyhow::Result<Summary> {
@@ -601,8 +584,7 @@ fn summarise(
         tables: vec![table_main, table_sweep],
         notes,
         figures,
-        seconds: None,
-        error: None,
+        ..Section::default()
     };
     let config = json!({
         "experiment": "regression",

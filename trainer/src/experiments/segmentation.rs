@@ -14,13 +14,15 @@
 //! (per image, then averaged), mean and sample std over 3 seeds (each seed draws its own
 //! images and initial weights, shared by every loss).
 
-use super::{mean_curve, pm, select_losses, Context, Experiment, LossSeed, RunLabel, Runs, Summary};
+use super::{
+    adam_constant, mean_curve, pm, select_losses, Context, Experiment, JobOutcome, LossSeed, RunLabel, Runs, Summary,
+    Trained,
+};
 use crate::data::images::ImageFiles;
 use crate::data::shapes::{self, Shapes, ShapesConfig};
 use crate::fit::{fit_resumable, FitConfig, FitError};
 use crate::metrics::{self, mean_std};
 use crate::models::Conv2d;
-use crate::optim::{sorted_params, OptimizerConfig, Schedule};
 use crate::plot::{self, BarSeries, Series};
 use crate::progress::Progress;
 use crate::records::{Cell, Csv};
@@ -284,39 +286,22 @@ fn images(s: &Batch, device: &Device) -> Result<(Tensor, Tensor)> {
     Ok((x, y))
 }
 
-/// One run's logged rows and weights.
+/// One run's logged rows.
 pub struct JobResult {
     /// (step, train loss, dice, iou)
     rows: Vec<(usize, f64, f64, f64)>,
-    weights: Vec<(String, Tensor)>,
 }
 
 fn fit_config(cfg: &SegmentationConfig, seed: u64) -> FitConfig {
-    FitConfig {
-        steps: cfg.steps,
-        lr: cfg.lr,
-        optimizer: OptimizerConfig::adam(),
-        schedule: Schedule::Constant,
-        clip_norm: None,
-        batch_size: Some(cfg.batch_size),
-        log_every: cfg.log_every,
-        seed,
-        ..FitConfig::default()
-    }
+    adam_constant(cfg.steps, cfg.lr, Some(cfg.batch_size), cfg.log_every, seed)
 }
 
-fn run_job(
-    cfg: &SegmentationConfig,
-    ctx: &Context,
-    job: &LossSeed,
-    progress: &Progress,
-) -> std::result::Result<JobResult, FitError> {
+fn run_job(cfg: &SegmentationConfig, ctx: &Context, job: &LossSeed, progress: &Progress) -> JobOutcome<JobResult> {
     let label = job.label();
     let wrap = FitError::in_run(&label);
-    let seed_name = format!("seed{}", job.seed);
     let (train, test): (Batch, Batch) = match &cfg.files {
         None => {
-            let mut data_rng = rng::stream(ctx.seed, &["segmentation", &seed_name, "data"]);
+            let mut data_rng = job.stream(ctx.seed, Segmentation::NAME, "data");
             let train = shapes::generate(&mut data_rng, cfg.train_images, &cfg.shapes);
             (
                 train.into(),
@@ -324,18 +309,18 @@ fn run_job(
             )
         }
         Some(f) => {
-            let (train, test) = f.split(&mut rng::stream(ctx.seed, &["segmentation", &seed_name, "split"]));
+            let (train, test) = f.split(&mut job.stream(ctx.seed, Segmentation::NAME, "split"));
             (Batch::of_files(f, &train), Batch::of_files(f, &test))
         }
     };
     let (x, y) = images(&train, &ctx.device).map_err(wrap)?;
     let (x_test, _) = images(&test, &ctx.device).map_err(wrap)?;
     let varmap = VarMap::new();
-    let mut init_rng = rng::stream(ctx.seed, &["segmentation", &seed_name, "init"]);
+    let mut init_rng = job.stream(ctx.seed, Segmentation::NAME, "init");
     let shape = [train.channels, cfg.channels, cfg.classes()];
     let net = Net::new(&varmap, shape, &mut init_rng, &ctx.device).map_err(wrap)?;
     let loss = SegLoss::new(&job.loss);
-    let batch_seed = rng::derive_seed(ctx.seed, &["segmentation", &seed_name, "batches"]);
+    let batch_seed = job.derive_seed(ctx.seed, Segmentation::NAME, "batches");
     let mut on_log = |_: usize, _: f64| -> Result<Vec<f64>> {
         let (d, j) = evaluate(&net.forward(&x_test)?, &test.masks)?;
         Ok(vec![d, j])
@@ -359,11 +344,10 @@ fn run_job(
             (t, l, col(0), col(1))
         })
         .collect();
-    let weights = sorted_params(&varmap)
-        .into_iter()
-        .map(|(n, v)| (format!("{label}/{n}"), v.as_tensor().detach()))
-        .collect();
-    Ok(JobResult { rows, weights })
+    Ok(Trained {
+        done: JobResult { rows },
+        varmap,
+    })
 }
 
 /// The segmentation experiment, ready for [`crate::runner::execute`].
@@ -394,10 +378,7 @@ impl Segmentation {
 impl Experiment for Segmentation {
     type Job = LossSeed;
     type Done = JobResult;
-
-    fn name(&self) -> &'static str {
-        "segmentation"
-    }
+    const NAME: &'static str = "segmentation";
 
     fn jobs(&self) -> Vec<LossSeed> {
         LossSeed::all(&self.cfg.losses, self.cfg.seeds)
@@ -407,7 +388,7 @@ impl Experiment for Segmentation {
         self.cfg.steps
     }
 
-    fn run_job(&self, job: &LossSeed, ctx: &Context, progress: &Progress) -> std::result::Result<JobResult, FitError> {
+    fn run_job(&self, job: &LossSeed, ctx: &Context, progress: &Progress) -> JobOutcome<JobResult> {
         run_job(&self.cfg, ctx, job, progress)
     }
 
@@ -428,10 +409,6 @@ impl Experiment for Segmentation {
         }
     }
 
-    fn weights<'a>(&self, done: &'a JobResult) -> &'a [(String, Tensor)] {
-        &done.weights
-    }
-
     fn summarise(&self, runs: &Runs<'_, Self>, ctx: &Context) -> anyhow::Result<Summary> {
         summarise(&self.cfg, runs, ctx)
     }
@@ -446,16 +423,7 @@ fn summarise(cfg: &SegmentationConfig, runs: &Runs<'_, Segmentation>, ctx: &Cont
         ),
         &["loss", "Dice", "IoU"],
     );
-    let mut bars = vec![
-        BarSeries {
-            name: "Dice".into(),
-            values: Vec::new(),
-        },
-        BarSeries {
-            name: "IoU".into(),
-            values: Vec::new(),
-        },
-    ];
+    let mut bars = BarSeries::empty_each(&["Dice", "IoU"]);
     let mut curves_loss = Vec::new();
     let mut curves_dice = Vec::new();
     let mut finals = Vec::new();
@@ -600,8 +568,7 @@ fn summarise(cfg: &SegmentationConfig, runs: &Runs<'_, Segmentation>, ctx: &Cont
         tables: vec![table],
         notes,
         figures,
-        seconds: None,
-        error: None,
+        ..Section::default()
     };
     let config = json!({
         "experiment": "segmentation",

@@ -13,14 +13,14 @@
 //! multi-class accuracy and balanced accuracy (argmax); mean and sample std over folds.
 
 use super::imbalanced::{self, AlphaBalancedBce, BINARY_METRICS, MULTI_METRICS};
-use super::{mean_curve, pm, verdict, Context, Experiment, RunLabel, Runs, Summary};
+use super::{mean_curve, pm, verdict, Context, Experiment, JobOutcome, RunLabel, Runs, Summary, Trained};
 use crate::data::csv::{self as table_csv, Loaded, Task};
 use crate::data::fold::{fold_tensors, Targets};
 use crate::data::{self, folds};
 use crate::fit::{fit_resumable, FitConfig, FitError, LogRow, Validation};
 use crate::metrics::{self, mean_std, MeanStd};
 use crate::models::linear_or_mlp;
-use crate::optim::{sorted_params, OptimizerConfig};
+use crate::optim::OptimizerConfig;
 use crate::plot::{self, BarSeries, Series};
 use crate::progress::Progress;
 use crate::records::{Cell, Csv};
@@ -305,7 +305,6 @@ pub struct JobResult {
     rows: Vec<LogRow>,
     last: Vec<f64>,
     stopped_at: Option<usize>,
-    weights: Vec<(String, Tensor)>,
 }
 
 /// The task's metrics of the model's output on the test rows.
@@ -324,7 +323,7 @@ fn evaluate(out: &Tensor, y_test: &[f64], labels: &[usize], task: Task) -> Resul
     }
 }
 
-fn run_job(t: &Tabular, ctx: &Context, job: &Job, progress: &Progress) -> std::result::Result<JobResult, FitError> {
+fn run_job(t: &Tabular, ctx: &Context, job: &Job, progress: &Progress) -> JobOutcome<JobResult> {
     let cfg = &t.cfg;
     let (loss, fold) = (&cfg.losses[job.loss], job.fold);
     let label = job.label();
@@ -373,15 +372,13 @@ fn run_job(t: &Tabular, ctx: &Context, job: &Job, progress: &Progress) -> std::r
         ctx.checkpoint.as_ref(),
     )?;
     let last = rows.last().map(|r| r.2.clone()).unwrap_or_default();
-    let weights = sorted_params(&varmap)
-        .into_iter()
-        .map(|(n, v)| (format!("{label}/{n}"), v.as_tensor().detach()))
-        .collect();
-    Ok(JobResult {
-        rows,
-        last,
-        stopped_at: report.stopped_at,
-        weights,
+    Ok(Trained {
+        done: JobResult {
+            rows,
+            last,
+            stopped_at: report.stopped_at,
+        },
+        varmap,
     })
 }
 
@@ -405,10 +402,7 @@ impl RunLabel for Job {
 impl Experiment for Tabular {
     type Job = Job;
     type Done = JobResult;
-
-    fn name(&self) -> &'static str {
-        "tabular"
-    }
+    const NAME: &'static str = "tabular";
 
     fn jobs(&self) -> Vec<Job> {
         let label = |loss: usize, fold| format!("{}/fold{fold}", self.cfg.losses[loss].label);
@@ -427,7 +421,7 @@ impl Experiment for Tabular {
         self.cfg.fit.steps
     }
 
-    fn run_job(&self, job: &Job, ctx: &Context, progress: &Progress) -> std::result::Result<JobResult, FitError> {
+    fn run_job(&self, job: &Job, ctx: &Context, progress: &Progress) -> JobOutcome<JobResult> {
         run_job(self, ctx, job, progress)
     }
 
@@ -444,10 +438,6 @@ impl Experiment for Tabular {
             cells.extend(m.iter().map(|&v| Cell::Num(v)));
             csv.push(&cells);
         }
-    }
-
-    fn weights<'a>(&self, done: &'a JobResult) -> &'a [(String, Tensor)] {
-        &done.weights
     }
 
     fn summarise(&self, runs: &Runs<'_, Self>, _: &Context) -> anyhow::Result<Summary> {
@@ -473,13 +463,7 @@ fn summarise(t: &Tabular, runs: &Runs<'_, Tabular>) -> anyhow::Result<Summary> {
     );
     let mut per_loss = Map::new();
     let mut curves = Vec::new();
-    let mut bars: Vec<BarSeries> = metric_names
-        .iter()
-        .map(|n| BarSeries {
-            name: n.to_string(),
-            values: Vec::new(),
-        })
-        .collect();
+    let mut bars = BarSeries::empty_each(metric_names);
     let mut all_stats = Vec::new();
     for (i, loss) in cfg.losses.iter().enumerate() {
         let rs = runs.done_where(|j| j.loss == i);
@@ -570,8 +554,7 @@ fn summarise(t: &Tabular, runs: &Runs<'_, Tabular>) -> anyhow::Result<Summary> {
         tables: vec![table],
         notes,
         figures,
-        seconds: None,
-        error: None,
+        ..Section::default()
     };
     let config = json!({
         "experiment": "tabular",

@@ -10,6 +10,8 @@ mod bbox;
 mod core;
 mod seg;
 
+pub use bbox::YOLO_BOX_LOSSES;
+
 use anyhow::{anyhow, bail, Context};
 use candle_core::{DType, Device, Tensor};
 use loss_core::{Loss, LossConfig};
@@ -101,6 +103,7 @@ pub fn input<'a>(loss: &str, inputs: &'a Inputs, name: &str) -> anyhow::Result<&
 pub fn names() -> Vec<&'static str> {
     let mut v = core::NAMES.to_vec();
     v.extend_from_slice(bbox::NAMES);
+    v.extend_from_slice(bbox::YOLO_BOX_LOSSES);
     v.extend_from_slice(seg::NAMES);
     v
 }
