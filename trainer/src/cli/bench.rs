@@ -673,12 +673,34 @@ pub fn stream_bandwidth(n: usize) -> (f64, f64) {
     (gbs(reused), gbs(fresh))
 }
 
+/// The headings of the columns that name a workload and give its median time, as
+/// [`workload_cells`] fills them.
+fn workload_head() -> String {
+    format!("{:34} {:>20} {:>10} {:>11}", "loss", "shape", "impl", "median ms")
+}
+
+/// A row's loss, shape, implementation and median time, in the columns of [`workload_head`].
+fn workload_cells(r: &Row) -> String {
+    format!(
+        "{:34} {:>20} {:>10} {:>11.3}",
+        r.loss,
+        format!("{:?}", r.shape),
+        r.implementation,
+        r.median_ms
+    )
+}
+
 /// The printed table: ms, elements/s, effective GB/s, fused vs composite, and the distance to the
 /// memory floor at `floor_gbs`.
 pub fn table(rows: &[Row], floor_gbs: f64) -> String {
     let mut s = format!(
-        "{:34} {:>20} {:>10} {:>11} {:>9} {:>10} {:>9} {:>10} {:>9}\n",
-        "loss", "shape", "impl", "median ms", "min ms", "Melem/s", "GB/s", "vs floor", "fused x"
+        "{} {:>9} {:>10} {:>9} {:>10} {:>9}\n",
+        workload_head(),
+        "min ms",
+        "Melem/s",
+        "GB/s",
+        "vs floor",
+        "fused x"
     );
     for r in rows {
         let other = rows
@@ -691,11 +713,8 @@ pub fn table(rows: &[Row], floor_gbs: f64) -> String {
         let secs = r.median_ms / 1e3;
         let floor_ms = r.bytes / (floor_gbs * 1e9) * 1e3;
         s.push_str(&format!(
-            "{:34} {:>20} {:>10} {:>11.3} {:>9.3} {:>10.1} {:>9.2} {:>9.1}x {:>9}\n",
-            r.loss,
-            format!("{:?}", r.shape),
-            r.implementation,
-            r.median_ms,
+            "{} {:>9.3} {:>10.1} {:>9.2} {:>9.1}x {:>9}\n",
+            workload_cells(r),
             r.min_ms,
             r.elements as f64 / secs / 1e6,
             r.bytes / secs / 1e9,
@@ -765,8 +784,11 @@ pub fn against_table(rows: &[Row], reference: &[ReferenceRow], reference_impl: O
             .find(|x| x.loss == r.loss && x.shape == r.shape)
     };
     let mut s = format!(
-        "{:34} {:>20} {:>10} {:>11} {:>10} {:>11} {:>8}\n",
-        "loss", "shape", "impl", "median ms", "ref impl", "ref ms", "ref/ours"
+        "{} {:>10} {:>11} {:>8}\n",
+        workload_head(),
+        "ref impl",
+        "ref ms",
+        "ref/ours"
     );
     let mut logs: Vec<(String, f64)> = Vec::new();
     for r in rows {
@@ -774,11 +796,8 @@ pub fn against_table(rows: &[Row], reference: &[ReferenceRow], reference_impl: O
         let ratio = x.median_ms / r.median_ms;
         logs.push((r.implementation.clone(), ratio.ln()));
         s.push_str(&format!(
-            "{:34} {:>20} {:>10} {:>11.3} {:>10} {:>11.3} {:>8.2}\n",
-            r.loss,
-            format!("{:?}", r.shape),
-            r.implementation,
-            r.median_ms,
+            "{} {:>10} {:>11.3} {:>8.2}\n",
+            workload_cells(r),
             x.implementation,
             x.median_ms,
             ratio

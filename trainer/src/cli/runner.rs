@@ -143,7 +143,10 @@ pub fn execute<E: Experiment>(experiment: &E, ctx: &Context) -> anyhow::Result<O
         summary: s.summary,
         config: s.config,
         metrics,
-        section: s.section,
+        section: Section {
+            name: name.to_string(),
+            ..s.section
+        },
         weights,
         failures,
     })
@@ -223,7 +226,6 @@ fn boxes_output(cfg: &BoxesConfig, r: &BoxesReport) -> anyhow::Result<Output> {
         error: None,
     };
     let config = json!({
-        "experiment": "boxes",
         "settings": {
             "scale": r.scale,
             "grad": r.grad,

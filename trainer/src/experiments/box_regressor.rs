@@ -482,7 +482,6 @@ fn summarise(cfg: &BoxRegressorConfig, runs: &Runs<'_, BoxRegressor>) -> anyhow:
     }
     notes.extend(runs.failure_notes());
     let section = Section {
-        name: "box-regressor".into(),
         question: "When a network (not a free box) regresses the box, which loss — coordinate (L1, Smooth L1), \
                    IoU-based, or one of the IoU successors — gives the best boxes on held-out images?"
             .into(),
@@ -507,7 +506,6 @@ fn summarise(cfg: &BoxRegressorConfig, runs: &Runs<'_, BoxRegressor>) -> anyhow:
         ..Section::default()
     };
     let config = json!({
-        "experiment": "box-regressor",
         "settings": cfg,
         "fit": fit_config(cfg, 0),
         "dtype": "f32",

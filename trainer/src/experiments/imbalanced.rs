@@ -640,7 +640,6 @@ fn summarise(e: &Imbalanced, runs: &Runs<'_, Imbalanced>, ctx: &Context) -> anyh
     }
     notes.extend(runs.failure_notes());
     let section = Section {
-        name: "imbalanced".to_string(),
         question: "On imbalanced classes, does the focal loss (and α-balancing) find the rare class better than \
                    plain cross-entropy, and does it really move the loss away from the easy negatives?"
             .to_string(),
@@ -658,7 +657,6 @@ fn summarise(e: &Imbalanced, runs: &Runs<'_, Imbalanced>, ctx: &Context) -> anyh
         ..Section::default()
     };
     let config = json!({
-        "experiment": "imbalanced",
         "settings": cfg,
         "data": {"name": "winequality (red)", "source": "linfa-datasets", "rows": table.n, "features": table.d},
         "fit": fit_config(cfg, ctx.seed),

@@ -201,9 +201,10 @@ impl<E: Experiment + ?Sized> Runs<'_, E> {
 pub struct Summary {
     /// The experiment's part of `summary.json`.
     pub summary: serde_json::Value,
-    /// Every setting (written to `config.json` with the seed, device and crate versions).
+    /// Every setting (written to `config.json` with the experiment's name, the seed, device and
+    /// crate versions).
     pub config: serde_json::Value,
-    /// The report section.
+    /// The report section (its name is left to the runner: [`Experiment::NAME`]).
     pub section: Section,
 }
 

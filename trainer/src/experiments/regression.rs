@@ -555,7 +555,6 @@ fn summarise(
     }
     notes.extend(runs.failure_notes());
     let section = Section {
-        name: "regression".to_string(),
         question: "With outliers in the training targets, how far do L2, L1, Smooth L1 and Huber pull a \
                    regression away from the clean fit, and how does that grow with the size of the outliers?"
             .to_string(),
@@ -587,7 +586,6 @@ fn summarise(
         ..Section::default()
     };
     let config = json!({
-        "experiment": "regression",
         "settings": cfg,
         "data": {"name": "diabetes", "source": "linfa-datasets", "rows": table.n, "features": table.d},
         "fit": {"linear": fit_config(cfg, 0, ctx.seed), "mlp": fit_config(cfg, 1, ctx.seed)},

@@ -556,7 +556,6 @@ fn summarise(cfg: &SegmentationConfig, runs: &Runs<'_, Segmentation>, ctx: &Cont
         ),
     };
     let section = Section {
-        name: "segmentation".into(),
         question: if cfg.files.is_some() {
             "Which loss segments these images best (foreground Dice and IoU on held-out images)?".into()
         } else {
@@ -571,7 +570,6 @@ fn summarise(cfg: &SegmentationConfig, runs: &Runs<'_, Segmentation>, ctx: &Cont
         ..Section::default()
     };
     let config = json!({
-        "experiment": "segmentation",
         "settings": cfg,
         "fit": fit_config(cfg, 0),
         "dtype": "f32",

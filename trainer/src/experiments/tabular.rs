@@ -548,7 +548,6 @@ fn summarise(t: &Tabular, runs: &Runs<'_, Tabular>) -> anyhow::Result<Summary> {
     }
     notes.extend(runs.failure_notes());
     let section = Section {
-        name: "tabular".to_string(),
         question: format!("Which loss trains the best {model} model for {} in {file}?", cfg.target),
         setup: setup_text(t),
         tables: vec![table],
@@ -557,7 +556,6 @@ fn summarise(t: &Tabular, runs: &Runs<'_, Tabular>) -> anyhow::Result<Summary> {
         ..Section::default()
     };
     let config = json!({
-        "experiment": "tabular",
         "settings": cfg,
         "data": {
             "file": file,
