@@ -56,32 +56,25 @@ fn adam_two_steps_by_hand() {
 fn adam_l2_vs_adamw_decoupled() {
     let c = [0.5];
     let (lr, wd) = (0.1, 0.5);
+    // p after the first step from p = 1, weight decay in the gradient (Adam) or decoupled (AdamW)
+    let first_step = |decoupled_weight_decay: bool| {
+        let (p, params) = param(&[1.0]);
+        let mut opt = OptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 0.0,
+            weight_decay: wd,
+            decoupled_weight_decay,
+        }
+        .build(params)
+        .unwrap();
+        opt.step(&grads_of(&p, &c), lr).unwrap();
+        values(&p)
+    };
     // Adam: g = c + p + wd·p = 0.5 + 1 + 0.5 = 2 → first step p − lr·sign(g)
-    let (p, params) = param(&[1.0]);
-    let mut adam = OptimizerConfig::Adam {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 0.0,
-        weight_decay: wd,
-        decoupled_weight_decay: false,
-    }
-    .build(params)
-    .unwrap();
-    adam.step(&grads_of(&p, &c), lr).unwrap();
-    close(&values(&p), &[0.9]);
+    close(&first_step(false), &[0.9]);
     // AdamW: p(1 − lr·wd) − lr·sign(c + p) = 0.95 − 0.1
-    let (p, params) = param(&[1.0]);
-    let mut adamw = OptimizerConfig::Adam {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 0.0,
-        weight_decay: wd,
-        decoupled_weight_decay: true,
-    }
-    .build(params)
-    .unwrap();
-    adamw.step(&grads_of(&p, &c), lr).unwrap();
-    close(&values(&p), &[0.85]);
+    close(&first_step(true), &[0.85]);
 }
 
 #[test]

@@ -3,6 +3,9 @@
 //! byte, as an uninterrupted run with the same seed, and no half-written or temporary file.
 #![cfg(feature = "cli")]
 
+mod common;
+
+use common::files;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -37,27 +40,19 @@ fn args(out: &Path, resume: bool) -> Vec<String> {
     a
 }
 
+/// The run of [`args`] into `out`, to its end; it must succeed.
+fn run_to_end(out: &Path, resume: bool) {
+    let o = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args(out, resume))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("trainer-resume-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 fn is_temp(p: &Path) -> bool {
@@ -132,11 +127,7 @@ fn run_and_kill(out: &Path, resume: bool, delay: Duration) -> bool {
 #[test]
 fn killed_and_resumed_run_matches_an_uninterrupted_one() {
     let reference = tmp("reference");
-    let status = Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(args(&reference, false))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    run_to_end(&reference, false);
     assert_whole(&reference, false);
 
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2024);
@@ -153,11 +144,7 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one() {
     }
     eprintln!("killed {kills} time(s)");
     assert!(kills >= 1, "the run was never interrupted");
-    let resumed = Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(args(&out, true))
-        .output()
-        .unwrap();
-    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    run_to_end(&out, true);
     assert_whole(&out, false);
     for name in [
         "summary.json",
@@ -185,11 +172,7 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one() {
 #[test]
 fn resuming_a_finished_run_redoes_nothing_and_changes_nothing() {
     let out = tmp("finished");
-    let first = Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(args(&out, false))
-        .status()
-        .unwrap();
-    assert!(first.success());
+    run_to_end(&out, false);
     let summary = std::fs::read(out.join("summary.json")).unwrap();
     let checkpoints: Vec<(PathBuf, Vec<u8>)> = trainer::checkpoint::find_all(&out)
         .into_iter()
@@ -203,11 +186,7 @@ fn resuming_a_finished_run_redoes_nothing_and_changes_nothing() {
         assert!(s.done, "{} is not marked done", p.display());
         assert_eq!(s.step, s.rows.last().unwrap().0);
     }
-    let again = Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(args(&out, true))
-        .status()
-        .unwrap();
-    assert!(again.success());
+    run_to_end(&out, true);
     assert_eq!(std::fs::read(out.join("summary.json")).unwrap(), summary);
     for (p, b) in &checkpoints {
         assert_eq!(&std::fs::read(p).unwrap(), b, "{} rewritten", p.display());

@@ -30,6 +30,28 @@ fn run_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `run tabular` of the binary task on column `t` of `data`, 2 folds, quiet, into `out`, with
+/// `extra` (`--steps`, ...): its stderr.
+fn run_binary_t(data: &str, out: &Path, extra: &[&str]) -> String {
+    let mut a = vec![
+        "run",
+        "tabular",
+        "--data",
+        data,
+        "--task",
+        "binary",
+        "--target",
+        "t",
+        "--folds",
+        "2",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    a.extend(extra);
+    run_ok(&a)
+}
+
 fn summary(out: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap()
 }
@@ -325,25 +347,7 @@ fn every_bad_file_is_one_line_exit_2_and_nothing_written() {
     // --drop-missing drops the rows and says how many
     let f = write(&dir, "drop.csv", &format!("a,t\n{good_rows}{good_rows}NaN,1\n7,NA\n"));
     let out = dir.join("drop-out");
-    let stderr = run_ok(&[
-        "run",
-        "tabular",
-        "--data",
-        &f,
-        "--task",
-        "binary",
-        "--target",
-        "t",
-        "--folds",
-        "2",
-        "--drop-missing",
-        "--steps",
-        "5",
-        "--quiet",
-        "--no-timings",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let stderr = run_binary_t(&f, &out, &["--drop-missing", "--steps", "5", "--no-timings"]);
     assert!(stderr.contains("dropped 2 of 14 rows"), "{stderr}");
     assert_eq!(summary(&out)["tabular"]["dropped_rows"], 2);
     let _ = std::fs::remove_dir_all(&dir);
@@ -466,23 +470,7 @@ fn cells_beyond_f32_and_columns_left_out_are_told() {
     std::fs::write(&latin, b"a,name,t\n1,caf\xe9,0\n2,x,1\n3,y,0\n4,z,1\n").unwrap();
     let latin = latin.display().to_string();
     let out = dir.join("latin-out");
-    let stderr = run_ok(&[
-        "run",
-        "tabular",
-        "--data",
-        &latin,
-        "--task",
-        "binary",
-        "--target",
-        "t",
-        "--folds",
-        "2",
-        "--steps",
-        "2",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let stderr = run_binary_t(&latin, &out, &["--steps", "2"]);
     assert!(stderr.contains("column(s) name of"), "{stderr}");
     assert_bad(
         &latin,
@@ -501,23 +489,7 @@ fn cells_beyond_f32_and_columns_left_out_are_told() {
     // a column left out of the default features is said on stderr, not only in config.json
     let f = write(&dir, "text.csv", &format!("a,name,t\n{}", rows.replace(',', ",x,")));
     let out = dir.join("text-out");
-    let stderr = run_ok(&[
-        "run",
-        "tabular",
-        "--data",
-        &f,
-        "--task",
-        "binary",
-        "--target",
-        "t",
-        "--folds",
-        "2",
-        "--steps",
-        "2",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let stderr = run_binary_t(&f, &out, &["--steps", "2"]);
     assert!(stderr.contains("column(s) name of"), "{stderr}");
     assert_eq!(summary(&out)["tabular"]["features"], serde_json::json!(["a"]));
     let _ = std::fs::remove_dir_all(&dir);
@@ -528,27 +500,7 @@ fn the_report_says_the_schedule_in_words() {
     let dir = tmp("schedule");
     let f = write(&dir, "ok.csv", "a,t\n1,0\n2,1\n3,0\n4,1\n");
     let out = dir.join("out");
-    run_ok(&[
-        "run",
-        "tabular",
-        "--data",
-        &f,
-        "--task",
-        "binary",
-        "--target",
-        "t",
-        "--folds",
-        "2",
-        "--steps",
-        "5",
-        "--schedule",
-        "cosine",
-        "--warmup",
-        "2",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    run_binary_t(&f, &out, &["--steps", "5", "--schedule", "cosine", "--warmup", "2"]);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     // it was Rust's Debug form: "schedule WarmupCosine { warmup: 2, t_max: 5, eta_min: 0.0 }"
     assert!(html.contains("linear warm-up over 2 updates, then cosine to 0 at update 5"));

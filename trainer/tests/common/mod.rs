@@ -1,8 +1,8 @@
-//! Helpers of the command-line tests: run the binary, a fresh temporary folder, check a
-//! one-line error.
+//! Helpers of the command-line tests: run the binary, a fresh temporary folder, the files a
+//! run wrote, check a one-line error.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Runs the `trainer` binary with `args`.
@@ -19,6 +19,24 @@ pub fn tmp(test: &str, name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Every file under `dir` (all depths), sorted.
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Exit status 2 and one line on stderr holding every needle; returns the line.
