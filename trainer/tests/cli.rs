@@ -15,15 +15,14 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn assert_usage_error(args: &[&str], needle: &str) {
-    let out = trainer(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "{args:?}: not one line: {stderr:?}"
-    );
-    assert!(stderr.contains(needle), "{args:?}: {stderr:?} lacks {needle:?}");
+    common::assert_one_line_error(&trainer(args), &format!("{args:?}"), &[needle]);
+}
+
+/// [`assert_usage_error`], and every file under `dir` is as it was.
+fn assert_refused_and_intact(dir: &Path, args: &[&str], needle: &str) {
+    let before = snapshot(dir);
+    assert_usage_error(args, needle);
+    assert!(snapshot(dir) == before, "{args:?} changed the records");
 }
 
 #[test]
@@ -401,15 +400,11 @@ fn missing_or_corrupt_checkpoints_are_exit_2_and_leave_the_records_intact() {
     let weights = std::fs::read(d.join("regression/weights.safetensors")).unwrap();
     for bad in [&good[..good.len() / 2], b"not a checkpoint".as_slice(), &weights[..]] {
         std::fs::write(victim, bad).unwrap();
-        let before = snapshot(&d);
-        assert_usage_error(&args, "corrupt checkpoint");
-        assert!(snapshot(&d) == before, "a rejected resume changed the records");
+        assert_refused_and_intact(&d, &args, "corrupt checkpoint");
     }
     // no checkpoint at all
     std::fs::remove_dir_all(d.join("regression/checkpoints")).unwrap();
-    let before = snapshot(&d);
-    assert_usage_error(&args, "no checkpoint");
-    assert!(snapshot(&d) == before);
+    assert_refused_and_intact(&d, &args, "no checkpoint");
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -30,24 +30,15 @@ fn run_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The binary task on column `t`, 2 folds.
+const BINARY_T: [&str; 6] = ["--task", "binary", "--target", "t", "--folds", "2"];
+
 /// `run tabular` of the binary task on column `t` of `data`, 2 folds, quiet, into `out`, with
 /// `extra` (`--steps`, ...): its stderr.
 fn run_binary_t(data: &str, out: &Path, extra: &[&str]) -> String {
-    let mut a = vec![
-        "run",
-        "tabular",
-        "--data",
-        data,
-        "--task",
-        "binary",
-        "--target",
-        "t",
-        "--folds",
-        "2",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    let mut a = vec!["run", "tabular", "--data", data];
+    a.extend(BINARY_T);
+    a.extend(["--quiet", "--out", out.to_str().unwrap()]);
     a.extend(extra);
     run_ok(&a)
 }
@@ -327,16 +318,7 @@ fn every_bad_file_is_one_line_exit_2_and_nothing_written() {
     let f = write(&dir, "ok.csv", &format!("a,t\n{good_rows}{good_rows}"));
     assert_bad(
         &f,
-        &[
-            "--task",
-            "binary",
-            "--target",
-            "t",
-            "--folds",
-            "2",
-            "--losses",
-            "sigmoid_focal_loss:gamm=2",
-        ],
+        &[&BINARY_T[..], &["--losses", "sigmoid_focal_loss:gamm=2"]].concat(),
         &["gamm"],
     );
     assert_bad(
@@ -422,7 +404,7 @@ fn bad_options_and_rows_after_a_blank_line_are_named_exactly() {
             "sigmoid_focal_loss is not among --losses",
         ),
     ] {
-        let mut a = vec!["--task", "binary", "--target", "t", "--folds", "2"];
+        let mut a = BINARY_T.to_vec();
         a.extend(&extra);
         assert_bad(&f, &a, &[needle]);
     }
@@ -456,7 +438,7 @@ fn cells_beyond_f32_and_columns_left_out_are_told() {
     // all n/a (null) with exit 0; with default features the column is still chosen and named
     let f = write(&dir, "big.csv", &format!("a,t\n{rows}1e300,0\n5,1\n"));
     for extra in [&["--features", "a"][..], &[][..]] {
-        let mut a = vec!["--task", "binary", "--target", "t", "--folds", "2"];
+        let mut a = BINARY_T.to_vec();
         a.extend(extra);
         assert_bad(
             &f,
@@ -474,16 +456,7 @@ fn cells_beyond_f32_and_columns_left_out_are_told() {
     assert!(stderr.contains("column(s) name of"), "{stderr}");
     assert_bad(
         &latin,
-        &[
-            "--task",
-            "binary",
-            "--target",
-            "t",
-            "--folds",
-            "2",
-            "--features",
-            "a,name",
-        ],
+        &[&BINARY_T[..], &["--features", "a,name"]].concat(),
         &["row 1 (line 2)", "column \"name\"", "is not a number"],
     );
     // a column left out of the default features is said on stderr, not only in config.json

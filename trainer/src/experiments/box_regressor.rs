@@ -11,11 +11,11 @@
 //! [`ap_at`]), mean and sample std over the seeds.
 
 use super::{
-    adam_constant, mean_curve, pm, select_losses, Context, Experiment, JobOutcome, LossSeed, RunLabel, Runs, Summary,
-    Trained,
+    adam_constant, mean_curve, metric, pm, push_logged, select_losses, Context, Experiment, JobOutcome, LossSeed,
+    RunLabel, Runs, Summary, Trained,
 };
 use crate::data::shapes;
-use crate::fit::{fit_resumable, FitConfig, FitError};
+use crate::fit::{fit_resumable, FitConfig, FitError, LogRow};
 use crate::metrics::mean_std;
 use crate::models::{Conv2d, Init, Linear};
 use crate::plot::{self, BarSeries, Series};
@@ -274,8 +274,8 @@ impl Loss for BoxLoss {
 
 /// One run's logged rows and final metrics.
 pub struct JobResult {
-    /// (step, train loss, test mean IoU)
-    rows: Vec<(usize, f64, f64)>,
+    /// (step, train loss, [test mean IoU])
+    rows: Vec<LogRow>,
     /// Final `(mean IoU, AP50, AP75, AP)` on the held-out images.
     final_metrics: [f64; 4],
 }
@@ -319,7 +319,7 @@ fn run_job(cfg: &BoxRegressorConfig, ctx: &Context, job: &LossSeed, progress: &P
         let q = ious(&net.forward(&x_test)?, &test.boxes)?;
         Ok(vec![box_metrics(&q)[0]])
     };
-    let (_, logged) = fit_resumable(
+    let (_, rows) = fit_resumable(
         &net,
         &varmap,
         &loss,
@@ -338,10 +338,6 @@ fn run_job(cfg: &BoxRegressorConfig, ctx: &Context, job: &LossSeed, progress: &P
             ctx.checkpoint.as_ref()
         },
     )?;
-    let rows = logged
-        .into_iter()
-        .map(|(t, l, m)| (t, l, m.first().copied().unwrap_or(f64::NAN)))
-        .collect();
     let q = ious(&net.forward(&x_test).map_err(wrap)?, &test.boxes).map_err(wrap)?;
     Ok(Trained {
         done: JobResult {
@@ -394,15 +390,7 @@ impl Experiment for BoxRegressor {
     }
 
     fn metrics_rows(&self, job: &LossSeed, r: &JobResult, csv: &mut Csv) {
-        for &(step, l, q) in &r.rows {
-            csv.push(&[
-                Cell::Str(&job.loss),
-                Cell::Int(job.seed),
-                Cell::Int(step),
-                Cell::Num(l),
-                Cell::Num(q),
-            ]);
-        }
+        push_logged(csv, &[Cell::Str(&job.loss), Cell::Int(job.seed)], &r.rows);
     }
 
     fn summarise(&self, runs: &Runs<'_, Self>, _: &Context) -> anyhow::Result<Summary> {
@@ -443,8 +431,8 @@ fn summarise(cfg: &BoxRegressorConfig, runs: &Runs<'_, BoxRegressor>) -> anyhow:
         if stats[3].mean.is_finite() && best.as_ref().is_none_or(|b| stats[3].mean > b.1) {
             best = Some((name.clone(), stats[3].mean));
         }
-        let logged: Vec<&[(usize, f64, f64)]> = rs.iter().map(|r| r.rows.as_slice()).collect();
-        let points = mean_curve(&logged, |r| r.0, |r| r.2);
+        let logged: Vec<&[LogRow]> = rs.iter().map(|r| r.rows.as_slice()).collect();
+        let points = mean_curve(&logged, |r| r.0, |r| metric(r, 0));
         curves.push(Series {
             name: name.clone(),
             points,

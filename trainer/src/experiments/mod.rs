@@ -20,10 +20,10 @@ mod verdict;
 
 pub use verdict::verdict;
 
-use crate::fit::{FitConfig, FitError};
+use crate::fit::{FitConfig, FitError, LogRow};
 use crate::optim::{sorted_params, OptimizerConfig, Schedule};
 use crate::progress::{Progress, ProgressMode};
-use crate::records::Csv;
+use crate::records::{Cell, Csv};
 use crate::report::{Figure, Section};
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
@@ -158,6 +158,22 @@ pub fn adam_constant(steps: usize, lr: f64, batch_size: Option<usize>, log_every
         log_every,
         seed,
         ..FitConfig::default()
+    }
+}
+
+/// Metric `i` of a logged row (NaN where the row has none).
+pub fn metric(row: &LogRow, i: usize) -> f64 {
+    row.2.get(i).copied().unwrap_or(f64::NAN)
+}
+
+/// Appends a run's logged rows to `metrics.csv`: each line is the run's `key` cells (its loss,
+/// seed, fold, ...), then the step, the training loss and the logged metrics.
+pub fn push_logged(csv: &mut Csv, key: &[Cell<'_>], rows: &[LogRow]) {
+    for (step, l, m) in rows {
+        let mut cells = key.to_vec();
+        cells.extend([Cell::Int(*step), Cell::Num(*l)]);
+        cells.extend(m.iter().map(|&v| Cell::Num(v)));
+        csv.push(&cells);
     }
 }
 

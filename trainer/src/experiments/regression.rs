@@ -12,10 +12,11 @@
 //! folds; and a sweep of the linear model over the shifts 0, 100, 200, 400, 800.
 
 use super::{
-    adam_constant, mean_curve, pm, select_losses, Context, Experiment, JobOutcome, RunLabel, Runs, Summary, Trained,
+    adam_constant, mean_curve, metric, pm, push_logged, select_losses, Context, Experiment, JobOutcome, RunLabel, Runs,
+    Summary, Trained,
 };
 use crate::data::{self, folds, Table, ZScore};
-use crate::fit::{fit_resumable, FitConfig, FitError};
+use crate::fit::{fit_resumable, FitConfig, FitError, LogRow};
 use crate::metrics::{self, mean_std, MeanStd};
 use crate::models::linear_or_mlp;
 use crate::plot::{self, BarSeries, Series};
@@ -148,8 +149,8 @@ impl RunLabel for Job {
 
 /// One run's logged rows and final metrics.
 pub struct JobResult {
-    /// (step, train loss, mae, rmse, bias)
-    rows: Vec<(usize, f64, f64, f64, f64)>,
+    /// (step, train loss, [mae, rmse, bias])
+    rows: Vec<LogRow>,
     /// (mae, rmse, bias) after the last step.
     last: (f64, f64, f64),
 }
@@ -217,7 +218,7 @@ fn run_job(
     };
     let mut on_log = |_: usize, _: f64| eval(model.as_ref());
     debug_assert_eq!(fit_cfg.steps, steps);
-    let (_, logged) = fit_resumable(
+    let (_, rows) = fit_resumable(
         model.as_ref(),
         &varmap,
         loss.as_ref(),
@@ -229,16 +230,9 @@ fn run_job(
         Some(progress),
         ctx.checkpoint.as_ref(),
     )?;
-    let rows: Vec<(usize, f64, f64, f64, f64)> = logged
-        .into_iter()
-        .map(|(t, l, m)| {
-            let col = |i: usize| m.get(i).copied().unwrap_or(f64::NAN);
-            (t, l, col(0), col(1), col(2))
-        })
-        .collect();
     let last = rows
         .last()
-        .map(|r| (r.2, r.3, r.4))
+        .map(|r| (metric(r, 0), metric(r, 1), metric(r, 2)))
         .unwrap_or((f64::NAN, f64::NAN, f64::NAN));
     Ok(Trained {
         done: JobResult { rows, last },
@@ -344,19 +338,13 @@ impl Experiment for Regression {
 
     fn metrics_rows(&self, job: &Job, r: &JobResult, csv: &mut Csv) {
         let shift = format!("{}", job.shift);
-        for &(step, l, mae, rmse, bias) in &r.rows {
-            csv.push(&[
-                Cell::Str(MODELS[job.model]),
-                Cell::Str(job.base),
-                Cell::Str(&shift),
-                Cell::Int(job.fold),
-                Cell::Int(step),
-                Cell::Num(l),
-                Cell::Num(mae),
-                Cell::Num(rmse),
-                Cell::Num(bias),
-            ]);
-        }
+        let key = [
+            Cell::Str(MODELS[job.model]),
+            Cell::Str(job.base),
+            Cell::Str(&shift),
+            Cell::Int(job.fold),
+        ];
+        push_logged(csv, &key, &r.rows);
     }
 
     fn summarise(&self, runs: &Runs<'_, Self>, ctx: &Context) -> anyhow::Result<Summary> {
@@ -448,7 +436,7 @@ fn summarise(
     // figures
     let mut figures = Vec::new();
     for (m, model) in MODELS.iter().enumerate() {
-        let curves = |col: fn(&(usize, f64, f64, f64, f64)) -> f64| -> Vec<Series> {
+        let curves = |col: fn(&LogRow) -> f64| -> Vec<Series> {
             cfg.losses
                 .iter()
                 .map(|name| Series {
@@ -484,7 +472,7 @@ fn summarise(
                 &format!("regression, {model}: test MAE"),
                 "step",
                 "test MAE",
-                &curves(|r| r.2),
+                &curves(|r| metric(r, 0)),
                 false,
             )?,
         });

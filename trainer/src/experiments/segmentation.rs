@@ -15,12 +15,12 @@
 //! images and initial weights, shared by every loss).
 
 use super::{
-    adam_constant, mean_curve, pm, select_losses, Context, Experiment, JobOutcome, LossSeed, RunLabel, Runs, Summary,
-    Trained,
+    adam_constant, mean_curve, metric, pm, push_logged, select_losses, Context, Experiment, JobOutcome, LossSeed,
+    RunLabel, Runs, Summary, Trained,
 };
 use crate::data::images::ImageFiles;
 use crate::data::shapes::{self, Shapes, ShapesConfig};
-use crate::fit::{fit_resumable, FitConfig, FitError};
+use crate::fit::{fit_resumable, FitConfig, FitError, LogRow};
 use crate::metrics::{self, mean_std};
 use crate::models::Conv2d;
 use crate::plot::{self, BarSeries, Series};
@@ -288,8 +288,8 @@ fn images(s: &Batch, device: &Device) -> Result<(Tensor, Tensor)> {
 
 /// One run's logged rows.
 pub struct JobResult {
-    /// (step, train loss, dice, iou)
-    rows: Vec<(usize, f64, f64, f64)>,
+    /// (step, train loss, [dice, iou])
+    rows: Vec<LogRow>,
 }
 
 fn fit_config(cfg: &SegmentationConfig, seed: u64) -> FitConfig {
@@ -325,7 +325,7 @@ fn run_job(cfg: &SegmentationConfig, ctx: &Context, job: &LossSeed, progress: &P
         let (d, j) = evaluate(&net.forward(&x_test)?, &test.masks)?;
         Ok(vec![d, j])
     };
-    let (_, logged) = fit_resumable(
+    let (_, rows) = fit_resumable(
         &net,
         &varmap,
         &loss,
@@ -337,13 +337,6 @@ fn run_job(cfg: &SegmentationConfig, ctx: &Context, job: &LossSeed, progress: &P
         Some(progress),
         ctx.checkpoint.as_ref(),
     )?;
-    let rows = logged
-        .into_iter()
-        .map(|(t, l, m)| {
-            let col = |i: usize| m.get(i).copied().unwrap_or(f64::NAN);
-            (t, l, col(0), col(1))
-        })
-        .collect();
     Ok(Trained {
         done: JobResult { rows },
         varmap,
@@ -397,16 +390,7 @@ impl Experiment for Segmentation {
     }
 
     fn metrics_rows(&self, job: &LossSeed, r: &JobResult, csv: &mut Csv) {
-        for &(step, l, d, j) in &r.rows {
-            csv.push(&[
-                Cell::Str(&job.loss),
-                Cell::Int(job.seed),
-                Cell::Int(step),
-                Cell::Num(l),
-                Cell::Num(d),
-                Cell::Num(j),
-            ]);
-        }
+        push_logged(csv, &[Cell::Str(&job.loss), Cell::Int(job.seed)], &r.rows);
     }
 
     fn summarise(&self, runs: &Runs<'_, Self>, ctx: &Context) -> anyhow::Result<Summary> {
@@ -429,27 +413,22 @@ fn summarise(cfg: &SegmentationConfig, runs: &Runs<'_, Segmentation>, ctx: &Cont
     let mut finals = Vec::new();
     for name in &cfg.losses {
         let rs: Vec<&JobResult> = runs.done_where(|j| &j.loss == name);
-        let last = |k: usize| -> Vec<f64> {
-            rs.iter()
-                .filter_map(|r| r.rows.last())
-                .map(|r| if k == 0 { r.2 } else { r.3 })
-                .collect()
-        };
+        let last = |k: usize| -> Vec<f64> { rs.iter().filter_map(|r| r.rows.last()).map(|r| metric(r, k)).collect() };
         let (d, j) = (mean_std(&last(0)), mean_std(&last(1)));
         losses_json.insert(name.clone(), json!({"dice": d, "iou": j}));
         table.push(vec![name.clone(), pm(d), pm(j)]);
         finals.push((name.clone(), d, j));
         bars[0].values.push((d.mean, d.std));
         bars[1].values.push((j.mean, j.std));
-        let logged: Vec<&[(usize, f64, f64, f64)]> = rs.iter().map(|r| r.rows.as_slice()).collect();
-        let curve = |col: fn(&(usize, f64, f64, f64)) -> f64| mean_curve(&logged, |r| r.0, col);
+        let logged: Vec<&[LogRow]> = rs.iter().map(|r| r.rows.as_slice()).collect();
+        let curve = |col: fn(&LogRow) -> f64| mean_curve(&logged, |r| r.0, col);
         curves_loss.push(Series {
             name: name.clone(),
             points: curve(|r| r.1),
         });
         curves_dice.push(Series {
             name: name.clone(),
-            points: curve(|r| r.2),
+            points: curve(|r| metric(r, 0)),
         });
     }
     let figures = vec![

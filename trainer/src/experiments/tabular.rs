@@ -13,7 +13,7 @@
 //! multi-class accuracy and balanced accuracy (argmax); mean and sample std over folds.
 
 use super::imbalanced::{self, AlphaBalancedBce, BINARY_METRICS, MULTI_METRICS};
-use super::{mean_curve, pm, verdict, Context, Experiment, JobOutcome, RunLabel, Runs, Summary, Trained};
+use super::{mean_curve, pm, push_logged, verdict, Context, Experiment, JobOutcome, RunLabel, Runs, Summary, Trained};
 use crate::data::csv::{self as table_csv, Loaded, Task};
 use crate::data::fold::{fold_tensors, Targets};
 use crate::data::{self, folds};
@@ -433,11 +433,7 @@ impl Experiment for Tabular {
 
     fn metrics_rows(&self, job: &Job, r: &JobResult, csv: &mut Csv) {
         let label = &self.cfg.losses[job.loss].label;
-        for (step, l, m) in &r.rows {
-            let mut cells = vec![Cell::Str(label), Cell::Int(job.fold), Cell::Int(*step), Cell::Num(*l)];
-            cells.extend(m.iter().map(|&v| Cell::Num(v)));
-            csv.push(&cells);
-        }
+        push_logged(csv, &[Cell::Str(label), Cell::Int(job.fold)], &r.rows);
     }
 
     fn summarise(&self, runs: &Runs<'_, Self>, _: &Context) -> anyhow::Result<Summary> {

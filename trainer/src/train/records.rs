@@ -158,6 +158,7 @@ pub struct Csv {
 }
 
 /// One CSV cell.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Cell<'a> {
     /// Text.
     Str(&'a str),
