@@ -14,6 +14,11 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
+/// A two-step regression run into `out` (the checks that refuse `out`).
+fn two_steps_into(out: &str) -> [&str; 7] {
+    ["run", "regression", "--steps", "2", "--quiet", "--out", out]
+}
+
 fn assert_usage_error(args: &[&str], needle: &str) {
     common::assert_one_line_error(&trainer(args), &format!("{args:?}"), &[needle]);
 }
@@ -71,23 +76,9 @@ fn unwritable_out_is_exit_2() {
     let file = d.join("a-file");
     std::fs::write(&file, b"x").unwrap();
     let f = file.to_str().unwrap();
-    assert_usage_error(
-        &["run", "regression", "--steps", "2", "--quiet", "--out", f],
-        "not a folder",
-    );
+    assert_usage_error(&two_steps_into(f), "not a folder");
     let below = file.join("sub");
-    assert_usage_error(
-        &[
-            "run",
-            "regression",
-            "--steps",
-            "2",
-            "--quiet",
-            "--out",
-            below.to_str().unwrap(),
-        ],
-        "cannot create",
-    );
+    assert_usage_error(&two_steps_into(below.to_str().unwrap()), "cannot create");
     assert_eq!(std::fs::read(&file).unwrap(), b"x", "the file is left as it was");
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -420,18 +411,7 @@ fn a_read_only_out_is_exit_2_and_left_intact() {
         // running as root: permissions do not stop writes, nothing to test here
         let _ = std::fs::remove_file(&probe);
     } else {
-        assert_usage_error(
-            &[
-                "run",
-                "regression",
-                "--steps",
-                "2",
-                "--quiet",
-                "--out",
-                d.to_str().unwrap(),
-            ],
-            "not writable",
-        );
+        assert_usage_error(&two_steps_into(d.to_str().unwrap()), "not writable");
     }
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert!(snapshot(&d) == before);

@@ -82,14 +82,13 @@ fn sgd_nesterov_with_weight_decay_two_steps_by_hand() {
     let (p, params) = param(&[1.0, -1.0]);
     let c = [0.2, 0.4];
     let (lr, mu, wd) = (0.1, 0.9, 0.01);
-    let mut opt = OptimizerConfig::Sgd {
+    let sgd = OptimizerConfig::Sgd {
         momentum: mu,
         dampening: 0.0,
         nesterov: true,
         weight_decay: wd,
-    }
-    .build(params)
-    .unwrap();
+    };
+    let mut opt = sgd.build(params).unwrap();
     let mut x = [1.0, -1.0];
     let mut buf = [0.0; 2];
     for t in 1..=2 {
@@ -104,14 +103,7 @@ fn sgd_nesterov_with_weight_decay_two_steps_by_hand() {
     // step 1 by hand for coordinate 0: g = 0.2 + 1 + 0.01 = 1.21, buf = 1.21,
     // update 1.21 + 0.9·1.21 = 2.299, p = 1 − 0.2299
     let (p, params) = param(&[1.0]);
-    let mut opt = OptimizerConfig::Sgd {
-        momentum: mu,
-        dampening: 0.0,
-        nesterov: true,
-        weight_decay: wd,
-    }
-    .build(params)
-    .unwrap();
+    let mut opt = sgd.build(params).unwrap();
     opt.step(&grads_of(&p, &[0.2]), lr).unwrap();
     close(&values(&p), &[1.0 - 0.2299]);
 }
