@@ -299,22 +299,23 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
+/// The arguments of [`small_checkpointed_run`] before its output options.
+const SMALL_CHECKPOINTED: [&str; 8] = [
+    "run",
+    "regression",
+    "--losses",
+    "l1",
+    "--steps",
+    "4",
+    "--checkpoint-every",
+    "2",
+];
+
 /// A small finished run with checkpoints in `dir`.
 fn small_checkpointed_run(dir: &Path) {
-    let out = trainer(&[
-        "run",
-        "regression",
-        "--losses",
-        "l1",
-        "--steps",
-        "4",
-        "--checkpoint-every",
-        "2",
-        "--quiet",
-        "--no-timings",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+    let mut args = SMALL_CHECKPOINTED.to_vec();
+    args.extend(["--quiet", "--no-timings", "--out", dir.to_str().unwrap()]);
+    let out = trainer(&args);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -356,16 +357,7 @@ fn missing_or_corrupt_checkpoints_are_exit_2_and_leave_the_records_intact() {
     let d = tmp("resume-bad");
     small_checkpointed_run(&d);
     let o = d.to_str().unwrap();
-    let resume = [
-        "run",
-        "regression",
-        "--losses",
-        "l1",
-        "--steps",
-        "4",
-        "--checkpoint-every",
-        "2",
-    ];
+    let resume = SMALL_CHECKPOINTED;
     let with_out = |extra: &[&'static str]| -> Vec<String> {
         let mut a: Vec<String> = resume.iter().map(|s| s.to_string()).collect();
         a.extend(extra.iter().map(|s| s.to_string()));
