@@ -98,7 +98,12 @@ pub fn varifocal_loss(
     check::non_negative(LOSS, "gamma", gamma)?;
     reduction.standard(LOSS)?;
     if kernel::choose(LOSS, pred)? {
-        return fused::varifocal(pred, target, alpha, gamma, iou_weighted, reduction);
+        let loss = fused::Pointwise::Varifocal {
+            alpha,
+            gamma,
+            iou_weighted,
+        };
+        return fused::pointwise(loss, pred, target, reduction);
     }
     let sigma = ops::sigmoid(pred)?;
     let negative = ops::powf(&ops::abs(&sigma.sub(target)?)?, gamma)?.affine(alpha, 0.0)?;
@@ -121,6 +126,19 @@ fn check_qfl_pred(loss: &'static str, pred: &Tensor, activated: bool) -> Result<
     }
     if activated {
         check::values_in(loss, "pred", pred, 0.0, 1.0, "[0, 1] (probabilities, activated = true)")?;
+    }
+    Ok(())
+}
+
+/// Checks that `t` is `[n]`: one value per row of the `[n, C]` prediction.
+fn check_per_row(loss: &'static str, arg: &'static str, t: &Tensor, n: usize) -> Result<()> {
+    if t.dims() != [n] {
+        return Err(check::bad_shape(
+            loss,
+            arg,
+            t,
+            &format!("[{n}] (one per row of the prediction)"),
+        ));
     }
     Ok(())
 }
@@ -178,25 +196,16 @@ pub fn quality_focal_loss(
     check::non_negative(LOSS, "beta", beta)?;
     reduction.standard(LOSS)?;
     let (n, c) = pred.dims2()?;
-    if label.dims() != [n] {
-        return Err(check::bad_shape(
-            LOSS,
-            "label",
-            label,
-            &format!("[{n}] (one label per row of pred)"),
-        ));
-    }
-    if score.dims() != [n] {
-        return Err(check::bad_shape(
-            LOSS,
-            "score",
-            score,
-            &format!("[{n}] (one score per row of pred)"),
-        ));
-    }
+    check_per_row(LOSS, "label", label, n)?;
+    check_per_row(LOSS, "score", score, n)?;
     let labels = label.to_dtype(DType::I64)?.to_vec1::<i64>()?;
     if kernel::choose(LOSS, pred)? {
-        return fused::quality_focal_rows(pred, labels, score, beta, activated, reduction);
+        let loss = fused::PerRow::QualityFocal {
+            labels,
+            beta,
+            activated,
+        };
+        return fused::per_row(loss, pred, score, reduction);
     }
     let mut onehot = vec![0u8; n * c];
     for (row, &l) in labels.iter().enumerate() {
@@ -235,7 +244,8 @@ pub fn quality_focal_loss_tensor_target(
     check::non_negative(LOSS, "beta", beta)?;
     reduction.standard(LOSS)?;
     if kernel::choose(LOSS, pred)? {
-        return fused::quality_focal_dense(pred, target, beta, activated, reduction);
+        let loss = fused::Pointwise::QualityFocal { beta, activated };
+        return fused::pointwise(loss, pred, target, reduction);
     }
     let mask = target.detach().ne(0.0)?;
     reduce(LOSS, &qfl_rows(pred, target, &mask, beta, activated)?, reduction)
@@ -267,19 +277,12 @@ pub fn distribution_focal_loss(pred: &Tensor, label: &Tensor, reduction: Reducti
     let (n_rows, bins) = pred.dims2()?;
     check::float(LOSS, "label", label)?;
     check::same_dtype(LOSS, "label", label, "pred", pred)?;
-    if label.dims() != [n_rows] {
-        return Err(check::bad_shape(
-            LOSS,
-            "label",
-            label,
-            &format!("[{n_rows}] (one label per row)"),
-        ));
-    }
+    check_per_row(LOSS, "label", label, n_rows)?;
     let top = (bins - 1) as f64;
     check::values_in(LOSS, "label", label, 0.0, top, "[0, n] (n + 1 bins)")?;
     reduction.standard(LOSS)?;
     if kernel::choose(LOSS, pred)? {
-        return fused::distribution_focal(pred, label, reduction);
+        return fused::per_row(fused::PerRow::DistributionFocal, pred, label, reduction);
     }
     if n_rows == 0 {
         let empty = pred
@@ -346,7 +349,13 @@ pub fn gaussian_focal_loss(
     check::values_in(LOSS, "gaussian_target", gaussian_target, 0.0, 1.0, "[0, 1]")?;
     reduction.standard(LOSS)?;
     if kernel::choose(LOSS, pred)? {
-        return fused::gaussian_focal(pred, gaussian_target, alpha, gamma, pos_weight, neg_weight, reduction);
+        let loss = fused::Pointwise::GaussianFocal {
+            alpha,
+            gamma,
+            pos_weight,
+            neg_weight,
+        };
+        return fused::pointwise(loss, pred, gaussian_target, reduction);
     }
     const EPS: f64 = 1e-12;
     let t = gaussian_target;
@@ -394,7 +403,8 @@ pub fn balanced_l1_loss(
     check::positive(LOSS, "beta", beta)?;
     reduction.standard(LOSS)?;
     if kernel::choose(LOSS, pred)? {
-        return fused::balanced_l1(pred, target, alpha, gamma, beta, reduction);
+        let loss = fused::Pointwise::BalancedL1 { alpha, gamma, beta };
+        return fused::pointwise(loss, pred, target, reduction);
     }
     let b = (gamma / alpha).exp() - 1.0;
     let x = ops::abs(&pred.sub(target)?)?;
@@ -458,17 +468,14 @@ pub fn poly1_cross_entropy(
         check::same_dtype(LOSS, "labels", labels, "logits", logits)?;
         labels.clone()
     } else {
-        if labels.dims() != [n] {
-            return Err(check::bad_shape(
-                LOSS,
-                "labels",
-                labels,
-                &format!("[{n}] class indices"),
-            ));
-        }
+        check_per_row(LOSS, "labels", labels, n)?;
         check::class_indices(LOSS, "labels", labels, c, None)?;
         if kernel::choose(LOSS, logits)? {
-            return fused::poly1_cross_entropy_indices(logits, labels, epsilon, label_smoothing, reduction);
+            let loss = fused::PerRow::Poly1CrossEntropy {
+                epsilon,
+                label_smoothing,
+            };
+            return fused::per_row(loss, logits, labels, reduction);
         }
         let idx = labels.to_dtype(DType::I64)?.to_vec1::<i64>()?;
         let mut onehot = vec![0f64; n * c];
@@ -531,7 +538,8 @@ pub fn poly1_focal_loss(
     reduction.standard(LOSS)?;
     let y = labels.detach();
     if kernel::choose(LOSS, logits)? {
-        return fused::poly1_focal(logits, &y, epsilon, alpha, gamma, reduction);
+        let loss = fused::Pointwise::Poly1Focal { epsilon, alpha, gamma };
+        return fused::pointwise(loss, logits, &y, reduction);
     }
     let focal = sigmoid_focal_loss(logits, &y, alpha, gamma, Reduction::None)?;
     // 1 − p_t = y·σ(−x) + (1 − y)·σ(x)

@@ -94,45 +94,29 @@ fn check_dice_part(loss: &'static str, dice: &DiceLoss) -> Result<()> {
 /// The cross-entropy term: index targets `[N, 1, ...]` (squeezed to `[N, ...]`) or one-hot /
 /// probability targets `[N, C, ...]`; binary cross-entropy with logits when `C = 1`.
 fn ce_term(pred: &Tensor, target: &Tensor, weight: Option<&Tensor>, opts: &DiceCeLoss) -> Result<Tensor> {
-    let c = pred.dim(1)?;
-    if c == 1 {
-        let t = if target.dtype().is_float() {
-            target.clone()
+    let reduction = opts.dice.overlap.reduction;
+    let float_target = || {
+        if target.dtype().is_float() {
+            Ok(target.clone())
         } else {
-            target.to_dtype(pred.dtype())?
-        };
-        return binary_cross_entropy_with_logits(pred, &t, None, weight, opts.dice.overlap.reduction);
+            target.to_dtype(pred.dtype())
+        }
+    };
+    if pred.dim(1)? == 1 {
+        return binary_cross_entropy_with_logits(pred, &float_target()?, None, weight, reduction);
     }
-    if target.dim(1)? == 1 {
+    // Class indices `[N, 1, ...]` (u8 read as u32), or probabilities of pred's shape.
+    let t = if target.dim(1)? == 1 {
         let t = target.squeeze(1)?;
-        let t = if t.dtype() == DType::U8 {
+        if t.dtype() == DType::U8 {
             t.to_dtype(DType::U32)?
         } else {
             t
-        };
-        cross_entropy(
-            pred,
-            &t,
-            weight,
-            -100,
-            opts.label_smoothing,
-            opts.dice.overlap.reduction,
-        )
+        }
     } else {
-        let t = if target.dtype().is_float() {
-            target.clone()
-        } else {
-            target.to_dtype(pred.dtype())?
-        };
-        cross_entropy(
-            pred,
-            &t,
-            weight,
-            -100,
-            opts.label_smoothing,
-            opts.dice.overlap.reduction,
-        )
-    }
+        float_target()?
+    };
+    cross_entropy(pred, &t, weight, -100, opts.label_smoothing, reduction)
 }
 
 /// Dice + cross-entropy of logits `pred` against `target` (MONAI's `DiceCELoss`): a 0-d tensor.

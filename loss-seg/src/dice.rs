@@ -12,7 +12,7 @@
 
 use crate::options::{OverlapBuilders, OverlapOptions};
 use crate::overlap::Overlap;
-use crate::prepare::{check_smooth, class_weight, one_minus, prepare_ignoring, ratio_or_one, Prepared};
+use crate::prepare::{class_weight, one_minus, prepare_ignoring, ratio_or_one, Prepared};
 use candle_core::{Result, Tensor};
 use loss_core::reduce;
 
@@ -68,7 +68,7 @@ pub fn dice_from_overlap(o: &Overlap, jaccard: bool, smooth_nr: f64, smooth_dr: 
 /// # Errors
 /// As [`dice_loss`].
 pub fn dice_per_class(loss: &'static str, pred: &Tensor, target: &Tensor, opts: &DiceLoss) -> Result<Tensor> {
-    check_smooth(loss, opts.overlap.smooth_nr, opts.overlap.smooth_dr)?;
+    opts.overlap.smoothing(loss)?;
     let prepare = opts.overlap.prepare_options();
     let prepared = prepare_ignoring(loss, pred, target, prepare, opts.ignore_index)?;
     dice_of_prepared(loss, &prepared, opts)
@@ -80,14 +80,8 @@ pub fn dice_per_class(loss: &'static str, pred: &Tensor, target: &Tensor, opts: 
 /// # Errors
 /// A `weight` not of length `C'` or with a negative value.
 pub fn dice_of_prepared(loss: &'static str, prepared: &Prepared, opts: &DiceLoss) -> Result<Tensor> {
-    let OverlapOptions {
-        smooth_nr,
-        smooth_dr,
-        batch,
-        ..
-    } = opts.overlap;
-    check_smooth(loss, smooth_nr, smooth_dr)?;
-    let o = Overlap::of_options(prepared, opts.squared_pred, opts.soft_label, batch)?;
+    let (smooth_nr, smooth_dr) = opts.overlap.smoothing(loss)?;
+    let o = Overlap::of_options(prepared, opts.squared_pred, opts.soft_label, opts.overlap.batch)?;
     let f = dice_from_overlap(&o, opts.jaccard, smooth_nr, smooth_dr)?;
     let classes = prepared.classes_kept()?;
     match &opts.weight {

@@ -15,7 +15,7 @@
 
 use crate::options::{OverlapBuilders, OverlapOptions};
 use crate::overlap::Overlap;
-use crate::prepare::{check_smooth, one_minus, prepare, ratio_or_one};
+use crate::prepare::{one_minus, prepare, ratio_or_one};
 use candle_core::{Result, Tensor};
 use loss_core::{reduce, LossError};
 
@@ -118,15 +118,9 @@ pub fn class_weights(target_sum: &Tensor, w_type: Weighting) -> Result<Tensor> {
 /// As [`crate::dice_loss`] (no `weight` here).
 pub fn generalized_dice_loss(pred: &Tensor, target: &Tensor, opts: &GeneralizedDiceLoss) -> Result<Tensor> {
     const LOSS: &str = "generalized_dice_loss";
-    let OverlapOptions {
-        smooth_nr,
-        smooth_dr,
-        batch,
-        reduction,
-        ..
-    } = opts.overlap;
+    let OverlapOptions { batch, reduction, .. } = opts.overlap;
     reduction.standard(LOSS)?;
-    check_smooth(LOSS, smooth_nr, smooth_dr)?;
+    let (smooth_nr, smooth_dr) = opts.overlap.smoothing(LOSS)?;
     let prepared = prepare(LOSS, pred, target, opts.overlap.prepare_options())?;
     let o = Overlap::of(&prepared, false, batch)?;
     let w = class_weights(&o.target_sum, opts.w_type)?;

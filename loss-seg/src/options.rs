@@ -5,7 +5,8 @@
 //! `DiceLoss`), and gets their `with_*` builders through [`OverlapBuilders`]; deserializing a
 //! config reads them from the same flat map as its own options (`{"softmax": true, "alpha": 0.3}`).
 
-use crate::prepare::Prepare;
+use crate::prepare::{check_smooth, Prepare};
+use candle_core::Result;
 use loss_core::Reduction;
 
 loss_core::loss_config! {
@@ -34,6 +35,15 @@ loss_core::loss_config! {
 }
 
 impl OverlapOptions {
+    /// `(smooth_nr, smooth_dr)`, checked for `loss` (finite, `>= 0`).
+    ///
+    /// # Errors
+    /// A negative or non-finite smoothing term.
+    pub fn smoothing(&self, loss: &'static str) -> Result<(f64, f64)> {
+        check_smooth(loss, self.smooth_nr, self.smooth_dr)?;
+        Ok((self.smooth_nr, self.smooth_dr))
+    }
+
     /// The input options as a [`Prepare`].
     pub fn prepare_options(&self) -> Prepare {
         Prepare {

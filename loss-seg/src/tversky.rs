@@ -17,7 +17,7 @@
 
 use crate::options::{OverlapBuilders, OverlapOptions};
 use crate::overlap::Overlap;
-use crate::prepare::{check_smooth, one_minus, prepare_ignoring, ratio_or_one};
+use crate::prepare::{one_minus, prepare_ignoring, ratio_or_one};
 use candle_core::{Result, Tensor};
 use loss_core::{check, ops, reduce};
 
@@ -94,18 +94,12 @@ pub fn tversky_from_overlap(o: &Overlap, alpha: f64, beta: f64, smooth_nr: f64, 
 
 /// The unreduced Tversky loss: `[N, C']`, or `[C']` with `batch`.
 fn tversky_per_class(loss: &'static str, pred: &Tensor, target: &Tensor, opts: &TverskyLoss) -> Result<Tensor> {
-    let OverlapOptions {
-        smooth_nr,
-        smooth_dr,
-        batch,
-        ..
-    } = opts.overlap;
-    check_smooth(loss, smooth_nr, smooth_dr)?;
+    let (smooth_nr, smooth_dr) = opts.overlap.smoothing(loss)?;
     check::non_negative(loss, "alpha", opts.alpha)?;
     check::non_negative(loss, "beta", opts.beta)?;
     let prepare = opts.overlap.prepare_options();
     let prepared = prepare_ignoring(loss, pred, target, prepare, opts.ignore_index)?;
-    let o = Overlap::of_options(&prepared, false, opts.soft_label, batch)?;
+    let o = Overlap::of_options(&prepared, false, opts.soft_label, opts.overlap.batch)?;
     tversky_from_overlap(&o, opts.alpha, opts.beta, smooth_nr, smooth_dr)
 }
 

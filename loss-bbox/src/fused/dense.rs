@@ -3,14 +3,16 @@
 //!
 //! - Elementwise ([`kernel::elementwise`], one pass forward, one pass backward, the gradient
 //!   saved by a reduced forward): varifocal, Gaussian focal, balanced L1, Poly-1 focal and the
-//!   dense-target quality focal loss. Each is an [`Elementwise`] type; an exponent of 2 (or 4)
-//!   is a separate type ([`Two`], [`Four`]) so that the defaults run on multiplications only,
-//!   any other through `exp(e·ln q)` ([`Pow`]), which vectorises in f32.
-//! - Rows ([`RowLoss`], run by [`rows`]): the `(label, score)` quality focal loss (every class a
-//!   negative, the label's class fixed up after the vectorised pass), the distribution focal
-//!   loss and Poly-1 cross-entropy with class indices (a softmax per row, [`row_softmax_into`]).
-//!   The per-row second input (`score`, DFL's `label`; Poly-1's indices as floats, untracked)
-//!   gets its gradient in a separate pass only when it is tracked.
+//!   dense-target quality focal loss, named by [`Pointwise`] and run by [`pointwise`]. Each is a
+//!   [`Partials`] type (its value and both partials in one function, an [`Elementwise`] through
+//!   [`ByPartials`]); an exponent of 2 (or 4) is a separate type ([`Two`], [`Four`]) so that the
+//!   defaults run on multiplications only, any other through `exp(e·ln q)` ([`Pow`]), which
+//!   vectorises in f32.
+//! - Rows ([`RowLoss`], named by [`PerRow`] and run by [`per_row`]): the `(label, score)` quality
+//!   focal loss (every class a negative, the label's class fixed up after the vectorised pass),
+//!   the distribution focal loss and Poly-1 cross-entropy with class indices (a softmax per row,
+//!   [`row_softmax_into`]). The per-row second input (`score`, DFL's `label`; Poly-1's indices as
+//!   floats, untracked) gets its gradient in a separate pass only when it is tracked.
 //!
 //! The formulas, and the gradient conventions at kinks, are those of the composite forms in
 //! [`crate::dense`] (`tests/fused_dense.rs` holds the two equal in value and gradient).
@@ -172,6 +174,34 @@ fn qfl_positive<F: Real, E: Exponent>(parts: &[F; 6], t: F, e: E) -> (F, F, F) {
 // ---------------------------------------------------------------------------------------------
 // Elementwise losses.
 
+/// A dense elementwise loss as one function of its value and both partial derivatives, which
+/// share most of their terms; [`ByPartials`] makes it the kernel layer's [`Elementwise`].
+trait Partials: Copy + Send + Sync + 'static {
+    /// `(ℓ, ∂ℓ/∂x, ∂ℓ/∂t)` at `(x, t)`; `∂ℓ/∂t` is only read when `WANT_T` (0 is fine otherwise).
+    fn all<F: Real, const WANT_T: bool>(self, x: F, t: F) -> (F, F, F);
+}
+
+/// A [`Partials`] loss as an [`Elementwise`] one: each method keeps the part it needs (the rest
+/// of the inlined [`Partials::all`] is dead code to the compiler).
+#[derive(Clone, Copy)]
+struct ByPartials<K>(K);
+
+impl<K: Partials> Elementwise for ByPartials<K> {
+    #[inline(always)]
+    fn value<F: Real>(self, x: F, t: F) -> F {
+        self.0.all::<F, false>(x, t).0
+    }
+    #[inline(always)]
+    fn grad<F: Real, const WRT_T: bool>(self, x: F, t: F) -> F {
+        let (_, gx, gt) = self.0.all::<F, WRT_T>(x, t);
+        if WRT_T {
+            gt
+        } else {
+            gx
+        }
+    }
+}
+
 /// Varifocal: `BCE(x, t)·(t or 1)` for `t > 0`, `BCE(x, t)·α·|σ − t|^γ` otherwise.
 #[derive(Clone, Copy)]
 struct Varifocal<E> {
@@ -180,10 +210,9 @@ struct Varifocal<E> {
     e: E,
 }
 
-impl<E: Exponent> Varifocal<E> {
-    /// `(ℓ, ∂ℓ/∂x, ∂ℓ/∂t)`.
+impl<E: Exponent> Partials for Varifocal<E> {
     #[inline(always)]
-    fn all<F: Real>(self, x: F, t: F) -> (F, F, F) {
+    fn all<F: Real, const WANT_T: bool>(self, x: F, t: F) -> (F, F, F) {
         let parts = Logits.parts(x);
         let [s, ds, ..] = parts;
         let (b, bx, bt) = bce(&parts, t);
@@ -199,22 +228,6 @@ impl<E: Exponent> Varifocal<E> {
     }
 }
 
-impl<E: Exponent> Elementwise for Varifocal<E> {
-    #[inline(always)]
-    fn value<F: Real>(self, x: F, t: F) -> F {
-        self.all(x, t).0
-    }
-    #[inline(always)]
-    fn grad<F: Real, const WRT_T: bool>(self, x: F, t: F) -> F {
-        let (_, gx, gt) = self.all(x, t);
-        if WRT_T {
-            gt
-        } else {
-            gx
-        }
-    }
-}
-
 /// Quality focal with a dense target: the positive term where `t ≠ 0`, the negative elsewhere.
 #[derive(Clone, Copy)]
 struct QflDense<L, E> {
@@ -222,9 +235,9 @@ struct QflDense<L, E> {
     e: E,
 }
 
-impl<L: Link, E: Exponent> QflDense<L, E> {
+impl<L: Link, E: Exponent> Partials for QflDense<L, E> {
     #[inline(always)]
-    fn all<F: Real>(self, x: F, t: F) -> (F, F, F) {
+    fn all<F: Real, const WANT_T: bool>(self, x: F, t: F) -> (F, F, F) {
         let parts = self.link.parts(x);
         let (n, nx) = qfl_negative(&parts, self.e);
         let (p, px, pt) = qfl_positive(&parts, t, self.e);
@@ -233,32 +246,16 @@ impl<L: Link, E: Exponent> QflDense<L, E> {
     }
 }
 
-impl<L: Link, E: Exponent> Elementwise for QflDense<L, E> {
-    #[inline(always)]
-    fn value<F: Real>(self, x: F, t: F) -> F {
-        self.all(x, t).0
-    }
-    #[inline(always)]
-    fn grad<F: Real, const WRT_T: bool>(self, x: F, t: F) -> F {
-        let (_, gx, gt) = self.all(x, t);
-        if WRT_T {
-            gt
-        } else {
-            gx
-        }
-    }
-}
-
 /// Gaussian focal: `−pw·ln(p + ε)·(1 − p)^α·[t = 1] − nw·ln(1 − p + ε)·p^α·(1 − t)^γ`.
 #[derive(Clone, Copy)]
 struct GaussianFocal<A, G> {
     a: A,
     g: G,
-    pos_weight: f64,
-    neg_weight: f64,
+    /// `(pos_weight, neg_weight)`.
+    w: (f64, f64),
 }
 
-impl<A: Exponent, G: Exponent> GaussianFocal<A, G> {
+impl<A: Exponent, G: Exponent> Partials for GaussianFocal<A, G> {
     #[inline(always)]
     fn all<F: Real, const WANT_T: bool>(self, p: F, t: F) -> (F, F, F) {
         let (one, eps) = (F::one(), F::of(1e-12));
@@ -268,29 +265,13 @@ impl<A: Exponent, G: Exponent> GaussianFocal<A, G> {
         let (pa, dpa) = self.a.pow_d(p);
         let (tg, dtg) = self.g.pow_d(one - t);
         let peak = t == one;
-        let (pw, nw) = (F::of(self.pos_weight), F::of(self.neg_weight));
+        let (pw, nw) = (F::of(self.w.0), F::of(self.w.1));
         let pos = select(peak, -lp * qa, F::zero());
         let pos_p = select(peak, lp * dqa - qa / (p + eps), F::zero());
         let neg = -lq * pa * tg;
         let neg_p = (pa / (q + eps) - lq * dpa) * tg;
         let gt = if WANT_T { nw * lq * pa * dtg } else { F::zero() };
         (pw * pos + nw * neg, pw * pos_p + nw * neg_p, gt)
-    }
-}
-
-impl<A: Exponent, G: Exponent> Elementwise for GaussianFocal<A, G> {
-    #[inline(always)]
-    fn value<F: Real>(self, x: F, t: F) -> F {
-        self.all::<F, false>(x, t).0
-    }
-    #[inline(always)]
-    fn grad<F: Real, const WRT_T: bool>(self, x: F, t: F) -> F {
-        let (_, gx, gt) = self.all::<F, WRT_T>(x, t);
-        if WRT_T {
-            gt
-        } else {
-            gx
-        }
     }
 }
 
@@ -303,10 +284,10 @@ struct BalancedL1 {
     b: f64,
 }
 
-impl BalancedL1 {
-    /// `(ℓ, ∂ℓ/∂x)`; `∂ℓ/∂t = −∂ℓ/∂x`.
+impl Partials for BalancedL1 {
+    /// `∂ℓ/∂t = −∂ℓ/∂x`.
     #[inline(always)]
-    fn all<F: Real>(self, x: F, t: F) -> (F, F) {
+    fn all<F: Real, const WANT_T: bool>(self, x: F, t: F) -> (F, F, F) {
         let (a_, g, be, b) = (F::of(self.alpha), F::of(self.gamma), F::of(self.beta), F::of(self.b));
         let d = x - t;
         let a = d.abs();
@@ -316,23 +297,8 @@ impl BalancedL1 {
         let large = g * a + F::of(self.gamma / self.b - self.alpha * self.beta);
         let inside = a < be;
         let dsmall = a_ * l + a_ * (ba + F::one()) / (ba + be) - a_;
-        (select(inside, small, large), select(inside, dsmall, g) * sign0(d))
-    }
-}
-
-impl Elementwise for BalancedL1 {
-    #[inline(always)]
-    fn value<F: Real>(self, x: F, t: F) -> F {
-        self.all(x, t).0
-    }
-    #[inline(always)]
-    fn grad<F: Real, const WRT_T: bool>(self, x: F, t: F) -> F {
-        let gx = self.all(x, t).1;
-        if WRT_T {
-            -gx
-        } else {
-            gx
-        }
+        let gx = select(inside, dsmall, g) * sign0(d);
+        (select(inside, small, large), gx, -gx)
     }
 }
 
@@ -344,9 +310,10 @@ struct Poly1Focal<E> {
     e: E,
 }
 
-impl<E: Exponent> Poly1Focal<E> {
+impl<E: Exponent> Partials for Poly1Focal<E> {
+    /// The labels get no gradient (`∂ℓ/∂y = 0`).
     #[inline(always)]
-    fn all<F: Real>(self, x: F, y: F) -> (F, F) {
+    fn all<F: Real, const WANT_T: bool>(self, x: F, y: F) -> (F, F, F) {
         let one = F::one();
         let (s, sn, spn) = logistic(x);
         let q = y * sn + (one - y) * s;
@@ -362,22 +329,7 @@ impl<E: Exponent> Poly1Focal<E> {
         };
         let v = at * (ce * qg + eps * qg * q);
         let g = at * ((s - y) * qg + ce * dqg * dq + eps * (qg + q * dqg) * dq);
-        (v, g)
-    }
-}
-
-impl<E: Exponent> Elementwise for Poly1Focal<E> {
-    #[inline(always)]
-    fn value<F: Real>(self, x: F, t: F) -> F {
-        self.all(x, t).0
-    }
-    #[inline(always)]
-    fn grad<F: Real, const WRT_T: bool>(self, x: F, t: F) -> F {
-        if WRT_T {
-            F::zero()
-        } else {
-            self.all(x, t).1
-        }
+        (v, g, F::zero())
     }
 }
 
@@ -390,112 +342,93 @@ fn empty_mean_is_zero(x: &Tensor, reduction: Reduction) -> Reduction {
     }
 }
 
-/// Fused varifocal loss (checked arguments).
-pub(crate) fn varifocal(
-    pred: &Tensor,
-    target: &Tensor,
-    alpha: f64,
-    gamma: f64,
-    iou_weighted: bool,
-    reduction: Reduction,
-) -> Result<Tensor> {
-    with_exponent!(gamma, |e| kernel::elementwise(
-        Varifocal { alpha, iou_weighted, e },
-        pred,
-        target,
-        reduction
-    ))
+/// The elementwise dense losses with their parameters (checked by the caller): what
+/// [`pointwise`] runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Pointwise {
+    /// Varifocal: `pred` the logits, `target` the IoU-aware scores.
+    Varifocal { alpha: f64, gamma: f64, iou_weighted: bool },
+    /// Quality focal with a dense `[N, C]` target: the class sums `[N]`, or their mean over `N` /
+    /// sum.
+    QualityFocal { beta: f64, activated: bool },
+    /// Gaussian focal: `pred` the heatmap, `target` the Gaussian target.
+    GaussianFocal {
+        alpha: f64,
+        gamma: f64,
+        pos_weight: f64,
+        neg_weight: f64,
+    },
+    /// Balanced L1 (the mean of an empty input is 0).
+    BalancedL1 { alpha: f64, gamma: f64, beta: f64 },
+    /// Poly-1 focal: `target` the labels, detached by the caller.
+    Poly1Focal { epsilon: f64, alpha: f64, gamma: f64 },
 }
 
-/// Fused quality focal loss with a dense `[N, C]` target (checked arguments): the class sums
-/// `[N]`, or their mean over `N` / sum.
-pub(crate) fn quality_focal_dense(
-    pred: &Tensor,
-    target: &Tensor,
-    beta: f64,
-    activated: bool,
-    reduction: Reduction,
-) -> Result<Tensor> {
-    let run = |r: Reduction| {
-        with_exponent!(beta, |e| if activated {
-            kernel::elementwise(QflDense { link: Probs, e }, pred, target, r)
-        } else {
-            kernel::elementwise(QflDense { link: Logits, e }, pred, target, r)
-        })
-    };
-    match reduction {
-        Reduction::None => run(Reduction::None)?.sum_keepdim(1)?.squeeze(1),
-        // The mean over rows is the sum over elements divided by dim 0.
-        Reduction::Mean => run(Reduction::BatchMean),
-        r => run(r),
-    }
-}
-
-/// Fused Gaussian focal loss (checked arguments).
-pub(crate) fn gaussian_focal(
-    pred: &Tensor,
-    target: &Tensor,
-    alpha: f64,
-    gamma: f64,
-    pos_weight: f64,
-    neg_weight: f64,
-    reduction: Reduction,
-) -> Result<Tensor> {
-    if alpha == 2.0 && gamma == 4.0 {
-        let k = GaussianFocal {
-            a: Two,
-            g: Four,
+/// Runs the fused kernel of `loss` on `pred` and `target` (same shape and float dtype).
+pub(crate) fn pointwise(loss: Pointwise, pred: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    match loss {
+        Pointwise::Varifocal {
+            alpha,
+            gamma,
+            iou_weighted,
+        } => with_exponent!(gamma, |e| run(
+            Varifocal { alpha, iou_weighted, e },
+            pred,
+            target,
+            reduction
+        )),
+        Pointwise::QualityFocal { beta, activated } => {
+            // The mean over rows is the sum over elements divided by dim 0.
+            let r = if reduction == Reduction::Mean {
+                Reduction::BatchMean
+            } else {
+                reduction
+            };
+            let out = with_exponent!(beta, |e| if activated {
+                run(QflDense { link: Probs, e }, pred, target, r)
+            } else {
+                run(QflDense { link: Logits, e }, pred, target, r)
+            })?;
+            if reduction == Reduction::None {
+                out.sum_keepdim(1)?.squeeze(1)
+            } else {
+                Ok(out)
+            }
+        }
+        Pointwise::GaussianFocal {
+            alpha,
+            gamma,
             pos_weight,
             neg_weight,
-        };
-        return kernel::elementwise(k, pred, target, reduction);
+        } => {
+            let w = (pos_weight, neg_weight);
+            if alpha == 2.0 && gamma == 4.0 {
+                let (a, g) = (Two, Four);
+                run(GaussianFocal { a, g, w }, pred, target, reduction)
+            } else {
+                let (a, g) = (Pow(alpha), Pow(gamma));
+                run(GaussianFocal { a, g, w }, pred, target, reduction)
+            }
+        }
+        Pointwise::BalancedL1 { alpha, gamma, beta } => {
+            let b = (gamma / alpha).exp() - 1.0;
+            let k = BalancedL1 { alpha, gamma, beta, b };
+            run(k, pred, target, empty_mean_is_zero(pred, reduction))
+        }
+        Pointwise::Poly1Focal { epsilon, alpha, gamma } => {
+            with_exponent!(gamma, |e| run(
+                Poly1Focal { epsilon, alpha, e },
+                pred,
+                target,
+                reduction
+            ))
+        }
     }
-    let k = GaussianFocal {
-        a: Pow(alpha),
-        g: Pow(gamma),
-        pos_weight,
-        neg_weight,
-    };
-    kernel::elementwise(k, pred, target, reduction)
 }
 
-/// Fused balanced L1 loss (checked arguments).
-pub(crate) fn balanced_l1(
-    pred: &Tensor,
-    target: &Tensor,
-    alpha: f64,
-    gamma: f64,
-    beta: f64,
-    reduction: Reduction,
-) -> Result<Tensor> {
-    let k = BalancedL1 {
-        alpha,
-        gamma,
-        beta,
-        b: (gamma / alpha).exp() - 1.0,
-    };
-    kernel::elementwise(k, pred, target, empty_mean_is_zero(pred, reduction))
-}
-
-/// Fused Poly-1 focal loss (checked arguments; `labels` detached by the caller).
-pub(crate) fn poly1_focal(
-    logits: &Tensor,
-    labels: &Tensor,
-    epsilon: f64,
-    alpha: f64,
-    gamma: f64,
-    reduction: Reduction,
-) -> Result<Tensor> {
-    if gamma == 2.0 {
-        kernel::elementwise(Poly1Focal { epsilon, alpha, e: Two }, logits, labels, reduction)
-    } else {
-        let k = Poly1Focal {
-            epsilon,
-            alpha,
-            e: Pow(gamma),
-        };
-        kernel::elementwise(k, logits, labels, reduction)
-    }
+/// The kernel layer's elementwise kernel of the [`Partials`] loss `k`.
+fn run<K: Partials>(k: K, pred: &Tensor, target: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    kernel::elementwise(ByPartials(k), pred, target, reduction)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -776,32 +709,6 @@ impl<L: Link, E: Exponent> RowLoss for QflRows<L, E> {
     }
 }
 
-/// Fused quality focal loss with `(label, score)` targets (checked arguments; `labels` as i64).
-pub(crate) fn quality_focal_rows(
-    pred: &Tensor,
-    labels: Vec<i64>,
-    score: &Tensor,
-    beta: f64,
-    activated: bool,
-    reduction: Reduction,
-) -> Result<Tensor> {
-    let labels = Arc::new(labels);
-    with_exponent!(beta, |e| if activated {
-        apply_rows(QflRows { link: Probs, e, labels }, pred, score, reduction)
-    } else {
-        apply_rows(
-            QflRows {
-                link: Logits,
-                e,
-                labels,
-            },
-            pred,
-            score,
-            reduction,
-        )
-    })
-}
-
 /// The two bins of a DFL label `y` among `bins`: `(l, r, w_l, w_r)` with `l = ⌊y⌋` (0 for NaN,
 /// at most `bins − 1`), `r = min(l + 1, bins − 1)`, `w_l = l + 1 − y`, `w_r = y − l`.
 #[inline(always)]
@@ -868,11 +775,6 @@ impl RowLoss for Dfl {
     }
 }
 
-/// Fused distribution focal loss (checked arguments: `label` in `[0, n]`).
-pub(crate) fn distribution_focal(pred: &Tensor, label: &Tensor, reduction: Reduction) -> Result<Tensor> {
-    apply_rows(Dfl, pred, label, reduction)
-}
-
 /// Poly-1 cross-entropy with class indices (`aux` = the class as a float, untracked) and label
 /// smoothing `ls`: `y' = (1 − ls)·onehot + ls/C`,
 /// `ℓ = Σ y'_c·(lse − x_c) + ε·(1 − S)`, `S = Σ y'_c·p_c`;
@@ -930,18 +832,47 @@ impl RowLoss for Poly1Ce {
     }
 }
 
-/// Fused Poly-1 cross-entropy with class indices (checked: every index in `[0, C)`).
-pub(crate) fn poly1_cross_entropy_indices(
-    logits: &Tensor,
-    labels: &Tensor,
-    epsilon: f64,
-    label_smoothing: f64,
-    reduction: Reduction,
-) -> Result<Tensor> {
-    let y = labels.to_dtype(logits.dtype())?.detach();
-    let r = Poly1Ce {
-        epsilon,
-        smoothing: label_smoothing,
-    };
-    apply_rows(r, logits, &y, reduction)
+/// The row losses with their parameters (checked by the caller): what [`per_row`] runs on
+/// `pred` `[N, C]` and one value a row.
+#[derive(Clone, Debug)]
+pub(crate) enum PerRow {
+    /// Quality focal with `(label, score)` targets: the row values are the scores, `labels` the
+    /// classes (as i64; outside `[0, C)`, the row is all negative).
+    QualityFocal {
+        labels: Vec<i64>,
+        beta: f64,
+        activated: bool,
+    },
+    /// Distribution focal: the row values are the continuous labels, in `[0, C − 1]`.
+    DistributionFocal,
+    /// Poly-1 cross-entropy: the row values are the class indices, in `[0, C)`.
+    Poly1CrossEntropy { epsilon: f64, label_smoothing: f64 },
+}
+
+/// Runs the fused kernel of `loss` on `pred` (`[N, C]`) and `aux` (`[N]`).
+pub(crate) fn per_row(loss: PerRow, pred: &Tensor, aux: &Tensor, reduction: Reduction) -> Result<Tensor> {
+    match loss {
+        PerRow::QualityFocal {
+            labels,
+            beta,
+            activated,
+        } => {
+            let labels = Arc::new(labels);
+            with_exponent!(beta, |e| if activated {
+                apply_rows(QflRows { link: Probs, e, labels }, pred, aux, reduction)
+            } else {
+                let link = Logits;
+                apply_rows(QflRows { link, e, labels }, pred, aux, reduction)
+            })
+        }
+        PerRow::DistributionFocal => apply_rows(Dfl, pred, aux, reduction),
+        PerRow::Poly1CrossEntropy {
+            epsilon,
+            label_smoothing,
+        } => {
+            let y = aux.to_dtype(pred.dtype())?.detach();
+            let smoothing = label_smoothing;
+            apply_rows(Poly1Ce { epsilon, smoothing }, pred, &y, reduction)
+        }
+    }
 }
