@@ -26,12 +26,31 @@
 //! PyTorch's CTC training gets). Where a sample's loss is infinite (no alignment exists), its
 //! gradient is 0.
 //!
+//! # The kernel
+//! One CPU kernel ([`Fused1`] of the kernel layer), one rayon task a sample, the recursions in
+//! f64 whatever the input dtype (f32 and f64 `log_probs` are read as they are):
+//! - **The band.** Only the cells on some path from the first frame to the last are computed:
+//!   `S′ − 2(Tn − t) ≤ s ≤ 2t + 1` at frame `t` (`S′ = 2L + 1`), about 70 % of the `Tn × S′`
+//!   cells when `L` is near `Tn / 3`. The band holds every predecessor and successor of its
+//!   cells, so α and β on it are exact; the cells outside have α = 0 or β = 0.
+//! - **Extended-range numbers.** α and β are kept as `m·2ᵉ` (an f64 mantissa in `[½, 1)`, an
+//!   integer-valued f64 exponent) instead of logs: a sum of three cells aligns their exponents
+//!   with bit operations and adds the mantissas, a product by `y = eˡᵖ` (split once a frame and
+//!   class, [`exp_parts_f64`]) multiplies them. No exp or ln a cell (log space costs two of each
+//!   and a ln), so the row loops vectorise, every cell keeps f64's relative precision, and no
+//!   range is lost: the cells of one frame may lie 10⁴⁰⁰⁰ apart (long, peaky inputs), where
+//!   Graves' rescaled linear recursion loses the small ones.
+//! - **The gradient in the forward.** When `log_probs` needs a gradient, the forward runs β
+//!   backward over two rows right after α, with each frame's occupancy and gradient row (no β
+//!   matrix), and keeps the unscaled gradient; the backward multiplies sample `n`'s rows by its
+//!   upstream gradient `w_n` (a second backward runs the kernel again).
+//!
 //! # Devices
-//! The recursion runs as one CPU kernel (a Candle `CustomOp1`, parallel over the batch with
-//! rayon, computed in f64 for f32 inputs too); a chain of Candle ops per frame would be far
-//! slower. On another device (CUDA, Metal) the log-probabilities are copied to the CPU, the
-//! kernel runs there, and the per-sample losses (and, in the backward, the gradient) are copied
-//! back: `.backward()` works on every device, at the cost of two transfers.
+//! A chain of Candle ops per frame would be far slower than the kernel, so there is no composite
+//! form: on another device (CUDA, Metal) the log-probabilities are copied to the CPU, the kernel
+//! runs there, and the per-sample losses (and, in the backward, the gradient) are copied back:
+//! `.backward()` works on every device, at the cost of two transfers. f16 and bf16 run through
+//! f32.
 
 use crate::check;
 use crate::error::LossError;
@@ -322,8 +341,17 @@ fn sample<F: Real>(al: &Alignment, b: usize, lp: &[F], rows: Option<Vec<&mut [Ma
         );
         std::mem::swap(&mut bm, &mut nm);
         std::mem::swap(&mut be, &mut ne);
+        // Σ_{s: l′_s = k} γ(s): the blanks (even s, every other cell) in two registers, the
+        // labels added where they belong.
         occ.fill(0.0);
-        for j in x.band(t) {
+        let cells = x.band(t);
+        let first = |parity: usize| cells.start + ((cells.start - PAD) & 1 != parity) as usize;
+        let mut blanks = [0.0; 2];
+        for (i, j) in (first(0)..cells.end).step_by(2).enumerate() {
+            blanks[i & 1] += gamma[j];
+        }
+        occ[al.blank] = blanks[0] + blanks[1];
+        for j in (first(1)..cells.end).step_by(2) {
             occ[x.ext[j - PAD]] += gamma[j];
         }
         let (pm, pe) = probs(t);
