@@ -26,40 +26,103 @@
 //! PyTorch's CTC training gets). Where a sample's loss is infinite (no alignment exists), its
 //! gradient is 0.
 //!
+//! # The kernel
+//! One CPU kernel ([`Fused1`] of the kernel layer), one rayon task a sample, the recursions in
+//! f64 whatever the input dtype (f32 and f64 `log_probs` are read as they are):
+//! - **The band.** Only the cells on some path from the first frame to the last are computed:
+//!   `S′ − 2(Tn − t) ≤ s ≤ 2t + 1` at frame `t` (`S′ = 2L + 1`), about 70 % of the `Tn × S′`
+//!   cells when `L` is near `Tn / 3`. The band holds every predecessor and successor of its
+//!   cells, so α and β on it are exact; the cells outside have α = 0 or β = 0.
+//! - **Extended-range numbers.** α and β are kept as `m·2ᵉ` (an f64 mantissa in `[½, 1)`, an
+//!   integer-valued f64 exponent) instead of logs: a sum of three cells aligns their exponents
+//!   with bit operations and adds the mantissas, a product by `y = eˡᵖ` (split once a frame and
+//!   class, [`exp_parts_f64`]) multiplies them. No exp or ln a cell (log space costs two of each
+//!   and a ln), so the row loops vectorise, every cell keeps f64's relative precision, and no
+//!   range is lost: the cells of one frame may lie 10⁴⁰⁰⁰ apart (long, peaky inputs), where
+//!   Graves' rescaled linear recursion loses the small ones.
+//! - **The gradient in the forward.** When `log_probs` needs a gradient, the forward runs β
+//!   backward over two rows right after α, with each frame's occupancy and gradient row (no β
+//!   matrix), and keeps the unscaled gradient; the backward multiplies sample `n`'s rows by its
+//!   upstream gradient `w_n` (a second backward runs the kernel again).
+//!
 //! # Devices
-//! The recursion runs as one CPU kernel (a Candle `CustomOp1`, parallel over the batch with
-//! rayon, computed in f64 for f32 inputs too); a chain of Candle ops per frame would be far
-//! slower. On another device (CUDA, Metal) the log-probabilities are copied to the CPU, the
-//! kernel runs there, and the per-sample losses (and, in the backward, the gradient) are copied
-//! back: `.backward()` works on every device, at the cost of two transfers.
+//! A chain of Candle ops per frame would be far slower than the kernel, so there is no composite
+//! form: on another device (CUDA, Metal) the log-probabilities are copied to the CPU, the kernel
+//! runs there, and the per-sample losses (and, in the backward, the gradient) are copied back:
+//! `.backward()` works on every device, at the cost of two transfers. f16 and bf16 run through
+//! f32.
 
 use crate::check;
 use crate::error::LossError;
+use crate::kernel::{self, exp_parts_f64, Arg, Fused1, Real, SavedGrad};
 use crate::reduction::{reduce, Reduction};
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{DType, Device, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+use std::sync::Arc;
 
 const LOSS: &str = "ctc_loss";
 
-#[inline]
-fn lse2(a: f64, b: f64) -> f64 {
-    let m = a.max(b);
-    if m == f64::NEG_INFINITY {
-        // Both -inf, or one NaN (f64::max skips NaN): the sum keeps the NaN.
-        return a + b;
-    }
-    // One exp: the larger term's is 1 (`a − b` is NaN for a NaN, or for inf and inf, as before).
-    m + (-(a - b).abs()).exp().ln_1p()
+// ---------------------------------------------------------------------------------------------
+// Extended-range numbers `m·2ᵉ`: an f64 mantissa and an integer-valued f64 exponent. α and β
+// are products of up to `Tn` probabilities, far outside f64's range for long inputs; log space
+// keeps the range at the cost of two exponentials and a logarithm a cell, these at the cost of
+// a few multiplications, adds and bit operations (no libm call: the row loops vectorise), and
+// keep the relative precision of f64 on every cell.
+
+/// The exponent of an exact 0 (a cell without a path): far below any live exponent, so that
+/// its term vanishes in [`add3`] whatever it is added to, and never summed into an overflow.
+const ZERO_E: f64 = -1e300;
+/// 2⁵², whose low mantissa bits hold a small integer added to it.
+const TWO52: f64 = 4_503_599_627_370_496.0;
+
+/// `2ᵏ` for an integer-valued `k`: exact on `[−1022, 1023]`, 0 below (2⁻¹⁰²² times a mantissa
+/// adds nothing to a sum whose largest term is at least ½), +inf above.
+#[inline(always)]
+fn pow2(k: f64) -> f64 {
+    // k + 1023 lands in the low bits of 2⁵² + k + 1023; shifted up, they are the exponent field.
+    f64::from_bits((k.clamp(-1023.0, 1024.0) + (TWO52 + 1023.0)).to_bits() << 52)
 }
 
-#[inline]
-fn lse3(a: f64, b: f64, c: f64) -> f64 {
-    let m = a.max(b).max(c);
-    if m == f64::NEG_INFINITY {
-        return a + b + c;
+/// `(m, e)` with `m` in `[½, 1)` for a positive finite normal `m` (its binary exponent moved into
+/// `e`); `(0, ZERO_E)` for 0; NaN and inf as they are. The mantissas here are normal: a sum
+/// whose largest term has a mantissa of at least ½, times a probability's mantissa in `[√½, √2]`.
+#[inline(always)]
+fn renorm(m: f64, e: f64) -> (f64, f64) {
+    const MANTISSA: u64 = 0x000f_ffff_ffff_ffff;
+    let bits = m.to_bits();
+    let k = f64::from_bits((bits >> 52) | TWO52.to_bits()) - (TWO52 + 1022.0);
+    let half = f64::from_bits((bits & MANTISSA) | 0.5f64.to_bits());
+    if m == 0.0 {
+        (0.0, ZERO_E)
+    } else if m < f64::INFINITY {
+        (half, e + k)
+    } else {
+        (m, e)
     }
-    m + ((a - m).exp() + (b - m).exp() + (c - m).exp()).ln()
+}
+
+/// `a + b + c`, not renormalised (the mantissa is in `[½, 3)` when a term is live).
+#[inline(always)]
+fn add3(a: (f64, f64), b: (f64, f64), c: (f64, f64)) -> (f64, f64) {
+    // Exponents are never NaN: plain compares (no NaN handling) keep the loop short.
+    let e = if a.1 > b.1 { a.1 } else { b.1 };
+    let e = if e > c.1 { e } else { c.1 };
+    (a.0 * pow2(a.1 - e) + b.0 * pow2(b.1 - e) + c.0 * pow2(c.1 - e), e)
+}
+
+/// `y = eˣ` as an extended number: `(0, ZERO_E)` for `−inf`, `(x, 0)` for NaN and `+inf`.
+#[inline(always)]
+fn prob(x: f64) -> (f64, f64) {
+    let (m, k) = exp_parts_f64(x);
+    if x == f64::NEG_INFINITY {
+        (0.0, ZERO_E)
+    } else if x.is_finite() {
+        (m, k)
+    } else {
+        (x, 0.0)
+    }
 }
 
 /// The targets and lengths of one call, validated, on the host.
@@ -74,202 +137,297 @@ struct Alignment {
     labels: Vec<Vec<usize>>,
 }
 
-impl Alignment {
-    /// `l'_s` of sample `b`.
-    #[inline]
-    fn ext(&self, b: usize, s: usize) -> usize {
-        if s & 1 == 0 {
-            self.blank
-        } else {
-            self.labels[b][s / 2]
+/// Cells left and right of a row of the extended sequence: row `[0, 0, cell 0, …, cell S′−1, 0,
+/// 0]`, so that `s − 2` and `s + 2` are read without a bound check.
+const PAD: usize = 2;
+
+/// One sample's extended sequence and its band of useful cells.
+struct Extended {
+    /// Frames `Tn`.
+    tn: usize,
+    /// `S′ = 2L + 1`.
+    len: usize,
+    /// `l′_s`, for `s` in `0..S′`.
+    ext: Vec<usize>,
+    /// At row index `s + PAD`: whether α may come from `s − 2` (`l′_s` a label other than
+    /// `l′_{s−2}`); false in the padding.
+    skip: Vec<bool>,
+}
+
+impl Extended {
+    fn new(al: &Alignment, b: usize) -> Extended {
+        let labels = &al.labels[b];
+        let len = 2 * labels.len() + 1;
+        let ext: Vec<usize> = (0..len)
+            .map(|s| if s & 1 == 0 { al.blank } else { labels[s / 2] })
+            .collect();
+        let mut skip = vec![false; len + 2 * PAD];
+        for s in 2..len {
+            skip[s + PAD] = ext[s] != al.blank && ext[s] != ext[s - 2];
+        }
+        Extended {
+            tn: al.input_lengths[b],
+            len,
+            ext,
+            skip,
         }
     }
 
-    /// `(α, nll)` of sample `b` from its frames `lp[t·stride + c]`; α is `[Tn, 2L + 1]`.
-    fn alpha(&self, b: usize, lp: &impl Fn(usize, usize) -> f64) -> (Vec<f64>, f64) {
-        let tn = self.input_lengths[b];
-        let l = self.labels[b].len();
-        let s_len = 2 * l + 1;
-        if tn == 0 {
-            return (Vec::new(), if l == 0 { 0.0 } else { f64::INFINITY });
-        }
-        let mut a = vec![f64::NEG_INFINITY; tn * s_len];
-        a[0] = lp(0, self.blank);
-        if s_len > 1 {
-            a[1] = lp(0, self.ext(b, 1));
-        }
-        for t in 1..tn {
-            let (prev, cur) = a.split_at_mut(t * s_len);
-            let prev = &prev[(t - 1) * s_len..];
-            for s in 0..s_len {
-                let k = self.ext(b, s);
-                let mut v = prev[s];
-                if s >= 1 {
-                    let skip = s >= 2 && k != self.blank && k != self.ext(b, s - 2);
-                    v = if skip {
-                        lse3(v, prev[s - 1], prev[s - 2])
-                    } else {
-                        lse2(v, prev[s - 1])
-                    };
-                }
-                cur[s] = if v == f64::NEG_INFINITY { v } else { v + lp(t, k) };
-            }
-        }
-        let last = &a[(tn - 1) * s_len..];
-        let ll = if s_len > 1 {
-            lse2(last[s_len - 1], last[s_len - 2])
-        } else {
-            last[0]
-        };
-        (a, -ll)
+    /// The row indices (`s + PAD`) of the cells `s` of frame `t` that lie on some path from the
+    /// first frame to the last: `S′ − 2(Tn − t) ≤ s ≤ 2t + 1`. Every other cell has α = 0 or
+    /// β = 0, and the band holds every predecessor and successor of its cells, so α and β on it
+    /// are exact.
+    #[inline(always)]
+    fn band(&self, t: usize) -> Range<usize> {
+        let lo = (self.len + 2 * t).saturating_sub(2 * self.tn);
+        lo + PAD..(2 * t + 1).min(self.len - 1) + PAD + 1
     }
 
-    /// The gradient `[Tn, C]` of sample `b`'s loss w.r.t. its frames, times `gr` (PyTorch's
-    /// convention, see the module docs); all zeros where the loss is infinite or `gr = 0`.
-    fn grad(&self, b: usize, lp: &impl Fn(usize, usize) -> f64, gr: f64, kept: Option<&(Vec<f64>, f64)>) -> Vec<f64> {
-        let tn = self.input_lengths[b];
-        let c = self.c;
-        let mut g = vec![0.0; tn * c];
-        if tn == 0 || gr == 0.0 {
-            return g;
+    /// Whether the band is not empty: `S′ ≤ 2Tn + 1` (each label takes a frame; a repeated label
+    /// also needs a blank between, which the recursion finds as p = 0).
+    fn feasible(&self) -> bool {
+        self.tn > 0 && self.len <= 2 * self.tn + 1
+    }
+
+    /// `(ym, ye)[j] = y_t(l′_s)` on the band of frame `t`, from the frame's probabilities.
+    #[inline(always)]
+    fn gather(&self, t: usize, (fm, fe): (&[f64], &[f64]), (ym, ye): (&mut [f64], &mut [f64])) {
+        for j in self.band(t) {
+            let k = self.ext[j - PAD];
+            ym[j] = fm[k];
+            ye[j] = fe[k];
         }
-        let computed;
-        let (a, nll) = match kept {
-            Some((a, nll)) => (a, *nll),
-            None => {
-                computed = self.alpha(b, lp);
-                (&computed.0, computed.1)
-            }
-        };
-        if !nll.is_finite() {
-            // No alignment (inf), or NaN input: NaN propagates, inf gets no gradient.
-            if nll.is_nan() {
-                g.iter_mut().for_each(|v| *v = f64::NAN);
-            }
-            return g;
-        }
-        let l = self.labels[b].len();
-        let s_len = 2 * l + 1;
-        let mut beta = vec![f64::NEG_INFINITY; tn * s_len];
-        let t = tn - 1;
-        beta[t * s_len + s_len - 1] = lp(t, self.blank);
-        if s_len > 1 {
-            beta[t * s_len + s_len - 2] = lp(t, self.ext(b, s_len - 2));
-        }
-        for t in (0..tn - 1).rev() {
-            let (cur, next) = beta.split_at_mut((t + 1) * s_len);
-            let cur = &mut cur[t * s_len..];
-            for s in 0..s_len {
-                let k = self.ext(b, s);
-                let mut v = next[s];
-                if s + 1 < s_len {
-                    let skip = s + 2 < s_len && k != self.blank && self.ext(b, s + 2) != k;
-                    v = if skip {
-                        lse3(v, next[s + 1], next[s + 2])
-                    } else {
-                        lse2(v, next[s + 1])
-                    };
-                }
-                cur[s] = if v == f64::NEG_INFINITY { v } else { v + lp(t, k) };
-            }
-        }
-        // The occupancy `Σ_{s: l'_s = k} α_t(s)β_t(s) / (p·y_t(k))`, summed term by term (each
-        // term is at most 1: one exp a term, no log-sum-exp).
-        let mut occ = vec![0.0; c];
-        for t in 0..tn {
-            occ.iter_mut().for_each(|v| *v = 0.0);
-            for s in 0..s_len {
-                let k = self.ext(b, s);
-                let ab = a[t * s_len + s] + beta[t * s_len + s];
-                if ab != f64::NEG_INFINITY {
-                    occ[k] += (ab + nll - lp(t, k)).exp();
-                }
-            }
-            for (k, &o) in occ.iter().enumerate() {
-                g[t * c + k] = (lp(t, k).exp() - o) * gr;
-            }
-        }
-        g
     }
 }
 
-/// Row-major f64 copy of a float CPU storage.
-fn host_f64(s: &CpuStorage, l: &Layout) -> Result<Vec<f64>> {
-    let v = crate::ops::map_unary(s, l, |x| x, LOSS)?;
-    Ok(match v {
-        CpuStorage::F64(v) => v,
-        CpuStorage::F32(v) => v.into_iter().map(f64::from).collect(),
-        CpuStorage::F16(v) => v.into_iter().map(|x| x.to_f64()).collect(),
-        CpuStorage::BF16(v) => v.into_iter().map(|x| x.to_f64()).collect(),
-        other => candle_core::bail!("{LOSS}: expected float log_probs, got {:?}", other.dtype()),
-    })
+/// One row of extended numbers, `(mantissas, exponents)`.
+type Row<'a> = (&'a [f64], &'a [f64]);
+
+/// The cells `lo..lo + n` of a row, shifted by `d`: a slice of exactly `n` (so that the loops
+/// over several of them have no bound checks and vectorise).
+#[inline(always)]
+fn at<'a>(row: &'a [f64], cells: &Range<usize>, d: isize) -> &'a [f64] {
+    let lo = cells.start.wrapping_add_signed(d);
+    &row[lo..lo + cells.len()]
 }
 
-/// The CPU kernel: per-sample losses `[N]` forward, PyTorch's gradient backward.
-struct CtcOp {
-    al: std::sync::Arc<Alignment>,
-    /// Each sample's `(α, loss)` from the forward, for the backward (which reads the same
-    /// `log_probs`): the α recursion runs once.
-    alphas: std::sync::OnceLock<Vec<(Vec<f64>, f64)>>,
-}
-
-impl CtcOp {
-    fn frame<'a>(&'a self, lp: &'a [f64], b: usize) -> impl Fn(usize, usize) -> f64 + 'a {
-        let (n, c) = (self.al.n, self.al.c);
-        move |t, k| lp[(t * n + b) * c + k]
+/// `α_t(s) = (α_{t−1}(s) + α_{t−1}(s−1) + [skip] α_{t−1}(s−2))·y_t(l′_s)` over the row indices
+/// `cells`. Vectorised over the row: the cells of one frame depend on the previous frame only.
+#[inline(always)]
+fn alpha_row(prev: Row, y: Row, skip: &[bool], (cm, ce): (&mut [f64], &mut [f64]), cells: Range<usize>) {
+    let (m0, m1, m2) = (at(prev.0, &cells, 0), at(prev.0, &cells, -1), at(prev.0, &cells, -2));
+    let (e0, e1, e2) = (at(prev.1, &cells, 0), at(prev.1, &cells, -1), at(prev.1, &cells, -2));
+    let (ym, ye) = (at(y.0, &cells, 0), at(y.1, &cells, 0));
+    let skip = &skip[cells.clone()];
+    let (cm, ce) = (&mut cm[cells.clone()], &mut ce[cells.clone()]);
+    for i in 0..cells.len() {
+        let c = if skip[i] { (m2[i], e2[i]) } else { (0.0, ZERO_E) };
+        let (m, e) = add3((m0[i], e0[i]), (m1[i], e1[i]), c);
+        (cm[i], ce[i]) = renorm(m * ym[i], e + ye[i]);
     }
 }
 
-impl CustomOp1 for CtcOp {
+/// β's step, the mirror of [`alpha_row`], fused with the occupancy: `B = β_{t+1}(s) +
+/// β_{t+1}(s+1) + [skip(s+2)] β_{t+1}(s+2)`, `β_t(s) = B·y_t(l′_s)`, and `γ[j] = α_t(s)·B / p =
+/// α_t(s)β_t(s) / (p·y_t(l′_s))` (an f64, at most 1) with `1/p = inv.0·2^−inv.1`.
+#[inline(always)]
+fn beta_row(
+    next: Row,
+    y: Row,
+    alpha: Row,
+    inv: (f64, f64),
+    skip: &[bool],
+    (cm, ce, gamma): (&mut [f64], &mut [f64], &mut [f64]),
+    cells: Range<usize>,
+) {
+    let (m0, m1, m2) = (at(next.0, &cells, 0), at(next.0, &cells, 1), at(next.0, &cells, 2));
+    let (e0, e1, e2) = (at(next.1, &cells, 0), at(next.1, &cells, 1), at(next.1, &cells, 2));
+    let (ym, ye) = (at(y.0, &cells, 0), at(y.1, &cells, 0));
+    let (am, ae) = (at(alpha.0, &cells, 0), at(alpha.1, &cells, 0));
+    let skip = &skip[cells.start + 2..cells.end + 2];
+    let (cm, ce, gamma) = (
+        &mut cm[cells.clone()],
+        &mut ce[cells.clone()],
+        &mut gamma[cells.clone()],
+    );
+    for i in 0..cells.len() {
+        let c = if skip[i] { (m2[i], e2[i]) } else { (0.0, ZERO_E) };
+        let (m, e) = add3((m0[i], e0[i]), (m1[i], e1[i]), c);
+        gamma[i] = am[i] * m * inv.0 * pow2(ae[i] + e - inv.1);
+        (cm[i], ce[i]) = renorm(m * ym[i], e + ye[i]);
+    }
+}
+
+/// Sample `b` of `lp` (`[T, N, C]`, row-major): its loss `−ln p`, and with `rows` (its `T` rows
+/// of the `[T, N, C]` gradient, frame by frame) the gradient of the loss in PyTorch's convention
+/// (module docs), unscaled: `exp(lp) − Σ γ` for frames before `Tn`, 0 after and for an infinite
+/// loss, NaN for a NaN loss.
+///
+/// The frames' probabilities and α are kept (`[Tn, C]` and `[Tn, S′ + 4]`, extended numbers);
+/// β runs backward in two rows, each frame's occupancy and gradient row right after its β row.
+#[inline(always)]
+fn sample<F: Real>(al: &Alignment, b: usize, lp: &[F], rows: Option<Vec<&mut [MaybeUninit<F>]>>) -> f64 {
+    let x = Extended::new(al, b);
+    let (n, c, tn) = (al.n, al.c, x.tn);
+    if !x.feasible() {
+        // No frames (loss 0 for an empty target) or too few for the target: no gradient.
+        for row in rows.into_iter().flatten() {
+            row.fill(MaybeUninit::new(F::zero()));
+        }
+        return if tn == 0 && x.len == 1 { 0.0 } else { f64::INFINITY };
+    }
+    // y_t(k) = exp(lp[t, b, k]) of every frame and class.
+    let (mut fm, mut fe) = (vec![0.0; tn * c], vec![0.0; tn * c]);
+    for t in 0..tn {
+        let frame = &lp[(t * n + b) * c..(t * n + b + 1) * c];
+        for ((m, e), &v) in fm[t * c..(t + 1) * c]
+            .iter_mut()
+            .zip(&mut fe[t * c..(t + 1) * c])
+            .zip(frame)
+        {
+            (*m, *e) = prob(v.f64());
+        }
+    }
+    let probs = |t: usize| (&fm[t * c..(t + 1) * c], &fe[t * c..(t + 1) * c]);
+    let w = x.len + 2 * PAD;
+    let (mut am, mut ae) = (vec![0.0; tn * w], vec![ZERO_E; tn * w]);
+    x.gather(0, probs(0), (&mut am[..w], &mut ae[..w]));
+    let (mut ym, mut ye) = (vec![0.0; w], vec![ZERO_E; w]);
+    for t in 1..tn {
+        x.gather(t, probs(t), (&mut ym, &mut ye));
+        let (done_m, cur_m) = am.split_at_mut(t * w);
+        let (done_e, cur_e) = ae.split_at_mut(t * w);
+        let prev = (&done_m[(t - 1) * w..], &done_e[(t - 1) * w..]);
+        alpha_row(prev, (&ym, &ye), &x.skip, (&mut cur_m[..w], &mut cur_e[..w]), x.band(t));
+    }
+    let last = (tn - 1) * w + x.len - 1 + PAD;
+    let (pm, pe) = add3((am[last], ae[last]), (am[last - 1], ae[last - 1]), (0.0, ZERO_E));
+    let nll = -(pm.ln() + pe * std::f64::consts::LN_2);
+    let Some(mut rows) = rows else {
+        return nll;
+    };
+    for row in rows[tn..].iter_mut() {
+        row.fill(MaybeUninit::new(F::zero()));
+    }
+    if !nll.is_finite() {
+        // No alignment (inf): no gradient; a NaN input: NaN.
+        let v = if nll.is_nan() { F::nan() } else { F::zero() };
+        for row in rows[..tn].iter_mut() {
+            row.fill(MaybeUninit::new(v));
+        }
+        return nll;
+    }
+    let inv = (1.0 / pm, pe);
+    // A β_{Tn} of 1 on the last cell and no skips make B of frame Tn − 1 one on the last two
+    // cells (the two ends of a path) and 0 elsewhere.
+    let (mut nm, mut ne) = (vec![0.0; w], vec![ZERO_E; w]);
+    (nm[x.len - 1 + PAD], ne[x.len - 1 + PAD]) = (1.0, 0.0);
+    let no_skip = vec![false; w];
+    let (mut bm, mut be) = (vec![0.0; w], vec![ZERO_E; w]);
+    let mut gamma = vec![0.0; w];
+    let mut occ = vec![0.0; c];
+    for t in (0..tn).rev() {
+        x.gather(t, probs(t), (&mut ym, &mut ye));
+        let alpha = (&am[t * w..(t + 1) * w], &ae[t * w..(t + 1) * w]);
+        let skip = if t == tn - 1 { &no_skip } else { &x.skip };
+        beta_row(
+            (&nm, &ne),
+            (&ym, &ye),
+            alpha,
+            inv,
+            skip,
+            (&mut bm, &mut be, &mut gamma),
+            x.band(t),
+        );
+        std::mem::swap(&mut bm, &mut nm);
+        std::mem::swap(&mut be, &mut ne);
+        // Σ_{s: l′_s = k} γ(s): the blanks (even s, every other cell) in two registers, the
+        // labels added where they belong.
+        occ.fill(0.0);
+        let cells = x.band(t);
+        let first = |parity: usize| cells.start + ((cells.start - PAD) & 1 != parity) as usize;
+        let mut blanks = [0.0; 2];
+        for (i, j) in (first(0)..cells.end).step_by(2).enumerate() {
+            blanks[i & 1] += gamma[j];
+        }
+        occ[al.blank] = blanks[0] + blanks[1];
+        for j in (first(1)..cells.end).step_by(2) {
+            occ[x.ext[j - PAD]] += gamma[j];
+        }
+        let (pm, pe) = probs(t);
+        for (((g, &m), &e), &o) in rows[t].iter_mut().zip(pm).zip(pe).zip(&occ) {
+            g.write(F::of(m * pow2(e) - o));
+        }
+    }
+    nll
+}
+
+/// The CPU kernel ([`Fused1`]): per-sample losses `[N]` forward, and with `want_grad` the
+/// gradient of each sample's loss (unscaled), kept for the backward, which scales sample `n`'s
+/// rows by its upstream gradient.
+struct CtcKernel {
+    al: Arc<Alignment>,
+    want_grad: bool,
+    saved: Arc<SavedGrad>,
+}
+
+impl Fused1 for CtcKernel {
     fn name(&self) -> &'static str {
-        "ctc_loss"
+        LOSS
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let lp = host_f64(s, l)?;
-        let alphas: Vec<(Vec<f64>, f64)> = (0..self.al.n)
-            .into_par_iter()
-            .map(|b| self.al.alpha(b, &self.frame(&lp, b)))
-            .collect();
-        let losses: Vec<f64> = alphas.iter().map(|a| a.1).collect();
-        // A second forward of the same op (none in practice) keeps the first α.
-        let _ = self.alphas.set(alphas);
-        let out = match s.dtype() {
-            DType::F64 => CpuStorage::F64(losses),
-            DType::F32 => CpuStorage::F32(losses.into_iter().map(|v| v as f32).collect()),
-            DType::F16 => CpuStorage::F16(losses.into_iter().map(half::f16::from_f64).collect()),
-            DType::BF16 => CpuStorage::BF16(losses.into_iter().map(half::bf16::from_f64).collect()),
-            other => candle_core::bail!("{LOSS}: expected float log_probs, got {other:?}"),
+    fn forward<F: Real>(&self, x: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        let lp = x.elems::<F>()?;
+        let lp: &[F] = &lp;
+        let al = &*self.al;
+        let (t_max, n, c) = (al.t_max, al.n, al.c);
+        let run = |b: usize, rows: Option<Vec<&mut [MaybeUninit<F>]>>| {
+            kernel::with_simd(
+                #[inline(always)]
+                || sample(al, b, lp, rows),
+            )
         };
-        Ok((out, Shape::from(self.al.n)))
+        let losses: Vec<f64> = if self.want_grad {
+            // Sample n's rows of the [T, N, C] gradient are rows t·N + n.
+            let mut grad = Vec::with_capacity(t_max * n * c);
+            let mut per: Vec<Vec<&mut [MaybeUninit<F>]>> = (0..n).map(|_| Vec::with_capacity(t_max)).collect();
+            for (i, row) in grad.spare_capacity_mut()[..t_max * n * c]
+                .chunks_mut(c.max(1))
+                .enumerate()
+            {
+                per[i % n].push(row);
+            }
+            let losses = per
+                .into_par_iter()
+                .enumerate()
+                .map(|(b, rows)| run(b, Some(rows)))
+                .collect();
+            // SAFETY: each sample wrote all of its T rows, and the samples' rows cover the buffer.
+            unsafe { grad.set_len(t_max * n * c) };
+            self.saved.keep(Some(F::to_cpu_storage_owned(grad)));
+            losses
+        } else {
+            (0..n).into_par_iter().map(|b| run(b, None)).collect()
+        };
+        Ok((losses.into_iter().map(F::of).collect(), Shape::from(n)))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let al = &self.al;
-        let lp = arg
-            .to_device(&Device::Cpu)?
-            .to_dtype(DType::F64)?
-            .flatten_all()?
-            .to_vec1::<f64>()?;
-        let gr = grad_res
-            .to_device(&Device::Cpu)?
-            .to_dtype(DType::F64)?
-            .to_vec1::<f64>()?;
-        let per: Vec<Vec<f64>> = (0..al.n)
-            .into_par_iter()
-            .map(|b| al.grad(b, &self.frame(&lp, b), gr[b], self.alphas.get().map(|a| &a[b])))
-            .collect();
-        let mut g = vec![0.0; al.t_max * al.n * al.c];
-        for (b, gb) in per.iter().enumerate() {
-            for t in 0..al.input_lengths[b] {
-                let dst = (t * al.n + b) * al.c;
-                g[dst..dst + al.c].copy_from_slice(&gb[t * al.c..(t + 1) * al.c]);
-            }
+    fn backward(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let upstream = grad.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let n = self.al.n;
+        let scale = |row: usize| upstream[row % n];
+        if let Some(g) = self.saved.take_scaled_groups(x, self.al.c, scale)? {
+            return Ok(Some(g));
         }
-        let g = Tensor::from_vec(g, (al.t_max, al.n, al.c), &Device::Cpu)?
-            .to_dtype(arg.dtype())?
-            .to_device(arg.device())?;
-        Ok(Some(g))
+        // A second backward through the same graph: the kernel again, with the gradient.
+        let again = CtcKernel {
+            al: self.al.clone(),
+            want_grad: true,
+            saved: Arc::new(SavedGrad::default()),
+        };
+        let saved = again.saved.clone();
+        kernel::apply1_no_bwd(again, x)?;
+        saved.take_scaled_groups(x, self.al.c, scale)
     }
 }
 
@@ -421,15 +579,21 @@ pub fn ctc_loss(
         labels,
     };
     let device = log_probs.device().clone();
-    let op = CtcOp {
-        al: std::sync::Arc::new(al),
-        alphas: std::sync::OnceLock::new(),
+    let dtype = log_probs.dtype();
+    let op = CtcKernel {
+        al: Arc::new(al),
+        want_grad: log_probs.track_op(),
+        saved: Arc::new(SavedGrad::default()),
     };
-    let mut losses = if device.is_cpu() {
-        log_probs.apply_op1(op)?
+    // The kernel reads f32 or f64 on the CPU (f16 and bf16 go through f32; other devices copy).
+    let wide = if matches!(dtype, DType::F32 | DType::F64) {
+        dtype
     } else {
-        log_probs.to_device(&Device::Cpu)?.apply_op1(op)?.to_device(&device)?
+        DType::F32
     };
+    let mut losses = kernel::apply1(op, &log_probs.to_device(&Device::Cpu)?.to_dtype(wide)?)?
+        .to_dtype(dtype)?
+        .to_device(&device)?;
     if zero_infinity {
         losses = losses.eq(f64::INFINITY)?.where_cond(&losses.zeros_like()?, &losses)?;
     }

@@ -7,7 +7,7 @@
 //!
 //! | piece | what |
 //! |---|---|
-//! | [`Real`], [`select`], [`logistic`] | the float trait the loops are written over (f32 with `exp`/`ln` that vectorise, f64 with libm), a branch-free select, the stable sigmoid pair and softplus |
+//! | [`Real`], [`select`], [`logistic`], [`exp_parts_f64`] | the float trait the loops are written over (f32 with `exp`/`ln` that vectorise, f64 with libm), a branch-free select, the stable sigmoid pair and softplus, an f64 `eˣ = m·2ᵏ` that vectorises and never overflows (CTC's recursion) |
 //! | [`with_simd`], [`simd_entry!`](crate::simd_entry) | runs a loop compiled for AVX2 + FMA when the CPU has them |
 //! | [`Split`], [`build`], [`build_planes`], [`build_optional`], [`for_each_chunk`], [`run_tasks`], [`uninit_vec`] | fills an output buffer (never zero-filled first) in fixed chunks, in parallel for large inputs, the chunks' results in order (the same sums on any number of threads) |
 //! | [`Elementwise`], [`elementwise`] | a loss `ℓ(x, t)` of two same-shape tensors from its value and partial derivatives: the whole forward and backward (values or the reduced sum, the gradient saved by a reduced forward) |
@@ -45,7 +45,7 @@ mod real;
 mod rows;
 pub(crate) use elementwise::{accumulate, BLOCK, LANES};
 pub use elementwise::{elementwise, Elementwise};
-pub use real::{exp_f32, ln1p_unit_f32, ln_f32, logistic, select, Real};
+pub use real::{exp_f32, exp_parts_f64, ln1p_unit_f32, ln_f32, logistic, select, Real};
 pub use rows::{assume_init, row_exp_sum, row_exp_sum_into, row_max, row_softmax_into, row_sum_map, row_sum_map_into};
 
 // ---------------------------------------------------------------------------------------------
@@ -419,6 +419,44 @@ impl SavedGrad {
             }
             _ => return Ok(None),
         }))
+    }
+
+    /// The kept gradient with its `i`-th group of `per` consecutive values multiplied by
+    /// `scale(i)`, as a tensor of `x`'s shape on the CPU; `None` if nothing is kept. A scale of 0
+    /// gives zeros, also for a NaN or infinite value (an input the upstream gradient does not
+    /// reach): per-item upstream gradients of a kernel whose items are not the leading dimension
+    /// (CTC's samples, `[T, N, C]` rows `t·N + n`).
+    ///
+    /// # Errors
+    /// A kept gradient whose size is not `x`'s.
+    pub fn take_scaled_groups(
+        &self,
+        x: &Tensor,
+        per: usize,
+        scale: impl Fn(usize) -> f64 + Sync,
+    ) -> Result<Option<Tensor>> {
+        fn scaled<F: Real>(mut v: Vec<F>, per: usize, scale: impl Fn(usize) -> f64 + Sync) -> Vec<F> {
+            let rows = (Split::ELEMENTS.chunk / per.max(1)).max(1);
+            v.par_chunks_mut(per.max(1))
+                .with_min_len(rows)
+                .enumerate()
+                .for_each(|(i, g)| {
+                    let w = scale(i);
+                    if w == 0.0 {
+                        g.fill(F::zero());
+                    } else if w != 1.0 {
+                        let w = F::of(w);
+                        g.iter_mut().for_each(|e| *e *= w);
+                    }
+                });
+            v
+        }
+        let device = candle_core::Device::Cpu;
+        Ok(match self.take() {
+            Some(CpuStorage::F32(v)) => Some(Tensor::from_vec(scaled(v, per, scale), x.shape(), &device)?),
+            Some(CpuStorage::F64(v)) => Some(Tensor::from_vec(scaled(v, per, scale), x.shape(), &device)?),
+            _ => None,
+        })
     }
 }
 

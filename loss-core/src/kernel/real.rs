@@ -5,6 +5,8 @@
 //! versions here are branch-free polynomial evaluations on the bits of the argument (no
 //! float-to-int conversions, no table look-ups), so that LLVM turns a loop over a slice into
 //! 8-lane AVX2 code; f64 keeps libm (the f64 kernels are the exact reference, not the fast path).
+//! [`exp_parts_f64`] is an f64 exponential that vectorises and keeps any range (`m·2ᵏ`), for
+//! CTC's recursion.
 
 use candle_core::WithDType;
 use num_traits::Float;
@@ -182,6 +184,48 @@ pub fn ln_f32(x: f32) -> f32 {
     }
 }
 
+/// `eˣ = m·2ᵏ` for f64 without a libm call and without overflow or underflow, so that a loop
+/// over f64 slices vectorises (4 lanes with AVX2) and a product of many exponentials keeps its
+/// range (CTC's recursion, whose values leave f64's range): `(m, k)` with `m` in `[√½, √2]` and
+/// `k` an integer-valued f64. Cody–Waite reduction `x = k·ln 2 + r` with `|r| ≤ ½ ln 2`
+/// (fdlibm's split of `ln 2`), then the Taylor polynomial of `eʳ` to degree 13 (truncation below
+/// 5e-18 relative): `m·2ᵏ` is within 2 ulp of `eˣ` for `|x| ≤ 1.4e6` (exact `k·ln 2`), and its
+/// `ln` within `|x|·2⁻⁷⁵` beyond. `x` is clamped to `±2⁵⁰`, infinities included (a caller that
+/// needs `e^−∞ = 0` tests for it); NaN gives NaN in `m`.
+#[inline(always)]
+pub fn exp_parts_f64(x: f64) -> (f64, f64) {
+    const LOG2E: f64 = std::f64::consts::LOG2_E;
+    // fdlibm's ln2_hi (its low 21 bits zero, so that k·LN2_HI is exact) and ln2_lo.
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
+    // Adding 1.5·2⁵² rounds to the nearest integer (no libm `round`, which baseline x86-64 lacks
+    // as an instruction).
+    const SHIFT: f64 = 6_755_399_441_055_744.0;
+    const LIMIT: f64 = 1_125_899_906_842_624.0;
+    const C: [f64; 12] = [
+        1.0 / 6_227_020_800.0,
+        1.0 / 479_001_600.0,
+        1.0 / 39_916_800.0,
+        1.0 / 3_628_800.0,
+        1.0 / 362_880.0,
+        1.0 / 40_320.0,
+        1.0 / 5_040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+    ];
+    let xc = x.clamp(-LIMIT, LIMIT);
+    let k = (xc * LOG2E + SHIFT) - SHIFT;
+    let r = (xc - k * LN2_HI) - k * LN2_LO;
+    let mut p = C[0];
+    for c in &C[1..] {
+        p = p * r + c;
+    }
+    (1.0 + (r + r * r * p), k)
+}
+
 /// `if c { a } else { b }` with both arms already computed (a select, not a branch).
 #[inline(always)]
 pub fn select<F: Real>(c: bool, a: F, b: F) -> F {
@@ -257,6 +301,44 @@ mod tests {
         assert_eq!(ln_f32(f32::INFINITY), f32::INFINITY);
         assert!(ln_f32(-1.0).is_nan());
         assert!(ln_f32(f32::NAN).is_nan());
+    }
+
+    fn ulps64(a: f64, b: f64) -> u64 {
+        if a == b {
+            return 0;
+        }
+        (a.to_bits() as i128 - b.to_bits() as i128).unsigned_abs() as u64
+    }
+
+    #[test]
+    fn exp_parts_f64_within_2_ulp_of_libm() {
+        use std::f64::consts::{FRAC_1_SQRT_2, SQRT_2};
+        let mut worst = (0, 0.0f64);
+        // Dense steps over the range of normal results, and small arguments.
+        let mut x = -708.0f64;
+        while x < 709.0 {
+            for y in [x, x * (1.0 + 1e-9), -1e-3 * x] {
+                let (m, k) = exp_parts_f64(y);
+                assert!(
+                    (0.999_999 * FRAC_1_SQRT_2..=1.000_001 * SQRT_2).contains(&m) && k == k.round(),
+                    "{y}: {m} · 2^{k}"
+                );
+                let u = ulps64(m * 2f64.powi(k as i32), y.exp());
+                if u > worst.0 {
+                    worst = (u, y);
+                }
+            }
+            x += 0.000_913_7;
+        }
+        assert!(worst.0 <= 2, "max error {} ulp at {}", worst.0, worst.1);
+        assert_eq!(exp_parts_f64(0.0), (1.0, 0.0));
+        assert!(exp_parts_f64(f64::NAN).0.is_nan());
+        // Far outside f64's range: m·2ᵏ still holds eˣ (its log to 1e-15 relative).
+        for x in [-1e4, -123_456.789, 5e3, -1e6] {
+            let (m, k) = exp_parts_f64(x);
+            let ln = m.ln() + k * std::f64::consts::LN_2;
+            assert!(((ln - x) / x).abs() < 1e-15, "{x}: {ln}");
+        }
     }
 
     #[test]
