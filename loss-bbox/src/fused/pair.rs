@@ -1,12 +1,47 @@
 //! The f64 pair kernel of the torchvision family ([`pair`]) and the one chain rule of every pair
 //! kernel ([`Chain::into_coords`]): the gradient w.r.t. a pair's intersection, enclosing box,
-//! centre offset and sides taken back to its eight coordinates. Used by the f32 block kernel
-//! ([`super::block_f32`], for its lanes and its f64 recomputation) and the IoU successors
-//! ([`super::successors`]); it imports neither.
+//! centre offset and sides taken back to its eight coordinates, and the float the pair kernels
+//! are written over ([`PairReal`]). Used by the f32 block kernel ([`super::block_f32`], for its
+//! lanes and its f64 recomputation) and the IoU successors ([`super::successors`]); it imports
+//! neither.
 
 use crate::geometry::{aspect_angle_scalar, max_w, min_w, ASPECT_K};
 use crate::kinds::{AlignedLoss, IouMode};
 use loss_core::kernel::Real;
+use loss_core::ops::Unary;
+
+/// The float of the pair kernels: [`Real`] plus the two functions whose f32 form (the block
+/// kernel's lanes, [`super::block_f32`]) is not the f64 one (libm). Each also says whether its
+/// f32 result may stray from the f64 one (`risky`: the lane is then recomputed in f64); f64 is
+/// never risky.
+pub(crate) trait PairReal: Real {
+    /// The aspect angle of a `w × h` box and its gradient, `(θ, ∂θ/∂w, ∂θ/∂h, risky)`, with the
+    /// conventions of [`aspect_angle_scalar`] (`±π/2` at `h = 0`, 0 and a zero gradient for a
+    /// point box).
+    fn aspect(w: Self, h: Self) -> (Self, Self, Self, bool);
+    /// `x^e` and its derivative as [`Unary::Pow`] (the derivative's infinity, `e < 1` at 0,
+    /// clamped to the largest finite number as `loss_core::ops::attach_grad`, so `0 · ∞` is 0);
+    /// `(value, derivative, risky)`. f32: `exp(e·ln x)`, risky for `x <= 0`.
+    fn pow_d(x: Self, e: Self) -> (Self, Self, bool);
+}
+
+impl PairReal for f64 {
+    #[inline(always)]
+    fn aspect(w: f64, h: f64) -> (f64, f64, f64, bool) {
+        let (theta, dw, dh) = aspect_angle_scalar(w, h);
+        (theta, dw, dh, false)
+    }
+
+    #[inline(always)]
+    fn pow_d(x: f64, e: f64) -> (f64, f64, bool) {
+        if e == 3.0 {
+            // No libm call.
+            return (x * x * x, 3.0 * x * x, false);
+        }
+        let p = Unary::Pow { exponent: e };
+        (p.value(x), p.derivative(x).clamp(-f64::MAX, f64::MAX), false)
+    }
+}
 
 /// The loss of one pair and, with `g = Some(upstream)`, its gradient w.r.t. `p` and `t`.
 ///
