@@ -102,7 +102,7 @@ impl Successor {
             let loss = siou(&geo, neg_gamma, eps, &mut d);
             return match g {
                 None => (loss, [0.0; 8]),
-                Some(g) => (loss, d.chain(&geo, g).into_coords()),
+                Some(g) => (loss, d.chain::<Siou>(&geo, g).into_coords()),
             };
         }
         self.visit(eps, PairJob { p, t, g })
@@ -170,6 +170,11 @@ impl Successor {
 /// A successor with its options fixed: its loss of one pair and the partials of that loss, at
 /// any [`PairReal`] float.
 pub(super) trait Formula: Copy {
+    /// Whether the loss reads the intersection's extents (`false`: its partials stay 0, and the
+    /// chain rule leaves out the intersection's `max`/`min` weights).
+    const INTER: bool = true;
+    /// Whether the loss reads the enclosing box's extents (as [`Formula::INTER`]).
+    const OUTER: bool = true;
     /// The loss of the pair `geo` (its partials added to `d`) and whether the lane is risky in
     /// f32 (see the module docs).
     fn at<F: PairReal>(self, geo: &Geometry<F>, d: &mut Partials<F>) -> (F, bool);
@@ -183,7 +188,7 @@ pub(super) fn eval<S: Formula, F: PairReal>(s: S, p: [F; 4], t: [F; 4], g: Optio
     let mut d = Partials::zero();
     let (loss, risky) = s.at(&geo, &mut d);
     let grads = match g {
-        Some(g) => d.chain(&geo, g).into_coords(),
+        Some(g) => d.chain::<S>(&geo, g).into_coords(),
         None => [F::zero(); 8],
     };
     (loss, grads, risky)
@@ -318,20 +323,23 @@ impl<F: PairReal> Partials<F> {
         }
     }
 
-    /// The [`Chain`] of these partials for the upstream gradient `g`.
+    /// The [`Chain`] of these partials for the upstream gradient `g`, of a loss that reads the
+    /// extents `S` says (the others' terms are constant zeros, so their weights are never
+    /// computed).
     #[inline(always)]
-    fn chain(self, geo: &Geometry<F>, g: F) -> Chain<F> {
-        let half = k::<F>(0.5);
+    fn chain<S: Formula>(self, geo: &Geometry<F>, g: F) -> Chain<F> {
+        let (half, z) = (k::<F>(0.5), F::zero());
+        let (inter, outer) = (S::INTER, S::OUTER);
         Chain {
-            iw: g * self.iw,
-            ih: g * self.ih,
-            cw: g * self.cw,
-            ch: g * self.ch,
+            iw: sel(inter, g * self.iw, z),
+            ih: sel(inter, g * self.ih, z),
+            cw: sel(outer, g * self.cw, z),
+            ch: sel(outer, g * self.ch, z),
             sides: self.sides.map(|s| g * s),
             half_dx: half * g * self.dx,
             half_dy: half * g * self.dy,
-            inter_w: geo.inter_w,
-            outer_w: geo.outer_w,
+            inter_w: sel(inter, geo.inter_w, [z; 8]),
+            outer_w: sel(outer, geo.outer_w, [z; 8]),
         }
     }
 }
@@ -433,6 +441,7 @@ struct Alpha<const B: u8, const CUBE: bool> {
 }
 
 impl<const B: u8, const CUBE: bool> Formula for Alpha<B, CUBE> {
+    const OUTER: bool = B != IOU;
     #[inline(always)]
     fn at<F: PairReal>(self, geo: &Geometry<F>, d: &mut Partials<F>) -> (F, bool) {
         let (eps, alpha) = (k::<F>(self.eps), k::<F>(self.alpha));
@@ -488,6 +497,7 @@ struct Mpd {
 }
 
 impl Formula for Mpd {
+    const OUTER: bool = false;
     #[inline(always)]
     fn at<F: PairReal>(self, geo: &Geometry<F>, d: &mut Partials<F>) -> (F, bool) {
         let (eps, norm) = (k::<F>(self.eps), k::<F>(self.norm));
@@ -516,6 +526,8 @@ struct Inner<const CIOU: bool> {
 }
 
 impl<const CIOU: bool> Formula for Inner<CIOU> {
+    const INTER: bool = CIOU;
+    const OUTER: bool = CIOU;
     #[inline(always)]
     fn at<F: PairReal>(self, geo: &Geometry<F>, d: &mut Partials<F>) -> (F, bool) {
         let (eps, ratio, hr) = (k::<F>(self.eps), k::<F>(self.ratio), k::<F>(0.5 * self.ratio));
@@ -713,6 +725,7 @@ struct Focaler {
 }
 
 impl Formula for Focaler {
+    const OUTER: bool = false;
     #[inline(always)]
     fn at<F: PairReal>(self, geo: &Geometry<F>, d: &mut Partials<F>) -> (F, bool) {
         let (zero, one, eps, kk) = (F::zero(), F::one(), k::<F>(self.eps), k::<F>(self.k));
@@ -736,6 +749,8 @@ struct Nwd {
 }
 
 impl Formula for Nwd {
+    const INTER: bool = false;
+    const OUTER: bool = false;
     /// `W² = |c_p − c_t|² + ((w_p − w_t)² + (h_p − h_t)²)/4 = ½·Σ_k (p_k − t_k)²` per axis
     /// (`((a + b)/2)² + ((b − a)/2)² = (a² + b²)/2` for the corner offsets `a`, `b`): a sum of
     /// squares of the corner offsets, each one f32 subtraction, so the f32 distance has a few
@@ -757,6 +772,17 @@ impl Formula for Nwd {
         let (gw, gh) = (g * half * (o[2] - o[0]), g * half * (o[3] - o[1]));
         d.add_sides(one, [gw, gh, -gw, -gh]);
         (one - e, false)
+    }
+}
+
+/// SIoU's marker for [`Partials::chain`] (it reads every extent; its loss is [`siou`], f64 only:
+/// not on the f32 lanes).
+#[derive(Clone, Copy)]
+struct Siou;
+
+impl Formula for Siou {
+    fn at<F: PairReal>(self, _: &Geometry<F>, _: &mut Partials<F>) -> (F, bool) {
+        unreachable!("siou_loss is computed by `siou`")
     }
 }
 
