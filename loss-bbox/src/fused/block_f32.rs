@@ -318,6 +318,22 @@ fn transpose(p: &[f32; 4 * BLOCK], t: &[f32; 4 * BLOCK], s: &mut Soa) {
     }
 }
 
+/// Lane `l` of the block `s`: `[p.x1 .. t.y2]`.
+#[inline(always)]
+fn lane_coords(s: &Soa, l: usize) -> [f32; 8] {
+    [s[0][l], s[1][l], s[2][l], s[3][l], s[4][l], s[5][l], s[6][l], s[7][l]]
+}
+
+/// Stores lane `l`'s gradients `d` into `o` (`o[k][l] = d[k]`); whether they are all finite.
+#[inline(always)]
+fn store_grads(o: &mut Soa, l: usize, d: &[f32; 8]) -> bool {
+    let m = d[0].abs() + d[1].abs() + d[2].abs() + d[3].abs() + d[4].abs() + d[5].abs() + d[6].abs() + d[7].abs();
+    for k in 0..8 {
+        o[k][l] = d[k];
+    }
+    m.is_finite()
+}
+
 /// Forward of one block: the losses into `out`, and with `GRAD` also the gradients for the
 /// upstream `g` into `o` (as [`backward_block`]); returns whether some lane is out of the f32
 /// domain (`bad[l] != 0` for those lanes), to be recomputed in f64.
@@ -335,17 +351,12 @@ fn forward_block<L: Lanes, const GRAD: bool>(
 ) -> bool {
     transpose(p, t, s);
     for l in 0..BLOCK {
-        let c = [s[0][l], s[1][l], s[2][l], s[3][l], s[4][l], s[5][l], s[6][l], s[7][l]];
+        let c = lane_coords(s, l);
         let (v, d, risky) = ls.lane(c, g);
         out[l] = v;
         let mut ok = !risky & coords_ok(&c) & v.is_finite();
         if GRAD {
-            let m =
-                d[0].abs() + d[1].abs() + d[2].abs() + d[3].abs() + d[4].abs() + d[5].abs() + d[6].abs() + d[7].abs();
-            for k in 0..8 {
-                o[k][l] = d[k];
-            }
-            ok &= m.is_finite();
+            ok &= store_grads(o, l, &d);
         }
         bad[l] = u32::from(!ok);
     }
@@ -367,13 +378,10 @@ fn backward_block<L: Lanes>(
 ) -> bool {
     transpose(p, t, s);
     for l in 0..BLOCK {
-        let c = [s[0][l], s[1][l], s[2][l], s[3][l], s[4][l], s[5][l], s[6][l], s[7][l]];
+        let c = lane_coords(s, l);
         let (_, d, risky) = ls.lane(c, g[l]);
-        let m = d[0].abs() + d[1].abs() + d[2].abs() + d[3].abs() + d[4].abs() + d[5].abs() + d[6].abs() + d[7].abs();
-        for k in 0..8 {
-            o[k][l] = d[k];
-        }
-        bad[l] = u32::from(risky | !coords_ok(&c) | !m.is_finite());
+        let finite = store_grads(o, l, &d);
+        bad[l] = u32::from(risky | !coords_ok(&c) | !finite);
     }
     bad.iter().fold(0, |a, &b| a | b) != 0
 }

@@ -193,26 +193,8 @@ impl<F: Real> Chain<F> {
         let z = F::zero();
         let mut gp = [z; 4];
         let mut gt = [z; 4];
-        let (g_iw, g_ih) = (self.iw, self.ih);
-        let [ix1_p, ix1_t, ix2_p, ix2_t, iy1_p, iy1_t, iy2_p, iy2_t] = self.inter_w;
-        gp[0] -= g_iw * ix1_p;
-        gt[0] -= g_iw * ix1_t;
-        gp[2] += g_iw * ix2_p;
-        gt[2] += g_iw * ix2_t;
-        gp[1] -= g_ih * iy1_p;
-        gt[1] -= g_ih * iy1_t;
-        gp[3] += g_ih * iy2_p;
-        gt[3] += g_ih * iy2_t;
-        let (g_cw, g_ch) = (self.cw, self.ch);
-        let [cx1_p, cx1_t, cx2_p, cx2_t, cy1_p, cy1_t, cy2_p, cy2_t] = self.outer_w;
-        gp[0] -= g_cw * cx1_p;
-        gt[0] -= g_cw * cx1_t;
-        gp[2] += g_cw * cx2_p;
-        gt[2] += g_cw * cx2_t;
-        gp[1] -= g_ch * cy1_p;
-        gt[1] -= g_ch * cy1_t;
-        gp[3] += g_ch * cy2_p;
-        gt[3] += g_ch * cy2_t;
+        add_extents(&mut gp, &mut gt, self.iw, self.ih, self.inter_w);
+        add_extents(&mut gp, &mut gt, self.cw, self.ch, self.outer_w);
         // widths and heights
         let [g_pw, g_ph, g_tw, g_th] = self.sides;
         gp[0] -= g_pw;
@@ -235,4 +217,21 @@ impl<F: Real> Chain<F> {
         gt[3] -= hy;
         [gp[0], gp[1], gp[2], gp[3], gt[0], gt[1], gt[2], gt[3]]
     }
+}
+
+/// Adds the gradient `(g_w, g_h)` w.r.t. the extents `w = x2 − x1`, `h = y2 − y1` of a box whose
+/// corners are `max`/`min`s of the two boxes' corners (the intersection, the enclosing box) to
+/// the coordinates' gradients, through those `max`/`min`s' weights `w8` (in
+/// [`Chain::inter_w`]'s order).
+#[inline(always)]
+fn add_extents<F: Real>(gp: &mut [F; 4], gt: &mut [F; 4], g_w: F, g_h: F, w8: [F; 8]) {
+    let [x1_p, x1_t, x2_p, x2_t, y1_p, y1_t, y2_p, y2_t] = w8;
+    gp[0] -= g_w * x1_p;
+    gt[0] -= g_w * x1_t;
+    gp[2] += g_w * x2_p;
+    gt[2] += g_w * x2_t;
+    gp[1] -= g_h * y1_p;
+    gt[1] -= g_h * y1_t;
+    gp[3] += g_h * y2_p;
+    gt[3] += g_h * y2_t;
 }
