@@ -35,7 +35,6 @@ use std::sync::Arc;
 mod block_f32;
 pub(crate) mod dense;
 mod pair;
-mod successor_lanes;
 mod successors;
 
 use pair::pair;

@@ -47,7 +47,7 @@ use crate::geometry::{self, clamp_min, div_or_zero, Boxes, Overlap, ASPECT_K};
 use crate::kinds::bad_option;
 pub use crate::kinds::{AlphaIouBase, InnerIouBase, WiseIouVersion};
 use crate::losses::{check_pair, reduce_boxes};
-use candle_core::{Result, Tensor};
+use candle_core::{Result, Tensor, D};
 use loss_core::{check, kernel, ops, Loss, Reduction};
 use std::sync::Mutex;
 
@@ -649,7 +649,9 @@ pub fn focaler_iou_loss(
 ///
 /// Each box is the Gaussian `N((c_x, c_y), diag(w²/4, h²/4))`; the squared 2-Wasserstein
 /// distance of two such Gaussians is `W² = |c_p − c_t|² + ((w_p − w_t)² + (h_p − h_t)²)/4`
-/// (`+ eps` here, as the authors' code). Unlike every IoU form it is smooth and non-zero for
+/// (`+ eps` here, as the authors' code), computed as the equal `½·Σ_k (p_k − t_k)²` over the
+/// four corner coordinates (per axis `((a + b)/2)² + ((b − a)/2)² = (a² + b²)/2` for the corner
+/// offsets `a`, `b`), which keeps its precision for close boxes far from the origin. Unlike every IoU form it is smooth and non-zero for
 /// disjoint and nested boxes and does not depend on the boxes' overlap, so tiny objects (a few
 /// pixels, where a one-pixel shift sends IoU to 0) still get a graded loss. `constant` (the
 /// dataset's typical object size; 12.8 for AI-TOD) sets the scale.
@@ -670,11 +672,8 @@ pub fn nwd_loss(pred: &Tensor, target: &Tensor, constant: f64, eps: f64, reducti
     if kernel::choose(LOSS, pred)? {
         return fused::loss(Successor::Nwd { constant }.into(), pred, target, eps, standard);
     }
-    let (p, t) = pair(pred, target)?;
-    let centre = (geometry::centre_distance2(&p, &t)? + eps)?;
-    let dw = p.width()?.sub(&t.width()?)?.sqr()?;
-    let dh = p.height()?.sub(&t.height()?)?.sqr()?;
-    let w2 = centre.add(&dw.add(&dh)?.affine(0.25, 0.0)?)?;
+    // W² as half the sum of the squared corner offsets (see the docs): no cancellation.
+    let w2 = pred.sub(target)?.sqr()?.sum(D::Minus1)?.affine(0.5, eps)?;
     let loss = clamp_min(&w2, 0.0)?
         .sqrt()?
         .affine(-1.0 / constant, 0.0)?

@@ -143,3 +143,32 @@ fn successors_fused_equal_composite_f32_across_blocks_and_chunks() {
         check(&p, &t, DType::F32, Reduction::Sum, 1e-5, 1e-2);
     }
 }
+
+/// NWD's f32 lanes on close boxes far from the origin (coordinates near 1e4, corner offsets of
+/// 1e-3 to 1): its distance is a sum of squared corner offsets, each one exact f32 subtraction,
+/// so value and gradients follow the f64 composite form to f32 precision with no f64 recompute.
+#[test]
+fn nwd_f32_is_precise_for_close_boxes_far_from_the_origin() {
+    let mut r = rng(21);
+    let (mut p, mut t) = (Vec::new(), Vec::new());
+    for i in 0..200 {
+        let a = random_box(&mut r).map(|x| x + 1e4);
+        let s = [1e-3, 1e-2, 0.1, 1.0][i % 4];
+        let b = [0, 1, 2, 3].map(|k| a[k] + s * (((i * 7 + k * 3) % 11) as f64 - 5.0) / 5.0);
+        p.extend_from_slice(&a);
+        t.extend_from_slice(&b);
+    }
+    // The f32 boxes, and the same values in f64 for the composite form.
+    let (a, b) = (boxes(&p, DType::F32), boxes(&t, DType::F32));
+    let wide = |x: &Tensor| x.to_dtype(DType::F64).unwrap();
+    let f = |x: &Tensor, y: &Tensor| nwd_loss(x, y, 12.8, 1e-6, Reduction::None);
+    let (vf, gpf, gtf) = value_and_grads(|x: &Tensor, y: &Tensor| with_path(Path::Fused, || f(x, y)), &a, &b);
+    let (vc, gpc, gtc) = value_and_grads(
+        |x: &Tensor, y: &Tensor| with_path(Path::Composite, || f(x, y)),
+        &wide(&a),
+        &wide(&b),
+    );
+    assert_close("nwd far: value", &vf, &vc, 1e-5, 1e-7);
+    assert_close("nwd far: grad pred", &gpf, &gpc, 1e-5, 1e-7);
+    assert_close("nwd far: grad target", &gtf, &gtc, 1e-5, 1e-7);
+}

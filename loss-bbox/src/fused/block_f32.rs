@@ -13,11 +13,12 @@
 //! the f64 kernel to a few f32 ulp of the terms they sum (`tests`); the reductions add the
 //! per-pair f32 losses in f64.
 
-use super::pair::{pair, Chain};
-use super::{successor_lanes, PairKind};
+use super::pair::{pair, Chain, PairReal};
+use super::successors::{eval, Formula, WithFormula};
+use super::{PairKind, Successor};
 use crate::geometry::{max_w, min_w, sel};
-use crate::kinds::{AlignedLoss, IouMode};
-use loss_core::kernel::with_simd;
+use crate::kinds::{AlignedLoss, AlphaIouBase, IouMode};
+use loss_core::kernel::{with_simd, Real};
 use std::f32::consts::FRAC_PI_2;
 use std::mem::MaybeUninit;
 
@@ -216,6 +217,21 @@ pub(super) fn lane<const K: u8>(c: [f32; 8], eps: f32, g: f32) -> (f32, [f32; 8]
     (loss, chain.into_coords(), risky)
 }
 
+impl PairReal for f32 {
+    #[inline(always)]
+    fn aspect(w: f32, h: f32) -> (f32, f32, f32, bool) {
+        aspect(w, h)
+    }
+
+    #[inline(always)]
+    fn pow_d(x: f32, e: f32) -> (f32, f32, bool) {
+        let pos = x > 0.0;
+        let xs = sel(pos, x, 1.0);
+        let v = (e * xs.fast_ln()).fast_exp();
+        (v, e * v / xs, !pos)
+    }
+}
+
 /// What the generic block computes a lane with: one loss of the pair kernel, its options
 /// captured (the dispatch on the loss happens once, outside the loops), in f32 for the lanes
 /// and in f64 for the lanes outside the f32 domain.
@@ -254,6 +270,33 @@ impl<const K: u8> Lanes for Aligned<K> {
     }
 }
 
+/// An IoU successor's [`Formula`] as [`Lanes`]: the one source of [`super::successors`] at f32
+/// for the lanes and at f64 for their recomputation.
+#[derive(Clone, Copy)]
+struct Succ<S>(S);
+
+impl<S: Formula> Lanes for Succ<S> {
+    #[inline(always)]
+    fn lane(self, c: [f32; 8], g: f32) -> (f32, [f32; 8], bool) {
+        let [px1, py1, px2, py2, tx1, ty1, tx2, ty2] = c;
+        eval(self.0, [px1, py1, px2, py2], [tx1, ty1, tx2, ty2], Some(g))
+    }
+    fn exact(self, p: [f64; 4], t: [f64; 4], g: Option<f64>) -> (f64, [f64; 8]) {
+        let (v, d, _) = eval(self.0, p, t, g);
+        (v, d)
+    }
+}
+
+/// A [`Job`] run with a successor's [`Formula`] as [`Succ`] lanes.
+struct AsLanes<J>(J);
+
+impl<J: Job> WithFormula for AsLanes<J> {
+    type Out = J::Out;
+    fn run<S: Formula>(self, s: S) -> J::Out {
+        self.0.run(Succ(s))
+    }
+}
+
 /// Whether the lane's coordinates are in the f32 kernel's domain (finite, `Σ|c| <= COORD_LIMIT`).
 #[inline(always)]
 pub(super) fn coords_ok(c: &[f32; 8]) -> bool {
@@ -275,6 +318,22 @@ fn transpose(p: &[f32; 4 * BLOCK], t: &[f32; 4 * BLOCK], s: &mut Soa) {
     }
 }
 
+/// Lane `l` of the block `s`: `[p.x1 .. t.y2]`.
+#[inline(always)]
+fn lane_coords(s: &Soa, l: usize) -> [f32; 8] {
+    [s[0][l], s[1][l], s[2][l], s[3][l], s[4][l], s[5][l], s[6][l], s[7][l]]
+}
+
+/// Stores lane `l`'s gradients `d` into `o` (`o[k][l] = d[k]`); whether they are all finite.
+#[inline(always)]
+fn store_grads(o: &mut Soa, l: usize, d: &[f32; 8]) -> bool {
+    let m = d[0].abs() + d[1].abs() + d[2].abs() + d[3].abs() + d[4].abs() + d[5].abs() + d[6].abs() + d[7].abs();
+    for k in 0..8 {
+        o[k][l] = d[k];
+    }
+    m.is_finite()
+}
+
 /// Forward of one block: the losses into `out`, and with `GRAD` also the gradients for the
 /// upstream `g` into `o` (as [`backward_block`]); returns whether some lane is out of the f32
 /// domain (`bad[l] != 0` for those lanes), to be recomputed in f64.
@@ -292,17 +351,12 @@ fn forward_block<L: Lanes, const GRAD: bool>(
 ) -> bool {
     transpose(p, t, s);
     for l in 0..BLOCK {
-        let c = [s[0][l], s[1][l], s[2][l], s[3][l], s[4][l], s[5][l], s[6][l], s[7][l]];
+        let c = lane_coords(s, l);
         let (v, d, risky) = ls.lane(c, g);
         out[l] = v;
         let mut ok = !risky & coords_ok(&c) & v.is_finite();
         if GRAD {
-            let m =
-                d[0].abs() + d[1].abs() + d[2].abs() + d[3].abs() + d[4].abs() + d[5].abs() + d[6].abs() + d[7].abs();
-            for k in 0..8 {
-                o[k][l] = d[k];
-            }
-            ok &= m.is_finite();
+            ok &= store_grads(o, l, &d);
         }
         bad[l] = u32::from(!ok);
     }
@@ -324,13 +378,10 @@ fn backward_block<L: Lanes>(
 ) -> bool {
     transpose(p, t, s);
     for l in 0..BLOCK {
-        let c = [s[0][l], s[1][l], s[2][l], s[3][l], s[4][l], s[5][l], s[6][l], s[7][l]];
+        let c = lane_coords(s, l);
         let (_, d, risky) = ls.lane(c, g[l]);
-        let m = d[0].abs() + d[1].abs() + d[2].abs() + d[3].abs() + d[4].abs() + d[5].abs() + d[6].abs() + d[7].abs();
-        for k in 0..8 {
-            o[k][l] = d[k];
-        }
-        bad[l] = u32::from(risky | !coords_ok(&c) | !m.is_finite());
+        let finite = store_grads(o, l, &d);
+        bad[l] = u32::from(risky | !coords_ok(&c) | !finite);
     }
     bad.iter().fold(0, |a, &b| a | b) != 0
 }
@@ -563,16 +614,31 @@ fn visit<J: Job>(kind: PairKind, eps: f64, job: J) -> J::Out {
             AlignedLoss::Ciou => aligned!(k, CIOU),
             AlignedLoss::Eiou => aligned!(k, EIOU),
         },
-        PairKind::Successor(s) => successor_lanes::visit(s, eps, job),
+        PairKind::Successor(s) => s.visit(eps, AsLanes(job)),
     }
 }
 
 /// Whether the block kernel runs `kind` at `eps` (Wise-IoU has no `eps`).
+///
+/// Every IoU successor but SIoU and two Alpha-IoU forms runs on the lanes: the GIoU base (its
+/// gradient cancels beyond f32's reach for nested boxes) and the DIoU and CIoU bases at `α ≠ 3`
+/// (`∂(ρ²)^α` for `α < 1` at close centres) stay on the f64 kernel.
 pub(super) fn supports(kind: PairKind, eps: f64) -> bool {
     match kind {
         PairKind::Aligned(_) => eps_ok(eps),
-        PairKind::Successor(s @ super::Successor::Wise { .. }) => successor_lanes::supports(s),
-        PairKind::Successor(s) => eps_ok(eps) && successor_lanes::supports(s),
+        PairKind::Successor(s) => match s {
+            Successor::Alpha {
+                base: AlphaIouBase::Giou,
+                ..
+            }
+            | Successor::Siou { .. } => false,
+            Successor::Alpha {
+                base: AlphaIouBase::Diou | AlphaIouBase::Ciou,
+                alpha,
+            } => alpha == 3.0 && eps_ok(eps),
+            Successor::Wise { .. } => true,
+            _ => eps_ok(eps),
+        },
     }
 }
 

@@ -1,12 +1,47 @@
 //! The f64 pair kernel of the torchvision family ([`pair`]) and the one chain rule of every pair
 //! kernel ([`Chain::into_coords`]): the gradient w.r.t. a pair's intersection, enclosing box,
-//! centre offset and sides taken back to its eight coordinates. Used by the f32 block kernel
-//! ([`super::block_f32`], for its lanes and its f64 recomputation) and the IoU successors
-//! ([`super::successors`]); it imports neither.
+//! centre offset and sides taken back to its eight coordinates, and the float the pair kernels
+//! are written over ([`PairReal`]). Used by the f32 block kernel ([`super::block_f32`], for its
+//! lanes and its f64 recomputation) and the IoU successors ([`super::successors`]); it imports
+//! neither.
 
 use crate::geometry::{aspect_angle_scalar, max_w, min_w, ASPECT_K};
 use crate::kinds::{AlignedLoss, IouMode};
 use loss_core::kernel::Real;
+use loss_core::ops::Unary;
+
+/// The float of the pair kernels: [`Real`] plus the two functions whose f32 form (the block
+/// kernel's lanes, [`super::block_f32`]) is not the f64 one (libm). Each also says whether its
+/// f32 result may stray from the f64 one (`risky`: the lane is then recomputed in f64); f64 is
+/// never risky.
+pub(crate) trait PairReal: Real {
+    /// The aspect angle of a `w × h` box and its gradient, `(θ, ∂θ/∂w, ∂θ/∂h, risky)`, with the
+    /// conventions of [`aspect_angle_scalar`] (`±π/2` at `h = 0`, 0 and a zero gradient for a
+    /// point box).
+    fn aspect(w: Self, h: Self) -> (Self, Self, Self, bool);
+    /// `x^e` and its derivative as [`Unary::Pow`] (the derivative's infinity, `e < 1` at 0,
+    /// clamped to the largest finite number as `loss_core::ops::attach_grad`, so `0 · ∞` is 0);
+    /// `(value, derivative, risky)`. f32: `exp(e·ln x)`, risky for `x <= 0`.
+    fn pow_d(x: Self, e: Self) -> (Self, Self, bool);
+}
+
+impl PairReal for f64 {
+    #[inline(always)]
+    fn aspect(w: f64, h: f64) -> (f64, f64, f64, bool) {
+        let (theta, dw, dh) = aspect_angle_scalar(w, h);
+        (theta, dw, dh, false)
+    }
+
+    #[inline(always)]
+    fn pow_d(x: f64, e: f64) -> (f64, f64, bool) {
+        if e == 3.0 {
+            // No libm call.
+            return (x * x * x, 3.0 * x * x, false);
+        }
+        let p = Unary::Pow { exponent: e };
+        (p.value(x), p.derivative(x).clamp(-f64::MAX, f64::MAX), false)
+    }
+}
 
 /// The loss of one pair and, with `g = Some(upstream)`, its gradient w.r.t. `p` and `t`.
 ///
@@ -158,26 +193,8 @@ impl<F: Real> Chain<F> {
         let z = F::zero();
         let mut gp = [z; 4];
         let mut gt = [z; 4];
-        let (g_iw, g_ih) = (self.iw, self.ih);
-        let [ix1_p, ix1_t, ix2_p, ix2_t, iy1_p, iy1_t, iy2_p, iy2_t] = self.inter_w;
-        gp[0] -= g_iw * ix1_p;
-        gt[0] -= g_iw * ix1_t;
-        gp[2] += g_iw * ix2_p;
-        gt[2] += g_iw * ix2_t;
-        gp[1] -= g_ih * iy1_p;
-        gt[1] -= g_ih * iy1_t;
-        gp[3] += g_ih * iy2_p;
-        gt[3] += g_ih * iy2_t;
-        let (g_cw, g_ch) = (self.cw, self.ch);
-        let [cx1_p, cx1_t, cx2_p, cx2_t, cy1_p, cy1_t, cy2_p, cy2_t] = self.outer_w;
-        gp[0] -= g_cw * cx1_p;
-        gt[0] -= g_cw * cx1_t;
-        gp[2] += g_cw * cx2_p;
-        gt[2] += g_cw * cx2_t;
-        gp[1] -= g_ch * cy1_p;
-        gt[1] -= g_ch * cy1_t;
-        gp[3] += g_ch * cy2_p;
-        gt[3] += g_ch * cy2_t;
+        add_extents(&mut gp, &mut gt, self.iw, self.ih, self.inter_w);
+        add_extents(&mut gp, &mut gt, self.cw, self.ch, self.outer_w);
         // widths and heights
         let [g_pw, g_ph, g_tw, g_th] = self.sides;
         gp[0] -= g_pw;
@@ -200,4 +217,21 @@ impl<F: Real> Chain<F> {
         gt[3] -= hy;
         [gp[0], gp[1], gp[2], gp[3], gt[0], gt[1], gt[2], gt[3]]
     }
+}
+
+/// Adds the gradient `(g_w, g_h)` w.r.t. the extents `w = x2 − x1`, `h = y2 − y1` of a box whose
+/// corners are `max`/`min`s of the two boxes' corners (the intersection, the enclosing box) to
+/// the coordinates' gradients, through those `max`/`min`s' weights `w8` (in
+/// [`Chain::inter_w`]'s order).
+#[inline(always)]
+fn add_extents<F: Real>(gp: &mut [F; 4], gt: &mut [F; 4], g_w: F, g_h: F, w8: [F; 8]) {
+    let [x1_p, x1_t, x2_p, x2_t, y1_p, y1_t, y2_p, y2_t] = w8;
+    gp[0] -= g_w * x1_p;
+    gt[0] -= g_w * x1_t;
+    gp[2] += g_w * x2_p;
+    gt[2] += g_w * x2_t;
+    gp[1] -= g_h * y1_p;
+    gt[1] -= g_h * y1_t;
+    gp[3] += g_h * y2_p;
+    gt[3] += g_h * y2_t;
 }

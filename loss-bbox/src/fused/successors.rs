@@ -1,17 +1,28 @@
-//! The pair kernel of the IoU successors ([`crate::iou_successors`]): one pass over the shared
-//! geometry of a pair ([`Geometry`]: intersection, enclosing box, centre offset, sides), each
-//! successor's formula on it, and its gradient as the partials w.r.t. those quantities
-//! ([`Partials`]), taken back to the eight coordinates by the box losses' one chain rule
+//! The pair kernel of the IoU successors ([`crate::iou_successors`]), written once over the
+//! float ([`PairReal`]): one pass over the shared geometry of a pair ([`Geometry`]:
+//! intersection, enclosing box, centre offset, sides), each successor's formula on it
+//! ([`Formula::at`]), and its gradient as the partials w.r.t. those quantities ([`Partials`]),
+//! taken back to the eight coordinates by the box losses' one chain rule
 //! ([`Chain::into_coords`]).
 //!
-//! Scalar f64 code for f32 and f64 boxes (run in parallel chunks by [`super`]); the formulas,
-//! eps placements, detached terms and gradient rules at kinks are exactly those of the composite
-//! forms in [`crate::iou_successors`] (held equal by `tests/fused.rs`): `max`/`min` split ½/½ at
-//! a tie, `clamp` passes the gradient at its bound, `|x|` has derivative 0 at 0, a 0/0 of
-//! `div_or_zero` is 0 with a zero gradient, powers follow [`Unary::Pow`].
+//! The same source runs as scalar f64 code (f64 boxes, and the f64 recomputation of a risky f32
+//! lane: [`Successor::pair`]) and as the f32 lanes of the block kernel ([`super::block_f32`],
+//! which calls [`eval`] at `f32`). It is branch-free where the lanes need it: `max`/`min`/
+//! `clamp`/`div_or_zero` are selects, the options that change the formula's shape (Alpha-IoU's
+//! base and `α = 3`, Inner-IoU's base, Shape-IoU's `scale = 0`, Wise-IoU's version) are const
+//! parameters fixed outside the loops ([`Successor::visit`]). A formula also says where its f32
+//! value would not follow the f64 one closely (`risky`: a power of a non-positive base, an `exp`
+//! that could overflow, a near tie that f32 may decide the other way); the block kernel
+//! recomputes those lanes in f64, the f64 path ignores the flag.
+//!
+//! The formulas, eps placements, detached terms and gradient rules at kinks are exactly those
+//! of the composite forms in [`crate::iou_successors`] (held equal by `tests/fused_successors.rs`):
+//! `max`/`min` split ½/½ at a tie, `clamp` passes the gradient at its bound, `|x|` has
+//! derivative 0 at 0, a 0/0 of `div_or_zero` is 0 with a zero gradient, powers follow
+//! [`Unary::Pow`] (f64; [`PairReal::pow_d`]).
 
-use super::pair::Chain;
-use crate::geometry::{aspect_angle_scalar, max_w, min_w, ASPECT_K};
+use super::pair::{Chain, PairReal};
+use crate::geometry::{max_w, min_w, sel, ASPECT_K};
 use crate::kinds::{AlphaIouBase, InnerIouBase, WiseIouVersion};
 use loss_core::ops::Unary;
 
@@ -37,8 +48,33 @@ pub(crate) enum Successor {
     Focaler { d: f64, u: f64 },
     /// `nwd_loss`.
     Nwd { constant: f64 },
-    /// `siou_loss` (mmdetection's SIoU).
+    /// `siou_loss` (mmdetection's SIoU): f64 only.
     Siou { neg_gamma: bool },
+}
+
+/// What [`Successor::visit`] runs with the successor's [`Formula`] (the block kernel's jobs, the
+/// f64 pair).
+pub(super) trait WithFormula {
+    /// What the job returns.
+    type Out;
+    /// Runs the job with the formula `s`.
+    fn run<S: Formula>(self, s: S) -> Self::Out;
+}
+
+/// One pair in f64 ([`Successor::pair`] as a [`WithFormula`] job).
+struct PairJob {
+    p: [f64; 4],
+    t: [f64; 4],
+    g: Option<f64>,
+}
+
+impl WithFormula for PairJob {
+    type Out = (f64, [f64; 8]);
+    #[inline(always)]
+    fn run<S: Formula>(self, s: S) -> Self::Out {
+        let (v, d, _) = eval(s, self.p, self.t, self.g);
+        (v, d)
+    }
 }
 
 impl Successor {
@@ -56,63 +92,137 @@ impl Successor {
         }
     }
 
-    /// The loss of one pair and, with `g = Some(upstream)`, its gradient w.r.t. `p` and `t`.
+    /// The loss of one pair and, with `g = Some(upstream)`, its gradient w.r.t. `p` and `t`
+    /// (f64 scalar code).
     #[inline]
     pub(crate) fn pair(self, p: [f64; 4], t: [f64; 4], eps: f64, g: Option<f64>) -> (f64, [f64; 8]) {
-        let geo = Geometry::new(p, t);
-        let mut d = Partials::default();
-        let loss = match self {
-            Self::Alpha { alpha, base } => alpha_iou(&geo, alpha, base, eps, &mut d),
-            Self::Mpd { norm } => mpdiou(&geo, norm, eps, &mut d),
-            Self::Inner { ratio, base } => inner_iou(&geo, ratio, base, eps, &mut d),
-            Self::Shape { scale } => shape_iou(&geo, scale, eps, &mut d),
+        if let Self::Siou { neg_gamma } = self {
+            let geo = Geometry::new(p, t);
+            let mut d = Partials::zero();
+            let loss = siou(&geo, neg_gamma, eps, &mut d);
+            return match g {
+                None => (loss, [0.0; 8]),
+                Some(g) => (loss, d.chain::<Siou>(&geo, g).into_coords()),
+            };
+        }
+        self.visit(eps, PairJob { p, t, g })
+    }
+
+    /// Runs `job` with the [`Formula`] of this successor, its options fixed (the one dispatch on
+    /// the successor, outside the loops). Not for SIoU, which has no [`Formula`].
+    pub(super) fn visit<J: WithFormula>(self, eps: f64, job: J) -> J::Out {
+        match self {
+            Self::Alpha { alpha, base } => {
+                macro_rules! alpha {
+                    ($b:expr) => {
+                        if alpha == 3.0 {
+                            job.run(Alpha::<{ $b }, true> { alpha, eps })
+                        } else {
+                            job.run(Alpha::<{ $b }, false> { alpha, eps })
+                        }
+                    };
+                }
+                match base {
+                    AlphaIouBase::Iou => alpha!(IOU),
+                    AlphaIouBase::Giou => alpha!(GIOU),
+                    AlphaIouBase::Diou => alpha!(DIOU),
+                    AlphaIouBase::Ciou => alpha!(CIOU),
+                }
+            }
+            Self::Mpd { norm } => job.run(Mpd { norm, eps }),
+            Self::Inner { ratio, base } => match base {
+                InnerIouBase::Iou => job.run(Inner::<false> { ratio, eps }),
+                InnerIouBase::Ciou => job.run(Inner::<true> { ratio, eps }),
+            },
+            Self::Shape { scale } if scale == 0.0 => job.run(Shape::<true> { scale, eps }),
+            Self::Shape { scale } => job.run(Shape::<false> { scale, eps }),
             Self::Wise {
                 version,
                 mean,
                 alpha,
                 delta,
-            } => wise_iou(&geo, version, mean, alpha, delta, &mut d),
-            Self::Focaler { d: lo, u } => {
-                let iou = Iou::new(&geo, eps, eps);
-                let k = 1.0 / (u - lo);
-                let m = iou.r * k + (-lo * k);
-                let c = Unary::Clamp { lo: 0.0, hi: 1.0 };
-                iou.back(&geo, -k * c.derivative(m), 0.0, &mut d);
-                1.0 - c.value(m)
+            } => {
+                let w = Wise::<0> {
+                    inv_mean: 1.0 / mean,
+                    ln_a: alpha.ln(),
+                    neg_d_ln_a: -delta * alpha.ln(),
+                    delta,
+                };
+                match version {
+                    WiseIouVersion::V1 => job.run(w.version::<1>()),
+                    WiseIouVersion::V2 => job.run(w.version::<2>()),
+                    WiseIouVersion::V3 => job.run(w.version::<3>()),
+                }
             }
-            Self::Nwd { constant } => nwd(&geo, constant, eps, &mut d),
-            Self::Siou { neg_gamma } => siou(&geo, neg_gamma, eps, &mut d),
-        };
-        match g {
-            None => (loss, [0.0; 8]),
-            Some(g) => (loss, d.chain(&geo, g).into_coords()),
+            Self::Focaler { d, u } => {
+                let k = 1.0 / (u - d);
+                job.run(Focaler { k, off: -d * k, eps })
+            }
+            Self::Nwd { constant } => job.run(Nwd {
+                inv_c: 1.0 / constant,
+                eps,
+            }),
+            Self::Siou { .. } => unreachable!("siou_loss has no generic formula"),
         }
     }
 }
 
-/// The quantities of a pair every successor reads, with the `max`/`min` weights of the extents.
-struct Geometry {
-    /// The boxes.
-    p: [f64; 4],
-    t: [f64; 4],
-    /// `(w_p, h_p, w_t, h_t)`.
-    sides: [f64; 4],
-    /// Intersection extents, unclamped.
-    iw: f64,
-    ih: f64,
-    /// Enclosing extents.
-    cw: f64,
-    ch: f64,
-    /// Centre offset `c_p − c_t`.
-    dx: f64,
-    dy: f64,
-    inter_w: [f64; 8],
-    outer_w: [f64; 8],
+/// A successor with its options fixed: its loss of one pair and the partials of that loss, at
+/// any [`PairReal`] float.
+pub(super) trait Formula: Copy {
+    /// Whether the loss reads the intersection's extents (`false`: its partials stay 0, and the
+    /// chain rule leaves out the intersection's `max`/`min` weights).
+    const INTER: bool = true;
+    /// Whether the loss reads the enclosing box's extents (as [`Formula::INTER`]).
+    const OUTER: bool = true;
+    /// The loss of the pair `geo` (its partials added to `d`) and whether the lane is risky in
+    /// f32 (see the module docs).
+    fn at<F: PairReal>(self, geo: &Geometry<F>, d: &mut Partials<F>) -> (F, bool);
 }
 
-impl Geometry {
+/// One pair: `(loss, gradient w.r.t. [p.x1, .., p.y2, t.x1, .., t.y2] for the upstream g (zeros
+/// for `None`), risky)`.
+#[inline(always)]
+pub(super) fn eval<S: Formula, F: PairReal>(s: S, p: [F; 4], t: [F; 4], g: Option<F>) -> (F, [F; 8], bool) {
+    let geo = Geometry::new(p, t);
+    let mut d = Partials::zero();
+    let (loss, risky) = s.at(&geo, &mut d);
+    let grads = match g {
+        Some(g) => d.chain::<S>(&geo, g).into_coords(),
+        None => [F::zero(); 8],
+    };
+    (loss, grads, risky)
+}
+
+/// `v` in `F`.
+#[inline(always)]
+fn k<F: PairReal>(v: f64) -> F {
+    F::of(v)
+}
+
+/// The quantities of a pair every successor reads, with the `max`/`min` weights of the extents.
+pub(super) struct Geometry<F> {
+    /// The boxes.
+    p: [F; 4],
+    t: [F; 4],
+    /// `(w_p, h_p, w_t, h_t)`.
+    sides: [F; 4],
+    /// Intersection extents, unclamped.
+    iw: F,
+    ih: F,
+    /// Enclosing extents.
+    cw: F,
+    ch: F,
+    /// Centre offset `c_p − c_t`.
+    dx: F,
+    dy: F,
+    inter_w: [F; 8],
+    outer_w: [F; 8],
+}
+
+impl<F: PairReal> Geometry<F> {
     #[inline(always)]
-    fn new(p: [f64; 4], t: [f64; 4]) -> Self {
+    fn new(p: [F; 4], t: [F; 4]) -> Self {
         let [px1, py1, px2, py2] = p;
         let [tx1, ty1, tx2, ty2] = t;
         let (ix1, ix1_p, ix1_t) = max_w(px1, tx1);
@@ -123,6 +233,7 @@ impl Geometry {
         let (cy1, cy1_p, cy1_t) = min_w(py1, ty1);
         let (cx2, cx2_p, cx2_t) = max_w(px2, tx2);
         let (cy2, cy2_p, cy2_t) = max_w(py2, ty2);
+        let half = k::<F>(0.5);
         Self {
             p,
             t,
@@ -132,8 +243,8 @@ impl Geometry {
             cw: cx2 - cx1,
             ch: cy2 - cy1,
             // The composite's order: the sums first, so equal centres give exactly 0.
-            dx: 0.5 * ((px1 + px2) - (tx1 + tx2)),
-            dy: 0.5 * ((py1 + py2) - (ty1 + ty2)),
+            dx: half * ((px1 + px2) - (tx1 + tx2)),
+            dy: half * ((py1 + py2) - (ty1 + ty2)),
             inter_w: [ix1_p, ix1_t, ix2_p, ix2_t, iy1_p, iy1_t, iy2_p, iy2_t],
             outer_w: [cx1_p, cx1_t, cx2_p, cx2_t, cy1_p, cy1_t, cy2_p, cy2_t],
         }
@@ -141,93 +252,145 @@ impl Geometry {
 
     /// `ρ² = dx² + dy²`.
     #[inline(always)]
-    fn rho2(&self) -> f64 {
+    fn rho2(&self) -> F {
         self.dx * self.dx + self.dy * self.dy
+    }
+
+    /// `C_w² + C_h²`.
+    #[inline(always)]
+    fn diag2(&self) -> F {
+        self.cw * self.cw + self.ch * self.ch
     }
 }
 
 /// The partials of a pair's loss w.r.t. the quantities of [`Geometry`] (not yet times the
 /// upstream gradient).
-#[derive(Default)]
-struct Partials {
-    iw: f64,
-    ih: f64,
-    cw: f64,
-    ch: f64,
-    dx: f64,
-    dy: f64,
-    sides: [f64; 4],
+pub(super) struct Partials<F> {
+    iw: F,
+    ih: F,
+    cw: F,
+    ch: F,
+    dx: F,
+    dy: F,
+    sides: [F; 4],
 }
 
-impl Partials {
+impl<F: PairReal> Partials<F> {
+    #[inline(always)]
+    fn zero() -> Self {
+        let z = F::zero();
+        Self {
+            iw: z,
+            ih: z,
+            cw: z,
+            ch: z,
+            dx: z,
+            dy: z,
+            sides: [z; 4],
+        }
+    }
+
     /// `∂/∂ρ²` as partials of the centre offset.
     #[inline(always)]
-    fn rho2(&mut self, geo: &Geometry, g: f64) {
-        self.dx += 2.0 * geo.dx * g;
-        self.dy += 2.0 * geo.dy * g;
+    fn rho2(&mut self, geo: &Geometry<F>, g: F) {
+        let two = k::<F>(2.0);
+        self.dx += two * geo.dx * g;
+        self.dy += two * geo.dy * g;
     }
 
     /// `∂/∂(C_w² + C_h²)` as partials of the enclosing extents.
     #[inline(always)]
-    fn diag2(&mut self, geo: &Geometry, g: f64) {
-        self.cw += 2.0 * geo.cw * g;
-        self.ch += 2.0 * geo.ch * g;
+    fn diag2(&mut self, geo: &Geometry<F>, g: F) {
+        let two = k::<F>(2.0);
+        self.cw += two * geo.cw * g;
+        self.ch += two * geo.ch * g;
     }
 
-    /// The angle difference `θ_t − θ_p`, `θ = atan(w/(h + h_eps))`, and a closure-free way to
-    /// add `g_d · ∂(θ_t − θ_p)`: returns `(d, [∂d/∂w_p, ∂d/∂h_p, ∂d/∂w_t, ∂d/∂h_t])`.
+    /// The angle difference `θ_t − θ_p`, `θ = atan(w/(h + h_eps))` ([`PairReal::aspect`]), and
+    /// its partials: `(d, [∂d/∂w_p, ∂d/∂h_p, ∂d/∂w_t, ∂d/∂h_t], risky)`.
     #[inline(always)]
-    fn angle_diff(geo: &Geometry, h_eps: f64) -> (f64, [f64; 4]) {
+    fn angle_diff(geo: &Geometry<F>, h_eps: F) -> (F, [F; 4], bool) {
         let [pw, ph, tw, th] = geo.sides;
-        let (ap, ap_w, ap_h) = aspect_angle_scalar(pw, ph + h_eps);
-        let (at, at_w, at_h) = aspect_angle_scalar(tw, th + h_eps);
-        (at - ap, [-ap_w, -ap_h, at_w, at_h])
+        let (ap, ap_w, ap_h, rp) = F::aspect(pw, ph + h_eps);
+        let (at, at_w, at_h, rt) = F::aspect(tw, th + h_eps);
+        (at - ap, [-ap_w, -ap_h, at_w, at_h], rp | rt)
     }
 
     #[inline(always)]
-    fn add_sides(&mut self, g: f64, d: [f64; 4]) {
+    fn add_sides(&mut self, g: F, d: [F; 4]) {
         for (s, x) in self.sides.iter_mut().zip(d) {
             *s += g * x;
         }
     }
 
-    /// The [`Chain`] of these partials for the upstream gradient `g`.
+    /// The [`Chain`] of these partials for the upstream gradient `g`, of a loss that reads the
+    /// extents `S` says (the others' terms are constant zeros, so their weights are never
+    /// computed).
     #[inline(always)]
-    fn chain(self, geo: &Geometry, g: f64) -> Chain<f64> {
+    fn chain<S: Formula>(self, geo: &Geometry<F>, g: F) -> Chain<F> {
+        let (half, z) = (k::<F>(0.5), F::zero());
+        let (inter, outer) = (S::INTER, S::OUTER);
         Chain {
-            iw: g * self.iw,
-            ih: g * self.ih,
-            cw: g * self.cw,
-            ch: g * self.ch,
+            iw: sel(inter, g * self.iw, z),
+            ih: sel(inter, g * self.ih, z),
+            cw: sel(outer, g * self.cw, z),
+            ch: sel(outer, g * self.ch, z),
             sides: self.sides.map(|s| g * s),
-            half_dx: 0.5 * g * self.dx,
-            half_dy: 0.5 * g * self.dy,
-            inter_w: geo.inter_w,
-            outer_w: geo.outer_w,
+            half_dx: half * g * self.dx,
+            half_dy: half * g * self.dy,
+            inter_w: sel(inter, geo.inter_w, [z; 8]),
+            outer_w: sel(outer, geo.outer_w, [z; 8]),
         }
     }
 }
 
-/// `clamp(x, 0)` with `torch.clamp`'s gradient (1 on `[0, ∞)`).
+/// `clamp(x, 0)` with `torch.clamp`'s gradient (1 on `[0, ∞)`); NaN stays NaN.
 #[inline(always)]
-fn clamp0(x: f64) -> (f64, f64) {
-    clamp_at(x, 0.0)
+fn clamp0<F: PairReal>(x: F) -> (F, F) {
+    let below = x < F::zero();
+    (sel(below, F::zero(), x), sel(below, F::zero(), F::one()))
+}
+
+/// `num/den` where `den ≠ 0`, else 0: `(value, nonzero)`.
+#[inline(always)]
+fn div_or_zero<F: PairReal>(num: F, den: F) -> (F, bool) {
+    let zero = den == F::zero();
+    (sel(zero, F::zero(), num / sel(zero, F::one(), den)), !zero)
+}
+
+/// The derivative of `|x|`: the sign, 0 at 0.
+#[inline(always)]
+fn sign0<F: PairReal>(x: F) -> F {
+    sel(x > F::zero(), F::one(), sel(x < F::zero(), -F::one(), F::zero()))
+}
+
+/// `x^e` and its derivative ([`PairReal::pow_d`]), exactly `x³` where `CUBE` (`e = 3`, the
+/// default of Alpha-IoU: no `exp`/`ln`).
+#[inline(always)]
+fn pow<F: PairReal, const CUBE: bool>(x: F, e: F) -> (F, F, bool) {
+    if CUBE {
+        (x * x * x, k::<F>(3.0) * x * x, false)
+    } else {
+        F::pow_d(x, e)
+    }
 }
 
 /// A ratio `R = I/U` of the clamped intersection `I = clamp(w_I, 0)·clamp(h_I, 0)` and
 /// `U = w_p·(h_p + h_eps) + w_t·(h_t + h_eps) − I + u_eps` (ops::div's gradient), or with
-/// `u_eps = 0` and `zero_safe`, 0 with a zero gradient where `U = 0` (Wise-IoU).
-struct Iou {
-    r: f64,
-    u: f64,
-    h_eps: f64,
+/// [`Iou::or_zero`] 0 with a zero gradient where `U = 0` (Wise-IoU).
+struct Iou<F> {
+    r: F,
+    u: F,
+    /// `1/U` (0 where [`Iou::or_zero`] zeroed the ratio).
+    ru: F,
+    h_eps: F,
     /// `(clamp(w_I), ∂clamp/∂w_I, clamp(h_I), ∂clamp/∂h_I)`.
-    clamps: [f64; 4],
+    clamps: [F; 4],
 }
 
-impl Iou {
+impl<F: PairReal> Iou<F> {
     #[inline(always)]
-    fn new(geo: &Geometry, h_eps: f64, u_eps: f64) -> Self {
+    fn new(geo: &Geometry<F>, h_eps: F, u_eps: F) -> Self {
         let [pw, ph, tw, th] = geo.sides;
         let ((cw, dw), (ch, dh)) = (clamp0(geo.iw), clamp0(geo.ih));
         let inter = cw * ch;
@@ -235,280 +398,397 @@ impl Iou {
         Self {
             r: inter / u,
             u,
+            ru: F::one() / u,
             h_eps,
             clamps: [cw, dw, ch, dh],
         }
     }
 
-    /// The Wise-IoU form: no eps, `I/U = 0` (zero gradient) where `U = 0`.
+    /// The Wise-IoU form: no eps, `I/U = 0` (zero gradient) where `U = 0`; `(iou, U = 0)`.
     #[inline(always)]
-    fn or_zero(geo: &Geometry) -> Self {
-        let mut s = Self::new(geo, 0.0, 0.0);
-        if s.u == 0.0 {
-            s.r = 0.0;
-            s.u = f64::INFINITY; // every partial below becomes 0
-        }
-        s
+    fn or_zero(geo: &Geometry<F>) -> (Self, bool) {
+        let mut s = Self::new(geo, F::zero(), F::zero());
+        let zero = s.u == F::zero();
+        s.r = sel(zero, F::zero(), s.r);
+        s.ru = sel(zero, F::zero(), s.ru);
+        (s, zero)
     }
 
     /// Adds `g_r · ∂R` plus `g_u · ∂U` (a term that reads `U` directly) to `d`.
     #[inline(always)]
-    fn back(&self, geo: &Geometry, g_r: f64, g_u: f64, d: &mut Partials) {
-        if self.u.is_infinite() && self.r == 0.0 {
-            return;
-        }
+    fn back(&self, geo: &Geometry<F>, g_r: F, g_u: F, d: &mut Partials<F>) {
         let [pw, ph, tw, th] = geo.sides;
         let [cw, dw, ch, dh] = self.clamps;
-        let g_u = g_u - g_r * self.r / self.u;
-        let g_i = g_r / self.u - g_u;
+        let g_u = g_u - g_r * self.r * self.ru;
+        let g_i = g_r * self.ru - g_u;
         d.iw += g_i * ch * dw;
         d.ih += g_i * cw * dh;
         d.add_sides(g_u, [ph + self.h_eps, pw, th + self.h_eps, tw]);
     }
 }
 
-/// `x^e` and its derivative, as [`Unary::Pow`], the derivative's infinity (`e < 1` at 0) clamped
-/// to the largest finite number as [`loss_core::ops::attach_grad`] (so `0 · ∞` is 0).
-#[inline(always)]
-fn pow(x: f64, e: f64) -> (f64, f64) {
-    if e == 3.0 {
-        // The default of Alpha-IoU: no libm call.
-        return (x * x * x, 3.0 * x * x);
-    }
-    let p = Unary::Pow { exponent: e };
-    (p.value(x), p.derivative(x).clamp(-f64::MAX, f64::MAX))
+/// Alpha-IoU's base as a const code.
+const IOU: u8 = 0;
+const GIOU: u8 = 1;
+const DIOU: u8 = 2;
+const CIOU: u8 = 3;
+
+/// `alpha_iou_loss` with base `B` (`CUBE`: `α = 3`).
+#[derive(Clone, Copy)]
+struct Alpha<const B: u8, const CUBE: bool> {
+    alpha: f64,
+    eps: f64,
 }
 
-/// `num/den` where `den ≠ 0`, else 0: `(value, nonzero)`.
-#[inline(always)]
-fn div_or_zero(num: f64, den: f64) -> (f64, bool) {
-    if den == 0.0 {
-        (0.0, false)
-    } else {
-        (num / den, true)
-    }
-}
-
-#[inline(always)]
-fn alpha_iou(geo: &Geometry, alpha: f64, base: AlphaIouBase, eps: f64, d: &mut Partials) -> f64 {
-    let iou = Iou::new(geo, eps, eps);
-    let (powered, dp) = pow(iou.r + eps, alpha);
-    let mut loss = 1.0 - powered;
-    let mut g_u = 0.0;
-    let g_r = -dp;
-    match base {
-        AlphaIouBase::Iou => {}
-        AlphaIouBase::Giou => {
+impl<const B: u8, const CUBE: bool> Formula for Alpha<B, CUBE> {
+    const OUTER: bool = B != IOU;
+    #[inline(always)]
+    fn at<F: PairReal>(self, geo: &Geometry<F>, d: &mut Partials<F>) -> (F, bool) {
+        let (eps, alpha) = (k::<F>(self.eps), k::<F>(self.alpha));
+        let (one, two) = (F::one(), k::<F>(2.0));
+        let iou = Iou::new(geo, eps, eps);
+        let (powered, dp, mut risky) = pow::<F, CUBE>(iou.r + eps, alpha);
+        let mut loss = one - powered;
+        let mut g_u = F::zero();
+        if B == GIOU {
             let area = geo.cw * geo.ch + eps;
             let (c, c_a, c_u) = max_w(area, iou.u);
-            let q = (c - iou.u) / c;
-            let (pq, dq) = pow(q + eps, alpha);
-            loss += pq;
+            // A near tie (nested boxes, whose eps terms f32 drops) is decided in f64.
+            risky |= (area - iou.u).abs() <= k::<F>(1e-5) * c.abs();
+            let rc = one / c;
             // q = (c − U)/c: ∂q/∂c = (1 − q)/c, ∂q/∂U = −1/c.
-            let g_c = dq * (1.0 - q) / c;
-            g_u += g_c * c_u - dq / c;
+            let q = (c - iou.u) * rc;
+            let (pq, dq, r2) = pow::<F, CUBE>(q + eps, alpha);
+            risky |= r2;
+            loss += pq;
+            let g_c = dq * (one - q) * rc;
+            g_u += g_c * c_u - dq * rc;
             d.cw += g_c * c_a * geo.ch;
             d.ch += g_c * c_a * geo.cw;
-        }
-        AlphaIouBase::Diou | AlphaIouBase::Ciou => {
-            let (rp, drp) = pow(geo.rho2(), alpha);
-            let (cp, dcp) = pow(geo.cw * geo.cw + geo.ch * geo.ch, alpha);
-            let c2 = cp + eps;
-            let diou = rp / c2;
+        } else if B == DIOU || B == CIOU {
+            let (rp, drp, r1) = pow::<F, CUBE>(geo.rho2(), alpha);
+            let (cp, dcp, r2) = pow::<F, CUBE>(geo.diag2(), alpha);
+            risky |= r1 | r2;
+            let rc2 = one / (cp + eps);
+            let diou = rp * rc2;
             loss += diou;
-            d.rho2(geo, drp / c2);
-            d.diag2(geo, -diou / c2 * dcp);
-            if base == AlphaIouBase::Ciou {
-                let (a_d, da) = Partials::angle_diff(geo, eps);
-                let v = ASPECT_K * a_d * a_d;
-                let a = if v == 0.0 {
-                    0.0
-                } else {
-                    div_or_zero(v, (1.0 + eps) - iou.r + v).0
-                };
-                let (pv, dv) = pow(v * a + eps, alpha);
+            d.rho2(geo, drp * rc2);
+            d.diag2(geo, -diou * rc2 * dcp);
+            if B == CIOU {
+                let (a_d, da, r3) = Partials::angle_diff(geo, eps);
+                let v = k::<F>(ASPECT_K) * a_d * a_d;
+                let a = sel(v == F::zero(), F::zero(), div_or_zero(v, (one + eps) - iou.r + v).0);
+                let (pv, dv, r4) = pow::<F, CUBE>(v * a + eps, alpha);
+                risky |= r3 | r4;
                 loss += pv;
-                d.add_sides(dv * a * 2.0 * ASPECT_K * a_d, da);
+                d.add_sides(dv * a * two * k::<F>(ASPECT_K) * a_d, da);
             }
         }
+        iou.back(geo, -dp, g_u, d);
+        (loss, risky)
     }
-    iou.back(geo, g_r, g_u, d);
-    loss
 }
 
-#[inline(always)]
-fn mpdiou(geo: &Geometry, norm: f64, eps: f64, d: &mut Partials) -> f64 {
-    let iou = Iou::new(geo, eps, eps);
-    iou.back(geo, -1.0, 0.0, d);
-    let [pw, ph, tw, th] = geo.sides;
-    // The corner offsets p − t: x1 = dx − (w_p − w_t)/2, x2 = dx + (w_p − w_t)/2.
-    let (sw, sh) = (0.5 * (pw - tw), 0.5 * (ph - th));
-    let (x1, x2, y1, y2) = (geo.dx - sw, geo.dx + sw, geo.dy - sh, geo.dy + sh);
-    let (gx1, gx2, gy1, gy2) = (2.0 * x1 * norm, 2.0 * x2 * norm, 2.0 * y1 * norm, 2.0 * y2 * norm);
-    d.dx += gx1 + gx2;
-    d.dy += gy1 + gy2;
-    let (gw, gh) = (0.5 * (gx2 - gx1), 0.5 * (gy2 - gy1));
-    d.add_sides(1.0, [gw, gh, -gw, -gh]);
-    1.0 - iou.r + (x1 * x1 + y1 * y1 + x2 * x2 + y2 * y2) * norm
+/// `mpdiou_loss`, `norm = 1/(W² + H²)`.
+#[derive(Clone, Copy)]
+struct Mpd {
+    norm: f64,
+    eps: f64,
 }
 
-#[inline(always)]
-fn inner_iou(geo: &Geometry, ratio: f64, base: InnerIouBase, eps: f64, d: &mut Partials) -> f64 {
-    let [pw, ph, tw, th] = geo.sides;
-    let hr = 0.5 * ratio;
-    // The auxiliary boxes `c ∓ w·ratio/2` as the composite form computes them (the same ties).
-    let aux = |lo: f64, hi: f64| {
-        let (c, h) = ((lo + hi) * 0.5, (hi - lo) * hr);
-        (c - h, c + h)
-    };
-    // One axis: the extent of the auxiliary boxes' intersection and its partials w.r.t. the
-    // centre offset and the two sides.
-    let inner = |k: usize| {
-        let (p1, p2) = aux(geo.p[k], geo.p[k + 2]);
-        let (t1, t2) = aux(geo.t[k], geo.t[k + 2]);
-        let (lo, lo_p, lo_t) = max_w(p1, t1);
-        let (hi, hi_p, hi_t) = min_w(p2, t2);
-        (hi - lo, hi_p - lo_p, hr * (hi_p + lo_p), hr * (hi_t + lo_t))
-    };
-    let (iw, iw_off, iw_p, iw_t) = inner(0);
-    let (ih, ih_off, ih_p, ih_t) = inner(1);
-    let ((cw, dw), (ch, dh)) = (clamp0(iw), clamp0(ih));
-    let inter = cw * ch;
-    let u = (pw * ratio) * (ph * ratio) + (tw * ratio) * (th * ratio) - inter + eps;
-    let r = inter / u;
-    let mut loss = 1.0 - r;
-    let g_u = r / u;
-    let g_i = -1.0 / u - g_u;
-    let (g_iw, g_ih) = (g_i * ch * dw, g_i * cw * dh);
-    d.dx += g_iw * iw_off;
-    d.dy += g_ih * ih_off;
-    d.add_sides(1.0, [g_iw * iw_p, g_ih * ih_p, g_iw * iw_t, g_ih * ih_t]);
-    d.add_sides(g_u * ratio * ratio, [ph, pw, th, tw]);
-    if base == InnerIouBase::Ciou {
-        let iou = Iou::new(geo, 0.0, eps).r;
-        let diag = geo.cw * geo.cw + geo.ch * geo.ch + eps;
-        let dist = geo.rho2() / diag;
-        d.rho2(geo, 1.0 / diag);
-        d.diag2(geo, -dist / diag);
-        let (a_d, da) = Partials::angle_diff(geo, 0.0);
-        let v = ASPECT_K * a_d * a_d;
-        let a = div_or_zero(v, (v - iou) + (1.0 + eps)).0;
-        d.add_sides(a * 2.0 * ASPECT_K * a_d, da);
-        loss += dist + a * v;
+impl Formula for Mpd {
+    const OUTER: bool = false;
+    #[inline(always)]
+    fn at<F: PairReal>(self, geo: &Geometry<F>, d: &mut Partials<F>) -> (F, bool) {
+        let (eps, norm) = (k::<F>(self.eps), k::<F>(self.norm));
+        let (half, two) = (k::<F>(0.5), k::<F>(2.0));
+        let iou = Iou::new(geo, eps, eps);
+        iou.back(geo, -F::one(), F::zero(), d);
+        let [pw, ph, tw, th] = geo.sides;
+        // The corner offsets p − t: x1 = dx − (w_p − w_t)/2, x2 = dx + (w_p − w_t)/2.
+        let (sw, sh) = (half * (pw - tw), half * (ph - th));
+        let (x1, x2, y1, y2) = (geo.dx - sw, geo.dx + sw, geo.dy - sh, geo.dy + sh);
+        let (gx1, gx2, gy1, gy2) = (two * x1 * norm, two * x2 * norm, two * y1 * norm, two * y2 * norm);
+        d.dx += gx1 + gx2;
+        d.dy += gy1 + gy2;
+        let (gw, gh) = (half * (gx2 - gx1), half * (gy2 - gy1));
+        d.add_sides(F::one(), [gw, gh, -gw, -gh]);
+        let loss = F::one() - iou.r + (x1 * x1 + y1 * y1 + x2 * x2 + y2 * y2) * norm;
+        (loss, false)
     }
-    loss
+}
+
+/// `inner_iou_loss` (`CIOU`: with CIoU's distance and aspect terms of the real boxes).
+#[derive(Clone, Copy)]
+struct Inner<const CIOU: bool> {
+    ratio: f64,
+    eps: f64,
+}
+
+impl<const CIOU: bool> Formula for Inner<CIOU> {
+    const INTER: bool = CIOU;
+    const OUTER: bool = CIOU;
+    #[inline(always)]
+    fn at<F: PairReal>(self, geo: &Geometry<F>, d: &mut Partials<F>) -> (F, bool) {
+        let (eps, ratio, hr) = (k::<F>(self.eps), k::<F>(self.ratio), k::<F>(0.5 * self.ratio));
+        let (one, half, two) = (F::one(), k::<F>(0.5), k::<F>(2.0));
+        let [pw, ph, tw, th] = geo.sides;
+        // The auxiliary boxes `c ∓ w·ratio/2` as the composite form computes them (the same ties).
+        let aux = |lo: F, hi: F| {
+            let (c, h) = ((lo + hi) * half, (hi - lo) * hr);
+            (c - h, c + h)
+        };
+        // One axis: the extent of the auxiliary boxes' intersection, its partials w.r.t. the
+        // centre offset and the two sides, and whether a tie of its `max`/`min` or its sign is
+        // too close for f32 (the auxiliary corners carry a few ulp of the coordinates).
+        let inner = |a: usize| {
+            let (p1, p2) = aux(geo.p[a], geo.p[a + 2]);
+            let (t1, t2) = aux(geo.t[a], geo.t[a + 2]);
+            let (lo, lo_p, lo_t) = max_w(p1, t1);
+            let (hi, hi_p, hi_t) = min_w(p2, t2);
+            let m = geo.p[a].abs() + geo.p[a + 2].abs() + geo.t[a].abs() + geo.t[a + 2].abs();
+            let tol = k::<F>(8.0) * F::epsilon() * m;
+            let near = ((p1 - t1).abs() <= tol) | ((p2 - t2).abs() <= tol) | ((hi - lo).abs() <= tol);
+            (hi - lo, hi_p - lo_p, hr * (hi_p + lo_p), hr * (hi_t + lo_t), near)
+        };
+        let (iw, iw_off, iw_p, iw_t, near_w) = inner(0);
+        let (ih, ih_off, ih_p, ih_t, near_h) = inner(1);
+        let mut risky = near_w | near_h;
+        let ((cw, dw), (ch, dh)) = (clamp0(iw), clamp0(ih));
+        let inter = cw * ch;
+        let u = (pw * ratio) * (ph * ratio) + (tw * ratio) * (th * ratio) - inter + eps;
+        let r = inter / u;
+        let mut loss = one - r;
+        let ru = one / u;
+        let g_u = r * ru;
+        let g_i = -ru - g_u;
+        let (g_iw, g_ih) = (g_i * ch * dw, g_i * cw * dh);
+        d.dx += g_iw * iw_off;
+        d.dy += g_ih * ih_off;
+        d.add_sides(one, [g_iw * iw_p, g_ih * ih_p, g_iw * iw_t, g_ih * ih_t]);
+        d.add_sides(g_u * ratio * ratio, [ph, pw, th, tw]);
+        if CIOU {
+            let iou = Iou::new(geo, F::zero(), eps).r;
+            let rdiag = one / (geo.diag2() + eps);
+            let dist = geo.rho2() * rdiag;
+            d.rho2(geo, rdiag);
+            d.diag2(geo, -dist * rdiag);
+            let (a_d, da, r) = Partials::angle_diff(geo, F::zero());
+            risky |= r;
+            let v = k::<F>(ASPECT_K) * a_d * a_d;
+            let a = div_or_zero(v, (v - iou) + (one + eps)).0;
+            d.add_sides(a * two * k::<F>(ASPECT_K) * a_d, da);
+            loss += dist + a * v;
+        }
+        (loss, risky)
+    }
 }
 
 /// `(1 − e^{−ω})⁴` and its derivative.
 #[inline(always)]
-fn shape_term(omega: f64) -> (f64, f64) {
-    let e = (-omega).exp();
-    let m = 1.0 - e;
+fn shape_term<F: PairReal>(omega: F) -> (F, F) {
+    let e = (-omega).fast_exp();
+    let m = F::one() - e;
     let m2 = m * m;
-    (m2 * m2, 4.0 * m2 * m * e)
+    (m2 * m2, k::<F>(4.0) * m2 * m * e)
 }
 
 /// `(1 − e^{−ω})⁴` of `ω = div_or_zero(k·|a − b|, max(a, b))` and its partials w.r.t.
 /// `(k, a, b)` (Shape-IoU's and SIoU's shape cost).
 #[inline(always)]
-fn shape_cost(k: f64, a: f64, b: f64) -> (f64, [f64; 3]) {
+fn shape_cost<F: PairReal>(kk: F, a: F, b: F) -> (F, [F; 3]) {
     let diff = a - b;
-    let (abs, sign) = (diff.abs(), Unary::Abs.derivative(diff));
+    let (abs, sign) = (diff.abs(), sign0(diff));
     let (m, m_a, m_b) = max_w(a, b);
-    let (om, live) = div_or_zero(k * abs, m);
+    let (om, live) = div_or_zero(kk * abs, m);
     let (st, g_om) = shape_term(om);
-    if !live {
-        return (st, [0.0; 3]);
-    }
-    let g_num = g_om / m;
-    let g_m = -om / m * g_om;
-    let g_diff = g_num * k * sign;
+    let rm = sel(live, F::one() / m, F::zero());
+    let g_num = g_om * rm;
+    let g_m = -om * rm * g_om;
+    let g_diff = g_num * kk * sign;
     (st, [g_num * abs, g_diff + g_m * m_a, -g_diff + g_m * m_b])
 }
 
-#[inline(always)]
-fn shape_iou(geo: &Geometry, scale: f64, eps: f64, d: &mut Partials) -> f64 {
-    let iou = Iou::new(geo, 0.0, eps);
-    iou.back(geo, -1.0, 0.0, d);
-    let [pw, ph, tw, th] = geo.sides;
-    // ww = 2·w_t^s/(w_t^s + h_t^s), hh = 2·h_t^s/(..); 1 and 1 for s = 0.
-    let ((sw, dsw), (sh, dsh)) = if scale == 0.0 {
-        ((1.0, 0.0), (1.0, 0.0))
-    } else {
-        (pow(tw, scale), pow(th, scale))
-    };
-    let den = sw + sh;
-    let (fw, live) = if scale == 0.0 {
-        (0.5, false)
-    } else {
-        div_or_zero(sw, den)
-    };
-    let fh = if scale == 0.0 { 0.5 } else { div_or_zero(sh, den).0 };
-    let (ww, hh) = (2.0 * fw, 2.0 * fh);
-    let (mut g_ww, mut g_hh) = (0.0, 0.0);
-    // Distance: (hh·dx² + ww·dy²)/c².
-    let c2 = geo.cw * geo.cw + geo.ch * geo.ch + eps;
-    let (dx2, dy2) = (geo.dx * geo.dx, geo.dy * geo.dy);
-    let dist = (hh * dx2 + ww * dy2) / c2;
-    g_hh += dx2 / c2;
-    g_ww += dy2 / c2;
-    d.dx += 2.0 * geo.dx * hh / c2;
-    d.dy += 2.0 * geo.dy * ww / c2;
-    d.diag2(geo, -dist / c2);
-    // Shape: ω = k·|a − b|/max(a, b), k = hh for the widths, ww for the heights.
-    let (st_w, [gk, ga, gb]) = shape_cost(hh, pw, tw);
-    g_hh += 0.5 * gk;
-    d.add_sides(0.5, [ga, 0.0, gb, 0.0]);
-    let (st_h, [gk, ga, gb]) = shape_cost(ww, ph, th);
-    g_ww += 0.5 * gk;
-    d.add_sides(0.5, [0.0, ga, 0.0, gb]);
-    if live {
-        let (g_fw, g_fh) = (2.0 * g_ww, 2.0 * g_hh);
-        let g_den = -(g_fw * fw + g_fh * fh) / den;
-        d.sides[2] += (g_fw / den + g_den) * dsw;
-        d.sides[3] += (g_fh / den + g_den) * dsh;
+/// `shape_iou_loss` (`S0`: `scale = 0`, where the weights are 1).
+#[derive(Clone, Copy)]
+struct Shape<const S0: bool> {
+    scale: f64,
+    eps: f64,
+}
+
+impl<const S0: bool> Formula for Shape<S0> {
+    #[inline(always)]
+    fn at<F: PairReal>(self, geo: &Geometry<F>, d: &mut Partials<F>) -> (F, bool) {
+        let (eps, scale) = (k::<F>(self.eps), k::<F>(self.scale));
+        let (zero, one, half, two) = (F::zero(), F::one(), k::<F>(0.5), k::<F>(2.0));
+        let iou = Iou::new(geo, zero, eps);
+        iou.back(geo, -one, zero, d);
+        let [pw, ph, tw, th] = geo.sides;
+        // ww = 2·w_t^s/(w_t^s + h_t^s), hh = 2·h_t^s/(..); 1 and 1 for s = 0.
+        let ((sw, dsw, r1), (sh, dsh, r2)) = if S0 {
+            ((one, zero, false), (one, zero, false))
+        } else {
+            (pow::<F, false>(tw, scale), pow::<F, false>(th, scale))
+        };
+        let risky = r1 | r2;
+        let den = sw + sh;
+        let ((fw, live), fh) = if S0 {
+            ((half, false), half)
+        } else {
+            (div_or_zero(sw, den), div_or_zero(sh, den).0)
+        };
+        let (ww, hh) = (two * fw, two * fh);
+        // Distance: (hh·dx² + ww·dy²)/c².
+        let rc2 = one / (geo.diag2() + eps);
+        let (dx2, dy2) = (geo.dx * geo.dx, geo.dy * geo.dy);
+        let dist = (hh * dx2 + ww * dy2) * rc2;
+        let mut g_hh = dx2 * rc2;
+        let mut g_ww = dy2 * rc2;
+        d.dx += two * geo.dx * hh * rc2;
+        d.dy += two * geo.dy * ww * rc2;
+        d.diag2(geo, -dist * rc2);
+        // Shape: ω = k·|a − b|/max(a, b), k = hh for the widths, ww for the heights.
+        let (st_w, [gk, ga, gb]) = shape_cost(hh, pw, tw);
+        g_hh += half * gk;
+        d.add_sides(half, [ga, zero, gb, zero]);
+        let (st_h, [gk, ga, gb]) = shape_cost(ww, ph, th);
+        g_ww += half * gk;
+        d.add_sides(half, [zero, ga, zero, gb]);
+        if !S0 {
+            let (g_fw, g_fh) = (two * g_ww, two * g_hh);
+            let rden = sel(live, one / den, zero);
+            let g_den = -(g_fw * fw + g_fh * fh) * rden;
+            d.sides[2] += sel(live, (g_fw * rden + g_den) * dsw, zero);
+            d.sides[3] += sel(live, (g_fh * rden + g_den) * dsh, zero);
+        }
+        (one - iou.r + dist + half * (st_w + st_h), risky)
     }
-    1.0 - iou.r + dist + 0.5 * (st_w + st_h)
 }
 
-#[inline(always)]
-fn wise_iou(geo: &Geometry, version: WiseIouVersion, mean: f64, alpha: f64, delta: f64, d: &mut Partials) -> f64 {
-    let iou = Iou::or_zero(geo);
-    let l = 1.0 - iou.r;
-    let den = geo.cw * geo.cw + geo.ch * geo.ch; // a constant of the gradient
-    let (q, live) = div_or_zero(geo.rho2(), den);
-    let r = q.exp();
-    let beta = l * (1.0 / mean);
-    let f = match version {
-        WiseIouVersion::V1 => 1.0,
-        WiseIouVersion::V2 => beta.sqrt(),
-        WiseIouVersion::V3 => beta / ((beta * alpha.ln() + (-delta * alpha.ln())).exp() * delta),
-    };
-    iou.back(geo, -f * r, 0.0, d);
-    if live {
-        d.rho2(geo, f * r * l / den);
+/// `wise_iou_loss` version `V` (no eps): `inv_mean = 1/mean`, `ln_a = ln α`,
+/// `neg_d_ln_a = −δ·ln α`.
+#[derive(Clone, Copy)]
+struct Wise<const V: u8> {
+    inv_mean: f64,
+    ln_a: f64,
+    neg_d_ln_a: f64,
+    delta: f64,
+}
+
+impl<const V: u8> Wise<V> {
+    fn version<const W: u8>(self) -> Wise<W> {
+        let Self {
+            inv_mean,
+            ln_a,
+            neg_d_ln_a,
+            delta,
+        } = self;
+        Wise {
+            inv_mean,
+            ln_a,
+            neg_d_ln_a,
+            delta,
+        }
     }
-    r * l * f
 }
 
-#[inline(always)]
-fn nwd(geo: &Geometry, constant: f64, eps: f64, d: &mut Partials) -> f64 {
-    let [pw, ph, tw, th] = geo.sides;
-    let (sw, sh) = (pw - tw, ph - th);
-    let w2 = geo.rho2() + eps + (sw * sw + sh * sh) * 0.25;
-    let (c, dc) = clamp0(w2);
-    let s = c.sqrt();
-    let e = (-s / constant).exp();
-    // ∂/∂w² of 1 − e^{−√w²/C}.
-    let g = e / constant * dc / (2.0 * s);
-    d.rho2(geo, g);
-    let gs = 0.5 * g;
-    d.add_sides(1.0, [gs * sw, gs * sh, -gs * sw, -gs * sh]);
-    1.0 - e
+impl<const V: u8> Formula for Wise<V> {
+    #[inline(always)]
+    fn at<F: PairReal>(self, geo: &Geometry<F>, d: &mut Partials<F>) -> (F, bool) {
+        let (zero, one) = (F::zero(), F::one());
+        // A zero union (I/U = 0 with a zero gradient) is decided in f64 for an f32 lane.
+        let (iou, mut risky) = Iou::or_zero(geo);
+        let l = one - iou.r;
+        let den = geo.diag2(); // a constant of the gradient
+        let (q, live) = div_or_zero(geo.rho2(), den);
+        risky |= q > k::<F>(80.0);
+        let r = q.fast_exp();
+        let beta = l * k::<F>(self.inv_mean);
+        let f = match V {
+            1 => one,
+            2 => beta.sqrt(),
+            _ => beta / ((beta * k::<F>(self.ln_a) + k::<F>(self.neg_d_ln_a)).fast_exp() * k::<F>(self.delta)),
+        };
+        iou.back(geo, -f * r, zero, d);
+        let rden = sel(live, one / den, zero);
+        d.rho2(geo, f * r * l * rden);
+        (r * l * f, risky)
+    }
 }
 
+/// `focaler_iou_loss`: `k = 1/(u − d)`, `off = −d·k`.
+#[derive(Clone, Copy)]
+struct Focaler {
+    k: f64,
+    off: f64,
+    eps: f64,
+}
+
+impl Formula for Focaler {
+    const OUTER: bool = false;
+    #[inline(always)]
+    fn at<F: PairReal>(self, geo: &Geometry<F>, d: &mut Partials<F>) -> (F, bool) {
+        let (zero, one, eps, kk) = (F::zero(), F::one(), k::<F>(self.eps), k::<F>(self.k));
+        let iou = Iou::new(geo, eps, eps);
+        let m = iou.r * kk + k::<F>(self.off);
+        let inside = (m >= zero) & (m <= one);
+        let cm = sel(m < zero, zero, sel(m > one, one, m));
+        iou.back(geo, sel(inside, -kk, zero), zero, d);
+        // Near a bound of the clamp the side is decided in f64 (not for disjoint boxes, whose
+        // `I/U = 0` is exact).
+        let near = |b: F| ((m - b).abs() <= k::<F>(1e-5)) & (iou.r != zero);
+        (one - cm, near(zero) | near(one))
+    }
+}
+
+/// `nwd_loss`: `inv_c = 1/C`.
+#[derive(Clone, Copy)]
+struct Nwd {
+    inv_c: f64,
+    eps: f64,
+}
+
+impl Formula for Nwd {
+    const INTER: bool = false;
+    const OUTER: bool = false;
+    /// `W² = |c_p − c_t|² + ((w_p − w_t)² + (h_p − h_t)²)/4 = ½·Σ_k (p_k − t_k)²` per axis
+    /// (`((a + b)/2)² + ((b − a)/2)² = (a² + b²)/2` for the corner offsets `a`, `b`): a sum of
+    /// squares of the corner offsets, each one f32 subtraction, so the f32 distance has a few
+    /// ulp of relative error even for close boxes far from the origin (no cancellation, no f64
+    /// recomputation).
+    #[inline(always)]
+    fn at<F: PairReal>(self, geo: &Geometry<F>, d: &mut Partials<F>) -> (F, bool) {
+        let (one, half, inv_c) = (F::one(), k::<F>(0.5), k::<F>(self.inv_c));
+        let o = [0, 1, 2, 3].map(|i| geo.p[i] - geo.t[i]);
+        let w2 = (o[0] * o[0] + o[1] * o[1] + o[2] * o[2] + o[3] * o[3]) * half + k::<F>(self.eps);
+        let (c, dc) = clamp0(w2);
+        let s = c.sqrt();
+        let e = (-s * inv_c).fast_exp();
+        // ∂/∂w² of 1 − e^{−√w²/C}; ∂w²/∂(p_k − t_k) = p_k − t_k, as the offset and the sides'
+        // partials: ∂/∂dx = o₀ + o₂, ∂/∂w_p = −∂/∂w_t = (o₂ − o₀)/2.
+        let g = e * inv_c * dc * half / s;
+        d.dx += g * (o[0] + o[2]);
+        d.dy += g * (o[1] + o[3]);
+        let (gw, gh) = (g * half * (o[2] - o[0]), g * half * (o[3] - o[1]));
+        d.add_sides(one, [gw, gh, -gw, -gh]);
+        (one - e, false)
+    }
+}
+
+/// SIoU's marker for [`Partials::chain`] (it reads every extent; its loss is [`siou`], f64 only:
+/// not on the f32 lanes).
+#[derive(Clone, Copy)]
+struct Siou;
+
+impl Formula for Siou {
+    fn at<F: PairReal>(self, _: &Geometry<F>, _: &mut Partials<F>) -> (F, bool) {
+        unreachable!("siou_loss is computed by `siou`")
+    }
+}
+
+/// SIoU (f64 only: not on the f32 lanes).
 #[inline(always)]
-fn siou(geo: &Geometry, neg_gamma: bool, eps: f64, d: &mut Partials) -> f64 {
+fn siou(geo: &Geometry<f64>, neg_gamma: bool, eps: f64, d: &mut Partials<f64>) -> f64 {
     let iou = Iou::new(geo, 0.0, eps);
     let ((cw, dcw), (ch, dch)) = (clamp_at(geo.cw, eps), clamp_at(geo.ch, eps));
     // The centre offset target − pred, `+ eps`, in the composite's order of operations.
