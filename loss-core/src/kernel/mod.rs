@@ -255,6 +255,10 @@ pub fn run_tasks<P: Send, R: Send>(parallel: bool, tasks: Vec<P>, f: impl Fn(P) 
 /// Runs `f(items, pieces)` over the tasks of `0..n` ([`Split::ranges`]), where `pieces[k]` is the
 /// chunk's part of `planes[k]` (`per` values an item; `per = 0` for none): in parallel for large
 /// inputs, the results in chunk order.
+///
+/// Below the parallel threshold the chunks run on the calling thread as they are cut, with no
+/// task list (a small input pays for no allocation but the results').
+#[inline]
 pub fn for_each_chunk<T: Send, R: Send, const K: usize>(
     split: Split,
     n: usize,
@@ -262,18 +266,24 @@ pub fn for_each_chunk<T: Send, R: Send, const K: usize>(
     planes: [&mut [T]; K],
     f: impl Fn(Range<usize>, [&mut [T]; K]) -> R + Sync + Send,
 ) -> Vec<R> {
+    if split.whole_below && !split.parallel(n) {
+        return vec![f(0..n, planes.map(|p| &mut p[..n * per]))];
+    }
     let mut rest = planes;
-    let mut tasks = Vec::new();
-    for items in split.ranges(n) {
+    let tasks = split.ranges(n).map(|items| {
         let len = items.len() * per;
         let pieces = std::array::from_fn(|k| {
             let (head, tail) = std::mem::take(&mut rest[k]).split_at_mut(len);
             rest[k] = tail;
             head
         });
-        tasks.push((items, pieces));
+        (items, pieces)
+    });
+    if split.parallel(n) {
+        run_tasks(true, tasks.collect(), |(items, pieces)| f(items, pieces))
+    } else {
+        tasks.map(|(items, pieces)| f(items, pieces)).collect()
     }
-    run_tasks(split.parallel(n), tasks, |(items, pieces)| f(items, pieces))
 }
 
 /// A vector of `n` elements that `fill` initialises in full (the buffer is not zero-filled
@@ -338,16 +348,19 @@ pub fn build_optional<T: Send, R: Send, const M: usize>(
         for (k, p) in planes.iter_mut().enumerate() {
             rest[k] = p.as_mut().map(|v| &mut v.spare_capacity_mut()[..n * per[k]]);
         }
-        let mut tasks = Vec::new();
-        for items in split.ranges(n) {
+        let tasks = split.ranges(n).map(|items| {
             let pieces = std::array::from_fn(|k| {
                 let (head, tail) = rest[k].take()?.split_at_mut(items.len() * per[k]);
                 rest[k] = Some(tail);
                 Some(head)
             });
-            tasks.push((items, pieces));
+            (items, pieces)
+        });
+        if split.parallel(n) {
+            run_tasks(true, tasks.collect(), |(items, pieces)| write(items, pieces))
+        } else {
+            tasks.map(|(items, pieces)| write(items, pieces)).collect()
         }
-        run_tasks(split.parallel(n), tasks, |(items, pieces)| write(items, pieces))
     };
     for (k, p) in planes.iter_mut().enumerate() {
         if let Some(v) = p {
@@ -402,7 +415,7 @@ impl SavedGrad {
         let Some(storage) = self.take() else {
             return Ok(None);
         };
-        let u = upstream.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let u = scalar_f64(upstream)?;
         let chunk = Split::ELEMENTS.chunk;
         Ok(Some(match storage {
             CpuStorage::F32(mut v) => {
@@ -419,6 +432,19 @@ impl SavedGrad {
             }
             _ => return Ok(None),
         }))
+    }
+}
+
+/// The value of the 0-d tensor `t` in f64, read in its own dtype (f32 and f64 need no conversion
+/// op: a backward that reads its upstream gradient pays for none).
+///
+/// # Errors
+/// A tensor that is not 0-d.
+pub fn scalar_f64(t: &Tensor) -> Result<f64> {
+    match t.dtype() {
+        DType::F32 => Ok(f64::from(t.to_scalar::<f32>()?)),
+        DType::F64 => t.to_scalar::<f64>(),
+        _ => t.to_dtype(DType::F64)?.to_scalar::<f64>(),
     }
 }
 
@@ -464,7 +490,7 @@ impl<const K: usize> KeptGrads<K> {
             return Ok(None);
         };
         if upstream.rank() == 0 {
-            let u = upstream.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let u = scalar_f64(upstream)?;
             return Ok(Some(if u == 1.0 { g } else { g.affine(u, 0.0)? }));
         }
         let mut dims = upstream.dims().to_vec();
@@ -495,6 +521,7 @@ impl<'a> Arg<'a> {
     ///
     /// # Errors
     /// Another dtype, a strided layout (naming the argument `what`).
+    #[inline]
     pub fn contiguous<F: candle_core::WithDType>(&self, what: &str) -> Result<&'a [F]> {
         let v = F::cpu_storage_as_slice(self.storage)?;
         match self.layout.contiguous_offsets() {
