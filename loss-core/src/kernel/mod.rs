@@ -12,7 +12,7 @@
 //! | [`Split`], [`build`], [`build_planes`], [`build_optional`], [`for_each_chunk`], [`run_tasks`], [`uninit_vec`] | fills an output buffer (never zero-filled first) in fixed chunks, in parallel for large inputs, the chunks' results in order (the same sums on any number of threads) |
 //! | [`Elementwise`], [`elementwise`] | a loss `ℓ(x, t)` of two same-shape tensors from its value and partial derivatives: the whole forward and backward (values or the reduced sum, the gradient saved by a reduced forward) |
 //! | [`row_max`], [`row_sum_map`], [`row_sum_map_into`], [`row_exp_sum`], [`row_exp_sum_into`], [`row_softmax_into`], [`assume_init`] | the pieces of a softmax over `[N, C]` rows (row kernels) |
-//! | [`SavedGrad`], [`KeptGrads`] | gradients written by the forward and kept for the backward (taken by the first, or kept for every one) |
+//! | [`SavedGrad`], [`KeptGrads`], [`backward2`] | gradients written by the forward and kept for the backward (taken by the first, or kept for every one); the backward that takes the kept gradient or recomputes it |
 //! | [`Fused1`], [`Fused2`], [`Fused3`], [`Arg`], [`apply1`], [`apply2`], [`apply3`], [`apply3_no_bwd`] | the adapter: a forward over f32/f64 slices plus a backward becomes Candle's `CustomOp1/2/3`; the f32/f64 `match` is written here |
 //! | [`Path`], [`force`], [`with_path`], [`choose`] | which form runs: the one switch of the workspace |
 //!
@@ -433,6 +433,48 @@ impl SavedGrad {
             _ => return Ok(None),
         }))
     }
+
+    /// The gradient w.r.t. `x` in a backward: the kept gradient times the 0-d `upstream` where
+    /// the forward kept one ([`SavedGrad::take_scaled`]: the first backward), else
+    /// `recompute(upstream)` with `upstream` made contiguous (a second backward through the same
+    /// graph, or a forward that kept none, e.g. an unreduced loss).
+    ///
+    /// # Errors
+    /// A kept gradient with a non-scalar `upstream`; `recompute`'s.
+    pub fn take_or_recompute(
+        &self,
+        x: &Tensor,
+        upstream: &Tensor,
+        recompute: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        match self.take_scaled(x, upstream)? {
+            Some(g) => Ok(g),
+            None => recompute(&upstream.contiguous()?),
+        }
+    }
+}
+
+/// The backward of a [`Fused2`] loss `ℓ(a, b)` whose forward may keep `∂ℓ/∂a` in `saved`, with
+/// the gradient op `grad_op(wrt_b)`: a [`Fused3`] of `(a, b, upstream)` that writes `upstream ·
+/// ∂ℓ/∂a` (`wrt_b = false`) or `upstream · ∂ℓ/∂b` (`true`). Returns `(∂/∂a, ∂/∂b)`: `∂/∂a` from
+/// [`SavedGrad::take_or_recompute`], `∂/∂b` only when `b` is tracked (else `None`).
+///
+/// # Errors
+/// The gradient op's.
+pub fn backward2<G: Fused3>(
+    saved: &SavedGrad,
+    a: &Tensor,
+    b: &Tensor,
+    upstream: &Tensor,
+    grad_op: impl Fn(bool) -> G,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let ga = saved.take_or_recompute(a, upstream, |up| apply3_no_bwd(grad_op(false), a, b, up))?;
+    let gb = if b.track_op() {
+        Some(apply3_no_bwd(grad_op(true), a, b, &upstream.contiguous()?)?)
+    } else {
+        None
+    };
+    Ok((Some(ga), gb))
 }
 
 /// The value of the 0-d tensor `t` in f64, read in its own dtype (f32 and f64 need no conversion
