@@ -174,9 +174,12 @@ where
 /// - `builders TypeBuilders;`: declares the trait `TypeBuilders` of this config's `with_*`
 ///   builders, which a config that holds this one as a part implements (`=> TypeBuilders`);
 /// - `loss my_loss(beta, reduction);`: implements [`Loss`](crate::Loss) as the function
-///   `my_loss(input, target, self.beta, self.reduction)`, named `"my_loss"`; or
-///   `loss_of_config my_loss;`: as `my_loss(input, target, self)`, for functions that take the
-///   config.
+///   `my_loss(input, target, self.beta, self.reduction)`, named `"my_loss"` (a tensor field is
+///   passed as `weight.as_ref()`: `self.weight.as_ref()`); or `loss_of_config my_loss;`: as
+///   `my_loss(input, target, self)`, for functions that take the config;
+/// - `forward3 my_loss(input1, input2, target; margin, reduction);`: for a loss of three tensors,
+///   the method `forward3(&self, input1, input2, target)` that calls
+///   `my_loss(input1, input2, target, self.margin, self.reduction)`.
 #[macro_export]
 macro_rules! loss_config {
     (@builders [] $name:ident { $($field:ident : $ty:ty = $default:expr),* }) => {};
@@ -214,8 +217,9 @@ macro_rules! loss_config {
         $( tensors { $( $(#[$tmeta:meta])* $tfield:ident ),* $(,)? } )?
         $( parts { $( $(#[$pmeta:meta])* $pfield:ident : $pty:ty $(=> $ptrait:path)? ),* $(,)? } )?
         $( builders $trait:ident; )?
-        $( loss $fname:ident ( $($arg:ident),* ); )?
+        $( loss $fname:ident ( $($arg:ident $(. $argm:ident ())?),* ); )?
         $( loss_of_config $cfname:ident; )?
+        $( forward3 $f3name:ident ( $in1:ident, $in2:ident, $in3:ident; $($arg3:ident),* ); )?
     ) => {
         $(#[$meta])*
         $vis struct $name {
@@ -317,7 +321,25 @@ macro_rules! loss_config {
                     input: &$crate::config::Tensor,
                     target: &$crate::config::Tensor,
                 ) -> $crate::config::CandleResult<$crate::config::Tensor> {
-                    $fname(input, target, $(self.$arg),*)
+                    $fname(input, target, $(self.$arg $(.$argm())?),*)
+                }
+            }
+        )?
+
+        $(
+            impl $name {
+                #[doc = concat!("The loss of `(", stringify!($in1), ", ", stringify!($in2), ", ",
+                    stringify!($in3), ")` ([`", stringify!($f3name), "`]).")]
+                #[doc = ""]
+                #[doc = "# Errors"]
+                #[doc = concat!("As [`", stringify!($f3name), "`].")]
+                pub fn forward3(
+                    &self,
+                    $in1: &$crate::config::Tensor,
+                    $in2: &$crate::config::Tensor,
+                    $in3: &$crate::config::Tensor,
+                ) -> $crate::config::CandleResult<$crate::config::Tensor> {
+                    $f3name($in1, $in2, $in3, $(self.$arg3),*)
                 }
             }
         )?

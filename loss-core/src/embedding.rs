@@ -123,7 +123,7 @@ pub fn cosine_embedding_loss(
         return finish_cosine(LOSS, &cos, target, margin, reduction);
     }
     if kernel::choose(LOSS, input1)? {
-        return fused::cosine_embedding(input1, input2, target, margin, reduction);
+        return fused::cosine_embedding([input1, input2, target], margin, reduction);
     }
     let prod = input1.mul(input2)?.sum(D::Minus1)?;
     let m1 = input1.sqr()?.sum(D::Minus1)?.affine(1.0, 1e-12)?.sqrt()?;
@@ -201,18 +201,18 @@ impl TripletDistance {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The triplet margin loss `loss` of `[anchor, positive, negative]` with `distance` (both public
+/// forms).
 fn triplet(
     loss: &'static str,
-    anchor: &Tensor,
-    positive: &Tensor,
-    negative: &Tensor,
+    inputs: [&Tensor; 3],
     distance: TripletDistance,
     margin: f64,
     swap: bool,
     reduction: Reduction,
 ) -> Result<Tensor> {
-    float_triple(loss, ["anchor", "positive", "negative"], [anchor, positive, negative])?;
+    float_triple(loss, ["anchor", "positive", "negative"], inputs)?;
+    let [anchor, positive, negative] = inputs;
     if !matches!(anchor.rank(), 1 | 2) {
         return Err(check::bad_shape(loss, "anchor", anchor, "[N, D] or [D]"));
     }
@@ -229,7 +229,7 @@ fn triplet(
     };
     if let Some(eps) = euclidean.filter(|_| !swap && anchor.elem_count() > 0) {
         if kernel::choose(loss, anchor)? {
-            return fused::triplet_margin_euclidean(anchor, positive, negative, margin, eps, reduction);
+            return fused::triplet_margin_euclidean(inputs, margin, eps, reduction);
         }
     }
     let d_pos = distance.apply(anchor, positive)?;
@@ -268,12 +268,11 @@ pub fn triplet_margin_loss(
     swap: bool,
     reduction: Reduction,
 ) -> Result<Tensor> {
+    let distance = TripletDistance::Pairwise { p, eps };
     triplet(
         "triplet_margin_loss",
-        anchor,
-        positive,
-        negative,
-        TripletDistance::Pairwise { p, eps },
+        [anchor, positive, negative],
+        distance,
         margin,
         swap,
         reduction,
@@ -300,11 +299,10 @@ pub fn triplet_margin_with_distance_loss(
     swap: bool,
     reduction: Reduction,
 ) -> Result<Tensor> {
+    let inputs = [anchor, positive, negative];
     triplet(
         "triplet_margin_with_distance_loss",
-        anchor,
-        positive,
-        negative,
+        inputs,
         distance,
         margin,
         swap,
@@ -322,16 +320,7 @@ crate::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl CosineEmbeddingLoss {
-    /// The loss of the pair `(input1, input2)` labelled `target` ([`cosine_embedding_loss`]).
-    ///
-    /// # Errors
-    /// As [`cosine_embedding_loss`].
-    pub fn forward3(&self, input1: &Tensor, input2: &Tensor, target: &Tensor) -> Result<Tensor> {
-        cosine_embedding_loss(input1, input2, target, self.margin, self.reduction)
-    }
+    forward3 cosine_embedding_loss(input1, input2, target; margin, reduction);
 }
 
 crate::loss_config! {
@@ -350,17 +339,7 @@ crate::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl TripletMarginLoss {
-    /// The loss of the triplet ([`triplet_margin_loss`]).
-    ///
-    /// # Errors
-    /// As [`triplet_margin_loss`].
-    pub fn forward3(&self, anchor: &Tensor, positive: &Tensor, negative: &Tensor) -> Result<Tensor> {
-        let (c, r) = (self, self.reduction);
-        triplet_margin_loss(anchor, positive, negative, c.margin, c.p, c.eps, c.swap, r)
-    }
+    forward3 triplet_margin_loss(anchor, positive, negative; margin, p, eps, swap, reduction);
 }
 
 crate::loss_config! {
@@ -378,15 +357,7 @@ crate::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl TripletMarginWithDistanceLoss {
-    /// The loss of the triplet ([`triplet_margin_with_distance_loss`]).
-    ///
-    /// # Errors
-    /// As [`triplet_margin_with_distance_loss`].
-    pub fn forward3(&self, anchor: &Tensor, positive: &Tensor, negative: &Tensor) -> Result<Tensor> {
-        let (c, d) = (self, self.distance_function);
-        triplet_margin_with_distance_loss(anchor, positive, negative, d, c.margin, c.swap, c.reduction)
-    }
+    forward3 triplet_margin_with_distance_loss(
+        anchor, positive, negative; distance_function, margin, swap, reduction
+    );
 }

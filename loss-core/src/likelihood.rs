@@ -149,7 +149,7 @@ pub fn gaussian_nll_loss(
     })?;
     if input.elem_count() > 0 && var.dims() == input.dims() && kernel::choose(LOSS, input)? {
         // One pass, the check of `var` included.
-        return fused::gaussian_nll(input, target, var, full, eps, reduction);
+        return fused::gaussian_nll([input, target, var], full, eps, reduction);
     }
     check::values_in(LOSS, "var", var, 0.0, f64::INFINITY, "[0, inf) (a variance)")?;
     if input.elem_count() == 0 {
@@ -232,16 +232,7 @@ crate::loss_config! {
         /// The variance `Loss::forward` uses; `None` makes `forward` an error.
         var,
     }
-}
-
-impl GaussianNllLoss {
-    /// The loss of `input` against `target` with variance `var` ([`gaussian_nll_loss`]).
-    ///
-    /// # Errors
-    /// As [`gaussian_nll_loss`].
-    pub fn forward3(&self, input: &Tensor, target: &Tensor, var: &Tensor) -> Result<Tensor> {
-        gaussian_nll_loss(input, target, var, self.full, self.eps, self.reduction)
-    }
+    forward3 gaussian_nll_loss(input, target, var; full, eps, reduction);
 }
 
 impl Loss for GaussianNllLoss {

@@ -24,7 +24,6 @@ use crate::fused::{self, Pointwise};
 use crate::kernel;
 use crate::ops;
 use crate::reduction::{reduce, Reduction};
-use crate::Loss;
 use candle_core::{DType, Result, Tensor, D};
 
 /// `max(0, z)` with PyTorch's `clamp_min` gradient (1 at 0), NaN kept.
@@ -62,7 +61,7 @@ pub fn margin_ranking_loss(
     check::param(LOSS, "margin", margin, margin.is_finite(), "a finite value")?;
     reduction.standard(LOSS)?;
     if input1.elem_count() > 0 && kernel::choose(LOSS, input1)? {
-        return fused::margin_ranking(input1, input2, target, margin, reduction);
+        return fused::margin_ranking([input1, input2, target], margin, reduction);
     }
     let z = target.mul(&input1.sub(input2)?)?.affine(-1.0, margin)?;
     reduce(LOSS, &hinge(&z)?, reduction)
@@ -326,8 +325,8 @@ pub fn multi_margin_loss(
 
 crate::loss_config! {
     /// [`margin_ranking_loss`] as a value (`torch.nn.MarginRankingLoss`): three inputs, so it has
-    /// [`MarginRankingLoss::forward3`] instead of [`Loss`] (see the crate docs, "Losses of three or
-    /// four inputs").
+    /// [`MarginRankingLoss::forward3`] instead of [`Loss`](crate::Loss) (see the crate docs,
+    /// "Losses of three or four inputs").
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct MarginRankingLoss {
         /// Margin.
@@ -335,20 +334,11 @@ crate::loss_config! {
         /// Reduction.
         reduction: Reduction = Reduction::Mean,
     }
-}
-
-impl MarginRankingLoss {
-    /// The loss of the pair `(input1, input2)` ranked by `target` ([`margin_ranking_loss`]).
-    ///
-    /// # Errors
-    /// As [`margin_ranking_loss`].
-    pub fn forward3(&self, input1: &Tensor, input2: &Tensor, target: &Tensor) -> Result<Tensor> {
-        margin_ranking_loss(input1, input2, target, self.margin, self.reduction)
-    }
+    forward3 margin_ranking_loss(input1, input2, target; margin, reduction);
 }
 
 crate::loss_config! {
-    /// [`hinge_embedding_loss`] as a [`Loss`] value (`torch.nn.HingeEmbeddingLoss`).
+    /// [`hinge_embedding_loss`] as a [`Loss`](crate::Loss) value (`torch.nn.HingeEmbeddingLoss`).
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct HingeEmbeddingLoss {
         /// Margin.
@@ -360,7 +350,7 @@ crate::loss_config! {
 }
 
 crate::loss_config! {
-    /// [`soft_margin_loss`] as a [`Loss`] value (`torch.nn.SoftMarginLoss`).
+    /// [`soft_margin_loss`] as a [`Loss`](crate::Loss) value (`torch.nn.SoftMarginLoss`).
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct SoftMarginLoss {
         /// Reduction.
@@ -370,7 +360,7 @@ crate::loss_config! {
 }
 
 crate::loss_config! {
-    /// [`multilabel_soft_margin_loss`] as a [`Loss`] value (`torch.nn.MultiLabelSoftMarginLoss`).
+    /// [`multilabel_soft_margin_loss`] as a [`Loss`](crate::Loss) value (`torch.nn.MultiLabelSoftMarginLoss`).
     #[derive(Debug, Clone)]
     pub struct MultilabelSoftMarginLoss {
         /// Reduction.
@@ -380,19 +370,11 @@ crate::loss_config! {
         /// Per-class weight `[C]`.
         weight,
     }
-}
-
-impl Loss for MultilabelSoftMarginLoss {
-    fn name(&self) -> &'static str {
-        "multilabel_soft_margin_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        multilabel_soft_margin_loss(input, target, self.weight.as_ref(), self.reduction)
-    }
+    loss multilabel_soft_margin_loss(weight.as_ref(), reduction);
 }
 
 crate::loss_config! {
-    /// [`multilabel_margin_loss`] as a [`Loss`] value (`torch.nn.MultiLabelMarginLoss`).
+    /// [`multilabel_margin_loss`] as a [`Loss`](crate::Loss) value (`torch.nn.MultiLabelMarginLoss`).
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct MultilabelMarginLoss {
         /// Reduction.
@@ -402,7 +384,7 @@ crate::loss_config! {
 }
 
 crate::loss_config! {
-    /// [`multi_margin_loss`] as a [`Loss`] value (`torch.nn.MultiMarginLoss`).
+    /// [`multi_margin_loss`] as a [`Loss`](crate::Loss) value (`torch.nn.MultiMarginLoss`).
     #[derive(Debug, Clone)]
     pub struct MultiMarginLoss {
         /// Exponent, 1 or 2.
@@ -416,13 +398,5 @@ crate::loss_config! {
         /// Per-class weight `[C]`.
         weight,
     }
-}
-
-impl Loss for MultiMarginLoss {
-    fn name(&self) -> &'static str {
-        "multi_margin_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        multi_margin_loss(input, target, self.p, self.margin, self.weight.as_ref(), self.reduction)
-    }
+    loss multi_margin_loss(p, margin, weight.as_ref(), reduction);
 }

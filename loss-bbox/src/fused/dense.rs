@@ -581,27 +581,11 @@ impl<R: RowLoss> Fused2 for RowOp<R> {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let saved = if self.save_grad {
-            self.saved.take_scaled(x, grad)?
-        } else {
-            None
-        };
-        let grad = grad.contiguous()?;
-        let op = |wrt_aux| RowGradOp {
+        kernel::backward2(&self.saved, x, aux, grad, |wrt_aux| RowGradOp {
             r: self.r.clone(),
             reduction: self.reduction,
             wrt_aux,
-        };
-        let gx = match saved {
-            Some(g) => g,
-            None => kernel::apply3_no_bwd(op(false), x, aux, &grad)?,
-        };
-        let ga = if aux.track_op() {
-            Some(kernel::apply3_no_bwd(op(true), x, aux, &grad)?)
-        } else {
-            None
-        };
-        Ok((Some(gx), ga))
+        })
     }
 }
 

@@ -9,7 +9,6 @@ use crate::fused::{self, Pointwise};
 use crate::kernel;
 use crate::ops;
 use crate::reduction::{reduce, Reduction};
-use crate::Loss;
 use candle_core::{Result, Tensor};
 
 /// Broadcasts a `weight`-like tensor against `like`: the same shape, or 1-D of the last
@@ -139,7 +138,7 @@ pub(crate) fn bce_with_logits_elementwise(
 }
 
 crate::loss_config! {
-    /// [`binary_cross_entropy`] as a [`Loss`] value (`torch.nn.BCELoss`).
+    /// [`binary_cross_entropy`] as a [`Loss`](crate::Loss) value (`torch.nn.BCELoss`).
     #[derive(Debug, Clone)]
     pub struct BceLoss {
         /// Reduction.
@@ -149,19 +148,11 @@ crate::loss_config! {
         /// Weight (input's shape or 1-D along the last dimension).
         weight,
     }
-}
-
-impl Loss for BceLoss {
-    fn name(&self) -> &'static str {
-        "binary_cross_entropy"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        binary_cross_entropy(input, target, self.weight.as_ref(), self.reduction)
-    }
+    loss binary_cross_entropy(weight.as_ref(), reduction);
 }
 
 crate::loss_config! {
-    /// [`binary_cross_entropy_with_logits`] as a [`Loss`] value (`torch.nn.BCEWithLogitsLoss`).
+    /// [`binary_cross_entropy_with_logits`] as a [`Loss`](crate::Loss) value (`torch.nn.BCEWithLogitsLoss`).
     #[derive(Debug, Clone)]
     pub struct BceWithLogitsLoss {
         /// Reduction.
@@ -173,19 +164,5 @@ crate::loss_config! {
         /// Positive-class weight (1-D along the last dimension).
         pos_weight,
     }
-}
-
-impl Loss for BceWithLogitsLoss {
-    fn name(&self) -> &'static str {
-        "binary_cross_entropy_with_logits"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        binary_cross_entropy_with_logits(
-            input,
-            target,
-            self.weight.as_ref(),
-            self.pos_weight.as_ref(),
-            self.reduction,
-        )
-    }
+    loss binary_cross_entropy_with_logits(weight.as_ref(), pos_weight.as_ref(), reduction);
 }

@@ -15,7 +15,6 @@ use crate::error::LossError;
 use crate::fused::{self, CrossEntropyRows};
 use crate::kernel;
 use crate::reduction::{reduce, reduce_weighted_mean, sum_all, Reduction};
-use crate::Loss;
 use candle_core::{DType, Result, Tensor};
 
 /// PyTorch's default `ignore_index`.
@@ -104,23 +103,25 @@ fn batched(loss: &'static str, input: &Tensor, target: &Tensor, index: bool) -> 
     }
 }
 
-/// The weighted NLL of index targets from log-probabilities `logp` `[N, C, ...]`: the common core of
-/// [`cross_entropy`] and [`nll_loss`].
-fn nll_core(
-    loss: &'static str,
-    logp: &Tensor,
-    target: &Tensor,
-    weight: Option<&Tensor>,
+/// The options of the composite cross-entropy and NLL ([`cross_entropy`]'s arguments after the
+/// tensors).
+#[derive(Clone, Copy)]
+struct Options<'a> {
+    weight: Option<&'a Tensor>,
     ignore_index: i64,
     label_smoothing: f64,
     reduction: Reduction,
-) -> Result<Tensor> {
+}
+
+/// The weighted NLL of index targets from log-probabilities `logp` `[N, C, ...]`: the common core of
+/// [`cross_entropy`] and [`nll_loss`].
+fn nll_core(loss: &'static str, logp: &Tensor, target: &Tensor, o: Options<'_>) -> Result<Tensor> {
     let classes = logp.dim(1)?;
-    let (y_safe, kept, _) = index_target(loss, logp, target, ignore_index)?;
+    let (y_safe, kept, _) = index_target(loss, logp, target, o.ignore_index)?;
     let lp = classes_last(logp)?;
     let picked = lp.gather(&y_safe.unsqueeze(1)?, 1)?.squeeze(1)?;
     let scaled;
-    let weight = match (weight, reduction) {
+    let weight = match (o.weight, o.reduction) {
         (Some(w), Reduction::Mean) => {
             // The mean does not change when every weight is scaled alike: divide them by the
             // denominator Σ_kept w_y first, so that the gradient w_y / Σ w_y never goes through
@@ -142,16 +143,17 @@ fn nll_core(
     };
     let zeros = picked.zeros_like()?;
     let mut per = kept.where_cond(&picked.mul(&w_y)?.neg()?, &zeros)?;
-    if label_smoothing > 0.0 {
+    if o.label_smoothing > 0.0 {
         let all = match weight {
             Some(w) => lp.broadcast_mul(&w.unsqueeze(0)?)?,
             None => lp.clone(),
         };
         let smooth = kept.where_cond(&all.sum(1)?.neg()?, &zeros)?;
-        per = (per.affine(1.0 - label_smoothing, 0.0)? + smooth.affine(label_smoothing / classes as f64, 0.0)?)?;
+        let eps = o.label_smoothing;
+        per = (per.affine(1.0 - eps, 0.0)? + smooth.affine(eps / classes as f64, 0.0)?)?;
     }
     let den = kept.where_cond(&w_y, &zeros)?;
-    match reduction.standard(loss)? {
+    match o.reduction.standard(loss)? {
         Reduction::None => per.reshape(index_target_dims(logp)),
         r => reduce_weighted_mean(loss, &per, &den, r),
     }
@@ -225,9 +227,8 @@ pub fn cross_entropy(
     check_common(LOSS, &x, weight, label_smoothing)?;
     if index && kernel::choose(LOSS, &x)? {
         index_target(LOSS, &x, &t, ignore_index)?;
-        let weight = weight.map(|w| w.to_dtype(DType::F64)?.to_vec1::<f64>()).transpose()?;
         let opts = CrossEntropyRows {
-            weight,
+            weight: weight.map(|w| w.to_dtype(DType::F64)?.to_vec1::<f64>()).transpose()?,
             ignore_index,
             label_smoothing,
             reduction,
@@ -251,10 +252,16 @@ pub fn cross_entropy(
         x
     };
     let logp = log_softmax(&x, 1)?;
+    let o = Options {
+        weight,
+        ignore_index,
+        label_smoothing,
+        reduction,
+    };
     let out = if index {
-        nll_core(LOSS, &logp, &t, weight, ignore_index, label_smoothing, reduction)?
+        nll_core(LOSS, &logp, &t, o)?
     } else {
-        soft_targets(LOSS, &logp, &t, weight, ignore_index, label_smoothing, reduction)?
+        soft_targets(LOSS, &logp, &t, o)?
     };
     if unbatched && reduction == Reduction::None {
         out.squeeze(0)
@@ -263,15 +270,9 @@ pub fn cross_entropy(
     }
 }
 
-fn soft_targets(
-    loss: &'static str,
-    logp: &Tensor,
-    target: &Tensor,
-    weight: Option<&Tensor>,
-    ignore_index: i64,
-    label_smoothing: f64,
-    reduction: Reduction,
-) -> Result<Tensor> {
+/// The cross-entropy of probability targets `target` (`logp`'s shape) from log-probabilities.
+fn soft_targets(loss: &'static str, logp: &Tensor, target: &Tensor, o: Options<'_>) -> Result<Tensor> {
+    let (ignore_index, label_smoothing) = (o.ignore_index, o.label_smoothing);
     check::same_shape(loss, "target", target, "input", logp)?;
     check::same_dtype(loss, "target", target, "input", logp)?;
     if ignore_index >= 0 {
@@ -296,13 +297,13 @@ fn soft_targets(
     let masked = t.eq(0.0)?.mul(&logp.eq(f64::NEG_INFINITY)?)?;
     let logp = masked.where_cond(&logp.zeros_like()?, logp)?;
     let mut prod = logp.mul(&t)?;
-    if let Some(w) = weight {
+    if let Some(w) = o.weight {
         let mut shape = vec![1usize; logp.rank()];
         shape[1] = classes;
         prod = prod.broadcast_mul(&w.reshape(shape)?)?;
     }
     let per = prod.sum(1)?.neg()?;
-    reduce(loss, &per, reduction)
+    reduce(loss, &per, o.reduction)
 }
 
 /// Negative log-likelihood of class-index targets given log-probabilities
@@ -328,7 +329,13 @@ pub fn nll_loss(
     reduction.standard(LOSS)?;
     let (x, t, unbatched) = batched(LOSS, input, target, true)?;
     check_common(LOSS, &x, weight, 0.0)?;
-    let out = nll_core(LOSS, &x, &t, weight, ignore_index, 0.0, reduction)?;
+    let o = Options {
+        weight,
+        ignore_index,
+        label_smoothing: 0.0,
+        reduction,
+    };
+    let out = nll_core(LOSS, &x, &t, o)?;
     if unbatched && reduction == Reduction::None {
         out.squeeze(0)
     } else {
@@ -337,7 +344,7 @@ pub fn nll_loss(
 }
 
 crate::loss_config! {
-    /// [`cross_entropy`] as a [`Loss`] value (`torch.nn.CrossEntropyLoss`).
+    /// [`cross_entropy`] as a [`Loss`](crate::Loss) value (`torch.nn.CrossEntropyLoss`).
     #[derive(Debug, Clone)]
     pub struct CrossEntropyLoss {
         /// Ignored target value.
@@ -351,26 +358,11 @@ crate::loss_config! {
         /// Per-class weights `[C]`.
         weight,
     }
-}
-
-impl Loss for CrossEntropyLoss {
-    fn name(&self) -> &'static str {
-        "cross_entropy"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        cross_entropy(
-            input,
-            target,
-            self.weight.as_ref(),
-            self.ignore_index,
-            self.label_smoothing,
-            self.reduction,
-        )
-    }
+    loss cross_entropy(weight.as_ref(), ignore_index, label_smoothing, reduction);
 }
 
 crate::loss_config! {
-    /// [`nll_loss`] as a [`Loss`] value (`torch.nn.NLLLoss`).
+    /// [`nll_loss`] as a [`Loss`](crate::Loss) value (`torch.nn.NLLLoss`).
     #[derive(Debug, Clone)]
     pub struct NllLoss {
         /// Ignored target value.
@@ -382,13 +374,5 @@ crate::loss_config! {
         /// Per-class weights `[C]`.
         weight,
     }
-}
-
-impl Loss for NllLoss {
-    fn name(&self) -> &'static str {
-        "nll_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        nll_loss(input, target, self.weight.as_ref(), self.ignore_index, self.reduction)
-    }
+    loss nll_loss(weight.as_ref(), ignore_index, reduction);
 }

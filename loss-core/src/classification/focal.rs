@@ -12,7 +12,6 @@ use crate::fused::{self, Pointwise};
 use crate::kernel;
 use crate::ops;
 use crate::reduction::{reduce, reduce_weighted_mean, Reduction};
-use crate::Loss;
 use candle_core::{Result, Tensor};
 
 fn check_gamma(loss: &'static str, gamma: f64) -> Result<()> {
@@ -168,7 +167,7 @@ pub fn softmax_focal_loss(
 }
 
 crate::loss_config! {
-    /// [`sigmoid_focal_loss`] as a [`Loss`] value.
+    /// [`sigmoid_focal_loss`] as a [`Loss`](crate::Loss) value.
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct SigmoidFocalLoss {
         /// Class balance in `[0, 1]`, or -1 for none.
@@ -182,7 +181,7 @@ crate::loss_config! {
 }
 
 crate::loss_config! {
-    /// [`softmax_focal_loss`] as a [`Loss`] value.
+    /// [`softmax_focal_loss`] as a [`Loss`](crate::Loss) value.
     #[derive(Debug, Clone)]
     pub struct SoftmaxFocalLoss {
         /// Focusing parameter ≥ 0.
@@ -196,20 +195,5 @@ crate::loss_config! {
         /// Per-class weights `[C]`.
         alpha,
     }
-}
-
-impl Loss for SoftmaxFocalLoss {
-    fn name(&self) -> &'static str {
-        "softmax_focal_loss"
-    }
-    fn forward(&self, input: &Tensor, target: &Tensor) -> Result<Tensor> {
-        softmax_focal_loss(
-            input,
-            target,
-            self.alpha.as_ref(),
-            self.gamma,
-            self.ignore_index,
-            self.reduction,
-        )
-    }
+    loss softmax_focal_loss(alpha.as_ref(), gamma, ignore_index, reduction);
 }

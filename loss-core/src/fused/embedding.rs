@@ -11,9 +11,9 @@
 //!   leaves the normal range is recomputed on the vector divided by its largest magnitude, as the
 //!   composite form does for every norm.
 
-use super::items::{hinge_grad, row_count, rows, sum_lanes, Items, Out, Plan};
+use super::items::{self, hinge_grad, sum_lanes, ItemLoss, ItemShape, Items, Out, Plan};
 use super::relu;
-use crate::kernel::{self, Arg, Fused3, Real};
+use crate::kernel::{Arg, Real};
 use crate::reduction::Reduction;
 use candle_core::{Result, Shape, Tensor};
 use std::mem::MaybeUninit;
@@ -82,43 +82,30 @@ impl<F: Real> Items<F> for Cosine<'_, F> {
 
 struct CosineOp {
     margin: f64,
-    plan: Plan,
 }
 
-impl Fused3 for CosineOp {
-    fn name(&self) -> &'static str {
-        "fused-cosine-embedding-loss"
-    }
+impl ItemLoss<3> for CosineOp {
+    const NAME: &'static str = "fused-cosine-embedding-loss";
+    const GRADS: [bool; 3] = [true, true, false];
 
-    fn forward<F: Real>(&self, x1: Arg<'_>, x2: Arg<'_>, y: Arg<'_>) -> Result<(Vec<F>, Shape)> {
-        let (n, d, item_shape) = rows(&x1);
+    fn forward<F: Real>(&self, plan: &Plan, [x1, x2, y]: [Arg<'_>; 3]) -> Result<(Vec<F>, Shape)> {
+        let s = ItemShape::rows(&x1);
         let k = Cosine {
             x1: x1.contiguous::<F>("input1")?,
             x2: x2.contiguous::<F>("input2")?,
             y: y.contiguous::<F>("target")?,
-            d,
+            d: s.d,
             margin: F::of(self.margin),
         };
-        self.plan.run(&k, n, d, &item_shape, x1.layout.shape())
-    }
-
-    fn backward(&self, _: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> Result<kernel::Grads3> {
-        self.plan.backward(grad)
+        plan.run(&k, &s)
     }
 }
 
 /// The fused cosine embedding loss of already-checked `[N, D]` or `[D]` `input1`, `input2` (not
-/// empty) and their ±1 `target` (`[N]` or 0-d), one dtype. Gradients flow to both inputs.
-pub fn cosine_embedding(
-    input1: &Tensor,
-    input2: &Tensor,
-    target: &Tensor,
-    margin: f64,
-    reduction: Reduction,
-) -> Result<Tensor> {
-    let (x1, x2, y) = (input1.contiguous()?, input2.contiguous()?, target.contiguous()?);
-    let plan = Plan::new(reduction, row_count(&x1), [Some(&x1), Some(&x2), None]);
-    kernel::apply3(CosineOp { margin, plan }, &x1, &x2, &y)
+/// empty) and their ±1 `target` (`[N]` or 0-d), one dtype: `[input1, input2, target]`.
+/// Gradients flow to both inputs.
+pub fn cosine_embedding(inputs: [&Tensor; 3], margin: f64, reduction: Reduction) -> Result<Tensor> {
+    items::apply3(CosineOp { margin }, inputs, reduction)
 }
 
 /// `(‖v‖₂, m, ‖v/m‖₂)` from the sum of squares `s` of `v`: `m = 1` while `s` is a normal number
@@ -255,44 +242,29 @@ impl<F: Real> Items<F> for Triplet<'_, F> {
 struct TripletOp {
     margin: f64,
     eps: f64,
-    plan: Plan,
 }
 
-impl Fused3 for TripletOp {
-    fn name(&self) -> &'static str {
-        "fused-triplet-margin-loss"
-    }
+impl ItemLoss<3> for TripletOp {
+    const NAME: &'static str = "fused-triplet-margin-loss";
+    const GRADS: [bool; 3] = [true; 3];
 
-    fn forward<F: Real>(&self, a: Arg<'_>, p: Arg<'_>, n: Arg<'_>) -> Result<(Vec<F>, Shape)> {
-        let (rows_n, d, item_shape) = rows(&a);
+    fn forward<F: Real>(&self, plan: &Plan, [a, p, n]: [Arg<'_>; 3]) -> Result<(Vec<F>, Shape)> {
+        let s = ItemShape::rows(&a);
         let k = Triplet {
             a: a.contiguous::<F>("anchor")?,
             p: p.contiguous::<F>("positive")?,
             n: n.contiguous::<F>("negative")?,
-            d,
+            d: s.d,
             margin: F::of(self.margin),
             eps: F::of(self.eps),
         };
-        self.plan.run(&k, rows_n, d, &item_shape, a.layout.shape())
-    }
-
-    fn backward(&self, _: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> Result<kernel::Grads3> {
-        self.plan.backward(grad)
+        plan.run(&k, &s)
     }
 }
 
 /// The fused triplet margin loss with the Euclidean distance (`p = 2`, no swap) of
-/// already-checked `[N, D]` or `[D]` `anchor`, `positive`, `negative` (one shape and dtype, not
+/// already-checked `[N, D]` or `[D]` `[anchor, positive, negative]` (one shape and dtype, not
 /// empty). Gradients flow to all three.
-pub fn triplet_margin_euclidean(
-    anchor: &Tensor,
-    positive: &Tensor,
-    negative: &Tensor,
-    margin: f64,
-    eps: f64,
-    reduction: Reduction,
-) -> Result<Tensor> {
-    let (a, p, n) = (anchor.contiguous()?, positive.contiguous()?, negative.contiguous()?);
-    let plan = Plan::new(reduction, row_count(&a), [Some(&a), Some(&p), Some(&n)]);
-    kernel::apply3(TripletOp { margin, eps, plan }, &a, &p, &n)
+pub fn triplet_margin_euclidean(inputs: [&Tensor; 3], margin: f64, eps: f64, reduction: Reduction) -> Result<Tensor> {
+    items::apply3(TripletOp { margin, eps }, inputs, reduction)
 }

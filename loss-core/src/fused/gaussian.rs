@@ -4,9 +4,9 @@
 //! gradient, as PyTorch). One pass over the three inputs, through [`super::items`]; the check
 //! that `var` holds no negative entry is made in the same pass.
 
-use super::items::{Items, Out, Plan};
-use crate::kernel::{self, Arg, Fused3, Real};
+use super::items::{self, ItemLoss, ItemShape, Items, Out, Plan};
 use crate::kernel::{accumulate, BLOCK, LANES};
+use crate::kernel::{Arg, Real};
 use crate::reduction::Reduction;
 use crate::LossError;
 use candle_core::{Result, Shape, Tensor};
@@ -87,15 +87,13 @@ impl<F: Real> Items<F> for Gaussian<'_, F> {
 struct GaussianOp {
     eps: f64,
     full: bool,
-    plan: Plan,
 }
 
-impl Fused3 for GaussianOp {
-    fn name(&self) -> &'static str {
-        "fused-gaussian-nll-loss"
-    }
+impl ItemLoss<3> for GaussianOp {
+    const NAME: &'static str = "fused-gaussian-nll-loss";
+    const GRADS: [bool; 3] = [true; 3];
 
-    fn forward<F: Real>(&self, x: Arg<'_>, t: Arg<'_>, v: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+    fn forward<F: Real>(&self, plan: &Plan, [x, t, v]: [Arg<'_>; 3]) -> Result<(Vec<F>, Shape)> {
         let negative = AtomicBool::new(false);
         let k = Gaussian {
             x: x.contiguous::<F>("input")?,
@@ -106,7 +104,7 @@ impl Fused3 for GaussianOp {
             negative: &negative,
         };
         let shape = x.layout.shape();
-        let out = self.plan.run(&k, shape.elem_count(), 1, shape, shape)?;
+        let out = plan.run(&k, &ItemShape::elements(&x))?;
         if negative.load(Ordering::Relaxed) {
             return Err(LossError::BadValues {
                 loss: "gaussian_nll_loss",
@@ -118,24 +116,10 @@ impl Fused3 for GaussianOp {
         }
         Ok(out)
     }
-
-    fn backward(&self, _: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> Result<kernel::Grads3> {
-        self.plan.backward(grad)
-    }
 }
 
-/// The fused Gaussian NLL of already-checked `input`, `target` and `var`, all three of one shape
-/// and dtype (not empty); a negative entry of `var` is the error the composite form's check
-/// gives.
-pub fn gaussian_nll(
-    input: &Tensor,
-    target: &Tensor,
-    var: &Tensor,
-    full: bool,
-    eps: f64,
-    reduction: Reduction,
-) -> Result<Tensor> {
-    let (x, t, v) = (input.contiguous()?, target.contiguous()?, var.contiguous()?);
-    let plan = Plan::new(reduction, x.elem_count() as f64, [Some(&x), Some(&t), Some(&v)]);
-    kernel::apply3(GaussianOp { eps, full, plan }, &x, &t, &v)
+/// The fused Gaussian NLL of already-checked `[input, target, var]`, all three of one shape and
+/// dtype (not empty); a negative entry of `var` is the error the composite form's check gives.
+pub fn gaussian_nll(inputs: [&Tensor; 3], full: bool, eps: f64, reduction: Reduction) -> Result<Tensor> {
+    items::apply3(GaussianOp { eps, full }, inputs, reduction)
 }

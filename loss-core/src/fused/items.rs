@@ -4,12 +4,16 @@
 //!
 //! One forward pass over the inputs writes, chunk by chunk of whole items, each item's loss (for
 //! `Reduction::None`) or their sum (in f64), and, for every input that needs a gradient,
-//! `s · ∂ℓᵢ/∂input` with `s = 1/divisor` for `Mean`, 1 otherwise. Those gradients are kept
+//! `s · ∂ℓᵢ/∂input` with `s = 1/n` for `Mean` over `n` items, 1 otherwise. Those gradients are kept
 //! ([`KeptGrads`]) and the backward multiplies them by its upstream gradient (a scalar, or one
 //! value per item): no second pass over the inputs, nothing done for the usual upstream 1.
+//!
+//! A loss implements [`Items`] (the chunk loop) and [`ItemLoss`] (its name, and the forward that
+//! reads the arguments and runs [`Plan::run`]), and is applied with [`apply2`] or [`apply3`]: the
+//! driver writes the op, its plan and its backward.
 
 use crate::kernel::BLOCK;
-use crate::kernel::{self, Arg, KeptGrads, Real, Split};
+use crate::kernel::{self, Arg, Fused2, Fused3, KeptGrads, Real, Split};
 use crate::reduction::Reduction;
 use candle_core::{Result, Shape, Tensor};
 use std::mem::MaybeUninit;
@@ -31,61 +35,150 @@ pub(crate) trait Items<F: Real>: Sync {
     fn chunk(&self, items: Range<usize>, scale: F, out: Out<'_, F>) -> f64;
 }
 
-/// [`Items::chunk`] compiled for AVX2 + FMA when the CPU has them (`kernel::with_simd` written out
-/// as a generic function, as the row kernels of cross-entropy: the closure form ran slower).
-fn chunk_simd<F: Real, K: Items<F>>(k: &K, items: Range<usize>, scale: F, out: Out<'_, F>) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<F: Real, K: Items<F>>(k: &K, items: Range<usize>, scale: F, out: Out<'_, F>) -> f64 {
-            k.chunk(items, scale, out)
-        }
-        if kernel::has_avx2_fma() {
-            // SAFETY: the features were just detected on this CPU.
-            return unsafe { avx2(k, items, scale, out) };
-        }
-    }
+/// [`Items::chunk`] as a function, for [`chunk_simd`].
+#[inline(always)]
+fn chunk<F: Real, K: Items<F>>(k: &K, items: Range<usize>, scale: F, out: Out<'_, F>) -> f64 {
     k.chunk(items, scale, out)
 }
 
-/// The plan of one fused call: the reduction, what `Mean` divides by, which of the three float
-/// inputs need a gradient, and the gradients the forward keeps.
+// [`chunk`] compiled for AVX2 + FMA when the CPU has them (the closure form of `with_simd` ran
+// slower, as for the row kernels of cross-entropy).
+crate::simd_entry!(chunk_simd<F: Real, K: Items<F>>(k: &K, items: Range<usize>, scale: F, out: Out<'_, F>) -> f64 = chunk);
+
+/// A loss of the item driver over `N` tensors: its name, and the forward that reads the
+/// arguments, builds its [`Items`] and runs them through the plan ([`Plan::run`]). The driver
+/// makes it an op ([`apply2`], [`apply3`]) whose backward is the plan's kept gradients.
+pub(crate) trait ItemLoss<const N: usize>: Send + Sync + 'static {
+    /// The op's name.
+    const NAME: &'static str;
+    /// Which arguments take a gradient (where they are tracked).
+    const GRADS: [bool; N];
+    /// The output (each item's loss or the reduced value) for the dtype `F` of the arguments.
+    ///
+    /// # Errors
+    /// A strided or mistyped argument; what the loss rejects.
+    fn forward<F: Real>(&self, plan: &Plan, args: [Arg<'_>; N]) -> Result<(Vec<F>, Shape)>;
+}
+
+/// An [`ItemLoss`] with its [`Plan`]: a [`Fused2`] or [`Fused3`] of the kernel layer.
+struct Driven<K> {
+    k: K,
+    plan: Plan,
+}
+
+impl<K: ItemLoss<2>> Fused2 for Driven<K> {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+
+    fn forward<F: Real>(&self, a: Arg<'_>, b: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        self.k.forward(&self.plan, [a, b])
+    }
+
+    fn backward(&self, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (ga, gb, _) = self.plan.backward(grad)?;
+        Ok((ga, gb))
+    }
+}
+
+impl<K: ItemLoss<3>> Fused3 for Driven<K> {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+
+    fn forward<F: Real>(&self, a: Arg<'_>, b: Arg<'_>, c: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+        self.k.forward(&self.plan, [a, b, c])
+    }
+
+    fn backward(&self, _: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> Result<kernel::Grads3> {
+        self.plan.backward(grad)
+    }
+}
+
+/// Applies the two-tensor item loss `k` to already-checked CPU `inputs` (made contiguous here).
+pub(crate) fn apply2<K: ItemLoss<2>>(k: K, [a, b]: [&Tensor; 2], reduction: Reduction) -> Result<Tensor> {
+    let (a, b) = (a.contiguous()?, b.contiguous()?);
+    let plan = Plan::new(reduction, [&a, &b], K::GRADS);
+    kernel::apply2(Driven { k, plan }, &a, &b)
+}
+
+/// Applies the three-tensor item loss `k` to already-checked CPU `inputs`, as [`apply2`].
+pub(crate) fn apply3<K: ItemLoss<3>>(k: K, [a, b, c]: [&Tensor; 3], reduction: Reduction) -> Result<Tensor> {
+    let (a, b, c) = (a.contiguous()?, b.contiguous()?, c.contiguous()?);
+    let plan = Plan::new(reduction, [&a, &b, &c], K::GRADS);
+    kernel::apply3(Driven { k, plan }, &a, &b, &c)
+}
+
+/// The items of one call: `n` items of `d` values, the shape of one value per item (the
+/// unreduced output) and that of the gradients (the first argument's).
+pub(crate) struct ItemShape {
+    /// The number of items.
+    pub n: usize,
+    /// Values an item.
+    pub d: usize,
+    item: Shape,
+    grad: Shape,
+}
+
+impl ItemShape {
+    /// The `[N, D]` or `[D]` rows of `x`: `[N]` or `[]` values.
+    pub(crate) fn rows(x: &Arg<'_>) -> ItemShape {
+        let dims = x.dims();
+        let d = dims.last().copied().unwrap_or(1);
+        ItemShape {
+            n: x.layout.shape().elem_count() / d.max(1),
+            d,
+            item: Shape::from(&dims[..dims.len().saturating_sub(1)]),
+            grad: x.layout.shape().clone(),
+        }
+    }
+
+    /// The elements of `x`, one value each.
+    pub(crate) fn elements(x: &Arg<'_>) -> ItemShape {
+        let shape = x.layout.shape();
+        ItemShape {
+            n: shape.elem_count(),
+            d: 1,
+            item: shape.clone(),
+            grad: shape.clone(),
+        }
+    }
+}
+
+/// The plan of one fused call: the reduction (`Mean` divides by the number of items), which of
+/// the three float inputs need a gradient, and the gradients the forward keeps.
 #[derive(Debug)]
 pub(crate) struct Plan {
     reduction: Reduction,
-    divisor: f64,
     want: [bool; 3],
     kept: KeptGrads<3>,
 }
 
 impl Plan {
-    /// A plan for `inputs` (the float inputs in order; `None` for one that takes no gradient);
-    /// `Mean` divides by `divisor`.
-    pub(crate) fn new(reduction: Reduction, divisor: f64, inputs: [Option<&Tensor>; 3]) -> Plan {
+    /// A plan: input `i` gets a gradient where `grads[i]` and it is tracked.
+    fn new<const N: usize>(reduction: Reduction, inputs: [&Tensor; N], grads: [bool; N]) -> Plan {
+        let mut want = [false; 3];
+        for (w, (t, g)) in want.iter_mut().zip(inputs.into_iter().zip(grads)) {
+            *w = g && t.track_op();
+        }
         Plan {
             reduction,
-            divisor,
-            want: inputs.map(|t| t.is_some_and(Tensor::track_op)),
+            want,
             kept: KeptGrads::default(),
         }
     }
 
-    /// Runs `k` over `n` items of `d` values: the output (each item's loss, of `item_shape`, or
-    /// the reduced 0-d value); keeps the gradients, of `grad_shape`.
+    /// Runs `k` over the items `s`: the output (each item's loss, of `s`'s item shape, or the
+    /// reduced 0-d value); keeps the gradients.
     ///
     /// # Errors
     /// A gradient or output that does not fit its shape (a bug).
-    pub(crate) fn run<F: Real, K: Items<F>>(
-        &self,
-        k: &K,
-        n: usize,
-        d: usize,
-        item_shape: &Shape,
-        grad_shape: &Shape,
-    ) -> Result<(Vec<F>, Shape)> {
+    pub(crate) fn run<F: Real, K: Items<F>>(&self, k: &K, s: &ItemShape) -> Result<(Vec<F>, Shape)> {
+        let (n, d) = (s.n, s.d);
         let none = self.reduction == Reduction::None;
         let mean = self.reduction == Reduction::Mean;
-        let scale = F::of(if mean { 1.0 / self.divisor } else { 1.0 });
+        let divisor = n as f64;
+        let scale = F::of(if mean { 1.0 / divisor } else { 1.0 });
         let split = Split::new((Split::ELEMENTS.chunk / d.max(1)).max(1));
         let w = self.want;
         let ([vals, g0, g1, g2], sums) = kernel::build_optional(
@@ -105,11 +198,11 @@ impl Plan {
                 )
             },
         );
-        self.kept.keep([g0, g1, g2], grad_shape)?;
+        self.kept.keep([g0, g1, g2], &s.grad)?;
         let sum: f64 = sums.iter().sum();
         Ok(match vals {
-            Some(v) => (v, item_shape.clone()),
-            None if mean => (vec![F::of(sum / self.divisor)], Shape::from(())),
+            Some(v) => (v, s.item.clone()),
+            None if mean => (vec![F::of(sum / divisor)], Shape::from(())),
             None => (vec![F::of(sum)], Shape::from(())),
         })
     }
@@ -118,27 +211,13 @@ impl Plan {
     ///
     /// # Errors
     /// An upstream of a shape that does not fit.
-    pub(crate) fn backward(&self, grad: &Tensor) -> Result<kernel::Grads3> {
+    fn backward(&self, grad: &Tensor) -> Result<kernel::Grads3> {
         Ok((
             self.kept.scaled(0, grad)?,
             self.kept.scaled(1, grad)?,
             self.kept.scaled(2, grad)?,
         ))
     }
-}
-
-/// `(n, d, item shape)` of `[N, D]` or `[D]` rows: their count, their length, and the shape of
-/// one value per row (`[N]` or `[]`).
-pub(crate) fn rows(x: &Arg<'_>) -> (usize, usize, Shape) {
-    let dims = x.dims();
-    let d = dims.last().copied().unwrap_or(1);
-    let n = x.layout.shape().elem_count() / d.max(1);
-    (n, d, Shape::from(&dims[..dims.len().saturating_sub(1)]))
-}
-
-/// The number of rows of a non-empty `[N, D]` or `[D]` tensor (what `Mean` divides by).
-pub(crate) fn row_count(x: &Tensor) -> f64 {
-    (x.elem_count() / x.dims().last().copied().unwrap_or(1).max(1)) as f64
 }
 
 /// Lanes of the row loops (8 f32 = one AVX2 register).

@@ -12,10 +12,10 @@
 //!
 //! The class weights are constants here (a weight that needs a gradient takes the composite form).
 
-use super::items::{hinge_grad, row_count, rows, sum_lanes, Items, Out, Plan};
+use super::items::{self, hinge_grad, sum_lanes, ItemLoss, ItemShape, Items, Out, Plan};
 use super::{logistic, relu, select, softmax::targets, softplus_neg};
-use crate::kernel::{self, Arg, Fused2, Fused3, Real};
 use crate::kernel::{accumulate, BLOCK, LANES};
+use crate::kernel::{Arg, Real};
 use crate::reduction::Reduction;
 use candle_core::{Result, Shape, Tensor};
 use std::ops::Range;
@@ -82,29 +82,17 @@ impl<F: Real> Items<F> for Multilabel<'_, F> {
 
 struct MultilabelOp {
     weight: Option<Vec<f64>>,
-    plan: Plan,
 }
 
-impl Fused2 for MultilabelOp {
-    fn name(&self) -> &'static str {
-        "fused-multilabel-soft-margin-loss"
-    }
+impl ItemLoss<2> for MultilabelOp {
+    const NAME: &'static str = "fused-multilabel-soft-margin-loss";
+    const GRADS: [bool; 2] = [true, true];
 
-    fn forward<F: Real>(&self, x: Arg<'_>, t: Arg<'_>) -> Result<(Vec<F>, Shape)> {
-        let (n, c, item_shape) = rows(&x);
-        let w = weights::<F>(&self.weight, c);
-        let k = Multilabel {
-            x: x.contiguous::<F>("input")?,
-            t: t.contiguous::<F>("target")?,
-            w: &w,
-            c,
-        };
-        self.plan.run(&k, n, c, &item_shape, x.layout.shape())
-    }
-
-    fn backward(&self, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (gx, gt, _) = self.plan.backward(grad)?;
-        Ok((gx, gt))
+    fn forward<F: Real>(&self, plan: &Plan, [x, t]: [Arg<'_>; 2]) -> Result<(Vec<F>, Shape)> {
+        let s = ItemShape::rows(&x);
+        let w = weights::<F>(&self.weight, s.d);
+        let (x, t) = (x.contiguous::<F>("input")?, t.contiguous::<F>("target")?);
+        plan.run(&Multilabel { x, t, w: &w, c: s.d }, &s)
     }
 }
 
@@ -116,9 +104,7 @@ pub fn multilabel_soft_margin(
     weight: Option<Vec<f64>>,
     reduction: Reduction,
 ) -> Result<Tensor> {
-    let (x, t) = (input.contiguous()?, target.contiguous()?);
-    let plan = Plan::new(reduction, row_count(&x), [Some(&x), Some(&t), None]);
-    kernel::apply2(MultilabelOp { weight, plan }, &x, &t)
+    items::apply2(MultilabelOp { weight }, [input, target], reduction)
 }
 
 /// `(hᵖ, p·hᵖ⁻¹·h')` of the hinge `h = max(0, z)` (NaN kept), 0 where not `keep` (the target
@@ -195,31 +181,25 @@ struct MultiMarginOp {
     p: u32,
     margin: f64,
     weight: Option<Vec<f64>>,
-    plan: Plan,
 }
 
-impl Fused2 for MultiMarginOp {
-    fn name(&self) -> &'static str {
-        "fused-multi-margin-loss"
-    }
+impl ItemLoss<2> for MultiMarginOp {
+    const NAME: &'static str = "fused-multi-margin-loss";
+    const GRADS: [bool; 2] = [true, false];
 
-    fn forward<F: Real>(&self, x: Arg<'_>, y: Arg<'_>) -> Result<(Vec<F>, Shape)> {
-        let (n, c, item_shape) = rows(&x);
-        let w = weights::<F>(&self.weight, c);
+    fn forward<F: Real>(&self, plan: &Plan, [x, y]: [Arg<'_>; 2]) -> Result<(Vec<F>, Shape)> {
+        let s = ItemShape::rows(&x);
+        let w = weights::<F>(&self.weight, s.d);
         let y = targets(y.storage, y.layout)?;
         let k = MultiMargin {
             x: x.contiguous::<F>("input")?,
             y: &y,
             w: &w,
-            c,
+            c: s.d,
             margin: F::of(self.margin),
             squared: self.p == 2,
         };
-        self.plan.run(&k, n, c, &item_shape, x.layout.shape())
-    }
-
-    fn backward(&self, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((self.plan.backward(grad)?.0, None))
+        plan.run(&k, &s)
     }
 }
 
@@ -234,15 +214,7 @@ pub fn multi_margin(
     weight: Option<Vec<f64>>,
     reduction: Reduction,
 ) -> Result<Tensor> {
-    let x = input.contiguous()?;
-    let plan = Plan::new(reduction, row_count(&x), [Some(&x), None, None]);
-    let op = MultiMarginOp {
-        p,
-        margin,
-        weight,
-        plan,
-    };
-    kernel::apply2(op, &x, &target.contiguous()?)
+    items::apply2(MultiMarginOp { p, margin, weight }, [input, target], reduction)
 }
 
 /// Margin ranking: `ℓ = max(0, z)`, `z = −y·(x₁ − x₂) + margin`, with `h' = [z ≥ 0]` (the
@@ -303,40 +275,25 @@ impl<F: Real> Items<F> for Ranking<'_, F> {
 
 struct RankingOp {
     margin: f64,
-    plan: Plan,
 }
 
-impl Fused3 for RankingOp {
-    fn name(&self) -> &'static str {
-        "fused-margin-ranking-loss"
-    }
+impl ItemLoss<3> for RankingOp {
+    const NAME: &'static str = "fused-margin-ranking-loss";
+    const GRADS: [bool; 3] = [true; 3];
 
-    fn forward<F: Real>(&self, a: Arg<'_>, b: Arg<'_>, y: Arg<'_>) -> Result<(Vec<F>, Shape)> {
+    fn forward<F: Real>(&self, plan: &Plan, [a, b, y]: [Arg<'_>; 3]) -> Result<(Vec<F>, Shape)> {
         let k = Ranking {
             a: a.contiguous::<F>("input1")?,
             b: b.contiguous::<F>("input2")?,
             y: y.contiguous::<F>("target")?,
             margin: F::of(self.margin),
         };
-        let shape = a.layout.shape();
-        self.plan.run(&k, shape.elem_count(), 1, shape, shape)
-    }
-
-    fn backward(&self, _: &Tensor, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> Result<kernel::Grads3> {
-        self.plan.backward(grad)
+        plan.run(&k, &ItemShape::elements(&a))
     }
 }
 
-/// The fused margin ranking loss of already-checked `input1`, `input2` and `target`, all three of
-/// one shape and float dtype (not empty); gradients to each input that tracks.
-pub fn margin_ranking(
-    input1: &Tensor,
-    input2: &Tensor,
-    target: &Tensor,
-    margin: f64,
-    reduction: Reduction,
-) -> Result<Tensor> {
-    let (a, b, y) = (input1.contiguous()?, input2.contiguous()?, target.contiguous()?);
-    let plan = Plan::new(reduction, a.elem_count() as f64, [Some(&a), Some(&b), Some(&y)]);
-    kernel::apply3(RankingOp { margin, plan }, &a, &b, &y)
+/// The fused margin ranking loss of already-checked `[input1, input2, target]`, all three of one
+/// shape and float dtype (not empty); gradients to each input that tracks.
+pub fn margin_ranking(inputs: [&Tensor; 3], margin: f64, reduction: Reduction) -> Result<Tensor> {
+    items::apply3(RankingOp { margin }, inputs, reduction)
 }

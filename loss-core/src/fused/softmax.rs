@@ -313,12 +313,9 @@ impl Fused2 for ForwardOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        if self.save_grad {
-            if let Some(g) = self.saved.take_scaled(x, grad)? {
-                return Ok((Some(g), None));
-            }
-        }
-        let g = kernel::apply3_no_bwd(GradOp(self.o.clone()), x, y, &grad.contiguous()?)?;
+        let g = self
+            .saved
+            .take_or_recompute(x, grad, |up| kernel::apply3_no_bwd(GradOp(self.o.clone()), x, y, up))?;
         Ok((Some(g), None))
     }
 }

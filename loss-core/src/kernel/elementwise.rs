@@ -193,32 +193,16 @@ impl<K: Elementwise> Fused2 for ForwardOp<K> {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let saved = if self.save_grad {
-            self.saved.take_scaled(x, grad)?
-        } else {
-            None
-        };
         let scale = if self.reduction == Reduction::None {
             1.0
         } else {
             1.0 / self.divisor
         };
-        let grad = grad.contiguous()?;
-        let op = |wrt_target| GradOp {
+        super::backward2(&self.saved, x, t, grad, |wrt_target| GradOp {
             k: self.k,
             scale,
             wrt_target,
-        };
-        let gx = match saved {
-            Some(g) => g,
-            None => super::apply3_no_bwd(op(false), x, t, &grad)?,
-        };
-        let gt = if t.track_op() {
-            Some(super::apply3_no_bwd(op(true), x, t, &grad)?)
-        } else {
-            None
-        };
-        Ok((Some(gx), gt))
+        })
     }
 }
 

@@ -12,7 +12,7 @@
 //! | [`Split`], [`build`], [`build_planes`], [`build_optional`], [`for_each_chunk`], [`run_tasks`], [`uninit_vec`] | fills an output buffer (never zero-filled first) in fixed chunks, in parallel for large inputs, the chunks' results in order (the same sums on any number of threads) |
 //! | [`Elementwise`], [`elementwise`] | a loss `ℓ(x, t)` of two same-shape tensors from its value and partial derivatives: the whole forward and backward (values or the reduced sum, the gradient saved by a reduced forward) |
 //! | [`row_max`], [`row_sum_map`], [`row_sum_map_into`], [`row_exp_sum`], [`row_exp_sum_into`], [`row_softmax_into`], [`assume_init`] | the pieces of a softmax over `[N, C]` rows (row kernels) |
-//! | [`SavedGrad`], [`KeptGrads`] | gradients written by the forward and kept for the backward (taken by the first, or kept for every one) |
+//! | [`SavedGrad`], [`KeptGrads`], [`backward2`] | gradients written by the forward and kept for the backward (taken by the first, or kept for every one); the backward that takes the kept gradient or recomputes it |
 //! | [`Fused1`], [`Fused2`], [`Fused3`], [`Arg`], [`apply1`], [`apply2`], [`apply3`], [`apply3_no_bwd`] | the adapter: a forward over f32/f64 slices plus a backward becomes Candle's `CustomOp1/2/3`; the f32/f64 `match` is written here |
 //! | [`Path`], [`force`], [`with_path`], [`choose`] | which form runs: the one switch of the workspace |
 //!
@@ -255,6 +255,10 @@ pub fn run_tasks<P: Send, R: Send>(parallel: bool, tasks: Vec<P>, f: impl Fn(P) 
 /// Runs `f(items, pieces)` over the tasks of `0..n` ([`Split::ranges`]), where `pieces[k]` is the
 /// chunk's part of `planes[k]` (`per` values an item; `per = 0` for none): in parallel for large
 /// inputs, the results in chunk order.
+///
+/// Below the parallel threshold the chunks run on the calling thread as they are cut, with no
+/// task list (a small input pays for no allocation but the results').
+#[inline]
 pub fn for_each_chunk<T: Send, R: Send, const K: usize>(
     split: Split,
     n: usize,
@@ -262,18 +266,24 @@ pub fn for_each_chunk<T: Send, R: Send, const K: usize>(
     planes: [&mut [T]; K],
     f: impl Fn(Range<usize>, [&mut [T]; K]) -> R + Sync + Send,
 ) -> Vec<R> {
+    if split.whole_below && !split.parallel(n) {
+        return vec![f(0..n, planes.map(|p| &mut p[..n * per]))];
+    }
     let mut rest = planes;
-    let mut tasks = Vec::new();
-    for items in split.ranges(n) {
+    let tasks = split.ranges(n).map(|items| {
         let len = items.len() * per;
         let pieces = std::array::from_fn(|k| {
             let (head, tail) = std::mem::take(&mut rest[k]).split_at_mut(len);
             rest[k] = tail;
             head
         });
-        tasks.push((items, pieces));
+        (items, pieces)
+    });
+    if split.parallel(n) {
+        run_tasks(true, tasks.collect(), |(items, pieces)| f(items, pieces))
+    } else {
+        tasks.map(|(items, pieces)| f(items, pieces)).collect()
     }
-    run_tasks(split.parallel(n), tasks, |(items, pieces)| f(items, pieces))
 }
 
 /// A vector of `n` elements that `fill` initialises in full (the buffer is not zero-filled
@@ -338,16 +348,19 @@ pub fn build_optional<T: Send, R: Send, const M: usize>(
         for (k, p) in planes.iter_mut().enumerate() {
             rest[k] = p.as_mut().map(|v| &mut v.spare_capacity_mut()[..n * per[k]]);
         }
-        let mut tasks = Vec::new();
-        for items in split.ranges(n) {
+        let tasks = split.ranges(n).map(|items| {
             let pieces = std::array::from_fn(|k| {
                 let (head, tail) = rest[k].take()?.split_at_mut(items.len() * per[k]);
                 rest[k] = Some(tail);
                 Some(head)
             });
-            tasks.push((items, pieces));
+            (items, pieces)
+        });
+        if split.parallel(n) {
+            run_tasks(true, tasks.collect(), |(items, pieces)| write(items, pieces))
+        } else {
+            tasks.map(|(items, pieces)| write(items, pieces)).collect()
         }
-        run_tasks(split.parallel(n), tasks, |(items, pieces)| write(items, pieces))
     };
     for (k, p) in planes.iter_mut().enumerate() {
         if let Some(v) = p {
@@ -402,7 +415,7 @@ impl SavedGrad {
         let Some(storage) = self.take() else {
             return Ok(None);
         };
-        let u = upstream.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let u = scalar_f64(upstream)?;
         let chunk = Split::ELEMENTS.chunk;
         Ok(Some(match storage {
             CpuStorage::F32(mut v) => {
@@ -458,6 +471,61 @@ impl SavedGrad {
             _ => None,
         })
     }
+
+    /// The gradient w.r.t. `x` in a backward: the kept gradient times the 0-d `upstream` where
+    /// the forward kept one ([`SavedGrad::take_scaled`]: the first backward), else
+    /// `recompute(upstream)` with `upstream` made contiguous (a second backward through the same
+    /// graph, or a forward that kept none, e.g. an unreduced loss).
+    ///
+    /// # Errors
+    /// A kept gradient with a non-scalar `upstream`; `recompute`'s.
+    pub fn take_or_recompute(
+        &self,
+        x: &Tensor,
+        upstream: &Tensor,
+        recompute: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        match self.take_scaled(x, upstream)? {
+            Some(g) => Ok(g),
+            None => recompute(&upstream.contiguous()?),
+        }
+    }
+}
+
+/// The backward of a [`Fused2`] loss `ℓ(a, b)` whose forward may keep `∂ℓ/∂a` in `saved`, with
+/// the gradient op `grad_op(wrt_b)`: a [`Fused3`] of `(a, b, upstream)` that writes `upstream ·
+/// ∂ℓ/∂a` (`wrt_b = false`) or `upstream · ∂ℓ/∂b` (`true`). Returns `(∂/∂a, ∂/∂b)`: `∂/∂a` from
+/// [`SavedGrad::take_or_recompute`], `∂/∂b` only when `b` is tracked (else `None`).
+///
+/// # Errors
+/// The gradient op's.
+pub fn backward2<G: Fused3>(
+    saved: &SavedGrad,
+    a: &Tensor,
+    b: &Tensor,
+    upstream: &Tensor,
+    grad_op: impl Fn(bool) -> G,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let ga = saved.take_or_recompute(a, upstream, |up| apply3_no_bwd(grad_op(false), a, b, up))?;
+    let gb = if b.track_op() {
+        Some(apply3_no_bwd(grad_op(true), a, b, &upstream.contiguous()?)?)
+    } else {
+        None
+    };
+    Ok((Some(ga), gb))
+}
+
+/// The value of the 0-d tensor `t` in f64, read in its own dtype (f32 and f64 need no conversion
+/// op: a backward that reads its upstream gradient pays for none).
+///
+/// # Errors
+/// A tensor that is not 0-d.
+pub fn scalar_f64(t: &Tensor) -> Result<f64> {
+    match t.dtype() {
+        DType::F32 => Ok(f64::from(t.to_scalar::<f32>()?)),
+        DType::F64 => t.to_scalar::<f64>(),
+        _ => t.to_dtype(DType::F64)?.to_scalar::<f64>(),
+    }
 }
 
 /// The gradients a forward kernel wrote for its `K` inputs (`scale · ∂ℓ/∂input`, per item for an
@@ -502,7 +570,7 @@ impl<const K: usize> KeptGrads<K> {
             return Ok(None);
         };
         if upstream.rank() == 0 {
-            let u = upstream.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            let u = scalar_f64(upstream)?;
             return Ok(Some(if u == 1.0 { g } else { g.affine(u, 0.0)? }));
         }
         let mut dims = upstream.dims().to_vec();
@@ -533,6 +601,7 @@ impl<'a> Arg<'a> {
     ///
     /// # Errors
     /// Another dtype, a strided layout (naming the argument `what`).
+    #[inline]
     pub fn contiguous<F: candle_core::WithDType>(&self, what: &str) -> Result<&'a [F]> {
         let v = F::cpu_storage_as_slice(self.storage)?;
         match self.layout.contiguous_offsets() {

@@ -244,17 +244,20 @@ impl Fused2 for LovaszHingeOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        if let Some(g) = self.grad.take_scaled(x, grad)? {
-            return Ok((Some(g), None));
-        }
-        // A second backward through the same graph: run the forward again for its gradient.
-        let again = LovaszHingeOp {
-            per_image: self.per_image,
-            ignore: self.ignore,
-            grad: SavedGrad::default(),
-        };
-        let _ = kernel::apply2_no_bwd(&again, x, y)?;
-        Ok((again.grad.take_scaled(x, grad)?, None))
+        let g = self.grad.take_or_recompute(x, grad, |_| {
+            // A second backward through the same graph: run the forward again for its gradient.
+            let again = LovaszHingeOp {
+                per_image: self.per_image,
+                ignore: self.ignore,
+                grad: SavedGrad::default(),
+            };
+            let _ = kernel::apply2_no_bwd(&again, x, y)?;
+            again
+                .grad
+                .take_scaled(x, grad)?
+                .ok_or_else(|| candle_core::Error::Msg("lovasz_hinge_loss: the forward kept no gradient".into()))
+        })?;
+        Ok((Some(g), None))
     }
 }
 
