@@ -255,10 +255,6 @@ pub fn run_tasks<P: Send, R: Send>(parallel: bool, tasks: Vec<P>, f: impl Fn(P) 
 /// Runs `f(items, pieces)` over the tasks of `0..n` ([`Split::ranges`]), where `pieces[k]` is the
 /// chunk's part of `planes[k]` (`per` values an item; `per = 0` for none): in parallel for large
 /// inputs, the results in chunk order.
-///
-/// Below the parallel threshold the chunks run on the calling thread as they are cut, with no
-/// task list (a small input pays for no allocation but the results').
-#[inline]
 pub fn for_each_chunk<T: Send, R: Send, const K: usize>(
     split: Split,
     n: usize,
@@ -266,24 +262,18 @@ pub fn for_each_chunk<T: Send, R: Send, const K: usize>(
     planes: [&mut [T]; K],
     f: impl Fn(Range<usize>, [&mut [T]; K]) -> R + Sync + Send,
 ) -> Vec<R> {
-    if split.whole_below && !split.parallel(n) {
-        return vec![f(0..n, planes.map(|p| &mut p[..n * per]))];
-    }
     let mut rest = planes;
-    let tasks = split.ranges(n).map(|items| {
+    let mut tasks = Vec::new();
+    for items in split.ranges(n) {
         let len = items.len() * per;
         let pieces = std::array::from_fn(|k| {
             let (head, tail) = std::mem::take(&mut rest[k]).split_at_mut(len);
             rest[k] = tail;
             head
         });
-        (items, pieces)
-    });
-    if split.parallel(n) {
-        run_tasks(true, tasks.collect(), |(items, pieces)| f(items, pieces))
-    } else {
-        tasks.map(|(items, pieces)| f(items, pieces)).collect()
+        tasks.push((items, pieces));
     }
+    run_tasks(split.parallel(n), tasks, |(items, pieces)| f(items, pieces))
 }
 
 /// A vector of `n` elements that `fill` initialises in full (the buffer is not zero-filled
