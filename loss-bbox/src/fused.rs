@@ -26,7 +26,7 @@
 
 use crate::kinds::AlignedLoss;
 use candle_core::{bail, CpuStorage, DType, Result, Shape, Tensor};
-use loss_core::kernel::{self, build, build_planes, Arg, Fused2, Fused3, Real, SavedGrad, Split};
+use loss_core::kernel::{self, build, build_planes, Arg, Fused2, Fused3, Grads2, Real, SavedGrad, Split};
 use loss_core::Reduction;
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -436,13 +436,7 @@ impl Fused2 for FusedLoss {
         Ok((self.finish(r, n), shape))
     }
 
-    fn backward(
-        &self,
-        pred: &Tensor,
-        target: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn backward(&self, pred: &Tensor, target: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Grads2> {
         // Only the gradients Candle will use: a constant target (the usual case) costs nothing.
         let want = (pred.track_op(), target.track_op());
         if !want.0 && !want.1 {

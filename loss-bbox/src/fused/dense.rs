@@ -19,8 +19,8 @@
 
 use candle_core::{Result, Shape, Tensor};
 use loss_core::kernel::{
-    self, build, for_each_chunk, logistic, row_softmax_into, select, Arg, Elementwise, Fused2, Fused3, Real, SavedGrad,
-    Split,
+    self, build, for_each_chunk, logistic, row_softmax_into, select, Arg, Elementwise, Fused2, Fused3, Grads2, Real,
+    SavedGrad, Split,
 };
 use loss_core::Reduction;
 use std::mem::MaybeUninit;
@@ -574,13 +574,7 @@ impl<R: RowLoss> Fused2 for RowOp<R> {
         Ok((vec![F::of(sum * scale)], Shape::from(())))
     }
 
-    fn backward(
-        &self,
-        x: &Tensor,
-        aux: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn backward(&self, x: &Tensor, aux: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Grads2> {
         kernel::backward2(&self.saved, x, aux, grad, |wrt_aux| RowGradOp {
             r: self.r.clone(),
             reduction: self.reduction,

@@ -13,7 +13,7 @@
 //! driver writes the op, its plan and its backward.
 
 use crate::kernel::BLOCK;
-use crate::kernel::{self, Arg, Fused2, Fused3, KeptGrads, Real, Split};
+use crate::kernel::{self, Arg, Fused2, Fused3, Grads2, KeptGrads, Real, Split};
 use crate::reduction::Reduction;
 use candle_core::{Result, Shape, Tensor};
 use std::mem::MaybeUninit;
@@ -83,7 +83,7 @@ impl<K: ItemLoss<2>> Fused2 for Driven<K> {
         self.k.forward(&self.plan, [a, b])
     }
 
-    fn backward(&self, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn backward(&self, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> Result<Grads2> {
         let (ga, gb, _) = self.plan.backward(grad)?;
         Ok((ga, gb))
     }

@@ -13,7 +13,7 @@
 //! backward runs the same row kernel. Nothing else is kept.
 
 use crate::kernel::{
-    self, assume_init, row_exp_sum, row_exp_sum_into, row_max, Arg, Fused2, Fused3, Real, SavedGrad, Split,
+    self, assume_init, row_exp_sum, row_exp_sum_into, row_max, Arg, Fused2, Fused3, Grads2, Real, SavedGrad, Split,
 };
 use crate::reduction::Reduction;
 use candle_core::{bail, CpuStorage, Layout, Result, Shape, Tensor};
@@ -306,13 +306,7 @@ impl Fused2 for ForwardOp {
         Ok((v, s))
     }
 
-    fn backward(
-        &self,
-        x: &Tensor,
-        y: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn backward(&self, x: &Tensor, y: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Grads2> {
         let g = self
             .saved
             .take_or_recompute(x, grad, |up| kernel::apply3_no_bwd(GradOp(self.o.clone()), x, y, up))?;

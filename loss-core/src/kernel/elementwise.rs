@@ -11,7 +11,7 @@
 //! [`Real`]) and calls [`elementwise`]: loss-core's pointwise losses (`fused::Pointwise`) and
 //! loss-bbox's dense-detection losses do.
 
-use super::{build, Arg, Fused2, Fused3, Real, SavedGrad, Split};
+use super::{build, Arg, Fused2, Fused3, Grads2, Real, SavedGrad, Split};
 use crate::reduction::Reduction;
 use candle_core::{Result, Shape, Tensor};
 use std::mem::MaybeUninit;
@@ -186,13 +186,7 @@ impl<K: Elementwise> Fused2 for ForwardOp<K> {
         Ok((v, s))
     }
 
-    fn backward(
-        &self,
-        x: &Tensor,
-        t: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn backward(&self, x: &Tensor, t: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Grads2> {
         let scale = if self.reduction == Reduction::None {
             1.0
         } else {

@@ -495,7 +495,7 @@ pub fn backward2<G: Fused3>(
     b: &Tensor,
     upstream: &Tensor,
     grad_op: impl Fn(bool) -> G,
-) -> Result<(Option<Tensor>, Option<Tensor>)> {
+) -> Result<Grads2> {
     let ga = saved.take_or_recompute(a, upstream, |up| apply3_no_bwd(grad_op(false), a, b, up))?;
     let gb = if b.track_op() {
         Some(apply3_no_bwd(grad_op(true), a, b, &upstream.contiguous()?)?)
@@ -658,13 +658,7 @@ pub trait Fused2: Send + Sync {
     ///
     /// # Errors
     /// The default: the op has no backward.
-    fn backward(
-        &self,
-        _a: &Tensor,
-        _b: &Tensor,
-        _res: &Tensor,
-        _grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn backward(&self, _a: &Tensor, _b: &Tensor, _res: &Tensor, _grad: &Tensor) -> Result<Grads2> {
         Err(candle_core::Error::BackwardNotSupported { op: self.name() })
     }
 }
@@ -687,6 +681,9 @@ pub trait Fused3: Send + Sync {
         Err(candle_core::Error::BackwardNotSupported { op: self.name() })
     }
 }
+
+/// The gradients of a [`Fused2`] w.r.t. its two tensors (`None`: no gradient).
+pub type Grads2 = (Option<Tensor>, Option<Tensor>);
 
 /// The gradients of a [`Fused3`] w.r.t. its three tensors (`None`: no gradient).
 pub type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
@@ -748,7 +745,7 @@ impl<K: Fused2> CustomOp2 for Op<K> {
             || self.0.forward::<f64>(a, b),
         )
     }
-    fn bwd(&self, a: &Tensor, b: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, a: &Tensor, b: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Grads2> {
         self.0.backward(a, b, res, grad)
     }
 }

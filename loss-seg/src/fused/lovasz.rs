@@ -7,7 +7,7 @@
 //! the value), 0 elsewhere (`relu'(0) = 0`, ignored pixels).
 
 use candle_core::{bail, Result, Shape, Tensor};
-use loss_core::kernel::{self, Arg, Fused2, Real, SavedGrad, Split};
+use loss_core::kernel::{self, Arg, Fused2, Grads2, Real, SavedGrad, Split};
 
 /// `logits × labels → 0-d`: the Lovász hinge loss; labels in the logits' dtype, 0, 1 or `ignore`.
 pub(crate) struct LovaszHingeOp {
@@ -237,13 +237,7 @@ impl Fused2 for LovaszHingeOp {
         Ok((vec![F::of(sum * scale)], Shape::from(())))
     }
 
-    fn backward(
-        &self,
-        x: &Tensor,
-        y: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn backward(&self, x: &Tensor, y: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Grads2> {
         let g = self.grad.take_or_recompute(x, grad, |_| {
             // A second backward through the same graph: run the forward again for its gradient.
             let again = LovaszHingeOp {

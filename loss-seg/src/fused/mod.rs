@@ -12,7 +12,7 @@ pub(crate) use lovasz::LovaszHingeOp;
 pub(crate) use skeleton::SkeletonOp;
 
 use candle_core::{bail, Layout, Result, Shape, Tensor};
-use loss_core::kernel::{self, with_simd, Arg, Fused1, Fused2, Fused3, Real, SavedGrad, Split};
+use loss_core::kernel::{self, with_simd, Arg, Fused1, Fused2, Fused3, Grads2, Real, SavedGrad, Split};
 use std::mem::MaybeUninit;
 
 /// Accumulator lanes: independent partial sums so that the loop vectorises.
@@ -241,13 +241,7 @@ impl Fused2 for OverlapOp {
         Ok((out, Shape::from((dims[0], dims[1], 3))))
     }
 
-    fn backward(
-        &self,
-        pred: &Tensor,
-        target: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn backward(&self, pred: &Tensor, target: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Grads2> {
         let grad = grad.contiguous()?;
         if let OverlapForm::SoftmaxLabels { ignore } = self.form {
             let kept = self.probs.take_tensor(pred.shape())?;
