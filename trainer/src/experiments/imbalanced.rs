@@ -648,15 +648,9 @@ fn summarise(e: &Imbalanced, runs: &Runs<'_, Imbalanced>, ctx: &Context) -> anyh
         figures,
         ..Section::default()
     };
-    let config = json!({
-        "settings": cfg,
+    let entries = json!({
         "data": {"name": "winequality (red)", "source": "linfa-datasets", "rows": table.n, "features": table.d},
         "fit": fit_config(cfg, ctx.seed),
-        "dtype": "f32",
     });
-    Ok(Summary {
-        summary,
-        config,
-        section,
-    })
+    Ok(Summary::of_training(summary, cfg, entries, section))
 }

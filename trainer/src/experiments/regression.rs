@@ -564,15 +564,9 @@ fn summarise(
         figures,
         ..Section::default()
     };
-    let config = json!({
-        "settings": cfg,
+    let entries = json!({
         "data": {"name": "diabetes", "source": "linfa-datasets", "rows": table.n, "features": table.d},
         "fit": {"linear": fit_config(cfg, 0, ctx.seed), "mlp": fit_config(cfg, 1, ctx.seed)},
-        "dtype": "f32",
     });
-    Ok(Summary {
-        summary,
-        config,
-        section,
-    })
+    Ok(Summary::of_training(summary, cfg, entries, section))
 }

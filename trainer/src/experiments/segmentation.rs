@@ -539,16 +539,13 @@ fn summarise(cfg: &SegmentationConfig, runs: &Runs<'_, Segmentation>, ctx: &Cont
         figures,
         ..Section::default()
     };
-    let config = json!({
-        "settings": cfg,
-        "fit": fit_config(cfg, 0),
-        "dtype": "f32",
-    });
-    Ok(Summary {
-        summary: json!({ "losses": losses_json }),
-        config,
+    let fit = json!({ "fit": fit_config(cfg, 0) });
+    Ok(Summary::of_training(
+        json!({ "losses": losses_json }),
+        cfg,
+        fit,
         section,
-    })
+    ))
 }
 
 fn synthetic_setup(cfg: &SegmentationConfig) -> String {

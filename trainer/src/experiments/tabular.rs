@@ -549,8 +549,7 @@ fn summarise(t: &Tabular, runs: &Runs<'_, Tabular>) -> anyhow::Result<Summary> {
         figures,
         ..Section::default()
     };
-    let config = json!({
-        "settings": cfg,
+    let data = json!({
         "data": {
             "file": file,
             "rows": t.data.table.n,
@@ -559,13 +558,8 @@ fn summarise(t: &Tabular, runs: &Runs<'_, Tabular>) -> anyhow::Result<Summary> {
             "dropped_rows": t.data.dropped,
             "classes": t.data.classes,
         },
-        "dtype": "f32",
     });
-    Ok(Summary {
-        summary,
-        config,
-        section,
-    })
+    Ok(Summary::of_training(summary, cfg, data, section))
 }
 
 fn model_name(m: ModelKind) -> &'static str {
