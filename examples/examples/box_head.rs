@@ -12,7 +12,7 @@ use candle_nn::{Module, VarMap};
 use loss_bbox::{box_iou, CIoULoss};
 use loss_core::Reduction;
 use rand::Rng;
-use trainer::fit::{fit, FitConfig};
+use trainer::fit::{fit, FitConfig, FitRun};
 use trainer::models::Mlp;
 use trainer::optim::{OptimizerConfig, Schedule};
 
@@ -86,20 +86,11 @@ fn main() -> anyhow::Result<()> {
         ..FitConfig::default()
     };
     let loss = CIoULoss::default().with_reduction(Reduction::Mean);
-    let report = fit(
-        &model,
-        &varmap,
-        &loss,
-        &x,
-        &y,
-        &cfg,
-        "box_head",
-        &mut |t, l| {
-            println!("step {t:>4}: CIoU loss {l:.4}");
-            Ok(())
-        },
-        None,
-    )?;
+    let run = FitRun::new(&model, &varmap, &loss, &x, &y, &cfg).with_label("box_head");
+    let report = fit(run, &mut |t, l| {
+        println!("step {t:>4}: CIoU loss {l:.4}");
+        Ok(())
+    })?;
     println!("final training CIoU loss {:.4}", report.final_loss);
     println!(
         "held-out mean IoU after training: {:.3}",

@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{linear, seq, Activation, VarBuilder, VarMap};
 use loss_core::HuberLoss;
 use rand::Rng;
-use trainer::fit::{fit, FitConfig};
+use trainer::fit::{fit, FitConfig, FitRun};
 use trainer::optim::{OptimizerConfig, Schedule};
 
 fn main() -> anyhow::Result<()> {
@@ -48,20 +48,11 @@ fn main() -> anyhow::Result<()> {
         seed: 0,
         ..FitConfig::default()
     };
-    let report = fit(
-        &model,
-        &varmap,
-        &loss,
-        &x,
-        &y,
-        &cfg,
-        "library_only",
-        &mut |t, l| {
-            println!("step {t:>2}: training loss {l:.4}");
-            Ok(())
-        },
-        None,
-    )?;
+    let run = FitRun::new(&model, &varmap, &loss, &x, &y, &cfg).with_label("library_only");
+    let report = fit(run, &mut |t, l| {
+        println!("step {t:>2}: training loss {l:.4}");
+        Ok(())
+    })?;
     println!(
         "one epoch ({steps} updates of {batch} rows): Huber loss {before:.4} -> {:.4}",
         report.final_loss

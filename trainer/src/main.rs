@@ -9,11 +9,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use trainer::data::images::ImageFiles;
-use trainer::experiments::box_regressor::BoxRegressorConfig;
+use trainer::experiments::box_regressor::{self, BoxRegressorConfig};
 use trainer::experiments::boxes::{BoxesConfig, GradMode, Scale};
-use trainer::experiments::imbalanced::ImbalancedConfig;
-use trainer::experiments::regression::RegressionConfig;
-use trainer::experiments::segmentation::SegmentationConfig;
+use trainer::experiments::imbalanced::{self, ImbalancedConfig};
+use trainer::experiments::regression::{self, RegressionConfig};
+use trainer::experiments::segmentation::{self, SegmentationConfig};
 use trainer::experiments::{self, Context};
 use trainer::progress::ProgressMode;
 use trainer::runner::{self, RunOptions, Spec};
@@ -262,6 +262,43 @@ struct Common {
     resume: bool,
 }
 
+/// Options of an experiment that trains loss variants: the shared options, the variants and the
+/// number of steps (their help names the experiment's variants and default: [`variants_help`],
+/// [`steps_help`]).
+#[derive(Args, Clone)]
+struct Training {
+    #[command(flatten)]
+    common: Common,
+    /// Comma-separated loss variants (default: all).
+    #[arg(long, value_delimiter = ',')]
+    losses: Option<Vec<String>>,
+    /// Override the number of training steps.
+    #[arg(long, value_parser = trainer::options::count_arg::<1>)]
+    steps: Option<u64>,
+}
+
+/// `--losses` help of an experiment with the variants `known`.
+fn variants_help(known: &[&str]) -> String {
+    format!(
+        "Comma-separated loss variants among {} (default: all)",
+        known.join(", ")
+    )
+}
+
+/// `--steps` help of an experiment of `default` steps.
+fn steps_help(default: usize) -> String {
+    format!("Override the number of training steps (default {default})")
+}
+
+/// `--steps` help of the regression experiment (both models).
+fn regression_steps_help() -> String {
+    let d = RegressionConfig::default();
+    format!(
+        "Override the number of training steps of both models (default {} linear, {} MLP)",
+        d.linear_steps, d.mlp_steps
+    )
+}
+
 #[derive(Subcommand)]
 enum Experiment {
     /// Loss variants compared on your CSV file (k-fold, records, figures and report as the
@@ -273,18 +310,14 @@ enum Experiment {
         args: Box<trainer::options::TabularArgs>,
     },
     /// Experiment 1: L1 vs L2 vs Smooth L1 vs Huber with outliers (diabetes).
+    #[command(mut_arg("losses", |a| a.help(variants_help(&regression::LOSSES))))]
+    #[command(mut_arg("steps", |a| a.help(regression_steps_help())))]
     Regression {
         #[command(flatten)]
-        common: Common,
-        /// Comma-separated loss variants among mse, l1, smooth_l1, huber, mse_clean.
-        #[arg(long, value_delimiter = ',')]
-        losses: Option<Vec<String>>,
+        training: Training,
         /// Shift added to the outlier training targets.
         #[arg(long, default_value_t = 400.0)]
         shift: f64,
-        /// Override the number of training steps of both models (default 3,000 linear, 200 MLP).
-        #[arg(long, value_parser = trainer::options::count_arg::<1>)]
-        steps: Option<u64>,
         /// Override the Adam learning rate of both models (default 0.01; a huge one makes the
         /// runs diverge, which they report with their step, loss and seed).
         #[arg(long)]
@@ -311,30 +344,21 @@ enum Experiment {
         anchors: Option<PathBuf>,
     },
     /// Experiment 3: cross-entropy vs focal loss on imbalanced classes (red wine quality).
+    #[command(mut_arg("losses", |a| a.help(variants_help(&imbalanced::BINARY_LOSSES))))]
+    #[command(mut_arg("steps", |a| a.help(steps_help(ImbalancedConfig::default().steps))))]
     Imbalanced {
         #[command(flatten)]
-        common: Common,
-        /// Comma-separated loss variants among ce, ce_a75, focal_g2, focal_g2_a25, focal_g2_a75.
-        #[arg(long, value_delimiter = ',')]
-        losses: Option<Vec<String>>,
+        training: Training,
         /// Comma-separated tasks among good, poor, multi.
         #[arg(long, value_delimiter = ',')]
         tasks: Option<Vec<String>>,
-        /// Override the number of training steps (default 1,000).
-        #[arg(long, value_parser = trainer::options::count_arg::<1>)]
-        steps: Option<u64>,
     },
     /// Experiment 4: Dice vs cross-entropy on small objects (synthetic images).
+    #[command(mut_arg("losses", |a| a.help(variants_help(&segmentation::LOSSES))))]
+    #[command(mut_arg("steps", |a| a.help(steps_help(SegmentationConfig::default().steps))))]
     Segmentation {
         #[command(flatten)]
-        common: Common,
-        /// Comma-separated loss variants among cross_entropy, dice, dice_ce, focal, tversky,
-        /// soft_cldice, hausdorff_dt, lovasz_hinge (default: all).
-        #[arg(long, value_delimiter = ',')]
-        losses: Option<Vec<String>>,
-        /// Override the number of training steps.
-        #[arg(long, value_parser = trainer::options::count_arg::<1>)]
-        steps: Option<u64>,
+        training: Training,
         /// Your PNG images (grey or colour) instead of the synthetic shapes; needs --masks.
         #[arg(long, value_name = "DIR", requires = "masks")]
         images: Option<PathBuf>,
@@ -353,16 +377,11 @@ enum Experiment {
     },
     /// Experiment 5: a small conv net regressing the largest object's box, one run per box loss.
     #[command(name = "box-regressor")]
+    #[command(mut_arg("losses", |a| a.help(variants_help(&box_regressor::LOSSES))))]
+    #[command(mut_arg("steps", |a| a.help(steps_help(BoxRegressorConfig::default().steps))))]
     BoxRegressor {
         #[command(flatten)]
-        common: Common,
-        /// Comma-separated loss variants among l1, smooth_l1, iou, giou, diou, ciou, eiou, siou,
-        /// alpha_iou, mpdiou, inner_iou, shape_iou, wise_iou, focaler_iou, nwd.
-        #[arg(long, value_delimiter = ',')]
-        losses: Option<Vec<String>>,
-        /// Override the number of training steps (default 200).
-        #[arg(long, value_parser = trainer::options::count_arg::<1>)]
-        steps: Option<u64>,
+        training: Training,
     },
 }
 
@@ -522,10 +541,13 @@ fn plan(command: Command) -> anyhow::Result<(Vec<Spec>, Common)> {
         Command::Run { experiment } => match experiment {
             Experiment::Tabular { common, args } => (vec![Spec::Tabular(Box::new(args.prepare()?))], common),
             Experiment::Regression {
-                common,
-                losses,
+                training:
+                    Training {
+                        common,
+                        losses,
+                        steps: s,
+                    },
                 shift,
-                steps: s,
                 lr,
             } => {
                 anyhow::ensure!(shift.is_finite(), "--shift must be finite, got {shift}");
@@ -560,10 +582,13 @@ fn plan(command: Command) -> anyhow::Result<(Vec<Spec>, Common)> {
                 common,
             ),
             Experiment::Imbalanced {
-                common,
-                losses,
+                training:
+                    Training {
+                        common,
+                        losses,
+                        steps: s,
+                    },
                 tasks,
-                steps: s,
             } => {
                 let mut cfg = ImbalancedConfig::with_selection(losses.as_deref(), tasks.as_deref())?;
                 if let Some(s) = steps(s) {
@@ -573,9 +598,12 @@ fn plan(command: Command) -> anyhow::Result<(Vec<Spec>, Common)> {
                 (vec![Spec::Imbalanced(cfg)], common)
             }
             Experiment::Segmentation {
-                common,
-                losses,
-                steps: s,
+                training:
+                    Training {
+                        common,
+                        losses,
+                        steps: s,
+                    },
                 images,
                 masks,
                 holdout,
@@ -602,9 +630,12 @@ fn plan(command: Command) -> anyhow::Result<(Vec<Spec>, Common)> {
                 (vec![Spec::Segmentation(cfg)], common)
             }
             Experiment::BoxRegressor {
-                common,
-                losses,
-                steps: s,
+                training:
+                    Training {
+                        common,
+                        losses,
+                        steps: s,
+                    },
             } => {
                 let mut cfg = BoxRegressorConfig::with_losses(losses.as_deref())?;
                 if let Some(s) = steps(s) {

@@ -3,7 +3,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use loss_core::{Loss, MseLoss};
-use trainer::fit::{fit, Batcher, FitConfig, FitError};
+use trainer::fit::{fit, Batcher, FitConfig, FitError, FitRun};
 use trainer::models::{Init, Linear, Mlp};
 use trainer::optim::{sorted_params, OptimizerConfig, Schedule};
 
@@ -42,20 +42,12 @@ fn full_batch_and_mini_batch_fit_a_line() {
             ..FitConfig::default()
         };
         let mut logged = Vec::new();
-        let r = fit(
-            &m,
-            &varmap,
-            &MseLoss::default(),
-            &x,
-            &y,
-            &cfg,
-            "line",
-            &mut |t, l| {
-                logged.push((t, l));
-                Ok(())
-            },
-            None,
-        )
+        let loss = MseLoss::default();
+        let run = FitRun::new(&m, &varmap, &loss, &x, &y, &cfg).with_label("line");
+        let r = fit(run, &mut |t, l| {
+            logged.push((t, l));
+            Ok(())
+        })
         .unwrap();
         assert!(r.final_loss < 1e-4, "{batch:?} {opt:?}: {}", r.final_loss);
         let steps: Vec<usize> = r.history.iter().map(|h| h.0).collect();
@@ -118,18 +110,8 @@ fn non_finite_loss_stops_the_run_naming_loss_step_and_seed() {
         seed: 1234,
         ..FitConfig::default()
     };
-    let e = fit(
-        &m,
-        &varmap,
-        &Fragile,
-        &x,
-        &y,
-        &cfg,
-        "diverging",
-        &mut |_, _| Ok(()),
-        None,
-    )
-    .unwrap_err();
+    let run = FitRun::new(&m, &varmap, &Fragile, &x, &y, &cfg).with_label("diverging");
+    let e = fit(run, &mut |_, _| Ok(())).unwrap_err();
     match &e {
         FitError::NonFinite { loss, step, seed, .. } => {
             assert_eq!(loss, "fragile_loss");

@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarMap;
 use loss_core::{Loss, MseLoss};
 use rand::Rng;
-use trainer::fit::{fit, FitConfig, StepCounter};
+use trainer::fit::{fit, FitConfig, FitRun, StepCounter};
 use trainer::models::Mlp;
 use trainer::optim::{OptimizerConfig, Schedule};
 
@@ -56,18 +56,9 @@ fn one_epoch(optimizer: OptimizerConfig, lr: f64) -> (f32, f64, Vec<(usize, f64)
         ..FitConfig::default()
     };
     let counter = Count(Default::default());
-    let report = fit(
-        &model,
-        &varmap,
-        &MseLoss::default(),
-        &x,
-        &y,
-        &cfg,
-        "epoch",
-        &mut |_, _| Ok(()),
-        Some(&counter),
-    )
-    .unwrap();
+    let loss = MseLoss::default();
+    let run = FitRun::new(&model, &varmap, &loss, &x, &y, &cfg).with_label("epoch");
+    let report = fit(run.with_progress(&counter), &mut |_, _| Ok(())).unwrap();
     // The final loss is that of the trained model on the whole set.
     let after = MseLoss::default()
         .forward(&model.forward(&x).unwrap(), &y)

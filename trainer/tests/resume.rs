@@ -202,7 +202,7 @@ type LineRun = (trainer::fit::FitReport, Vec<trainer::fit::LogRow>, Vec<Vec<f64>
 /// crash would, after the checkpoint of that step is written.
 fn line_run(dir: &Path, resume: bool, crash_at: Option<usize>) -> Result<LineRun, trainer::fit::FitError> {
     use candle_core::{DType, Device, Tensor};
-    use trainer::fit::{fit_resumable, FitConfig};
+    use trainer::fit::{fit_resumable, FitConfig, FitRun};
     use trainer::optim::{sorted_params, OptimizerConfig, Schedule};
     let x: Vec<f64> = (0..20).map(|i| f64::from(i) / 10.0 - 1.0).collect();
     let y: Vec<f64> = x.iter().map(|v| (3.0 * v).sin()).collect();
@@ -236,18 +236,9 @@ fn line_run(dir: &Path, resume: bool, crash_at: Option<usize>) -> Result<LineRun
         }
         Ok(vec![l * 2.0, t as f64])
     };
-    let (report, rows) = fit_resumable(
-        &m,
-        &varmap,
-        &loss_core::MseLoss::default(),
-        &x,
-        &y,
-        &cfg,
-        "line",
-        &mut on_log,
-        None,
-        Some(&plan),
-    )?;
+    let loss = loss_core::MseLoss::default();
+    let run = FitRun::new(&m, &varmap, &loss, &x, &y, &cfg).with_label("line");
+    let (report, rows) = fit_resumable(run, &mut on_log, Some(&plan))?;
     let weights = sorted_params(&varmap)
         .iter()
         .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap())
@@ -313,7 +304,7 @@ fn a_checkpoint_of_other_settings_or_a_corrupt_one_is_refused() {
 /// overflows.
 fn diverging_run(dir: &Path, resume: bool) -> Result<trainer::fit::FitReport, trainer::fit::FitError> {
     use candle_core::{DType, Device, Tensor};
-    use trainer::fit::{fit_resumable, FitConfig};
+    use trainer::fit::{fit_resumable, FitConfig, FitRun};
     use trainer::optim::{OptimizerConfig, Schedule};
     let x: Vec<f32> = (0..16).map(|i| i as f32 / 8.0 - 1.0).collect();
     let y: Vec<f32> = x.iter().map(|v| 2.0 * v + 0.5).collect();
@@ -348,19 +339,9 @@ fn diverging_run(dir: &Path, resume: bool) -> Result<trainer::fit::FitReport, tr
         every: Some(10),
         resume,
     };
-    fit_resumable(
-        &m,
-        &varmap,
-        &loss_core::MseLoss::default(),
-        &x,
-        &y,
-        &cfg,
-        "diverging",
-        &mut |_, _| Ok(Vec::new()),
-        None,
-        Some(&plan),
-    )
-    .map(|(r, _)| r)
+    let loss = loss_core::MseLoss::default();
+    let run = FitRun::new(&m, &varmap, &loss, &x, &y, &cfg).with_label("diverging");
+    fit_resumable(run, &mut |_, _| Ok(Vec::new()), Some(&plan)).map(|(r, _)| r)
 }
 
 #[test]

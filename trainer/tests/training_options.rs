@@ -6,7 +6,7 @@ use candle_nn::VarMap;
 use loss_core::MseLoss;
 use std::path::{Path, PathBuf};
 use trainer::fit::{
-    fit, fit_resumable, split_rows, EarlyStopping, FitConfig, FitError, FitReport, LogRow, Plateau, Validation,
+    fit, fit_resumable, split_rows, EarlyStopping, FitConfig, FitError, FitReport, FitRun, LogRow, Plateau, Validation,
     ValidationState,
 };
 use trainer::models::{Init, Linear, Mlp};
@@ -125,16 +125,10 @@ fn zero_line() -> (VarMap, Linear) {
 
 /// [`fit`] with the MSE loss and nothing logged.
 fn fit_mse(m: &Linear, varmap: &VarMap, x: &Tensor, y: &Tensor, cfg: &FitConfig) -> Result<FitReport, FitError> {
+    let loss = MseLoss::default();
     fit(
-        m,
-        varmap,
-        &MseLoss::default(),
-        x,
-        y,
-        cfg,
-        "line",
+        FitRun::new(m, varmap, &loss, x, y, cfg).with_label("line"),
         &mut |_, _| Ok(()),
-        None,
     )
 }
 
@@ -302,18 +296,9 @@ fn options_run(dir: &Path, resume: bool, crash_at: Option<usize>) -> Result<Run,
         }
         Ok(vec![l * 3.0])
     };
-    let (report, rows) = fit_resumable(
-        &m,
-        &varmap,
-        &MseLoss::default(),
-        &x,
-        &y,
-        &cfg,
-        "opts",
-        &mut on_log,
-        None,
-        Some(&plan),
-    )?;
+    let loss = MseLoss::default();
+    let run = FitRun::new(&m, &varmap, &loss, &x, &y, &cfg).with_label("opts");
+    let (report, rows) = fit_resumable(run, &mut on_log, Some(&plan))?;
     Ok((report, rows, weights(&varmap)))
 }
 

@@ -15,7 +15,7 @@ use super::{
     RunLabel, Runs, Summary, Trained,
 };
 use crate::data::shapes;
-use crate::fit::{fit_resumable, FitConfig, FitError, LogRow};
+use crate::fit::{fit_resumable, FitConfig, FitError, FitRun, LogRow};
 use crate::metrics::mean_std;
 use crate::models::{Conv2d, Init, Linear};
 use crate::plot::{self, BarSeries, Series};
@@ -319,16 +319,11 @@ fn run_job(cfg: &BoxRegressorConfig, ctx: &Context, job: &LossSeed, progress: &P
         let q = ious(&net.forward(&x_test)?, &test.boxes)?;
         Ok(vec![box_metrics(&q)[0]])
     };
+    let fit_cfg = fit_config(cfg, batch_seed);
+    let run = FitRun::new(&net, &varmap, &loss, &x, &y, &fit_cfg).with_label(&label);
     let (_, rows) = fit_resumable(
-        &net,
-        &varmap,
-        &loss,
-        &x,
-        &y,
-        &fit_config(cfg, batch_seed),
-        &label,
+        run.with_progress(progress),
         &mut on_log,
-        Some(progress),
         // The checkpoints hold weights, optimizer and batch order, not a loss's state: a resumed
         // wise_iou run would restart its running mean at 1. It is rerun from the start instead
         // (deterministic, so the records match an uninterrupted run).
@@ -493,16 +488,13 @@ fn summarise(cfg: &BoxRegressorConfig, runs: &Runs<'_, BoxRegressor>) -> anyhow:
         figures,
         ..Section::default()
     };
-    let config = json!({
-        "settings": cfg,
-        "fit": fit_config(cfg, 0),
-        "dtype": "f32",
-    });
-    Ok(Summary {
-        summary: json!({ "losses": losses_json }),
-        config,
+    let fit = json!({ "fit": fit_config(cfg, 0) });
+    Ok(Summary::of_training(
+        json!({ "losses": losses_json }),
+        cfg,
+        fit,
         section,
-    })
+    ))
 }
 
 #[cfg(test)]

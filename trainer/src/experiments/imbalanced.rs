@@ -23,7 +23,7 @@ use super::{
 };
 use crate::data::fold::{fold_tensors, Targets};
 use crate::data::{self, folds, Table};
-use crate::fit::{fit_resumable, FitConfig, FitError};
+use crate::fit::{fit_resumable, FitConfig, FitError, FitRun};
 use crate::metrics::{self, mean_std, Confusion, MeanStd};
 use crate::models::linear_or_mlp;
 use crate::plot::{self, BarSeries, Series};
@@ -341,18 +341,10 @@ fn run_job(
     let loss = loss_for(&job.loss, job.multi());
     let mut on_log =
         |_: usize, _: f64| -> Result<Vec<f64>> { evaluate(&model.forward(&d.x_test)?, &d.y_test, job.multi()) };
-    let (_, rows) = fit_resumable(
-        model.as_ref(),
-        &varmap,
-        loss.as_ref(),
-        &d.x_train,
-        &d.t_train,
-        &fit_config(cfg, ctx.seed),
-        &label,
-        &mut on_log,
-        Some(progress),
-        ctx.checkpoint.as_ref(),
-    )?;
+    let fit_cfg = fit_config(cfg, ctx.seed);
+    let run = FitRun::new(model.as_ref(), &varmap, loss.as_ref(), &d.x_train, &d.t_train, &fit_cfg);
+    let run = run.with_label(&label).with_progress(progress);
+    let (_, rows) = fit_resumable(run, &mut on_log, ctx.checkpoint.as_ref())?;
     let diagnostic = if !job.multi() && job.model == 0 && job.loss == "ce" {
         let z = model.forward(&d.x_train).and_then(|t| data::values(&t)).map_err(wrap)?;
         Some(diagnostic(&z, &d.y_train))
@@ -656,15 +648,9 @@ fn summarise(e: &Imbalanced, runs: &Runs<'_, Imbalanced>, ctx: &Context) -> anyh
         figures,
         ..Section::default()
     };
-    let config = json!({
-        "settings": cfg,
+    let entries = json!({
         "data": {"name": "winequality (red)", "source": "linfa-datasets", "rows": table.n, "features": table.d},
         "fit": fit_config(cfg, ctx.seed),
-        "dtype": "f32",
     });
-    Ok(Summary {
-        summary,
-        config,
-        section,
-    })
+    Ok(Summary::of_training(summary, cfg, entries, section))
 }

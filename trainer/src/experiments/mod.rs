@@ -29,6 +29,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use serde_json::{json, Value};
 
 /// The experiment names, in the order `all` runs them.
 pub const NAMES: [&str; 5] = ["regression", "boxes", "imbalanced", "segmentation", "box-regressor"];
@@ -222,6 +223,23 @@ pub struct Summary {
     pub config: serde_json::Value,
     /// The report section (its name is left to the runner: [`Experiment::NAME`]).
     pub section: Section,
+}
+
+impl Summary {
+    /// The summary of a training experiment (every one trains in f32): its part of
+    /// `summary.json`, its report `section`, and `config.json`: the experiment's `settings` and
+    /// `"dtype": "f32"` beside its other `entries` (a JSON object: the data set, the fit settings).
+    pub fn of_training(summary: Value, settings: &impl Serialize, entries: Value, section: Section) -> Self {
+        let mut config = json!({ "settings": settings, "dtype": "f32" });
+        if let (Value::Object(config), Value::Object(entries)) = (&mut config, entries) {
+            config.extend(entries);
+        }
+        Self {
+            summary,
+            config,
+            section,
+        }
+    }
 }
 
 /// A run of an experiment that repeats each loss over seeds (segmentation, box-regressor).

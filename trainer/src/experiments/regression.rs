@@ -16,7 +16,7 @@ use super::{
     Summary, Trained,
 };
 use crate::data::{self, folds, Table, ZScore};
-use crate::fit::{fit_resumable, FitConfig, FitError, LogRow};
+use crate::fit::{fit_resumable, FitConfig, FitError, FitRun, LogRow};
 use crate::metrics::{self, mean_std, MeanStd};
 use crate::models::linear_or_mlp;
 use crate::plot::{self, BarSeries, Series};
@@ -218,18 +218,9 @@ fn run_job(
     };
     let mut on_log = |_: usize, _: f64| eval(model.as_ref());
     debug_assert_eq!(fit_cfg.steps, steps);
-    let (_, rows) = fit_resumable(
-        model.as_ref(),
-        &varmap,
-        loss.as_ref(),
-        &d.x_train,
-        &d.t_train,
-        &fit_cfg,
-        &label,
-        &mut on_log,
-        Some(progress),
-        ctx.checkpoint.as_ref(),
-    )?;
+    let run = FitRun::new(model.as_ref(), &varmap, loss.as_ref(), &d.x_train, &d.t_train, &fit_cfg);
+    let run = run.with_label(&label).with_progress(progress);
+    let (_, rows) = fit_resumable(run, &mut on_log, ctx.checkpoint.as_ref())?;
     let last = rows
         .last()
         .map(|r| (metric(r, 0), metric(r, 1), metric(r, 2)))
@@ -573,15 +564,9 @@ fn summarise(
         figures,
         ..Section::default()
     };
-    let config = json!({
-        "settings": cfg,
+    let entries = json!({
         "data": {"name": "diabetes", "source": "linfa-datasets", "rows": table.n, "features": table.d},
         "fit": {"linear": fit_config(cfg, 0, ctx.seed), "mlp": fit_config(cfg, 1, ctx.seed)},
-        "dtype": "f32",
     });
-    Ok(Summary {
-        summary,
-        config,
-        section,
-    })
+    Ok(Summary::of_training(summary, cfg, entries, section))
 }

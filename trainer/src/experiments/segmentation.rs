@@ -20,7 +20,7 @@ use super::{
 };
 use crate::data::images::ImageFiles;
 use crate::data::shapes::{self, Shapes, ShapesConfig};
-use crate::fit::{fit_resumable, FitConfig, FitError, LogRow};
+use crate::fit::{fit_resumable, FitConfig, FitError, FitRun, LogRow};
 use crate::metrics::{self, mean_std};
 use crate::models::Conv2d;
 use crate::plot::{self, BarSeries, Series};
@@ -325,18 +325,9 @@ fn run_job(cfg: &SegmentationConfig, ctx: &Context, job: &LossSeed, progress: &P
         let (d, j) = evaluate(&net.forward(&x_test)?, &test.masks)?;
         Ok(vec![d, j])
     };
-    let (_, rows) = fit_resumable(
-        &net,
-        &varmap,
-        &loss,
-        &x,
-        &y,
-        &fit_config(cfg, batch_seed),
-        &label,
-        &mut on_log,
-        Some(progress),
-        ctx.checkpoint.as_ref(),
-    )?;
+    let fit_cfg = fit_config(cfg, batch_seed);
+    let run = FitRun::new(&net, &varmap, &loss, &x, &y, &fit_cfg).with_label(&label);
+    let (_, rows) = fit_resumable(run.with_progress(progress), &mut on_log, ctx.checkpoint.as_ref())?;
     Ok(Trained {
         done: JobResult { rows },
         varmap,
@@ -548,16 +539,13 @@ fn summarise(cfg: &SegmentationConfig, runs: &Runs<'_, Segmentation>, ctx: &Cont
         figures,
         ..Section::default()
     };
-    let config = json!({
-        "settings": cfg,
-        "fit": fit_config(cfg, 0),
-        "dtype": "f32",
-    });
-    Ok(Summary {
-        summary: json!({ "losses": losses_json }),
-        config,
+    let fit = json!({ "fit": fit_config(cfg, 0) });
+    Ok(Summary::of_training(
+        json!({ "losses": losses_json }),
+        cfg,
+        fit,
         section,
-    })
+    ))
 }
 
 fn synthetic_setup(cfg: &SegmentationConfig) -> String {

@@ -17,7 +17,7 @@ use super::{mean_curve, pm, push_logged, verdict, Context, Experiment, JobOutcom
 use crate::data::csv::{self as table_csv, Loaded, Task};
 use crate::data::fold::{fold_tensors, Targets};
 use crate::data::{self, folds};
-use crate::fit::{fit_resumable, FitConfig, FitError, LogRow, Validation};
+use crate::fit::{fit_resumable, FitConfig, FitError, FitRun, LogRow, Validation};
 use crate::metrics::{self, mean_std, MeanStd};
 use crate::models::linear_or_mlp;
 use crate::optim::OptimizerConfig;
@@ -359,18 +359,16 @@ fn run_job(t: &Tabular, ctx: &Context, job: &Job, progress: &Progress) -> JobOut
         seed: ctx.seed,
         ..cfg.fit.clone()
     };
-    let (report, rows) = fit_resumable(
+    let run = FitRun::new(
         model.as_ref(),
         &varmap,
         built.as_ref(),
         &f.x_train,
         &f.t_train,
         &fit_cfg,
-        &label,
-        &mut on_log,
-        Some(progress),
-        ctx.checkpoint.as_ref(),
-    )?;
+    );
+    let run = run.with_label(&label).with_progress(progress);
+    let (report, rows) = fit_resumable(run, &mut on_log, ctx.checkpoint.as_ref())?;
     let last = rows.last().map(|r| r.2.clone()).unwrap_or_default();
     Ok(Trained {
         done: JobResult {
@@ -551,8 +549,7 @@ fn summarise(t: &Tabular, runs: &Runs<'_, Tabular>) -> anyhow::Result<Summary> {
         figures,
         ..Section::default()
     };
-    let config = json!({
-        "settings": cfg,
+    let data = json!({
         "data": {
             "file": file,
             "rows": t.data.table.n,
@@ -561,13 +558,8 @@ fn summarise(t: &Tabular, runs: &Runs<'_, Tabular>) -> anyhow::Result<Summary> {
             "dropped_rows": t.data.dropped,
             "classes": t.data.classes,
         },
-        "dtype": "f32",
     });
-    Ok(Summary {
-        summary,
-        config,
-        section,
-    })
+    Ok(Summary::of_training(summary, cfg, data, section))
 }
 
 fn model_name(m: ModelKind) -> &'static str {

@@ -4,7 +4,7 @@
 //! ```
 //! use candle_core::{Device, Tensor, Var};
 //! use candle_nn::{Module, VarMap};
-//! use trainer::fit::{fit, FitConfig};
+//! use trainer::fit::{fit, FitConfig, FitRun};
 //! use trainer::models::{Init, Linear};
 //! let dev = Device::Cpu;
 //! let varmap = VarMap::new();
@@ -13,7 +13,8 @@
 //! let x = Tensor::new(&[[0.0f32], [1.0], [2.0]], &dev)?;
 //! let y = Tensor::new(&[[1.0f32], [3.0], [5.0]], &dev)?; // y = 2x + 1
 //! let cfg = FitConfig { steps: 500, lr: 0.1, ..FitConfig::default() };
-//! let report = fit(&model, &varmap, &loss_core::MseLoss::default(), &x, &y, &cfg, "doc", &mut |_, _| Ok(()), None)?;
+//! let loss = loss_core::MseLoss::default();
+//! let report = fit(FitRun::new(&model, &varmap, &loss, &x, &y, &cfg), &mut |_, _| Ok(()))?;
 //! assert!(report.final_loss < 1e-3);
 //! # Ok::<(), anyhow::Error>(())
 //! ```
@@ -215,30 +216,75 @@ impl Batcher {
     }
 }
 
-/// Trains `model` (whose variables are those of `varmap`) to minimise `loss(model(x), y)`.
+/// One training run: the model (whose variables are those of `varmap`), the loss it minimises,
+/// the rows `x` and targets `y` (one sample per row along dimension 0), the settings, the run's
+/// label (it names the run in errors and its checkpoint file) and what counts its updates.
 ///
-/// `x` and `y` hold one row per sample along dimension 0. `on_log(t, loss)` is called at each
-/// logged t (0, every `log_every`, and `steps`) with the training loss at that point; the
-/// experiments compute their test metrics there. `progress` is advanced by one per update.
+/// Built by [`FitRun::new`] and the `with_*` setters, trained by [`fit`] or [`fit_resumable`].
+pub struct FitRun<'a, M: Module + ?Sized> {
+    // what is trained, on which rows, how; then how the run is named and counted
+    model: &'a M,
+    varmap: &'a VarMap,
+    x: &'a Tensor,
+    y: &'a Tensor,
+    loss: &'a dyn Loss,
+    cfg: &'a FitConfig,
+    label: &'a str,
+    progress: Option<&'a dyn StepCounter>,
+}
+
+impl<'a, M: Module + ?Sized> FitRun<'a, M> {
+    /// A run of `model` (variables in `varmap`) minimising `loss(model(x), y)` with `cfg`,
+    /// labelled `"run"` and counted by nothing.
+    pub fn new(
+        model: &'a M,
+        varmap: &'a VarMap,
+        loss: &'a dyn Loss,
+        x: &'a Tensor,
+        y: &'a Tensor,
+        cfg: &'a FitConfig,
+    ) -> Self {
+        Self {
+            model,
+            varmap,
+            x,
+            y,
+            loss,
+            cfg,
+            label: "run",
+            progress: None,
+        }
+    }
+
+    /// The run's label, in its errors and its checkpoint's file name (`"linear/mse/fold2"`).
+    pub fn with_label(self, label: &'a str) -> Self {
+        Self { label, ..self }
+    }
+
+    /// What counts the updates ([`StepCounter::add_steps`] once per update).
+    pub fn with_progress(self, progress: &'a dyn StepCounter) -> Self {
+        Self {
+            progress: Some(progress),
+            ..self
+        }
+    }
+}
+
+/// Trains the run's model to minimise `loss(model(x), y)`.
+///
+/// `on_log(t, loss)` is called at each logged t (0, every `log_every`, and `steps`) with the
+/// training loss at that point. The run's [`StepCounter`] is advanced by one per update.
 ///
 /// # Errors
 /// [`FitError::NonFinite`] as soon as a training loss is NaN or infinite (naming the loss, the
 /// step and the seed); [`FitError::Tensor`] for a shape or dtype error from the model or the
 /// loss, or an error returned by `on_log`.
-#[allow(clippy::too_many_arguments)]
 pub fn fit<M: Module + ?Sized>(
-    model: &M,
-    varmap: &VarMap,
-    loss: &dyn Loss,
-    x: &Tensor,
-    y: &Tensor,
-    cfg: &FitConfig,
-    run: &str,
+    run: FitRun<'_, M>,
     on_log: &mut dyn FnMut(usize, f64) -> candle_core::Result<()>,
-    progress: Option<&dyn StepCounter>,
 ) -> Result<FitReport, FitError> {
     let mut log = |t: usize, v: f64| on_log(t, v).map(|()| Vec::new());
-    fit_resumable(model, varmap, loss, x, y, cfg, run, &mut log, progress, None).map(|(report, _)| report)
+    fit_resumable(run, &mut log, None).map(|(report, _)| report)
 }
 
 /// A logged row: `(t, training loss, the columns returned by the experiment's `on_log`)`.
@@ -260,19 +306,21 @@ pub type LogRow = (usize, f64, Vec<f64>);
 /// # Errors
 /// As [`fit`]; also a checkpoint that cannot be written or read, or whose settings (run label,
 /// loss, [`FitConfig`], data shape) differ from this run's ([`FitError::Tensor`]).
-#[allow(clippy::too_many_arguments)]
 pub fn fit_resumable<M: Module + ?Sized>(
-    model: &M,
-    varmap: &VarMap,
-    loss: &dyn Loss,
-    x: &Tensor,
-    y: &Tensor,
-    cfg: &FitConfig,
-    run: &str,
+    run: FitRun<'_, M>,
     on_log: &mut dyn FnMut(usize, f64) -> candle_core::Result<Vec<f64>>,
-    progress: Option<&dyn StepCounter>,
     plan: Option<&Plan>,
 ) -> Result<(FitReport, Vec<LogRow>), FitError> {
+    let FitRun {
+        model,
+        varmap,
+        x,
+        y,
+        loss,
+        cfg,
+        label: run,
+        progress,
+    } = run;
     let wrap = FitError::in_run(run);
     if cfg.accumulate == 0 || (cfg.accumulate > 1 && cfg.batch_size.is_none()) {
         return Err(wrap(candle_core::Error::Msg(format!(
