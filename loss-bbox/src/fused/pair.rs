@@ -98,7 +98,7 @@ impl WithFormula for PairJob {
 #[inline(always)]
 pub(super) fn eval<S: Formula, F: PairReal>(s: S, p: [F; 4], t: [F; 4], g: Option<F>) -> (F, [F; 8], bool) {
     let geo = Geometry::new(p, t);
-    let mut d = Partials::zero();
+    let mut d = Partials::filled(-F::zero());
     let (loss, risky) = s.at(&geo, &mut d);
     let grads = match g {
         Some(g) => d.chain::<S>(&geo, g).into_coords(),
@@ -220,9 +220,12 @@ impl<F: PairReal> Geometry<F> {
 pub(super) type Partials<F> = Quantities<F>;
 
 impl<F: PairReal> Quantities<F> {
+    /// All partials `z`: `0` or, for [`eval`], `−0`, where the first term a formula adds then
+    /// folds away (`x + (−0)` is `x` for every `x`, where `x + 0` is not for `x = −0`) and the
+    /// coordinates' gradients are those of a `+0` start ([`Chain::into_coords`] sums from `+0`,
+    /// which no term turns into `−0`).
     #[inline(always)]
-    pub(super) fn zero() -> Self {
-        let z = F::zero();
+    pub(super) fn filled(z: F) -> Self {
         Self {
             iw: z,
             ih: z,
