@@ -105,7 +105,7 @@ pub(super) trait Lanes: Copy {
     fn finish(self, _out: &mut [f32; BLOCK]) {}
 }
 
-/// A loss's [`Formula`] as [`Lanes`]: the one source of [`super::pair`] (the torchvision
+/// A loss's [`Formula`] as [`Lanes`]: the one source of [`super::pair`](mod@super::pair) (the torchvision
 /// family) and [`super::successors`] at f32 for the lanes and at f64 for their recomputation.
 #[derive(Clone, Copy)]
 struct ByFormula<S>(S);

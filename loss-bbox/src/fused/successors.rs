@@ -1,5 +1,5 @@
 //! The formulas of the IoU successors ([`crate::iou_successors`]) on the pair kernel of
-//! [`super::pair`], written once over the float ([`PairReal`]): each successor's formula on the
+//! [`super::pair`](mod@super::pair), written once over the float ([`PairReal`]): each successor's formula on the
 //! shared geometry of a pair ([`Geometry`]: intersection, enclosing box, centre offset, sides;
 //! [`Formula::at`]), its gradient as the partials w.r.t. those quantities ([`Partials`]), taken
 //! back to the eight coordinates by the box losses' one chain rule
