@@ -89,6 +89,11 @@ impl PairReal for f32 {
         let v = (e * xs.fast_ln()).fast_exp();
         (v, e * v / xs, !pos)
     }
+
+    #[inline(always)]
+    fn quot(num: f32, _: f32, recip: f32) -> f32 {
+        num * recip
+    }
 }
 
 /// What the generic block computes a lane with: one loss of the pair kernel, its options

@@ -33,6 +33,10 @@ pub(crate) trait PairReal: Real {
     /// clamped to the largest finite number as `loss_core::ops::attach_grad`, so `0 · ∞` is 0);
     /// `(value, derivative, risky)`. f32: `exp(e·ln x)`, risky for `x <= 0`.
     fn pow_d(x: Self, e: Self) -> (Self, Self, bool);
+    /// `num/den`, given `recip = 1/den`: f64 divides (the composite path's rounding, which the
+    /// f64 box simulation's chaotic GIoU trajectories follow), f32 multiplies by `recip` (no
+    /// division in the lanes).
+    fn quot(num: Self, den: Self, recip: Self) -> Self;
 }
 
 impl PairReal for f64 {
@@ -50,6 +54,11 @@ impl PairReal for f64 {
         }
         let p = Unary::Pow { exponent: e };
         (p.value(x), p.derivative(x).clamp(-f64::MAX, f64::MAX), false)
+    }
+
+    #[inline(always)]
+    fn quot(num: f64, den: f64, _: f64) -> f64 {
+        num / den
     }
 }
 
@@ -349,11 +358,12 @@ impl<const K: u8> Formula for Torchvision<K> {
             }
             GIOU => {
                 let ac = cw * ch;
-                let r = one / (ac + eps);
-                let q = (ac - union) * r;
+                let ace = ac + eps;
+                let r = one / ace;
+                let q = F::quot(ac - union, ace, r);
                 loss += q;
                 // ∂q/∂ac = (1 − q)/(ac + eps), as the composite path's division.
-                let g_ac = (one - q) * r;
+                let g_ac = F::quot(one - q, ace, r);
                 g_union -= r;
                 d.cw += g_ac * ch;
                 d.ch += g_ac * cw;
@@ -389,8 +399,8 @@ impl<const K: u8> Formula for Torchvision<K> {
         }
         // IoU = I/(U + eps) back to the intersection's extents and the sides.
         let rue = one / ue;
-        let g_union = g_union - g_iou * iou * rue;
-        let g_inter = g_iou * rue - g_union;
+        let g_union = g_union - F::quot(g_iou * iou, ue, rue);
+        let g_inter = F::quot(g_iou, ue, rue) - g_union;
         d.iw += sel(overlap, g_inter * ih, zero);
         d.ih += sel(overlap, g_inter * iw, zero);
         d.add_sides(g_union, [ph, pw, th, tw]);
