@@ -1,13 +1,13 @@
-//! The formulas of the IoU successors ([`crate::iou_successors`]) on the pair kernel of
-//! [`super::pair`](mod@super::pair), written once over the float ([`PairReal`]): each successor's formula on the
-//! shared geometry of a pair ([`Geometry`]: intersection, enclosing box, centre offset, sides;
-//! [`Formula::at`]), its gradient as the partials w.r.t. those quantities ([`Partials`]), taken
-//! back to the eight coordinates by the box losses' one chain rule
-//! ([`super::pair::Chain::into_coords`]).
+//! The pair kernel of the IoU successors ([`crate::iou_successors`]), written once over the
+//! float ([`PairReal`]): one pass over the shared geometry of a pair ([`Geometry`]:
+//! intersection, enclosing box, centre offset, sides), each successor's formula on it
+//! ([`Formula::at`]), and its gradient as the partials w.r.t. those quantities ([`Partials`]),
+//! taken back to the eight coordinates by the box losses' one chain rule
+//! ([`Chain::into_coords`]).
 //!
 //! The same source runs as scalar f64 code (f64 boxes, and the f64 recomputation of a risky f32
 //! lane: [`Successor::pair`]) and as the f32 lanes of the block kernel ([`super::block_f32`],
-//! which calls [`super::pair::eval`] at `f32`). It is branch-free where the lanes need it: `max`/`min`/
+//! which calls [`eval`] at `f32`). It is branch-free where the lanes need it: `max`/`min`/
 //! `clamp`/`div_or_zero` are selects, the options that change the formula's shape (Alpha-IoU's
 //! base and `α = 3`, Inner-IoU's base, Shape-IoU's `scale = 0`, Wise-IoU's version) are const
 //! parameters fixed outside the loops ([`Successor::visit`]). A formula also says where its f32
@@ -21,7 +21,7 @@
 //! derivative 0 at 0, a 0/0 of `div_or_zero` is 0 with a zero gradient, powers follow
 //! [`Unary::Pow`] (f64; [`PairReal::pow_d`]).
 
-use super::pair::{k, Formula, Geometry, PairJob, PairReal, Partials, WithFormula};
+use super::pair::{Chain, PairReal};
 use crate::geometry::{max_w, min_w, sel, ASPECT_K};
 use crate::kinds::{AlphaIouBase, InnerIouBase, WiseIouVersion};
 use loss_core::ops::Unary;
@@ -52,6 +52,31 @@ pub(crate) enum Successor {
     Siou { neg_gamma: bool },
 }
 
+/// What [`Successor::visit`] runs with the successor's [`Formula`] (the block kernel's jobs, the
+/// f64 pair).
+pub(super) trait WithFormula {
+    /// What the job returns.
+    type Out;
+    /// Runs the job with the formula `s`.
+    fn run<S: Formula>(self, s: S) -> Self::Out;
+}
+
+/// One pair in f64 ([`Successor::pair`] as a [`WithFormula`] job).
+struct PairJob {
+    p: [f64; 4],
+    t: [f64; 4],
+    g: Option<f64>,
+}
+
+impl WithFormula for PairJob {
+    type Out = (f64, [f64; 8]);
+    #[inline(always)]
+    fn run<S: Formula>(self, s: S) -> Self::Out {
+        let (v, d, _) = eval(s, self.p, self.t, self.g);
+        (v, d)
+    }
+}
+
 impl Successor {
     /// The loss's function name.
     pub(crate) fn name(self) -> &'static str {
@@ -73,8 +98,7 @@ impl Successor {
     pub(crate) fn pair(self, p: [f64; 4], t: [f64; 4], eps: f64, g: Option<f64>) -> (f64, [f64; 8]) {
         if let Self::Siou { neg_gamma } = self {
             let geo = Geometry::new(p, t);
-            // +0 here: SIoU's scalar f64 code runs 11 % slower from a −0 start.
-            let mut d = Partials::filled(0.0);
+            let mut d = Partials::zero();
             let loss = siou(&geo, neg_gamma, eps, &mut d);
             return match g {
                 None => (loss, [0.0; 8]),
@@ -139,6 +163,183 @@ impl Successor {
                 eps,
             }),
             Self::Siou { .. } => unreachable!("siou_loss has no generic formula"),
+        }
+    }
+}
+
+/// A successor with its options fixed: its loss of one pair and the partials of that loss, at
+/// any [`PairReal`] float.
+pub(super) trait Formula: Copy {
+    /// Whether the loss reads the intersection's extents (`false`: its partials stay 0, and the
+    /// chain rule leaves out the intersection's `max`/`min` weights).
+    const INTER: bool = true;
+    /// Whether the loss reads the enclosing box's extents (as [`Formula::INTER`]).
+    const OUTER: bool = true;
+    /// The loss of the pair `geo` (its partials added to `d`) and whether the lane is risky in
+    /// f32 (see the module docs).
+    fn at<F: PairReal>(self, geo: &Geometry<F>, d: &mut Partials<F>) -> (F, bool);
+}
+
+/// One pair: `(loss, gradient w.r.t. [p.x1, .., p.y2, t.x1, .., t.y2] for the upstream g (zeros
+/// for `None`), risky)`.
+#[inline(always)]
+pub(super) fn eval<S: Formula, F: PairReal>(s: S, p: [F; 4], t: [F; 4], g: Option<F>) -> (F, [F; 8], bool) {
+    let geo = Geometry::new(p, t);
+    let mut d = Partials::zero();
+    let (loss, risky) = s.at(&geo, &mut d);
+    let grads = match g {
+        Some(g) => d.chain::<S>(&geo, g).into_coords(),
+        None => [F::zero(); 8],
+    };
+    (loss, grads, risky)
+}
+
+/// `v` in `F`.
+#[inline(always)]
+fn k<F: PairReal>(v: f64) -> F {
+    F::of(v)
+}
+
+/// The quantities of a pair every successor reads, with the `max`/`min` weights of the extents.
+pub(super) struct Geometry<F> {
+    /// The boxes.
+    p: [F; 4],
+    t: [F; 4],
+    /// `(w_p, h_p, w_t, h_t)`.
+    sides: [F; 4],
+    /// Intersection extents, unclamped.
+    iw: F,
+    ih: F,
+    /// Enclosing extents.
+    cw: F,
+    ch: F,
+    /// Centre offset `c_p − c_t`.
+    dx: F,
+    dy: F,
+    inter_w: [F; 8],
+    outer_w: [F; 8],
+}
+
+impl<F: PairReal> Geometry<F> {
+    #[inline(always)]
+    fn new(p: [F; 4], t: [F; 4]) -> Self {
+        let [px1, py1, px2, py2] = p;
+        let [tx1, ty1, tx2, ty2] = t;
+        let (ix1, ix1_p, ix1_t) = max_w(px1, tx1);
+        let (iy1, iy1_p, iy1_t) = max_w(py1, ty1);
+        let (ix2, ix2_p, ix2_t) = min_w(px2, tx2);
+        let (iy2, iy2_p, iy2_t) = min_w(py2, ty2);
+        let (cx1, cx1_p, cx1_t) = min_w(px1, tx1);
+        let (cy1, cy1_p, cy1_t) = min_w(py1, ty1);
+        let (cx2, cx2_p, cx2_t) = max_w(px2, tx2);
+        let (cy2, cy2_p, cy2_t) = max_w(py2, ty2);
+        let half = k::<F>(0.5);
+        Self {
+            p,
+            t,
+            sides: [px2 - px1, py2 - py1, tx2 - tx1, ty2 - ty1],
+            iw: ix2 - ix1,
+            ih: iy2 - iy1,
+            cw: cx2 - cx1,
+            ch: cy2 - cy1,
+            // The composite's order: the sums first, so equal centres give exactly 0.
+            dx: half * ((px1 + px2) - (tx1 + tx2)),
+            dy: half * ((py1 + py2) - (ty1 + ty2)),
+            inter_w: [ix1_p, ix1_t, ix2_p, ix2_t, iy1_p, iy1_t, iy2_p, iy2_t],
+            outer_w: [cx1_p, cx1_t, cx2_p, cx2_t, cy1_p, cy1_t, cy2_p, cy2_t],
+        }
+    }
+
+    /// `ρ² = dx² + dy²`.
+    #[inline(always)]
+    fn rho2(&self) -> F {
+        self.dx * self.dx + self.dy * self.dy
+    }
+
+    /// `C_w² + C_h²`.
+    #[inline(always)]
+    fn diag2(&self) -> F {
+        self.cw * self.cw + self.ch * self.ch
+    }
+}
+
+/// The partials of a pair's loss w.r.t. the quantities of [`Geometry`] (not yet times the
+/// upstream gradient).
+pub(super) struct Partials<F> {
+    iw: F,
+    ih: F,
+    cw: F,
+    ch: F,
+    dx: F,
+    dy: F,
+    sides: [F; 4],
+}
+
+impl<F: PairReal> Partials<F> {
+    #[inline(always)]
+    fn zero() -> Self {
+        let z = F::zero();
+        Self {
+            iw: z,
+            ih: z,
+            cw: z,
+            ch: z,
+            dx: z,
+            dy: z,
+            sides: [z; 4],
+        }
+    }
+
+    /// `∂/∂ρ²` as partials of the centre offset.
+    #[inline(always)]
+    fn rho2(&mut self, geo: &Geometry<F>, g: F) {
+        let two = k::<F>(2.0);
+        self.dx += two * geo.dx * g;
+        self.dy += two * geo.dy * g;
+    }
+
+    /// `∂/∂(C_w² + C_h²)` as partials of the enclosing extents.
+    #[inline(always)]
+    fn diag2(&mut self, geo: &Geometry<F>, g: F) {
+        let two = k::<F>(2.0);
+        self.cw += two * geo.cw * g;
+        self.ch += two * geo.ch * g;
+    }
+
+    /// The angle difference `θ_t − θ_p`, `θ = atan(w/(h + h_eps))` ([`PairReal::aspect`]), and
+    /// its partials: `(d, [∂d/∂w_p, ∂d/∂h_p, ∂d/∂w_t, ∂d/∂h_t], risky)`.
+    #[inline(always)]
+    fn angle_diff(geo: &Geometry<F>, h_eps: F) -> (F, [F; 4], bool) {
+        let [pw, ph, tw, th] = geo.sides;
+        let (ap, ap_w, ap_h, rp) = F::aspect(pw, ph + h_eps);
+        let (at, at_w, at_h, rt) = F::aspect(tw, th + h_eps);
+        (at - ap, [-ap_w, -ap_h, at_w, at_h], rp | rt)
+    }
+
+    #[inline(always)]
+    fn add_sides(&mut self, g: F, d: [F; 4]) {
+        for (s, x) in self.sides.iter_mut().zip(d) {
+            *s += g * x;
+        }
+    }
+
+    /// The [`Chain`] of these partials for the upstream gradient `g`, of a loss that reads the
+    /// extents `S` says (the others' terms are constant zeros, so their weights are never
+    /// computed).
+    #[inline(always)]
+    fn chain<S: Formula>(self, geo: &Geometry<F>, g: F) -> Chain<F> {
+        let (half, z) = (k::<F>(0.5), F::zero());
+        let (inter, outer) = (S::INTER, S::OUTER);
+        Chain {
+            iw: sel(inter, g * self.iw, z),
+            ih: sel(inter, g * self.ih, z),
+            cw: sel(outer, g * self.cw, z),
+            ch: sel(outer, g * self.ch, z),
+            sides: self.sides.map(|s| g * s),
+            half_dx: half * g * self.dx,
+            half_dy: half * g * self.dy,
+            inter_w: sel(inter, geo.inter_w, [z; 8]),
+            outer_w: sel(outer, geo.outer_w, [z; 8]),
         }
     }
 }
@@ -271,8 +472,8 @@ impl<const B: u8, const CUBE: bool> Formula for Alpha<B, CUBE> {
             let rc2 = one / (cp + eps);
             let diou = rp * rc2;
             loss += diou;
-            d.add_rho2(geo, drp * rc2);
-            d.add_diag2(geo, -diou * rc2 * dcp);
+            d.rho2(geo, drp * rc2);
+            d.diag2(geo, -diou * rc2 * dcp);
             if B == CIOU {
                 let (a_d, da, r3) = Partials::angle_diff(geo, eps);
                 let v = k::<F>(ASPECT_K) * a_d * a_d;
@@ -370,8 +571,8 @@ impl<const CIOU: bool> Formula for Inner<CIOU> {
             let iou = Iou::new(geo, F::zero(), eps).r;
             let rdiag = one / (geo.diag2() + eps);
             let dist = geo.rho2() * rdiag;
-            d.add_rho2(geo, rdiag);
-            d.add_diag2(geo, -dist * rdiag);
+            d.rho2(geo, rdiag);
+            d.diag2(geo, -dist * rdiag);
             let (a_d, da, r) = Partials::angle_diff(geo, F::zero());
             risky |= r;
             let v = k::<F>(ASPECT_K) * a_d * a_d;
@@ -445,7 +646,7 @@ impl<const S0: bool> Formula for Shape<S0> {
         let mut g_ww = dy2 * rc2;
         d.dx += two * geo.dx * hh * rc2;
         d.dy += two * geo.dy * ww * rc2;
-        d.add_diag2(geo, -dist * rc2);
+        d.diag2(geo, -dist * rc2);
         // Shape: ω = k·|a − b|/max(a, b), k = hh for the widths, ww for the heights.
         let (st_w, [gk, ga, gb]) = shape_cost(hh, pw, tw);
         g_hh += half * gk;
@@ -510,7 +711,7 @@ impl<const V: u8> Formula for Wise<V> {
         };
         iou.back(geo, -f * r, zero, d);
         let rden = sel(live, one / den, zero);
-        d.add_rho2(geo, f * r * l * rden);
+        d.rho2(geo, f * r * l * rden);
         (r * l * f, risky)
     }
 }
