@@ -379,3 +379,29 @@ fn a_second_backward_recomputes_the_saved_gradient() {
         assert!((a - b).abs() <= 1e-15 * a.abs().max(1.0), "{a} vs {b}");
     }
 }
+
+/// Poly-1 focal with `γ < 1` at a logit whose sigmoid is subnormal (−743: `σ ≈ 5e-323`):
+/// `γ·q^(γ−1)` overflows there while `∂q/∂x` underflows; the gradient is their finite product
+/// (≈ `(1 + γ)·σ^(1+γ)`, so 0 to f64's precision), on both paths (a case proptest found).
+#[test]
+fn poly1_focal_gradient_is_finite_where_the_sigmoid_is_subnormal() -> Result<()> {
+    let dev = Device::Cpu;
+    for path in [Path::Fused, Path::Composite] {
+        let x = Var::from_tensor(&Tensor::new(&[[0.0f64], [-743.3515616287573], [0.0], [0.0]], &dev)?)?;
+        let y = Tensor::zeros((4, 1), DType::F64, &dev)?;
+        let loss = with_path(path, || {
+            poly1_focal_loss(x.as_tensor(), &y, 0.0, -1.0, 0.011931543151484128, Reduction::Mean)
+        })?;
+        let g = with_path(path, || loss.backward())?;
+        let g = g
+            .get(x.as_tensor())
+            .expect("a gradient")
+            .flatten_all()?
+            .to_vec1::<f64>()?;
+        assert!(g.iter().all(|v| v.is_finite()), "{path:?}: {g:?}");
+        assert!(g[1].abs() < 1e-300, "{path:?}: {g:?}");
+        // x = 0 (σ = q = ½), the ordinary case: the loss grows with x, a positive gradient.
+        assert!(g[0] > 0.0, "{path:?}: {g:?}");
+    }
+    Ok(())
+}

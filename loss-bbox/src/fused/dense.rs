@@ -46,6 +46,14 @@ fn ln1p<F: Real>(z: F) -> F {
 /// which every use here multiplies by a zero factor).
 trait Exponent: Copy + Send + Sync + 'static {
     fn pow_d<F: Real>(self, q: F) -> (F, F);
+
+    /// `(qᵉ, e·qᵉ⁻¹·dq)` for a `dq` with `|dq| <= q` (a chain through `q`): where `qᵉ⁻¹`
+    /// overflows (`e < 1`, `q` subnormal) the product is taken as `e·qᵉ·(dq/q)`, finite.
+    #[inline(always)]
+    fn pow_chain<F: Real>(self, q: F, dq: F) -> (F, F) {
+        let (v, d) = self.pow_d(q);
+        (v, d * dq)
+    }
 }
 
 /// `e = 2`.
@@ -89,6 +97,13 @@ impl Exponent for Pow {
         } else {
             (v, d)
         }
+    }
+
+    #[inline(always)]
+    fn pow_chain<F: Real>(self, q: F, dq: F) -> (F, F) {
+        let (v, d) = self.pow_d(q);
+        let tiny_q = F::of(self.0) * v * (dq / q);
+        (v, select(d.is_finite(), d * dq, tiny_q))
     }
 }
 
@@ -320,6 +335,9 @@ impl<E: Exponent> Partials for Poly1Focal<E> {
         let dq = (one - y - y) * s * sn;
         let ce = (one - y) * x + spn;
         let (qg, dqg) = self.e.pow_d(q);
+        // `q^γ` of a subnormal `q` with `γ < 1`: `dqg` overflows while `dq` underflows, and the
+        // gradient is taken through their product (`chain`) instead.
+        let (_, chain) = self.e.pow_chain(q, dq);
         let eps = F::of(self.epsilon);
         let at = if self.alpha >= 0.0 {
             let a = F::of(self.alpha);
@@ -328,7 +346,11 @@ impl<E: Exponent> Partials for Poly1Focal<E> {
             one
         };
         let v = at * (ce * qg + eps * qg * q);
-        let g = at * ((s - y) * qg + ce * dqg * dq + eps * (qg + q * dqg) * dq);
+        let g = select(
+            dqg.is_finite(),
+            at * ((s - y) * qg + ce * dqg * dq + eps * (qg + q * dqg) * dq),
+            at * ((s - y) * qg + ce * chain + eps * (qg * dq + q * chain)),
+        );
         (v, g, F::zero())
     }
 }
