@@ -47,12 +47,16 @@ fn ln1p<F: Real>(z: F) -> F {
 trait Exponent: Copy + Send + Sync + 'static {
     fn pow_d<F: Real>(self, q: F) -> (F, F);
 
-    /// `(qᵉ, e·qᵉ⁻¹·dq)` for a `dq` with `|dq| <= q` (a chain through `q`): where `qᵉ⁻¹`
-    /// overflows (`e < 1`, `q` subnormal) the product is taken as `e·qᵉ·(dq/q)`, finite.
+    /// Whether `e·qᵉ⁻¹` can overflow for a tiny `q > 0` (`e < 1`): only the general exponent.
+    const MAY_OVERFLOW: bool = false;
+
+    /// `e·qᵉ⁻¹·dq` for a `dq` with `|dq| <= q` (a chain through `q`), given `v = qᵉ` and
+    /// `d = e·qᵉ⁻¹` of [`Exponent::pow_d`]: where `d` overflows (`e < 1`, `q` subnormal) the
+    /// product is taken as `e·qᵉ·(dq/q)`, finite.
     #[inline(always)]
-    fn pow_chain<F: Real>(self, q: F, dq: F) -> (F, F) {
-        let (v, d) = self.pow_d(q);
-        (v, d * dq)
+    fn chain<F: Real>(self, q: F, v: F, d: F, dq: F) -> F {
+        let _ = (q, v);
+        d * dq
     }
 }
 
@@ -99,11 +103,11 @@ impl Exponent for Pow {
         }
     }
 
+    const MAY_OVERFLOW: bool = true;
+
     #[inline(always)]
-    fn pow_chain<F: Real>(self, q: F, dq: F) -> (F, F) {
-        let (v, d) = self.pow_d(q);
-        let tiny_q = F::of(self.0) * v * (dq / q);
-        (v, select(d.is_finite(), d * dq, tiny_q))
+    fn chain<F: Real>(self, q: F, v: F, d: F, dq: F) -> F {
+        select(d.is_finite(), d * dq, F::of(self.0) * v * (dq / q))
     }
 }
 
@@ -335,9 +339,6 @@ impl<E: Exponent> Partials for Poly1Focal<E> {
         let dq = (one - y - y) * s * sn;
         let ce = (one - y) * x + spn;
         let (qg, dqg) = self.e.pow_d(q);
-        // `q^γ` of a subnormal `q` with `γ < 1`: `dqg` overflows while `dq` underflows, and the
-        // gradient is taken through their product (`chain`) instead.
-        let (_, chain) = self.e.pow_chain(q, dq);
         let eps = F::of(self.epsilon);
         let at = if self.alpha >= 0.0 {
             let a = F::of(self.alpha);
@@ -346,12 +347,15 @@ impl<E: Exponent> Partials for Poly1Focal<E> {
             one
         };
         let v = at * (ce * qg + eps * qg * q);
-        let g = select(
-            dqg.is_finite(),
-            at * ((s - y) * qg + ce * dqg * dq + eps * (qg + q * dqg) * dq),
-            at * ((s - y) * qg + ce * chain + eps * (qg * dq + q * chain)),
-        );
-        (v, g, F::zero())
+        let g = at * ((s - y) * qg + ce * dqg * dq + eps * (qg + q * dqg) * dq);
+        if !E::MAY_OVERFLOW {
+            return (v, g, F::zero());
+        }
+        // `q^γ` of a subnormal `q` with `γ < 1`: `dqg` overflows while `dq` underflows, and the
+        // gradient is taken through their product instead.
+        let chain = self.e.chain(q, qg, dqg, dq);
+        let safe = at * ((s - y) * qg + ce * chain + eps * (qg * dq + q * chain));
+        (v, select(dqg.is_finite(), g, safe), F::zero())
     }
 }
 
