@@ -54,8 +54,7 @@ trait Exponent: Copy + Send + Sync + 'static {
     /// `d = e·qᵉ⁻¹` of [`Exponent::pow_d`]: where `d` overflows (`e < 1`, `q` subnormal) the
     /// product is taken as `e·qᵉ·(dq/q)`, finite.
     #[inline(always)]
-    fn chain<F: Real>(self, q: F, v: F, d: F, dq: F) -> F {
-        let _ = (q, v);
+    fn chain<F: Real>(self, _q: F, _v: F, d: F, dq: F) -> F {
         d * dq
     }
 }
