@@ -3,8 +3,9 @@
 //! that LLVM vectorises the loop over the lanes (8 lanes wide with AVX2, chosen at run time;
 //! SSE2 otherwise).
 //!
-//! Every formula, eps placement and gradient rule at a kink is the one of the f64 scalar
-//! [`super::pair::pair()`] (ties of `max`/`min` split ½/½, the masked intersection, CIoU's `α` held
+//! A lane is [`super::pair::aligned`] at f32, the one source of the f64 kernel
+//! [`super::pair::pair()`] too, so every formula, eps placement and gradient rule at a kink is
+//! the f64 kernel's (ties of `max`/`min` split ½/½, the masked intersection, CIoU's `α` held
 //! constant, `atan(w/h)` finite at `h = 0`). A lane whose inputs or results leave the range
 //! where f32 arithmetic is safe is recomputed by [`super::pair::pair()`] in f64 (NaN or infinite
 //! coordinates, coordinates whose magnitudes sum to more than [`COORD_LIMIT`], a non-finite
@@ -13,10 +14,10 @@
 //! the f64 kernel to a few f32 ulp of the terms they sum (`tests`); the reductions add the
 //! per-pair f32 losses in f64.
 
-use super::pair::{pair, Chain, PairReal};
+use super::pair::{aligned, pair, PairReal, CIOU, DIOU, EIOU, GIOU, IOU_LINEAR, IOU_LOG, IOU_SQUARE};
 use super::successors::{eval, Formula, WithFormula};
 use super::{PairKind, Successor};
-use crate::geometry::{max_w, min_w, sel};
+use crate::geometry::sel;
 use crate::kinds::{AlignedLoss, AlphaIouBase, IouMode};
 use loss_core::kernel::{with_simd, Real};
 use std::f32::consts::FRAC_PI_2;
@@ -28,19 +29,6 @@ pub(super) const BLOCK: usize = 64;
 /// A lane whose eight `|coordinates|` sum to more than this goes to the f64 kernel: below it no
 /// product of two extents (areas, `C_w²`, `ρ²`) can overflow f32.
 pub(super) const COORD_LIMIT: f32 = 1e18;
-
-/// The loss kinds as const-generic codes (the dispatch on the kind happens once, outside the
-/// loops).
-pub(super) const IOU_LINEAR: u8 = 0;
-pub(super) const IOU_SQUARE: u8 = 1;
-pub(super) const IOU_LOG: u8 = 2;
-pub(super) const GIOU: u8 = 3;
-pub(super) const DIOU: u8 = 4;
-pub(super) const CIOU: u8 = 5;
-pub(super) const EIOU: u8 = 6;
-
-/// `4 / π²` in f32.
-const ASPECT_K: f32 = crate::geometry::ASPECT_K as f32;
 
 /// `atan(x)` for `|x| <= 1`: the odd minimax polynomial of degree 17 of SLEEF's `atanf`
 /// (Shibata and Petrogalli, SLEEF `sleefsp.c`, `xatanf`), evaluated in f32 (Horner, no FMA, so
@@ -90,133 +78,6 @@ pub(super) fn aspect(w: f32, h: f32) -> (f32, f32, f32, bool) {
     (theta, sel(zero, 0.0, h * inv), sel(zero, 0.0, -w * inv), risky)
 }
 
-/// One pair in f32: `(value, gradients [p.x1, p.y1, p.x2, p.y2, t.x1, ..., t.y2], risky)`,
-/// the gradients scaled by the upstream `g`. `c`: `[p.x1, p.y1, p.x2, p.y2, t.x1, ..., t.y2]`.
-/// The f32 transcription of [`super::pair::pair()`], term by term. For `IOU_LOG` the value is `max(IoU,
-/// eps)` (the block takes `−ln` of it outside the vectorised loop).
-///
-/// Callers that use only the value or only the gradients let LLVM drop the rest (everything
-/// here is inlined and pure).
-#[inline(always)]
-pub(super) fn lane<const K: u8>(c: [f32; 8], eps: f32, g: f32) -> (f32, [f32; 8], bool) {
-    let [px1, py1, px2, py2, tx1, ty1, tx2, ty2] = c;
-    // Intersection (torchvision's masked form).
-    let (ix1, ix1_p, ix1_t) = max_w(px1, tx1);
-    let (iy1, iy1_p, iy1_t) = max_w(py1, ty1);
-    let (ix2, ix2_p, ix2_t) = min_w(px2, tx2);
-    let (iy2, iy2_p, iy2_t) = min_w(py2, ty2);
-    let (iw, ih) = (ix2 - ix1, iy2 - iy1);
-    let overlap = (iw > 0.0) & (ih > 0.0);
-    let inter = sel(overlap, iw * ih, 0.0);
-    let (pw, ph, tw, th) = (px2 - px1, py2 - py1, tx2 - tx1, ty2 - ty1);
-    let union = pw * ph + tw * th - inter;
-    let ue = union + eps;
-    let iou = inter / ue;
-
-    let mut g_iou = -1.0;
-    let mut loss = 1.0 - iou;
-    let (mut g_union, mut g_cw, mut g_ch, mut g_dx, mut g_dy) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    let (mut g_pw, mut g_ph, mut g_tw, mut g_th) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
-    let mut risky = false;
-    let (cx1, cx1_p, cx1_t) = min_w(px1, tx1);
-    let (cx2, cx2_p, cx2_t) = max_w(px2, tx2);
-    let (cy1, cy1_p, cy1_t) = min_w(py1, ty1);
-    let (cy2, cy2_p, cy2_t) = max_w(py2, ty2);
-    let (cw, ch) = (cx2 - cx1, cy2 - cy1);
-    match K {
-        IOU_LINEAR => {}
-        IOU_SQUARE | IOU_LOG => {
-            let inside = iou >= eps;
-            let c = sel(inside, iou, eps);
-            if K == IOU_SQUARE {
-                loss = 1.0 - c * c;
-                g_iou = sel(inside, -2.0 * c, 0.0);
-            } else {
-                loss = c;
-                g_iou = sel(inside, -1.0 / c, 0.0);
-            }
-        }
-        GIOU => {
-            let ac = cw * ch;
-            let ace = ac + eps;
-            let r = 1.0 / ace;
-            let q = (ac - union) * r;
-            loss += q;
-            let g_ac = (1.0 - q) * r;
-            g_union -= r;
-            g_cw += g_ac * ch;
-            g_ch += g_ac * cw;
-        }
-        _ => {
-            // DIoU, CIoU, EIoU
-            let diag = cw * cw + ch * ch + eps;
-            let dx = 0.5 * (px1 + px2 - tx1 - tx2);
-            let dy = 0.5 * (py1 + py2 - ty1 - ty2);
-            let rho2 = dx * dx + dy * dy;
-            let rd = 1.0 / diag;
-            let ratio = rho2 * rd;
-            loss += ratio;
-            // −ρ²/diag², as (ρ²/diag)/diag: no diag² to overflow.
-            let g_diag = -ratio * rd;
-            g_cw += 2.0 * cw * g_diag;
-            g_ch += 2.0 * ch * g_diag;
-            g_dx += 2.0 * dx * rd;
-            g_dy += 2.0 * dy * rd;
-            if K == CIOU {
-                let (ap, ap_w, ap_h, rp) = aspect(pw, ph);
-                let (at, at_w, at_h, rt) = aspect(tw, th);
-                risky = rp | rt;
-                let d = at - ap;
-                let v = ASPECT_K * d * d;
-                // alpha is a constant for the gradient (torch.no_grad in torchvision).
-                let alpha = v / (1.0 - iou + v + eps);
-                loss += alpha * v;
-                let g_theta = 2.0 * ASPECT_K * d * alpha;
-                g_tw += g_theta * at_w;
-                g_th += g_theta * at_h;
-                g_pw -= g_theta * ap_w;
-                g_ph -= g_theta * ap_h;
-            } else if K == EIOU {
-                let (dw, dh) = (pw - tw, ph - th);
-                let (cw2, ch2) = (cw * cw + eps, ch * ch + eps);
-                let (rw, rh) = (1.0 / cw2, 1.0 / ch2);
-                let (ew, eh) = (dw * dw * rw, dh * dh * rh);
-                loss += ew + eh;
-                g_pw += 2.0 * dw * rw;
-                g_tw -= 2.0 * dw * rw;
-                g_ph += 2.0 * dh * rh;
-                g_th -= 2.0 * dh * rh;
-                // 2·cw·dw²/cw2², as (dw²/cw2)/cw2: no cw2² to overflow.
-                g_cw -= 2.0 * cw * ew * rw;
-                g_ch -= 2.0 * ch * eh * rh;
-            }
-        }
-    }
-
-    // Chain back to the coordinates, everything scaled by the upstream gradient g.
-    let rue = 1.0 / ue;
-    let mut g_inter = g * g_iou * rue;
-    let g_union = g * (g_union - g_iou * iou * rue);
-    g_inter -= g_union;
-    let chain = Chain {
-        iw: sel(overlap, g_inter * ih, 0.0),
-        ih: sel(overlap, g_inter * iw, 0.0),
-        cw: g * g_cw,
-        ch: g * g_ch,
-        sides: [
-            g * g_pw + g_union * ph,
-            g * g_ph + g_union * pw,
-            g * g_tw + g_union * th,
-            g * g_th + g_union * tw,
-        ],
-        half_dx: 0.5 * g * g_dx,
-        half_dy: 0.5 * g * g_dy,
-        inter_w: [ix1_p, ix1_t, ix2_p, ix2_t, iy1_p, iy1_t, iy2_p, iy2_t],
-        outer_w: [cx1_p, cx1_t, cx2_p, cx2_t, cy1_p, cy1_t, cy2_p, cy2_t],
-    };
-    (loss, chain.into_coords(), risky)
-}
-
 impl PairReal for f32 {
     #[inline(always)]
     fn aspect(w: f32, h: f32) -> (f32, f32, f32, bool) {
@@ -230,13 +91,24 @@ impl PairReal for f32 {
         let v = (e * xs.fast_ln()).fast_exp();
         (v, e * v / xs, !pos)
     }
+
+    #[inline(always)]
+    fn quot(a: f32, b: f32) -> f32 {
+        a * (1.0 / b)
+    }
+
+    #[inline(always)]
+    fn quot_sq(a: f32, b: f32) -> f32 {
+        let r = 1.0 / b;
+        a * r * r
+    }
 }
 
 /// What the generic block computes a lane with: one loss of the pair kernel, its options
 /// captured (the dispatch on the loss happens once, outside the loops), in f32 for the lanes
 /// and in f64 for the lanes outside the f32 domain.
 pub(super) trait Lanes: Copy {
-    /// One pair in f32: `(value, gradients for the upstream g, risky)`, as [`lane`].
+    /// One pair in f32: `(value, gradients for the upstream g, risky)`, as [`aligned`].
     fn lane(self, c: [f32; 8], g: f32) -> (f32, [f32; 8], bool);
     /// The same pair in f64 (the recomputation of a lane outside the f32 domain).
     fn exact(self, p: [f64; 4], t: [f64; 4], g: Option<f64>) -> (f64, [f64; 8]);
@@ -255,7 +127,7 @@ struct Aligned<const K: u8> {
 impl<const K: u8> Lanes for Aligned<K> {
     #[inline(always)]
     fn lane(self, c: [f32; 8], g: f32) -> (f32, [f32; 8], bool) {
-        lane::<K>(c, self.eps as f32, g)
+        aligned::<f32, K>(c, self.eps as f32, g)
     }
     fn exact(self, p: [f64; 4], t: [f64; 4], g: Option<f64>) -> (f64, [f64; 8]) {
         pair(self.kind, p, t, self.eps, g)

@@ -5,7 +5,7 @@
 //! lanes and its f64 recomputation) and the IoU successors ([`super::successors`]); it imports
 //! neither.
 
-use crate::geometry::{aspect_angle_scalar, max_w, min_w, ASPECT_K};
+use crate::geometry::{aspect_angle_scalar, max_w, min_w, sel, ASPECT_K};
 use crate::kinds::{AlignedLoss, IouMode};
 use loss_core::kernel::Real;
 use loss_core::ops::Unary;
@@ -23,6 +23,12 @@ pub(crate) trait PairReal: Real {
     /// clamped to the largest finite number as `loss_core::ops::attach_grad`, so `0 · ∞` is 0);
     /// `(value, derivative, risky)`. f32: `exp(e·ln x)`, risky for `x <= 0`.
     fn pow_d(x: Self, e: Self) -> (Self, Self, bool);
+    /// `a / b`. f64 divides, as the composite path (`loss_core::ops::div`); f32 multiplies by
+    /// `1 / b`, which LLVM computes once per divisor in a lane.
+    fn quot(a: Self, b: Self) -> Self;
+    /// `a / b²`. f64 `a / (b·b)`, as the composite path; f32 `(a · (1/b)) · (1/b)`, with no `b²`
+    /// to overflow.
+    fn quot_sq(a: Self, b: Self) -> Self;
 }
 
 impl PairReal for f64 {
@@ -41,110 +47,190 @@ impl PairReal for f64 {
         let p = Unary::Pow { exponent: e };
         (p.value(x), p.derivative(x).clamp(-f64::MAX, f64::MAX), false)
     }
+
+    #[inline(always)]
+    fn quot(a: f64, b: f64) -> f64 {
+        a / b
+    }
+
+    #[inline(always)]
+    fn quot_sq(a: f64, b: f64) -> f64 {
+        a / (b * b)
+    }
 }
 
-/// The loss of one pair and, with `g = Some(upstream)`, its gradient w.r.t. `p` and `t`.
+/// The aligned losses ([`AlignedLoss`]) as const codes of [`aligned`] (the dispatch on the loss
+/// happens once, outside the loops).
+pub(crate) const IOU_LINEAR: u8 = 0;
+/// See [`IOU_LINEAR`].
+pub(crate) const IOU_SQUARE: u8 = 1;
+/// See [`IOU_LINEAR`].
+pub(crate) const IOU_LOG: u8 = 2;
+/// See [`IOU_LINEAR`].
+pub(crate) const GIOU: u8 = 3;
+/// See [`IOU_LINEAR`].
+pub(crate) const DIOU: u8 = 4;
+/// See [`IOU_LINEAR`].
+pub(crate) const CIOU: u8 = 5;
+/// See [`IOU_LINEAR`].
+pub(crate) const EIOU: u8 = 6;
+
+/// The loss of one pair in f64 and, with `g = Some(upstream)`, its gradient w.r.t. `p` and `t`.
 ///
-/// `p` and `t` are `xyxy` boxes. See [`crate::losses`] for the formulas.
+/// `p` and `t` are `xyxy` boxes. See [`crate::losses`] for the formulas; computed by [`aligned`].
 #[inline]
 pub(crate) fn pair(kind: AlignedLoss, p: [f64; 4], t: [f64; 4], eps: f64, g: Option<f64>) -> (f64, [f64; 8]) {
-    let [px1, py1, px2, py2] = p;
-    let [tx1, ty1, tx2, ty2] = t;
+    let c = [p[0], p[1], p[2], p[3], t[0], t[1], t[2], t[3]];
+    let (v, d) = match g {
+        Some(g) => {
+            let (v, d, _) = by_kind(kind, c, eps, g);
+            (v, d)
+        }
+        // The gradient unused: the inlined kernel drops it.
+        None => (by_kind(kind, c, eps, 0.0).0, [0.0; 8]),
+    };
+    (
+        if kind == AlignedLoss::Iou(IouMode::Log) {
+            -v.ln()
+        } else {
+            v
+        },
+        d,
+    )
+}
+
+/// [`aligned`] with the loss chosen at run time.
+#[inline(always)]
+fn by_kind<F: PairReal>(kind: AlignedLoss, c: [F; 8], eps: F, g: F) -> (F, [F; 8], bool) {
+    match kind {
+        AlignedLoss::Iou(IouMode::Linear) => aligned::<F, IOU_LINEAR>(c, eps, g),
+        AlignedLoss::Iou(IouMode::Square) => aligned::<F, IOU_SQUARE>(c, eps, g),
+        AlignedLoss::Iou(IouMode::Log) => aligned::<F, IOU_LOG>(c, eps, g),
+        AlignedLoss::Giou => aligned::<F, GIOU>(c, eps, g),
+        AlignedLoss::Diou => aligned::<F, DIOU>(c, eps, g),
+        AlignedLoss::Ciou => aligned::<F, CIOU>(c, eps, g),
+        AlignedLoss::Eiou => aligned::<F, EIOU>(c, eps, g),
+    }
+}
+
+/// One pair of the loss with code `K` ([`IOU_LINEAR`] ..): `(value, gradients
+/// [p.x1, p.y1, p.x2, p.y2, t.x1, ..., t.y2] for the upstream g, risky)`, with
+/// `c = [p.x1, p.y1, p.x2, p.y2, t.x1, ..., t.y2]` (`xyxy` boxes). See [`crate::losses`] for the
+/// formulas. For [`IOU_LOG`] the value is `max(IoU, eps)` (the caller takes `−ln` of it: the f32
+/// block kernel outside its vectorised loop). `risky`: an f32 aspect angle outside f32's safe
+/// range ([`PairReal::aspect`]); never for f64.
+///
+/// The one source of the f64 kernel ([`pair()`]) and of the f32 block kernel's lanes
+/// ([`super::block_f32`]): branch-free (selects, no early returns), so that LLVM vectorises it
+/// over the lanes. Where the two floats differ, [`PairReal`] says how: its quotients divide in
+/// f64, as the composite path, and multiply by one reciprocal per divisor in f32.
+///
+/// Callers that use only the value or only the gradients let LLVM drop the rest (everything
+/// here is inlined and pure).
+#[inline(always)]
+pub(crate) fn aligned<F: PairReal, const K: u8>(c: [F; 8], eps: F, g: F) -> (F, [F; 8], bool) {
+    let (zero, one, half, two) = (F::zero(), F::one(), F::of(0.5), F::of(2.0));
+    let [px1, py1, px2, py2, tx1, ty1, tx2, ty2] = c;
     // Intersection (torchvision's masked form).
     let (ix1, ix1_p, ix1_t) = max_w(px1, tx1);
     let (iy1, iy1_p, iy1_t) = max_w(py1, ty1);
     let (ix2, ix2_p, ix2_t) = min_w(px2, tx2);
     let (iy2, iy2_p, iy2_t) = min_w(py2, ty2);
     let (iw, ih) = (ix2 - ix1, iy2 - iy1);
-    let overlap = iw > 0.0 && ih > 0.0;
-    let inter = if overlap { iw * ih } else { 0.0 };
+    let overlap = (iw > zero) & (ih > zero);
+    let inter = sel(overlap, iw * ih, zero);
     let (pw, ph, tw, th) = (px2 - px1, py2 - py1, tx2 - tx1, ty2 - ty1);
     let union = pw * ph + tw * th - inter;
     let ue = union + eps;
     let iou = inter / ue;
 
     // Value and the partials w.r.t. the intermediate quantities.
-    let mut g_iou = -1.0;
-    let mut loss = 1.0 - iou;
-    let (mut g_union, mut g_cw, mut g_ch, mut g_dx, mut g_dy) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    let (mut g_pw, mut g_ph, mut g_tw, mut g_th) = (0.0, 0.0, 0.0, 0.0);
-    let enclosing = |p1: f64, t1: f64, p2: f64, t2: f64| {
-        let (lo, lo_p, lo_t) = min_w(p1, t1);
-        let (hi, hi_p, hi_t) = max_w(p2, t2);
-        (hi - lo, lo_p, lo_t, hi_p, hi_t)
-    };
-    let (cw, cx1_p, cx1_t, cx2_p, cx2_t) = enclosing(px1, tx1, px2, tx2);
-    let (ch, cy1_p, cy1_t, cy2_p, cy2_t) = enclosing(py1, ty1, py2, ty2);
-    match kind {
-        AlignedLoss::Iou(mode) => {
-            let inside = iou >= eps || iou.is_nan();
-            let c = if inside { iou } else { eps };
-            (loss, g_iou) = match mode {
-                IouMode::Linear => (1.0 - iou, -1.0),
-                IouMode::Square => (1.0 - c * c, if inside { -2.0 * c } else { 0.0 }),
-                IouMode::Log => (-c.ln(), if inside { -1.0 / c } else { 0.0 }),
-            };
+    let mut g_iou = -one;
+    let mut loss = one - iou;
+    let (mut g_union, mut g_cw, mut g_ch, mut g_dx, mut g_dy) = (zero, zero, zero, zero, zero);
+    let (mut g_pw, mut g_ph, mut g_tw, mut g_th) = (zero, zero, zero, zero);
+    let mut risky = false;
+    // Enclosing box.
+    let (cx1, cx1_p, cx1_t) = min_w(px1, tx1);
+    let (cx2, cx2_p, cx2_t) = max_w(px2, tx2);
+    let (cy1, cy1_p, cy1_t) = min_w(py1, ty1);
+    let (cy2, cy2_p, cy2_t) = max_w(py2, ty2);
+    let (cw, ch) = (cx2 - cx1, cy2 - cy1);
+    match K {
+        IOU_LINEAR => {}
+        IOU_SQUARE | IOU_LOG => {
+            let inside = (iou >= eps) | iou.is_nan();
+            let c = sel(inside, iou, eps);
+            if K == IOU_SQUARE {
+                loss = one - c * c;
+                g_iou = sel(inside, -two * c, zero);
+            } else {
+                loss = c;
+                g_iou = sel(inside, -one / c, zero);
+            }
         }
-        AlignedLoss::Giou => {
+        GIOU => {
             let ac = cw * ch;
             let ace = ac + eps;
-            let q = (ac - union) / ace;
+            let q = F::quot(ac - union, ace);
             loss += q;
             // d q / d ac = (1 − q) / ace (= ue / ace², without the square), as the composite
             // path's division (`loss_core::ops::div`).
-            let g_ac = (1.0 - q) / ace;
-            g_union -= 1.0 / ace;
+            let g_ac = F::quot(one - q, ace);
+            g_union -= F::quot(one, ace);
             g_cw += g_ac * ch;
             g_ch += g_ac * cw;
         }
-        AlignedLoss::Diou | AlignedLoss::Ciou | AlignedLoss::Eiou => {
+        _ => {
+            // DIoU, CIoU, EIoU
             let diag = cw * cw + ch * ch + eps;
-            let dx = 0.5 * (px1 + px2 - tx1 - tx2);
-            let dy = 0.5 * (py1 + py2 - ty1 - ty2);
+            let dx = half * (px1 + px2 - tx1 - tx2);
+            let dy = half * (py1 + py2 - ty1 - ty2);
             let rho2 = dx * dx + dy * dy;
-            loss += rho2 / diag;
-            let g_diag = -rho2 / (diag * diag);
-            g_cw += 2.0 * cw * g_diag;
-            g_ch += 2.0 * ch * g_diag;
-            g_dx += 2.0 * dx / diag;
-            g_dy += 2.0 * dy / diag;
-            if kind == AlignedLoss::Ciou {
-                let (ap, ap_w, ap_h) = aspect_angle_scalar(pw, ph);
-                let (at, at_w, at_h) = aspect_angle_scalar(tw, th);
+            loss += F::quot(rho2, diag);
+            let g_diag = -F::quot_sq(rho2, diag);
+            g_cw += two * cw * g_diag;
+            g_ch += two * ch * g_diag;
+            g_dx += F::quot(two * dx, diag);
+            g_dy += F::quot(two * dy, diag);
+            if K == CIOU {
+                let (ap, ap_w, ap_h, rp) = F::aspect(pw, ph);
+                let (at, at_w, at_h, rt) = F::aspect(tw, th);
+                risky = rp | rt;
                 let d = at - ap;
-                let v = ASPECT_K * d * d;
+                let aspect_k = F::of(ASPECT_K);
+                let v = aspect_k * d * d;
                 // alpha is a constant for the gradient (torch.no_grad in torchvision).
-                let alpha = v / (1.0 - iou + v + eps);
+                let alpha = v / (one - iou + v + eps);
                 loss += alpha * v;
-                let g_theta = 2.0 * ASPECT_K * d * alpha; // d(alpha v)/d(theta_t)
+                let g_theta = two * aspect_k * d * alpha; // d(alpha v)/d(theta_t)
                 g_tw += g_theta * at_w;
                 g_th += g_theta * at_h;
                 g_pw -= g_theta * ap_w;
                 g_ph -= g_theta * ap_h;
-            } else if kind == AlignedLoss::Eiou {
+            } else if K == EIOU {
                 let (dw, dh) = (pw - tw, ph - th);
                 let (cw2, ch2) = (cw * cw + eps, ch * ch + eps);
-                loss += dw * dw / cw2 + dh * dh / ch2;
-                g_pw += 2.0 * dw / cw2;
-                g_tw -= 2.0 * dw / cw2;
-                g_ph += 2.0 * dh / ch2;
-                g_th -= 2.0 * dh / ch2;
-                g_cw -= 2.0 * cw * dw * dw / (cw2 * cw2);
-                g_ch -= 2.0 * ch * dh * dh / (ch2 * ch2);
+                let (ew, eh) = (F::quot(dw * dw, cw2), F::quot(dh * dh, ch2));
+                loss += ew + eh;
+                g_pw += F::quot(two * dw, cw2);
+                g_tw -= F::quot(two * dw, cw2);
+                g_ph += F::quot(two * dh, ch2);
+                g_th -= F::quot(two * dh, ch2);
+                // 2·cw·dw²/cw2², as (dw²/cw2)/cw2: no cw2² to overflow.
+                g_cw -= F::quot(two * cw * ew, cw2);
+                g_ch -= F::quot(two * ch * eh, ch2);
             }
         }
     }
-    let Some(g) = g else {
-        return (loss, [0.0; 8]);
-    };
 
     // Chain back to the coordinates, everything scaled by the upstream gradient g.
-    let mut g_inter = g * g_iou / ue;
-    g_union = g * (g_union - g_iou * iou / ue);
+    let mut g_inter = F::quot(g * g_iou, ue);
+    let g_union = g * (g_union - F::quot(g_iou * iou, ue));
     g_inter -= g_union;
     let chain = Chain {
-        iw: if overlap { g_inter * ih } else { 0.0 },
-        ih: if overlap { g_inter * iw } else { 0.0 },
+        iw: sel(overlap, g_inter * ih, zero),
+        ih: sel(overlap, g_inter * iw, zero),
         cw: g * g_cw,
         ch: g * g_ch,
         sides: [
@@ -153,12 +239,12 @@ pub(crate) fn pair(kind: AlignedLoss, p: [f64; 4], t: [f64; 4], eps: f64, g: Opt
             g * g_tw + g_union * th,
             g * g_th + g_union * tw,
         ],
-        half_dx: 0.5 * g * g_dx,
-        half_dy: 0.5 * g * g_dy,
+        half_dx: half * g * g_dx,
+        half_dy: half * g * g_dy,
         inter_w: [ix1_p, ix1_t, ix2_p, ix2_t, iy1_p, iy1_t, iy2_p, iy2_t],
         outer_w: [cx1_p, cx1_t, cx2_p, cx2_t, cy1_p, cy1_t, cy2_p, cy2_t],
     };
-    (loss, chain.into_coords())
+    (loss, chain.into_coords(), risky)
 }
 
 /// The gradient of one pair's loss w.r.t. its intermediate quantities (already times the
