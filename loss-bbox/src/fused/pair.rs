@@ -1,7 +1,8 @@
-//! The f64 pair kernel of the torchvision family ([`pair`]) and the one chain rule of every pair
-//! kernel ([`Chain::into_coords`]): the gradient w.r.t. a pair's intersection, enclosing box,
-//! centre offset and sides taken back to its eight coordinates, and the float the pair kernels
-//! are written over ([`PairReal`]). Used by the f32 block kernel ([`super::block_f32`], for its
+//! The pair kernel of the torchvision family, written once over the float ([`aligned`]: the f64
+//! kernel [`pair()`] and the f32 block kernel's lanes), the one chain rule of every pair kernel
+//! ([`Chain::into_coords`]: the gradient w.r.t. a pair's intersection, enclosing box, centre
+//! offset and sides taken back to its eight coordinates), and the float the pair kernels are
+//! written over ([`PairReal`]). Used by the f32 block kernel ([`super::block_f32`], for its
 //! lanes and its f64 recomputation) and the IoU successors ([`super::successors`]); it imports
 //! neither.
 
