@@ -206,16 +206,18 @@ fn store_grads(o: &mut Soa, l: usize, d: &[f32; 8]) -> bool {
     m.is_finite()
 }
 
-/// Forward of one block: the losses into `out`, and with `GRAD` also the gradients for the
-/// upstream `g` into `o` (as [`backward_block`]); returns whether some lane is out of the f32
-/// domain (`bad[l] != 0` for those lanes), to be recomputed in f64.
+/// One block of pairs (`p`, `t`, transposed into `s`) through the lanes `ls`, lane `l` with the
+/// upstream gradient `g(l)`: with `VALUES` the losses into `out`, with `GRAD` the gradients
+/// w.r.t. the coordinates into `o` (`o[k][l]`, `k` as in [`Soa`]). Returns whether some lane is
+/// out of the f32 domain (`bad[l] != 0` for those lanes: `risky`, coordinates outside
+/// [`coords_ok`], or a value or gradient it computes not finite), to be recomputed in f64.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn forward_block<L: Lanes, const GRAD: bool>(
+fn run_block<L: Lanes, const VALUES: bool, const GRAD: bool>(
     ls: L,
     p: &[f32; 4 * BLOCK],
     t: &[f32; 4 * BLOCK],
-    g: f32,
+    g: impl Fn(usize) -> f32,
     s: &mut Soa,
     out: &mut [f32; BLOCK],
     o: &mut Soa,
@@ -224,36 +226,19 @@ fn forward_block<L: Lanes, const GRAD: bool>(
     transpose(p, t, s);
     for l in 0..BLOCK {
         let c = lane_coords(s, l);
-        let (v, d, risky) = ls.lane(c, g);
-        out[l] = v;
-        let mut ok = !risky & coords_ok(&c) & v.is_finite();
+        let (v, d, risky) = ls.lane(c, g(l));
+        let mut ok = !risky & coords_ok(&c);
+        if VALUES {
+            out[l] = v;
+            ok &= v.is_finite();
+        }
         if GRAD {
             ok &= store_grads(o, l, &d);
         }
         bad[l] = u32::from(!ok);
     }
-    ls.finish(out);
-    bad.iter().fold(0, |a, &b| a | b) != 0
-}
-
-/// Backward of one block: the gradients w.r.t. the coordinates into `o` (`o[k][l]`, `k` as in
-/// [`Soa`]) for the upstream gradients `g`; returns whether some lane is out of the f32 domain.
-#[inline(always)]
-fn backward_block<L: Lanes>(
-    ls: L,
-    p: &[f32; 4 * BLOCK],
-    t: &[f32; 4 * BLOCK],
-    g: &[f32; BLOCK],
-    s: &mut Soa,
-    o: &mut Soa,
-    bad: &mut [u32; BLOCK],
-) -> bool {
-    transpose(p, t, s);
-    for l in 0..BLOCK {
-        let c = lane_coords(s, l);
-        let (_, d, risky) = ls.lane(c, g[l]);
-        let finite = store_grads(o, l, &d);
-        bad[l] = u32::from(risky | !coords_ok(&c) | !finite);
+    if VALUES {
+        ls.finish(out);
     }
     bad.iter().fold(0, |a, &b| a | b) != 0
 }
@@ -351,7 +336,7 @@ fn forward_chunk<L: Lanes, const GRAD: bool>(
     while i < n {
         let len = BLOCK.min(n - i);
         let (bp, bt) = (block_of(p, i, len, &mut pp), block_of(t, i, len, &mut pt));
-        if forward_block::<L, GRAD>(ls, bp, bt, g as f32, &mut s, &mut v, &mut o, &mut bad) {
+        if run_block::<L, true, GRAD>(ls, bp, bt, |_| g as f32, &mut s, &mut v, &mut o, &mut bad) {
             for l in 0..len {
                 if bad[l] != 0 {
                     let (a, b) = pair64(p, t, i + l);
@@ -424,6 +409,7 @@ fn backward_chunk<L: Lanes>(
     let mut s = [[0.0f32; BLOCK]; 8];
     let mut o = [[0.0f32; BLOCK]; 8];
     let mut gb = [0.0f32; BLOCK];
+    let mut v = [0.0f32; BLOCK]; // unused: no values
     if let Upstream::Scalar(g) = up {
         gb = [g as f32; BLOCK];
     }
@@ -435,7 +421,7 @@ fn backward_chunk<L: Lanes>(
         if let Upstream::Each(g) = up {
             gb[..len].copy_from_slice(&g[i..i + len]);
         }
-        if backward_block(ls, bp, bt, &gb, &mut s, &mut o, &mut bad) {
+        if run_block::<L, false, true>(ls, bp, bt, |l| gb[l], &mut s, &mut v, &mut o, &mut bad) {
             for l in 0..len {
                 if bad[l] != 0 {
                     let (a, b) = pair64(p, t, i + l);
