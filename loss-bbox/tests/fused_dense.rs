@@ -381,8 +381,8 @@ fn a_second_backward_recomputes_the_saved_gradient() {
 }
 
 /// Poly-1 focal with `γ < 1` at a logit whose sigmoid is subnormal (−743: `σ ≈ 5e-323`):
-/// `γ·q^(γ−1)` overflows there while `∂q/∂x` underflows; the gradient is their finite product
-/// (≈ `(1 + γ)·σ^(1+γ)`, so 0 to f64's precision), on both paths (a case proptest found).
+/// `γ·q^(γ−1)` overflows there while `∂q/∂x` underflows; the gradient is their product
+/// (≈ `(1 + γ)·σ^(1+γ)`, so 0 to f64's precision), finite on both paths (a case proptest found).
 #[test]
 fn poly1_focal_gradient_is_finite_where_the_sigmoid_is_subnormal() -> Result<()> {
     let dev = Device::Cpu;
@@ -402,6 +402,80 @@ fn poly1_focal_gradient_is_finite_where_the_sigmoid_is_subnormal() -> Result<()>
         assert!(g[1].abs() < 1e-300, "{path:?}: {g:?}");
         // x = 0 (σ = q = ½), the ordinary case: the loss grows with x, a positive gradient.
         assert!(g[0] > 0.0, "{path:?}: {g:?}");
+    }
+    Ok(())
+}
+
+/// The gradient of `x` (as `[n, 1]`) under `path`, for a loss of `x`, in `dtype`.
+fn grad_of(path: Path, x: &[f64], dtype: DType, loss: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<Vec<f64>> {
+    let x = Tensor::new(x, &Device::Cpu)?.reshape((x.len(), 1))?;
+    let x = Var::from_tensor(&x.to_dtype(dtype)?)?;
+    let l = with_path(path, || loss(x.as_tensor()))?;
+    let g = with_path(path, || l.backward())?;
+    let g = g.get(x.as_tensor()).expect("a gradient");
+    g.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
+}
+
+/// Varifocal, quality focal and Gaussian focal with a general exponent `< 1` where the power's
+/// base is 0 or subnormal (a logit of −743 in f64, −103 in f32; a probability of 0 or the
+/// smallest subnormal): the power's derivative `e·q^(e−1)` is `+inf` there. Both paths clamp it
+/// to the largest finite number, so a zero factor beside it gives 0, not NaN (before, the fused
+/// gradient was NaN for all three), and the fused gradient equals the composite one.
+#[test]
+fn general_exponent_gradients_are_finite_where_the_power_has_an_infinite_slope() -> Result<()> {
+    let dev = Device::Cpu;
+    for dtype in [DType::F64, DType::F32] {
+        let (logits, probs): (Vec<f64>, Vec<f64>) = if dtype == DType::F64 {
+            (vec![0.0, -743.35, -745.0, -700.0], vec![0.5, 1e-310, 4.9e-324, 0.0])
+        } else {
+            (vec![0.0, -103.0, -104.0, -88.0], vec![0.5, 1e-40, 1.4e-45, 0.0])
+        };
+        let zeros = Tensor::zeros((4, 1), dtype, &dev)?;
+        let gamma = 0.0119;
+        let cases: Vec<(&str, &[f64], Box<dyn Fn(&Tensor) -> Result<Tensor>>)> = vec![
+            (
+                "varifocal",
+                &logits,
+                Box::new(|x| varifocal_loss(x, &zeros, 0.75, gamma, true, Reduction::Sum)),
+            ),
+            (
+                "quality_focal",
+                &logits,
+                Box::new(|x| quality_focal_loss_tensor_target(x, &zeros, gamma, false, Reduction::Sum)),
+            ),
+            (
+                "gaussian_focal t=1",
+                &probs,
+                Box::new(|x| {
+                    let t = x.ones_like()?;
+                    gaussian_focal_loss(x, &t, gamma, gamma, 1.0, 1.0, Reduction::Sum)
+                }),
+            ),
+            (
+                "gaussian_focal t=0.5",
+                &probs,
+                Box::new(|x| {
+                    let t = x.ones_like()?.affine(0.5, 0.0)?;
+                    gaussian_focal_loss(x, &t, gamma, gamma, 1.0, 1.0, Reduction::Sum)
+                }),
+            ),
+        ];
+        for (name, x, loss) in &cases {
+            let fused = grad_of(Path::Fused, x, dtype, loss)?;
+            let composite = grad_of(Path::Composite, x, dtype, loss)?;
+            assert!(fused.iter().all(|v| v.is_finite()), "{name} {dtype:?}: {fused:?}");
+            for (a, b) in fused.iter().zip(&composite) {
+                let tol = 1e-5 * a.abs().max(b.abs()) + 1e-30;
+                assert!(
+                    (a - b).abs() <= tol,
+                    "{name} {dtype:?}: fused {fused:?}, composite {composite:?}"
+                );
+            }
+        }
+        // The ordinary point (x = 0, p = ½) has a non-zero gradient on every loss.
+        for (name, x, loss) in &cases {
+            assert!(grad_of(Path::Fused, x, dtype, loss)?[0].abs() > 0.1, "{name} {dtype:?}");
+        }
     }
     Ok(())
 }

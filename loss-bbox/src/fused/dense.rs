@@ -42,21 +42,12 @@ fn ln1p<F: Real>(z: F) -> F {
 }
 
 /// An exponent `e >= 0`: `(qᵉ, e·qᵉ⁻¹)` for `q >= 0`, with `0⁰ = 1` and the derivative at
-/// `q = 0` 1 for `e = 1` and 0 otherwise (`loss_core::ops::powf`'s, except `+inf` for `e < 1`,
-/// which every use here multiplies by a zero factor).
+/// `q = 0` 1 for `e = 1` and 0 for `e > 1` (`loss_core::ops::powf`'s). Where the derivative is
+/// `+inf` (`e < 1` at `q = 0`) or overflows (`e < 1` at a subnormal `q`) it is the largest finite
+/// number, as `loss_core::ops::attach_grad` clamps the composite path's: a zero factor beside it
+/// still gives 0, not NaN.
 trait Exponent: Copy + Send + Sync + 'static {
     fn pow_d<F: Real>(self, q: F) -> (F, F);
-
-    /// Whether `e·qᵉ⁻¹` can overflow for a tiny `q > 0` (`e < 1`): only the general exponent.
-    const MAY_OVERFLOW: bool = false;
-
-    /// `e·qᵉ⁻¹·dq` for a `dq` with `|dq| <= q` (a chain through `q`), given `v = qᵉ` and
-    /// `d = e·qᵉ⁻¹` of [`Exponent::pow_d`]: where `d` overflows (`e < 1`, `q` subnormal) the
-    /// product is taken as `e·qᵉ·(dq/q)`, finite.
-    #[inline(always)]
-    fn chain<F: Real>(self, _q: F, _v: F, d: F, dq: F) -> F {
-        d * dq
-    }
 }
 
 /// `e = 2`.
@@ -89,24 +80,26 @@ struct Pow(f64);
 impl Exponent for Pow {
     #[inline(always)]
     fn pow_d<F: Real>(self, q: F) -> (F, F) {
-        let (z, one) = (F::zero(), F::one());
+        let (z, one, max) = (F::zero(), F::one(), F::max_value());
         let e = F::of(self.0);
         let v = (e * q.fast_ln()).fast_exp();
         let at0 = q == z;
         let v = select(at0, select(self.0 == 0.0, one, z), v);
-        let d = select(at0, select(self.0 == 1.0, one, z), e * v / q);
+        let d0 = if self.0 == 1.0 {
+            one
+        } else if self.0 < 1.0 {
+            max
+        } else {
+            z
+        };
+        let d = select(at0, d0, e * v / q);
+        // +inf where `q^(e−1)` overflows; NaN stays NaN.
+        let d = select(d > max, max, d);
         if self.0 == 0.0 {
             (one, z)
         } else {
             (v, d)
         }
-    }
-
-    const MAY_OVERFLOW: bool = true;
-
-    #[inline(always)]
-    fn chain<F: Real>(self, q: F, v: F, d: F, dq: F) -> F {
-        select(d.is_finite(), d * dq, F::of(self.0) * v * (dq / q))
     }
 }
 
@@ -347,14 +340,7 @@ impl<E: Exponent> Partials for Poly1Focal<E> {
         };
         let v = at * (ce * qg + eps * qg * q);
         let g = at * ((s - y) * qg + ce * dqg * dq + eps * (qg + q * dqg) * dq);
-        if !E::MAY_OVERFLOW {
-            return (v, g, F::zero());
-        }
-        // `q^γ` of a subnormal `q` with `γ < 1`: `dqg` overflows while `dq` underflows, and the
-        // gradient is taken through their product instead.
-        let chain = self.e.chain(q, qg, dqg, dq);
-        let safe = at * ((s - y) * qg + ce * chain + eps * (qg * dq + q * chain));
-        (v, select(dqg.is_finite(), g, safe), F::zero())
+        (v, g, F::zero())
     }
 }
 
