@@ -406,6 +406,9 @@ fn poly1_focal_gradient_is_finite_where_the_sigmoid_is_subnormal() -> Result<()>
     Ok(())
 }
 
+/// A loss as a function of its prediction.
+type LossOf<'a> = Box<dyn Fn(&Tensor) -> Result<Tensor> + 'a>;
+
 /// The gradient of `x` (as `[n, 1]`) under `path`, for a loss of `x`, in `dtype`.
 fn grad_of(path: Path, x: &[f64], dtype: DType, loss: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<Vec<f64>> {
     let x = Tensor::new(x, &Device::Cpu)?.reshape((x.len(), 1))?;
@@ -432,7 +435,7 @@ fn general_exponent_gradients_are_finite_where_the_power_has_an_infinite_slope()
         };
         let zeros = Tensor::zeros((4, 1), dtype, &dev)?;
         let gamma = 0.0119;
-        let cases: Vec<(&str, &[f64], Box<dyn Fn(&Tensor) -> Result<Tensor>>)> = vec![
+        let cases: Vec<(&str, &[f64], LossOf)> = vec![
             (
                 "varifocal",
                 &logits,
