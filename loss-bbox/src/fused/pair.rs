@@ -11,10 +11,11 @@ use crate::kinds::{AlignedLoss, IouMode};
 use loss_core::kernel::Real;
 use loss_core::ops::Unary;
 
-/// The float of the pair kernels: [`Real`] plus the two functions whose f32 form (the block
-/// kernel's lanes, [`super::block_f32`]) is not the f64 one (libm). Each also says whether its
-/// f32 result may stray from the f64 one (`risky`: the lane is then recomputed in f64); f64 is
-/// never risky.
+/// The float of the pair kernels: [`Real`] plus the functions whose f32 form (the block
+/// kernel's lanes, [`super::block_f32`]) differs from the f64 one: the aspect angle and the
+/// power (libm in f64), and the quotients (f32 multiplies by a reciprocal). `aspect` and `pow_d`
+/// also say whether their f32 result may stray from the f64 one (`risky`: the lane is then
+/// recomputed in f64); f64 is never risky.
 pub(crate) trait PairReal: Real {
     /// The aspect angle of a `w × h` box and its gradient, `(θ, ∂θ/∂w, ∂θ/∂h, risky)`, with the
     /// conventions of [`aspect_angle_scalar`] (`±π/2` at `h = 0`, 0 and a zero gradient for a
